@@ -1,0 +1,125 @@
+# Exact energy registers: integer counters with a carried remainder, never float += delta.
+#
+# A register holds kWh (int), mWh within the kWh (0..999_999) and a raw remainder in the
+# metering kernel's units (< units_per_mwh). Adding per-cycle raw energy uses small ints
+# only; 10 years at 100 kW is 8.8e6 kWh, far below 2**30.
+
+MWH_PER_KWH = 1000000
+MAX_UNITS_PER_MWH = 1 << 28
+
+
+class Register:
+    def __init__(self, units_per_mwh=1):
+        if not 1 <= units_per_mwh <= MAX_UNITS_PER_MWH:
+            raise ValueError("units_per_mwh out of range: %r" % (units_per_mwh,))
+        self.units_per_mwh = units_per_mwh
+        self.kwh = 0
+        self.mwh = 0
+        self.rem = 0
+
+    def add_units(self, units):
+        """Add raw units (an int >= 0). Per-cycle amounts keep every intermediate below 2**30."""
+        r = self.rem + units
+        u = self.units_per_mwh
+        if r >= u:
+            q = r // u
+            r -= q * u
+            self.add_mwh(q)
+        self.rem = r
+
+    def add_mwh(self, mwh):
+        m = self.mwh + mwh
+        if m >= MWH_PER_KWH:
+            k = m // MWH_PER_KWH
+            m -= k * MWH_PER_KWH
+            self.kwh += k
+        self.mwh = m
+
+    def total_mwh(self):
+        return self.kwh * MWH_PER_KWH + self.mwh
+
+    def wh(self):
+        return self.kwh * 1000.0 + self.mwh / 1000.0
+
+    def state(self):
+        return [self.kwh, self.mwh, self.rem]
+
+    def restore(self, state):
+        kwh, mwh, rem = state
+        for x in state:
+            if not isinstance(x, int) or x < 0:
+                raise ValueError("register state must be non-negative ints: %r" % (state,))
+        if mwh >= MWH_PER_KWH or rem >= self.units_per_mwh:
+            raise ValueError("register state out of range: %r" % (state,))
+        self.kwh, self.mwh, self.rem = kwh, mwh, rem
+
+
+NAMES = ("import_wh", "export_wh", "import_varh", "export_varh")
+
+
+class Registers:
+    """The four registers. Active energy is added per half cycle in kernel units;
+    reactive energy per reading in mvarh with a carried fraction."""
+
+    def __init__(self, units_per_mwh):
+        self.import_wh = Register(units_per_mwh)
+        self.export_wh = Register(units_per_mwh)
+        self.import_varh = Register(1)
+        self.export_varh = Register(1)
+        self.varh_carry = 0.0  # fraction of one mvarh, always in (-1, 1)
+
+    def add_active(self, units):
+        if units >= 0:
+            self.import_wh.add_units(units)
+        else:
+            self.export_wh.add_units(-units)
+
+    def add_reactive_mvarh(self, mvarh):
+        x = mvarh + self.varh_carry
+        whole = int(x)
+        self.varh_carry = x - whole
+        if whole > 0:
+            self.import_varh.add_mwh(whole)
+        elif whole < 0:
+            self.export_varh.add_mwh(-whole)
+
+    def all(self):
+        return [getattr(self, n) for n in NAMES]
+
+    def state(self):
+        return {n: getattr(self, n).state() for n in NAMES}
+
+    def restore(self, state):
+        for n in NAMES:
+            getattr(self, n).restore(state[n])
+
+    def as_wh(self):
+        return {n: getattr(self, n).wh() for n in NAMES}
+
+
+class RegisterStore:
+    """Persists Registers with write-then-rename into two alternating slots."""
+
+    def __init__(self, path):
+        self.path = path
+        self.gen = 0
+        self.damaged = 0
+
+    def load(self, registers):
+        """Restore the newest intact state. Returns False when there was none."""
+        import json
+        import store
+
+        gen, payload, self.damaged = store.read_latest_generation(self.path)
+        if gen is None:
+            return False
+        registers.restore(json.loads(payload))
+        self.gen = gen
+        return True
+
+    def save(self, registers):
+        import json
+        import store
+
+        self.gen += 1
+        store.write_generation(self.path, self.gen, json.dumps(registers.state()).encode())
