@@ -31,7 +31,9 @@ def run(board, cfg, seconds=None, realtime=False, state_dir=None, emit=_emit):
     regs = None
     if state_dir:
         regs = RegisterStore(state_dir + "/energy")
-        regs.load(meter.registers)
+        saved = regs.load()
+        if saved is not None:
+            meter.restore_energy(saved)
         if regs.damaged:
             emit({"type": "notice", "what": "energy slot damaged", "slots": regs.damaged})
     meter.on_event = emit
@@ -44,6 +46,10 @@ def run(board, cfg, seconds=None, realtime=False, state_dir=None, emit=_emit):
     while limit is None or done < limit:
         n = board.read(vbuf, ibuf)
         if n == 0:
+            meter.finish()
+            r = reporter.take()
+            if r is not None:
+                emit(r)
             break
         meter.feed(vbuf, ibuf, n)
         done += n
@@ -51,6 +57,7 @@ def run(board, cfg, seconds=None, realtime=False, state_dir=None, emit=_emit):
         if r is not None:
             emit(r)
         if regs is not None and done >= next_persist:
+            meter.fold_energy()
             regs.save(meter.registers)
             next_persist += cfg["persist_s"] * board.sample_rate
         if realtime:

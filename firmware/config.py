@@ -17,7 +17,16 @@ DEFAULTS = {
     "phase_cal_deg": 0.0,     # sensor phase error to correct (+ = current lags more)
     "v_cal": 1.0,             # gain trims on top of the board's nominal gains
     "i_cal": 1.0,
+    "report_s": 10,           # send a reading to the head-end every this many seconds
+    "device_id": "",
+    "device_key": "",         # hex HMAC key shared with the head-end (secret)
+    "server_url": "",         # e.g. https://headend.example:8443
+    "ca_file": "",            # the head-end's CA, pinned (PEM or DER)
+    "poll_wait_s": 25,        # long-poll wait offered to the head-end
+    "transport": "http",
 }
+
+SECRETS = ("device_key",)
 
 # name: (type, low, high)
 _RULES = {
@@ -33,6 +42,13 @@ _RULES = {
     "phase_cal_deg": (float, -20.0, 20.0),
     "v_cal": (float, 0.5, 2.0),
     "i_cal": (float, 0.5, 2.0),
+    "report_s": (int, 1, 3600),
+    "poll_wait_s": (int, 0, 25),
+    "device_id": (str, 0, 64),
+    "device_key": (str, 0, 128),
+    "server_url": (str, 0, 200),
+    "ca_file": (str, 0, 200),
+    "transport": (str, 1, 8),
 }
 
 
@@ -45,8 +61,12 @@ def check(name, value):
     if name not in _RULES:
         raise ConfigError("unknown setting %r" % (name,))
     kind, low, high = _RULES[name]
+    if kind is str:
+        return _check_text(name, value, low, high)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError("%s must be a number, got %r" % (name, value))
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError("%s must be a finite number, got %r" % (name, value))
     if kind is int and value != int(value):
         raise ConfigError("%s must be a whole number, got %r" % (name, value))
     value = kind(value)
@@ -55,6 +75,38 @@ def check(name, value):
     if not low <= value <= high:
         raise ConfigError("%s must be between %s and %s, got %r" % (name, low, high, value))
     return value
+
+
+def _check_text(name, value, low, high):
+    if not isinstance(value, str):
+        raise ConfigError("%s must be text, got %r" % (name, value))
+    if not low <= len(value) <= high:
+        raise ConfigError("%s must be %d to %d characters long" % (name, low, high))
+    if name == "transport" and value not in ("http", "mqtt"):
+        raise ConfigError("transport must be http or mqtt, got %r" % (value,))
+    if name == "device_key" and value:
+        if len(value) % 2 or len(value) < 32:
+            raise ConfigError("device_key must be an even number (>= 32) of hex digits")
+        for c in value:
+            if c not in "0123456789abcdefABCDEF":
+                raise ConfigError("device_key must be hex digits")
+    if name == "server_url" and value and not (value.startswith("http://") or
+                                               value.startswith("https://")):
+        raise ConfigError("server_url must start with http:// or https://")
+    if name == "device_id" and value:
+        for c in value:
+            if not (c.isalpha() or c.isdigit() or c in "-_."):
+                raise ConfigError("device_id may hold letters, digits, - _ and . only")
+    return value
+
+
+def public(cfg):
+    """The config with secrets masked, for get_config and the REPL."""
+    out = dict(cfg)
+    for name in SECRETS:
+        if out.get(name):
+            out[name] = "(set)"
+    return out
 
 
 def validate(changes, base=None):
@@ -66,17 +118,28 @@ def validate(changes, base=None):
         cfg[name] = check(name, changes[name])
     if cfg["interruption_pct"] + cfg["hysteresis_pct"] >= cfg["dip_pct"]:
         raise ConfigError("interruption_pct + hysteresis_pct must stay below dip_pct")
+    if cfg["dip_pct"] + cfg["hysteresis_pct"] > 100.0:
+        raise ConfigError("dip_pct + hysteresis_pct must stay at or below 100")
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
     return cfg
 
 
 def load(path):
-    """Config from a JSON file, validated; defaults if the file does not exist."""
-    data = store.read_record(path)
-    if data is None:
+    """Config from a file, validated; defaults if the file does not exist. The file is a
+    store record (as save() writes it) or plain JSON (as a person writes it)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
         return dict(DEFAULTS)
-    return validate(json.loads(data))
+    if data[:3] == store.MAGIC:
+        data = store.decode(data)
+    try:
+        changes = json.loads(data)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % (path,))
+    return validate(changes)
 
 
 def save(path, cfg):

@@ -39,7 +39,7 @@ class Register:
         return self.kwh * MWH_PER_KWH + self.mwh
 
     def wh(self):
-        return self.kwh * 1000.0 + self.mwh / 1000.0
+        return round(self.kwh * 1000.0 + self.mwh / 1000.0, 3)
 
     def state(self):
         return [self.kwh, self.mwh, self.rem]
@@ -49,9 +49,11 @@ class Register:
         for x in state:
             if not isinstance(x, int) or x < 0:
                 raise ValueError("register state must be non-negative ints: %r" % (state,))
-        if mwh >= MWH_PER_KWH or rem >= self.units_per_mwh:
+        if mwh >= MWH_PER_KWH:
             raise ValueError("register state out of range: %r" % (state,))
-        self.kwh, self.mwh, self.rem = kwh, mwh, rem
+        # A calibration change alters the units; a remainder that no longer fits is under
+        # one mWh and is dropped rather than refusing the register.
+        self.kwh, self.mwh, self.rem = kwh, mwh, rem if rem < self.units_per_mwh else 0
 
 
 NAMES = ("import_wh", "export_wh", "import_varh", "export_varh")
@@ -105,17 +107,16 @@ class RegisterStore:
         self.gen = 0
         self.damaged = 0
 
-    def load(self, registers):
-        """Restore the newest intact state. Returns False when there was none."""
+    def load(self):
+        """The newest intact state (a dict for Registers.restore), or None."""
         import json
         import store
 
         gen, payload, self.damaged = store.read_latest_generation(self.path)
         if gen is None:
-            return False
-        registers.restore(json.loads(payload))
+            return None
         self.gen = gen
-        return True
+        return json.loads(payload)
 
     def save(self, registers):
         import json

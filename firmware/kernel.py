@@ -1,94 +1,139 @@
-# Per-sample metering kernel: integer sums over one half cycle, V zero-crossing detection.
+# The metering hot path: per-sample sums, zero crossings and all per-half-cycle bookkeeping.
 #
-# Runs as @micropython.viper on the board (machine-word ints, no heap) and as plain
-# Python on CPython; the source is the same. All state lives in one array('i') so
-# nothing is allocated per sample or per call. Every stored value stays within
-# +/-2**30 for 12-bit input and at most MAX_HALF_SAMPLES samples per half cycle.
+# Runs as @micropython.viper on the board (machine-word ints, no heap) and as plain Python
+# on CPython; the source is the same. All state lives in one array('i'). run() consumes a
+# whole block and returns early only when Python must look (an event may be starting or is
+# in progress, a 10/12-cycle window or a reading window ends, start-up sync). Every stored
+# value stays within +/-2**30 for 12-bit input and at most MAX_HALF_SAMPLES per half cycle.
 
 try:
     import micropython
+    from micropython import const
+except ImportError:  # CPython: the decorators do nothing, annotations are plain names
+    import mpshim as micropython
+    from mpshim import const
 
-    _viper = micropython.viper
-except (ImportError, AttributeError):  # CPython
-    def _viper(f):
-        return f
+    ptr16 = ptr32 = object
 
-    ptr16 = ptr32 = object  # annotation names only viper understands
+# The decorators must be written literally as @micropython.viper: MicroPython's compiler
+# recognises them by name, at compile time.
 
-MAX_HALF_SAMPLES = 96  # forced half-cycle close; 96 * 2048**2 * 2 < 2**30
-COEF_BITS = 14
+MAX_HALF_SAMPLES = const(96)  # forced half-cycle close; 96 * 2048**2 * 2 < 2**30
+COEF_BITS = const(14)
+WIDE_SHIFT = const(20)
 
-# State slots (array('i'))
-VOFF = 0      # integer DC offset of V (ADC counts)
-IOFF = 1
-COEF_A = 2    # phase correction, Q14: vs = (A*v[n] + B*v[n-1]) >> 14, paired with i[n-1]
-COEF_B = 3
-HYST = 4      # zero-crossing hysteresis (counts)
-MIN_HALF = 5  # debounce: minimum samples per half cycle
-MAX_HALF = 6  # forced close when no crossing arrives (interruptions)
-POLARITY = 7  # 1 while in the positive half cycle
-VPREV = 8
-IPREV = 9
-N = 10        # --- half-cycle sums, FIELDS of them, in this order ---
-SV = 11       # sum v
-SVV = 12      # sum v*v
-SI = 13       # sum i
-SII = 14      # sum i*i
-SP = 15       # sum vs*i   (active power, phase corrected)
-SVS = 16      # sum vs
-SX = 17       # sum v[n-1]*i[n] - v[n]*i[n-1]  (sign of reactive power)
-FIELDS = 8
-POS = 18      # sample position in the current reading window
-CAND_K = 19   # last sign change of v: position and the two samples around it
-CAND_A = 20
-CAND_B = 21
-BOUNDARY = 22  # 0 none, 1 rising crossing (cycle start), 2 falling, 3 forced
-CROSS_K = 23   # confirmed rising crossing: position, sample before, sample after
-CROSS_A = 24
-CROSS_B = 25
-SLOTS = 26
+# --- state slots (array('i')) ---
+VOFF = const(0)          # integer DC offset of V (ADC counts)
+IOFF = const(1)
+COEF_A = const(2)        # phase correction, Q14: vs = (A*v[n] + B*v[n-1]) >> 14, paired with i[n-1]
+COEF_B = const(3)
+HYST = const(4)          # zero-crossing hysteresis (counts)
+MIN_HALF = const(5)      # debounce: minimum samples per half cycle
+MAX_HALF = const(6)      # current forced-close length (interruptions have no crossings)
+POLARITY = const(7)      # 1 while in the positive half cycle
+VPREV = const(8)
+IPREV = const(9)
+N = const(10)            # --- half-cycle sums, FIELDS of them, in this order ---
+SV = const(11)           # sum v
+SVV = const(12)          # sum v*v
+SI = const(13)           # sum i
+SII = const(14)          # sum i*i
+SP = const(15)           # sum vs*i   (active power, phase corrected)
+SVS = const(16)          # sum vs
+SX = const(17)           # sum v[n-1]*i[n] - v[n]*i[n-1]  (sign of reactive power)
+FIELDS = const(8)
+POS = const(18)          # sample position in the current reading window
+CAND_K = const(19)       # last sign change of v: position and the two samples around it
+CAND_A = const(20)
+CAND_B = const(21)
+BOUNDARY = const(22)     # edge of the last half cycle: 1 rising (cycle start), 2 falling, 3 forced
+CROSS_K = const(23)      # last confirmed rising crossing: position, sample before, sample after
+CROSS_A = const(24)
+CROSS_B = const(25)
+PREV_N = const(26)       # previous half cycle, for Urms(1/2)
+PREV_SVV = const(27)
+URMS_SUM = const(28)     # latest Urms(1/2) window: sum of squares and sample count
+URMS_N = const(29)
+PQ_LOW = const(30)       # Python looks when Urms(1/2)^2 < PQ_LOW or > PQ_HIGH (counts^2)
+PQ_HIGH = const(31)
+PQ_ACTIVE = const(32)    # 1 while an event is in progress: Python looks every half cycle
+CLOCK_HI = const(33)     # samples since start = CLOCK_HI * 2**20 + CLOCK_LO
+CLOCK_LO = const(34)
+HALVES = const(35)       # half cycles in the current 10/12-cycle window
+HALVES_PER_WINDOW = const(36)
+INTERVAL = const(37)     # samples per reading window
+NORMAL_HALF = const(38)  # forced close after this many samples following a real crossing
+FORCED_HALF = const(39)  # ... and after this many following a forced close
+SYNCED = const(40)       # rising edges seen, up to 2 (readings start at the second)
+ATTN = const(41)         # why run() returned early: bit flags below
+UNITS = const(42)        # raw energy units per mWh
+IMP_REM = const(43)      # import energy: raw remainder (< UNITS) and whole mWh not yet folded
+IMP_MWH = const(44)
+EXP_REM = const(45)
+EXP_MWH = const(46)
+CYCLES = const(47)       # --- per-reading frequency data (EXT_SIZE slots) ---
+FIRST_K = const(48)      # first rising crossing of the reading: position, sample before, after
+FIRST_A = const(49)
+FIRST_B = const(50)
+LAST_K = const(51)
+LAST_A = const(52)
+LAST_B = const(53)
+HAVE_FIRST = const(54)
+FORCED = const(55)       # half cycles closed without a zero crossing
+FROZEN = const(56)       # a forced half cycle ended the run of cycles used for frequency
+EXT = CYCLES
+EXT_SIZE = const(10)
+READING = const(57)      # reading window sums: FIELDS wide values (hi, lo)
+WINDOW = READING + 2 * FIELDS  # 10/12-cycle window sums
+SLOTS = WINDOW + 2 * FIELDS
 
-RISING = 1
-FALLING = 2
-FORCED = 3
+RISING = const(1)
+FALLING = const(2)
+FORCED_EDGE = const(3)
+
+ATTN_PQ = const(1)
+ATTN_WINDOW = const(2)
+ATTN_READING = const(4)
+ATTN_SYNC = const(8)
 
 
-@_viper
+@micropython.viper
 def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
-    """Consume samples vb[k:n], ib[k:n]; stop after a half-cycle boundary. Returns next k."""
+    """Consume samples vb[k:n], ib[k:n]. Returns the next k: n, or earlier with st[ATTN] set."""
     m = 1 << 31
     mask = (m << 1) - 1
-    voff = int(st[0])
-    ioff = int(st[1])
-    ca = ((int(st[2]) & mask) ^ m) - m
-    cb = ((int(st[3]) & mask) ^ m) - m
-    hyst = int(st[4])
-    minh = int(st[5])
-    maxh = int(st[6])
-    pol = int(st[7])
-    vp = ((int(st[8]) & mask) ^ m) - m
-    ip = ((int(st[9]) & mask) ^ m) - m
-    cnt = int(st[10])
-    sv = ((int(st[11]) & mask) ^ m) - m
-    svv = int(st[12])
-    si = ((int(st[13]) & mask) ^ m) - m
-    sii = int(st[14])
-    sp = ((int(st[15]) & mask) ^ m) - m
-    svs = ((int(st[16]) & mask) ^ m) - m
-    sx = ((int(st[17]) & mask) ^ m) - m
-    pos = int(st[18])
-    cand_k = int(st[19])
-    cand_a = ((int(st[20]) & mask) ^ m) - m
-    cand_b = ((int(st[21]) & mask) ^ m) - m
+    voff = int(st[VOFF])
+    ioff = int(st[IOFF])
+    ca = ((int(st[COEF_A]) & mask) ^ m) - m
+    cb = ((int(st[COEF_B]) & mask) ^ m) - m
+    hyst = int(st[HYST])
+    minh = int(st[MIN_HALF])
+    maxh = int(st[MAX_HALF])
+    pol = int(st[POLARITY])
+    vp = ((int(st[VPREV]) & mask) ^ m) - m
+    ip = ((int(st[IPREV]) & mask) ^ m) - m
+    cnt = int(st[N])
+    sv = ((int(st[SV]) & mask) ^ m) - m
+    svv = int(st[SVV])
+    si = ((int(st[SI]) & mask) ^ m) - m
+    sii = int(st[SII])
+    sp = ((int(st[SP]) & mask) ^ m) - m
+    svs = ((int(st[SVS]) & mask) ^ m) - m
+    sx = ((int(st[SX]) & mask) ^ m) - m
+    base = int(st[POS]) - k  # position = base + k, half-cycle samples = k - start
+    start = k - cnt
+    kmin = start + minh
+    kmax = start + maxh
+    cand_k = int(st[CAND_K])
+    cand_a = ((int(st[CAND_A]) & mask) ^ m) - m
+    cand_b = ((int(st[CAND_B]) & mask) ^ m) - m
     rnd = 1 << 13
-    edge = 0
+    attn = 0
     while k < n:
         v = int(vb[k]) - voff
         i = int(ib[k]) - ioff
         k += 1
         vs = (ca * v + cb * vp + rnd) >> 14
-        cnt += 1
-        pos += 1
         sv += v
         svv += v * v
         si += ip
@@ -96,69 +141,147 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
         sp += vs * ip
         svs += vs
         sx += vp * i - v * ip
+        edge = 0
         if pol == 0:
             if v > 0 and vp <= 0:
-                cand_k = pos
+                cand_k = base + k
                 cand_a = vp
                 cand_b = v
-            if v > hyst and cnt >= minh:
+            if v > hyst and k >= kmin:
                 edge = 1
                 pol = 1
         else:
             if v < 0 and vp >= 0:
-                cand_k = pos
+                cand_k = base + k
                 cand_a = vp
                 cand_b = v
-            if v < 0 - hyst and cnt >= minh:
+            if v < 0 - hyst and k >= kmin:
                 edge = 2
                 pol = 0
         vp = v
         ip = i
-        if edge == 0 and cnt >= maxh:
+        if edge == 0:
+            if k < kmax:
+                continue
             edge = 3
-        if edge != 0:
+        # ---- a half cycle ended: bookkeeping in machine ints ----
+        cnt = k - start
+        pos = base + k
+        lo = int(st[CLOCK_LO]) + cnt
+        if lo >= (1 << 20):
+            lo -= 1 << 20
+            st[CLOCK_HI] = int(st[CLOCK_HI]) + 1
+        st[CLOCK_LO] = lo
+        units = int(st[UNITS])
+        if sp >= 0:
+            r = int(st[IMP_REM]) + sp
+            if r >= units:
+                q = r // units
+                r -= q * units
+                st[IMP_MWH] = int(st[IMP_MWH]) + q
+            st[IMP_REM] = r
+        else:
+            r = int(st[EXP_REM]) - sp
+            if r >= units:
+                q = r // units
+                r -= q * units
+                st[EXP_MWH] = int(st[EXP_MWH]) + q
+            st[EXP_REM] = r
+        pn = int(st[PREV_N])
+        if pn > 0:
+            nn = pn + cnt
+            ss = int(st[PREV_SVV]) + svv
+            st[URMS_SUM] = ss
+            st[URMS_N] = nn
+            if int(st[PQ_ACTIVE]) or ss < int(st[PQ_LOW]) * nn or ss > int(st[PQ_HIGH]) * nn:
+                attn = 1
+        st[PREV_N] = cnt
+        st[PREV_SVV] = svv
+        st[N] = cnt
+        st[SV] = sv
+        st[SVV] = svv
+        st[SI] = si
+        st[SII] = sii
+        st[SP] = sp
+        st[SVS] = svs
+        st[SX] = sx
+        j = 0
+        while j < 8:  # add the half's sums into the reading and window wide sums
+            x = ((int(st[N + j]) & mask) ^ m) - m
+            h = READING + 2 * j
+            lo = int(st[h + 1]) + x
+            st[h] = (((int(st[h]) & mask) ^ m) - m) + (lo >> 20)
+            st[h + 1] = lo & 0xFFFFF
+            h += 2 * FIELDS
+            lo = int(st[h + 1]) + x
+            st[h] = (((int(st[h]) & mask) ^ m) - m) + (lo >> 20)
+            st[h + 1] = lo & 0xFFFFF
+            j += 1
+        start = k
+        sv = 0
+        svv = 0
+        si = 0
+        sii = 0
+        sp = 0
+        svs = 0
+        sx = 0
+        if edge == 3:
+            maxh = int(st[FORCED_HALF])
+            st[FORCED] = int(st[FORCED]) + 1
+            if int(st[CYCLES]):
+                st[FROZEN] = 1
+            else:
+                st[HAVE_FIRST] = 0
+        else:
+            maxh = int(st[NORMAL_HALF])
+        kmin = k + minh
+        kmax = k + maxh
+        if edge == 1:
+            st[CROSS_K] = cand_k
+            st[CROSS_A] = cand_a
+            st[CROSS_B] = cand_b
+            if int(st[SYNCED]) < 2:
+                attn |= 8
+            elif int(st[HAVE_FIRST]) == 0:
+                st[HAVE_FIRST] = 1
+                st[FIRST_K] = cand_k
+                st[FIRST_A] = cand_a
+                st[FIRST_B] = cand_b
+            elif int(st[FROZEN]) == 0:
+                st[CYCLES] = int(st[CYCLES]) + 1
+                st[LAST_K] = cand_k
+                st[LAST_A] = cand_a
+                st[LAST_B] = cand_b
+        st[HALVES] = int(st[HALVES]) + 1
+        if edge != 2:
+            if int(st[HALVES]) >= int(st[HALVES_PER_WINDOW]):
+                attn |= 2
+            if pos >= int(st[INTERVAL]):
+                attn |= 4
+        st[BOUNDARY] = edge
+        if attn != 0:
             break
-    st[7] = pol
-    st[8] = vp
-    st[9] = ip
-    st[10] = cnt
-    st[11] = sv
-    st[12] = svv
-    st[13] = si
-    st[14] = sii
-    st[15] = sp
-    st[16] = svs
-    st[17] = sx
-    st[18] = pos
-    st[19] = cand_k
-    st[20] = cand_a
-    st[21] = cand_b
-    st[22] = edge
-    if edge == 1:
-        st[23] = cand_k
-        st[24] = cand_a
-        st[25] = cand_b
+    st[MAX_HALF] = maxh
+    st[POLARITY] = pol
+    st[VPREV] = vp
+    st[IPREV] = ip
+    st[N] = k - start
+    st[SV] = sv
+    st[SVV] = svv
+    st[SI] = si
+    st[SII] = sii
+    st[SP] = sp
+    st[SVS] = svs
+    st[SX] = sx
+    st[POS] = base + k
+    st[CAND_K] = cand_k
+    st[CAND_A] = cand_a
+    st[CAND_B] = cand_b
+    st[ATTN] = attn
     return k
 
 
-@_viper
-def wide_add(dst: ptr32, src: ptr32, start: int, count: int):
-    """dst holds `count` wide values as (hi, lo) pairs, value = hi * 2**20 + lo, 0 <= lo < 2**20.
-    Adds src[start:start+count] (each within +/-(2**30 - 2**20)) into them, with no heap use."""
-    m = 1 << 31
-    mask = (m << 1) - 1
-    j = 0
-    while j < count:
-        x = ((int(src[start + j]) & mask) ^ m) - m
-        hi = ((int(dst[2 * j]) & mask) ^ m) - m
-        lo = int(dst[2 * j + 1]) + x
-        hi += lo >> 20
-        dst[2 * j] = hi
-        dst[2 * j + 1] = lo & 0xFFFFF
-        j += 1
-
-
-@_viper
+@micropython.viper
 def clear(a: ptr32, start: int, stop: int):
     j = start
     while j < stop:
@@ -166,9 +289,10 @@ def clear(a: ptr32, start: int, stop: int):
         j += 1
 
 
-@_viper
-def copy(dst: ptr32, src: ptr32, count: int):
+@micropython.viper
+def copy(dst: ptr32, src: ptr32, start: int, count: int):
+    """dst[0:count] = src[start:start+count]"""
     j = 0
     while j < count:
-        dst[j] = src[j]
+        dst[j] = src[start + j]
         j += 1

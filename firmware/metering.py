@@ -1,9 +1,10 @@
-# The metering engine: continuous, gap-free, integer-only in the per-sample and per-cycle paths.
+# The metering engine: continuous and gap-free, integer-only in the per-sample and
+# per-cycle paths, so steady-state metering allocates nothing.
 #
-# feed() hands sample blocks to the kernel, which stops at every half-cycle boundary.
-# Per half cycle (small ints only, no heap): Urms(1/2) for events, energy registers,
-# and the sums of the 10/12-cycle window and the reading window (wide ints).
-# When a reading window ends it is snapshotted; reading.py turns it into floats.
+# kernel.run() does the per-sample sums and all routine per-half-cycle work (energy,
+# Urms(1/2) threshold screening, window and reading sums). It hands control back here only
+# when an event may start or is in progress, a 10/12-cycle window ends, or a reading window
+# ends. A finished reading is snapshotted; reading.py turns it into floats.
 
 import array
 import math
@@ -14,27 +15,13 @@ from energy import Registers
 from pq import EventDetector
 
 F = K.FIELDS
-# Extra per-reading ints (array('i')), snapshotted with the sums.
-X_CYCLES = 0       # whole cycles between FIRST and LAST crossing
-X_FIRST_K = 1      # first rising crossing: position, sample before, sample after
-X_FIRST_A = 2
-X_FIRST_B = 3
-X_LAST_K = 4
-X_LAST_A = 5
-X_LAST_B = 6
-X_HAVE_FIRST = 7
-X_FORCED = 8       # half cycles closed without a zero crossing
-X_WINDOWS = 9      # 10/12-cycle windows in this reading
-X_VMIN = 10        # min/max over those windows, as mean squares in counts^2 (P in counts^2)
-X_VMAX = 11
-X_IMIN = 12
-X_IMAX = 13
-X_PMIN = 14
-X_PMAX = 15
-X_SAMPLES = 16     # samples in the reading window
-X_CLOCK_HI = 17    # meter clock at the end of the window (see Meter.now)
-X_CLOCK_LO = 18
-X_SIZE = 19
+# Snapshot of a reading's frequency data: the kernel's EXT slots, then these.
+X_SAMPLES = K.EXT_SIZE
+X_CLOCK_HI = K.EXT_SIZE + 1
+X_CLOCK_LO = K.EXT_SIZE + 2
+X_SIZE = K.EXT_SIZE + 3
+# Min/max over the 10/12-cycle windows of a reading, as mean squares (counts^2) and P (counts^2).
+M_WINDOWS, M_VMIN, M_VMAX, M_IMIN, M_IMAX, M_PMIN, M_PMAX = range(7)
 
 
 class Meter:
@@ -47,7 +34,7 @@ class Meter:
         self.i_gain = board.i_gain * config["i_cal"]
         nominal_f = config["frequency"]
         spc = board.sample_rate / nominal_f
-        if not 32 <= spc <= 2 * K.MAX_HALF_SAMPLES * 2 / 3:
+        if not 32 <= spc <= 128:
             raise ValueError("sample rate %.0f Hz gives %.1f samples per cycle at %s Hz; "
                              "need 32..128" % (board.sample_rate, spc, nominal_f))
         self.st = array.array("i", [0] * K.SLOTS)
@@ -55,34 +42,36 @@ class Meter:
         st[K.VOFF] = int(board.v_mid)
         st[K.IOFF] = int(board.i_mid)
         st[K.MIN_HALF] = int(spc / 4)
-        st[K.MAX_HALF] = min(K.MAX_HALF_SAMPLES, int(spc * 0.75))
+        # Without zero crossings (an interruption) half cycles are closed by count: the first
+        # after 0.75 nominal cycle (slower than any real half cycle), then every half cycle.
+        st[K.NORMAL_HALF] = st[K.MAX_HALF] = min(K.MAX_HALF_SAMPLES, int(spc * 0.75))
+        st[K.FORCED_HALF] = int(spc / 2)
         peak = config["nominal_v"] * 1.41421356 / self.v_gain
         st[K.HYST] = max(2, int(peak * 0.05))
+        st[K.HALVES_PER_WINDOW] = 20 if nominal_f == 50 else 24
+        st[K.INTERVAL] = int(config["interval_s"] * board.sample_rate)
         self.set_phase(nominal_f, board.channel_delay_s)
-        self.halves_per_window = 20 if nominal_f == 50 else 24
-        self.interval_samples = int(config["interval_s"] * board.sample_rate)
-        joules_per_unit = self.v_gain * self.i_gain * self.ts
-        self.registers = Registers(int(3.6 / joules_per_unit + 0.5))
+        units = int(3.6 / (self.v_gain * self.i_gain * self.ts) + 0.5)
+        self.registers = Registers(units)
+        st[K.UNITS] = units
         self.events = []
         self.on_event = None
         self.pq = EventDetector(config["nominal_v"], self.v_gain, self.ts, nominal_f,
                                 config["dip_pct"], config["swell_pct"],
                                 config["interruption_pct"], config["hysteresis_pct"],
                                 clock=self, notify=self._event)
-        self.sums_reading = array.array("i", [0] * (2 * F))
-        self.sums_window = array.array("i", [0] * (2 * F))
+        st[K.PQ_LOW] = self.pq.dip_start
+        st[K.PQ_HIGH] = self.pq.swell_start
+        if (self.pq.swell_start + 1) * 2 * K.MAX_HALF_SAMPLES >= 1 << 30:
+            raise ValueError("v_gain too small: swell threshold overflows the integer range")
+        self.minmax = array.array("i", [0] * 7)
         self.last_window = array.array("i", [0] * (2 * F))
-        self.ext = array.array("i", [0] * X_SIZE)
         self.ready_sums = array.array("i", [0] * (2 * F))
         self.ready_ext = array.array("i", [0] * X_SIZE)
+        self.ready_minmax = array.array("i", [0] * 7)
         self.ready = False
         self.readings_overwritten = 0
-        self.half_n = 0        # previous half cycle, for Urms(1/2)
-        self.half_svv = 0
-        self.halves = 0        # half cycles in the current 10/12-cycle window
-        self.clock_hi = 0      # samples since start = clock_hi * 2**20 + clock_lo
-        self.clock_lo = 0
-        self.urms_half_msq = 0  # latest Urms(1/2) mean square (counts^2)
+        self.urms_half_msq = 0  # latest Urms(1/2) mean square (counts^2), when screened
 
     def set_phase(self, frequency, channel_delay_s):
         """Coefficients that move v to the instant i[n-1] was read, exact for the fundamental."""
@@ -96,115 +85,131 @@ class Meter:
 
     def now(self):
         """Samples since start (a Python int; may allocate, so only used on events)."""
-        return self.clock_hi * wide.LOW + self.clock_lo
+        return self.st[K.CLOCK_HI] * wide.LOW + self.st[K.CLOCK_LO]
 
     def feed(self, vbuf, ibuf, n):
         """Consume n sample pairs (array('H') of ADC counts). Allocates nothing."""
-        k = 0
         st = self.st
+        k = 0
         while k < n:
             k = K.run(st, vbuf, ibuf, k, n)
-            if st[K.BOUNDARY]:
-                self._half_cycle(st[K.BOUNDARY])
+            attn = st[K.ATTN]
+            if attn:
+                st[K.ATTN] = 0
+                self._attend(attn)
 
-    def _half_cycle(self, edge):
+    def _attend(self, attn):
         st = self.st
-        n = st[K.N]
-        svv = st[K.SVV]
-        lo = self.clock_lo + n
-        if lo >= wide.LOW:
-            lo -= wide.LOW
-            self.clock_hi += 1
-        self.clock_lo = lo
-        self.registers.add_active(st[K.SP])
-        if self.half_n:
-            msq = (self.half_svv + svv) // (self.half_n + n)
+        if attn & K.ATTN_PQ:
+            msq = st[K.URMS_SUM] // st[K.URMS_N]
             self.urms_half_msq = msq
             self.pq.update(msq)
-        self.half_n = n
-        self.half_svv = svv
-        K.wide_add(self.sums_reading, st, K.N, F)
-        K.wide_add(self.sums_window, st, K.N, F)
-        ext = self.ext
-        if edge == K.RISING:
-            if ext[X_HAVE_FIRST]:
-                ext[X_CYCLES] += 1
-                ext[X_LAST_K] = st[K.CROSS_K]
-                ext[X_LAST_A] = st[K.CROSS_A]
-                ext[X_LAST_B] = st[K.CROSS_B]
-            else:
-                ext[X_HAVE_FIRST] = 1
-                ext[X_FIRST_K] = st[K.CROSS_K]
-                ext[X_FIRST_A] = st[K.CROSS_A]
-                ext[X_FIRST_B] = st[K.CROSS_B]
-        elif edge == K.FORCED:
-            ext[X_FORCED] += 1
-            ext[X_HAVE_FIRST] = 0
-            ext[X_CYCLES] = 0
-        self.halves += 1
-        if edge != K.FALLING:
-            if self.halves >= self.halves_per_window:
-                self._close_window()
-            if st[K.POS] >= self.interval_samples:
-                self._close_reading(edge)
-        K.clear(st, K.N, K.N + F)
+            st[K.PQ_ACTIVE] = 1 if self.pq.state else 0
+        if attn & K.ATTN_SYNC:
+            # Readings and windows start at the second rising edge: the first may have been
+            # confirmed late (debounce) if sampling began near a crossing.
+            st[K.SYNCED] += 1
+            K.clear(st, K.WINDOW, K.WINDOW + 2 * F)
+            st[K.HALVES] = 0
+            self._restart_reading()
+            return
+        if attn & K.ATTN_WINDOW:
+            self._close_window()
+        if attn & K.ATTN_READING:
+            self._close_reading()
 
+    def finish(self):
+        """End of a finite input (replay): close the partial reading and report any event
+        still in progress (marked incomplete)."""
+        if self.st[K.SYNCED] >= 2 and self.st[K.POS] > 0:
+            self._close_reading()
+        self.pq.finish()
 
     def _close_window(self):
-        a = self.sums_window
-        ext = self.ext
-        n = a[1]
-        mean_v = wide.div(a, 1, n)
-        mean_i = wide.div(a, 3, n)
-        v = wide.div(a, 2, n) - mean_v * mean_v
-        i = wide.div(a, 4, n) - mean_i * mean_i
-        p = wide.div(a, 5, n) - wide.div(a, 6, n) * mean_i
-        if ext[X_WINDOWS] == 0:
-            ext[X_VMIN] = ext[X_VMAX] = v
-            ext[X_IMIN] = ext[X_IMAX] = i
-            ext[X_PMIN] = ext[X_PMAX] = p
-        else:
-            if v < ext[X_VMIN]:
-                ext[X_VMIN] = v
-            if v > ext[X_VMAX]:
-                ext[X_VMAX] = v
-            if i < ext[X_IMIN]:
-                ext[X_IMIN] = i
-            if i > ext[X_IMAX]:
-                ext[X_IMAX] = i
-            if p < ext[X_PMIN]:
-                ext[X_PMIN] = p
-            if p > ext[X_PMAX]:
-                ext[X_PMAX] = p
-        ext[X_WINDOWS] += 1
-        K.copy(self.last_window, a, 2 * F)
-        K.clear(a, 0, 2 * F)
-        self.halves = 0
-
-    def _close_reading(self, edge):
         st = self.st
-        a = self.sums_reading
-        ext = self.ext
-        pos = st[K.POS]
-        ext[X_SAMPLES] = pos
-        ext[X_CLOCK_HI] = self.clock_hi
-        ext[X_CLOCK_LO] = self.clock_lo
+        w = K.WINDOW
+        mm = self.minmax
+        n = st[w + 1]
+        mean_v = wide.div(st, w + 2, n)
+        mean_i = wide.div(st, w + 6, n)
+        v = wide.div(st, w + 4, n) - mean_v * mean_v
+        i = wide.div(st, w + 8, n) - mean_i * mean_i
+        p = wide.div(st, w + 10, n) - wide.div(st, w + 12, n) * mean_i
+        if mm[M_WINDOWS] == 0:
+            mm[M_VMIN] = mm[M_VMAX] = v
+            mm[M_IMIN] = mm[M_IMAX] = i
+            mm[M_PMIN] = mm[M_PMAX] = p
+        else:
+            if v < mm[M_VMIN]:
+                mm[M_VMIN] = v
+            if v > mm[M_VMAX]:
+                mm[M_VMAX] = v
+            if i < mm[M_IMIN]:
+                mm[M_IMIN] = i
+            if i > mm[M_IMAX]:
+                mm[M_IMAX] = i
+            if p < mm[M_PMIN]:
+                mm[M_PMIN] = p
+            if p > mm[M_PMAX]:
+                mm[M_PMAX] = p
+        mm[M_WINDOWS] += 1
+        K.copy(self.last_window, st, w, 2 * F)
+        K.clear(st, w, w + 2 * F)
+        st[K.HALVES] = 0
+
+    def _close_reading(self):
+        st = self.st
+        r = K.READING
         if self.ready:
             self.readings_overwritten += 1
-        K.copy(self.ready_sums, a, 2 * F)
-        K.copy(self.ready_ext, ext, X_SIZE)
+        K.copy(self.ready_sums, st, r, 2 * F)
+        K.copy(self.ready_ext, st, K.EXT, K.EXT_SIZE)
+        x = self.ready_ext
+        x[X_SAMPLES] = st[K.POS]
+        x[X_CLOCK_HI] = st[K.CLOCK_HI]
+        x[X_CLOCK_LO] = st[K.CLOCK_LO]
+        K.copy(self.ready_minmax, self.minmax, 0, 7)
         self.ready = True
-        n = a[1]
-        st[K.VOFF] += _offset_step(wide.div(a, 1, n))
-        st[K.IOFF] += _offset_step(wide.div(a, 3, n))
-        K.clear(a, 0, 2 * F)
-        K.clear(ext, 0, X_SIZE)
-        if edge == K.RISING:
-            ext[X_HAVE_FIRST] = 1
-            ext[X_FIRST_K] = st[K.CROSS_K] - pos
-            ext[X_FIRST_A] = st[K.CROSS_A]
-            ext[X_FIRST_B] = st[K.CROSS_B]
+        self.fold_energy()
+        n = st[r + 1]
+        dv = _offset_step(wide.div(st, r + 2, n))
+        st[K.VOFF] += dv
+        st[K.IOFF] += _offset_step(wide.div(st, r + 6, n))
+        self._restart_reading()
+        # The next reading's first crossing was sampled with the old V offset: re-express it
+        # against the new one, so frequency is not biased by the step.
+        st[K.FIRST_A] -= dv
+        st[K.FIRST_B] -= dv
+
+    def _restart_reading(self):
+        st = self.st
+        K.clear(st, K.READING, K.READING + 2 * F)
+        K.clear(st, K.EXT, K.EXT + K.EXT_SIZE)
+        K.clear(self.minmax, 0, 7)
+        if st[K.BOUNDARY] == K.RISING:
+            st[K.HAVE_FIRST] = 1
+            st[K.FIRST_K] = st[K.CROSS_K] - st[K.POS]
+            st[K.FIRST_A] = st[K.CROSS_A]
+            st[K.FIRST_B] = st[K.CROSS_B]
         st[K.POS] = 0
+
+    def fold_energy(self):
+        """Move whole mWh from the kernel's counters into the registers (small ints only)."""
+        st = self.st
+        regs = self.registers
+        regs.import_wh.add_mwh(st[K.IMP_MWH])
+        regs.export_wh.add_mwh(st[K.EXP_MWH])
+        st[K.IMP_MWH] = 0
+        st[K.EXP_MWH] = 0
+        regs.import_wh.rem = st[K.IMP_REM]
+        regs.export_wh.rem = st[K.EXP_REM]
+
+    def restore_energy(self, state):
+        """Load persisted register state (see energy.Registers.state)."""
+        self.fold_energy()
+        self.registers.restore(state)
+        self.st[K.IMP_REM] = self.registers.import_wh.rem
+        self.st[K.EXP_REM] = self.registers.export_wh.rem
 
     def _event(self, record):
         if len(self.events) >= 64:

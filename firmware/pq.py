@@ -54,6 +54,7 @@ class EventDetector:
         self.intr_from = 0
         self.intr_to = 0
         self.count = 0
+        self.incomplete = False
 
     def update(self, msq):
         """msq: Urms(1/2) mean square (counts^2). Asks self.clock.now() (the window-end time
@@ -83,6 +84,13 @@ class EventDetector:
             if msq <= self.swell_end:
                 self._finish(self.clock.now())
 
+    def finish(self):
+        """End of input: report an event still in progress, marked incomplete."""
+        if self.state != NONE:
+            self.incomplete = True
+            self._finish(self.clock.now())
+            self.incomplete = False
+
     def _begin(self, kind, msq, now):
         self.state = kind
         self.extreme = msq
@@ -110,7 +118,7 @@ class EventDetector:
         seconds = (now - start) * self.ts
         v = math.sqrt(self.extreme) * self.v_gain
         self.count += 1
-        self._say({
+        record = {
             "type": "event",
             "kind": kind,
             "start_s": start * self.ts,
@@ -118,7 +126,10 @@ class EventDetector:
             "residual_v": v,
             "extreme_pct": 100.0 * v / self.declared_v,
             "category": ieee1159_category(kind, seconds, seconds * self.frequency),
-        })
+        }
+        if self.incomplete:
+            record["incomplete"] = True
+        self._say(record)
 
     def _say(self, record):
         if self.notify is not None:

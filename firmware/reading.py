@@ -3,10 +3,15 @@
 
 import math
 
-import wide
+import kernel as K
 import metering as M
+import wide
 
-_FIELD_N, _SV, _SVV, _SI, _SII, _SP, _SVS, _SX = range(8)
+# hi-word index of each field in a snapshot of wide sums
+_N, _SV, _SVV, _SI, _SII, _SP, _SVS, _SX = range(0, 16, 2)
+_CYCLES = K.CYCLES - K.EXT
+_FIRST = K.FIRST_K - K.EXT
+_LAST = K.LAST_K - K.EXT
 
 
 def _crossing(k, a, b):
@@ -32,7 +37,7 @@ class Reporter:
         x = m.ready_ext
         gv = m.v_gain
         gi = m.i_gain
-        n = wide.value(a, _FIELD_N)
+        n = wide.value(a, _N)
         mv = wide.value(a, _SV) / n
         mi = wide.value(a, _SI) / n
         vrms = gv * math.sqrt(max(wide.value(a, _SVV) / n - mv * mv, 0.0))
@@ -44,10 +49,10 @@ class Reporter:
             q = -q
         t = (x[M.X_CLOCK_HI] * wide.LOW + x[M.X_CLOCK_LO]) * m.ts
         freq = None
-        if x[M.X_CYCLES] >= 1:
-            first = _crossing(x[M.X_FIRST_K], x[M.X_FIRST_A], x[M.X_FIRST_B])
-            last = _crossing(x[M.X_LAST_K], x[M.X_LAST_A], x[M.X_LAST_B])
-            freq = x[M.X_CYCLES] / ((last - first) * m.ts)
+        if x[_CYCLES] >= 1:
+            first = _crossing(x[_FIRST], x[_FIRST + 1], x[_FIRST + 2])
+            last = _crossing(x[_LAST], x[_LAST + 1], x[_LAST + 2])
+            freq = x[_CYCLES] / ((last - first) * m.ts)
         regs = m.registers
         regs.add_reactive_mvarh(q * x[M.X_SAMPLES] * m.ts / 3.6)
         self._demand(t, regs.import_wh.total_mwh())
@@ -62,13 +67,14 @@ class Reporter:
             "pf": p / s if s > 0 else 0.0,
             "f": freq,
         }
-        if x[M.X_WINDOWS]:
-            r["vmin"] = gv * math.sqrt(max(x[M.X_VMIN], 0))
-            r["vmax"] = gv * math.sqrt(max(x[M.X_VMAX], 0))
-            r["imin"] = gi * math.sqrt(max(x[M.X_IMIN], 0))
-            r["imax"] = gi * math.sqrt(max(x[M.X_IMAX], 0))
-            r["pmin"] = gv * gi * x[M.X_PMIN]
-            r["pmax"] = gv * gi * x[M.X_PMAX]
+        mm = m.ready_minmax
+        if mm[M.M_WINDOWS]:
+            r["vmin"] = gv * math.sqrt(max(mm[M.M_VMIN], 0))
+            r["vmax"] = gv * math.sqrt(max(mm[M.M_VMAX], 0))
+            r["imin"] = gi * math.sqrt(max(mm[M.M_IMIN], 0))
+            r["imax"] = gi * math.sqrt(max(mm[M.M_IMAX], 0))
+            r["pmin"] = gv * gi * mm[M.M_PMIN]
+            r["pmax"] = gv * gi * mm[M.M_PMAX]
         r.update(regs.as_wh())
         r["demand_w"] = self.demand_w
         return r

@@ -5,11 +5,11 @@ SHIFT = 20
 LOW = 1 << SHIFT
 
 
-def div(a, j, n):
-    """floor(value_j / n) for the wide value at pair j of array a, n > 0 and below 2**19.
-    The quotient must itself fit a small int."""
-    hi = a[2 * j]
-    lo = a[2 * j + 1]
+def div(a, i, n):
+    """floor(value / n) for the wide value whose hi word is a[i] (lo is a[i + 1]);
+    0 < n < 2**19, and the quotient must itself fit a small int."""
+    hi = a[i]
+    lo = a[i + 1]
     neg = hi < 0
     if neg:  # negate: -(hi*2**20 + lo)
         if lo:
@@ -25,9 +25,12 @@ def div(a, j, n):
     r = (r << 10) | (lo & 1023)
     q_lo = r // n
     q = (q_hi << SHIFT) + (q_mid << 10) + q_lo
-    return -q if neg else q
+    if neg:
+        # floor of a negative quotient: -ceil(|x| / n)
+        return -q - 1 if (r - q_lo * n) else -q
+    return q
 
 
-def value(a, j):
-    """The wide value as a Python int (allocates on 32-bit ports when large; not for hot paths)."""
-    return a[2 * j] * LOW + a[2 * j + 1]
+def value(a, i):
+    """The wide value at a[i], a[i + 1] as a Python int (may allocate; not for hot paths)."""
+    return a[i] * LOW + a[i + 1]
