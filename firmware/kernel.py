@@ -39,51 +39,50 @@ SVV = const(12)          # sum v*v
 SI = const(13)           # sum i
 SII = const(14)          # sum i*i
 SP = const(15)           # sum vs*i   (active power, phase corrected)
-SVS = const(16)          # sum vs
-SX = const(17)           # sum v[n-1]*i[n] - v[n]*i[n-1]  (sign of reactive power)
-FIELDS = const(8)
-POS = const(18)          # sample position in the current reading window
-CAND_K = const(19)       # last sign change of v: position and the two samples around it
-CAND_A = const(20)
-CAND_B = const(21)
-BOUNDARY = const(22)     # edge of the last half cycle: 1 rising (cycle start), 2 falling, 3 forced
-CROSS_K = const(23)      # last confirmed rising crossing: position, sample before, sample after
-CROSS_A = const(24)
-CROSS_B = const(25)
-PREV_N = const(26)       # previous half cycle, for Urms(1/2)
-PREV_SVV = const(27)
-URMS_SUM = const(28)     # latest Urms(1/2) window: sum of squares and sample count
-URMS_N = const(29)
-PQ_LOW = const(30)       # Python looks when Urms(1/2)^2 < PQ_LOW or > PQ_HIGH (counts^2)
-PQ_HIGH = const(31)
-PQ_ACTIVE = const(32)    # 1 while an event is in progress: Python looks every half cycle
-CLOCK_HI = const(33)     # samples since start = CLOCK_HI * 2**20 + CLOCK_LO
-CLOCK_LO = const(34)
-HALVES = const(35)       # half cycles in the current 10/12-cycle window
-HALVES_PER_WINDOW = const(36)
-INTERVAL = const(37)     # samples per reading window
-NORMAL_HALF = const(38)  # forced close after this many samples following a real crossing
-FORCED_HALF = const(39)  # ... and after this many following a forced close
-SYNCED = const(40)       # rising edges seen, up to 2 (readings start at the second)
-ATTN = const(41)         # why run() returned early: bit flags below
-UNITS = const(42)        # raw energy units per mWh
-IMP_REM = const(43)      # import energy: raw remainder (< UNITS) and whole mWh not yet folded
-IMP_MWH = const(44)
-EXP_REM = const(45)
-EXP_MWH = const(46)
-CYCLES = const(47)       # --- per-reading frequency data (EXT_SIZE slots) ---
-FIRST_K = const(48)      # first rising crossing of the reading: position, sample before, after
-FIRST_A = const(49)
-FIRST_B = const(50)
-LAST_K = const(51)
-LAST_A = const(52)
-LAST_B = const(53)
-HAVE_FIRST = const(54)
-FORCED = const(55)       # half cycles closed without a zero crossing
-FROZEN = const(56)       # a forced half cycle ended the run of cycles used for frequency
+SQ = const(16)           # sum v[n-1]*i[n]  (with SP, gives the sign of reactive power)
+FIELDS = const(7)
+POS = const(17)          # sample position in the current reading window
+CAND_K = const(18)       # last sign change of v: position and the two samples around it
+CAND_A = const(19)
+CAND_B = const(20)
+BOUNDARY = const(21)     # edge of the last half cycle: 1 rising (cycle start), 2 falling, 3 forced
+CROSS_K = const(22)      # last confirmed rising crossing: position, sample before, sample after
+CROSS_A = const(23)
+CROSS_B = const(24)
+PREV_N = const(25)       # previous half cycle, for Urms(1/2)
+PREV_SVV = const(26)
+URMS_SUM = const(27)     # latest Urms(1/2) window: sum of squares and sample count
+URMS_N = const(28)
+PQ_LOW = const(29)       # Python looks when Urms(1/2)^2 < PQ_LOW or > PQ_HIGH (counts^2)
+PQ_HIGH = const(30)
+PQ_ACTIVE = const(31)    # 1 while an event is in progress: Python looks every half cycle
+CLOCK_HI = const(32)     # samples since start = CLOCK_HI * 2**20 + CLOCK_LO
+CLOCK_LO = const(33)
+HALVES = const(34)       # half cycles in the current 10/12-cycle window
+HALVES_PER_WINDOW = const(35)
+INTERVAL = const(36)     # samples per reading window
+NORMAL_HALF = const(37)  # forced close after this many samples following a real crossing
+FORCED_HALF = const(38)  # ... and after this many following a forced close
+SYNCED = const(39)       # rising edges seen, up to 2 (readings start at the second)
+ATTN = const(40)         # why run() returned early: bit flags below
+UNITS = const(41)        # raw energy units per mWh
+IMP_REM = const(42)      # import energy: raw remainder (< UNITS) and whole mWh not yet folded
+IMP_MWH = const(43)
+EXP_REM = const(44)
+EXP_MWH = const(45)
+CYCLES = const(46)       # --- per-reading frequency data (EXT_SIZE slots) ---
+FIRST_K = const(47)      # first rising crossing of the reading: position, sample before, after
+FIRST_A = const(48)
+FIRST_B = const(49)
+LAST_K = const(50)
+LAST_A = const(51)
+LAST_B = const(52)
+HAVE_FIRST = const(53)
+FORCED = const(54)       # half cycles closed without a zero crossing
+FROZEN = const(55)       # a forced half cycle ended the run of cycles used for frequency
 EXT = CYCLES
 EXT_SIZE = const(10)
-READING = const(57)      # reading window sums: FIELDS wide values (hi, lo)
+READING = const(56)      # reading window sums: FIELDS wide values (hi, lo)
 WINDOW = READING + 2 * FIELDS  # 10/12-cycle window sums
 SLOTS = WINDOW + 2 * FIELDS
 
@@ -100,7 +99,8 @@ ATTN_SYNC = const(8)
 @micropython.viper
 def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
     """Consume samples vb[k:n], ib[k:n]. Returns the next k: n, or earlier with st[ATTN] set."""
-    m = 1 << 31
+    m = 1
+    m = m << 31  # as a machine word: a literal 1 << 31 is a big-int object on 32-bit ports
     mask = (m << 1) - 1
     voff = int(st[VOFF])
     ioff = int(st[IOFF])
@@ -109,7 +109,7 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
     hyst = int(st[HYST])
     minh = int(st[MIN_HALF])
     maxh = int(st[MAX_HALF])
-    pol = int(st[POLARITY])
+    sgn = 1 - 2 * int(st[POLARITY])
     vp = ((int(st[VPREV]) & mask) ^ m) - m
     ip = ((int(st[IPREV]) & mask) ^ m) - m
     cnt = int(st[N])
@@ -118,8 +118,7 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
     si = ((int(st[SI]) & mask) ^ m) - m
     sii = int(st[SII])
     sp = ((int(st[SP]) & mask) ^ m) - m
-    svs = ((int(st[SVS]) & mask) ^ m) - m
-    sx = ((int(st[SX]) & mask) ^ m) - m
+    sq = ((int(st[SQ]) & mask) ^ m) - m
     base = int(st[POS]) - k  # position = base + k, half-cycle samples = k - start
     start = k - cnt
     kmin = start + minh
@@ -139,25 +138,23 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
         si += ip
         sii += ip * ip
         sp += vs * ip
-        svs += vs
-        sx += vp * i - v * ip
+        sq += vp * i
+        # x > 0 once v has crossed zero in the direction awaited (sgn: +1 rising, -1 falling);
+        # that happens for a few samples per half cycle, so the common path is one compare.
+        x = v * sgn
+        if x <= 0 and k < kmax:
+            vp = v
+            ip = i
+            continue
         edge = 0
-        if pol == 0:
-            if v > 0 and vp <= 0:
+        if x > 0:
+            if vp * sgn <= 0:
                 cand_k = base + k
                 cand_a = vp
                 cand_b = v
-            if v > hyst and k >= kmin:
-                edge = 1
-                pol = 1
-        else:
-            if v < 0 and vp >= 0:
-                cand_k = base + k
-                cand_a = vp
-                cand_b = v
-            if v < 0 - hyst and k >= kmin:
-                edge = 2
-                pol = 0
+            if x > hyst and k >= kmin:
+                edge = 1 if sgn > 0 else 2
+                sgn = 0 - sgn
         vp = v
         ip = i
         if edge == 0:
@@ -203,10 +200,9 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
         st[SI] = si
         st[SII] = sii
         st[SP] = sp
-        st[SVS] = svs
-        st[SX] = sx
+        st[SQ] = sq
         j = 0
-        while j < 8:  # add the half's sums into the reading and window wide sums
+        while j < FIELDS:  # add the half's sums into the reading and window wide sums
             x = ((int(st[N + j]) & mask) ^ m) - m
             h = READING + 2 * j
             lo = int(st[h + 1]) + x
@@ -223,8 +219,7 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
         si = 0
         sii = 0
         sp = 0
-        svs = 0
-        sx = 0
+        sq = 0
         if edge == 3:
             maxh = int(st[FORCED_HALF])
             st[FORCED] = int(st[FORCED]) + 1
@@ -262,7 +257,7 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
         if attn != 0:
             break
     st[MAX_HALF] = maxh
-    st[POLARITY] = pol
+    st[POLARITY] = 1 if sgn < 0 else 0
     st[VPREV] = vp
     st[IPREV] = ip
     st[N] = k - start
@@ -271,8 +266,7 @@ def run(st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int) -> int:
     st[SI] = si
     st[SII] = sii
     st[SP] = sp
-    st[SVS] = svs
-    st[SX] = sx
+    st[SQ] = sq
     st[POS] = base + k
     st[CAND_K] = cand_k
     st[CAND_A] = cand_a
@@ -287,6 +281,20 @@ def clear(a: ptr32, start: int, stop: int):
     while j < stop:
         a[j] = 0
         j += 1
+
+
+@micropython.viper
+def merge(dst: ptr32, src: ptr32, start: int, pairs: int):
+    """Add the wide values src[start:start + 2*pairs] into dst[0:2*pairs]."""
+    m = 1
+    m = m << 31
+    mask = (m << 1) - 1
+    j = 0
+    while j < 2 * pairs:
+        lo = int(dst[j + 1]) + int(src[start + j + 1])
+        dst[j] = (((int(dst[j]) & mask) ^ m) - m) + (((int(src[start + j]) & mask) ^ m) - m) + (lo >> 20)
+        dst[j + 1] = lo & 0xFFFFF
+        j += 2
 
 
 @micropython.viper

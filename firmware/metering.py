@@ -22,6 +22,7 @@ X_CLOCK_LO = K.EXT_SIZE + 2
 X_SIZE = K.EXT_SIZE + 3
 # Min/max over the 10/12-cycle windows of a reading, as mean squares (counts^2) and P (counts^2).
 M_WINDOWS, M_VMIN, M_VMAX, M_IMIN, M_IMAX, M_PMIN, M_PMAX = range(7)
+MAX_OFFSET_DRIFT = 200  # counts either side of the board's mid point (keeps sums < 2**30)
 
 
 class Meter:
@@ -39,8 +40,8 @@ class Meter:
                              "need 32..128" % (board.sample_rate, spc, nominal_f))
         self.st = array.array("i", [0] * K.SLOTS)
         st = self.st
-        st[K.VOFF] = int(board.v_mid)
-        st[K.IOFF] = int(board.i_mid)
+        st[K.VOFF] = self.v_mid = int(board.v_mid)
+        st[K.IOFF] = self.i_mid = int(board.i_mid)
         st[K.MIN_HALF] = int(spc / 4)
         # Without zero crossings (an interruption) half cycles are closed by count: the first
         # after 0.75 nominal cycle (slower than any real half cycle), then every half cycle.
@@ -50,6 +51,7 @@ class Meter:
         st[K.HYST] = max(2, int(peak * 0.05))
         st[K.HALVES_PER_WINDOW] = 20 if nominal_f == 50 else 24
         st[K.INTERVAL] = int(config["interval_s"] * board.sample_rate)
+        self.channel_delay_s = board.channel_delay_s
         self.set_phase(nominal_f, board.channel_delay_s)
         units = int(3.6 / (self.v_gain * self.i_gain * self.ts) + 0.5)
         self.registers = Registers(units)
@@ -70,7 +72,7 @@ class Meter:
         self.ready_ext = array.array("i", [0] * X_SIZE)
         self.ready_minmax = array.array("i", [0] * 7)
         self.ready = False
-        self.readings_overwritten = 0
+        self.readings_merged = 0
         self.urms_half_msq = 0  # latest Urms(1/2) mean square (counts^2), when screened
 
     def set_phase(self, frequency, channel_delay_s):
@@ -78,6 +80,13 @@ class Meter:
         w = 2 * math.pi * frequency
         t = self.ts
         tau = t - channel_delay_s + self.config["phase_cal_deg"] / 360.0 / frequency
+        if not -0.2 * t <= tau <= 1.2 * t:
+            # beyond a fifth of a sample the 2-tap interpolation extrapolates, and its gain
+            # (and the integer sums) grow without bound
+            deg = 360.0 * frequency
+            raise ValueError("phase_cal_deg must be within %.2f..%.2f deg at this sample rate "
+                             "and channel delay" % (deg * (channel_delay_s - 1.2 * t),
+                                                    deg * (channel_delay_s + 0.2 * t)))
         a = math.sin(w * (t - tau)) / math.sin(w * t)
         b = math.sin(w * tau) / math.sin(w * t)
         self.st[K.COEF_A] = int(a * (1 << K.COEF_BITS) + 0.5)
@@ -134,7 +143,9 @@ class Meter:
         mean_i = wide.div(st, w + 6, n)
         v = wide.div(st, w + 4, n) - mean_v * mean_v
         i = wide.div(st, w + 8, n) - mean_i * mean_i
-        p = wide.div(st, w + 10, n) - wide.div(st, w + 12, n) * mean_i
+        # sum(vs) is (A + B) * sum(v) up to rounding: the kernel does not keep it
+        mean_vs = ((st[K.COEF_A] + st[K.COEF_B]) * mean_v) >> K.COEF_BITS
+        p = wide.div(st, w + 10, n) - mean_vs * mean_i
         if mm[M_WINDOWS] == 0:
             mm[M_VMIN] = mm[M_VMAX] = v
             mm[M_IMIN] = mm[M_IMAX] = i
@@ -161,25 +172,56 @@ class Meter:
         st = self.st
         r = K.READING
         if self.ready:
-            self.readings_overwritten += 1
-        K.copy(self.ready_sums, st, r, 2 * F)
-        K.copy(self.ready_ext, st, K.EXT, K.EXT_SIZE)
+            self._merge_into_ready()  # not taken yet: the reading grows, nothing is lost
+        else:
+            K.copy(self.ready_sums, st, r, 2 * F)
+            K.copy(self.ready_ext, st, K.EXT, K.EXT_SIZE)
+            self.ready_ext[X_SAMPLES] = st[K.POS]
+            K.copy(self.ready_minmax, self.minmax, 0, 7)
         x = self.ready_ext
-        x[X_SAMPLES] = st[K.POS]
         x[X_CLOCK_HI] = st[K.CLOCK_HI]
         x[X_CLOCK_LO] = st[K.CLOCK_LO]
-        K.copy(self.ready_minmax, self.minmax, 0, 7)
         self.ready = True
         self.fold_energy()
         n = st[r + 1]
-        dv = _offset_step(wide.div(st, r + 2, n))
+        # Offsets track the bias slowly, but never far from the board's mid point: an input
+        # stuck at a rail must not drag them to where full-scale samples overflow the sums.
+        dv = _clamp(st[K.VOFF] + _offset_step(wide.div(st, r + 2, n)), self.v_mid) - st[K.VOFF]
         st[K.VOFF] += dv
-        st[K.IOFF] += _offset_step(wide.div(st, r + 6, n))
+        st[K.IOFF] = _clamp(st[K.IOFF] + _offset_step(wide.div(st, r + 6, n)), self.i_mid)
         self._restart_reading()
         # The next reading's first crossing was sampled with the old V offset: re-express it
         # against the new one, so frequency is not biased by the step.
         st[K.FIRST_A] -= dv
         st[K.FIRST_B] -= dv
+
+    def _merge_into_ready(self):
+        st = self.st
+        x = self.ready_ext
+        e = K.EXT
+        self.readings_merged += 1
+        K.merge(self.ready_sums, st, K.READING, F)
+        x[X_SAMPLES] += st[K.POS]
+        if (x[0] and st[e] and st[K.FIRST_K] <= 0 and not x[K.FROZEN - e]
+                and not st[K.FORCED]):
+            x[0] += st[e]  # contiguous runs of cycles: frequency spans both
+            x[K.LAST_K - e] = st[K.LAST_K] + x[X_SAMPLES] - st[K.POS]
+            x[K.LAST_A - e] = st[K.LAST_A]
+            x[K.LAST_B - e] = st[K.LAST_B]
+        mm = self.minmax
+        rm = self.ready_minmax
+        if not mm[M_WINDOWS]:
+            return
+        if not rm[M_WINDOWS]:
+            K.copy(rm, mm, 0, 7)
+            return
+        rm[M_WINDOWS] += mm[M_WINDOWS]
+        rm[M_VMIN] = min(rm[M_VMIN], mm[M_VMIN])
+        rm[M_IMIN] = min(rm[M_IMIN], mm[M_IMIN])
+        rm[M_PMIN] = min(rm[M_PMIN], mm[M_PMIN])
+        rm[M_VMAX] = max(rm[M_VMAX], mm[M_VMAX])
+        rm[M_IMAX] = max(rm[M_IMAX], mm[M_IMAX])
+        rm[M_PMAX] = max(rm[M_PMAX], mm[M_PMAX])
 
     def _restart_reading(self):
         st = self.st
@@ -222,6 +264,10 @@ class Meter:
         out = self.events
         self.events = []
         return out
+
+
+def _clamp(offset, mid):
+    return max(mid - MAX_OFFSET_DRIFT, min(mid + MAX_OFFSET_DRIFT, offset))
 
 
 def _offset_step(floor_mean):

@@ -8,7 +8,7 @@ import metering as M
 import wide
 
 # hi-word index of each field in a snapshot of wide sums
-_N, _SV, _SVV, _SI, _SII, _SP, _SVS, _SX = range(0, 16, 2)
+_N, _SV, _SVV, _SI, _SII, _SP, _SQ = range(0, 2 * K.FIELDS, 2)
 _CYCLES = K.CYCLES - K.EXT
 _FIRST = K.FIRST_K - K.EXT
 _LAST = K.LAST_K - K.EXT
@@ -17,6 +17,13 @@ _LAST = K.LAST_K - K.EXT
 def _crossing(k, a, b):
     # v went from a (<= 0) to b (> 0) between positions k-1 and k
     return k - b / (b - a)
+
+
+def _reactive_sign(m, c, p):
+    # c = mean(v[n-1] * i[n]) = P cos(th) + Q sin(th), th = w (T + channel delay), for the
+    # fundamental; so Q has the sign of c - P cos(th).
+    th = 2 * math.pi * m.config["frequency"] * (m.ts + m.channel_delay_s)
+    return c - p * math.cos(th)
 
 
 class Reporter:
@@ -42,10 +49,11 @@ class Reporter:
         mi = wide.value(a, _SI) / n
         vrms = gv * math.sqrt(max(wide.value(a, _SVV) / n - mv * mv, 0.0))
         irms = gi * math.sqrt(max(wide.value(a, _SII) / n - mi * mi, 0.0))
-        p = gv * gi * (wide.value(a, _SP) / n - wide.value(a, _SVS) / n * mi)
+        gain_vs = (m.st[K.COEF_A] + m.st[K.COEF_B]) / (1 << K.COEF_BITS)
+        p = gv * gi * (wide.value(a, _SP) / n - gain_vs * mv * mi)
         s = vrms * irms
         q = math.sqrt(max(s * s - p * p, 0.0))
-        if wide.value(a, _SX) < 0:
+        if _reactive_sign(m, gv * gi * (wide.value(a, _SQ) / n - mv * mi), p) < 0:
             q = -q
         t = (x[M.X_CLOCK_HI] * wide.LOW + x[M.X_CLOCK_LO]) * m.ts
         freq = None

@@ -1,0 +1,52 @@
+# A networked meter on the MicroPython unix port: the firmware app with the simulated board.
+#
+#   micropython boards/sim_meter.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]
+#
+# CONFIG.json holds the meter config (firmware/config.py keys: device_id, device_key,
+# server_url, ca_file, ...). STATE_DIR holds the outbox, inbox and energy registers.
+# --fast runs the simulated signal as fast as possible instead of in real time.
+
+import asyncio
+import json
+import os
+import sys
+
+import config
+from app import App
+from sim import SimBoard
+
+DEFAULT_SCENARIO = {"nominal_v": 230, "frequency": 50, "samples_per_cycle": 64,
+                    "loads": [{"at_s": 0, "p_w": 1500, "pf": 0.95}]}
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def main(argv):
+    args = [a for a in argv if not a.startswith("--")]
+    if len(args) < 2:
+        sys.stderr.write("usage: sim_meter.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]\n")
+        return 2
+    try:
+        cfg = config.load(args[0])
+    except (ValueError, OSError) as exc:
+        sys.stderr.write("sim_meter: bad config %s: %s\n" % (args[0], exc))
+        return 2
+    scenario = DEFAULT_SCENARIO
+    if len(args) > 2:
+        with open(args[2]) as f:
+            scenario = json.load(f)
+    _mkdir(args[1])
+    app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
+              realtime="--fast" not in argv)
+    sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"]}) + "\n")
+    asyncio.run(app.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

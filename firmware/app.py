@@ -1,0 +1,174 @@
+# The meter application: metering, reporting, persistence and the back channel as asyncio
+# tasks. Board-independent: a board object supplies samples (and optionally a relay).
+
+import array
+from binascii import unhexlify
+import asyncio
+
+import config as configuration
+import metering
+import reading
+from clock import Clock, ticks_diff, ticks_ms
+from comms import Comms
+from energy import RegisterStore
+from httpc import HttpClient, tls_context
+from inbox import Inbox
+from ops import Dispatcher
+from outbox import Outbox
+from presence import Presence
+
+BLOCK = 128
+
+
+class App:
+    def __init__(self, board, cfg, state_dir, config_path=None, realtime=True):
+        self.board = board
+        self.cfg = cfg
+        self.config_path = config_path
+        self.realtime = realtime
+        self.clock = Clock()
+        self.meter = metering.Meter(cfg, board)
+        self.reporter = reading.Reporter(self.meter, cfg["demand_block_s"])
+        self.outbox = Outbox(state_dir + "/outbox")
+        self.inbox = Inbox(state_dir + "/inbox")
+        self.energy_store = RegisterStore(state_dir + "/energy")
+        saved = self.energy_store.load()
+        if saved is not None:
+            self.meter.restore_energy(saved)
+        self.presence = Presence(self.outbox)
+        self.relay = "closed"
+        self.recent_events = []
+        self.last_reading = None
+        self.messages = []
+        self.reboot_requested = False
+        self.reported_dropped = 0
+        self.started_unix = self.clock.now()
+        key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
+        self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
+        self.comms = None
+        if cfg["server_url"]:
+            ctx = tls_context(cfg["ca_file"]) if cfg["server_url"].startswith("https") else None
+            http = HttpClient(cfg["server_url"], ctx)
+            self.comms = Comms(cfg["device_id"], key, http, self.outbox, self.inbox,
+                               self.dispatcher, self.clock)
+            self._apply_comms_config()
+        self.meter.on_event = self._on_event
+        self._report_notices()
+
+    def _report_notices(self):
+        for what, count in (("outbox records damaged", self.outbox.dropped_corrupt),
+                            ("energy slots damaged", self.energy_store.damaged)):
+            if count:
+                self.outbox.offer("notice", {"what": what, "count": count})
+        if self.inbox.damaged:
+            self.outbox.offer("notice", {"what": "inbox damaged", "count": 1})
+
+    def _report_losses(self):
+        dropped = self.outbox.dropped_overflow - self.reported_dropped
+        if dropped:
+            if self.outbox.offer("notice", {"what": "readings dropped (outbox full)",
+                                            "count": dropped}) is not None:
+                self.reported_dropped += dropped
+
+    # --- metering ---
+    def _wall(self, meter_seconds):
+        return self.started_unix + meter_seconds
+
+    def _on_event(self, record):
+        record = dict(record)
+        record["start_s"] = self._wall(record["start_s"])
+        if record["type"] == "event":
+            self.recent_events.append(record)
+            self.recent_events = self.recent_events[-32:]
+        self.outbox.offer(record.pop("type"), record)
+        if self.comms is not None:
+            self.comms.kick()
+
+    async def metering(self):
+        vb = array.array("H", [0] * BLOCK)
+        ib = array.array("H", [0] * BLOCK)
+        rate = self.board.sample_rate
+        start = ticks_ms()
+        samples = 0
+        next_report = self.cfg["report_s"]
+        next_persist = self.cfg["persist_s"]
+        while True:
+            n = self.board.read(vb, ib)
+            if n == 0:
+                return
+            self.meter.feed(vb, ib, n)
+            samples += n
+            r = self.reporter.take()
+            if r is not None:
+                r["t"] = self._wall(r["t"])
+                self.last_reading = r
+                if r["t"] - self.started_unix >= next_report:
+                    next_report += self.cfg["report_s"]
+                    self.outbox.offer("reading", r)
+                    self._report_losses()
+            if samples / rate >= next_persist:
+                next_persist += self.cfg["persist_s"]
+                self.save_energy()
+            ahead = int(samples * 1000 / rate) - ticks_diff(ticks_ms(), start)
+            await asyncio.sleep(ahead / 1000 if self.realtime and ahead > 0 else 0)
+
+    def save_energy(self):
+        self.meter.fold_energy()
+        self.energy_store.save(self.meter.registers)
+
+    # --- used by ops ---
+    def status_reading(self):
+        self.meter.fold_energy()
+        out = {"registers": self.meter.registers.as_wh(), "relay": self.relay,
+               "presence": self.presence.state}
+        if self.last_reading is not None:
+            out["reading"] = self.last_reading
+        return out
+
+    def public_config(self):
+        return configuration.public(self.cfg)
+
+    def change_config(self, changes):
+        new = configuration.validate(changes, self.cfg)
+        if self.config_path:
+            configuration.save(self.config_path, new)
+        self.cfg = new
+        self._apply_comms_config()
+        restart = [k for k in changes if k not in ("report_s", "poll_wait_s")]
+        return {"config": configuration.public(new), "restart_needed": restart}
+
+    def _apply_comms_config(self):
+        # A long-poll never outlasts the reporting interval, so readings go out on time.
+        if self.comms is not None:
+            self.comms.wait_s = min(self.cfg["poll_wait_s"], self.cfg["report_s"])
+
+    def set_relay(self, state):
+        self.relay = state
+        if hasattr(self.board, "set_relay"):
+            self.board.set_relay(state == "closed")
+        if self.presence.state in ("available", "active", "available_off"):
+            self.presence.set("active" if state == "closed" else "available_off")
+
+    def reset_energy(self):
+        self.meter.fold_energy()
+        before = self.meter.registers.as_wh()
+        self.meter.restore_energy({n: [0, 0, 0] for n in before})
+        self.save_energy()
+        return before
+
+    def received_message(self, args):
+        self.messages.append(args)
+        self.messages = self.messages[-16:]
+
+    # --- run ---
+    async def run(self):
+        tasks = [asyncio.create_task(self.metering())]
+        if self.comms is not None:
+            self.presence.announce()
+            tasks.append(asyncio.create_task(self.comms.run()))
+        try:
+            await tasks[0]
+        finally:
+            for t in tasks[1:]:
+                t.cancel()
+            self.save_energy()

@@ -1,0 +1,153 @@
+# The exchange loop over HTTP long-poll (docs/protocol.md).
+#
+# The meter always calls out: each request carries its outbox items and executed work ids,
+# each response carries an ack, work and when to call next. Triggers: scheduled (the
+# head-end's `next`), event-driven (kick() cuts a waiting long-poll short), and at once
+# while the head-end says more is waiting or results are queued. Failures back off
+# exponentially with jitter. Every network await has a timeout (httpc).
+
+import asyncio
+import json
+import random
+
+import envelope
+
+
+class ExchangeError(Exception):
+    pass
+
+
+def _nonce():
+    return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
+
+
+class Comms:
+    def __init__(self, device_id, key, http, outbox, inbox, dispatcher, clock, wait_s=25,
+                 backoff_base=1.0, backoff_cap=300.0, batch_items=32, batch_bytes=16384):
+        self.device_id = device_id
+        self.key = key
+        self.http = http
+        self.outbox = outbox
+        self.inbox = inbox
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.wait_s = wait_s
+        self.poll_s = 0
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.batch_items = batch_items
+        self.batch_bytes = batch_bytes
+        self.wake = asyncio.Event()
+        self.kicked = False
+        self.waiting = False
+        self.task = None
+        self.failures = 0
+        self.exchanges = 0
+        self.last_ok = None
+        self.last_error = None
+        self.after_exchange = None  # callback, e.g. to reboot once a result is out
+
+    def kick(self):
+        """Exchange now: cut a waiting long-poll short (nothing is lost; see protocol.md)."""
+        self.kicked = True
+        self.wake.set()
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+    def backoff_s(self):
+        delay = min(self.backoff_cap, self.backoff_base * (1 << min(self.failures, 16)))
+        return delay * (0.5 + random.random() / 2)
+
+    async def run(self):
+        while True:
+            self.kicked = False
+            try:
+                self.task = asyncio.create_task(self.exchange())
+                again = await self.task
+                self.failures = 0
+            except asyncio.CancelledError:
+                if not self.kicked:
+                    raise  # the app is stopping
+                self.http.close()
+                continue
+            except Exception as exc:  # network down, head-end error: back off and retry
+                self.failures += 1
+                self.last_error = "%s: %s" % (type(exc).__name__, exc)
+                self.http.close()
+                await self._sleep(self.backoff_s())
+                continue
+            finally:
+                self.task = None
+            if self.after_exchange is not None:
+                self.after_exchange()
+            if not (again or self.kicked):
+                await self._sleep(self.poll_s)
+
+    async def _sleep(self, seconds):
+        self.wake.clear()
+        if seconds <= 0 or self.kicked:
+            return
+        try:
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def build(self, wait):
+        items = self.outbox.peek(self.batch_items, self.batch_bytes)
+        done = self.inbox.ids()
+        body = {
+            "v": 1,
+            "device": self.device_id,
+            "ts": int(self.clock.now()),
+            "nonce": _nonce(),
+            "wait": wait,
+            "room": self.dispatcher.room(),
+            "done": done,
+            "items": items,
+        }
+        return items, done, json.dumps(body).encode()
+
+    async def exchange(self):
+        """One request/response. Returns True when the meter should call again at once."""
+        backlog = self.outbox.depth() > self.batch_items
+        items, done, raw = self.build(0 if backlog else self.wait_s)
+        headers = {"Content-Type": "application/json",
+                   "X-BC-Signature": envelope.sign(self.key, raw)}
+        self.waiting = True
+        try:
+            status, hdrs, data = await self.http.request(
+                "POST", "/v1/exchange", raw, headers, timeout=self.wait_s + 15)
+        finally:
+            self.waiting = False
+        if status != 200:
+            raise ExchangeError("head-end answered %d: %s" % (status, data[:200]))
+        if not envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data)):
+            raise ExchangeError("response signature does not match; ignored")
+        try:
+            resp = json.loads(data)
+        except ValueError:
+            raise ExchangeError("response is not JSON")
+        if not isinstance(resp, dict):
+            raise ExchangeError("response is not a JSON object")
+        self.exchanges += 1
+        self.last_ok = self.clock.now()
+        ack = resp.get("ack")
+        acked_before = self.outbox.acked
+        if isinstance(ack, int) and not isinstance(ack, bool):
+            self.outbox.ack(ack)
+        if done:
+            self.inbox.confirm(done)
+        t = resp.get("time")
+        if isinstance(t, (int, float)):
+            self.clock.server_time(t)
+        nxt = resp.get("next")
+        if isinstance(nxt, (int, float)) and 0 <= nxt <= 86400:
+            self.poll_s = nxt
+        work = resp.get("work")
+        work = work if isinstance(work, list) else []
+        for item in work:
+            self.dispatcher.handle(item)
+        # Call again at once for results just queued, more work, or a backlog still to send;
+        # only an ack that moved counts, so a stuck ack never causes a tight loop.
+        moved = self.outbox.acked > acked_before
+        return bool(work) or resp.get("more") is True or (moved and self.outbox.depth() > 0)

@@ -1,0 +1,171 @@
+# Work ops: check signature, role, expiry and duplicates, run the op, queue its result.
+#
+# Every work item that reaches the meter gets exactly one result item in the outbox,
+# except a duplicate (already in the inbox), which is listed in `done` and not run again.
+# The id enters the inbox before the op runs: a crash mid-op can never run it twice; the
+# head-end then sees no result and reports the item expired.
+
+import json
+
+import envelope
+
+ROLE_OPS = {
+    "operator": ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
+                 "set_presence", "get_events", "reboot", "message"),
+    "utility": ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
+                "set_presence", "get_events", "reboot", "message", "reset_energy"),
+    "peer": ("read", "get_events", "relay", "set_presence", "message"),
+}
+
+
+class Rejected(Exception):
+    """An op refused its arguments; the message is the reason sent back."""
+
+
+def _args(args, name, kinds):
+    if name not in args:
+        raise Rejected("missing argument %r" % (name,))
+    value = args[name]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise Rejected("argument %r has the wrong type" % (name,))
+    return value
+
+
+def op_read(app, args):
+    return app.status_reading()
+
+
+def op_set_time(app, args):
+    return {"offset_s": app.clock.set(_args(args, "unix", (int, float)))}
+
+
+def op_get_config(app, args):
+    return app.public_config()
+
+
+def op_set_config(app, args):
+    changes = _args(args, "changes", dict)
+    try:
+        return app.change_config(changes)
+    except ValueError as exc:
+        raise Rejected(str(exc))
+
+
+def op_set_poll(app, args):
+    seconds = _args(args, "seconds", (int, float))
+    if not 0 <= seconds <= 3600:
+        raise Rejected("seconds must be between 0 and 3600")
+    app.comms.poll_s = seconds
+    return {"seconds": seconds}
+
+
+def op_relay(app, args):
+    state = _args(args, "state", str)
+    if state not in ("open", "closed"):
+        raise Rejected("state must be open or closed")
+    app.set_relay(state)
+    return {"state": state}
+
+
+def op_set_presence(app, args):
+    state = _args(args, "state", str)
+    try:
+        app.presence.set(state, args.get("note", ""))
+    except ValueError as exc:
+        raise Rejected(str(exc))
+    return {"state": state}
+
+
+def op_get_events(app, args):
+    limit = args.get("limit", 20)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise Rejected("limit must be a non-negative int")
+    return {"events": app.recent_events[-limit:] if limit else []}
+
+
+def op_reboot(app, args):
+    app.reboot_requested = True
+    return {}
+
+
+def op_reset_energy(app, args):
+    return {"before": app.reset_energy()}
+
+
+def op_message(app, args):
+    app.received_message(args)
+    return {}
+
+
+OPS = {
+    "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
+    "set_config": op_set_config, "set_poll": op_set_poll, "relay": op_relay,
+    "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
+    "reset_energy": op_reset_energy, "message": op_message,
+}
+
+
+class Dispatcher:
+    def __init__(self, app, key, outbox, inbox, room=4):
+        self.app = app
+        self.key = key
+        self.outbox = outbox
+        self.inbox = inbox
+        self.max_room = room
+        self.busy = 0
+        self.counts = {"done": 0, "rejected": 0, "unknown_op": 0, "expired": 0, "duplicate": 0}
+
+    def room(self):
+        return max(0, self.max_room - self.busy)
+
+    def handle(self, item):
+        """Run one work item from a response. Returns the result status."""
+        wid = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(wid, str):
+            return self._result(None, "rejected", "work item without an id")
+        if self.inbox.seen(wid):
+            self.counts["duplicate"] += 1
+            return "duplicate"
+        try:
+            ok = isinstance(item["args"], str) and envelope.work_ok(self.key, item)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            return self._result(wid, "rejected", "bad signature")
+        self.inbox.add(wid)
+        op = item["op"]
+        role = item.get("role")
+        expires = item.get("expires")
+        if isinstance(expires, (int, float)) and expires < self.app.clock.now():
+            return self._result(wid, "expired", "arrived after it expired")
+        if op not in OPS:
+            return self._result(wid, "unknown_op", "no op %r on this meter" % (op,))
+        if op not in ROLE_OPS.get(role, ()):
+            return self._result(wid, "rejected", "role %r may not run %s" % (role, op))
+        try:
+            args = json.loads(item["args"])
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            return self._result(wid, "rejected", "args must be a JSON object")
+        self.busy += 1
+        try:
+            body = OPS[op](self.app, args)
+        except Rejected as exc:
+            return self._result(wid, "rejected", str(exc))
+        except Exception as exc:  # an op must never take the meter down
+            return self._result(wid, "rejected", "%s: %s" % (type(exc).__name__, exc))
+        finally:
+            self.busy -= 1
+        return self._result(wid, "done", None, body)
+
+    def _result(self, wid, status, reason, body=None):
+        self.counts[status] += 1
+        result = {"work": wid, "status": status}
+        if reason:
+            result["reason"] = reason
+        if body is not None:
+            result["body"] = body
+        if wid is not None:
+            self.outbox.offer("result", result)
+        return status

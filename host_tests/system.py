@@ -1,0 +1,161 @@
+"""Real processes for system tests: the head-end (uvicorn via tools/backchannel) and meters
+(the firmware app on the MicroPython unix port), optionally inside a netlab namespace."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+import fw
+
+ROOT = fw.ROOT
+BACKCHANNEL = ROOT / "tools" / "backchannel"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(cmd, env, log, lab=None, ns=None):
+    out = open(log, "ab")
+    if lab is not None:
+        return lab.run(ns, cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+class Headend:
+    def __init__(self, workdir, host="127.0.0.1", port=None, lab=None, ns="out", extra=()):
+        self.dir = Path(workdir)
+        self.db = str(self.dir / "hub.db")
+        self.host = host
+        self.port = port or free_port()
+        self.lab, self.ns = lab, ns
+        self.extra = list(extra)
+        self.proc = None
+        self.url = "http://%s:%d" % (host, self.port)
+
+    def cli(self, *args):
+        p = subprocess.run([sys.executable, str(BACKCHANNEL), *args], capture_output=True,
+                           text=True, timeout=60)
+        if p.returncode:
+            raise RuntimeError("backchannel %s: %s" % (" ".join(args), p.stderr))
+        return p.stdout.strip()
+
+    def add_device(self, device_id):
+        return self.cli("add-device", device_id, "--db", self.db).split()[-1]
+
+    def add_token(self, name, role):
+        return self.cli("add-token", name, "--role", role, "--db", self.db).split()[-1]
+
+    def start(self):
+        cmd = [sys.executable, str(BACKCHANNEL), "serve", "--db", self.db, "--host", self.host,
+               "--port", str(self.port)] + self.extra
+        self.proc = _spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
+        wait_until(self._healthy, 20, "the head-end to answer /v1/health")
+        return self
+
+    def _healthy(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("head-end exited:\n" + self.log())
+        try:
+            return self.api(None).get("/v1/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def api(self, token):
+        headers = {"Authorization": "Bearer %s" % token} if token else {}
+        if self.lab is not None:
+            return LabHttp(self.lab, self.url, headers)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def log(self):
+        path = self.dir / "headend.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+
+
+class LabHttp:
+    """httpx-like calls made from inside the lab's outside namespace (curl-free: python)."""
+
+    def __init__(self, lab, base, headers):
+        self.lab, self.base, self.headers = lab, base, headers
+
+    def request(self, method, path, json_body=None):
+        code = ("import httpx,json,sys;r=httpx.request(%r,%r,headers=%r,json=%r,timeout=30);"
+                "sys.stdout.write(json.dumps([r.status_code,r.text]))"
+                % (method, self.base + path, self.headers, json_body))
+        out = self.lab.check_output("out", [sys.executable, "-c", code])
+        status, text = json.loads(out)
+        return httpx.Response(status, text=text)
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def post(self, path, json=None):
+        return self.request("POST", path, json)
+
+    def delete(self, path):
+        return self.request("DELETE", path)
+
+
+class Meter:
+    def __init__(self, workdir, device_id, key, url, lab=None, ns=None, **settings):
+        self.dir = Path(workdir) / device_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = self.dir / "state"
+        self.config = self.dir / "config.json"
+        cfg = {"device_id": device_id, "device_key": key, "server_url": url, "report_s": 1}
+        cfg.update(settings)
+        self.config.write_text(json.dumps(cfg))
+        self.lab, self.ns = lab, ns
+        self.proc = None
+
+    def start(self):
+        cmd, env = fw.command("micropython", fw.BOARDS / "sim_meter.py", str(self.config),
+                              str(self.state))
+        self.proc = _spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
+        return self
+
+    def log(self):
+        path = self.dir / "meter.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+
+
+def run_work(api, device, op, args=None, timeout=30, **extra):
+    """Queue work and wait for its outcome; returns the work record."""
+    r = api.post("/v1/devices/%s/work" % device, json=dict({"op": op, "args": args or {}}, **extra))
+    assert r.status_code == 202, r.text
+    wid = r.json()["id"]
+
+    def finished():
+        w = api.get("/v1/work/%s" % wid).json()
+        return w if w["status"] not in ("queued", "held", "delivered") else None
+
+    return wait_until(finished, timeout, "work %s (%s) to finish" % (wid, op))

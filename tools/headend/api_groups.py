@@ -1,0 +1,77 @@
+"""Operator REST API for groups and group commands."""
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from . import groups, outcomes, workq
+from .auth import Principal, principal
+from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
+
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409)}
+router = APIRouter(prefix="/v1/groups", tags=["groups"], responses=_ERRORS,
+                   dependencies=[Depends(principal)])
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except groups.GroupError as e:
+        raise HTTPException(e.status, str(e)) from None
+
+
+@router.get("", response_model=list[GroupOut])
+async def list_groups(request: Request):
+    return groups.all_groups(request.app.state.hub.db)
+
+
+@router.post("", response_model=GroupOut, status_code=201)
+async def create_group(body: GroupIn, request: Request):
+    return _call(groups.create, request.app.state.hub.db, body.name, body.members)
+
+
+@router.get("/{name}", response_model=GroupOut)
+async def get_group(name: str, request: Request):
+    group = groups.get(request.app.state.hub.db, name)
+    if group is None:
+        raise HTTPException(404, "unknown group %s" % name)
+    return group
+
+
+@router.post("/{name}/work", response_model=GroupWorkOut, status_code=202)
+async def group_work(name: str, body: GroupWorkIn, request: Request,
+                     who: Principal = Depends(principal)):
+    """One command to every member. With `when_available`, each member's item is held until
+    its presence is available, active or available_off, and expires at the deadline."""
+    hub = request.app.state.hub
+    refused = who.may_send(body.op)
+    if refused:
+        raise HTTPException(403, refused)
+    now = hub.now()
+    expires = workq.expiry(now, body.expires_in)
+    if body.deadline is not None:
+        if body.deadline <= now:
+            raise HTTPException(400, "deadline is in the past")
+        expires = workq.expiry(body.deadline, 0)
+    with hub.tx():
+        return _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
+                     who.origin, who.role)
+
+
+@router.get("/{name}/work/{gid}", response_model=GroupStatus)
+async def group_status(name: str, gid: int, request: Request):
+    hub = request.app.state.hub
+    with hub.tx():
+        outcomes.expire_due(hub, hub.now())
+    return _call(groups.status, hub.db, name, gid)
+
+
+@router.delete("/{name}/work/{gid}", response_model=GroupStatus)
+async def group_cancel(name: str, gid: int, request: Request):
+    """Cancel every member's item not delivered yet."""
+    hub = request.app.state.hub
+    _call(groups.status, hub.db, name, gid)
+    with hub.tx():
+        now = hub.now()
+        for row in groups.queued(hub.db, gid):
+            outcomes.cancel(hub, row, now)
+    return _call(groups.status, hub.db, name, gid)
+

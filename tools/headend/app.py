@@ -1,0 +1,100 @@
+"""The FastAPI app: routers, {"error": ...} error bodies, the OpenAPI extras, and the
+background task that expires work, derives presence and forgets old nonces."""
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import api_groups, config, exchange, operator, outcomes, presence
+from .db import Database
+from .hub import Hub
+from .models import ExchangeRequest
+
+log = logging.getLogger("backchannel")
+
+
+def sweep(hub):
+    """One pass of the background task."""
+    now = hub.now()
+    with hub.tx() as db:
+        outcomes.expire_due(hub, now)
+        presence.derive(hub, now)
+        db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
+
+
+async def sweeper(hub):
+    while True:
+        try:
+            sweep(hub)
+        except Exception:
+            log.exception("background sweep failed")
+        await asyncio.sleep(hub.settings.sweep_interval)
+
+
+def create_app(settings=None, transform=None):
+    """The head-end app. transform: a callable overriding settings.transform."""
+    settings = settings or config.Settings()
+    if transform is None and settings.transform:
+        transform = config.load_transform(settings.transform)
+    tokens = config.load_token_file(settings.token_file) if settings.token_file else ()
+    hub = Hub(settings, Database(settings.db), transform, tokens)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        hub.loop = asyncio.get_running_loop()
+        task = asyncio.create_task(sweeper(hub))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,
+                  description="Exchange endpoint for meters and the operator API "
+                              "(docs/protocol.md, docs/headend.md).")
+    app.state.hub = hub
+    app.include_router(exchange.router)
+    app.include_router(operator.router)
+    app.include_router(api_groups.router)
+
+    @app.get("/v1/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = jsonable_encoder(exc.errors())
+        parts = ["%s: %s" % (".".join(str(p) for p in e.get("loc", ())), e.get("msg"))
+                 for e in errors[:3]]
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts), "detail": errors},
+                            422)
+
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app):
+    """The generated spec plus the exchange request schema (the endpoint reads raw bytes to
+    check the signature, so FastAPI cannot see its body model)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+        _, defs = models_json_schema([(ExchangeRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -1,0 +1,36 @@
+"""Bearer tokens for the operator API; roles `operator` and `utility`."""
+
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+_bearer = HTTPBearer(auto_error=False, description="an operator or utility token")
+
+UTILITY_OPS = ("reset_energy",)
+
+
+@dataclass
+class Principal:
+    name: str
+    role: str
+
+    @property
+    def origin(self):
+        return "operator:%s" % self.name
+
+    def may_send(self, op):
+        """None, or why this token may not queue `op`."""
+        if op in UTILITY_OPS and self.role != "utility":
+            return "%s requires a utility token" % op
+        return None
+
+
+def principal(request: Request,
+              cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    if cred is None or not cred.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = request.app.state.hub.principal(cred.credentials)
+    if found is None:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(*found)

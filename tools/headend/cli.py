@@ -1,0 +1,257 @@
+"""`backchannel`: run the head-end, register devices and tokens (directly on the database),
+and drive the operator API (--url/--token or BACKCHANNEL_URL/BACKCHANNEL_TOKEN)."""
+
+import functools
+import sqlite3
+import sys
+import time
+
+import click
+
+from . import render
+from .client import Client, CliError, parse_args
+
+FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
+
+
+def api(fn):
+    """Add --url/--token/--cacert and pass a Client as the first argument."""
+    @click.option("--url", envvar="BACKCHANNEL_URL", default="http://127.0.0.1:8080",
+                  show_default=True, help="head-end URL [env BACKCHANNEL_URL]")
+    @click.option("--token", envvar="BACKCHANNEL_TOKEN",
+                  help="bearer token [env BACKCHANNEL_TOKEN]")
+    @click.option("--cacert", envvar="BACKCHANNEL_CACERT", help="CA bundle for https")
+    @functools.wraps(fn)
+    def wrapper(url, token, cacert, **kw):
+        return fn(Client(url, token, cacert), **kw)
+    return wrapper
+
+
+def db_option(fn):
+    return click.option("--db", "db_path", envvar="BACKCHANNEL_DB", default="backchannel.db",
+                        show_default=True, help="SQLite file [env BACKCHANNEL_DB]")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """backchannel head-end: exchange endpoint, work queues, groups, presence."""
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
+              help='JSON list of {"name", "role", "token"}')
+@click.option("--transform", help="rendezvous hook module:function")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="JSON file of settings (docs/headend.md)")
+@click.option("--replay-window", type=float, help="seconds (default 300)")
+@click.option("--max-wait", type=float, help="long-poll cap in seconds (default 25)")
+@click.option("--default-poll", type=int, help="`next` for new devices (default 60)")
+@click.option("--sweep-interval", type=float, help="background task period (default 1)")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(db_path, host, port, certfile, keyfile, config_path, log_level, **opts):
+    """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile)."""
+    from . import config
+    if bool(certfile) != bool(keyfile):
+        raise CliError("--certfile and --keyfile go together")
+    try:
+        values = config.load_config(config_path) if config_path else {}
+        values["db"] = db_path
+        values.update({k: v for k, v in opts.items() if v is not None})
+        settings = config.Settings(**values)
+        from .app import create_app
+        app = create_app(settings)
+    except sqlite3.Error as e:
+        raise CliError("cannot open database %s: %s" % (db_path, e)) from None
+    except (OSError, ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    from . import server
+    server.run(app, host, port, certfile, keyfile, log_level)
+
+
+def _db(path):
+    from .db import Database
+    try:
+        return Database(path)
+    except Exception as e:
+        raise CliError("cannot open database %s: %s" % (path, e)) from None
+
+
+@cli.command("add-device")
+@db_option
+@click.argument("device_id")
+@click.option("--key", help="hex HMAC key (default: 32 random bytes)")
+@click.option("--poll", type=click.IntRange(1, 86400), default=60, show_default=True)
+def add_device(db_path, device_id, key, poll):
+    """Register a meter and print its key."""
+    from . import devices
+    try:
+        click.echo(devices.create(_db(db_path), device_id, key, poll))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+@cli.command("add-token")
+@db_option
+@click.argument("name")
+@click.option("--role", type=click.Choice(["operator", "utility"]), required=True)
+@click.option("--token", help="the token to store (default: random)")
+def add_token(db_path, name, role, token):
+    """Create a bearer token for the operator API and print it."""
+    from . import devices
+    if token is not None and len(token) < 16:
+        raise CliError("a token must be at least 16 characters")
+    try:
+        click.echo(devices.add_token(_db(db_path), name, role, token))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+@cli.command("devices")
+@api
+def list_devices(client):
+    """List meters with presence, last contact and open work."""
+    render.devices(client.get("/v1/devices"))
+
+
+@cli.command()
+@api
+@click.argument("meter")
+@click.argument("op")
+@click.argument("args_json", required=False)
+@click.option("--expires-in", type=click.IntRange(1, 30 * 86400), default=3600,
+              show_default=True, help="seconds")
+@click.option("--when-available", is_flag=True, help="hold until the meter is available")
+@click.option("--wait", is_flag=True, help="wait for the outcome and print it")
+@click.option("--timeout", type=float, help="seconds to wait (default: until expiry)")
+def send(client, meter, op, args_json, expires_in, when_available, wait, timeout):
+    """Queue work OP with ARGS_JSON (a JSON object) for METER; print its id."""
+    body = {"op": op, "args": parse_args(args_json), "expires_in": expires_in,
+            "when_available": when_available}
+    work = client.post("/v1/devices/%s/work" % meter, body)
+    if not wait:
+        click.echo(work["id"])
+        return
+    end = time.monotonic() + (timeout if timeout is not None else expires_in + 5)
+    while work["status"] not in FINAL:
+        if time.monotonic() > end:
+            raise CliError("no outcome for %s yet (status %s)" % (work["id"], work["status"]))
+        time.sleep(0.5)
+        work = client.get("/v1/work/%s" % work["id"])
+    render.work(work)
+    if work["status"] != "done":
+        raise CliError("%s ended %s%s" % (work["id"], work["status"],
+                                          ": %s" % work["reason"] if work["reason"] else ""))
+
+
+@cli.command("work")
+@api
+@click.argument("work_id")
+def show_work(client, work_id):
+    """Show a work item and its outcome."""
+    render.work(client.get("/v1/work/%s" % work_id))
+
+
+@cli.command()
+@api
+@click.argument("work_id")
+def cancel(client, work_id):
+    """Cancel work that has not been delivered yet."""
+    work = client.delete("/v1/work/%s" % work_id)
+    click.echo("%s %s" % (work["id"], work["status"]))
+
+
+@cli.group()
+def group():
+    """Groups of meters and group commands."""
+
+
+@group.command("create")
+@api
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+def group_create(client, name, members):
+    """Create group NAME with MEMBERS."""
+    g = client.post("/v1/groups", {"name": name, "members": list(members)})
+    click.echo("%s: %s" % (g["name"], " ".join(g["members"])))
+
+
+@group.command("send")
+@api
+@click.argument("name")
+@click.argument("op")
+@click.argument("args_json", required=False)
+@click.option("--when-available", is_flag=True, help="hold each item until its meter is available")
+@click.option("--deadline", type=click.IntRange(1, 30 * 86400),
+              help="seconds from now after which undelivered items expire")
+@click.option("--expires-in", type=click.IntRange(1, 30 * 86400), default=3600,
+              show_default=True)
+def group_send(client, name, op, args_json, when_available, deadline, expires_in):
+    """Send OP to every member of NAME; print the command id (GID)."""
+    body = {"op": op, "args": parse_args(args_json), "when_available": when_available,
+            "expires_in": deadline or expires_in}
+    click.echo(client.post("/v1/groups/%s/work" % name, body)["gid"])
+
+
+@group.command("status")
+@api
+@click.argument("name")
+@click.argument("gid", type=int)
+def group_status(client, name, gid):
+    """Outcome per member of group command GID."""
+    render.group_status(client.get("/v1/groups/%s/work/%d" % (name, gid)))
+
+
+@cli.command()
+@api
+@click.argument("meter", required=False)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+def presence(client, meter, limit):
+    """Presence of every meter, or the history of METER."""
+    if meter:
+        render.presence_history(meter, client.get("/v1/devices/%s/presence" % meter, limit=limit))
+    else:
+        render.presence(client.get("/v1/presence"))
+
+
+@cli.command()
+@api
+@click.argument("meter")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+def readings(client, meter, limit):
+    """The newest readings of METER."""
+    render.records("readings of %s" % meter, client.get("/v1/devices/%s/readings" % meter,
+                                                        limit=limit))
+
+
+@cli.command()
+@api
+@click.argument("meter")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+def events(client, meter, limit):
+    """The newest events and notices of METER."""
+    render.records("events of %s" % meter, client.get("/v1/devices/%s/events" % meter,
+                                                      limit=limit))
+
+
+def main(argv=None):
+    """Entry point: click errors and API errors become one line on stderr."""
+    try:
+        rc = cli.main(args=argv, prog_name="backchannel", standalone_mode=False)
+    except click.ClickException as e:
+        click.echo("backchannel: error: %s" % e.format_message(), err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("backchannel: error: aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # never a traceback
+        click.echo("backchannel: error: %s: %s" % (type(e).__name__, e), err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

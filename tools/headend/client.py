@@ -1,0 +1,65 @@
+"""The CLI's HTTP client for the operator API: one-line errors, never tracebacks."""
+
+import json
+
+import click
+import httpx
+
+
+class CliError(click.ClickException):
+    """Printed by cli.main as `backchannel: error: <message>`."""
+
+
+class Client:
+    def __init__(self, url, token, cacert=None, timeout=30.0):
+        if not url:
+            raise CliError("no head-end URL: use --url or BACKCHANNEL_URL")
+        if not token:
+            raise CliError("no token: use --token or BACKCHANNEL_TOKEN")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, verify=cacert or True,
+                                 headers={"Authorization": "Bearer %s" % token})
+
+    def call(self, method, path, body=None, params=None):
+        try:
+            r = self.http.request(method, path, json=body, params=params)
+        except httpx.ConnectError as e:
+            raise CliError("cannot connect to %s: %s" % (self.url, _short(e))) from None
+        except httpx.TimeoutException:
+            raise CliError("timed out talking to %s" % self.url) from None
+        except httpx.HTTPError as e:
+            raise CliError("request to %s failed: %s" % (self.url, _short(e))) from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code >= 400:
+            reason = data.get("error") if isinstance(data, dict) else None
+            raise CliError("HTTP %d: %s" % (r.status_code, reason or r.reason_phrase))
+        return data
+
+    def get(self, path, **params):
+        return self.call("GET", path, params=params or None)
+
+    def post(self, path, body):
+        return self.call("POST", path, body)
+
+    def delete(self, path):
+        return self.call("DELETE", path)
+
+
+def _short(e):
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def parse_args(text):
+    """ARGS_JSON for a work item: a JSON object (default {})."""
+    if text is None:
+        return {}
+    try:
+        args = json.loads(text)
+    except ValueError as e:
+        raise CliError("ARGS must be a JSON object: %s" % e) from None
+    if not isinstance(args, dict):
+        raise CliError("ARGS must be a JSON object, got %s" % type(args).__name__)
+    return args

@@ -1,0 +1,131 @@
+"""SQLite (WAL) storage: the schema and a small transaction helper.
+
+Every write the head-end acknowledges (an exchange response, a 201/202 from the operator
+API) is committed before the answer leaves: synchronous=FULL, one short transaction each."""
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    created REAL NOT NULL,
+    poll INTEGER NOT NULL,
+    ack INTEGER,                       -- highest contiguous seq stored; NULL before any
+    last_contact REAL,
+    stated TEXT NOT NULL DEFAULT 'unknown',   -- presence the meter last stated
+    stated_note TEXT,
+    presence TEXT NOT NULL DEFAULT 'unknown', -- effective presence (stated or derived)
+    presence_note TEXT,
+    presence_at REAL,
+    derived INTEGER NOT NULL DEFAULT 0        -- 1 while presence is derived unavailable
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (
+    device TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL,
+    PRIMARY KEY (device, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen);
+CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (device, seq)
+    device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    body TEXT NOT NULL, received REAL NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+CREATE INDEX IF NOT EXISTS items_kind ON items(device, kind, seq);
+CREATE TABLE IF NOT EXISTS presence (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, state TEXT NOT NULL, note TEXT,
+    at REAL NOT NULL, source TEXT NOT NULL      -- meter | derived | contact
+);
+CREATE INDEX IF NOT EXISTS presence_dev ON presence(device, id);
+CREATE TABLE IF NOT EXISTS work (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL, op TEXT NOT NULL, args TEXT NOT NULL,
+    role TEXT NOT NULL, origin TEXT NOT NULL,
+    created REAL NOT NULL, expires INTEGER NOT NULL,
+    status TEXT NOT NULL,   -- queued delivered done rejected unknown_op expired cancelled
+    when_available INTEGER NOT NULL DEFAULT 0,
+    executed INTEGER NOT NULL DEFAULT 0,        -- listed in `done` or a result arrived
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    delivered_at REAL, finished_at REAL, result TEXT, reason TEXT,
+    gid INTEGER, reply_to TEXT, ref TEXT
+);
+CREATE INDEX IF NOT EXISTS work_dev ON work(device, status, num);
+CREATE INDEX IF NOT EXISTS work_open ON work(status, expires);
+CREATE INDEX IF NOT EXISTS work_gid ON work(gid);
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS group_members (
+    name TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (name, device)
+);
+CREATE TABLE IF NOT EXISTS group_work (
+    gid INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, op TEXT NOT NULL,
+    args TEXT NOT NULL, when_available INTEGER NOT NULL, expires INTEGER NOT NULL,
+    created REAL NOT NULL, origin TEXT NOT NULL
+);
+"""
+
+
+def dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text):
+    return None if text is None else json.loads(text)
+
+
+class Database:
+    """One connection shared by the event loop and the background task, guarded by a lock."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                    timeout=10.0)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.lock = threading.RLock()
+        self._depth = 0
+        self.conn.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self):
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self.conn.execute("COMMIT")
+
+    def run(self, sql, *args):
+        with self.lock:
+            return self.conn.execute(sql, args)
+
+    def one(self, sql, *args):
+        with self.lock:
+            return self.conn.execute(sql, args).fetchone()
+
+    def all(self, sql, *args):
+        with self.lock:
+            return self.conn.execute(sql, args).fetchall()
+
+    def close(self):
+        with self.lock:
+            self.conn.close()

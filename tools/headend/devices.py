@@ -1,0 +1,65 @@
+"""Device registry (ids, keys, poll interval, ack) and operator/utility bearer tokens.
+Plain functions over a Database, so the CLI admin commands can use them directly."""
+
+import re
+import time
+
+from . import signing
+from .config import ROLES
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class Conflict(ValueError):
+    pass
+
+
+def create(db, device_id, key=None, poll=60):
+    """Register a device; returns its hex key (generated when not given)."""
+    if not DEVICE_ID.match(device_id or ""):
+        raise ValueError("device id must be 1-64 chars of letters, digits and _ . : -")
+    key = key or signing.new_key()
+    if not signing.valid_key(key):
+        raise ValueError("key must be 16 to 64 bytes written as hex")
+    with db.tx():
+        if get(db, device_id) is not None:
+            raise Conflict("device %s already exists" % device_id)
+        db.run("INSERT INTO devices(id, key, created, poll) VALUES (?, ?, ?, ?)",
+               device_id, key.lower(), time.time(), int(poll))
+    return key.lower()
+
+
+def get(db, device_id):
+    return db.one("SELECT * FROM devices WHERE id = ?", device_id)
+
+
+def all_devices(db):
+    return db.all("SELECT d.*, (SELECT COUNT(*) FROM work w WHERE w.device = d.id AND "
+                  "w.status IN ('queued', 'delivered')) AS open_work FROM devices d ORDER BY d.id")
+
+
+def set_poll(db, device_id, seconds):
+    db.run("UPDATE devices SET poll = ? WHERE id = ?", int(seconds), device_id)
+
+
+def touch(db, device_id, now):
+    db.run("UPDATE devices SET last_contact = ? WHERE id = ?", now, device_id)
+
+
+def add_token(db, name, role, token=None):
+    """Store a bearer token (hashed); returns the token."""
+    if role not in ROLES:
+        raise ValueError("role must be one of: %s" % ", ".join(ROLES))
+    if not name:
+        raise ValueError("token name must not be empty")
+    token = token or signing.new_token()
+    with db.tx():
+        db.run("INSERT OR REPLACE INTO tokens(hash, name, role, created) VALUES (?, ?, ?, ?)",
+               signing.token_hash(token), name, role, time.time())
+    return token
+
+
+def lookup_token(db, token):
+    """(name, role) for a stored token, or None."""
+    row = db.one("SELECT name, role FROM tokens WHERE hash = ?", signing.token_hash(token))
+    return (row["name"], row["role"]) if row else None

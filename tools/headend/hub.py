@@ -1,0 +1,81 @@
+"""The running head-end's shared state: settings, database, transform hook, file tokens and
+the per-device long-poll waiters that an enqueue wakes once its transaction commits."""
+
+import asyncio
+import time
+from collections import Counter
+from contextlib import contextmanager
+
+from . import devices, signing
+
+
+class Hub:
+    def __init__(self, settings, db, transform=None, file_tokens=()):
+        self.settings = settings
+        self.db = db
+        self.transform = transform
+        self.file_tokens = {signing.token_hash(t): (name, role) for name, role, t in file_tokens}
+        self.loop = None                 # set when the app starts
+        self.waiters = {}                # device -> set of asyncio.Event
+        self.active = Counter()          # device -> exchanges in progress
+        self.closing = False             # shutting down: answer long-polls at once
+        self._wake = set()
+
+    def now(self):
+        return time.time()
+
+    @contextmanager
+    def tx(self):
+        """A database transaction; devices woken inside it are notified after COMMIT."""
+        try:
+            with self.db.tx():
+                yield self.db
+        except BaseException:
+            if not self.db._depth:
+                self._wake.clear()
+            raise
+        if not self.db._depth:
+            woken, self._wake = self._wake, set()
+            for device in woken:
+                self._notify(device)
+
+    def wake(self, device):
+        """Work may be deliverable to device: wake its long-polls after the commit."""
+        self._wake.add(device)
+
+    def listen(self, device):
+        event = asyncio.Event()
+        self.waiters.setdefault(device, set()).add(event)
+        return event
+
+    def unlisten(self, device, event):
+        events = self.waiters.get(device)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self.waiters[device]
+
+    def close(self):
+        """Shutting down: every held long-poll answers now (call on the loop)."""
+        self.closing = True
+        for device in list(self.waiters):
+            self._notify(device)
+
+    def _notify(self, device):
+        events = list(self.waiters.get(device, ()))
+        if not events:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for event in events:
+            if self.loop is not None and running is not self.loop:
+                self.loop.call_soon_threadsafe(event.set)
+            else:
+                event.set()
+
+    def principal(self, token):
+        """(name, role) for a bearer token from the token file or the database, or None."""
+        found = self.file_tokens.get(signing.token_hash(token))
+        return found or devices.lookup_token(self.db, token)

@@ -1,0 +1,187 @@
+"""Pydantic models: the exchange envelope (validated strictly) and the operator API, so
+/openapi.json describes what the head-end really accepts and returns."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OP = r"^[a-z][a-z0-9_]{0,31}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Status = Literal["queued", "held", "delivered", "done", "rejected", "expired", "unknown_op",
+                 "cancelled"]
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+# --- exchange (docs/protocol.md) ---
+
+class OutboxItem(BaseModel):
+    model_config = ConfigDict(strict=True)
+    seq: int = Field(ge=0, le=2**53)
+    kind: str = Field(min_length=1, max_length=32)
+    body: dict[str, Any]
+
+
+class ExchangeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+    v: Literal[1]
+    device: str = Field(min_length=1, max_length=64)
+    ts: float = Field(allow_inf_nan=False)
+    nonce: str = Field(pattern=r"^[0-9a-fA-F]{16}$")
+    wait: float = Field(ge=0, allow_inf_nan=False)
+    room: int = Field(ge=0, le=1000)
+    done: list[str] = Field(default_factory=list, max_length=1000)
+    items: list[OutboxItem] = Field(default_factory=list, max_length=10000)
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _not_bool(cls, v):
+        if isinstance(v, bool):
+            raise ValueError("v must be the integer 1")
+        return v
+
+
+class WireWork(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: str
+    op: str
+    args: dict[str, Any]
+    role: Literal["operator", "utility", "peer"]
+    from_: str = Field(alias="from")
+    expires: int
+    sig: str
+
+
+class ExchangeResponse(BaseModel):
+    ack: int
+    work: list[WireWork]
+    more: bool
+    next: int
+    time: float
+
+
+# --- operator API ---
+
+class DeviceIn(BaseModel):
+    id: str = Field(pattern=NAME)
+    key: str | None = Field(None, pattern=r"^(?:[0-9a-fA-F]{2}){16,64}$",
+                            description="hex HMAC key; generated when omitted")
+    poll: int | None = Field(None, ge=1, le=86400)
+
+
+class DeviceCreated(BaseModel):
+    id: str
+    key: str
+    poll: int
+
+
+class DevicePatch(BaseModel):
+    poll: int = Field(ge=1, le=86400, description="seconds: sent as `next` from now on")
+
+
+class DeviceOut(BaseModel):
+    id: str
+    created: float
+    poll: int
+    ack: int
+    last_contact: float | None
+    presence: str
+    presence_note: str | None
+    presence_at: float | None
+    stated: str
+    open_work: int
+
+
+class WorkIn(BaseModel):
+    op: str = Field(pattern=OP)
+    args: dict[str, Any] = Field(default_factory=dict)
+    expires_in: int = Field(3600, ge=1, le=30 * 86400)
+    when_available: bool = Field(False, description="hold until presence is available, "
+                                 "active or available_off")
+
+
+class WorkOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: str
+    device: str
+    op: str
+    args: dict[str, Any]
+    role: str
+    from_: str = Field(alias="from")
+    created: float
+    expires: int
+    status: Status
+    when_available: bool
+    deliveries: int
+    delivered_at: float | None
+    finished_at: float | None
+    result: Any = None
+    reason: str | None
+    group: int | None
+
+
+class RecordOut(BaseModel):
+    seq: int
+    kind: str
+    received: float
+    body: dict[str, Any]
+
+
+class PresenceEntry(BaseModel):
+    state: str
+    note: str | None
+    at: float
+    source: Literal["meter", "derived", "contact"]
+
+
+class PresenceNow(BaseModel):
+    device: str
+    state: str
+    note: str | None
+    since: float | None
+    stated: str
+    last_contact: float | None
+
+
+class GroupIn(BaseModel):
+    name: str = Field(pattern=NAME)
+    members: list[str] = Field(min_length=1, max_length=10000)
+
+
+class GroupOut(BaseModel):
+    name: str
+    created: float
+    members: list[str]
+
+
+class GroupWorkIn(WorkIn):
+    deadline: float | None = Field(None, description="absolute Unix time; overrides expires_in")
+
+
+class GroupWorkOut(BaseModel):
+    gid: int
+    group: str
+    op: str
+    expires: int
+    work: dict[str, str] = Field(description="member -> work id")
+
+
+class MemberOutcome(BaseModel):
+    work: str
+    status: Status
+    reason: str | None
+    result: Any = None
+
+
+class GroupStatus(BaseModel):
+    gid: int
+    group: str
+    op: str
+    args: dict[str, Any]
+    when_available: bool
+    expires: int
+    created: float
+    outcomes: dict[str, MemberOutcome]
+    counts: dict[str, int]

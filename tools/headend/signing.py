@@ -1,0 +1,54 @@
+"""HMAC-SHA256 envelopes and work signatures (docs/protocol.md), keys and tokens."""
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+
+_HEX_KEY = re.compile(r"^(?:[0-9a-fA-F]{2}){16,64}$")
+
+
+def canonical(obj):
+    """Sorted keys, separators "," and ":", non-ASCII as UTF-8 (as the meter computes it)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def valid_key(key_hex):
+    return isinstance(key_hex, str) and bool(_HEX_KEY.match(key_hex))
+
+
+def new_key():
+    """A fresh per-device key: 32 random bytes as 64 hex chars."""
+    return secrets.token_hex(32)
+
+
+def sign(key_hex, data):
+    """Hex HMAC-SHA256 of data (bytes) keyed with the decoded bytes of the hex key."""
+    return hmac.new(bytes.fromhex(key_hex), data, hashlib.sha256).hexdigest()
+
+
+def verify(key_hex, data, sig):
+    if not isinstance(sig, str):
+        return False
+    return hmac.compare_digest(sign(key_hex, data), sig.strip().lower())
+
+
+def work_message(item):
+    """What a work item's `sig` covers: id|op|role|expires|from|<args JSON text as sent>.
+    Args travel as text so a meter never re-serialises them (floats print differently on
+    single-precision boards)."""
+    return ("%s|%s|%s|%s|%s|%s" % (item["id"], item["op"], item["role"], item["expires"],
+                                   item["from"], item["args"])).encode()
+
+
+def sign_work(key_hex, item):
+    return sign(key_hex, work_message(item))
+
+
+def new_token():
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
