@@ -9,11 +9,11 @@ import json
 
 import envelope
 
+_OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
+             "set_presence", "get_events", "reboot", "message", "send", "get_messages")
 ROLE_OPS = {
-    "operator": ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
-                 "set_presence", "get_events", "reboot", "message"),
-    "utility": ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
-                "set_presence", "get_events", "reboot", "message", "reset_energy"),
+    "operator": _OPERATOR,
+    "utility": _OPERATOR + ("reset_energy",),
     "peer": ("read", "get_events", "relay", "set_presence", "message"),
 }
 
@@ -97,11 +97,29 @@ def op_message(app, args):
     return {}
 
 
+def op_send(app, args):
+    """Have this meter send work to another meter through the head-end (rendezvous)."""
+    to = _args(args, "to", str)
+    op = _args(args, "op", str)
+    work_args = args.get("args", {})
+    if not isinstance(work_args, dict):
+        raise Rejected("args must be an object")
+    ref = args.get("ref") or "%s-%d" % (op, app.clock.now())
+    if app.outbox.offer("send", {"to": to, "ref": ref, "op": op, "args": work_args}) is None:
+        raise Rejected("outbox full")
+    return {"ref": ref}
+
+
+def op_get_messages(app, args):
+    return {"messages": list(app.messages)}
+
+
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
     "set_config": op_set_config, "set_poll": op_set_poll, "relay": op_relay,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
-    "reset_energy": op_reset_energy, "message": op_message,
+    "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
+    "get_messages": op_get_messages,
 }
 
 

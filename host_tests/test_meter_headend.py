@@ -18,15 +18,18 @@ def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("site")
     he = system.Headend(work)
     key = he.add_device("meter-a")
+    key_b = he.add_device("meter-b")
     op = he.add_token("alice", "operator")
     util = he.add_token("uma", "utility")
     he.start()
     meter = system.Meter(work, "meter-a", key, he.url).start()
+    meter_b = system.Meter(work, "meter-b", key_b, he.url).start()
     api = he.api(op)
     system.wait_until(lambda: api.get("/v1/devices/meter-a/readings").json(), 30,
                       "the first reading from the meter")
     yield {"headend": he, "meter": meter, "api": api, "util": he.api(util), "work": work}
     meter.kill()
+    meter_b.kill()
     he.kill()
 
 
@@ -97,3 +100,17 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(site):
     times = [r["body"]["t"] for r in rows]
     assert len(seqs) == len(set(seqs)) and len(times) == len(set(times))
     assert before <= set(seqs)
+
+
+def test_rendezvous_a_asks_b(site):
+    api = site["api"]
+    w = system.run_work(api, "meter-a", "send", {"to": "meter-b", "op": "read", "ref": "r-1"})
+    assert w["status"] == "done" and w["result"]["ref"] == "r-1"
+
+    def routed_back():
+        got = system.run_work(api, "meter-a", "get_messages")["result"]["messages"]
+        return [m for m in got if m.get("ref") == "r-1"]
+
+    msg = system.wait_until(routed_back, 30, "B's result routed back to A", interval=0.5)[0]
+    assert msg["from"] == "meter-b" and msg["result"]["status"] == "done"
+    assert msg["result"]["body"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
