@@ -1,10 +1,11 @@
 # A networked meter on the MicroPython unix port: the firmware app with the simulated board.
 #
-#   micropython boards/sim_meter.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]
+#   micropython boards/sim_meter.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast] [--print]
 #
 # CONFIG.json holds the meter config (firmware/config.py keys: device_id, device_key,
 # server_url, ca_file, ...). STATE_DIR holds the outbox, inbox and energy registers.
 # --fast runs the simulated signal as fast as possible instead of in real time.
+# --print writes every reading and event as a JSON line on stdout (for tools/sim.py).
 
 import asyncio
 import json
@@ -26,6 +27,11 @@ def _mkdir(path):
         pass
 
 
+def _print(record):
+    sys.stdout.write(json.dumps(record))
+    sys.stdout.write("\n")
+
+
 def main(argv):
     args = [a for a in argv if not a.startswith("--")]
     if len(args) < 2:
@@ -43,7 +49,11 @@ def main(argv):
     _mkdir(args[1])
     app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
               realtime="--fast" not in argv)
-    sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"]}) + "\n")
+    if "--print" in argv:
+        app.on_record = _print
+    # "unix": the wall time the app started; its readings are at unix + k * interval
+    sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
+                                "unix": app.started_unix}) + "\n")
     asyncio.run(app.run())
     return 0
 

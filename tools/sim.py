@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""`make sim`: run the firmware on the MicroPython unix port with the simulated board and
-show live readings and power-quality events until Ctrl-C."""
+"""`make sim`: run the firmware on the MicroPython unix port with the simulated board,
+connected to a local head-end, and show live readings, power-quality events and the
+head-end's view until Ctrl-C."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
 import click
+import httpx
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -23,12 +27,19 @@ def micropython_command(script, *args):
     return [str(binary), str(script), *args], env
 
 
+def _when(t):
+    """Meter time: wall-clock time of day when it is Unix time, else seconds of signal."""
+    if t > 1e9:
+        return time.strftime("%H:%M:%S", time.localtime(t)) + ("%.3f" % (t % 1))[1:]
+    return "%.3f s" % t
+
+
 def _fmt(value, digits):
     return "-" if value is None else "%.*f" % (digits, value)
 
 
 def reading_table(r):
-    t = Table(title="meter at t = %.1f s" % r["t"], min_width=60)
+    t = Table(title="meter at %s" % _when(r["t"]), min_width=60)
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_column("min / max (200 ms)", justify="right")
@@ -52,59 +63,163 @@ def reading_table(r):
 
 def events_table(events):
     t = Table(title="power-quality events (IEC 61000-4-30)", min_width=60)
-    for col in ("kind", "start (s)", "duration (ms)", "residual/max (V)", "% declared", "IEEE 1159"):
+    for col in ("kind", "start", "duration (ms)", "residual/max (V)", "% declared", "IEEE 1159"):
         t.add_column(col)
     for e in events:
         if e["type"] == "event_start":
-            t.add_row(e["kind"], "%.3f" % e["start_s"], "in progress", "", "", "")
+            t.add_row(e["kind"], _when(e["start_s"]), "in progress", "", "", "")
         else:
-            t.add_row(e["kind"], "%.3f" % e["start_s"], "%.0f" % e["duration_ms"],
+            t.add_row(e["kind"], _when(e["start_s"]), "%.0f" % e["duration_ms"],
                       "%.1f" % e["residual_v"], "%.1f" % e["extreme_pct"], e["category"])
+    return t
+
+
+STATE = ROOT / ".sim"
+DEVICE = "sim-meter-1"
+
+
+def backchannel(*args):
+    p = subprocess.run([sys.executable, str(ROOT / "tools/backchannel"), *args],
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise click.ClickException("backchannel %s failed: %s" % (args[0], p.stderr.strip()))
+    return p.stdout.strip()
+
+
+def free_port(preferred):
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise click.ClickException("no free TCP port on 127.0.0.1")
+
+
+def site_setup():
+    """A local head-end database with one meter and one operator token (made once)."""
+    STATE.mkdir(exist_ok=True)
+    info_path = STATE / "sim.json"
+    if info_path.exists():
+        return json.loads(info_path.read_text())
+    db = str(STATE / "hub.db")
+    info = {"key": backchannel("add-device", DEVICE, "--db", db).split()[-1],
+            "token": backchannel("add-token", "sim-operator", "--role", "operator", "--db", db)
+            .split()[-1]}
+    info_path.write_text(json.dumps(info))
+    return info
+
+
+def start_headend(port, log):
+    cmd = [sys.executable, str(ROOT / "tools/backchannel"), "serve", "--db",
+           str(STATE / "hub.db"), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = "http://127.0.0.1:%d" % port
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise click.ClickException("the head-end stopped; see %s" % log.name)
+        try:
+            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise click.ClickException("the head-end did not answer; see %s" % log.name)
+
+
+def headend_table(api, url, token):
+    t = Table(title="head-end %s" % url, min_width=60)
+    t.add_column("what")
+    t.add_column("value")
+    try:
+        pres = {p["device"]: p for p in api.get("/v1/presence").json()}.get(DEVICE, {})
+        stored = len(api.get("/v1/devices/%s/readings?limit=1000" % DEVICE).json())
+        work = api.get("/v1/devices/%s/work?limit=3" % DEVICE).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        t.add_row("error", str(exc))
+        return t
+    t.add_row("presence", "%s %s" % (pres.get("state", "?"), pres.get("note") or ""))
+    t.add_row("readings stored", str(stored))
+    for w in work:
+        t.add_row("work %s" % w["id"], "%s -> %s" % (w["op"], w["status"]))
+    t.add_row("try", "BACKCHANNEL_URL=%s BACKCHANNEL_TOKEN=%s tools/backchannel send %s read "
+              "--wait" % (url, token, DEVICE))
     return t
 
 
 @click.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), default=str(ROOT / "scenarios/normal.json"))
 @click.option("--seconds", type=float, default=None, help="Stop after this much signal.")
-def main(scenario, seconds):
-    """Run SCENARIO (a JSON file in scenarios/) in real time."""
+@click.option("--offline", is_flag=True, help="Metering only: no head-end, no back channel.")
+@click.option("--port", type=int, default=8580, show_default=True, help="Head-end port.")
+def main(scenario, seconds, offline, port):
+    """Run the firmware on the MicroPython unix port with the simulated board (SCENARIO, a
+    JSON file in scenarios/), connected to a local head-end, and show it live."""
     if not Path(scenario).is_file():
         raise click.UsageError("no such scenario file: %s (see scenarios/)" % scenario)
     try:
         json.loads(Path(scenario).read_text())
     except ValueError as exc:
         raise click.UsageError("scenario %s is not valid JSON: %s" % (scenario, exc))
-    args = [scenario, "--realtime"] + (["--seconds", str(seconds)] if seconds else [])
-    cmd, env = micropython_command(ROOT / "boards/sim_main.py", *args)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    if offline:
+        args = [scenario, "--realtime"] + (["--seconds", str(seconds)] if seconds else [])
+        cmd, env = micropython_command(ROOT / "boards/sim_main.py", *args)
+        return show(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True), None)
+    info = site_setup()
+    log = open(STATE / "headend.log", "ab")
+    headend, url = start_headend(free_port(port), log)
+    (STATE / "meter.json").write_text(json.dumps({
+        "device_id": DEVICE, "device_key": info["key"], "server_url": url, "report_s": 5}))
+    cmd, env = micropython_command(ROOT / "boards/sim_meter.py", str(STATE / "meter.json"),
+                                   str(STATE / "meter-state"), scenario, "--print")
+    meter = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    api = httpx.Client(base_url=url, headers={"Authorization": "Bearer " + info["token"]},
+                       timeout=5)
+    try:
+        show(meter, lambda: headend_table(api, url, info["token"]), seconds)
+    finally:
+        headend.terminate()
+        headend.wait()
+
+
+def show(proc, extra, seconds=None):
     events = deque(maxlen=8)
     last = None
     live = sys.stdout.isatty()
+    started = time.monotonic()
     try:
         with Live(auto_refresh=False, transient=False) if live else _NoLive() as screen:
             for line in proc.stdout:
-                record = json.loads(line)
+                if seconds and time.monotonic() - started > seconds:
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
                 if not live:
                     print(line, end="", flush=True)
                     continue
-                if record["type"] == "reading":
+                kind = record.get("type")
+                if kind == "reading":
                     last = record
-                elif record["type"] == "event":
-                    pending = [e for e in events if e["type"] == "event_start"]
-                    for e in pending:
+                elif kind == "event":
+                    for e in [e for e in events if e["type"] == "event_start"]:
                         events.remove(e)
                     events.append(record)
-                elif record["type"] == "event_start":
+                elif kind == "event_start":
                     events.append(record)
+                else:
+                    continue
                 parts = ([reading_table(last)] if last else []) + [events_table(events)]
+                if extra is not None and kind == "reading":
+                    parts.append(extra())
                 screen.update(Group(*parts), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
         proc.terminate()
         proc.wait()
-    if proc.returncode not in (0, -15):
-        raise click.ClickException("the simulated meter stopped with code %s" % proc.returncode)
 
 
 class _NoLive:
