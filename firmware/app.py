@@ -41,6 +41,7 @@ class App:
         self.last_reading = None
         self.messages = []
         self.reboot_requested = False
+        self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
         self.started_unix = self.clock.now()
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
@@ -80,7 +81,12 @@ class App:
         if record["type"] == "event":
             self.recent_events.append(record)
             self.recent_events = self.recent_events[-32:]
-        self.outbox.offer(record.pop("type"), record)
+        if self.on_record is not None:
+            self.on_record(record)
+        kind = record["type"]
+        body = dict(record)
+        del body["type"]
+        self.outbox.offer(kind, body)
         if self.comms is not None:
             self.comms.kick()
 
@@ -102,6 +108,8 @@ class App:
             if r is not None:
                 r["t"] = self._wall(r["t"])
                 self.last_reading = r
+                if self.on_record is not None:
+                    self.on_record(r)
                 if r["t"] - self.started_unix >= next_report:
                     next_report += self.cfg["report_s"]
                     self.outbox.offer("reading", r)
