@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCENARIO ?= scenarios/normal.json
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards
 
-.PHONY: venv sim test bench replay clean
+.PHONY: venv sim test e2e bench clean
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ sim: venv
 
 test: venv
 	$(BIN)/python -m pytest -q host_tests
+
+e2e: venv
+	$(BIN)/python tools/e2e.py
 
 bench: venv
 	$(BIN)/python tools/bench.py
