@@ -47,14 +47,18 @@ def main(argv):
         with open(args[2]) as f:
             scenario = json.load(f)
     _mkdir(args[1])
-    app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
-              realtime="--fast" not in argv)
-    if "--print" in argv:
-        app.on_record = _print
-    # "unix": the wall time the app started; its readings are at unix + k * interval
-    sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
-                                "unix": app.started_unix}) + "\n")
-    asyncio.run(app.run())
+    while True:
+        # a `reboot` op ends app.run(); a new App then starts from what is on "flash"
+        app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
+                  realtime="--fast" not in argv)
+        if "--print" in argv:
+            app.on_record = _print
+        # "unix": when this App started (wall time); a reading's t is that plus its sample clock
+        sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
+                                    "unix": app.started_unix}) + "\n")
+        if asyncio.run(app.run()) != "reboot":
+            break
+        cfg = config.load(args[0])
     return 0
 
 

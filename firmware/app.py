@@ -41,6 +41,8 @@ class App:
         self.last_reading = None
         self.messages = []
         self.reboot_requested = False
+        self.reboot_armed = False
+        self.reboot_now = False
         self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
         self.started_unix = self.clock.now()
@@ -53,6 +55,7 @@ class App:
             self.comms = Comms(cfg["device_id"], key, http, self.outbox, self.inbox,
                                self.dispatcher, self.clock)
             self._apply_comms_config()
+            self.comms.after_exchange = self._after_exchange
         self.meter.on_event = self._on_event
         self._report_notices()
 
@@ -98,7 +101,7 @@ class App:
         samples = 0
         next_report = self.cfg["report_s"]
         next_persist = self.cfg["persist_s"]
-        while True:
+        while not self.reboot_now:
             n = self.board.read(vb, ib)
             if n == 0:
                 return
@@ -169,7 +172,16 @@ class App:
         self.messages = self.messages[-16:]
 
     # --- run ---
+    def _after_exchange(self):
+        # `reboot` runs in exchange N; its result goes out and is acked in N + 1; then reboot.
+        if self.reboot_requested:
+            if self.reboot_armed:
+                self.reboot_now = True
+            self.reboot_armed = True
+
     async def run(self):
+        """Runs until the board's samples end, or a `reboot` op asks for a restart: then the
+        caller resets the board (machine.reset(); the simulator starts a fresh App)."""
         tasks = [asyncio.create_task(self.metering())]
         if self.comms is not None:
             self.presence.announce()
@@ -180,3 +192,4 @@ class App:
             for t in tasks[1:]:
                 t.cancel()
             self.save_energy()
+        return "reboot" if self.reboot_now else "done"

@@ -114,3 +114,13 @@ def test_rendezvous_a_asks_b(site):
     msg = system.wait_until(routed_back, 30, "B's result routed back to A", interval=0.5)[0]
     assert msg["from"] == "meter-b" and msg["result"]["status"] == "done"
     assert msg["result"]["body"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
+
+
+def test_reboot_sends_its_result_then_restarts(site):
+    meter = site["meter"]
+    starts = meter.log().count('"started"')
+    w = system.run_work(site["api"], "meter-a", "reboot")
+    assert w["status"] == "done"
+    system.wait_until(lambda: meter.log().count('"started"') > starts, 20, "the meter to restart")
+    assert meter.proc.poll() is None
+    assert system.run_work(site["api"], "meter-a", "read")["status"] == "done"
