@@ -11,32 +11,59 @@ class HttpError(Exception):
     pass
 
 
+class TlsError(HttpError):
+    """The TLS handshake failed: the server's certificate did not verify against the pinned
+    CA (wrong CA, name or address not in its SAN, outside its validity dates), or the TLS
+    protocol itself failed (e.g. the port speaks plain HTTP)."""
+
+
+def _tls_reason(exc):
+    """One line saying why TLS failed, if exc comes from the TLS layer; else None."""
+    if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+        # MicroPython: Mbed TLS verification flags, one per line
+        lines = [ln.strip(" !") for ln in str(exc).split("\n")]
+        return "certificate verification failed: " + "; ".join(ln for ln in lines if ln)
+    args = getattr(exc, "args", ())
+    if isinstance(exc, OSError) and args and isinstance(args[0], int) and args[0] < 0:
+        return "TLS error %s" % (args[1] if len(args) > 1 else args[0])  # MicroPython, Mbed TLS
+    if "SSL" in type(exc).__name__:  # CPython ssl.SSLError family
+        verify = getattr(exc, "verify_message", None)
+        return "certificate verification failed: " + verify if verify else str(exc)
+    return None
+
+
 def tls_context(cafile):
-    """A client TLS context that verifies the server against the pinned CA (PEM or DER file)."""
+    """A client TLS context that trusts only the pinned CA (PEM or DER file): the server's
+    chain must end at it, and its cert must name the url's host (DNS name or IP literal)."""
     with open(cafile, "rb") as f:
         ca = f.read()
+    der = _pem_to_der(ca) if b"-----BEGIN" in ca else ca
     try:
         import tls
-
-        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = tls.CERT_REQUIRED
-        if ca.startswith(b"-----"):
-            ca = _pem_to_der(ca)
-        ctx.load_verify_locations(cadata=ca)
-        return ctx
     except ImportError:  # CPython
         import ssl
 
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        ctx.load_verify_locations(cafile=cafile)
+        # Not create_default_context(): that would also trust the system's CA store.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname
+        ctx.load_verify_locations(cadata=der)
         return ctx
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    # Mbed TLS takes DER (PEM only NUL-terminated); tls' method takes no keywords.
+    ctx.load_verify_locations(der)
+    return ctx
 
 
 def _pem_to_der(pem):
+    """The first CERTIFICATE block of a PEM file as DER."""
     from binascii import a2b_base64
 
-    lines = [ln for ln in pem.split(b"\n") if ln and not ln.startswith(b"-----")]
-    return a2b_base64(b"".join(lines))
+    begin = pem.find(b"-----BEGIN CERTIFICATE-----")
+    end = pem.find(b"-----END CERTIFICATE-----", begin)
+    if begin < 0 or end < 0:
+        raise ValueError("no certificate in the CA file")
+    lines = pem[begin:end].split(b"\n")[1:]
+    return a2b_base64(b"".join(ln.strip() for ln in lines))
 
 
 def parse_url(url):
@@ -64,14 +91,38 @@ class HttpClient:
         self.timeout = timeout
         self.reader = None
         self.writer = None
+        self.handshake_pending = False
 
     async def _connect(self):
         if self.ssl is not None:
+            # server_hostname is what the server cert must name: a DNS name (dNSName SAN)
+            # or an IP literal (iPAddress SAN); see tools/pki.py.
             conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl,
                                            server_hostname=self.host)
         else:
             conn = asyncio.open_connection(self.host, self.port)
-        self.reader, self.writer = await asyncio.wait_for(conn, self.timeout)
+        try:
+            self.reader, self.writer = await asyncio.wait_for(conn, self.timeout)
+        except Exception as exc:  # CPython does the handshake here
+            self._check_tls(exc)
+            raise
+        # MicroPython's handshake runs on the first write; CPython's is done.
+        self.handshake_pending = self.ssl is not None
+
+    def _check_tls(self, exc):
+        """Raise TlsError (and log it: the meter has no other trace of it) for a TLS failure."""
+        reason = _tls_reason(exc) if self.ssl is not None else None
+        if reason is None:
+            return
+        self.close()
+        msg = "TLS with %s:%d failed: %s" % (self.host, self.port, reason)
+        try:
+            import sys
+
+            sys.stderr.write("httpc: %s\n" % msg)
+        except Exception:
+            pass
+        raise TlsError(msg)
 
     def close(self):
         if self.writer is not None:
@@ -104,8 +155,14 @@ class HttpClient:
             method, self.prefix, path, self.host, len(body))
         for k in headers:
             head += "%s: %s\r\n" % (k, headers[k])
-        self.writer.write(head.encode() + b"\r\n" + body)
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        try:
+            self.writer.write(head.encode() + b"\r\n" + body)  # may run the whole handshake
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except Exception as exc:
+            if self.handshake_pending:
+                self._check_tls(exc)
+            raise
+        self.handshake_pending = False
         line = await asyncio.wait_for(self.reader.readline(), timeout)
         if not line:
             raise EOFError("connection closed by server")

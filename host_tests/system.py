@@ -3,10 +3,13 @@
 
 import json
 import os
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,15 +45,22 @@ def wait_until(predicate, timeout, what, interval=0.05):
 
 
 class Headend:
-    def __init__(self, workdir, host="127.0.0.1", port=None, lab=None, ns="out", extra=()):
+    """certfile + keyfile serve https (tools/pki.py makes them); cafile is the CA the
+    operator API client verifies the server with (default: the system store)."""
+
+    def __init__(self, workdir, host="127.0.0.1", port=None, lab=None, ns="out", extra=(),
+                 certfile=None, keyfile=None, cafile=None):
         self.dir = Path(workdir)
         self.db = str(self.dir / "hub.db")
         self.host = host
         self.port = port or free_port()
         self.lab, self.ns = lab, ns
         self.extra = list(extra)
+        if certfile:
+            self.extra += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+        self.cafile = str(cafile) if cafile else None
         self.proc = None
-        self.url = "http://%s:%d" % (host, self.port)
+        self.url = "%s://%s:%d" % ("https" if certfile else "http", host, self.port)
 
     def cli(self, *args):
         p = subprocess.run([sys.executable, str(BACKCHANNEL), *args], capture_output=True,
@@ -75,16 +85,19 @@ class Headend:
     def _healthy(self):
         if self.proc.poll() is not None:
             raise AssertionError("head-end exited:\n" + self.log())
+        if getattr(self, "_health", None) is None:
+            self._health = self.api(None)     # one client for the whole wait
         try:
-            return self.api(None).get("/v1/health").status_code == 200
+            return self._health.get("/v1/health").status_code == 200
         except httpx.HTTPError:
             return False
 
     def api(self, token):
         headers = {"Authorization": "Bearer %s" % token} if token else {}
         if self.lab is not None:
-            return LabHttp(self.lab, self.url, headers)
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+            return LabHttp(self.lab, self.url, headers, ns=self.ns, cafile=self.cafile)
+        verify = ssl.create_default_context(cafile=self.cafile) if self.cafile else True
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
 
     def log(self):
         path = self.dir / "headend.log"
@@ -97,18 +110,63 @@ class Headend:
 
 
 class LabHttp:
-    """httpx-like calls made from inside the lab's outside namespace (curl-free: python)."""
+    """httpx-like calls made from inside a lab namespace (the outside one by default), through
+    one long-lived python helper there (started on first use, killed by lab.down() or close()):
+    each call is a JSON line each way, so calls cost milliseconds, not a process start.
+    Connection failures raise httpx.TransportError, as httpx itself would."""
 
-    def __init__(self, lab, base, headers):
+    _HELPER = (
+        "import httpx, json, ssl, sys\n"
+        "ca = sys.argv[1]\n"
+        "c = httpx.Client(timeout=30, verify=ssl.create_default_context(cafile=ca) if ca else True)\n"
+        "for line in sys.stdin:\n"
+        "    method, url, headers, body = json.loads(line)\n"
+        "    try:\n"
+        "        r = c.request(method, url, headers=headers, json=body)\n"
+        "        out = [r.status_code, r.text]\n"
+        "    except httpx.HTTPError as e:\n"
+        "        out = [None, '%s: %s' % (type(e).__name__, e)]\n"
+        "    sys.stdout.write(json.dumps(out) + '\\n')\n"
+        "    sys.stdout.flush()\n")
+
+    def __init__(self, lab, base, headers, ns="out", cafile=None, timeout=40):
         self.lab, self.base, self.headers = lab, base, headers
+        self.ns, self.cafile, self.timeout = ns, cafile, timeout
+        self._proc = None
+        self._lock = threading.Lock()
+
+    def _helper(self):
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self.lab.run(self.ns, [sys.executable, "-c", self._HELPER,
+                                                self.cafile or ""],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return self._proc
 
     def request(self, method, path, json_body=None):
-        code = ("import httpx,json,sys;r=httpx.request(%r,%r,headers=%r,json=%r,timeout=30);"
-                "sys.stdout.write(json.dumps([r.status_code,r.text]))"
-                % (method, self.base + path, self.headers, json_body))
-        out = self.lab.check_output("out", [sys.executable, "-c", code])
-        status, text = json.loads(out)
+        with self._lock:
+            proc = self._helper()
+            try:
+                proc.stdin.write(json.dumps([method, self.base + path, self.headers,
+                                             json_body]) + "\n")
+                proc.stdin.flush()
+                ready = select.select([proc.stdout], [], [], self.timeout)[0]
+                line = proc.stdout.readline() if ready else ""
+            except (OSError, ValueError):   # the helper died (broken pipe, closed file)
+                line = ""
+            if not line:
+                self.close()
+                raise httpx.TransportError("%s %s: no answer from the lab http helper in %s"
+                                           % (method, path, self.ns))
+        status, text = json.loads(line)
+        if status is None:
+            raise httpx.TransportError("%s %s: %s" % (method, path, text))
         return httpx.Response(status, text=text)
+
+    def close(self):
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
     def get(self, path):
         return self.request("GET", path)
@@ -116,11 +174,16 @@ class LabHttp:
     def post(self, path, json=None):
         return self.request("POST", path, json)
 
+    def patch(self, path, json=None):
+        return self.request("PATCH", path, json)
+
     def delete(self, path):
         return self.request("DELETE", path)
 
 
 class Meter:
+    """settings are firmware config keys, e.g. ca_file= (PEM or DER) for an https url."""
+
     def __init__(self, workdir, device_id, key, url, lab=None, ns=None, **settings):
         self.dir = Path(workdir) / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
