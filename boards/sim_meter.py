@@ -49,8 +49,12 @@ def main(argv):
     _mkdir(args[1])
     while True:
         # a `reboot` op ends app.run(); a new App then starts from what is on "flash"
-        app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
-                  realtime="--fast" not in argv)
+        try:
+            app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
+                      realtime="--fast" not in argv)
+        except (ValueError, OSError) as exc:
+            sys.stderr.write("sim_meter: cannot start: %s\n" % (exc,))
+            return 2
         if "--print" in argv:
             app.on_record = _print
         # "unix": when this App started (wall time); a reading's t is that plus its sample clock

@@ -50,7 +50,13 @@ class App:
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
         self.comms = None
         if cfg["server_url"]:
-            ctx = tls_context(cfg["ca_file"]) if cfg["server_url"].startswith("https") else None
+            ctx = None
+            if cfg["server_url"].startswith("https"):
+                try:
+                    ctx = tls_context(cfg["ca_file"])
+                except OSError:
+                    raise ValueError("ca_file %r cannot be read: an https server_url needs "
+                                     "the head-end's CA to pin" % (cfg["ca_file"],))
             http = HttpClient(cfg["server_url"], ctx)
             self.comms = Comms(cfg["device_id"], key, http, self.outbox, self.inbox,
                                self.dispatcher, self.clock)

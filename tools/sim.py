@@ -111,16 +111,27 @@ def site_setup():
     return info
 
 
-def start_headend(port, log):
+def local_ca():
+    """A local CA and a certificate for 127.0.0.1 (made once): the meter pins the CA."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import pki
+
+    pki.init(str(STATE / "pki"), ips=["127.0.0.1"])
+    return {k: str(v) for k, v in pki.paths(str(STATE / "pki")).items()}
+
+
+def start_headend(port, log, certs):
     cmd = [sys.executable, str(ROOT / "tools/backchannel"), "serve", "--db",
-           str(STATE / "hub.db"), "--host", "127.0.0.1", "--port", str(port)]
+           str(STATE / "hub.db"), "--host", "127.0.0.1", "--port", str(port),
+           "--certfile", certs["server_pem"], "--keyfile", certs["server_key"]]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = "http://127.0.0.1:%d" % port
+    url = "https://127.0.0.1:%d" % port
     for _ in range(200):
         if proc.poll() is not None:
             raise click.ClickException("the head-end stopped; see %s" % log.name)
         try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+            if httpx.get(url + "/v1/health", timeout=1,
+                         verify=certs["ca_pem"]).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -128,7 +139,7 @@ def start_headend(port, log):
     raise click.ClickException("the head-end did not answer; see %s" % log.name)
 
 
-def headend_table(api, url, token):
+def headend_table(api, url, token, ca):
     t = Table(title="head-end %s" % url, min_width=60)
     t.add_column("what")
     t.add_column("value")
@@ -143,8 +154,8 @@ def headend_table(api, url, token):
     t.add_row("readings stored", str(stored))
     for w in work:
         t.add_row("work %s" % w["id"], "%s -> %s" % (w["op"], w["status"]))
-    t.add_row("try", "BACKCHANNEL_URL=%s BACKCHANNEL_TOKEN=%s tools/backchannel send %s read "
-              "--wait" % (url, token, DEVICE))
+    t.add_row("try", "BACKCHANNEL_URL=%s BACKCHANNEL_TOKEN=%s BACKCHANNEL_CACERT=%s "
+              "tools/backchannel send %s read --wait" % (url, token, ca, DEVICE))
     return t
 
 
@@ -167,17 +178,19 @@ def main(scenario, seconds, offline, port):
         cmd, env = micropython_command(ROOT / "boards/sim_main.py", *args)
         return show(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True), None)
     info = site_setup()
+    certs = local_ca()
     log = open(STATE / "headend.log", "ab")
-    headend, url = start_headend(free_port(port), log)
+    headend, url = start_headend(free_port(port), log, certs)
     (STATE / "meter.json").write_text(json.dumps({
-        "device_id": DEVICE, "device_key": info["key"], "server_url": url, "report_s": 5}))
+        "device_id": DEVICE, "device_key": info["key"], "server_url": url, "report_s": 5,
+        "ca_file": certs["ca_der"]}))
     cmd, env = micropython_command(ROOT / "boards/sim_meter.py", str(STATE / "meter.json"),
                                    str(STATE / "meter-state"), scenario, "--print")
     meter = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     api = httpx.Client(base_url=url, headers={"Authorization": "Bearer " + info["token"]},
-                       timeout=5)
+                       timeout=5, verify=certs["ca_pem"])
     try:
-        show(meter, lambda: headend_table(api, url, info["token"]), seconds)
+        show(meter, lambda: headend_table(api, url, info["token"], certs["ca_pem"]), seconds)
     finally:
         headend.terminate()
         headend.wait()
