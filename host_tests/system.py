@@ -182,9 +182,12 @@ class LabHttp:
 
 
 class Meter:
-    """settings are firmware config keys, e.g. ca_file= (PEM or DER) for an https url."""
+    """settings are firmware config keys, e.g. ca_file= (PEM or DER) for an https url;
+    scenario= a scenario file for the simulated board."""
 
-    def __init__(self, workdir, device_id, key, url, lab=None, ns=None, **settings):
+    def __init__(self, workdir, device_id, key, url, lab=None, ns=None, scenario=None,
+                 **settings):
+        self.scenario = scenario
         self.dir = Path(workdir) / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = self.dir / "state"
@@ -196,8 +199,8 @@ class Meter:
         self.proc = None
 
     def start(self):
-        cmd, env = fw.command("micropython", fw.BOARDS / "sim_meter.py", str(self.config),
-                              str(self.state))
+        args = [str(self.config), str(self.state)] + ([str(self.scenario)] if self.scenario else [])
+        cmd, env = fw.command("micropython", fw.BOARDS / "sim_meter.py", *args)
         self.proc = _spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
         return self
 

@@ -124,3 +124,20 @@ def test_reboot_sends_its_result_then_restarts(site):
     system.wait_until(lambda: meter.log().count('"started"') > starts, 20, "the meter to restart")
     assert meter.proc.poll() is None
     assert system.run_work(site["api"], "meter-a", "read")["status"] == "done"
+
+
+def test_event_start_is_pushed_during_a_long_poll(site):
+    # report_s 30: the meter sits in 25 s long-polls; an event must not wait for the next one
+    he = site["headend"]
+    key = he.add_device("meter-c")
+    meter = system.Meter(site["work"], "meter-c", key, he.url, report_s=30,
+                         scenario=system.ROOT / "scenarios/dips.json").start()
+    try:
+        api = site["api"]
+        rows = system.wait_until(
+            lambda: [r for r in api.get("/v1/devices/meter-c/events").json()
+                     if r["kind"] == "event_start"], 30, "the first event_start")
+        first = min(rows, key=lambda r: r["seq"])
+        assert first["received"] - first["body"]["start_s"] < 1.0, first
+    finally:
+        meter.kill()
