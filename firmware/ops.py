@@ -134,6 +134,10 @@ class Dispatcher:
         self.counts = {"done": 0, "rejected": 0, "unknown_op": 0, "expired": 0, "duplicate": 0}
 
     def room(self):
+        """How much new work to ask for: none while an op runs or while the outbox is too
+        full to be sure of keeping the results."""
+        if self.outbox.bytes_used() > 0.9 * self.outbox.max_bytes:
+            return 0
         return max(0, self.max_room - self.busy)
 
     def handle(self, item):
