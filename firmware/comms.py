@@ -8,7 +8,9 @@
 
 import asyncio
 import json
+import os
 import random
+from binascii import hexlify
 
 import envelope
 
@@ -18,7 +20,12 @@ class ExchangeError(Exception):
 
 
 def _nonce():
-    return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
+    # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
+    # (boards/sim.py does), and nonces repeated after a restart are refused as replays (409).
+    try:
+        return hexlify(os.urandom(8)).decode()
+    except (AttributeError, NotImplementedError, OSError):  # a port without urandom
+        return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
 
 
 class Comms:
@@ -102,10 +109,12 @@ class Comms:
             "nonce": _nonce(),
             "wait": wait,
             "room": self.dispatcher.room(),
-            "done": done,
-            "items": items,
         }
-        return items, done, json.dumps(body).encode()
+        if done:  # empty lists are left out: an idle exchange stays small
+            body["done"] = done
+        if items:
+            body["items"] = items
+        return items, done, json.dumps(body, separators=(",", ":")).encode()
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""

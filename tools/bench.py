@@ -1,10 +1,14 @@
-"""Metering benchmark (`make bench`): the firmware hot path on the MicroPython unix port.
+"""Benchmarks (`make bench`): the firmware hot path on the MicroPython unix port, then the
+back channel (tools/bench_backchannel.py).
 
 Launches tools/bench_metering_mp.py under MicroPython and under CPython, takes the median of
-repeated runs and prints one table: figure, plain-Python baseline, target, met or not.
-Timings are reported, never asserted; the exit status is 0 whenever the benchmark ran.
+repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
+runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
+firewall as root, over loopback otherwise) and prints its table.
+Timings are reported, never asserted; the exit status is 0 whenever the benchmarks ran.
 
-    .venv/bin/python tools/bench.py [--json] [--runs N] [--seconds S]
+    .venv/bin/python tools/bench.py [--json] [--runs N] [--seconds S] [--no-backchannel]
+                                    [--loopback]
 """
 
 import argparse
@@ -163,6 +167,10 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--runs", type=int, default=15, help="timed runs per loop (median taken)")
     ap.add_argument("--seconds", type=int, default=10, help="seconds of signal per run")
+    ap.add_argument("--no-backchannel", action="store_true",
+                    help="metering only: skip the back-channel bench")
+    ap.add_argument("--loopback", action="store_true",
+                    help="back-channel bench over loopback even as root (no firewall lab)")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -171,11 +179,27 @@ def main(argv=None):
         print("bench could not run: %s" % e, file=sys.stderr)
         return 1
     report = {"machine": machine(), "micropython": mp, "cpython": cp, "rows": rows(mp, cp)}
+    if not args.json:
+        print_table(report)
+    status = 0
+    if not args.no_backchannel:
+        import bench_backchannel
+
+        try:
+            report["backchannel"] = bench_backchannel.measure(loopback=args.loopback)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, AssertionError) as e:
+            print("back-channel bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("back-channel bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                bench_backchannel.print_table(report["backchannel"])
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -50,12 +50,26 @@ def cli():
               help="JSON file of settings (docs/headend.md)")
 @click.option("--replay-window", type=float, help="seconds (default 300)")
 @click.option("--max-wait", type=float, help="long-poll cap in seconds (default 25)")
-@click.option("--default-poll", type=int, help="`next` for new devices (default 60)")
+@click.option("--default-poll", type=int, help="`next` for new devices (default 0: continuous long-poll)")
 @click.option("--sweep-interval", type=float, help="background task period (default 1)")
+@click.option("--mqtt-dir", type=click.Path(exists=True, file_okay=False),
+              help="MQTT bridge: connect as in this `broker-config` directory")
+@click.option("--mqtt-host", help="MQTT bridge: the broker's host (enables the bridge)")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535),
+              help="default 1883, 8883 with TLS")
+@click.option("--mqtt-user", help="default backchannel-headend")
+@click.option("--mqtt-password", envvar="BACKCHANNEL_MQTT_PASSWORD",
+              help="[env BACKCHANNEL_MQTT_PASSWORD]")
+@click.option("--mqtt-password-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--mqtt-cafile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS to the broker, verified against this CA")
+@click.option("--mqtt-tls", is_flag=True, default=None,
+              help="TLS to the broker with the system's CAs")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(db_path, host, port, certfile, keyfile, config_path, log_level, **opts):
-    """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile)."""
+    """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
+    bridge when --mqtt-dir or --mqtt-host is given."""
     from . import config
     if bool(certfile) != bool(keyfile):
         raise CliError("--certfile and --keyfile go together")
@@ -64,14 +78,29 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, **opts
         values["db"] = db_path
         values.update({k: v for k, v in opts.items() if v is not None})
         settings = config.Settings(**values)
+        from . import mqtt_bridge
+        if mqtt_bridge.enabled(settings):
+            mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
         from .app import create_app
         app = create_app(settings)
     except sqlite3.Error as e:
         raise CliError("cannot open database %s: %s" % (db_path, e)) from None
     except (OSError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
+    _log_to_stderr(log_level)
     from . import server
     server.run(app, host, port, certfile, keyfile, log_level)
+
+
+def _log_to_stderr(level):
+    """The head-end's own loggers (backchannel.*: the MQTT bridge, refused messages, the
+    background task) next to uvicorn's."""
+    import logging
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+    logger = logging.getLogger("backchannel")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 def _db(path):
@@ -86,7 +115,8 @@ def _db(path):
 @db_option
 @click.argument("device_id")
 @click.option("--key", help="hex HMAC key (default: 32 random bytes)")
-@click.option("--poll", type=click.IntRange(1, 86400), default=60, show_default=True)
+@click.option("--poll", type=click.IntRange(0, 86400), default=0, show_default=True,
+              help="seconds between exchanges; 0 = continuous long-poll")
 def add_device(db_path, device_id, key, poll):
     """Register a meter and print its key."""
     from . import devices
@@ -110,6 +140,59 @@ def add_token(db_path, name, role, token):
         click.echo(devices.add_token(_db(db_path), name, role, token))
     except ValueError as e:
         raise CliError(str(e)) from None
+
+
+@cli.command("broker-config")
+@db_option
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
+              help="where to write mosquitto.conf, passwd, acl, bridge.json")
+@click.option("--port", default=1883, show_default=True, type=click.IntRange(1, 65535),
+              help="the plain listener's port")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="the plain listener's address")
+@click.option("--tls-port", type=click.IntRange(1, 65535),
+              help="a TLS listener (default 8883 when --certfile is given)")
+@click.option("--tls-bind", help="the TLS listener's address (default: all)")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
+              help="CA for the TLS listener (client certificates)")
+@click.option("--run-as", help="the user mosquitto runs as when started as root "
+                               "(default: the current user)")
+@click.option("--reload/--no-reload", default=True, show_default=True,
+              help="SIGHUP the directory's running broker so it rereads passwd and acl")
+def broker_config(db_path, directory, **opts):
+    """Write mosquitto's config, password file and ACL for every registered meter (run it
+    again after adding meters)."""
+    from . import broker
+    try:
+        out = broker.write(_db(db_path), directory, **opts)
+    except (ValueError, OSError, broker.BrokerError) as e:
+        raise CliError(str(e)) from None
+    click.echo("%s: %d meter(s), listener %s:%d%s%s" % (
+        out["dir"], out["meters"], out["bind"], out["port"],
+        ", TLS listener :%d" % out["tls_port"] if out["tls_port"] else "",
+        ", broker %d reloaded" % out["reloaded"] if out["reloaded"] else ""))
+    click.echo("run: backchannel broker --dir %s" % out["dir"])
+    click.echo("then: backchannel serve --db %s --mqtt-dir %s" % (db_path, out["dir"]))
+
+
+@cli.command("broker")
+@click.option("--dir", "directory", required=True, type=click.Path(exists=True,
+                                                                   file_okay=False),
+              help="a `broker-config` directory")
+@click.option("--mosquitto", help="the mosquitto program (default: found on PATH or sbin)")
+def run_broker(directory, mosquitto):
+    """Run mosquitto (in the foreground) with the files of `broker-config`."""
+    import os
+    from . import broker
+    try:
+        argv = broker.command(directory, mosquitto)
+    except broker.BrokerError as e:
+        raise CliError(str(e)) from None
+    if not os.path.isfile(argv[-1]):
+        raise CliError("%s: no such file (run `backchannel broker-config` first)" % argv[-1])
+    os.execv(argv[0], argv)
 
 
 @cli.command("devices")

@@ -14,7 +14,7 @@ class Conflict(ValueError):
     pass
 
 
-def create(db, device_id, key=None, poll=60):
+def create(db, device_id, key=None, poll=0):
     """Register a device; returns its hex key (generated when not given)."""
     if not DEVICE_ID.match(device_id or ""):
         raise ValueError("device id must be 1-64 chars of letters, digits and _ . : -")
@@ -44,6 +44,24 @@ def set_poll(db, device_id, seconds):
 
 def touch(db, device_id, now):
     db.run("UPDATE devices SET last_contact = ? WHERE id = ?", now, device_id)
+
+
+def set_transport(db, device_id, transport):
+    """How the meter exchanged last (http or mqtt): work is pushed to it over MQTT."""
+    db.run("UPDATE devices SET transport = ? WHERE id = ? AND transport IS NOT ?",
+           transport, device_id, transport)
+
+
+def set_room(db, device_id, room):
+    db.run("UPDATE devices SET room = ? WHERE id = ?", max(0, int(room)), device_id)
+
+
+def next_for(row, settings):
+    """`next` for a device: its poll; a meter on MQTT with poll 0 (continuous long-poll,
+    meaningless without a long-poll) heartbeats every settings.mqtt_heartbeat seconds."""
+    if not row["poll"] and row["transport"] == "mqtt":
+        return int(settings.mqtt_heartbeat)
+    return row["poll"]
 
 
 def add_token(db, name, role, token=None):

@@ -18,5 +18,7 @@ class _Server(uvicorn.Server):
 def run(app, host, port, certfile=None, keyfile=None, log_level="info"):
     config = uvicorn.Config(app, host=host, port=port, ssl_certfile=certfile,
                             ssl_keyfile=keyfile, log_level=log_level,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5,
+                            # every idle exchange would carry them; the protocol needs neither
+                            server_header=False, date_header=False)
     _Server(config, app.state.hub).run()
