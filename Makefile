@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SCENARIO ?= scenarios/normal.json
-export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards
+MPLIB := $(VENV)/mplib
+export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
 
 .PHONY: venv sim test e2e bench clean
 
@@ -12,7 +13,10 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	@touch $@
 
+# ...plus the micropython-lib modules the firmware imports (umqtt.simple, pinned, hashed):
+# a hash check when present, a download only when missing or damaged.
 venv: $(VENV)/.installed
+	@$(BIN)/python tools/fetch_mplib.py $(MPLIB)
 
 sim: venv
 	$(BIN)/python tools/sim.py $(SCENARIO)

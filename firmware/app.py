@@ -49,7 +49,24 @@ class App:
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
         self.comms = None
-        if cfg["server_url"]:
+        if cfg["transport"] == "mqtt" and cfg["mqtt_host"]:
+            from mqtt_comms import MqttComms  # only an MQTT meter needs umqtt
+
+            ctx = None
+            if cfg["mqtt_tls"]:
+                try:
+                    ctx = tls_context(cfg["ca_file"])
+                except OSError:
+                    raise ValueError("ca_file %r cannot be read: mqtt_tls needs the broker's "
+                                     "CA to pin" % (cfg["ca_file"],))
+            self.comms = MqttComms(cfg["device_id"], key, cfg["mqtt_host"], cfg["mqtt_port"],
+                                   self.outbox, self.inbox, self.dispatcher, self.clock,
+                                   ssl=ctx, keepalive=cfg["mqtt_keepalive"],
+                                   presence=self.presence, reading=self._latest,
+                                   state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
+            self._apply_comms_config()
+            self.comms.after_exchange = self._after_exchange
+        elif cfg["transport"] == "http" and cfg["server_url"]:
             ctx = None
             if cfg["server_url"].startswith("https"):
                 try:
@@ -64,6 +81,9 @@ class App:
             self.comms.after_exchange = self._after_exchange
         self.meter.on_event = self._on_event
         self._report_notices()
+
+    def _latest(self):
+        return self.last_reading
 
     def _report_notices(self):
         for what, count in (("outbox records damaged", self.outbox.dropped_corrupt),

@@ -23,7 +23,12 @@ DEFAULTS = {
     "server_url": "",         # e.g. https://headend.example:8443
     "ca_file": "",            # the head-end's CA, pinned (PEM or DER)
     "poll_wait_s": 25,        # long-poll wait offered to the head-end
-    "transport": "http",
+    "transport": "http",      # "http" (server_url) or "mqtt" (mqtt_host)
+    "mqtt_host": "",          # the MQTT broker (docs/protocol.md, MQTT transport)
+    "mqtt_port": 0,           # 0: 1883, or 8883 with mqtt_tls
+    "mqtt_tls": False,        # TLS to the broker, its CA pinned from ca_file
+    "mqtt_keepalive": 60,     # MQTT keepalive (s); the meter pings at half of it
+    "ha_discovery": False,    # publish Home Assistant discovery configs
 }
 
 SECRETS = ("device_key",)
@@ -49,6 +54,11 @@ _RULES = {
     "server_url": (str, 0, 200),
     "ca_file": (str, 0, 200),
     "transport": (str, 1, 8),
+    "mqtt_host": (str, 0, 100),
+    "mqtt_port": (int, 0, 65535),
+    "mqtt_tls": (bool, False, True),
+    "mqtt_keepalive": (int, 10, 1200),
+    "ha_discovery": (bool, False, True),
 }
 
 
@@ -63,6 +73,10 @@ def check(name, value):
     kind, low, high = _RULES[name]
     if kind is str:
         return _check_text(name, value, low, high)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError("%s must be true or false, got %r" % (name, value))
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError("%s must be a number, got %r" % (name, value))
     if value != value or value in (float("inf"), float("-inf")):
@@ -93,6 +107,10 @@ def _check_text(name, value, low, high):
     if name == "server_url" and value and not (value.startswith("http://") or
                                                value.startswith("https://")):
         raise ConfigError("server_url must start with http:// or https://")
+    if name == "mqtt_host" and value:
+        for c in value:
+            if not (c.isalpha() or c.isdigit() or c in "-_.:"):
+                raise ConfigError("mqtt_host must be a host name or an IP address")
     if name == "device_id" and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_."):

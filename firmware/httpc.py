@@ -128,6 +128,10 @@ class HttpClient:
         if self.writer is not None:
             try:
                 self.writer.close()
+                # MicroPython's Stream.close() leaves the socket open until wait_closed()
+                sock = getattr(self.writer, "s", None)
+                if sock is not None:
+                    sock.close()
             except OSError:
                 pass
         self.reader = self.writer = None

@@ -49,6 +49,12 @@ class Inbox:
                 self._pending.remove(old)
         self._save()
 
+    def relist(self, wid):
+        """A duplicate arrived: list its id in `done` again (the head-end may have missed it)."""
+        if wid in self._ids and wid not in self._pending:
+            self._pending.append(wid)
+            self._save()
+
     def ids(self):
         """The ids for the request's `done` list, oldest first."""
         return list(self._pending)

@@ -147,6 +147,7 @@ class Dispatcher:
             return self._result(None, "rejected", "work item without an id")
         if self.inbox.seen(wid):
             self.counts["duplicate"] += 1
+            self.inbox.relist(wid)
             return "duplicate"
         try:
             ok = isinstance(item["args"], str) and envelope.work_ok(self.key, item)

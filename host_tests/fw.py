@@ -12,6 +12,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
+MPLIB = ROOT / ".venv" / "mplib"  # micropython-lib modules (tools/fetch_mplib.py, make venv)
 INTERPRETERS = ("micropython", "cpython")
 
 
@@ -26,9 +27,9 @@ def micropython_binary():
 def command(interpreter, script, *args):
     env = dict(os.environ)
     if interpreter == "micropython":
-        env["MICROPYPATH"] = ".frozen:%s:%s" % (FIRMWARE, BOARDS)
+        env["MICROPYPATH"] = ".frozen:%s:%s:%s" % (FIRMWARE, BOARDS, MPLIB)
         return [micropython_binary(), str(script), *args], env
-    env["PYTHONPATH"] = "%s:%s" % (FIRMWARE, BOARDS)
+    env["PYTHONPATH"] = "%s:%s:%s" % (FIRMWARE, BOARDS, MPLIB)
     return [sys.executable, str(script), *args], env
 
 

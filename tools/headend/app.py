@@ -1,11 +1,12 @@
-"""The FastAPI app: routers, {"error": ...} error bodies, the OpenAPI extras, and the
-background task that expires work, derives presence and forgets old nonces."""
+"""The FastAPI app: routers, {"error": ...} error bodies, the OpenAPI extras, the
+background task that expires work, derives presence and forgets old nonces, and the MQTT
+bridge when one is configured (started and stopped with the app)."""
 
 import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -13,7 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api_groups, config, exchange, operator, outcomes, presence
+from . import api_groups, config, exchange, mqtt_bridge, operator, outcomes, presence
+from .auth import principal
 from .db import Database
 from .hub import Hub
 from .models import ExchangeRequest
@@ -46,14 +48,19 @@ def create_app(settings=None, transform=None):
         transform = config.load_transform(settings.transform)
     tokens = config.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, Database(settings.db), transform, tokens)
+    bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
 
     @asynccontextmanager
     async def lifespan(app):
         hub.loop = asyncio.get_running_loop()
         task = asyncio.create_task(sweeper(hub))
         try:
+            if bridge is not None:
+                await bridge.start()
             yield
         finally:
+            if bridge is not None:
+                await bridge.stop()
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
@@ -62,6 +69,7 @@ def create_app(settings=None, transform=None):
                   description="Exchange endpoint for meters and the operator API "
                               "(docs/protocol.md, docs/headend.md).")
     app.state.hub = hub
+    app.state.bridge = bridge
     app.include_router(exchange.router)
     app.include_router(operator.router)
     app.include_router(api_groups.router)
@@ -69,6 +77,11 @@ def create_app(settings=None, transform=None):
     @app.get("/v1/health", tags=["health"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/v1/mqtt", tags=["operator"], dependencies=[Depends(principal)])
+    async def mqtt_status() -> dict:
+        """The MQTT bridge: broker, connected, messages handled and refused (by reason)."""
+        return bridge.status() if bridge is not None else {"enabled": False}
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -24,6 +24,18 @@ class Settings:
     message_expires: int = 3600       # expiry of routed `message` work
     transform: str | None = None      # "module:function" rendezvous hook
     token_file: str | None = None     # JSON file of operator/utility bearer tokens
+    # MQTT bridge (docs/headend.md "MQTT"): enabled by mqtt_host or mqtt_dir
+    mqtt_dir: str | None = None       # a `broker-config` directory: host, port, user, password
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None      # default 1883, or 8883 with TLS
+    mqtt_user: str | None = None      # default "backchannel-headend"
+    mqtt_password: str | None = None
+    mqtt_password_file: str | None = None
+    mqtt_cafile: str | None = None    # TLS to the broker, verified against this CA
+    mqtt_tls: bool = False            # TLS with the system's CAs (implied by mqtt_cafile)
+    mqtt_client_id: str = "backchannel-headend"
+    mqtt_keepalive: int = 30
+    mqtt_heartbeat: int = 60          # `next` for an MQTT meter whose poll is 0
 
 
 def load_config(path):

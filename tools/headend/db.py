@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS devices (
     presence TEXT NOT NULL DEFAULT 'unknown', -- effective presence (stated or derived)
     presence_note TEXT,
     presence_at REAL,
-    derived INTEGER NOT NULL DEFAULT 0        -- 1 while presence is derived unavailable
+    derived INTEGER NOT NULL DEFAULT 0,       -- 1 while presence is derived unavailable
+    transport TEXT,                    -- http | mqtt: how it last exchanged; NULL before any
+    room INTEGER NOT NULL DEFAULT 0    -- work it can still take (its last `room` - sent since)
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (dev
 CREATE INDEX IF NOT EXISTS items_kind ON items(device, kind, seq);
 CREATE TABLE IF NOT EXISTS presence (
     id INTEGER PRIMARY KEY, device TEXT NOT NULL, state TEXT NOT NULL, note TEXT,
-    at REAL NOT NULL, source TEXT NOT NULL      -- meter | derived | contact
+    at REAL NOT NULL, source TEXT NOT NULL      -- meter | derived | contact | lwt
 );
 CREATE INDEX IF NOT EXISTS presence_dev ON presence(device, id);
 CREATE TABLE IF NOT EXISTS work (
@@ -69,6 +71,13 @@ CREATE TABLE IF NOT EXISTS group_work (
 """
 
 
+# Columns added after the first release: (table, column, declaration) for older files.
+MIGRATIONS = (
+    ("devices", "transport", "TEXT"),
+    ("devices", "room", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
 def dumps(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -91,6 +100,13 @@ class Database:
         self.lock = threading.RLock()
         self._depth = 0
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self):
+        for table, column, decl in MIGRATIONS:
+            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(%s)" % table)}
+            if column not in have:
+                self.conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
 
     @contextmanager
     def tx(self):

@@ -1,5 +1,10 @@
-"""POST /v1/exchange: check size, signature and replay; store the meter's items; long-poll
-for work; answer with a signed body. Errors are {"error": reason} and store nothing."""
+"""The meter's exchange, whatever the transport: check size, signature and replay; store the
+meter's items; answer with the deliverable work (after a long-poll over HTTP). Refused
+requests store nothing.
+
+`handle()` is the one core both transports use: POST /v1/exchange (below) and the MQTT bridge
+(mqtt_bridge.py, `bc/<id>/up`). `push()` builds the response the bridge publishes unasked
+when work is queued for a meter connected over MQTT."""
 
 import asyncio
 import json
@@ -11,6 +16,8 @@ from . import devices, ingest, outcomes, signing, workq
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
+
+TRANSPORTS = ("http", "mqtt")
 
 _DOC = {
     "summary": "The meter's exchange (docs/protocol.md)",
@@ -29,6 +36,88 @@ _DOC = {
 }
 
 
+class Refused(Exception):
+    """A request refused before anything was stored: `status` is the HTTP status that
+    names the reason (400, 401, 409, 413)."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def authenticate(hub, raw, signature, topic_device=None):
+    """(ExchangeRequest, key) or Refused 400/401/409/413. topic_device: the id the request
+    arrived for (the MQTT topic's); the body's `device` must be the same."""
+    if len(raw) > hub.settings.max_body:
+        raise Refused(413, "body larger than %d bytes" % hub.settings.max_body)
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "malformed JSON") from None
+    if not isinstance(obj, dict):
+        raise Refused(400, "body must be a JSON object")
+    if not isinstance(obj.get("device"), str):
+        raise Refused(400, "missing or invalid field: device")
+    if topic_device is not None and obj["device"] != topic_device:
+        raise Refused(401, "device %r does not match the topic's %r"
+                      % (obj["device"][:64], topic_device))
+    row = devices.get(hub.db, obj["device"])
+    if row is None:
+        raise Refused(401, "unknown device")
+    if not signature:
+        raise Refused(401, "missing signature")
+    if not signing.verify(row["key"], raw, signature):
+        raise Refused(401, "bad signature")
+    try:
+        req = ExchangeRequest.model_validate(obj)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Refused(400, "invalid field %s: %s" % (where, first["msg"])) from None
+    if abs(hub.now() - req.ts) > hub.settings.replay_window:
+        raise Refused(409, "ts outside the replay window")
+    return req, row["key"]
+
+
+def store(hub, req, transport):
+    """One transaction: the nonce (Refused 409 if seen), the items, `done`, the ack, the
+    contact and the transport the meter used."""
+    with hub.tx() as db:
+        now = hub.now()
+        if db.one("SELECT 1 FROM nonces WHERE device = ? AND nonce = ?",
+                  req.device, req.nonce.lower()):
+            raise Refused(409, "replay: nonce already seen")
+        db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
+               req.device, req.nonce.lower(), now)
+        ingest.ingest(hub, req.device, req, now)
+        devices.set_transport(db, req.device, transport)
+
+
+async def handle(hub, raw, signature, transport, topic_device=None, receive=None):
+    """The exchange core for both transports: authenticate, store, then answer with the
+    deliverable work. Returns (request, key, response dict); the response is None if the
+    meter hung up during the long-poll (nothing was delivered). Over MQTT (no `receive`)
+    there is no long-poll: the answer is immediate. Raises Refused."""
+    assert transport in TRANSPORTS
+    req, key = authenticate(hub, raw, signature, topic_device)
+    hub.active[req.device] += 1
+    try:
+        store(hub, req, transport)
+        wait = req.wait if receive is not None else 0
+        return req, key, await deliver(hub, req, key, wait, receive)
+    finally:
+        hub.active[req.device] -= 1
+        if hub.active[req.device] <= 0:
+            del hub.active[req.device]
+
+
+def signed(key, answer):
+    """(body bytes, signature) of a response dict."""
+    body = signing.canonical(answer).encode()
+    return body, signing.sign(key, body)
+
+
 async def read_body(request, limit):
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
@@ -41,59 +130,19 @@ async def read_body(request, limit):
     return bytes(body)
 
 
-def authenticate(hub, raw, signature):
-    """(ExchangeRequest, key) or HTTPException 400/401/409."""
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise HTTPException(400, "malformed JSON") from None
-    if not isinstance(obj, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    if not isinstance(obj.get("device"), str):
-        raise HTTPException(400, "missing or invalid field: device")
-    row = devices.get(hub.db, obj["device"])
-    if row is None:
-        raise HTTPException(401, "unknown device")
-    if not signature:
-        raise HTTPException(401, "missing signature")
-    if not signing.verify(row["key"], raw, signature):
-        raise HTTPException(401, "bad signature")
-    try:
-        req = ExchangeRequest.model_validate(obj)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise HTTPException(400, "invalid field %s: %s" % (where, first["msg"])) from None
-    if abs(hub.now() - req.ts) > hub.settings.replay_window:
-        raise HTTPException(409, "ts outside the replay window")
-    return req, row["key"]
-
-
 @router.post("/v1/exchange", **_DOC)
 async def exchange(request: Request):
     hub = request.app.state.hub
     raw = await read_body(request, hub.settings.max_body)
-    req, key = authenticate(hub, raw, request.headers.get("x-bc-signature"))
-    hub.active[req.device] += 1
     try:
-        now = hub.now()
-        with hub.tx() as db:
-            if db.one("SELECT 1 FROM nonces WHERE device = ? AND nonce = ?",
-                      req.device, req.nonce.lower()):
-                raise HTTPException(409, "replay: nonce already seen")
-            db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
-                   req.device, req.nonce.lower(), now)
-            ingest.ingest(hub, req.device, req, now)
-        answer = await deliver(hub, req, key, request.receive)
-        if answer is None:          # the meter hung up while waiting: nothing was delivered
-            return Response(status_code=499)
-    finally:
-        hub.active[req.device] -= 1
-        if hub.active[req.device] <= 0:
-            del hub.active[req.device]
-    body = signing.canonical(answer).encode()
-    return Response(body, media_type="application/json", headers={"X-BC-Signature":
-                                                                  signing.sign(key, body)})
+        req, key, answer = await handle(hub, raw, request.headers.get("x-bc-signature"),
+                                        "http", receive=request.receive)
+    except Refused as e:
+        raise HTTPException(e.status, e.reason) from None
+    if answer is None:          # the meter hung up while waiting: nothing was delivered
+        return Response(status_code=499)
+    body, sig = signed(key, answer)
+    return Response(body, media_type="application/json", headers={"X-BC-Signature": sig})
 
 
 async def _hangup(receive):
@@ -102,11 +151,11 @@ async def _hangup(receive):
         pass
 
 
-async def deliver(hub, req, key, receive):
+async def deliver(hub, req, key, wait, receive=None):
     """Wait (up to `wait`, capped) until work is deliverable; mark it delivered; answer.
     None if the meter disconnected while waiting."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + min(req.wait, hub.settings.max_wait)
+    end = loop.time() + min(wait, hub.settings.max_wait)
     gone = None
     try:
         while True:
@@ -118,7 +167,8 @@ async def deliver(hub, req, key, receive):
                     rows = workq.deliverable(db, req.device, now)
                     left = end - loop.time()
                     if rows or left <= 0 or hub.closing:
-                        return _answer(hub, db, req, key, rows, now)
+                        devices.touch(db, req.device, now)
+                        return _answer(hub, db, req.device, key, rows, req.room, now)
                 gone = gone or asyncio.ensure_future(_hangup(receive))
                 woken = asyncio.ensure_future(event.wait())
                 await asyncio.wait((woken, gone), timeout=left,
@@ -133,10 +183,29 @@ async def deliver(hub, req, key, receive):
             gone.cancel()
 
 
-def _answer(hub, db, req, key, rows, now):
-    sent = rows[:req.room]
+def push(hub, device):
+    """Work queued for `device` since its last exchange, up to the room it has left: the
+    response to send it unasked (MQTT), with the work marked delivered, or None. Delivered
+    work without a result is not pushed again: the meter's next exchange redelivers it."""
+    with hub.tx() as db:
+        dev = devices.get(db, device)
+        if dev is None or not dev["room"]:
+            return None
+        now = hub.now()
+        outcomes.expire_due(hub, now, device)
+        rows = [r for r in workq.deliverable(db, device, now) if r["status"] == "queued"]
+        if not rows:
+            return None
+        return _answer(hub, db, device, dev["key"], rows, dev["room"], now)
+
+
+def _answer(hub, db, device, key, rows, room, now):
+    """The response dict for up to `room` of `rows`, marked delivered; the room the meter
+    has left is kept for pushes."""
+    sent = rows[:room]
     workq.mark_delivered(db, sent, now)
-    devices.touch(db, req.device, now)
-    dev = devices.get(db, req.device)
+    devices.set_room(db, device, room - len(sent))
+    dev = devices.get(db, device)
     return {"ack": dev["ack"] or 0, "work": [workq.wire(r, key) for r in sent],
-            "more": len(rows) > req.room, "next": dev["poll"], "time": hub.now()}
+            "more": len(rows) > room, "next": devices.next_for(dev, hub.settings),
+            "time": hub.now()}

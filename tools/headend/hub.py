@@ -1,5 +1,6 @@
-"""The running head-end's shared state: settings, database, transform hook, file tokens and
-the per-device long-poll waiters that an enqueue wakes once its transaction commits."""
+"""The running head-end's shared state: settings, database, transform hook, file tokens, and
+the per-device wake-ups an enqueue raises once its transaction commits: long-poll waiters
+and wake hooks (the MQTT bridge's push)."""
 
 import asyncio
 import time
@@ -19,6 +20,7 @@ class Hub:
         self.waiters = {}                # device -> set of asyncio.Event
         self.active = Counter()          # device -> exchanges in progress
         self.closing = False             # shutting down: answer long-polls at once
+        self.wake_hooks = []             # callables(device) run after a commit that woke it
         self._wake = set()
 
     def now(self):
@@ -38,6 +40,8 @@ class Hub:
             woken, self._wake = self._wake, set()
             for device in woken:
                 self._notify(device)
+                for hook in self.wake_hooks:
+                    hook(device)
 
     def wake(self, device):
         """Work may be deliverable to device: wake its long-polls after the commit."""

@@ -91,6 +91,7 @@ class DeviceOut(BaseModel):
     presence_note: str | None
     presence_at: float | None
     stated: str
+    transport: str | None = Field(None, description="http or mqtt: how it last exchanged")
     open_work: int
 
 
@@ -133,7 +134,7 @@ class PresenceEntry(BaseModel):
     state: str
     note: str | None
     at: float
-    source: Literal["meter", "derived", "contact"]
+    source: Literal["meter", "derived", "contact", "lwt"]
 
 
 class PresenceNow(BaseModel):

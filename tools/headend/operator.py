@@ -28,7 +28,7 @@ def _device(hub, device_id):
 
 def device_view(row, open_work=0):
     keys = ("id", "created", "poll", "last_contact", "presence", "presence_note",
-            "presence_at", "stated")
+            "presence_at", "stated", "transport")
     return dict({k: row[k] for k in keys}, ack=row["ack"] or 0, open_work=open_work)
 
 

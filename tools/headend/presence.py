@@ -1,21 +1,22 @@
-"""Presence: what meters state, `unavailable` derived from missed contacts, and the
-history of every change with its time."""
+"""Presence: what meters state, `unavailable` derived from missed contacts or from an MQTT
+Last Will, and the history of every change with its time."""
 
 from . import devices
 
 STATES = ("available", "available_restricted", "active", "available_off", "unavailable")
 PRESENT = ("available", "active", "available_off")
+WILL = {"state": "unavailable", "note": "connection lost"}   # the MQTT Last Will's payload
 
 
 def record(db, device, state, note, at, source):
     db.run("INSERT INTO presence(device, state, note, at, source) VALUES (?, ?, ?, ?, ?)",
            device, state, note, at, source)
     db.run("UPDATE devices SET presence = ?, presence_note = ?, presence_at = ?, derived = ? "
-           "WHERE id = ?", state, note, at, int(source == "derived"), device)
+           "WHERE id = ?", state, note, at, int(source in ("derived", "lwt")), device)
 
 
 def stated(hub, device, body, now):
-    """A `presence` item {"state", "note"?} from the meter."""
+    """A `presence` item {"state", "note"?} from the meter (or its bc/<id>/presence topic)."""
     state, note = body.get("state"), body.get("note")
     if state not in STATES:
         return False
@@ -37,6 +38,28 @@ def contact(hub, device, now):
             hub.wake(device)
 
 
+def announced(hub, device, body, now):
+    """A message on the meter's MQTT presence topic: its stated presence (source `meter`),
+    or the Last Will the broker published when its connection dropped (source `lwt`, kept
+    until its next exchange or statement, like a derived `unavailable`). A message equal to
+    the current presence (a retained copy seen again, or a statement also sent as an item)
+    is not recorded twice. Returns "meter", "lwt", "same", or None if malformed."""
+    if not isinstance(body, dict):
+        return None
+    state, note = body.get("state"), body.get("note")
+    if state not in STATES:
+        return None
+    note = note if isinstance(note, str) and note else None     # "" is no note
+    row = devices.get(hub.db, device)
+    if (row["presence"], row["presence_note"] or None) == (state, note):
+        return "same"
+    if {"state": state, "note": note} == WILL:
+        record(hub.db, device, state, note, now, "lwt")
+        return "lwt"
+    stated(hub, device, {"state": state, "note": note}, now)
+    return "meter"
+
+
 def margin(settings, poll):
     return max(settings.margin_min, poll * settings.margin_factor)
 
@@ -44,12 +67,13 @@ def margin(settings, poll):
 def derive(hub, now):
     """Mark meters that missed their expected contact `unavailable`; returns their ids."""
     changed = []
-    rows = hub.db.all("SELECT id, poll, last_contact FROM devices WHERE last_contact IS NOT NULL "
-                      "AND presence != 'unavailable'")
+    rows = hub.db.all("SELECT id, poll, transport, last_contact FROM devices WHERE "
+                      "last_contact IS NOT NULL AND presence != 'unavailable'")
     for row in rows:
         if hub.active[row["id"]]:
             continue              # an exchange (long-poll) is in progress right now
-        expected = row["last_contact"] + row["poll"] + margin(hub.settings, row["poll"])
+        poll = devices.next_for(row, hub.settings)
+        expected = row["last_contact"] + poll + margin(hub.settings, poll)
         if now > expected:
             record(hub.db, row["id"], "unavailable", "missed contact expected by %.0f" % expected,
                    now, "derived")

@@ -42,9 +42,9 @@ def table(title, columns, rows):
 
 
 def devices(items):
-    table("devices", ["id", "presence", "last contact", "poll", "ack", "open work"],
-          [(d["id"], d["presence"], when(d["last_contact"]), d["poll"], d["ack"],
-            d["open_work"]) for d in items])
+    table("devices", ["id", "presence", "last contact", "via", "poll", "ack", "open work"],
+          [(d["id"], d["presence"], when(d["last_contact"]), d.get("transport"), d["poll"],
+            d["ack"], d["open_work"]) for d in items])
 
 
 def work(w):

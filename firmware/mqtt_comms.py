@@ -1,0 +1,606 @@
+# The exchange over MQTT (docs/protocol.md, "MQTT transport"), on micropython-lib's
+# umqtt.simple (`mpremote mip install umqtt.simple` on a board; tools/fetch_mplib.py here).
+#
+# umqtt.simple encodes and decodes MQTT 3.1.1 packets on a blocking socket, and its publish()
+# and subscribe() block until their PUBACK/SUBACK. Here it never touches the network: its
+# `sock` is a _Link, a pair of in-memory buffers. asyncio tasks move bytes between the link
+# and the broker over non-blocking streams (a reader task; the session loop writes, with a
+# timeout on every await), and umqtt is only asked to parse a packet once all of it has
+# arrived, so the metering task never waits on the broker. What umqtt lacks, and where it is
+# added:
+#   - it blocks: reads are served only from the complete packet being parsed; a read past it
+#     raises _WouldBlock, which is how publish()/subscribe() are stopped before they wait for
+#     their ack. PUBACK and SUBACK are matched here, each with a deadline.
+#   - a lost ack waits forever: a QoS 1 publish or a subscribe not acked within timeout_s is
+#     a dead link: close, back off (exponential, with jitter), reconnect.
+#   - no keepalive: PINGREQ every keepalive/2; no PINGRESP within timeout_s is a dead link.
+#     So a broker that stops answering is given up within keepalive/2 + timeout_s at most
+#     (timeout_s = keepalive/4 within 2..10 s), sooner if a publish was waiting for its ack.
+#   - a packet in pieces: umqtt writes a packet as 3 to 6 small writes, which with Nagle and
+#     delayed ACKs can stall ~40 ms. The link collects them and the task sends everything
+#     pending in one write (one TCP segment); TCP_NODELAY is set too (IPPROTO_TCP 6,
+#     TCP_NODELAY 1: MicroPython's socket module may lack the constants; CPython's asyncio
+#     sets it itself).
+#   - `assert` for protocol checks: an AssertionError is a protocol error: reconnect.
+#   - a 16-bit packet id that never wraps: wrapped here before it reaches 65536.
+#   - TLS by ssl=True/ssl_params only: the task wraps the socket itself with the pinned-CA
+#     context (httpc.tls_context), handshaking without blocking.
+#
+# Session: client id and user name are the device id, the password is
+# hex(HMAC-SHA256(key, "mqtt-password")); clean_session=False with bc/<id>/down at QoS 1, so
+# work published while the meter is offline waits in the broker. The Last Will sets the
+# retained presence to unavailable; on connect the meter publishes its stated presence.
+#
+# Exchange: a signed request `<sig> <json>` on bc/<id>/up when the outbox has new items,
+# after work ran, on kick(), and at least every poll_s (the head-end's `next`; default
+# heartbeat_s) carrying `done`; one request at a time, until its answer on bc/<id>/down (or
+# answer_s passes). Every signed message on down is applied like an HTTP response: ack,
+# time, next, work through the Dispatcher (the inbox deduplicates redeliveries).
+
+import asyncio
+import json
+import random
+import sys
+
+import envelope
+from clock import ticks_diff, ticks_ms
+from comms import _nonce
+from httpc import _tls_reason
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+if not _MICROPYTHON:
+    # umqtt.simple imports MicroPython's u-prefixed module names.
+    import binascii
+    import socket
+    import struct
+
+    for _name, _mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
+        sys.modules.setdefault(_name, _mod)
+
+from umqtt import simple  # noqa: E402
+
+import ha_discovery as hass  # noqa: E402
+
+MAX_PACKET = 32 * 1024  # larger packets from the broker are a protocol error
+WILL = b'{"state":"unavailable","note":"connection lost"}'
+CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
+                   3: "broker unavailable", 4: "bad user name or password",
+                   5: "not authorised"}
+
+
+class LinkError(Exception):
+    """The link to the broker is unusable: reconnect."""
+
+
+_EXPECTED = (LinkError, OSError, EOFError, AssertionError, asyncio.TimeoutError,
+             simple.MQTTException)
+
+
+class _WouldBlock(Exception):
+    """umqtt asked for bytes that have not arrived (it is waiting for an ack)."""
+
+
+class _Link:
+    """What umqtt.simple sees as its socket: writes collect in tx; reads come from rx, and
+    only from the complete packet being parsed (pos..end)."""
+
+    def __init__(self):
+        self.rx = bytearray()
+        self.pos = 0
+        self.end = 0
+        self.tx = bytearray()
+        self.writes = 0  # writes umqtt made (a packet takes several)
+
+    def read(self, n):
+        if self.pos + n > self.end:
+            raise _WouldBlock()
+        data = bytes(self.rx[self.pos:self.pos + n])
+        self.pos += n
+        return data
+
+    def write(self, buf, n=None):
+        if isinstance(buf, str):
+            buf = buf.encode()
+        if n is not None:
+            buf = buf[:n]
+        self.tx += buf
+        self.writes += 1
+        return len(buf)
+
+    def setblocking(self, flag):
+        pass
+
+    def settimeout(self, seconds):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def close(self):
+        pass
+
+    # --- for MqttComms ---
+    def feed(self, data):
+        self.rx += data
+
+    def take(self):
+        """The pending output, leaving a fresh buffer (the old one goes to the stream)."""
+        out = self.tx
+        self.tx = bytearray()
+        return out
+
+    def packet_size(self):
+        """Length of the complete packet at pos, or 0 while some of it has not arrived."""
+        rx = self.rx
+        i = self.pos + 1
+        n = shift = 0
+        while True:
+            if i >= len(rx):
+                return 0
+            b = rx[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise LinkError("MQTT protocol error: bad remaining length")
+        if n > MAX_PACKET:
+            raise LinkError("MQTT packet of %d bytes refused" % n)
+        size = i - self.pos + n
+        return size if self.pos + size <= len(rx) else 0
+
+    def compact(self):
+        self.end = self.pos
+        if self.pos:
+            self.rx = self.rx[self.pos:]
+            self.pos = self.end = 0
+
+
+class _Net:
+    """Stands in for umqtt's socket module while its connect() runs: the new 'socket' is
+    the link (the real connection is already open), and no name is looked up."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def socket(self, *args):
+        return self.link
+
+    def getaddrinfo(self, host, port, *args):
+        return [(None, None, None, "", (host, port))]
+
+
+async def _open(host, port, ssl):
+    """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
+    if not _MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
+        return await asyncio.open_connection(host, port, ssl=ssl,
+                                             server_hostname=host if ssl else None)
+    # MicroPython's open_connection, plus TCP_NODELAY before TLS hides the socket.
+    import socket
+    from errno import EINPROGRESS
+
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    try:
+        s.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+    except (OSError, AttributeError):
+        pass
+    s.setblocking(False)
+    try:
+        s.connect(ai[-1])
+    except OSError as exc:
+        if exc.errno != EINPROGRESS:
+            s.close()
+            raise
+    if ssl is not None:
+        s = ssl.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+        s.setblocking(False)
+    stream = asyncio.StreamReader(s)  # MicroPython: one Stream both ways; the first
+    return stream, stream             # write waits for the connect (and the handshake)
+
+
+def _refused(rx, start, end):
+    """Whether a SUBACK's return codes hold 0x80 (failure)."""
+    for i in range(start, end):
+        if rx[i] == 0x80:
+            return True
+    return False
+
+
+def _traceback(exc):
+    try:
+        sys.print_exception(exc, sys.stderr)  # MicroPython
+    except AttributeError:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+
+
+def _log(msg):
+    try:
+        sys.stderr.write("mqtt: %s\n" % msg)
+    except Exception:
+        pass
+
+
+class MqttComms:
+    def __init__(self, device_id, key, host, port, outbox, inbox, dispatcher, clock,
+                 ssl=None, keepalive=60, presence=None, reading=None, state_s=10,
+                 ha_discovery=False, model=hass.MODEL, heartbeat_s=30,
+                 backoff_base=1.0, backoff_cap=300.0, batch_items=32, batch_bytes=16384):
+        self.device_id = device_id
+        self.key = key
+        self.host = host
+        self.port = port or (8883 if ssl is not None else 1883)
+        self.ssl = ssl
+        self.outbox = outbox
+        self.inbox = inbox
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.presence = presence        # Presence (state, note), published retained
+        self.reading = reading          # callable: the latest reading dict or None
+        self.state_s = state_s
+        self.ha = ha_discovery
+        self.model = model
+        self.keepalive = keepalive
+        self.timeout_s = min(10.0, max(2.0, keepalive / 4))  # acks, CONNACK, PINGRESP, writes
+        self.answer_s = 2 * self.timeout_s  # the head-end's answer to an up
+        self.heartbeat_s = heartbeat_s
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.batch_items = batch_items
+        self.batch_bytes = batch_bytes
+        self.wait_s = 0                 # interface parity with Comms (MQTT needs no long-poll)
+        self.poll_s = 0                 # the head-end's `next`; 0: heartbeat_s
+        self.failures = 0               # consecutive failed links or unanswered requests
+        self.link_failures = 0          # consecutive failed links (reconnect back-off)
+        self.exchanges = 0              # signed responses applied
+        self.last_ok = None
+        self.last_error = None
+        self.after_exchange = None
+        self.connected = False
+        self.flushes = 0                # stream writes (one per batch of packets)
+        self.wake = asyncio.Event()
+        self.kicked = False
+        self.t_up = ("bc/%s/up" % device_id).encode()
+        self.t_down = ("bc/%s/down" % device_id).encode()
+        self.t_presence = hass.presence_topic(device_id).encode()
+        self.t_state = hass.state_topic(device_id).encode()
+        user = device_id.encode()
+        password = envelope.sign(key, b"mqtt-password").encode()
+        self.client = simple.MQTTClient(user, host, self.port, user, password, keepalive)
+        self.client.set_callback(self._on_message)
+        self.client.set_last_will(self.t_presence, WILL, True, 1)
+        self.link = _Link()
+        self.writer = None
+        self.rx_task = None
+        self.rx_error = None
+        self._reset_session()
+
+    def _reset_session(self):
+        self.inflight = {}              # pid: (ticks sent, what) awaiting PUBACK/SUBACK
+        self.ping_at = ticks_ms()
+        self.ping_pending = False
+        self.awaiting = None            # ticks the up in flight was sent (until a down)
+        self.up_at = ticks_ms()
+        self.hold_at = None             # after an unanswered up: no up for hold_ms
+        self.hold_ms = 0
+        self.want_up = True
+        self.sent_next_seq = None
+        self.sent_done = []
+        self.sent_presence = None
+        self.sent_reading = None
+        self.state_at = None
+        self.discovery_due = self.ha
+
+    # --- the interface app.py uses (same as comms.Comms) ---
+    def kick(self):
+        """Send a request now (or as soon as the one in flight is answered)."""
+        self.kicked = True
+        self.wake.set()
+
+    def backoff_s(self, failures=None):
+        n = self.failures if failures is None else failures
+        delay = min(self.backoff_cap, self.backoff_base * (1 << min(n, 16)))
+        return delay * (0.5 + random.random() / 2)
+
+    async def run(self):
+        while True:
+            try:
+                await self._session()
+            except Exception as exc:  # link down, broker refused, protocol error
+                self.failures += 1
+                self.link_failures += 1
+                self.last_error = self._reason(exc)
+                _log("link down: %s" % self.last_error)
+                if not (isinstance(exc, _EXPECTED) or self.ssl is not None and _tls_reason(exc)):
+                    # a bug rather than the network: show where
+                    _traceback(exc)
+            finally:
+                self._close()
+            await asyncio.sleep(self.backoff_s(self.link_failures))
+
+    def _reason(self, exc):
+        if isinstance(exc, AssertionError):
+            return "MQTT protocol error (umqtt assertion)"
+        if isinstance(exc, simple.MQTTException):
+            return "broker refused: %s" % (exc,)
+        if isinstance(exc, asyncio.TimeoutError):
+            return "broker timed out (connect or write)"
+        tls = _tls_reason(exc) if self.ssl is not None else None
+        if tls:
+            return "TLS with %s:%d failed: %s" % (self.host, self.port, tls)
+        return "%s: %s" % (type(exc).__name__, exc)
+
+    # --- one connection ---
+    async def _session(self):
+        self.link = _Link()
+        self._reset_session()
+        self.rx_error = None
+        reader, self.writer = await asyncio.wait_for(_open(self.host, self.port, self.ssl),
+                                                     self.timeout_s)
+        self.rx_task = asyncio.create_task(self._read_loop(reader))
+        self._connect_packet()
+        await self._flush()
+        present = await self._connack()
+        self.connected = True
+        self.link_failures = 0
+        _log("connected to %s:%d (session %s)" % (self.host, self.port,
+                                                  "resumed" if present else "new"))
+        self._subscribe(self.t_down, 1)
+        if self.ha:
+            self._subscribe(hass.STATUS_TOPIC, 0)
+        while True:
+            self.wake.clear()
+            if self.rx_error is not None:
+                raise self.rx_error
+            self._process()
+            now = ticks_ms()
+            self._timers(now)
+            self._outbound(now)
+            if self.link.tx:
+                await self._flush()
+            try:
+                await asyncio.wait_for(self.wake.wait(), 0.25)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _read_loop(self, reader):
+        try:
+            while True:
+                data = await reader.read(1024)
+                if not data:
+                    raise LinkError("the broker closed the connection")
+                self.link.feed(data)
+                self.wake.set()
+        except Exception as exc:
+            self.rx_error = exc
+            self.wake.set()
+
+    async def _flush(self):
+        self.flushes += 1
+        self.writer.write(self.link.take())
+        await asyncio.wait_for(self.writer.drain(), self.timeout_s)
+
+    def _close(self):
+        self.connected = False
+        if self.rx_task is not None:
+            self.rx_task.cancel()
+            self.rx_task = None
+        w, self.writer = self.writer, None
+        if w is not None:
+            try:
+                w.close()
+                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves the socket
+                if s is not None:
+                    s.close()
+            except OSError:
+                pass
+
+    def _connect_packet(self):
+        net = simple.socket
+        simple.socket = _Net(self.link)
+        try:
+            self.client.connect(False)  # clean_session=False
+        except _WouldBlock:  # CONNECT is in the link; _connack reads the answer
+            pass
+        finally:
+            simple.socket = net
+
+    async def _connack(self):
+        start = ticks_ms()
+        link = self.link
+        while True:
+            self.wake.clear()
+            if self.rx_error is not None:
+                raise self.rx_error
+            if link.packet_size():
+                break
+            left = self.timeout_s - ticks_diff(ticks_ms(), start) / 1000
+            if left <= 0:
+                raise LinkError("no CONNACK within %g s" % self.timeout_s)
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        rx, p = link.rx, link.pos
+        if rx[p] != 0x20 or link.packet_size() != 4:
+            raise LinkError("MQTT protocol error: expected CONNACK")
+        if rx[p + 3]:
+            raise LinkError("broker refused the connection: %s"
+                            % CONNACK_REFUSED.get(rx[p + 3], rx[p + 3]))
+        link.pos += 4
+        link.compact()
+        return rx[p + 2] & 1
+
+    # --- packets out (umqtt encodes; the link collects; _flush sends) ---
+    def _next_pid(self):
+        if self.client.pid >= 0xFFFF:  # umqtt never wraps its 16-bit packet id
+            self.client.pid = 0
+
+    def _publish(self, topic, msg, retain=False, qos=0):
+        self._next_pid()
+        try:
+            self.client.publish(topic, msg, retain, qos)
+        except _WouldBlock:  # QoS 1: umqtt waits for the PUBACK; _process matches it
+            self.inflight[self.client.pid] = (ticks_ms(), topic)
+
+    def _subscribe(self, topic, qos):
+        self._next_pid()
+        try:
+            self.client.subscribe(topic, qos)
+        except _WouldBlock:
+            self.inflight[self.client.pid] = (ticks_ms(), b"subscribe " + topic)
+
+    # --- packets in ---
+    def _process(self):
+        link = self.link
+        while True:
+            size = link.packet_size()
+            if not size:
+                break
+            start = link.pos
+            kind = link.rx[start] & 0xF0
+            link.end = start + size
+            if kind == 0x30 or kind == 0xD0:  # PUBLISH (umqtt PUBACKs QoS 1), PINGRESP
+                self.client.check_msg()
+                if link.pos != link.end:
+                    raise LinkError("MQTT protocol error: bad packet 0x%02x" % kind)
+                if kind == 0xD0:
+                    self.ping_pending = False
+            elif kind == 0x40 or kind == 0x90:  # PUBACK, SUBACK
+                if size < 4:
+                    raise LinkError("MQTT protocol error: short ack")
+                pid = link.rx[start + 2] << 8 | link.rx[start + 3]
+                what = self.inflight.pop(pid, (0, b"?"))[1]
+                if kind == 0x90 and _refused(link.rx, start + 4, link.end):
+                    if what.endswith(self.t_down):
+                        raise LinkError("broker refused the subscription to %s"
+                                        % self.t_down.decode())
+                    self.last_error = "broker refused %s" % what.decode()
+            else:
+                raise LinkError("MQTT protocol error: unexpected packet 0x%02x" % kind)
+            link.pos = link.end
+        link.compact()
+
+    def _on_message(self, topic, msg):
+        """umqtt's callback; runs inside _process, before umqtt sends the PUBACK."""
+        if topic == self.t_down:
+            self._down(msg)
+        elif topic == hass.STATUS_TOPIC and msg == b"online":
+            self.discovery_due = True
+
+    def _down(self, msg):
+        i = msg.find(b" ")
+        sig, raw = msg[:i], msg[i + 1:]
+        try:
+            ok = i == 64 and envelope.same(sig.decode(), envelope.sign(self.key, raw))
+        except (UnicodeError, ValueError):
+            ok = False
+        if not ok:
+            self.last_error = "response signature does not match; ignored"
+            return
+        try:
+            resp = json.loads(raw)
+        except ValueError:
+            resp = None
+        if not isinstance(resp, dict):
+            self.last_error = "response is not a JSON object; ignored"
+            return
+        self.exchanges += 1
+        self.last_ok = self.clock.now()
+        self.failures = 0
+        if self.awaiting is not None:  # the answer to our up: it stored what we sent
+            self.awaiting = None
+            if self.sent_done:
+                self.inbox.confirm(self.sent_done)
+                self.sent_done = []
+        ack = resp.get("ack")
+        acked_before = self.outbox.acked
+        if isinstance(ack, int) and not isinstance(ack, bool):
+            self.outbox.ack(ack)
+        t = resp.get("time")
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            self.clock.server_time(t)
+        nxt = resp.get("next")
+        if isinstance(nxt, (int, float)) and not isinstance(nxt, bool) and 0 <= nxt <= 86400:
+            self.poll_s = nxt
+        work = resp.get("work")
+        work = work if isinstance(work, list) else []
+        for item in work:
+            self.dispatcher.handle(item)
+        # Again at once for results (and duplicates' `done`), more work, or a backlog; only
+        # an ack that moved counts, so a stuck ack never causes a tight loop.
+        moved = self.outbox.acked > acked_before
+        if work or resp.get("more") is True or (moved and self.outbox.depth() > 0):
+            self.want_up = True
+        if self.after_exchange is not None:
+            self.after_exchange()
+
+    # --- timers and what to send ---
+    def _timers(self, now):
+        timeout_ms = int(self.timeout_s * 1000)
+        if self.ping_pending and ticks_diff(now, self.ping_at) > timeout_ms:
+            raise LinkError("no PINGRESP within %g s" % self.timeout_s)
+        if not self.ping_pending and ticks_diff(now, self.ping_at) >= self.keepalive * 500:
+            self.client.ping()
+            self.ping_at = now
+            self.ping_pending = True
+        for pid in self.inflight:
+            sent, what = self.inflight[pid]
+            if ticks_diff(now, sent) > timeout_ms:
+                raise LinkError("no ack for %s within %g s" % (what.decode(), self.timeout_s))
+        if self.awaiting is not None and ticks_diff(now, self.awaiting) > self.answer_s * 1000:
+            self.awaiting = None
+            self.failures += 1
+            self.last_error = "no answer from the head-end within %g s" % self.answer_s
+            self.hold_at = now
+            self.hold_ms = int(self.backoff_s() * 1000)
+
+    def _outbound(self, now):
+        if self.discovery_due:
+            self.discovery_due = False
+            for topic, payload in hass.messages(self.device_id, self.model):
+                self._publish(topic, payload, True, 1)
+        p = self.presence
+        stated = (p.state, p.note) if p is not None else ("available", "")
+        if stated != self.sent_presence:
+            self.sent_presence = stated
+            body = json.dumps({"state": stated[0], "note": stated[1]}).encode()
+            self._publish(self.t_presence, body, True, 1)
+        if self.reading is not None and (self.state_at is None or
+                                         ticks_diff(now, self.state_at) >= self.state_s * 1000):
+            r = self.reading()
+            if r is not None and r is not self.sent_reading:
+                self.sent_reading = r
+                self.state_at = now
+                self._publish(self.t_state, json.dumps(r).encode(), True, 0)
+        if self.awaiting is not None:
+            return
+        if self.hold_at is not None and ticks_diff(now, self.hold_at) < self.hold_ms:
+            return
+        every = (self.poll_s if self.poll_s > 0 else self.heartbeat_s) * 1000
+        if (self.kicked or self.want_up or self.outbox.next_seq != self.sent_next_seq
+                or ticks_diff(now, self.up_at) >= every):
+            self._send_up(now)
+
+    def _send_up(self, now):
+        items = self.outbox.peek(self.batch_items, self.batch_bytes)
+        done = self.inbox.ids()
+        raw = json.dumps({
+            "v": 1,
+            "device": self.device_id,
+            "ts": int(self.clock.now()),
+            "nonce": _nonce(),
+            "wait": 0,
+            "room": self.dispatcher.room(),
+            "done": done,
+            "items": items,
+        }).encode()
+        self.kicked = self.want_up = False
+        self.sent_next_seq = self.outbox.next_seq
+        self.sent_done = done
+        self.awaiting = self.up_at = now
+        self.hold_at = None
+        self._publish(self.t_up, envelope.sign(self.key, raw).encode() + b" " + raw, False, 1)

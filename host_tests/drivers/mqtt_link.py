@@ -1,0 +1,166 @@
+# Drives firmware/mqtt_comms.py without a network (argv: state dir): umqtt.simple encodes into
+# and parses from the in-memory link, as on a real connection. Prints one JSON object of
+# findings; host_tests/test_mqtt_meter.py checks them on MicroPython and CPython.
+
+import json
+import sys
+
+import envelope
+import mqtt_comms as M
+from clock import Clock, ticks_ms
+from inbox import Inbox
+from ops import Dispatcher
+from outbox import Outbox
+
+KEY = b"k" * 16
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def publish_packet(topic, payload, qos=1, pid=7):
+    body = bytes([len(topic) >> 8, len(topic) & 0xFF]) + topic
+    if qos:
+        body += bytes([pid >> 8, pid & 0xFF])
+    body += payload
+    return bytes([0x30 | qos << 1]) + varint(len(body)) + body
+
+
+def packets(buf):
+    """Split a byte string into whole MQTT packets; (types, leftover bytes)."""
+    kinds = []
+    i = 0
+    while i < len(buf):
+        n = shift = 0
+        j = i + 1
+        while True:
+            b = buf[j]
+            j += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if j + n > len(buf):
+            break
+        kinds.append(buf[i] & 0xF0)
+        i = j + n
+    return kinds, len(buf) - i
+
+
+def raises(fn, *args):
+    try:
+        fn(*args)
+    except Exception as exc:
+        return type(exc).__name__ + ": " + str(exc)
+    return None
+
+
+def main(state):
+    out = {}
+    outbox = Outbox(state + "/outbox")
+    inbox = Inbox(state + "/inbox")
+    clock = Clock()
+    c = M.MqttComms("meter-x", KEY, "127.0.0.1", 0, outbox, inbox,
+                    Dispatcher(None, KEY, outbox, inbox), clock, keepalive=20)
+    link = c.link
+
+    # CONNECT: several writes by umqtt, one packet in the link, no read of the CONNACK yet
+    c._connect_packet()
+    out["connect_writes"] = link.writes
+    tx = link.take()
+    out["connect"] = packets(tx)
+    out["will_in_connect"] = M.WILL in tx
+    out["password_in_connect"] = envelope.sign(KEY, b"mqtt-password").encode() in tx
+
+    # QoS 1 publish: umqtt's pieces collected into one packet; its wait for the PUBACK stopped
+    w = link.writes
+    c._publish(b"bc/meter-x/up", b"x" * 300, False, 1)
+    out["publish_writes"] = link.writes - w
+    out["publish"] = packets(link.take())
+    pid = c.client.pid
+    out["inflight"] = list(c.inflight)
+
+    # the PUBACK, split across two reads, clears it
+    link.feed(bytes([0x40, 2, pid >> 8]))
+    c._process()
+    out["inflight_half_puback"] = len(c.inflight)
+    link.feed(bytes([pid & 0xFF]))
+    c._process()
+    out["inflight_after_puback"] = len(c.inflight)
+
+    # the packet id wraps before 65536 (umqtt would pack an overflow)
+    c.client.pid = 0xFFFF
+    c._publish(b"bc/meter-x/up", b"y", False, 1)
+    out["wrapped_pid"] = c.client.pid
+    link.take()
+    c.inflight = {}
+
+    # a signed down arriving in two halves: applied once complete, then PUBACKed
+    outbox.append("reading", {"v": 1})
+    raw = json.dumps({"ack": 1, "next": 42, "time": clock.now()}).encode()
+    pkt = publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 9)
+    link.feed(pkt[:20])
+    c._process()
+    out["half_down"] = [c.exchanges, len(link.tx)]
+    link.feed(pkt[20:])
+    c._process()
+    out["down"] = [c.exchanges, outbox.acked, c.poll_s, list(link.take())]
+
+    # a down with a bad signature is ignored (and still PUBACKed)
+    pkt = publish_packet(c.t_down, b"0" * 64 + b" " + raw, 1, 10)
+    link.feed(pkt)
+    c._process()
+    out["bad_sig"] = [c.exchanges, c.last_error, list(link.take())]
+
+    # PINGREQ at keepalive/2; a PINGRESP clears it; none within timeout_s is a dead link
+    now = ticks_ms()
+    c.ping_at = now - 10001
+    c._timers(now)
+    out["ping"] = [list(link.take()), c.ping_pending]
+    link.feed(b"\xd0\x00")
+    c._process()
+    out["pingresp"] = c.ping_pending
+    c.ping_at = now - 10001
+    c._timers(now)
+    link.take()
+    out["no_pingresp"] = raises(c._timers, now + int(c.timeout_s * 1000) + 1)
+    c.ping_pending = False
+    c.ping_at = now
+
+    # a QoS 1 publish whose PUBACK never comes
+    c._publish(b"bc/meter-x/state", b"z", False, 1)
+    link.take()
+    out["no_puback"] = raises(c._timers, ticks_ms() + int(c.timeout_s * 1000) + 50)
+    c.inflight = {}
+
+    # a refused subscription to down; a QoS 2 publish (umqtt asserts); an oversized packet
+    c._subscribe(c.t_down, 1)
+    link.take()
+    sp = c.client.pid
+    link.feed(bytes([0x90, 3, sp >> 8, sp & 0xFF, 0x80]))
+    out["suback_refused"] = raises(c._process)
+    for name, data in (("qos2", publish_packet(c.t_down, b"x", 2)),
+                       ("oversized", b"\x30" + varint(M.MAX_PACKET + 1)),
+                       ("unexpected", b"\xb0\x02\x00\x01")):
+        c.link = c.client.sock = link = M._Link()
+        link.feed(data)
+        err = raises(c._process)
+        out[name] = err
+    try:
+        c.link = c.client.sock = M._Link()
+        c.link.feed(publish_packet(c.t_down, b"x", 2))
+        c._process()
+    except Exception as exc:
+        out["qos2_reason"] = c._reason(exc)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,261 @@
+"""Mosquitto for the MQTT transport (docs/protocol.md "MQTT transport"): the broker's
+config, password file and ACL generated from the head-end's device registry, the
+head-end bridge's own credentials, and starting the broker.
+
+`write(db, directory, ...)` produces, in `directory`:
+
+    mosquitto.conf   a loopback listener (and a TLS listener with cert/key), no anonymous
+                     clients, the password file and ACL below, persistence in data/ so QoS 1
+                     sessions survive a broker restart
+    passwd           hashed by `mosquitto_passwd -U`: every meter (user name = its id,
+                     password = hex(HMAC-SHA256(key, "mqtt-password"))) and the bridge user
+    acl              per meter: write bc/<id>/up, bc/<id>/presence, bc/<id>/state,
+                     homeassistant/sensor/<id>/#; read bc/<id>/down, homeassistant/status.
+                     The bridge user: readwrite bc/#, read homeassistant/#
+    bridge.json      (0600) what `serve --mqtt-dir` connects with: host, port, user and
+                     the bridge's random password (kept when the files are written again)
+
+Run `write` again (`backchannel broker-config`) after adding meters; it sends SIGHUP to a
+running broker of that directory (its pid file), which rereads passwd and acl."""
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from . import signing
+
+BRIDGE_USER = "backchannel-headend"
+CONF, PASSWD, ACL, BRIDGE, PIDFILE, DATA = ("mosquitto.conf", "passwd", "acl", "bridge.json",
+                                             "mosquitto.pid", "data")
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def meter_password(key_hex):
+    """A meter's broker password: hex(HMAC-SHA256(key, "mqtt-password")), so the meter
+    needs no second secret."""
+    return signing.sign(key_hex, b"mqtt-password")
+
+
+def find(program, extra=("/usr/sbin", "/usr/local/sbin")):
+    """Path of a mosquitto program (sbin is often not on a user's PATH)."""
+    found = shutil.which(program)
+    if found:
+        return found
+    for d in extra:
+        path = os.path.join(d, program)
+        if os.access(path, os.X_OK):
+            return path
+    raise BrokerError("%s not found (Debian: apt-get install mosquitto mosquitto-clients)"
+                      % program)
+
+
+def acl_text(meters, bridge_user=BRIDGE_USER):
+    lines = ["# backchannel broker ACL, written by `backchannel broker-config` from the",
+             "# head-end's devices (docs/protocol.md \"ACL\"). Regenerate, do not edit.",
+             "", "user %s" % bridge_user, "topic readwrite bc/#", "topic read homeassistant/#"]
+    for m in meters:
+        lines += ["", "user %s" % m,
+                  "topic write bc/%s/up" % m,
+                  "topic write bc/%s/presence" % m,
+                  "topic write bc/%s/state" % m,
+                  "topic write homeassistant/sensor/%s/#" % m,
+                  "topic read bc/%s/down" % m,
+                  "topic read homeassistant/status"]
+    return "\n".join(lines) + "\n"
+
+
+def conf_text(directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=None,
+              certfile=None, keyfile=None, cafile=None, run_as=None):
+    d = Path(directory).resolve()
+    lines = [
+        "# backchannel broker, written by `backchannel broker-config`. Run it with",
+        "#   mosquitto -c %s   (or `backchannel broker --dir %s`)" % (d / CONF, d),
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "password_file %s" % (d / PASSWD),
+        "acl_file %s" % (d / ACL),
+        "persistence true",
+        "persistence_location %s/" % (d / DATA),
+        "autosave_interval 60",
+        "set_tcp_nodelay true",  # else each small packet can wait ~40 ms for a delayed ACK
+        "pid_file %s" % (d / PIDFILE),
+        "log_dest stderr",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+    ]
+    if run_as:
+        lines.append("user %s" % run_as)
+    lines += ["", "listener %d %s" % (port, bind)]
+    if tls_port:
+        lines += ["", "listener %d%s" % (tls_port, " %s" % tls_bind if tls_bind else ""),
+                  "certfile %s" % Path(certfile).resolve(),
+                  "keyfile %s" % Path(keyfile).resolve(),
+                  "tls_version tlsv1.2"]
+        if cafile:
+            lines.append("cafile %s" % Path(cafile).resolve())
+        lines.append("require_certificate false")
+    return "\n".join(lines) + "\n"
+
+
+def _write_private(path, text):
+    """Write a file readable by its owner only, atomically."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def bridge_credentials(directory):
+    """{"host", "port", "user", "password"} from DIR/bridge.json."""
+    path = Path(directory) / BRIDGE
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError("%s: %s (run `backchannel broker-config` first)"
+                         % (path, e.strerror or e)) from None
+    except ValueError as e:
+        raise ValueError("%s: not valid JSON: %s" % (path, e)) from None
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in
+                                           ("host", "user", "password"))
+            and isinstance(data.get("port"), int)):
+        raise ValueError("%s: needs host, port, user and password" % path)
+    return data
+
+
+def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=None,
+          certfile=None, keyfile=None, cafile=None, run_as=None, bridge_user=BRIDGE_USER,
+          reload=True):
+    """Write the broker files for every registered device; returns a summary dict."""
+    if bool(certfile) != bool(keyfile) or (tls_port and not certfile):
+        raise ValueError("a TLS listener needs both a certfile and a keyfile")
+    if certfile and not tls_port:
+        tls_port = 8883
+    if tls_port and tls_port == port:
+        raise ValueError("the TLS port must differ from the loopback port")
+    for path in (certfile, keyfile, cafile):
+        if path and not os.path.isfile(path):
+            raise ValueError("%s: no such file" % path)
+    if run_as is None:
+        run_as = getpass.getuser()      # mosquitto started as root would switch to `mosquitto`
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / DATA).mkdir(exist_ok=True)
+    rows = db.all("SELECT id, key FROM devices ORDER BY id")
+    if any(r["id"] == bridge_user for r in rows):
+        raise ValueError("a device is named %s, the bridge's user name" % bridge_user)
+
+    host = "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind
+    try:
+        old = bridge_credentials(d)
+    except ValueError:
+        old = {}
+    password = old.get("password") if old.get("user") == bridge_user else None
+    password = password or signing.new_token()
+    _write_private(d / BRIDGE, json.dumps({"host": host, "port": port, "user": bridge_user,
+                                           "password": password}, indent=1) + "\n")
+
+    plain = "".join("%s:%s\n" % (r["id"], meter_password(r["key"])) for r in rows)
+    plain += "%s:%s\n" % (bridge_user, password)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".passwd-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(plain)
+        os.chmod(tmp, 0o600)
+        done = subprocess.run([find("mosquitto_passwd"), "-U", tmp], capture_output=True,
+                              text=True, timeout=60)
+        if done.returncode != 0:
+            raise BrokerError("mosquitto_passwd -U failed: %s"
+                              % (done.stderr or done.stdout).strip())
+        os.replace(tmp, d / PASSWD)
+    finally:
+        with suppress(OSError):
+            os.unlink(tmp)
+    _write_private(d / ACL, acl_text([r["id"] for r in rows], bridge_user))
+    (d / CONF).write_text(conf_text(d, port, bind, tls_port, tls_bind, certfile, keyfile,
+                                    cafile, run_as))
+    reloaded = reload_running(d) if reload else None
+    return {"dir": str(d.resolve()), "conf": str((d / CONF).resolve()), "meters": len(rows),
+            "bind": bind, "port": port, "tls_port": tls_port, "bridge_user": bridge_user,
+            "reloaded": reloaded}
+
+
+def running_pid(directory):
+    """The pid of a mosquitto running with this directory's pid file, or None."""
+    try:
+        pid = int((Path(directory) / PIDFILE).read_text().strip())
+        comm = Path("/proc/%d/comm" % pid).read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "mosquitto" else None
+
+
+def reload_running(directory):
+    """SIGHUP the directory's running broker (rereads passwd and acl); its pid or None."""
+    pid = running_pid(directory)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+    return pid
+
+
+def command(directory, mosquitto=None):
+    return [mosquitto or find("mosquitto"), "-c", str(Path(directory).resolve() / CONF)]
+
+
+def start(directory, log=None, timeout=10.0, mosquitto=None):
+    """Start mosquitto with DIR/mosquitto.conf; returns the Popen once its loopback
+    listener accepts connections. log: a path for its output (default DIR/mosquitto.log)."""
+    creds = bridge_credentials(directory)
+    log = Path(log or Path(directory) / "mosquitto.log")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command(directory, mosquitto), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise BrokerError("mosquitto exited with %s: %s" % (proc.returncode,
+                                                               _tail(log)))
+        try:
+            socket.create_connection((creds["host"], creds["port"]), timeout=0.5).close()
+            return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise BrokerError("mosquitto did not listen on %s:%d: %s"
+                              % (creds["host"], creds["port"], _tail(log)))
+        time.sleep(0.02)
+
+
+def stop(proc, timeout=5.0):
+    """Stop a broker started by start() (SIGTERM: it saves its persistence file)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def _tail(path, n=5):
+    try:
+        lines = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-n:]) or "(empty log)"
