@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SCENARIO ?= scenarios/normal.json
+TRANSPORT ?= http
 MPLIB := $(VENV)/mplib
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
 
@@ -19,7 +20,7 @@ venv: $(VENV)/.installed
 	@$(BIN)/python tools/fetch_mplib.py $(MPLIB)
 
 sim: venv
-	$(BIN)/python tools/sim.py $(SCENARIO)
+	$(BIN)/python tools/sim.py --transport $(TRANSPORT) $(SCENARIO)
 
 test: venv
 	$(BIN)/python -m pytest -q host_tests

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def micropython_command(script, *args):
     binary = Path(sys.executable).parent / "micropython"
-    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (ROOT / "firmware", ROOT / "boards"))
+    env = dict(os.environ, MICROPYPATH=".frozen:%s:%s:%s" % (
+        ROOT / "firmware", ROOT / "boards", ROOT / ".venv" / "mplib"))
     return [str(binary), str(script), *args], env
 
 
@@ -120,10 +121,10 @@ def local_ca():
     return {k: str(v) for k, v in pki.paths(str(STATE / "pki")).items()}
 
 
-def start_headend(port, log, certs):
+def start_headend(port, log, certs, extra=()):
     cmd = [sys.executable, str(ROOT / "tools/backchannel"), "serve", "--db",
            str(STATE / "hub.db"), "--host", "127.0.0.1", "--port", str(port),
-           "--certfile", certs["server_pem"], "--keyfile", certs["server_key"]]
+           "--certfile", certs["server_pem"], "--keyfile", certs["server_key"], *extra]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = "https://127.0.0.1:%d" % port
     for _ in range(200):
@@ -159,12 +160,50 @@ def headend_table(api, url, token, ca):
     return t
 
 
+def ensure_mosquitto():
+    """Debian's mosquitto, installed on first use when running as root."""
+    from headend import broker
+
+    try:
+        return broker.find("mosquitto")
+    except Exception:
+        pass
+    if os.geteuid() != 0:
+        raise click.ClickException("TRANSPORT=mqtt needs Debian's mosquitto: "
+                                   "sudo apt-get install mosquitto")
+    click.echo("installing mosquitto (apt-get) ...", err=True)
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]):
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode:
+            raise click.ClickException("could not install mosquitto: %s failed" % " ".join(cmd))
+    subprocess.run(["pkill", "-x", "mosquitto"], stderr=subprocess.DEVNULL)  # the distro's own
+    return broker.find("mosquitto")
+
+
+def start_broker(certs):
+    """The broker for this site: loopback listener for the head-end's bridge, TLS listener
+    (local CA) for the meter, per-meter credentials and ACLs from the head-end database."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from headend import broker
+    from headend.db import Database
+
+    ensure_mosquitto()
+    d = STATE / "broker"
+    plain, tls = free_port(8583), free_port(8883)
+    broker.write(Database(str(STATE / "hub.db")), str(d), port=plain, tls_port=tls,
+                 certfile=certs["server_pem"], keyfile=certs["server_key"],
+                 cafile=certs["ca_pem"], reload=False)
+    return broker.start(str(d)), tls
+
+
 @click.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), default=str(ROOT / "scenarios/normal.json"))
 @click.option("--seconds", type=float, default=None, help="Stop after this much signal.")
 @click.option("--offline", is_flag=True, help="Metering only: no head-end, no back channel.")
 @click.option("--port", type=int, default=8580, show_default=True, help="Head-end port.")
-def main(scenario, seconds, offline, port):
+@click.option("--transport", type=click.Choice(["http", "mqtt"]), default="http",
+              show_default=True, help="How the meter reaches the head-end.")
+def main(scenario, seconds, offline, port, transport):
     """Run the firmware on the MicroPython unix port with the simulated board (SCENARIO, a
     JSON file in scenarios/), connected to a local head-end, and show it live."""
     if not Path(scenario).is_file():
@@ -180,10 +219,19 @@ def main(scenario, seconds, offline, port):
     info = site_setup()
     certs = local_ca()
     log = open(STATE / "headend.log", "ab")
-    headend, url = start_headend(free_port(port), log, certs)
-    (STATE / "meter.json").write_text(json.dumps({
-        "device_id": DEVICE, "device_key": info["key"], "server_url": url, "report_s": 5,
-        "ca_file": certs["ca_der"]}))
+    meter_cfg = {"device_id": DEVICE, "device_key": info["key"], "report_s": 5,
+                 "ca_file": certs["ca_der"]}
+    broker_proc = None
+    extra = []
+    if transport == "mqtt":
+        broker_proc, tls_port = start_broker(certs)
+        extra = ["--mqtt-dir", str(STATE / "broker")]
+        meter_cfg.update(transport="mqtt", mqtt_host="127.0.0.1", mqtt_port=tls_port,
+                         mqtt_tls=True, ha_discovery=True)
+    headend, url = start_headend(free_port(port), log, certs, extra)
+    if transport == "http":
+        meter_cfg["server_url"] = url
+    (STATE / "meter.json").write_text(json.dumps(meter_cfg))
     cmd, env = micropython_command(ROOT / "boards/sim_meter.py", str(STATE / "meter.json"),
                                    str(STATE / "meter-state"), scenario, "--print")
     meter = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -194,6 +242,9 @@ def main(scenario, seconds, offline, port):
     finally:
         headend.terminate()
         headend.wait()
+        if broker_proc is not None:
+            broker_proc.terminate()
+            broker_proc.wait()
 
 
 def show(proc, extra, seconds=None):
@@ -208,7 +259,8 @@ def show(proc, extra, seconds=None):
                     break
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except ValueError:  # MicroPython prints tracebacks on stdout
+                    sys.stderr.write(line)
                     continue
                 if not live:
                     print(line, end="", flush=True)
