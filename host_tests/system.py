@@ -118,7 +118,8 @@ class LabHttp:
     _HELPER = (
         "import httpx, json, ssl, sys\n"
         "ca = sys.argv[1]\n"
-        "c = httpx.Client(timeout=30, verify=ssl.create_default_context(cafile=ca) if ca else True)\n"
+        "verify = ssl.create_default_context(cafile=ca) if ca else True\n"
+        "c = httpx.Client(timeout=30, verify=verify)\n"
         "for line in sys.stdin:\n"
         "    method, url, headers, body = json.loads(line)\n"
         "    try:\n"
@@ -179,6 +180,79 @@ class LabHttp:
 
     def delete(self, path):
         return self.request("DELETE", path)
+
+
+class Broker:
+    """mosquitto for the MQTT transport, the way an operator runs it: `backchannel
+    broker-config` writes its files (DIR/mosquitto.conf, passwd, acl, bridge.json) from the
+    head-end's device registry, `backchannel broker --dir DIR` runs it on a free port (in a
+    lab namespace, bound to the head-end's address there). Pass `serve_args()` to the
+    Headend (its --mqtt-dir); run configure() again after registering meters (the running
+    broker rereads its passwd and acl)."""
+
+    def __init__(self, workdir, db, host="127.0.0.1", port=None, lab=None, ns="out"):
+        self.dir = Path(workdir) / "broker"
+        self.db = str(db)
+        self.host = host
+        self.port = port or free_port()
+        self.lab, self.ns = lab, ns
+        self.proc = None
+
+    def configure(self):
+        p = subprocess.run([sys.executable, str(BACKCHANNEL), "broker-config", "--db", self.db,
+                            "--dir", str(self.dir), "--port", str(self.port),
+                            "--bind", self.host], capture_output=True, text=True, timeout=60)
+        if p.returncode:
+            raise RuntimeError("backchannel broker-config: %s" % p.stderr)
+        return p.stdout.strip()
+
+    def serve_args(self):
+        return ["--mqtt-dir", str(self.dir)]
+
+    def meter_settings(self, keepalive=10):
+        """Firmware config keys for a Meter that talks MQTT to this broker (keepalive None:
+        the firmware's default)."""
+        out = {"transport": "mqtt", "mqtt_host": self.host, "mqtt_port": self.port}
+        if keepalive is not None:
+            out["mqtt_keepalive"] = keepalive
+        return out
+
+    def start(self, configure=True):
+        if configure or not (self.dir / "mosquitto.conf").exists():
+            self.configure()
+        self._logged = len(self.log())
+        cmd = [sys.executable, str(BACKCHANNEL), "broker", "--dir", str(self.dir)]
+        self.proc = _spawn(cmd, dict(os.environ), self.dir / "mosquitto.log", self.lab,
+                           self.ns)
+        wait_until(self._listening, 15, "mosquitto to listen on %s:%d" % (self.host, self.port))
+        return self
+
+    def _listening(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("mosquitto exited:\n" + self.log())
+        if self.lab is not None:         # its log says so once every listener is open
+            return " running" in self.log()[self._logged:]
+        try:
+            socket.create_connection((self.host, self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def log(self):
+        path = self.dir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, sig=signal.SIGTERM):
+        """SIGTERM: mosquitto saves its persistent sessions on the way out."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    kill = stop
 
 
 class Meter:

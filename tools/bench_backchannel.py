@@ -1,14 +1,20 @@
 """Back-channel benchmark (part of `make bench`): command latency and idle exchange size.
 
-Real processes: the head-end (tools/backchannel serve, uvicorn + SQLite) and three simulated
-meters (the firmware on the MicroPython unix port, boards/sim_meter.py). As root, the
-head-end runs in the netlab namespace `out` and the meters in site `a` behind its nftables
-firewall (tools/netlab.py); otherwise everything talks over loopback. The table says which.
+Real processes: the head-end (tools/backchannel serve, uvicorn + SQLite, with its MQTT
+bridge), mosquitto (configured by `backchannel broker-config`, run by `backchannel broker`)
+and four simulated meters (the firmware on the MicroPython unix port, boards/sim_meter.py).
+As root, the head-end and the broker run in the netlab namespace `out` and the meters in
+site `a` behind its nftables firewall (tools/netlab.py); otherwise everything talks over
+loopback. The table says which.
 
 - long-poll latency: sequential `read` commands (a random 0-100 ms apart) to a meter with
   the firmware's default config, registered with the head-end's default poll (`next` 0:
   continuous long-poll), from POST /v1/devices/{id}/work to the result stored; the
   head-end's own `created` and `finished_at` timestamps of the work record (one clock).
+- MQTT latency: the same sequential `read` commands (after the long-poll ones, not at the
+  same time) to a meter with transport=mqtt (firmware defaults otherwise): the bridge pushes
+  the work on bc/<id>/down as soon as it is queued, the meter publishes its result on
+  bc/<id>/up. Same timestamps. Skipped (and said so) when mosquitto is not installed.
 - 30 s polling latency: a second meter with poll_wait_s=0 whose device poll is 30 s;
   commands are submitted at uniformly random moments (concurrently with the above, it is
   another device), so each waits for the next scheduled exchange: expect uniform 0-30 s.
@@ -40,6 +46,7 @@ from bench_proxy import _breakdown, _idle_exchanges, _spawn_proxy
 ROOT = Path(__file__).resolve().parent.parent
 
 LATENCY_P99_TARGET_MS = 50.0
+MQTT_P99_TARGET_MS = 30.0
 IDLE_BYTES_TARGET = 600
 POLL_S = 30                   # the periodic-polling device's poll interval
 IDLE_WAIT_S = 25              # firmware poll_wait_s default: the idle meter's long-poll
@@ -68,6 +75,10 @@ def summary(latencies):
 
 
 # --------------------------------------------------------------------------- the bench
+
+def _mosquitto_available():
+    return bool(shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK))
+
 
 def _lab_available():
     if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nft")):
@@ -141,7 +152,7 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
         if progress else (lambda msg: None)
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     work = tempfile.mkdtemp(prefix="bc-bench-")
-    lab, procs, headend, api = None, [], None, None
+    lab, procs, headend, api, broker = None, [], None, None, None
     path_note = "loopback"
     t_start = time.monotonic()
     try:
@@ -158,12 +169,21 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
         host = lab.headend_ip if lab else "127.0.0.1"
         headend = system.Headend(work, host=host, lab=lab)
         # Registered through the operator API: without `poll` a device gets the head-end's
-        # default_poll, 0 (continuous long-poll). `add-device` would give it next=60.
+        # default_poll, 0 (continuous long-poll; `next` = mqtt_heartbeat on MQTT).
         token = headend.add_token("bench", "operator")
+        if _mosquitto_available():
+            # next to the head-end: in `out` (bound to its address there) or on loopback
+            broker = system.Broker(work, headend.db, host=host, lab=lab, ns="out").start()
+            headend.extra += broker.serve_args()
+        else:
+            say("mosquitto is not installed: no MQTT latency")
         headend.start()
         api = headend.api(token)
         keys = {"meter-lp": _register(api, "meter-lp"), "meter-idle": _register(api, "meter-idle"),
                 "meter-pp": _register(api, "meter-pp", POLL_S)}
+        if broker is not None:
+            keys["meter-mq"] = _register(api, "meter-mq")
+            broker.configure()          # the new meter's login and ACL; the broker rereads them
         proxy, proxy_log, proxy_port = _spawn_proxy(lab, work, host, headend.port)
         procs.append(proxy)
         url = headend.url
@@ -172,16 +192,23 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
                             poll_wait_s=0).proc)
         procs.append(_meter(system, work, "meter-idle", keys["meter-idle"],
                             "http://127.0.0.1:%d" % proxy_port, lab, report_s=3600).proc)
-        say("%s: %d long-poll commands; %d commands at random moments over %.0f s to a %d s-"
-            "polling meter; idle exchanges through a byte counter (up to about %.0f s)"
-            % (path_note, commands, poll_commands, window, POLL_S, window + POLL_S + 15))
+        if broker is not None:
+            procs.append(_meter(system, work, "meter-mq", keys["meter-mq"], "", lab,
+                                **broker.meter_settings(keepalive=None)).proc)
+        say("%s: %d long-poll commands, %d over MQTT; %d commands at random moments over "
+            "%.0f s to a %d s-polling meter; idle exchanges through a byte counter (up to "
+            "about %.0f s)" % (path_note, commands, commands if broker else 0, poll_commands,
+                               window, POLL_S, window + POLL_S + 15))
         args = {"url": url, "token": token, "lp_device": "meter-lp", "lp_n": commands,
                 "warmup": WARMUP, "window": window, "seed": seed,
                 "random": [{"name": "pp", "device": "meter-pp", "n": poll_commands,
                             "drain": POLL_S + 15}],
                 "wait_for": ["meter-lp", "meter-pp", "meter-idle"]}
+        if broker is not None:
+            args.update(mq_device="meter-mq", mq_n=commands)
+            args["wait_for"].append("meter-mq")
         cmd = [sys.executable, str(ROOT / "tools/bench_operator.py"), json.dumps(args)]
-        limit = window + POLL_S + commands * 2 + 150
+        limit = window + POLL_S + commands * 4 + 150
         if lab:
             out = lab.check_output("out", cmd, timeout=limit)
         else:
@@ -203,6 +230,8 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
                 p.wait(10)
         if headend is not None:
             headend.kill()
+        if broker is not None:
+            broker.stop()
         if lab is not None:
             lab.down()
         if keep:
@@ -223,19 +252,24 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
                     samples=sorted(round(x, 3) for x in lat),
                     expect_p50=expect_p50, expect_p99=expect_p99)
 
-    lp = driven["lp"]
-    lp_lat = latencies(lp)
-    ok = [w for w in lp if w["status"] == "done" and w["finished_at"] and w["delivered_at"]]
-    # the split: created -> delivered_at (the held long-poll answers) -> finished_at (the
-    # meter has run it and its next exchange has brought the result)
-    wake = summary([(w["delivered_at"] - w["created"]) * 1000 for w in ok])
-    turn = summary([(w["finished_at"] - w["delivered_at"]) * 1000 for w in ok])
+    def sequential(records):
+        lat = latencies(records)
+        ok = [w for w in records if w["status"] == "done" and w["finished_at"]
+              and w["delivered_at"]]
+        # the split: created -> delivered_at (the held long-poll answers; the bridge pushes)
+        # -> finished_at (the meter has run it and its next request has brought the result)
+        wake = summary([(w["delivered_at"] - w["created"]) * 1000 for w in ok])
+        turn = summary([(w["finished_at"] - w["delivered_at"]) * 1000 for w in ok])
+        return dict(summary([x * 1000 for x in lat]), unit="ms", commands=len(records),
+                    failed=len(records) - len(lat), warmup=WARMUP,
+                    to_delivery_ms=wake, meter_turnaround_ms=turn)
+
     report = {
         "machine": machine(), "path": path_note, "seed": seed,
         "seconds": round(time.monotonic() - t_start, 1),
-        "long_poll": dict(summary([x * 1000 for x in lp_lat]), unit="ms", commands=len(lp),
-                          failed=len(lp) - len(lp_lat), warmup=WARMUP,
-                          to_delivery_ms=wake, meter_turnaround_ms=turn),
+        "long_poll": sequential(driven["lp"]),
+        "mqtt": dict(sequential(driven.get("mqtt", [])), enabled=broker is not None,
+                     broker=("netns `out`, meter in site `a`" if lab else "loopback")),
         "polling": random_group("pp", POLL_S, POLL_S * 0.5, POLL_S * 0.99),
         "idle": {"exchanges": len(idle)},
     }
@@ -256,6 +290,7 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
 def rows(rep):
     where = "lab" if rep["path"] == "firewall lab" else "loopback"
     lp, pp, idle = rep["long_poll"], rep["polling"], rep["idle"]
+    mq = rep.get("mqtt", {"enabled": False})
     out = []
     if lp["n"]:
         fail = ", %d failed" % lp["failed"] if lp["failed"] else ""
@@ -278,6 +313,28 @@ def rows(rep):
         out.append({"measure": "Command latency, long-poll", "value": "no data",
                     "baseline": "-", "target": "<= %.0f ms" % LATENCY_P99_TARGET_MS,
                     "met": False})
+    if mq.get("n"):
+        fail = ", %d failed" % mq["failed"] if mq["failed"] else ""
+        out += [
+            {"measure": "Command latency p50, MQTT push (%s)" % where,
+             "value": "%.1f ms" % mq["p50"],
+             "baseline": "n=%d reads%s" % (mq["n"], fail), "target": "-", "met": None},
+            {"measure": "Command latency p99, MQTT push (%s)" % where,
+             "value": "%.1f ms" % mq["p99"], "baseline": "max %.1f ms" % mq["max"],
+             "target": "<= %.0f ms" % MQTT_P99_TARGET_MS,
+             "met": mq["p99"] <= MQTT_P99_TARGET_MS and not mq["failed"]},
+            {"measure": "  split: to push + to result stored",
+             "value": "p50 %.1f + %.1f ms" % (mq["to_delivery_ms"]["p50"],
+                                             mq["meter_turnaround_ms"]["p50"]),
+             "baseline": "p99 %.1f + %.1f ms" % (mq["to_delivery_ms"]["p99"],
+                                                mq["meter_turnaround_ms"]["p99"]),
+             "target": "diagnostic", "met": None},
+        ]
+    else:
+        out.append({"measure": "Command latency, MQTT push", "value": "no data",
+                    "baseline": "-" if mq.get("enabled") else "mosquitto not installed",
+                    "target": "<= %.0f ms" % MQTT_P99_TARGET_MS,
+                    "met": False if mq.get("enabled") else None})
     for g, label in ((pp, "%d s polling (%s)" % (pp["poll_s"], where)),):
         if not g["n"]:
             out.append({"measure": "Command latency, %s" % label, "value": "no data",
@@ -319,13 +376,16 @@ def print_table(report, console=None):
     from rich.table import Table
 
     m = report["machine"]
-    where = ("head-end in netns `out`, meters in site `a` behind the nftables firewall"
-             if report["path"] == "firewall lab" else "head-end and meters on loopback")
+    where = ("head-end and broker in netns `out`, meters in site `a` behind the nftables "
+             "firewall" if report["path"] == "firewall lab"
+             else "head-end, broker and meters on loopback")
     lp, pp = report["long_poll"], report["polling"]
     table = Table(title="backchannel back-channel benchmark, %s" % where,
                   caption="latency: the head-end's work created -> finished_at (result stored), "
-                          "`read`, plain HTTP. long-poll: firmware default config, next=0, %d "
-                          "sequential after %d warm-up, 0-100 ms apart. polling: poll_wait_s=0, "
+                          "`read`, plain HTTP / MQTT. long-poll: firmware default config, "
+                          "next=0, %d sequential after %d warm-up, 0-100 ms apart. MQTT push: "
+                          "the same, to a transport=mqtt meter, after the long-poll ones (QoS 1 "
+                          "both ways, no TLS). polling: poll_wait_s=0, "
                           "next=%d s, %d commands at random moments over %.0f s (expected: "
                           "uniform over the interval; a p99 of so few samples is about their "
                           "max). idle: "

@@ -11,8 +11,9 @@ import time
 # --------------------------------------------------------------------------- the driver
 # Runs as a subprocess in the head-end's namespace (`out`), or on the host over loopback:
 #   python tools/bench_operator.py '<json args>'
-# It plays the operator: sequential long-poll commands in the main thread; each group of
-# commands at random moments in a thread of its own (they go to other devices).
+# It plays the operator: sequential long-poll commands, then sequential MQTT commands, in the
+# main thread; each group of commands at random moments in a thread of its own (they go to
+# other devices).
 
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
 
@@ -75,24 +76,33 @@ def _drive(raw):
     for t in threads:
         t.start()
 
-    # long-poll: sequential commands with a random 0-100 ms pause before each, so they land
-    # at random points of the meter's cycle (mid long-poll, between exchanges, ...)
-    rng = random.Random(a["seed"])
-    lp_out = []
-    for i in range(a["warmup"] + a["lp_n"]):
-        time.sleep(rng.uniform(0, 0.1))
-        wid = submit(main, a["lp_device"], 60)
-        stop = time.monotonic() + 30
-        while True:
-            time.sleep(0.01)
-            w = main.get("/v1/work/%s" % wid).json()
-            if w["status"] in FINAL or time.monotonic() > stop:
-                break
-        if i >= a["warmup"]:
-            lp_out.append(_record(w))
+    # sequential commands with a random 0-100 ms pause before each, so they land at random
+    # points of the meter's cycle (mid long-poll, between exchanges, ...): first to the
+    # long-polling HTTP meter, then (one at a time, so neither disturbs the other) to the
+    # MQTT meter, whose work the bridge pushes
+    def sequential(device, n, seed):
+        rng = random.Random(seed)
+        out = []
+        for i in range(a["warmup"] + n):
+            time.sleep(rng.uniform(0, 0.1))
+            wid = submit(main, device, 60)
+            stop = time.monotonic() + 30
+            while True:
+                time.sleep(0.01)
+                w = main.get("/v1/work/%s" % wid).json()
+                if w["status"] in FINAL or time.monotonic() > stop:
+                    break
+            if i >= a["warmup"]:
+                out.append(_record(w))
+        return out
+
+    lp_out = sequential(a["lp_device"], a["lp_n"], a["seed"])
+    mq_out = sequential(a["mq_device"], a["mq_n"], "%s-mqtt" % a["seed"]) \
+        if a.get("mq_device") else []
     for t in threads:
         t.join()
-    print(json.dumps({"lp": lp_out, "random": results, "errors": errors}), flush=True)
+    print(json.dumps({"lp": lp_out, "mqtt": mq_out, "random": results, "errors": errors}),
+          flush=True)
     return 0
 
 
