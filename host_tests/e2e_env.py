@@ -1,0 +1,242 @@
+"""The shared set-up of the end-to-end firewall proof (test_e2e.py): the lab, the head-end
+in its outside namespace, one meter per site, and the helpers the scenarios use."""
+
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import fw
+import system
+
+sys.path.insert(0, str(system.ROOT / "tools"))
+import netlab  # noqa: E402
+
+if str(fw.FIRMWARE) not in sys.path:
+    sys.path.append(str(fw.FIRMWARE))      # firmware/outbox.py and store.py, on CPython
+
+
+MARGIN = 3                 # head-end presence margin_min (s) for scenario 7
+REPORT_S = 1               # meter reading interval (s)
+KILLS = 5                  # scenario 5: kill -9 this many times
+SEED = int(os.environ.get("BC_E2E_SEED", "20250105"))
+BLOCKED_TIMEOUT = 2.0      # an inbound probe gives up after this long
+METERS = {"meter-a": "a", "meter-b": "b"}
+
+
+
+def _why_skip():
+    if os.geteuid() != 0:
+        return "the e2e lab needs root to create network namespaces (uid %d)" % os.geteuid()
+    missing = ["%s (%s)" % (tool, pkg) for tool, pkg in (("ip", "iproute2"), ("nft", "nftables"))
+               if not shutil.which(tool)]
+    if missing:
+        return "the e2e lab needs " + ", ".join(missing) + " installed"
+    name = "bc-probe-%s" % uuid.uuid4().hex[:6]
+    try:  # root in a container may still lack CAP_NET_ADMIN or nf_tables
+        for cmd in (["ip", "netns", "add", name],
+                    ["ip", "netns", "exec", name, "nft", "add", "table", "inet", "bc_probe"]):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            if r.returncode:
+                return "cannot build a network lab here: %s: %s" % (" ".join(cmd), r.stderr.strip())
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    return None
+
+
+SKIP = _why_skip()
+pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+
+class Env:
+    """The lab, the head-end, the two meters and an operator API client (from `out`)."""
+
+    def __init__(self, work, lab):
+        self.dir, self.lab = work, lab
+        self.headend = self.api = None
+        self.meters = {}
+
+    def wait(self, predicate, timeout, what, interval=0.2):
+        """system.wait_until, but a timeout shows the tails of the logs."""
+        try:
+            return system.wait_until(predicate, timeout, what, interval)
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, self.logs())) from None
+
+    def logs(self, lines=12):
+        parts = [("head-end", self.headend.log() if self.headend else "")]
+        parts += [(name, m.log()) for name, m in self.meters.items()]
+        return "\n".join("--- %s log (last %d lines):\n%s" % (name, lines, "\n".join(
+            text.splitlines()[-lines:])) for name, text in parts)
+
+    def get(self, path):
+        r = self.api.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    def queue(self, device, op, args=None, **extra):
+        r = self.api.post("/v1/devices/%s/work" % device,
+                          json=dict({"op": op, "args": args or {}}, **extra))
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def work(self, wid):
+        return self.get("/v1/work/%s" % wid)
+
+    def finished(self, wid, timeout=30):
+        def final():
+            w = self.work(wid)
+            return w if w["status"] not in ("queued", "held", "delivered") else None
+        return self.wait(final, timeout, "work %s to finish" % wid)
+
+    def run(self, device, op, args=None, timeout=30, **extra):
+        return self.finished(self.queue(device, op, args, **extra), timeout)
+
+    def readings(self, device):
+        return self.get("/v1/devices/%s/readings?limit=10000" % device)
+
+    def presence(self, device):
+        return {p["device"]: p for p in self.get("/v1/presence")}[device]
+
+    def messages(self, ref):
+        got = self.run("meter-a", "get_messages")["result"]["messages"]
+        return [m for m in got if m.get("ref") == ref]
+
+    def stored_items(self, device):
+        """{seq: (kind, body)} of everything the head-end stored for device (its SQLite file,
+        read-only; WAL lets this read run beside the server)."""
+        db = sqlite3.connect("file:%s?mode=ro" % self.headend.db, uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT seq, kind, body FROM items WHERE device = ?", (device,))
+            return {seq: (kind, json.loads(body)) for seq, kind, body in rows}
+        finally:
+            db.close()
+
+    def lives(self, device):
+        """The wall time each start of the meter printed (`started` line, key `unix`)."""
+        out = []
+        for line in self.meters[device].log().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("type") == "started":
+                out.append(rec["unix"])
+        return out
+
+    def start(self, device):
+        """(Re)start a meter; returns once it printed its `started` line."""
+        n = len(self.lives(device))
+        self.meters[device].start()
+        self.wait(lambda: len(self.lives(device)) > n, 20, "%s to start" % device, 0.05)
+
+    def running(self, device):
+        proc = self.meters[device].proc
+        return proc is not None and proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    lab = netlab.Lab("bc-e%s" % uuid.uuid4().hex[:6])
+    e = Env(work, lab)
+    try:
+        lab.up()
+        settings = work / "headend.json"
+        settings.write_text(json.dumps({"margin_min": MARGIN}))
+        he = e.headend = system.Headend(work, host=lab.headend_ip, lab=lab,
+                                         extra=["--config", str(settings)])
+        token = he.add_token("alice", "operator")
+        he.start()
+        e.api = he.api(token)
+        keys = {}
+        for name in METERS:   # through the API: poll default_poll (0), continuous long-poll
+            r = e.api.post("/v1/devices", json={"id": name})
+            assert r.status_code == 201 and r.json()["poll"] == 0, r.text
+            keys[name] = r.json()["key"]
+        for name, site in METERS.items():
+            e.meters[name] = system.Meter(work, name, keys[name], he.url, lab=lab, ns=site,
+                                          report_s=REPORT_S)
+            e.start(name)
+        for name in METERS:
+            e.wait(lambda: e.readings(name), 30, "the first reading from %s" % name)
+        yield e
+    finally:
+        lab.down()      # kills the head-end, the meters and the API helper; removes the lab
+
+
+def _sockets(pid):
+    """(proto, state, remote address, remote port) of every inet socket pid holds."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    found = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        with open("/proc/%d/net/%s" % (pid, proto)) as f:
+            for row in (r.split() for r in f.read().splitlines()[1:]):
+                if int(row[9]) in inodes:
+                    host, port = row[2].split(":")
+                    found.append((proto, row[3], netlab._addr(host), int(port, 16)))
+    return found
+
+
+def _drop_counters(lab, site):
+    """Packets counted by the site firewall's `ct state new counter drop` rule."""
+    for line in lab.check_output(site, "nft list table inet bc_fw").splitlines():
+        if "ct state new" in line and "drop" in line:
+            return int(line.split("packets")[1].split()[0])
+    raise AssertionError("no `ct state new ... drop` rule in %s's firewall" % site)
+
+
+
+def _read_result(body):
+    """A `read` result: the registers, and the live reading once the meter has one (work
+    that waited for a restart runs on the first exchange, before the first reading)."""
+    reading = body.get("reading", {"vrms": 230})
+    return body["registers"]["import_wh"] >= 0 and abs(reading["vrms"] - 230) < 2.3
+
+
+
+def _outbox_on_flash(state_dir):
+    """(acked seq, every intact record) in a meter's outbox directory, read with
+    firmware/outbox.py and store.py on CPython. Read-only; only while the meter is stopped."""
+    import outbox
+    import store
+    d = Path(state_dir) / "outbox"
+    acked = store.read_record(str(d / "acked"))
+    records = []
+    for seg in sorted(d.glob("*.seg"), key=lambda p: int(p.stem)):
+        with open(seg, "rb") as f:
+            records += [item for item, _ in outbox._records(f, 4096) if item is not None]
+    return (int(acked) if acked else 0), records
+
+
+def _interval(t, start):
+    """(k, phase): t = start + (k + phase) * REPORT_S with k whole, phase in [-0.001, 0.999)."""
+    x = (t - start) / REPORT_S
+    k = math.floor(x + 1e-3)
+    return k, x - k
+
+
+def _same(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            abs(a - b) <= 1e-9 * max(1.0, abs(a))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b

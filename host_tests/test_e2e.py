@@ -1,0 +1,336 @@
+"""The end-to-end firewall proof: the real head-end (uvicorn + SQLite) in the lab's outside
+namespace and one real meter (MicroPython unix port, simulated board) in each site namespace,
+behind the default stateful firewall of tools/netlab.py (docs/e2e.md). Every byte between them
+crosses the lab's veths; the sites accept only replies to connections they opened.
+
+The seven scenarios are the tests below, in order (`make e2e` prints them as a table):
+they share one lab, one head-end and two meters (module fixture), and each leaves the
+meters running and connected for the next. Needs root, iproute2 and nftables; skipped,
+saying why, otherwise. The lab is always torn down (finalizer), also when a test fails.
+
+The meters are registered through the operator API, so with the head-end's default_poll
+(0: continuous long-poll, `next` = 0). Settings for speed: report_s=1 on the meters (a
+reading a second; the meter's long-poll then waits at most 1 s), presence margin_min=3 s.
+BC_E2E_SEED picks the kill moments of scenario 5 (default 20250105).
+"""
+
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from e2e_env import (  # noqa: F401  (env is a fixture)
+    BLOCKED_TIMEOUT, KILLS, MARGIN, METERS, REPORT_S, SEED, _drop_counters, _interval,
+    _outbox_on_flash, _read_result, _same, _sockets, env,
+)
+
+
+def test_1_nothing_outside_can_connect_in(env, record_property):
+    """1. Nothing outside can open a connection into either site.
+
+    In each site an echo server listens (TCP and UDP) and answers from inside the site
+    (control), so only the firewall stands between it and the outside. From the head-end's
+    namespace, TCP connects and UDP flows to it, and a TCP connect to a port where nothing
+    listens, all get silence (dropped, not refused) and the site's `ct state new` drop
+    counter rises. The meter processes hold no listening socket (lab.listening_sockets,
+    from /proc), and every socket they do hold is a TCP connection they opened to the
+    head-end."""
+    lab = env.lab
+    servers = {}
+    try:
+        for s in ("a", "b"):
+            for proto in ("tcp", "udp"):
+                servers[s, proto] = lab.serve(s, proto, lifetime=30)
+        before = {s: _drop_counters(lab, s) for s in ("a", "b")}
+        inbound, control = [], []
+        for s in ("a", "b"):
+            ip = lab.site_ip[s]
+            inbound += [("out", ip, servers[s, "tcp"].port, "tcp"),
+                        ("out", ip, servers[s, "udp"].port, "udp"),
+                        ("out", ip, 9, "tcp")]
+            control += [(s, ip, servers[s, "tcp"].port, "tcp")]
+        with ThreadPoolExecutor(len(inbound) + len(control)) as pool:
+            results = list(pool.map(lambda c: lab.probe(*c, timeout=BLOCKED_TIMEOUT),
+                                    inbound + control))
+    finally:
+        for srv in servers.values():
+            srv.kill()
+            srv.wait(5)
+    for case, r in zip(control, results[len(inbound):]):
+        assert r["echoed"], ("control: the site's own server must answer inside the site",
+                             case, r)
+    for case, r in zip(inbound, results[:len(inbound)]):
+        assert not r["connected"] and not r["echoed"], ("inbound got through", case, r)
+        if case[3] == "tcp":   # silence, not a RST: the firewall dropped it
+            assert "timed out" in (r["error"] or ""), ("inbound TCP not silently dropped",
+                                                       case, r)
+    for s in ("a", "b"):
+        assert _drop_counters(lab, s) >= before[s] + 3, "site %s dropped nothing new" % s
+
+    port = env.headend.port
+    for name in METERS:
+        pid = env.meters[name].proc.pid
+        assert lab.listening_sockets(pid) == [], (name, lab.listening_sockets(pid))
+        seen = set()
+        for _ in range(30):    # the meter reconnects for each exchange: sample for a while
+            socks = _sockets(pid)
+            for proto, state, host, rport in socks:
+                assert proto == "tcp" and (host, rport) == (lab.headend_ip, port) \
+                    and state != "0A", (name, "socket not to the head-end", socks)
+            seen.update(socks)
+            if any(st == "01" for _, st, _, _ in seen):     # ESTABLISHED
+                break
+            time.sleep(0.1)
+        assert any(st == "01" for _, st, _, _ in seen), (name, "no connection seen", seen)
+    waited = max(r["seconds"] for r in results[:len(inbound)])
+    record_property("evidence", "%d inbound probes got silence (%.1f s each); drops a +%d, b +%d;"
+                    " meters listen on nothing, connect out only"
+                    % (len(inbound), waited, _drop_counters(lab, "a") - before["a"],
+                       _drop_counters(lab, "b") - before["b"]))
+
+
+def test_2_operator_command_round_trip(env, record_property):
+    """2. An operator command reaches meter A and its result comes back.
+
+    `read` queued by operator alice through the API is done, once delivered, within a few
+    seconds (it rides the response to A's own long-poll), and its result is A's live
+    reading (230 V) and energy registers."""
+    w = env.run("meter-a", "read")
+    assert w["status"] == "done", w
+    assert w["from"] == "operator:alice" and w["role"] == "operator" and w["deliveries"] == 1, w
+    assert w["finished_at"] - w["created"] < 5, w
+    assert w["result"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
+    assert w["result"]["registers"]["import_wh"] > 0
+    record_property("evidence", "read done %.2f s after it was queued, %.1f V"
+                    % (w["finished_at"] - w["created"], w["result"]["reading"]["vrms"]))
+
+
+def test_3_rendezvous_a_asks_b(env, record_property):
+    """3. Meter A sends work to meter B through the rendezvous and gets B's result.
+
+    The operator asks A to `send` B a `read`; B runs it as role `peer` from `device:meter-a`;
+    A's `get_messages` then holds B's result (230 V) under the same ref."""
+    ref = "e2e-r3"
+    t0 = time.time()
+    w = env.run("meter-a", "send", {"to": "meter-b", "op": "read", "ref": ref})
+    assert w["status"] == "done" and w["result"]["ref"] == ref, w
+    msg = env.wait(lambda: env.messages(ref), 30, "B's result routed back to A", 0.3)[0]
+    assert msg["from"] == "meter-b" and msg["result"]["status"] == "done", msg
+    assert msg["result"]["body"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
+    peer = [x for x in env.get("/v1/devices/meter-b/work?limit=50")
+            if x["from"] == "device:meter-a" and x["op"] == "read"]
+    assert peer and peer[0]["role"] == "peer" and peer[0]["status"] == "done", peer
+    record_property("evidence", "B's result (%.1f V) back at A within %.1f s"
+                    % (msg["result"]["body"]["reading"]["vrms"], time.time() - t0))
+
+
+def test_4_work_queued_while_down_is_delivered(env, record_property):
+    """4. Work queued while B is down is delivered when B comes back.
+
+    B is killed (-9). An operator `read` for B and a rendezvous `send` from A to B are
+    queued; 2 s later neither has run (B's read is still open). B restarts with the same
+    state dir: B's read is done, and A gets B's result for the send."""
+    ref = "e2e-r4"
+    env.meters["meter-b"].kill()
+    try:
+        wid = env.queue("meter-b", "read", expires_in=120)
+        w = env.run("meter-a", "send", {"to": "meter-b", "op": "read", "ref": ref})
+        assert w["status"] == "done", w
+        time.sleep(2)
+        w = env.work(wid)
+        assert w["status"] in ("queued", "delivered") and w["result"] is None, w
+        assert not env.messages(ref), "a result came back from a dead meter"
+    finally:
+        env.start("meter-b")
+    back = time.time()
+    w = env.finished(wid)
+    assert w["status"] == "done" and _read_result(w["result"]), w
+    msg = env.wait(lambda: env.messages(ref), 30, "B's result for A after B came back", 0.3)[0]
+    assert msg["from"] == "meter-b" and msg["result"]["status"] == "done", msg
+    assert _read_result(msg["result"]["body"]), msg
+    record_property("evidence", "a read and a routed send, queued while B was down, both "
+                    "done within %.1f s of B's restart" % (time.time() - back))
+
+
+def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
+    """5. Meter A killed with kill -9 mid-exchange loses no reading and duplicates none.
+
+    A is killed KILLS times at seeded random moments (BC_E2E_SEED), each 0.5-2 s into a
+    life, with a `read` queued first so results are in flight too. The 2nd and 4th kill hit
+    A online, in the middle of its continuous 1 s long-polls (items stored at the head-end,
+    the ack not yet back). The 1st, 3rd and 5th hit A offline: its uplink is cut 1.5-3 s
+    before the kill, so readings pile up unsent on its flash (restored after the kill).
+    Each kill is SIGSTOP (the process freezes between two instructions, so its flash is
+    exactly as a kill there leaves it), a read-only look at its outbox files with
+    firmware/outbox.py, SIGKILL, then a restart on the same state dir. Checks:
+
+    a. ledger: every intact record on flash at each kill, and the seq the meter had as
+       acked, is eventually stored at the head-end with the same kind and body: nothing
+       appended before a kill is lost, no seq is reused for another item. At least one of
+       them must have been unsent at its kill, or the run proved nothing and fails;
+    b. stored readings are unique by seq and by `t`: a resend after a restart is
+       deduplicated, never stored again under a new seq;
+    c. no gap: each start prints its wall time s, and a reading's t is s + phase + k *
+       report_s (k = 1, 2, ..., the sample clock; one phase per life, under half an
+       interval). The stored readings of every life are exactly k = 1..K, K at least the
+       last reading on flash at the kill, the last within report_s + 2 s of the kill (or
+       of the check, for the running life; 1 s of it allows for the meter's sample clock
+       lagging real time on a busy host). So a reading deleted on the meter but not
+       stored, or lost in a restart, or never appended, shows as a missing k;
+    d. no work ran twice: each work id has at most one stored result.
+    """
+    rng = random.Random(SEED)
+    device, meter = "meter-a", env.meters["meter-a"]
+    ledger, kills, unsent = [], {}, []
+    try:
+        for n in range(KILLS):
+            offline = n % 2 == 0
+            env.queue(device, "read", expires_in=60)
+            time.sleep(rng.uniform(0.5, 2.0))
+            if offline:
+                env.lab.partition("a")
+                time.sleep(rng.uniform(1.5, 3.0))
+            assert env.running(device), "meter A exited by itself\n" + env.logs()
+            life = len(env.lives(device)) - 1
+            meter.proc.send_signal(signal.SIGSTOP)
+            kills[life] = time.time()
+            try:
+                ledger.append(_outbox_on_flash(meter.state))
+            finally:
+                meter.kill(signal.SIGKILL)
+                env.lab.partition("a", on=False)
+            stored = env.stored_items(device)
+            unsent += [r["seq"] for r in ledger[-1][1] if r["seq"] not in stored]
+            env.start(device)
+    finally:
+        env.lab.partition("a", on=False)
+        if not env.running(device):
+            env.start(device)
+    assert unsent, "no kill found an unsent item on A's flash: nothing was proven"
+
+    def missing():
+        stored = env.stored_items(device)
+        return [("acked", a) for a, _ in ledger if a and a not in stored] + \
+            [(r["seq"], r["kind"]) for _, recs in ledger for r in recs if r["seq"] not in stored]
+
+    try:
+        env.wait(lambda: not missing(), 20, "every item on A's flash at a kill to arrive")
+    except AssertionError as e:
+        raise AssertionError("never stored (seq, kind): %s\n%s" % (missing(), e)) from None
+    stored = env.stored_items(device)
+    for acked, records in ledger:
+        for r in records:
+            kind, body = stored[r["seq"]]
+            assert kind == r["kind"] and _same(body, r["body"]), \
+                ("seq %d on flash differs from the stored item" % r["seq"], r, kind, body)
+
+    lives = env.lives(device)
+    assert len(lives) == KILLS + 1, lives
+    slack = REPORT_S + 2.0
+    # the running life: let it run 3 s, then wait until its readings up to then are in
+    now = max(time.time(), lives[-1] + 3 * REPORT_S)
+    env.wait(lambda: max(r["body"]["t"] for r in env.readings(device)) >= now - REPORT_S,
+             20, "A's recent readings")
+    end = dict(kills)
+    end[len(lives) - 1] = now
+    rows = env.readings(device)
+    seqs = [r["seq"] for r in rows]
+    times = [r["body"]["t"] for r in rows]
+    assert len(seqs) == len(set(seqs)), "a seq stored twice"
+    assert len(times) == len(set(times)), sorted(t for t in times if times.count(t) > 1)
+
+    on_flash = {}   # life -> highest k of a reading on flash at its kill
+    phases = {}     # life -> where the sample clock's first 10-cycle window began
+    ks = {i: [] for i in range(len(lives))}
+    for t in times:
+        i = max((j for j, s in enumerate(lives) if s < t), default=None)
+        assert i is not None, ("reading before the first start", t, lives)
+        k, phase = _interval(t, lives[i])
+        phases.setdefault(i, phase)
+        assert abs(phase - phases[i]) < 1e-3 and phase < 0.5 and k >= 1, \
+            ("reading t=%r is not k + phase intervals after its start %r" % (t, lives[i]),
+             phase, phases[i])
+        ks[i].append(k)
+    for _, records in ledger:
+        for r in records:
+            if r["kind"] == "reading":
+                t = r["body"]["t"]
+                i = max(j for j, s in enumerate(lives) if s < t)
+                on_flash[i] = max(on_flash.get(i, 0), _interval(t, lives[i])[0])
+    for i, s in enumerate(lives):
+        got = sorted(ks[i])
+        assert got == list(range(1, len(got) + 1)), \
+            ("life %d (start %.3f): readings missing" % (i, s),
+             sorted(set(range(1, (got or [0])[-1] + 1)) - set(got)))
+        last = s + len(got) * REPORT_S
+        assert len(got) >= on_flash.get(i, 0), ("life %d: a reading on flash never arrived" % i)
+        assert last >= end[i] - slack, \
+            ("life %d: last stored reading %.2f s before its end" % (i, end[i] - last), got)
+
+    results = [body.get("work") for kind, body in env.stored_items(device).values()
+               if kind == "result"]
+    twice = sorted({w for w in results if results.count(w) > 1})
+    assert not twice, ("work ran twice across kills", twice)
+    record_property("evidence", "%d kills (%d offline); %d items on flash at kills, %d of them "
+                    "unsent, all stored; %d readings in %d lives, none missing or twice"
+                    % (KILLS, (KILLS + 1) // 2, sum(len(r) for _, r in ledger), len(unsent),
+                       len(rows), len(lives)))
+
+
+def test_6_group_command_reports_each_outcome(env, record_property):
+    """6. A group command to both meters reports each outcome.
+
+    A group of A and B; one `read` to the group; its status lists each member's outcome:
+    both `done`, each with that meter's own reading."""
+    r = env.api.post("/v1/groups", json={"name": "e2e-both", "members": list(METERS)})
+    assert r.status_code == 201, r.text
+    r = env.api.post("/v1/groups/e2e-both/work", json={"op": "read", "args": {},
+                                                       "expires_in": 120})
+    assert r.status_code == 202, r.text
+    cmd = r.json()
+    assert set(cmd["work"]) == set(METERS), cmd
+    path = "/v1/groups/e2e-both/work/%d" % cmd["gid"]
+    st = env.wait(lambda: (lambda s: s if s["counts"] == {"done": 2} else None)(env.get(path)),
+                  30, "both members of the group done")
+    for name in METERS:
+        out = st["outcomes"][name]
+        assert out["work"] == cmd["work"][name] and out["status"] == "done", st
+        assert _read_result(out["result"]), out
+        assert env.work(out["work"])["device"] == name
+    record_property("evidence", ", ".join("%s %s" % (n, st["outcomes"][n]["status"])
+                                          for n in METERS))
+
+
+def test_7_presence_unavailable_and_back(env, record_property):
+    """7. Presence goes `unavailable` when a meter stops calling in, and back.
+
+    B's uplink is cut (lab.partition: silence both ways). With margin_min=3 the head-end
+    derives `unavailable` (source `derived`) a few seconds after B's last contact; A stays
+    present. The cut is restored: B's next exchange brings back its stated `available`
+    (source `contact`). Both changes are in B's presence history with their times."""
+    device = "meter-b"
+    env.wait(lambda: env.presence(device)["state"] == "available", 30, "B available")
+    cut = time.time()
+    env.lab.partition("b")
+    try:
+        env.wait(lambda: env.presence(device)["state"] == "unavailable", MARGIN + 20,
+                 "B derived unavailable")
+        gone = time.time() - cut
+        assert env.presence("meter-a")["state"] != "unavailable", "A went unavailable too"
+    finally:
+        env.lab.partition("b", on=False)
+    restored = time.time()
+    env.wait(lambda: env.presence(device)["state"] == "available", 45, "B available again")
+    back = time.time() - restored
+    hist = [h for h in env.get("/v1/devices/%s/presence?limit=50" % device) if h["at"] >= cut]
+    hist.reverse()   # oldest first
+    states = [(h["state"], h["source"]) for h in hist]
+    assert ("unavailable", "derived") in states, states
+    i = states.index(("unavailable", "derived"))
+    assert ("available", "contact") in states[i + 1:], states
+    down = hist[i]["at"]
+    assert down - cut >= MARGIN - REPORT_S - 0.5, ("unavailable before the margin", hist)
+    record_property("evidence", "B unavailable %.1f s after the cut, available %.1f s after "
+                    "the restore" % (gone, back))
