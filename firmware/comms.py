@@ -19,6 +19,32 @@ class ExchangeError(Exception):
     pass
 
 
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def apply_response(link, resp):
+    """Apply a verified response (either transport): ack, server time, next contact, work.
+    Returns True when the meter should exchange again at once: results just queued, more
+    work waiting, or a backlog still to send. Only an ack that moved counts, so a stuck ack
+    never causes a tight loop."""
+    ack = resp.get("ack")
+    acked_before = link.outbox.acked
+    if isinstance(ack, int) and not isinstance(ack, bool):
+        link.outbox.ack(ack)
+    if _number(resp.get("time")):
+        link.clock.server_time(resp["time"])
+    nxt = resp.get("next")
+    if _number(nxt) and 0 <= nxt <= 86400:
+        link.poll_s = nxt
+    work = resp.get("work")
+    work = work if isinstance(work, list) else []
+    for item in work:
+        link.dispatcher.handle(item)
+    moved = link.outbox.acked > acked_before
+    return bool(work) or resp.get("more") is True or (moved and link.outbox.depth() > 0)
+
+
 def _nonce():
     # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
     # (boards/sim.py does), and nonces repeated after a restart are refused as replays (409).
@@ -140,23 +166,6 @@ class Comms:
             raise ExchangeError("response is not a JSON object")
         self.exchanges += 1
         self.last_ok = self.clock.now()
-        ack = resp.get("ack")
-        acked_before = self.outbox.acked
-        if isinstance(ack, int) and not isinstance(ack, bool):
-            self.outbox.ack(ack)
         if done:
             self.inbox.confirm(done)
-        t = resp.get("time")
-        if isinstance(t, (int, float)):
-            self.clock.server_time(t)
-        nxt = resp.get("next")
-        if isinstance(nxt, (int, float)) and 0 <= nxt <= 86400:
-            self.poll_s = nxt
-        work = resp.get("work")
-        work = work if isinstance(work, list) else []
-        for item in work:
-            self.dispatcher.handle(item)
-        # Call again at once for results just queued, more work, or a backlog still to send;
-        # only an ack that moved counts, so a stuck ack never causes a tight loop.
-        moved = self.outbox.acked > acked_before
-        return bool(work) or resp.get("more") is True or (moved and self.outbox.depth() > 0)
+        return apply_response(self, resp)

@@ -44,7 +44,7 @@ import sys
 
 import envelope
 from clock import ticks_diff, ticks_ms
-from comms import _nonce
+from comms import _nonce, apply_response
 from httpc import _tls_reason
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -516,24 +516,7 @@ class MqttComms:
             if self.sent_done:
                 self.inbox.confirm(self.sent_done)
                 self.sent_done = []
-        ack = resp.get("ack")
-        acked_before = self.outbox.acked
-        if isinstance(ack, int) and not isinstance(ack, bool):
-            self.outbox.ack(ack)
-        t = resp.get("time")
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
-            self.clock.server_time(t)
-        nxt = resp.get("next")
-        if isinstance(nxt, (int, float)) and not isinstance(nxt, bool) and 0 <= nxt <= 86400:
-            self.poll_s = nxt
-        work = resp.get("work")
-        work = work if isinstance(work, list) else []
-        for item in work:
-            self.dispatcher.handle(item)
-        # Again at once for results (and duplicates' `done`), more work, or a backlog; only
-        # an ack that moved counts, so a stuck ack never causes a tight loop.
-        moved = self.outbox.acked > acked_before
-        if work or resp.get("more") is True or (moved and self.outbox.depth() > 0):
+        if apply_response(self, resp):
             self.want_up = True
         if self.after_exchange is not None:
             self.after_exchange()

@@ -17,6 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 import fw
+from system import free_port, wait_until  # noqa: F401  (used here and by the tests)
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -35,22 +36,6 @@ user headend
 topic readwrite bc/#
 topic readwrite homeassistant/#
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout, what, interval=0.02):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
 
 
 def mqtt_password(key_hex):

@@ -71,7 +71,8 @@ def summarize(raw):
     return out
 
 
-def machine():
+def machine(watched=("firmware", "boards")):
+    """Date, cores, CPU model and commit (noting uncommitted changes under `watched`)."""
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -84,9 +85,9 @@ def machine():
         git = ["git", "-C", str(ROOT)]
         commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "--", "firmware", "boards"],
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", *watched],
                                capture_output=True, text=True).stdout.strip()
-        commit += " (+ uncommitted firmware/boards changes)" if dirty else ""
+        commit += " (+ uncommitted changes)" if dirty else ""
     except OSError:
         commit = "unknown"
     return {"date": datetime.date.today().isoformat(), "nproc": os.cpu_count(), "cpu": model,

@@ -29,7 +29,6 @@ Figures are reported, never asserted. Everything is torn down on exit, failure o
 """
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -41,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import machine
 from bench_proxy import _breakdown, _idle_exchanges, _spawn_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,29 +94,6 @@ def _meter(system, work, device, key, url, lab, **settings):
     cfg.update(settings)
     m.config.write_text(json.dumps(cfg))
     return m.start()
-
-
-def machine():
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        git = ["git", "-C", str(ROOT)]
-        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(git + ["status", "--porcelain", "--", "firmware", "boards",
-                                      "tools/headend"],
-                               capture_output=True, text=True).stdout.strip()
-        commit += " (+ uncommitted firmware/boards/head-end changes)" if dirty else ""
-    except OSError:
-        commit = "unknown"
-    return {"date": datetime.date.today().isoformat(), "nproc": os.cpu_count(), "cpu": model,
-            "commit": commit}
 
 
 def _raise_interrupt(signum, frame):
@@ -265,7 +242,7 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
                     to_delivery_ms=wake, meter_turnaround_ms=turn)
 
     report = {
-        "machine": machine(), "path": path_note, "seed": seed,
+        "machine": machine(("firmware", "boards", "tools/headend")), "path": path_note, "seed": seed,
         "seconds": round(time.monotonic() - t_start, 1),
         "long_poll": sequential(driven["lp"]),
         "mqtt": dict(sequential(driven.get("mqtt", [])), enabled=broker is not None,
