@@ -1,0 +1,425 @@
+# Field configuration from the REPL (docs/field.md).
+#
+#   >>> import bc
+#   >>> bc.status()                      readings, presence, outbox, last exchange and error
+#   >>> bc.config()                      the config, secrets masked
+#   >>> bc.set('report_s', 5)            validate, persist, say what needs a restart
+#   >>> bc.wifi('ssid', 'password')      persist Wi-Fi credentials (never printed back)
+#   >>> bc.calibrate(230.0, 5.0)         v_cal / i_cal from a known load
+#   >>> bc.test_exchange()               one exchange with the head-end, and its outcome
+#
+# Bad input prints one line starting "bc: " and returns None (or False); never a traceback.
+# main.py attaches the running App (attach()); without one, bc works on the files on flash
+# and builds an App (not running) when it needs one.
+
+import json
+import os
+
+import config as configuration
+import store
+
+CONFIG_PATH = "config.json"   # relative to the working directory: "/" on a board
+STATE_DIR = "state"
+WIFI_PATH = "wifi.json"
+ERROR_PATH = STATE_DIR + "/last_error"
+LIVE = ("report_s", "poll_wait_s")  # applied by the running app at once; the rest on restart
+
+# The issue's dotted names and the flat config keys they stand for (any other dotted name:
+# dots become underscores, e.g. 'mqtt.host' -> 'mqtt_host').
+ALIASES = {
+    "server.url": "server_url",
+    "server.ca": "ca_file",
+    "device.id": "device_id",
+    "device.key": "device_key",
+    "report.interval": "report_s",
+    "report.every_s": "report_s",
+    "poll.wait_s": "poll_wait_s",
+    "cal.v": "v_cal",
+    "cal.i": "i_cal",
+}
+
+_app = None        # the App: attached by main.py, or built here on demand
+_attached = False  # True when main.py attached it
+_running = False   # True while main.py runs it (asyncio loop busy: no asyncio.run here)
+
+
+def _say(msg):
+    print("bc: " + msg)
+
+
+def _fail(msg):
+    _say(msg)
+    return None
+
+
+# --- hooks for main.py ---
+def attach(app, running=False):
+    global _app, _attached, _running
+    _app = app
+    _attached = app is not None
+    _running = running
+
+
+def set_running(flag):
+    global _running
+    _running = flag
+
+
+def record_error(text):
+    """Keep the last unexpected error on flash, so bc.status() shows it after the reset."""
+    try:
+        _mkdir(STATE_DIR)
+        store.write_record(ERROR_PATH, text.encode())
+    except OSError:
+        pass
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def make_board():
+    """The board: the port's `board` module (board.make()), else the simulated board."""
+    try:
+        import board
+    except ImportError:
+        board = None
+    if board is not None and hasattr(board, "make"):
+        return board.make()
+    from sim import SimBoard
+    from sim_meter import DEFAULT_SCENARIO
+
+    return SimBoard(DEFAULT_SCENARIO)
+
+
+def _load():
+    try:
+        return configuration.load(CONFIG_PATH)
+    except (ValueError, OSError) as exc:
+        _say("cannot read %s: %s" % (CONFIG_PATH, exc))
+        return None
+
+
+def _get_app():
+    global _app
+    if _app is not None:
+        return _app
+    cfg = _load()
+    if cfg is None:
+        return None
+    try:
+        from app import App
+
+        _mkdir(STATE_DIR)
+        _app = App(make_board(), cfg, STATE_DIR, config_path=CONFIG_PATH, realtime=False)
+    except (ValueError, OSError, ImportError) as exc:
+        return _fail("cannot start the app: %s" % (exc,))
+    return _app
+
+
+def _forget_idle_app():
+    # an App built here holds the old config: build it again next time
+    global _app
+    if not _attached:
+        _app = None
+
+
+# --- config ---
+def _name(name):
+    if not isinstance(name, str):
+        return None
+    if name in ALIASES:
+        return ALIASES[name]
+    return name.replace(".", "_")
+
+
+def _coerce(name, value):
+    # typed at a prompt: '5' for 5, 'true' for True
+    if not isinstance(value, str) or name not in configuration.DEFAULTS:
+        return value
+    kind = type(configuration.DEFAULTS[name])
+    text = value.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        return value
+    if kind in (int, float):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return value
+    return value
+
+
+def _wifi_saved():
+    try:
+        data = store.read_record(WIFI_PATH)
+        return json.loads(data) if data else None
+    except (ValueError, OSError):
+        return None
+
+
+def config():
+    """Print the config, secrets masked; returns the masked dict."""
+    if _attached:
+        cfg = _app.public_config()
+    else:
+        raw = _load()
+        if raw is None:
+            return None
+        cfg = configuration.public(raw)
+    w = _wifi_saved() or {}
+    cfg["wifi_ssid"] = w.get("ssid", "")
+    cfg["wifi_password"] = "(set)" if w.get("password") else ""
+    for name in sorted(cfg):
+        print("  %-18s %r" % (name, cfg[name]))
+    return None
+
+
+def set(name, value):
+    """Validate, persist (write-then-rename), and say whether a restart is needed."""
+    key = _name(name)
+    if key is None:
+        return _fail("the setting's name must be text, e.g. bc.set('report_s', 5)")
+    if key in ("wifi_ssid", "wifi_password"):
+        return _fail("use bc.wifi(ssid, password) for Wi-Fi")
+    value = _coerce(key, value)
+    try:
+        if _attached:
+            result = _app.change_config({key: value})
+            restart = result["restart_needed"]
+        else:
+            cfg = _load()
+            if cfg is None:  # a damaged file must not lock the field person out
+                _say("starting from the defaults")
+                cfg = dict(configuration.DEFAULTS)
+            new = configuration.validate({key: value}, cfg)
+            configuration.save(CONFIG_PATH, new)
+            _forget_idle_app()
+            restart = [key] if key not in LIVE else []
+    except ValueError as exc:  # ConfigError: the reason, one line
+        _say("not saved: %s" % (exc,))
+        return False
+    except OSError as exc:
+        _say("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
+        return False
+    if key in configuration.SECRETS:
+        shown = "(set)" if value else "''"
+    else:
+        shown = repr(configuration.check(key, value))
+    if restart:
+        _say("%s = %s saved; takes effect after a restart (machine.reset())" % (key, shown))
+    elif _running:
+        _say("%s = %s saved and applied" % (key, shown))
+    else:
+        _say("%s = %s saved" % (key, shown))
+    return True
+
+
+def wifi(ssid, password=""):
+    """Persist Wi-Fi credentials (the password is never printed) and connect if we can."""
+    if not isinstance(ssid, str) or not 1 <= len(ssid) <= 32:
+        return _fail("not saved: ssid must be text of 1 to 32 characters")
+    if not isinstance(password, str) or not (password == "" or 8 <= len(password) <= 63):
+        return _fail("not saved: password must be empty (open network) or 8 to 63 characters")
+    try:
+        store.write_record(WIFI_PATH, json.dumps({"ssid": ssid, "password": password}).encode())
+    except OSError as exc:
+        return _fail("not saved: cannot write %s: %s" % (WIFI_PATH, exc))
+    _say("Wi-Fi %r saved (password %s)" % (ssid, "set" if password else "empty"))
+    connect_wifi()
+    return True
+
+
+def connect_wifi():
+    """Start connecting with the saved credentials; returns the WLAN, or None."""
+    try:
+        import network
+    except ImportError:
+        _say("no Wi-Fi on this port (no network module): credentials kept, nothing to connect")
+        return None
+    w = _wifi_saved()
+    if not w:
+        return _fail("no Wi-Fi credentials saved: bc.wifi(ssid, password)")
+    try:
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        wlan.connect(w["ssid"], w["password"])
+    except (OSError, AttributeError, KeyError) as exc:
+        return _fail("Wi-Fi connect failed: %s" % (exc,))
+    _say("connecting to %r; bc.status() shows the link" % (w["ssid"],))
+    return wlan
+
+
+def _wifi_line():
+    try:
+        import network
+    except ImportError:
+        return "no Wi-Fi on this port"
+    try:
+        wlan = network.WLAN(network.STA_IF)
+        if wlan.isconnected():
+            return "connected, %s" % (wlan.ifconfig()[0],)
+        return "not connected"
+    except (OSError, AttributeError):
+        return "unknown"
+
+
+# --- status ---
+def _last_error(app):
+    err = app.comms.last_error if app is not None and app.comms is not None else None
+    if err:
+        return err
+    try:
+        data = store.read_record(ERROR_PATH)
+        return data.decode() if data else None
+    except (ValueError, OSError):
+        return None
+
+
+def status():
+    """Print readings, presence, outbox depth, the last exchange and the last error."""
+    app = _get_app()
+    if app is None:
+        return None
+    s = app.status_reading()
+    r = s.get("reading")
+    state = "running" if _running else ("stopped" if _attached else "not running")
+    print("  app        %s, device %r, transport %s" % (state, app.cfg["device_id"],
+                                                         app.cfg["transport"]))
+    if r:
+        print("  reading    %.1f V  %.3f A  %.1f W  pf %.3f  %.2f Hz" % (
+            r["vrms"], r["irms"], r["p"], r["pf"], r["f"]))
+    else:
+        print("  reading    none yet")
+    regs = s.get("registers") or {}
+    if regs:
+        print("  energy Wh  " + "  ".join("%s %s" % (k, regs[k]) for k in sorted(regs)))
+    print("  presence   %s   relay %s" % (s["presence"], s["relay"]))
+    print("  outbox     %d waiting" % (app.outbox.depth(),))
+    comms = app.comms
+    if comms is None:
+        print("  exchange   no head-end configured")
+    elif comms.last_ok is None:
+        print("  exchange   none yet")
+    else:
+        ago = app.clock.now() - comms.last_ok
+        print("  exchange   last ok %.0f s ago (%d in all)" % (ago, comms.exchanges))
+    err = _last_error(app)
+    print("  last error %s" % (err or "none",))
+    print("  wifi       %s" % (_wifi_line(),))
+    return None
+
+
+# --- calibration ---
+def _measure(app, max_s=5):
+    """A fresh reading, measured here when the app is not running."""
+    import array
+
+    board = app.board
+    n_block = 128
+    vb = array.array("H", [0] * n_block)
+    ib = array.array("H", [0] * n_block)
+    limit = int(max_s * board.sample_rate)
+    done = 0
+    while done < limit:
+        n = board.read(vb, ib)
+        if n == 0:
+            break
+        app.meter.feed(vb, ib, n)
+        done += n
+        r = app.reporter.take()
+        if r is not None:
+            app.last_reading = r
+            return r
+    return None
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def calibrate(v_ref, i_ref):
+    """From a known load (v_ref volts rms, i_ref amps rms, as a reference meter shows)
+    and the latest reading: new v_cal, i_cal gains, validated and persisted."""
+    if not (_number(v_ref) and _number(i_ref)):
+        return _fail("v_ref and i_ref must be positive numbers (V rms, A rms), "
+                     "e.g. bc.calibrate(230.0, 5.0)")
+    app = _get_app()
+    if app is None:
+        return None
+    r = app.last_reading if _running else _measure(app)
+    if r is None:
+        return _fail("no reading yet: wait a second and try again")
+    if r["vrms"] <= 0 or r["irms"] <= 0:
+        return _fail("the reading shows %.1f V, %.3f A: calibrate with voltage and a load on"
+                     % (r["vrms"], r["irms"]))
+    # the reading was made with the gains the meter started with
+    v_cal = app.meter.config["v_cal"] * v_ref / r["vrms"]
+    i_cal = app.meter.config["i_cal"] * i_ref / r["irms"]
+    changes = {"v_cal": round(v_cal, 5), "i_cal": round(i_cal, 5)}
+    try:
+        if _attached:
+            app.change_config(changes)
+        else:
+            new = configuration.validate(changes, _load() or {})
+            configuration.save(CONFIG_PATH, new)
+            _forget_idle_app()
+    except ValueError as exc:
+        _say("not saved: %s (measured %.2f V, %.4f A: check the wiring and the reference)"
+             % (exc, r["vrms"], r["irms"]))
+        return False
+    except OSError as exc:
+        return _fail("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
+    _say("measured %.2f V, %.4f A; v_cal = %s, i_cal = %s saved; takes effect after a "
+         "restart (machine.reset())" % (r["vrms"], r["irms"], changes["v_cal"],
+                                         changes["i_cal"]))
+    return True
+
+
+# --- one exchange ---
+def test_exchange(timeout_s=45):
+    """One exchange with the head-end; prints the outcome. True when it went through."""
+    app = _get_app()
+    if app is None:
+        return None
+    comms = app.comms
+    if comms is None:
+        return _fail("no head-end configured: bc.set('server_url', 'https://...') "
+                     "(or transport 'mqtt' and mqtt_host), then restart")
+    if _running:
+        comms.kick()
+        _say("the app is running: exchange requested now; bc.status() shows the outcome")
+        return None
+    if not hasattr(comms, "exchange"):
+        return _fail("the MQTT link runs only inside the app: start it (import main) "
+                     "and see bc.status()")
+    import asyncio
+
+    depth = app.outbox.depth()
+    try:
+        asyncio.run(asyncio.wait_for(comms.exchange(), timeout_s))
+    except Exception as exc:  # network down, refused, bad signature: one line, no traceback
+        comms.last_error = "%s: %s" % (type(exc).__name__, exc)
+        try:
+            comms.http.close()
+        except Exception:
+            pass
+        _say("exchange failed: %s" % (comms.last_error,))
+        return False
+    try:
+        comms.http.close()  # no socket left open for the next asyncio.run
+    except Exception:
+        pass
+    comms.last_error = None
+    _say("exchange ok: %d waiting before, %d now" % (depth, app.outbox.depth()))
+    return True
