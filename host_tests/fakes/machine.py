@@ -1,0 +1,182 @@
+# Fake `machine` for desktop tests of boards/*: ADC, Pin, Timer, mem32, idle.
+# Usable under CPython and the MicroPython unix port: put host_tests/fakes first on sys.path.
+#
+# Simulated time: a nanosecond clock (`now_ns[0]`) that advances only when the fake hardware
+# acts: each ADC read costs ADC_READ_NS, each Timer tick moves it to the tick's due time.
+# fake_ticks_us() reads it; pass it to a board as `ticks=` for exact start-up measurements.
+# idle() runs the fake hardware once (one hook: a Timer firing or rp2.DMA moving a half).
+# Nothing here allocates per sample, so gc.mem_alloc() around a board's read() measures the
+# board alone.
+
+import array
+
+now_ns = [0]
+ADC_READ_NS = 25000  # one ADC read: the inter-channel delay a board should measure
+UV_PER_COUNT = 805   # fake read_uv() characteristic: uv = UV_PER_COUNT * raw + UV_OFFSET
+UV_OFFSET = 142000
+hook = [None]        # the fake hardware idle() drives
+_idle_calls = [0]
+
+
+def fake_ticks_us():
+    return (now_ns[0] // 1000) & 0x3FFFFFFF
+
+
+def idle():
+    _idle_calls[0] += 1
+    h = hook[0]
+    if h is None:
+        raise RuntimeError("idle() with no fake hardware running: the board would wait forever")
+    h()
+
+
+def freq():
+    return 240000000
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    instances = {}
+
+    def __init__(self, id, mode=None, value=None, **kw):
+        self.id = id
+        self.mode = mode
+        self._value = value or 0
+        Pin.instances[id] = self
+
+    def value(self, v=None):
+        if v is None:
+            return self._value
+        self._value = v
+
+    def __repr__(self):
+        return "Pin(%r)" % (self.id,)
+
+
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+    WIDTH_12BIT = 3
+    instances = {}  # pin id -> ADC
+
+    def __init__(self, pin, atten=None):
+        self.pin = pin.id if isinstance(pin, Pin) else pin
+        self.attn = atten
+        self.bits = None
+        self.source = array.array("H", [2048])  # canned raw counts, cycled
+        self.index = 0
+        ADC.instances[self.pin] = self
+
+    def atten(self, a):
+        self.attn = a
+
+    def width(self, w):
+        self.bits = w
+
+    def feed(self, codes):
+        """Canned raw counts (any iterable), returned in turn by read() and cycled."""
+        self.source = array.array("H", codes)
+        self.index = 0
+
+    def read(self):
+        now_ns[0] += ADC_READ_NS
+        k = self.index
+        v = self.source[k]
+        k += 1
+        self.index = 0 if k == len(self.source) else k
+        return v
+
+    def read_u16(self):
+        r = self.read()
+        return (r << 4) | (r >> 8)
+
+    def read_uv(self):
+        return UV_PER_COUNT * self.read() + UV_OFFSET
+
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+    hard_supported = True  # set False to act like a port whose Timer has no hard=
+    per_idle = 64          # ticks run per idle() call
+    instances = {}
+
+    def __init__(self, id=-1, **kw):
+        self.id = id
+        self.callback = None
+        self.inits = []
+        self.skip = 0
+        Timer.instances[id] = self
+        self._run = self._on_idle  # bound once: idle() allocates nothing
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=PERIODIC, freq=None, period=None, callback=None, hard=None):
+        if hard is not None and not Timer.hard_supported:
+            raise TypeError("unexpected keyword argument 'hard'")
+        if freq is None:
+            freq = 1000 / period
+        self.inits.append({"mode": mode, "freq": freq, "hard": hard})
+        self.freq = freq
+        self.hard = hard
+        self.callback = callback
+        self.period_ns = 1000000000 // freq
+        self.next_ns = now_ns[0] + self.period_ns
+        hook[0] = self._run
+
+    def deinit(self):
+        self.callback = None
+        if hook[0] == self._run:
+            hook[0] = None
+
+    def drop(self, n):
+        """The next n ticks produce no callback (a soft callback lost in the queue)."""
+        self.skip += n
+
+    def fire(self, n):
+        for _ in range(n):
+            now_ns[0] = self.next_ns
+            self.next_ns += self.period_ns
+            if self.skip:
+                self.skip -= 1
+                continue
+            if self.callback is None:
+                return
+            self.callback(self)
+
+    def _on_idle(self):
+        self.fire(Timer.per_idle)
+
+
+class _Mem:
+    """machine.mem32: register reads and writes recorded per address."""
+
+    def __init__(self):
+        self.regs = {}
+        self.writes = []
+        self.w1c = {}  # address -> bits that writing 1 clears (they read back as 0)
+
+    def __getitem__(self, addr):
+        return self.regs.get(addr, 0)
+
+    def __setitem__(self, addr, value):
+        self.writes.append((addr, value))
+        self.regs[addr] = value & ~self.w1c.get(addr, 0)
+
+
+mem32 = _Mem()
+
+
+def reset():
+    """Fresh fake hardware (between test cases in one process)."""
+    now_ns[0] = 0
+    hook[0] = None
+    Pin.instances = {}
+    ADC.instances = {}
+    Timer.instances = {}
+    Timer.hard_supported = True
+    mem32.regs = {}
+    mem32.writes = []
