@@ -1,5 +1,8 @@
 """The shared set-up of the end-to-end firewall proof (test_e2e.py): the lab, the head-end
-in its outside namespace, one meter per site, and the helpers the scenarios use."""
+in its outside namespace, one meter per site, and the helpers the scenarios use. The set-up
+is parametrized over the transport: `http` (the meters long-poll the head-end) and `mqtt`
+(mosquitto runs in the outside namespace next to the head-end and its bridge; the meters
+connect to the broker), so every scenario runs once for each (test ids `[http]`, `[mqtt]`)."""
 
 
 import json
@@ -19,6 +22,7 @@ import system
 
 sys.path.insert(0, str(system.ROOT / "tools"))
 import netlab  # noqa: E402
+from headend import broker as headend_broker  # noqa: E402
 
 if str(fw.FIRMWARE) not in sys.path:
     sys.path.append(str(fw.FIRMWARE))      # firmware/outbox.py and store.py, on CPython
@@ -30,6 +34,9 @@ KILLS = 5                  # scenario 5: kill -9 this many times
 SEED = int(os.environ.get("BC_E2E_SEED", "20250105"))
 BLOCKED_TIMEOUT = 2.0      # an inbound probe gives up after this long
 METERS = {"meter-a": "a", "meter-b": "b"}
+TRANSPORTS = ("http", "mqtt")
+MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
+                           # broker drops a silent client after 1.5 x this (scenario 7)
 
 
 
@@ -52,16 +59,26 @@ def _why_skip():
     return None
 
 
+def _why_skip_mqtt():
+    try:
+        headend_broker.find("mosquitto")
+    except headend_broker.BrokerError as e:
+        return "the mqtt transport needs mosquitto: %s" % e
+    return None
+
+
 SKIP = _why_skip()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
 class Env:
-    """The lab, the head-end, the two meters and an operator API client (from `out`)."""
+    """The lab, the head-end (and for mqtt the broker), the two meters and an operator API
+    client (from `out`). `endpoint` is the (address, port) the meters connect to: the
+    head-end's for http, the broker's for mqtt."""
 
-    def __init__(self, work, lab):
-        self.dir, self.lab = work, lab
-        self.headend = self.api = None
+    def __init__(self, work, lab, transport):
+        self.dir, self.lab, self.transport = work, lab, transport
+        self.headend = self.broker = self.api = self.endpoint = None
         self.meters = {}
 
     def wait(self, predicate, timeout, what, interval=0.2):
@@ -73,6 +90,8 @@ class Env:
 
     def logs(self, lines=12):
         parts = [("head-end", self.headend.log() if self.headend else "")]
+        if self.broker is not None:
+            parts.append(("mosquitto", self.broker.log()))
         parts += [(name, m.log()) for name, m in self.meters.items()]
         return "\n".join("--- %s log (last %d lines):\n%s" % (name, lines, "\n".join(
             text.splitlines()[-lines:])) for name, text in parts)
@@ -99,6 +118,9 @@ class Env:
 
     def run(self, device, op, args=None, timeout=30, **extra):
         return self.finished(self.queue(device, op, args, **extra), timeout)
+
+    def device(self, device):
+        return self.get("/v1/devices/%s" % device)
 
     def readings(self, device):
         return self.get("/v1/devices/%s/readings?limit=10000" % device)
@@ -143,11 +165,14 @@ class Env:
         return proc is not None and proc.poll() is None
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def env(request, tmp_path_factory):
+    transport = request.param
+    if transport == "mqtt" and SKIP is None and _why_skip_mqtt():
+        pytest.skip(_why_skip_mqtt())
+    work = tmp_path_factory.mktemp("e2e-%s" % transport)
     lab = netlab.Lab("bc-e%s" % uuid.uuid4().hex[:6])
-    e = Env(work, lab)
+    e = Env(work, lab, transport)
     try:
         lab.up()
         settings = work / "headend.json"
@@ -155,6 +180,14 @@ def env(tmp_path_factory):
         he = e.headend = system.Headend(work, host=lab.headend_ip, lab=lab,
                                          extra=["--config", str(settings)])
         token = he.add_token("alice", "operator")
+        if transport == "mqtt":
+            # the broker in `out` on the head-end's address, beside the head-end (its bridge)
+            e.broker = system.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")
+            e.broker.start()
+            he.extra += e.broker.serve_args()
+            e.endpoint = (lab.headend_ip, e.broker.port)
+        else:
+            e.endpoint = (lab.headend_ip, he.port)
         he.start()
         e.api = he.api(token)
         keys = {}
@@ -162,15 +195,28 @@ def env(tmp_path_factory):
             r = e.api.post("/v1/devices", json={"id": name})
             assert r.status_code == 201 and r.json()["poll"] == 0, r.text
             keys[name] = r.json()["key"]
+        if transport == "mqtt":
+            e.broker.reload()                # the meters' logins and ACLs, now registered
+            e.wait(lambda: e.get("/v1/mqtt")["connected"], 30, "the bridge to connect")
+            mqtt_cfg = e.broker.meter_settings(keepalive=MQTT_KEEPALIVE)
+            url = ""
+        else:
+            mqtt_cfg, url = {}, he.url
         for name, site in METERS.items():
-            e.meters[name] = system.Meter(work, name, keys[name], he.url, lab=lab, ns=site,
-                                          report_s=REPORT_S)
+            e.meters[name] = system.Meter(work, name, keys[name], url, lab=lab, ns=site,
+                                          report_s=REPORT_S, **mqtt_cfg)
             e.start(name)
         for name in METERS:
             e.wait(lambda: e.readings(name), 30, "the first reading from %s" % name)
+            got = e.device(name)["transport"]
+            assert got == transport, (name, "exchanges over %s, not %s" % (got, transport))
         yield e
     finally:
-        lab.down()      # kills the head-end, the meters and the API helper; removes the lab
+        try:
+            if e.broker is not None:
+                e.broker.stop()
+        finally:
+            lab.down()  # kills the head-end, broker, meters and the API helper; removes the lab
 
 
 def _sockets(pid):

@@ -209,6 +209,14 @@ class Broker:
     def serve_args(self):
         return ["--mqtt-dir", str(self.dir)]
 
+    def reload(self, timeout=10):
+        """configure() again for a running broker (it sends the SIGHUP), and wait until
+        mosquitto has reread its files (its log says `Reloading config.`)."""
+        seen = self.log().count("Reloading config")
+        self.configure()
+        wait_until(lambda: self.log().count("Reloading config") > seen, timeout,
+                   "mosquitto to reload its passwd and acl")
+
     def meter_settings(self, keepalive=10):
         """Firmware config keys for a Meter that talks MQTT to this broker (keepalive None:
         the firmware's default)."""

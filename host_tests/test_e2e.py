@@ -3,17 +3,25 @@ namespace and one real meter (MicroPython unix port, simulated board) in each si
 behind the default stateful firewall of tools/netlab.py (docs/e2e.md). Every byte between them
 crosses the lab's veths; the sites accept only replies to connections they opened.
 
-The seven scenarios are the tests below, in order (`make e2e` prints them as a table):
-they share one lab, one head-end and two meters (module fixture), and each leaves the
-meters running and connected for the next. Needs root, iproute2 and nftables; skipped,
-saying why, otherwise. The lab is always torn down (finalizer), also when a test fails.
+The seven scenarios are the tests below, in order (`make e2e` prints them as a table), and
+each runs over both transports (the module fixture `env` is parametrized, ids `[http]` and
+`[mqtt]`): over http the meters long-poll the head-end; over mqtt a real mosquitto runs in
+the outside namespace next to the head-end (whose bridge is its client, `serve --mqtt-dir`)
+and the meters hold a connection to the broker (plain MQTT on the lab address). Per
+transport the scenarios share one lab, one head-end and two meters, and each leaves the
+meters running and connected for the next. Needs root, iproute2 and nftables (and mosquitto
+for mqtt); skipped, saying why, otherwise. The lab is always torn down (finalizer), also when
+a test fails.
 
 The meters are registered through the operator API, so with the head-end's default_poll
-(0: continuous long-poll, `next` = 0). Settings for speed: report_s=1 on the meters (a
-reading a second; the meter's long-poll then waits at most 1 s), presence margin_min=3 s.
-BC_E2E_SEED picks the kill moments of scenario 5 (default 20250105).
+(0: continuous long-poll, `next` = 0; on MQTT the heartbeat, mqtt_heartbeat 60 s). Settings
+for speed: report_s=1 on the meters (a reading a second; the meter's long-poll then waits at
+most 1 s, and an MQTT meter publishes an `up` a second), presence margin_min=3 s, and
+mqtt_keepalive=10 s on MQTT meters. BC_E2E_SEED picks the kill moments of scenario 5
+(default 20250105).
 """
 
+import math
 import random
 import signal
 import time
@@ -22,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from e2e_env import (  # noqa: F401  (env is a fixture)
-    BLOCKED_TIMEOUT, KILLS, MARGIN, METERS, REPORT_S, SEED, _drop_counters, _interval,
-    _outbox_on_flash, _read_result, _same, _sockets, env,
+    BLOCKED_TIMEOUT, KILLS, MARGIN, METERS, MQTT_KEEPALIVE, REPORT_S, SEED, _drop_counters,
+    _interval, _outbox_on_flash, _read_result, _same, _sockets, env,
 )
 
 
@@ -36,7 +44,7 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
     listens, all get silence (dropped, not refused) and the site's `ct state new` drop
     counter rises. The meter processes hold no listening socket (lab.listening_sockets,
     from /proc), and every socket they do hold is a TCP connection they opened to the
-    head-end."""
+    head-end (http) or to the broker beside it (mqtt), and none to anything else."""
     lab = env.lab
     servers = {}
     try:
@@ -69,16 +77,16 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
     for s in ("a", "b"):
         assert _drop_counters(lab, s) >= before[s] + 3, "site %s dropped nothing new" % s
 
-    port = env.headend.port
+    peer = {"http": "the head-end", "mqtt": "the broker"}[env.transport]
     for name in METERS:
         pid = env.meters[name].proc.pid
         assert lab.listening_sockets(pid) == [], (name, lab.listening_sockets(pid))
         seen = set()
-        for _ in range(30):    # the meter reconnects for each exchange: sample for a while
+        for _ in range(30):    # an http meter reconnects for each exchange: sample a while
             socks = _sockets(pid)
             for proto, state, host, rport in socks:
-                assert proto == "tcp" and (host, rport) == (lab.headend_ip, port) \
-                    and state != "0A", (name, "socket not to the head-end", socks)
+                assert proto == "tcp" and (host, rport) == env.endpoint \
+                    and state != "0A", (name, "socket not to %s" % peer, env.endpoint, socks)
             seen.update(socks)
             if any(st == "01" for _, st, _, _ in seen):     # ESTABLISHED
                 break
@@ -86,25 +94,40 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
         assert any(st == "01" for _, st, _, _ in seen), (name, "no connection seen", seen)
     waited = max(r["seconds"] for r in results[:len(inbound)])
     record_property("evidence", "%d inbound probes got silence (%.1f s each); drops a +%d, b +%d;"
-                    " meters listen on nothing, connect out only"
+                    " meters listen on nothing, connect out only, to %s :%d"
                     % (len(inbound), waited, _drop_counters(lab, "a") - before["a"],
-                       _drop_counters(lab, "b") - before["b"]))
+                       _drop_counters(lab, "b") - before["b"], peer, env.endpoint[1]))
 
 
 def test_2_operator_command_round_trip(env, record_property):
     """2. An operator command reaches meter A and its result comes back.
 
-    `read` queued by operator alice through the API is done, once delivered, within a few
-    seconds (it rides the response to A's own long-poll), and its result is A's live
-    reading (230 V) and energy registers."""
-    w = env.run("meter-a", "read")
+    `read` queued by operator alice through the API is done within a few seconds, and its
+    result is A's live reading (230 V) and energy registers; A ran it once (one result
+    stored for it). Over http it rides the response to A's own long-poll (one delivery).
+    Over mqtt the bridge pushes it at once on A's `down` topic, into the connection A
+    opened to the broker (the bridge's `pushed` count rises); if an `up` of A crossed the
+    push, its answer carries the work again and A's inbox runs it only once."""
+    device = "meter-a"
+    assert env.device(device)["transport"] == env.transport
+    pushed = env.get("/v1/mqtt")["counts"].get("pushed", 0) if env.transport == "mqtt" else 0
+    w = env.run(device, "read")
     assert w["status"] == "done", w
-    assert w["from"] == "operator:alice" and w["role"] == "operator" and w["deliveries"] == 1, w
+    assert w["from"] == "operator:alice" and w["role"] == "operator", w
+    if env.transport == "http":
+        assert w["deliveries"] == 1, w
+    else:
+        assert w["deliveries"] >= 1, w
+        assert env.get("/v1/mqtt")["counts"].get("pushed", 0) > pushed, "not pushed"
     assert w["finished_at"] - w["created"] < 5, w
     assert w["result"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
     assert w["result"]["registers"]["import_wh"] > 0
-    record_property("evidence", "read done %.2f s after it was queued, %.1f V"
-                    % (w["finished_at"] - w["created"], w["result"]["reading"]["vrms"]))
+    results = [body for kind, body in env.stored_items(device).values()
+               if kind == "result" and body.get("work") == w["id"]]
+    assert len(results) == 1, ("ran %d times" % len(results), results)
+    record_property("evidence", "read done %.2f s after it was queued, %.1f V%s"
+                    % (w["finished_at"] - w["created"], w["result"]["reading"]["vrms"],
+                       ", pushed over MQTT" if env.transport == "mqtt" else ""))
 
 
 def test_3_rendezvous_a_asks_b(env, record_property):
@@ -129,21 +152,32 @@ def test_3_rendezvous_a_asks_b(env, record_property):
 def test_4_work_queued_while_down_is_delivered(env, record_property):
     """4. Work queued while B is down is delivered when B comes back.
 
-    B is killed (-9). An operator `read` for B and a rendezvous `send` from A to B are
-    queued; 2 s later neither has run (B's read is still open). B restarts with the same
-    state dir: B's read is done, and A gets B's result for the send."""
+    B is killed (-9). Over mqtt the broker sees B's connection close and publishes B's Last
+    Will, recorded first (presence `unavailable`, source `lwt`). An operator `read` for B
+    and a rendezvous `send` from A to B are queued; 2 s later neither has run (B's read is
+    still open; over mqtt still `queued`: not pushed to a meter known to be gone). B
+    restarts with the same state dir: B's read is done, and A gets B's result for the
+    send."""
     ref = "e2e-r4"
-    env.meters["meter-b"].kill()
+    device = "meter-b"
+    lwts = [h for h in env.get("/v1/devices/%s/presence?limit=50" % device)
+            if h["source"] == "lwt"]
+    env.meters[device].kill()
     try:
-        wid = env.queue("meter-b", "read", expires_in=120)
-        w = env.run("meter-a", "send", {"to": "meter-b", "op": "read", "ref": ref})
+        if env.transport == "mqtt":
+            env.wait(lambda: [h for h in env.get("/v1/devices/%s/presence?limit=50" % device)
+                              if h["source"] == "lwt"] != lwts, 10, "B's Last Will")
+            assert env.presence(device)["state"] == "unavailable"
+        wid = env.queue(device, "read", expires_in=120)
+        w = env.run("meter-a", "send", {"to": device, "op": "read", "ref": ref})
         assert w["status"] == "done", w
         time.sleep(2)
         w = env.work(wid)
-        assert w["status"] in ("queued", "delivered") and w["result"] is None, w
+        open_ = ("queued",) if env.transport == "mqtt" else ("queued", "delivered")
+        assert w["status"] in open_ and w["result"] is None, w
         assert not env.messages(ref), "a result came back from a dead meter"
     finally:
-        env.start("meter-b")
+        env.start(device)
     back = time.time()
     w = env.finished(wid)
     assert w["status"] == "done" and _read_result(w["result"]), w
@@ -159,9 +193,15 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
 
     A is killed KILLS times at seeded random moments (BC_E2E_SEED), each 0.5-2 s into a
     life, with a `read` queued first so results are in flight too. The 2nd and 4th kill hit
-    A online, in the middle of its continuous 1 s long-polls (items stored at the head-end,
-    the ack not yet back). The 1st, 3rd and 5th hit A offline: its uplink is cut 1.5-3 s
-    before the kill, so readings pile up unsent on its flash (restored after the kill).
+    A online, in the middle of its exchanges (items stored at the head-end, the ack not yet
+    back): over http its continuous 1 s long-polls, over mqtt the `up` it publishes each
+    second and the answer on `down`. An MQTT exchange takes milliseconds, so the online
+    kills (both transports) are aimed 10-80 ms after a reading is due (its phase known from
+    the life's stored readings), when that reading is on flash on its way out (an MQTT meter
+    sends its `up` within 0.25 s); the evidence counts the unacked items they caught. The
+    1st, 3rd and 5th hit A offline: its uplink is cut 1.5-3 s before the kill, so readings
+    pile up unsent on its flash (restored after the kill; over mqtt the restarted A's
+    connection takes its session over from the old, half-open one at the broker).
     Each kill is SIGSTOP (the process freezes between two instructions, so its flash is
     exactly as a kill there leaves it), a read-only look at its outbox files with
     firmware/outbox.py, SIGKILL, then a restart on the same state dir. Checks:
@@ -183,7 +223,7 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
     """
     rng = random.Random(SEED)
     device, meter = "meter-a", env.meters["meter-a"]
-    ledger, kills, unsent = [], {}, []
+    ledger, kills, unsent, caught = [], {}, [], []
     try:
         for n in range(KILLS):
             offline = n % 2 == 0
@@ -192,12 +232,16 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
             if offline:
                 env.lab.partition("a")
                 time.sleep(rng.uniform(1.5, 3.0))
+            else:
+                _aim_after_reading(env, device, rng)
             assert env.running(device), "meter A exited by itself\n" + env.logs()
             life = len(env.lives(device)) - 1
             meter.proc.send_signal(signal.SIGSTOP)
             kills[life] = time.time()
             try:
                 ledger.append(_outbox_on_flash(meter.state))
+                if not offline:
+                    caught.append(sum(r["seq"] > ledger[-1][0] for r in ledger[-1][1]))
             finally:
                 meter.kill(signal.SIGKILL)
                 env.lab.partition("a", on=False)
@@ -273,10 +317,27 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
                if kind == "result"]
     twice = sorted({w for w in results if results.count(w) > 1})
     assert not twice, ("work ran twice across kills", twice)
-    record_property("evidence", "%d kills (%d offline); %d items on flash at kills, %d of them "
-                    "unsent, all stored; %d readings in %d lives, none missing or twice"
-                    % (KILLS, (KILLS + 1) // 2, sum(len(r) for _, r in ledger), len(unsent),
+    record_property("evidence", "%d kills (%d offline; online ones caught %s unacked); %d items "
+                    "on flash at kills, %d of them unsent, all stored; %d readings in %d lives, "
+                    "none missing or twice"
+                    % (KILLS, (KILLS + 1) // 2, "+".join(map(str, caught)),
+                       sum(len(r) for _, r in ledger), len(unsent),
                        len(rows), len(lives)))
+
+
+def _aim_after_reading(env, device, rng):
+    """Sleep until 10-80 ms after the meter's next reading is due (its readings come every
+    REPORT_S at a fixed phase per life, known from the life's first stored reading)."""
+    start = env.lives(device)[-1]
+
+    def last():
+        return max((r["body"]["t"] for r in env.readings(device) if r["body"]["t"] > start),
+                   default=None)
+
+    t = env.wait(last, 10, "a reading of A's new life", 0.05)
+    now = time.time()
+    due = t + math.ceil((now - t) / REPORT_S) * REPORT_S
+    time.sleep(max(0.0, due - now) + rng.uniform(0.01, 0.08))
 
 
 def test_6_group_command_reports_each_outcome(env, record_property):
@@ -306,17 +367,31 @@ def test_6_group_command_reports_each_outcome(env, record_property):
 def test_7_presence_unavailable_and_back(env, record_property):
     """7. Presence goes `unavailable` when a meter stops calling in, and back.
 
-    B's uplink is cut (lab.partition: silence both ways). With margin_min=3 the head-end
-    derives `unavailable` (source `derived`) a few seconds after B's last contact; A stays
-    present. The cut is restored: B's next exchange brings back its stated `available`
-    (source `contact`). Both changes are in B's presence history with their times."""
+    B's uplink is cut (lab.partition: silence both ways); A stays present throughout.
+    Which mechanism notices differs by transport, and the test requires that one:
+
+    - http: with margin_min=3 the head-end derives `unavailable` (source `derived`) a few
+      seconds after B's last contact (no sooner than the margin after the cut);
+    - mqtt: the broker, outside both sites, stops hearing B; after 1.5 x B's
+      mqtt_keepalive (10 s) it drops B's connection and publishes B's Last Will, recorded
+      as `unavailable` with source `lwt`, no sooner than the keepalive after the cut and
+      with no `derived` before it (the head-end's own derivation waits for mqtt_heartbeat
+      60 s + margin, so it cannot be what fired).
+
+    The cut is restored: B comes back `available` (http: its next exchange restores its
+    stated presence, source `contact`; mqtt: B reconnects to the broker and states its
+    presence on its presence topic, source `meter`, or its first `up` does, `contact`).
+    Both changes are in B's presence history with their times."""
     device = "meter-b"
+    mqtt = env.transport == "mqtt"
+    mechanism = "lwt" if mqtt else "derived"
     env.wait(lambda: env.presence(device)["state"] == "available", 30, "B available")
     cut = time.time()
     env.lab.partition("b")
     try:
-        env.wait(lambda: env.presence(device)["state"] == "unavailable", MARGIN + 20,
-                 "B derived unavailable")
+        limit = 1.5 * MQTT_KEEPALIVE + 15 if mqtt else MARGIN + 20
+        env.wait(lambda: env.presence(device)["state"] == "unavailable", limit,
+                 "B unavailable (%s)" % mechanism)
         gone = time.time() - cut
         assert env.presence("meter-a")["state"] != "unavailable", "A went unavailable too"
     finally:
@@ -327,10 +402,16 @@ def test_7_presence_unavailable_and_back(env, record_property):
     hist = [h for h in env.get("/v1/devices/%s/presence?limit=50" % device) if h["at"] >= cut]
     hist.reverse()   # oldest first
     states = [(h["state"], h["source"]) for h in hist]
-    assert ("unavailable", "derived") in states, states
-    i = states.index(("unavailable", "derived"))
-    assert ("available", "contact") in states[i + 1:], states
+    assert ("unavailable", mechanism) in states, states
+    i = states.index(("unavailable", mechanism))
+    assert all(st != "unavailable" for st, _ in states[:i]), ("another mechanism first", states)
+    sources = ("meter", "contact") if mqtt else ("contact",)
+    assert any(st == "available" and src in sources for st, src in states[i + 1:]), states
+    again = next(src for st, src in states[i + 1:] if st == "available" and src in sources)
     down = hist[i]["at"]
-    assert down - cut >= MARGIN - REPORT_S - 0.5, ("unavailable before the margin", hist)
-    record_property("evidence", "B unavailable %.1f s after the cut, available %.1f s after "
-                    "the restore" % (gone, back))
+    earliest = MQTT_KEEPALIVE if mqtt else MARGIN - REPORT_S - 0.5
+    assert down - cut >= earliest, ("unavailable before the %s could fire" % mechanism, hist)
+    if mqtt:
+        assert env.presence("meter-a")["state"] == "available"
+    record_property("evidence", "B unavailable (source %s) %.1f s after the cut, available "
+                    "(source %s) %.1f s after the restore" % (mechanism, gone, again, back))

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its seven scenarios.
+"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its seven scenarios,
+each over both transports (http, mqtt).
 
-    python tools/e2e.py [PYTEST ARGS...]     e.g. -x, -k test_5, -s
+    python tools/e2e.py [PYTEST ARGS...]     e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
 
-Runs host_tests/test_e2e.py (pytest -v): the real head-end in a network namespace and two
-real meters (MicroPython unix port) behind stateful nftables firewalls (tools/netlab.py,
-docs/e2e.md). Exits 0 when every scenario passed, 1 when one failed or did not run. Needs
-root, iproute2 and nftables; without them it says why, runs nothing and exits 0 (a skip is
-not a pass: the table says SKIP).
+Runs host_tests/test_e2e.py (pytest -v): the real head-end in a network namespace (over
+mqtt with mosquitto beside it) and two real meters (MicroPython unix port) behind stateful
+nftables firewalls (tools/netlab.py, docs/e2e.md). Exits 0 when every scenario passed, 1
+when one failed or did not run. Needs root, iproute2 and nftables; without them it says
+why, runs nothing and exits 0 (a skip is not a pass: the table says SKIP). Running as root
+without mosquitto, it installs Debian's (apt-get) first, as `make sim TRANSPORT=mqtt` does;
+if mosquitto is still missing, the mqtt rows say SKIP and the run fails.
 """
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "host_tests" / "test_e2e.py"
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow", "NOT RUN": "red"}
+TRANSPORTS = ("http", "mqtt")
 
 
 class Scenarios:
@@ -31,10 +36,14 @@ class Scenarios:
         self.rows = {}
 
     def pytest_collection_finish(self, session):
-        for item in session.items:      # after -k / -m deselection
+        for n, item in enumerate(session.items):      # after -k / -m deselection
             doc = getattr(item, "function", None).__doc__ or item.name
+            callspec = getattr(item, "callspec", None)
+            transport = callspec.params.get("env", "") if callspec else ""
             self.rows[item.nodeid] = {"title": doc.strip().splitlines()[0], "outcome": "NOT RUN",
-                                      "seconds": 0.0, "why": ""}
+                                      "seconds": 0.0, "why": "", "transport": transport,
+                                      "test": getattr(item, "originalname", item.name),
+                                      "order": n}
 
     def pytest_runtest_logreport(self, report):
         row = self.rows.get(report.nodeid)
@@ -63,35 +72,78 @@ def main(argv):
     rc = pytest.main(["-v", "-p", "no:cacheprovider", str(TESTS), *argv], plugins=[plugin])
     took = time.monotonic() - started
     rows = list(plugin.rows.values())
+    # pytest runs all of one transport, then the other; the table pairs them per scenario
+    first = {}
+    for row in rows:
+        first.setdefault(row["test"], row["order"])
+    rank = {t: i for i, t in enumerate(TRANSPORTS)}
+    rows.sort(key=lambda r: (first[r["test"]], rank.get(r["transport"], 99), r["order"]))
 
-    table = Table(title="backchannel end to end: head-end outside, meters behind firewalls")
+    table = Table(title="backchannel end to end: head-end (and MQTT broker) outside, "
+                        "meters behind firewalls", show_lines=False)
     table.add_column("scenario")
+    table.add_column("transport")
     table.add_column("result", justify="center")
     table.add_column("time", justify="right")
     table.add_column("detail", overflow="fold")
-    for row in rows:
-        table.add_row(row["title"], "[%s]%s[/]" % (STYLE[row["outcome"]], row["outcome"]),
+    for i, row in enumerate(rows):
+        same = i and rows[i - 1]["test"] == row["test"]
+        if i and not same:
+            table.add_section()
+        table.add_row("" if same else row["title"], row["transport"],
+                      "[%s]%s[/]" % (STYLE[row["outcome"]], row["outcome"]),
                       "%.1f s" % row["seconds"], row["why"])
     console.print()
     console.print(table)
 
+    per = []
+    for t in [t for t in TRANSPORTS if any(r["transport"] == t for r in rows)]:
+        mine = [r for r in rows if r["transport"] == t]
+        per.append("%s %d/%d (%.0f s)" % (t, sum(r["outcome"] == "PASS" for r in mine),
+                                          len(mine), sum(r["seconds"] for r in mine)))
+    per = "; ".join(per)
     count = {k: sum(r["outcome"] == k for r in rows) for k in STYLE}
     if rows and count["SKIP"] == len(rows):
         why = rows[0]["why"] or "skipped"
         console.print("[yellow]SKIP[/]: %s; nothing was proven" % why)
         return 0
     if rows and count["PASS"] == len(rows) and rc == 0:
-        console.print("[bold green]PASS[/]: %d/%d scenarios in %.0f s"
-                      % (len(rows), len(rows), took))
+        console.print("[bold green]PASS[/]: %d/%d scenarios in %.0f s: %s"
+                      % (len(rows), len(rows), took, per))
         return 0
     if not rows:
         console.print("[bold red]FAIL[/]: no scenario was collected (pytest exit %d)" % rc)
         return 1
     stopped = "interrupted; " if rc == pytest.ExitCode.INTERRUPTED else ""
     console.print("[bold red]FAIL[/]: %s%d passed, %d failed, %d skipped, %d not run, in %.0f s "
-                  "(pytest exit %d)" % (stopped, count["PASS"], count["FAIL"], count["SKIP"],
-                                        count["NOT RUN"], took, rc))
+                  "(pytest exit %d): %s" % (stopped, count["PASS"], count["FAIL"],
+                                            count["SKIP"], count["NOT RUN"], took, rc, per))
     return 1
+
+
+def ensure_mosquitto():
+    """Debian's mosquitto for the mqtt rows, installed on first use when running as root
+    (as `make sim TRANSPORT=mqtt` does). Without root, or if the install fails, the mqtt
+    rows skip, saying why."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from headend import broker
+
+    try:
+        return broker.find("mosquitto")
+    except broker.BrokerError:
+        pass
+    if os.geteuid() != 0:
+        return None
+    print("installing mosquitto (apt-get) for the mqtt transport ...", file=sys.stderr)
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "mosquitto"]):
+        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode:
+            print("could not install mosquitto: %s failed" % " ".join(cmd), file=sys.stderr)
+            return None
+    try:
+        return broker.find("mosquitto")
+    except broker.BrokerError:
+        return None
 
 
 def _interrupt(signum, frame):
@@ -103,4 +155,5 @@ if __name__ == "__main__":
     # SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: pytest runs the finalizers that
     # tear the lab down, instead of leaving namespaces and processes behind.
     signal.signal(signal.SIGTERM, _interrupt)
+    ensure_mosquitto()
     sys.exit(main(sys.argv[1:]))
