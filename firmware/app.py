@@ -87,7 +87,8 @@ class App:
 
     def _report_notices(self):
         for what, count in (("outbox records damaged", self.outbox.dropped_corrupt),
-                            ("energy slots damaged", self.energy_store.damaged)):
+                            ("energy slots damaged", self.energy_store.damaged),
+                            ("outbox seq/acked files damaged", self.outbox.damaged)):
             if count:
                 self.outbox.offer("notice", {"what": what, "count": count})
         if self.inbox.damaged:

@@ -83,7 +83,11 @@ def check(name, value):
         raise ConfigError("%s must be a finite number, got %r" % (name, value))
     if kind is int and value != int(value):
         raise ConfigError("%s must be a whole number, got %r" % (name, value))
-    value = kind(value)
+    try:
+        value = kind(value)
+    except OverflowError:  # an int too large for a float
+        raise ConfigError("%s must be between %s and %s, got a number too large"
+                          % (name, low, high))
     if name == "frequency" and value not in (50, 60):
         raise ConfigError("frequency must be 50 or 60, got %r" % (value,))
     if not low <= value <= high:

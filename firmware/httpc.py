@@ -187,7 +187,10 @@ class HttpClient:
             name, sep, value = h.partition(b":")
             if not sep:
                 raise HttpError("bad header line: %r" % (h[:80],))
-            resp_headers[name.strip().lower().decode()] = value.strip().decode()
+            try:
+                resp_headers[name.strip().lower().decode()] = value.strip().decode()
+            except UnicodeError:  # UnicodeDecodeError on CPython
+                raise HttpError("bad header line: %r" % (h[:80],))
         else:
             raise HttpError("too many header lines")
         size = resp_headers.get("content-length")

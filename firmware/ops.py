@@ -158,6 +158,10 @@ class Dispatcher:
         self.inbox.add(wid)
         op = item["op"]
         role = item.get("role")
+        if not isinstance(op, str):     # signed, but not an op name (unhashable, say)
+            return self._result(wid, "unknown_op", "no op %r on this meter" % (op,))
+        if not isinstance(role, str):
+            role = None
         expires = item.get("expires")
         if isinstance(expires, (int, float)) and expires < self.app.clock.now():
             return self._result(wid, "expired", "arrived after it expired")

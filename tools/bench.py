@@ -4,11 +4,13 @@ back channel (tools/bench_backchannel.py).
 Launches tools/bench_metering_mp.py under MicroPython and under CPython, takes the median of
 repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
 runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
-firewall as root, over loopback otherwise) and prints its table.
+firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
+(tools/bench_scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
+head-end, about 4 minutes; --scale-n to change the list, --no-scale to skip it).
 Timings are reported, never asserted; the exit status is 0 whenever the benchmarks ran.
 
     .venv/bin/python tools/bench.py [--json] [--runs N] [--seconds S] [--no-backchannel]
-                                    [--loopback]
+                                    [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
 """
 
 import argparse
@@ -172,6 +174,10 @@ def main(argv=None):
                     help="metering only: skip the back-channel bench")
     ap.add_argument("--loopback", action="store_true",
                     help="back-channel bench over loopback even as root (no firewall lab)")
+    ap.add_argument("--scale", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the head-end at scale bench (tools/bench_scale.py)")
+    ap.add_argument("--scale-n", default=os.environ.get("BENCH_SCALE_N", "1000,5000,10000"),
+                    help="meter counts for the scale bench [env BENCH_SCALE_N]")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -198,6 +204,22 @@ def main(argv=None):
             if not args.json:
                 print()
                 bench_backchannel.print_table(report["backchannel"])
+    if args.scale:
+        import bench_scale
+
+        try:
+            ns = [int(x) for x in args.scale_n.split(",") if x.strip()]
+            report["scale"] = bench_scale.measure(ns)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
+            print("scale bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("scale bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                bench_scale.print_table(report["scale"])
     if args.json:
         print(json.dumps(report, indent=2))
     return status

@@ -1,12 +1,13 @@
 """Operator REST API for groups and group commands."""
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from . import groups, outcomes, workq
 from .auth import Principal, principal
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409)}
+Gid = Path(ge=1, le=2**63 - 1)      # an SQLite INTEGER: larger ids overflowed (500)
 router = APIRouter(prefix="/v1/groups", tags=["groups"], responses=_ERRORS,
                    dependencies=[Depends(principal)])
 
@@ -57,7 +58,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request,
 
 
 @router.get("/{name}/work/{gid}", response_model=GroupStatus)
-async def group_status(name: str, gid: int, request: Request):
+async def group_status(name: str, request: Request, gid: int = Gid):
     hub = request.app.state.hub
     with hub.tx():
         outcomes.expire_due(hub, hub.now())
@@ -65,7 +66,7 @@ async def group_status(name: str, gid: int, request: Request):
 
 
 @router.delete("/{name}/work/{gid}", response_model=GroupStatus)
-async def group_cancel(name: str, gid: int, request: Request):
+async def group_cancel(name: str, request: Request, gid: int = Gid):
     """Cancel every member's item not delivered yet."""
     hub = request.app.state.hub
     _call(groups.status, hub.db, name, gid)

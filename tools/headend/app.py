@@ -4,6 +4,7 @@ bridge when one is configured (started and stopped with the app)."""
 
 import asyncio
 import logging
+import math
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
@@ -27,6 +28,7 @@ def sweep(hub):
     """One pass of the background task."""
     now = hub.now()
     with hub.tx() as db:
+        hub.flush_contacts()          # first: derive() must see every long-poll's contact
         outcomes.expire_due(hub, now)
         presence.derive(hub, now)
         db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
@@ -64,6 +66,7 @@ def create_app(settings=None, transform=None):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
+            hub.flush_contacts()
 
     app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,
                   description="Exchange endpoint for meters and the operator API "
@@ -90,7 +93,8 @@ def create_app(settings=None, transform=None):
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        errors = jsonable_encoder(exc.errors())
+        # NaN and Infinity (Python's json reads them) would make the echoed input unencodable
+        errors = jsonable_encoder(exc.errors(), custom_encoder={float: _finite_or_text})
         parts = ["%s: %s" % (".".join(str(p) for p in e.get("loc", ())), e.get("msg"))
                  for e in errors[:3]]
         return JSONResponse({"error": "invalid request: " + "; ".join(parts), "detail": errors},
@@ -98,6 +102,10 @@ def create_app(settings=None, transform=None):
 
     app.openapi = lambda: _openapi(app)
     return app
+
+
+def _finite_or_text(x):
+    return x if math.isfinite(x) else str(x)
 
 
 def _openapi(app):

@@ -26,8 +26,10 @@ class Principal:
         return None
 
 
-def principal(request: Request,
-              cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+async def principal(request: Request,
+                    cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    # async: on the event loop. A plain def would run in the threadpool and wait for the
+    # database lock the loop takes for every exchange; under load it starved for seconds.
     if cred is None or not cred.credentials:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     found = request.app.state.hub.principal(cred.credentials)

@@ -167,7 +167,10 @@ async def deliver(hub, req, key, wait, receive=None):
                     rows = workq.deliverable(db, req.device, now)
                     left = end - loop.time()
                     if rows or left <= 0 or hub.closing:
-                        devices.touch(db, req.device, now)
+                        if rows or gone is None:
+                            devices.touch(db, req.device, now)
+                        else:       # an idle long-poll ended: saved by the next sweep
+                            hub.contact(req.device, now)
                         return _answer(hub, db, req.device, key, rows, req.room, now)
                 gone = gone or asyncio.ensure_future(_hangup(receive))
                 woken = asyncio.ensure_future(event.wait())
@@ -204,8 +207,9 @@ def _answer(hub, db, device, key, rows, room, now):
     has left is kept for pushes."""
     sent = rows[:room]
     workq.mark_delivered(db, sent, now)
-    devices.set_room(db, device, room - len(sent))
     dev = devices.get(db, device)
+    if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
+        devices.set_room(db, device, room - len(sent))
     return {"ack": dev["ack"] or 0, "work": [workq.wire(r, key) for r in sent],
             "more": len(rows) > room, "next": devices.next_for(dev, hub.settings),
             "time": hub.now()}

@@ -22,6 +22,7 @@ class Hub:
         self.closing = False             # shutting down: answer long-polls at once
         self.wake_hooks = []             # callables(device) run after a commit that woke it
         self._wake = set()
+        self.contacts = {}               # device -> end of its last held long-poll (unsaved)
 
     def now(self):
         return time.time()
@@ -42,6 +43,21 @@ class Hub:
                 self._notify(device)
                 for hook in self.wake_hooks:
                     hook(device)
+
+    def contact(self, device, now):
+        """A held long-poll answered at `now`: its last_contact is saved by the next sweep
+        (flush_contacts), so an idle long-poll costs one commit (its request), not two."""
+        self.contacts[device] = now
+
+    def flush_contacts(self):
+        """Save the pending long-poll contacts (in the caller's transaction, if any)."""
+        pending, self.contacts = self.contacts, {}
+        if pending:
+            with self.tx() as db:
+                db.conn.executemany(
+                    "UPDATE devices SET last_contact = ? WHERE id = ? AND "
+                    "(last_contact IS NULL OR last_contact < ?)",
+                    [(t, d, t) for d, t in pending.items()])
 
     def wake(self, device):
         """Work may be deliverable to device: wake its long-polls after the commit."""

@@ -158,7 +158,9 @@ class GroupOut(BaseModel):
 
 
 class GroupWorkIn(WorkIn):
-    deadline: float | None = Field(None, description="absolute Unix time; overrides expires_in")
+    # bounded: inf, NaN and huge values overflowed the int/SQLite expiry (500)
+    deadline: float | None = Field(None, allow_inf_nan=False, le=2**53,
+                                   description="absolute Unix time; overrides expires_in")
 
 
 class GroupWorkOut(BaseModel):
