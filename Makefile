@@ -7,7 +7,7 @@ TRANSPORT ?= http
 MPLIB := $(VENV)/mplib
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
 
-.PHONY: venv sim test e2e bench clean
+.PHONY: venv sim test e2e faults bench clean
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: venv
 
 e2e: venv
 	$(BIN)/python tools/e2e.py
+
+faults: venv
+	$(BIN)/python tools/faults.py
 
 bench: venv
 	$(BIN)/python tools/bench.py

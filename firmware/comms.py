@@ -56,7 +56,7 @@ def _nonce():
 
 class Comms:
     def __init__(self, device_id, key, http, outbox, inbox, dispatcher, clock, wait_s=25,
-                 backoff_base=1.0, backoff_cap=300.0, batch_items=32, batch_bytes=16384):
+                 backoff_base=1.0, backoff_cap=60.0, batch_items=32, batch_bytes=16384):
         self.device_id = device_id
         self.key = key
         self.http = http
@@ -88,6 +88,8 @@ class Comms:
             self.task.cancel()
 
     def backoff_s(self):
+        # capped at 60 s: a meter reporting every second would otherwise fill its outbox
+        # (and start dropping old readings) during one long back-off
         delay = min(self.backoff_cap, self.backoff_base * (1 << min(self.failures, 16)))
         return delay * (0.5 + random.random() / 2)
 

@@ -228,7 +228,7 @@ class MqttComms:
     def __init__(self, device_id, key, host, port, outbox, inbox, dispatcher, clock,
                  ssl=None, keepalive=60, presence=None, reading=None, state_s=10,
                  ha_discovery=False, model=hass.MODEL, heartbeat_s=30,
-                 backoff_base=1.0, backoff_cap=300.0, batch_items=32, batch_bytes=16384):
+                 backoff_base=1.0, backoff_cap=60.0, batch_items=32, batch_bytes=16384):
         self.device_id = device_id
         self.key = key
         self.host = host
