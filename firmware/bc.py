@@ -13,15 +13,13 @@
 # and builds an App (not running) when it needs one.
 
 import json
-import os
 
 import config as configuration
 import store
+from bc_util import (CONFIG_PATH, ERROR_PATH, STATE_DIR, WIFI_PATH, _coerce, _fail,
+                     _last_error, _measure, _mkdir, _number, _say, _wifi_line, _wifi_saved,
+                     make_board)
 
-CONFIG_PATH = "config.json"   # relative to the working directory: "/" on a board
-STATE_DIR = "state"
-WIFI_PATH = "wifi.json"
-ERROR_PATH = STATE_DIR + "/last_error"
 LIVE = ("report_s", "poll_wait_s")  # applied by the running app at once; the rest on restart
 
 # The issue's dotted names and the flat config keys they stand for (any other dotted name:
@@ -41,15 +39,6 @@ ALIASES = {
 _app = None        # the App: attached by main.py, or built here on demand
 _attached = False  # True when main.py attached it
 _running = False   # True while main.py runs it (asyncio loop busy: no asyncio.run here)
-
-
-def _say(msg):
-    print("bc: " + msg)
-
-
-def _fail(msg):
-    _say(msg)
-    return None
 
 
 # --- hooks for main.py ---
@@ -72,27 +61,6 @@ def record_error(text):
         store.write_record(ERROR_PATH, text.encode())
     except OSError:
         pass
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
-
-
-def make_board():
-    """The board: the port's `board` module (board.make()), else the simulated board."""
-    try:
-        import board
-    except ImportError:
-        board = None
-    if board is not None and hasattr(board, "make"):
-        return board.make()
-    from sim import SimBoard
-    from sim_meter import DEFAULT_SCENARIO
-
-    return SimBoard(DEFAULT_SCENARIO)
 
 
 def _load():
@@ -134,38 +102,6 @@ def _name(name):
     if name in ALIASES:
         return ALIASES[name]
     return name.replace(".", "_")
-
-
-def _coerce(name, value):
-    # typed at a prompt: '5' for 5, 'true' for True
-    if not isinstance(value, str) or name not in configuration.DEFAULTS:
-        return value
-    kind = type(configuration.DEFAULTS[name])
-    text = value.strip()
-    if kind is bool:
-        low = text.lower()
-        if low in ("true", "yes", "on", "1"):
-            return True
-        if low in ("false", "no", "off", "0"):
-            return False
-        return value
-    if kind in (int, float):
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return float(text)
-            except ValueError:
-                return value
-    return value
-
-
-def _wifi_saved():
-    try:
-        data = store.read_record(WIFI_PATH)
-        return json.loads(data) if data else None
-    except (ValueError, OSError):
-        return None
 
 
 def config():
@@ -260,32 +196,7 @@ def connect_wifi():
     return wlan
 
 
-def _wifi_line():
-    try:
-        import network
-    except ImportError:
-        return "no Wi-Fi on this port"
-    try:
-        wlan = network.WLAN(network.STA_IF)
-        if wlan.isconnected():
-            return "connected, %s" % (wlan.ifconfig()[0],)
-        return "not connected"
-    except (OSError, AttributeError):
-        return "unknown"
-
-
 # --- status ---
-def _last_error(app):
-    err = app.comms.last_error if app is not None and app.comms is not None else None
-    if err:
-        return err
-    try:
-        data = store.read_record(ERROR_PATH)
-        return data.decode() if data else None
-    except (ValueError, OSError):
-        return None
-
-
 def status():
     """Print readings, presence, outbox depth, the last exchange and the last error."""
     app = _get_app()
@@ -321,33 +232,6 @@ def status():
 
 
 # --- calibration ---
-def _measure(app, max_s=5):
-    """A fresh reading, measured here when the app is not running."""
-    import array
-
-    board = app.board
-    n_block = 128
-    vb = array.array("H", [0] * n_block)
-    ib = array.array("H", [0] * n_block)
-    limit = int(max_s * board.sample_rate)
-    done = 0
-    while done < limit:
-        n = board.read(vb, ib)
-        if n == 0:
-            break
-        app.meter.feed(vb, ib, n)
-        done += n
-        r = app.reporter.take()
-        if r is not None:
-            app.last_reading = r
-            return r
-    return None
-
-
-def _number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
-
-
 def calibrate(v_ref, i_ref):
     """From a known load (v_ref volts rms, i_ref amps rms, as a reference meter shows)
     and the latest reading: new v_cal, i_cal gains, validated and persisted."""

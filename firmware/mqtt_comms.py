@@ -16,15 +16,9 @@
 #   - no keepalive: PINGREQ every keepalive/2; no PINGRESP within timeout_s is a dead link.
 #     So a broker that stops answering is given up within keepalive/2 + timeout_s at most
 #     (timeout_s = keepalive/4 within 2..10 s), sooner if a publish was waiting for its ack.
-#   - a packet in pieces: umqtt writes a packet as 3 to 6 small writes, which with Nagle and
-#     delayed ACKs can stall ~40 ms. The link collects them and the task sends everything
-#     pending in one write (one TCP segment); TCP_NODELAY is set too (IPPROTO_TCP 6,
-#     TCP_NODELAY 1: MicroPython's socket module may lack the constants; CPython's asyncio
-#     sets it itself).
+#   - a packet in pieces, and TLS: see firmware/mqtt_wire.py.
 #   - `assert` for protocol checks: an AssertionError is a protocol error: reconnect.
 #   - a 16-bit packet id that never wraps: wrapped here before it reaches 65536.
-#   - TLS by ssl=True/ssl_params only: the task wraps the socket itself with the pinned-CA
-#     context (httpc.tls_context), handshaking without blocking.
 #
 # Session: client id and user name are the device id, the password is
 # hex(HMAC-SHA256(key, "mqtt-password")); clean_session=False with bc/<id>/down at QoS 1, so
@@ -38,193 +32,26 @@
 # time, next, work through the Dispatcher (the inbox deduplicates redeliveries).
 
 import asyncio
-import json
 import random
-import sys
 
 import envelope
 from clock import ticks_diff, ticks_ms
-from comms import _nonce, apply_response
 from httpc import _tls_reason
+from mqtt_exchange import MqttExchange
+from mqtt_wire import (_EXPECTED, MAX_PACKET, LinkError, _Link, _log, _Net, _open, _refused,
+                       _traceback, _WouldBlock, simple)
 
-_MICROPYTHON = sys.implementation.name == "micropython"
-if not _MICROPYTHON:
-    # umqtt.simple imports MicroPython's u-prefixed module names.
-    import binascii
-    import socket
-    import struct
+import ha_discovery as hass
 
-    for _name, _mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
-        sys.modules.setdefault(_name, _mod)
+__all__ = ("MqttComms", "LinkError", "MAX_PACKET", "WILL", "CONNACK_REFUSED")
 
-from umqtt import simple  # noqa: E402
-
-import ha_discovery as hass  # noqa: E402
-
-MAX_PACKET = 32 * 1024  # larger packets from the broker are a protocol error
 WILL = b'{"state":"unavailable","note":"connection lost"}'
 CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
                    3: "broker unavailable", 4: "bad user name or password",
                    5: "not authorised"}
 
 
-class LinkError(Exception):
-    """The link to the broker is unusable: reconnect."""
-
-
-_EXPECTED = (LinkError, OSError, EOFError, AssertionError, asyncio.TimeoutError,
-             simple.MQTTException)
-
-
-class _WouldBlock(Exception):
-    """umqtt asked for bytes that have not arrived (it is waiting for an ack)."""
-
-
-class _Link:
-    """What umqtt.simple sees as its socket: writes collect in tx; reads come from rx, and
-    only from the complete packet being parsed (pos..end)."""
-
-    def __init__(self):
-        self.rx = bytearray()
-        self.pos = 0
-        self.end = 0
-        self.tx = bytearray()
-        self.writes = 0  # writes umqtt made (a packet takes several)
-
-    def read(self, n):
-        if self.pos + n > self.end:
-            raise _WouldBlock()
-        data = bytes(self.rx[self.pos:self.pos + n])
-        self.pos += n
-        return data
-
-    def write(self, buf, n=None):
-        if isinstance(buf, str):
-            buf = buf.encode()
-        if n is not None:
-            buf = buf[:n]
-        self.tx += buf
-        self.writes += 1
-        return len(buf)
-
-    def setblocking(self, flag):
-        pass
-
-    def settimeout(self, seconds):
-        pass
-
-    def connect(self, addr):
-        pass
-
-    def close(self):
-        pass
-
-    # --- for MqttComms ---
-    def feed(self, data):
-        self.rx += data
-
-    def take(self):
-        """The pending output, leaving a fresh buffer (the old one goes to the stream)."""
-        out = self.tx
-        self.tx = bytearray()
-        return out
-
-    def packet_size(self):
-        """Length of the complete packet at pos, or 0 while some of it has not arrived."""
-        rx = self.rx
-        i = self.pos + 1
-        n = shift = 0
-        while True:
-            if i >= len(rx):
-                return 0
-            b = rx[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise LinkError("MQTT protocol error: bad remaining length")
-        if n > MAX_PACKET:
-            raise LinkError("MQTT packet of %d bytes refused" % n)
-        size = i - self.pos + n
-        return size if self.pos + size <= len(rx) else 0
-
-    def compact(self):
-        self.end = self.pos
-        if self.pos:
-            self.rx = self.rx[self.pos:]
-            self.pos = self.end = 0
-
-
-class _Net:
-    """Stands in for umqtt's socket module while its connect() runs: the new 'socket' is
-    the link (the real connection is already open), and no name is looked up."""
-
-    def __init__(self, link):
-        self.link = link
-
-    def socket(self, *args):
-        return self.link
-
-    def getaddrinfo(self, host, port, *args):
-        return [(None, None, None, "", (host, port))]
-
-
-async def _open(host, port, ssl):
-    """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
-    if not _MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
-        return await asyncio.open_connection(host, port, ssl=ssl,
-                                             server_hostname=host if ssl else None)
-    # MicroPython's open_connection, plus TCP_NODELAY before TLS hides the socket.
-    import socket
-    from errno import EINPROGRESS
-
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], ai[1], ai[2])
-    try:
-        s.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
-    except (OSError, AttributeError):
-        pass
-    s.setblocking(False)
-    try:
-        s.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            s.close()
-            raise
-    if ssl is not None:
-        s = ssl.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
-        s.setblocking(False)
-    stream = asyncio.StreamReader(s)  # MicroPython: one Stream both ways; the first
-    return stream, stream             # write waits for the connect (and the handshake)
-
-
-def _refused(rx, start, end):
-    """Whether a SUBACK's return codes hold 0x80 (failure)."""
-    for i in range(start, end):
-        if rx[i] == 0x80:
-            return True
-    return False
-
-
-def _traceback(exc):
-    try:
-        sys.print_exception(exc, sys.stderr)  # MicroPython
-    except AttributeError:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
-
-
-def _log(msg):
-    try:
-        sys.stderr.write("mqtt: %s\n" % msg)
-    except Exception:
-        pass
-
-
-class MqttComms:
+class MqttComms(MqttExchange):
     def __init__(self, device_id, key, host, port, outbox, inbox, dispatcher, clock,
                  ssl=None, keepalive=60, presence=None, reading=None, state_s=10,
                  ha_discovery=False, model=hass.MODEL, heartbeat_s=30,
@@ -484,44 +311,7 @@ class MqttComms:
             link.pos = link.end
         link.compact()
 
-    def _on_message(self, topic, msg):
-        """umqtt's callback; runs inside _process, before umqtt sends the PUBACK."""
-        if topic == self.t_down:
-            self._down(msg)
-        elif topic == hass.STATUS_TOPIC and msg == b"online":
-            self.discovery_due = True
-
-    def _down(self, msg):
-        i = msg.find(b" ")
-        sig, raw = msg[:i], msg[i + 1:]
-        try:
-            ok = i == 64 and envelope.same(sig.decode(), envelope.sign(self.key, raw))
-        except (UnicodeError, ValueError):
-            ok = False
-        if not ok:
-            self.last_error = "response signature does not match; ignored"
-            return
-        try:
-            resp = json.loads(raw)
-        except ValueError:
-            resp = None
-        if not isinstance(resp, dict):
-            self.last_error = "response is not a JSON object; ignored"
-            return
-        self.exchanges += 1
-        self.last_ok = self.clock.now()
-        self.failures = 0
-        if self.awaiting is not None:  # the answer to our up: it stored what we sent
-            self.awaiting = None
-            if self.sent_done:
-                self.inbox.confirm(self.sent_done)
-                self.sent_done = []
-        if apply_response(self, resp):
-            self.want_up = True
-        if self.after_exchange is not None:
-            self.after_exchange()
-
-    # --- timers and what to send ---
+    # --- timers ---
     def _timers(self, now):
         timeout_ms = int(self.timeout_s * 1000)
         if self.ping_pending and ticks_diff(now, self.ping_at) > timeout_ms:
@@ -541,49 +331,3 @@ class MqttComms:
             self.hold_at = now
             self.hold_ms = int(self.backoff_s() * 1000)
 
-    def _outbound(self, now):
-        if self.discovery_due:
-            self.discovery_due = False
-            for topic, payload in hass.messages(self.device_id, self.model):
-                self._publish(topic, payload, True, 1)
-        p = self.presence
-        stated = (p.state, p.note) if p is not None else ("available", "")
-        if stated != self.sent_presence:
-            self.sent_presence = stated
-            body = json.dumps({"state": stated[0], "note": stated[1]}).encode()
-            self._publish(self.t_presence, body, True, 1)
-        if self.reading is not None and (self.state_at is None or
-                                         ticks_diff(now, self.state_at) >= self.state_s * 1000):
-            r = self.reading()
-            if r is not None and r is not self.sent_reading:
-                self.sent_reading = r
-                self.state_at = now
-                self._publish(self.t_state, json.dumps(r).encode(), True, 0)
-        if self.awaiting is not None:
-            return
-        if self.hold_at is not None and ticks_diff(now, self.hold_at) < self.hold_ms:
-            return
-        every = (self.poll_s if self.poll_s > 0 else self.heartbeat_s) * 1000
-        if (self.kicked or self.want_up or self.outbox.next_seq != self.sent_next_seq
-                or ticks_diff(now, self.up_at) >= every):
-            self._send_up(now)
-
-    def _send_up(self, now):
-        items = self.outbox.peek(self.batch_items, self.batch_bytes)
-        done = self.inbox.ids()
-        raw = json.dumps({
-            "v": 1,
-            "device": self.device_id,
-            "ts": int(self.clock.now()),
-            "nonce": _nonce(),
-            "wait": 0,
-            "room": self.dispatcher.room(),
-            "done": done,
-            "items": items,
-        }).encode()
-        self.kicked = self.want_up = False
-        self.sent_next_seq = self.outbox.next_seq
-        self.sent_done = done
-        self.awaiting = self.up_at = now
-        self.hold_at = None
-        self._publish(self.t_up, envelope.sign(self.key, raw).encode() + b" " + raw, False, 1)

@@ -1,0 +1,186 @@
+# The wire under firmware/mqtt_comms.py: what umqtt.simple sees as its socket (_Link, a pair
+# of in-memory buffers), MQTT packet framing on it, and the real TCP (TLS) connection the
+# asyncio tasks move its bytes over. See mqtt_comms.py for why umqtt never touches the network.
+#
+# - reads are served only from the complete packet being parsed; a read past it raises
+#   _WouldBlock, which is how umqtt's publish()/subscribe() are stopped before they wait for
+#   their ack.
+# - umqtt writes a packet as 3 to 6 small writes, which with Nagle and delayed ACKs can stall
+#   ~40 ms. The link collects them and the session sends everything pending in one write (one
+#   TCP segment); TCP_NODELAY is set too (IPPROTO_TCP 6, TCP_NODELAY 1: MicroPython's socket
+#   module may lack the constants; CPython's asyncio sets it itself).
+# - TLS: the socket is wrapped here with the pinned-CA context (httpc.tls_context), handshaking
+#   without blocking.
+
+import asyncio
+import sys
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+if not _MICROPYTHON:
+    # umqtt.simple imports MicroPython's u-prefixed module names.
+    import binascii
+    import socket
+    import struct
+
+    for _name, _mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
+        sys.modules.setdefault(_name, _mod)
+
+from umqtt import simple  # noqa: E402
+
+MAX_PACKET = 32 * 1024  # larger packets from the broker are a protocol error
+
+
+class LinkError(Exception):
+    """The link to the broker is unusable: reconnect."""
+
+
+_EXPECTED = (LinkError, OSError, EOFError, AssertionError, asyncio.TimeoutError,
+             simple.MQTTException)
+
+
+class _WouldBlock(Exception):
+    """umqtt asked for bytes that have not arrived (it is waiting for an ack)."""
+
+
+class _Link:
+    """What umqtt.simple sees as its socket: writes collect in tx; reads come from rx, and
+    only from the complete packet being parsed (pos..end)."""
+
+    def __init__(self):
+        self.rx = bytearray()
+        self.pos = 0
+        self.end = 0
+        self.tx = bytearray()
+        self.writes = 0  # writes umqtt made (a packet takes several)
+
+    def read(self, n):
+        if self.pos + n > self.end:
+            raise _WouldBlock()
+        data = bytes(self.rx[self.pos:self.pos + n])
+        self.pos += n
+        return data
+
+    def write(self, buf, n=None):
+        if isinstance(buf, str):
+            buf = buf.encode()
+        if n is not None:
+            buf = buf[:n]
+        self.tx += buf
+        self.writes += 1
+        return len(buf)
+
+    def setblocking(self, flag):
+        pass
+
+    def settimeout(self, seconds):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def close(self):
+        pass
+
+    # --- for MqttComms ---
+    def feed(self, data):
+        self.rx += data
+
+    def take(self):
+        """The pending output, leaving a fresh buffer (the old one goes to the stream)."""
+        out = self.tx
+        self.tx = bytearray()
+        return out
+
+    def packet_size(self):
+        """Length of the complete packet at pos, or 0 while some of it has not arrived."""
+        rx = self.rx
+        i = self.pos + 1
+        n = shift = 0
+        while True:
+            if i >= len(rx):
+                return 0
+            b = rx[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise LinkError("MQTT protocol error: bad remaining length")
+        if n > MAX_PACKET:
+            raise LinkError("MQTT packet of %d bytes refused" % n)
+        size = i - self.pos + n
+        return size if self.pos + size <= len(rx) else 0
+
+    def compact(self):
+        self.end = self.pos
+        if self.pos:
+            self.rx = self.rx[self.pos:]
+            self.pos = self.end = 0
+
+
+class _Net:
+    """Stands in for umqtt's socket module while its connect() runs: the new 'socket' is
+    the link (the real connection is already open), and no name is looked up."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def socket(self, *args):
+        return self.link
+
+    def getaddrinfo(self, host, port, *args):
+        return [(None, None, None, "", (host, port))]
+
+
+async def _open(host, port, ssl):
+    """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
+    if not _MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
+        return await asyncio.open_connection(host, port, ssl=ssl,
+                                             server_hostname=host if ssl else None)
+    # MicroPython's open_connection, plus TCP_NODELAY before TLS hides the socket.
+    import socket
+    from errno import EINPROGRESS
+
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    try:
+        s.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
+    except (OSError, AttributeError):
+        pass
+    s.setblocking(False)
+    try:
+        s.connect(ai[-1])
+    except OSError as exc:
+        if exc.errno != EINPROGRESS:
+            s.close()
+            raise
+    if ssl is not None:
+        s = ssl.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+        s.setblocking(False)
+    stream = asyncio.StreamReader(s)  # MicroPython: one Stream both ways; the first
+    return stream, stream             # write waits for the connect (and the handshake)
+
+
+def _refused(rx, start, end):
+    """Whether a SUBACK's return codes hold 0x80 (failure)."""
+    for i in range(start, end):
+        if rx[i] == 0x80:
+            return True
+    return False
+
+
+def _traceback(exc):
+    try:
+        sys.print_exception(exc, sys.stderr)  # MicroPython
+    except AttributeError:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+
+
+def _log(msg):
+    try:
+        sys.stderr.write("mqtt: %s\n" % msg)
+    except Exception:
+        pass
