@@ -5,6 +5,7 @@ head-end's view until Ctrl-C."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -206,6 +207,9 @@ def start_broker(certs):
 def main(scenario, seconds, offline, port, transport):
     """Run the firmware on the MicroPython unix port with the simulated board (SCENARIO, a
     JSON file in scenarios/), connected to a local head-end, and show it live."""
+    # a closed terminal or `kill` stops everything this started, like Ctrl-C
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     if not Path(scenario).is_file():
         raise click.UsageError("no such scenario file: %s (see scenarios/)" % scenario)
     try:
@@ -247,6 +251,10 @@ def main(scenario, seconds, offline, port, transport):
             broker_proc.wait()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def show(proc, extra, seconds=None):
     events = deque(maxlen=8)
     last = None
@@ -280,8 +288,11 @@ def show(proc, extra, seconds=None):
                 if extra is not None and kind == "reading":
                     parts.append(extra())
                 screen.update(Group(*parts), refresh=True)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):
         pass
+    except OSError as exc:  # the terminal went away (EIO): nobody to tell
+        if exc.errno != 5:
+            raise
     finally:
         proc.terminate()
         proc.wait()
