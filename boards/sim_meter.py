@@ -12,9 +12,7 @@ import json
 import os
 import sys
 
-import config
-from app import App
-from sim import SimBoard
+import fwboot
 
 DEFAULT_SCENARIO = {"nominal_v": 230, "frequency": 50, "samples_per_cycle": 64,
                     "loads": [{"at_s": 0, "p_w": 1500, "pf": 0.95}]}
@@ -27,6 +25,30 @@ def _mkdir(path):
         pass
 
 
+def _parent(path):
+    k = path.rstrip("/").rfind("/")
+    return "" if k < 0 else (path[:k] or "/")
+
+
+def _boot(state_dir):
+    """What a reset does: forget the firmware modules, let fwboot pick fw/V, import again."""
+    base = _parent(state_dir)
+    roots = [fwboot.fw_dir(base) + "/"]
+    for name in ("fwboot", "sim"):
+        f = getattr(sys.modules.get(name), "__file__", None)
+        if f:
+            roots.append(f[:f.rfind("/") + 1])
+    for name in list(sys.modules):
+        f = getattr(sys.modules[name], "__file__", None)
+        if name not in ("__main__", "fwboot") and f and any(f.startswith(r) for r in roots):
+            del sys.modules[name]
+    fwboot.select(base)
+    import app
+    import config
+    import sim
+    return app.App, config, sim.SimBoard
+
+
 def _print(record):
     sys.stdout.write(json.dumps(record))
     sys.stdout.write("\n")
@@ -37,6 +59,8 @@ def main(argv):
     if len(args) < 2:
         sys.stderr.write("usage: sim_meter.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]\n")
         return 2
+    _mkdir(args[1])
+    App, config, SimBoard = _boot(args[1])
     try:
         cfg = config.load(args[0])
     except (ValueError, OSError) as exc:
@@ -46,7 +70,6 @@ def main(argv):
     if len(args) > 2:
         with open(args[2]) as f:
             scenario = json.load(f)
-    _mkdir(args[1])
     while True:
         # a `reboot` op ends app.run(); a new App then starts from what is on "flash"
         try:
@@ -62,6 +85,7 @@ def main(argv):
                                     "unix": app.started_unix}) + "\n")
         if asyncio.run(app.run()) != "reboot":
             break
+        App, config, SimBoard = _boot(args[1])  # new firmware after an update
         cfg = config.load(args[0])
     return 0
 

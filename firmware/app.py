@@ -16,6 +16,7 @@ from inbox import Inbox
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
+from updater import Updater
 
 BLOCK = 128
 
@@ -79,6 +80,9 @@ class App:
                                self.dispatcher, self.clock)
             self._apply_comms_config()
             self.comms.after_exchange = self._after_exchange
+        self.updater = Updater(self, _parent(state_dir), state_dir)
+        if self.comms is not None:
+            self.comms.updater = self.updater
         self.meter.on_event = self._on_event
         self._report_notices()
 
@@ -200,6 +204,9 @@ class App:
 
     # --- run ---
     def _after_exchange(self):
+        self.updater.healthy()
+        if self.updater.reboot_due():  # switched to a new version; the head-end knows
+            self.reboot_now = True
         # `reboot` runs in exchange N; its result goes out and is acked in N + 1; then reboot.
         if self.reboot_requested:
             if self.reboot_armed:
@@ -213,6 +220,7 @@ class App:
         if self.comms is not None:
             self.presence.announce()
             tasks.append(asyncio.create_task(self.comms.run()))
+            tasks.append(asyncio.create_task(self.updater.watch()))
         try:
             await tasks[0]
         finally:
@@ -220,3 +228,9 @@ class App:
                 t.cancel()
             self.save_energy()
         return "reboot" if self.reboot_now else "done"
+
+
+def _parent(path):
+    """The flash root above the state directory ("" for "state", as on a board)."""
+    k = path.rstrip("/").rfind("/")
+    return "" if k < 0 else (path[:k] or "/")

@@ -42,7 +42,20 @@ def apply_response(link, resp):
     for item in work:
         link.dispatcher.handle(item)
     moved = link.outbox.acked > acked_before
-    return bool(work) or resp.get("more") is True or (moved and link.outbox.depth() > 0)
+    chunk = resp.get("chunk")  # the answer to our `fetch` (docs/ota.md)
+    updater = getattr(link, "updater", None)
+    fetched = chunk is not None and updater is not None and updater.chunk(chunk)
+    return (bool(work) or fetched or resp.get("more") is True
+            or (moved and link.outbox.depth() > 0))
+
+
+def add_fetch(link, body):
+    """While a firmware download runs: ask for the next chunk, and for no long-poll."""
+    updater = getattr(link, "updater", None)
+    fetch = updater.fetch() if updater is not None else None
+    if fetch is not None:
+        body["fetch"] = fetch
+        body["wait"] = 0
 
 
 def _nonce():
@@ -79,6 +92,7 @@ class Comms:
         self.last_ok = None
         self.last_error = None
         self.after_exchange = None  # callback, e.g. to reboot once a result is out
+        self.updater = None  # firmware download: a `fetch` on each request while one runs
 
     def kick(self):
         """Exchange now: cut a waiting long-poll short (nothing is lost; see protocol.md)."""
@@ -142,6 +156,7 @@ class Comms:
             body["done"] = done
         if items:
             body["items"] = items
+        add_fetch(self, body)
         return items, done, json.dumps(body, separators=(",", ":")).encode()
 
     async def exchange(self):

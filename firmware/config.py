@@ -29,6 +29,8 @@ DEFAULTS = {
     "mqtt_tls": False,        # TLS to the broker, its CA pinned from ca_file
     "mqtt_keepalive": 60,     # MQTT keepalive (s); the meter pings at half of it
     "ha_discovery": False,    # publish Home Assistant discovery configs
+    "update_key": "",         # release public key, 130 hex (docs/ota.md); empty: no updates
+    "update_probation_s": 300,  # a new firmware must reach a healthy exchange within this
 }
 
 SECRETS = ("device_key",)
@@ -59,6 +61,8 @@ _RULES = {
     "mqtt_tls": (bool, False, True),
     "mqtt_keepalive": (int, 10, 1200),
     "ha_discovery": (bool, False, True),
+    "update_key": (str, 0, 130),
+    "update_probation_s": (int, 30, 3600),
 }
 
 
@@ -108,6 +112,12 @@ def _check_text(name, value, low, high):
         for c in value:
             if c not in "0123456789abcdefABCDEF":
                 raise ConfigError("device_key must be hex digits")
+    if name == "update_key" and value:
+        if len(value) != 130 or value[:2] != "04":
+            raise ConfigError("update_key must be 130 hex digits starting 04 (or empty)")
+        for c in value:
+            if c not in "0123456789abcdefABCDEF":
+                raise ConfigError("update_key must be hex digits")
     if name == "server_url" and value and not (value.startswith("http://") or
                                                value.startswith("https://")):
         raise ConfigError("server_url must start with http:// or https://")

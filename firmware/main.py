@@ -12,7 +12,10 @@
 
 import sys
 
-import bc
+import fwboot
+
+BOOT = fwboot.select("")  # puts fw/V first on sys.path, so it must run before other imports
+import bc  # noqa: E402
 
 RESET_DELAY_S = 5  # time to press Ctrl-C before an error resets the board
 
@@ -76,6 +79,9 @@ def run():
 
     from app import App
 
+    if BOOT["error"] or BOOT["rolled_back"]:  # the app reports a rollback to the head-end
+        print("bc: firmware %s" % (BOOT["error"] or "%s rolled back: %s"
+                                   % (BOOT["failed"], BOOT["rolled_back"])))
     if safe_mode():
         print("bc: safe mode: the app is not started; import bc to configure")
         return False

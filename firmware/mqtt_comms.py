@@ -86,6 +86,7 @@ class MqttComms(MqttExchange):
         self.last_ok = None
         self.last_error = None
         self.after_exchange = None
+        self.updater = None  # firmware download (docs/ota.md)
         self.connected = False
         self.flushes = 0                # stream writes (one per batch of packets)
         self.wake = asyncio.Event()

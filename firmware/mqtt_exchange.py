@@ -6,7 +6,7 @@ import json
 
 import envelope
 from clock import ticks_diff
-from comms import _nonce, apply_response
+from comms import _nonce, add_fetch, apply_response
 
 import ha_discovery as hass
 
@@ -81,7 +81,7 @@ class MqttExchange:
     def _send_up(self, now):
         items = self.outbox.peek(self.batch_items, self.batch_bytes)
         done = self.inbox.ids()
-        raw = json.dumps({
+        body = {
             "v": 1,
             "device": self.device_id,
             "ts": int(self.clock.now()),
@@ -90,7 +90,9 @@ class MqttExchange:
             "room": self.dispatcher.room(),
             "done": done,
             "items": items,
-        }).encode()
+        }
+        add_fetch(self, body)
+        raw = json.dumps(body).encode()
         self.kicked = self.want_up = False
         self.sent_next_seq = self.outbox.next_seq
         self.sent_done = done

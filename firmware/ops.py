@@ -8,9 +8,11 @@
 import json
 
 import envelope
+import version as fwversion
 
 _OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
-             "set_presence", "get_events", "reboot", "message", "send", "get_messages")
+             "set_presence", "get_events", "reboot", "message", "send", "get_messages",
+             "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
     "utility": _OPERATOR + ("reset_energy",),
@@ -32,7 +34,9 @@ def _args(args, name, kinds):
 
 
 def op_read(app, args):
-    return app.status_reading()
+    out = app.status_reading()
+    out["version"] = fwversion.VERSION  # of the modules running (fw/V after an update)
+    return out
 
 
 def op_set_time(app, args):
@@ -114,12 +118,24 @@ def op_get_messages(app, args):
     return {"messages": list(app.messages)}
 
 
+def op_update(app, args):
+    """Check a signed release (docs/ota.md); the download then rides on the exchanges."""
+    from fw_manifest import Refused
+
+    manifest = _args(args, "manifest", str)
+    sig = _args(args, "sig", str)
+    try:
+        return app.updater.start(manifest, sig)
+    except Refused as exc:
+        raise Rejected(str(exc))
+
+
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
     "set_config": op_set_config, "set_poll": op_set_poll, "relay": op_relay,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
-    "get_messages": op_get_messages,
+    "get_messages": op_get_messages, "update": op_update,
 }
 
 
