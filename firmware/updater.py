@@ -40,7 +40,11 @@ class Updater:
         self.reboot_seq = None      # reboot once the outbox acked this seq
         self.probation_until = None  # (ticks_ms at start, ms) while this version is unconfirmed
         self.decile = -1
-        self._load()
+        self.error = None
+        try:
+            self._load()
+        except OSError as exc:  # flash trouble must not keep the meter from metering
+            self.error = "update state unusable: %s" % (exc,)
 
     # --- the op ---
     def start(self, text, sig):
@@ -196,9 +200,9 @@ class Updater:
         if self.job["image"]:
             if self.writer is None:
                 self.writer = self._image_writer()
-            self.writer.switch()
-            self.job["switched"] = True
+            self.job["switched"] = True  # first: a reset must never retry a failed image
             self._save()
+            self.writer.switch()
         else:
             stage = self._stage(ver)
             if fw_files.is_dir(stage):

@@ -320,3 +320,15 @@ def test_image_needs_a_board_that_takes_one(interpreter, tmp_path):
     out = m.boot(m.offer(), image=True, capacity=50)
     assert out["results"] == [["rejected",
                                "bad manifest: image of 100 bytes, partition holds 50"]]
+
+
+def test_mqtt_carries_fetch_and_chunk(interpreter, tmp_path):
+    out = json.loads(fw.run(interpreter, fw.ROOT / "host_tests" / "drivers" /
+                            "update_mqtt_link.py", str(tmp_path)))
+    assert "fetch" not in out["idle"]  # no download: the request is as before
+    assert out["downloading"]["fetch"] == {"version": "1.0.0", "path": "a.py", "offset": 0,
+                                           "len": 4096}
+    assert out["downloading"]["wait"] == 0
+    assert out["chunks"] == [{"version": "1.0.0", "path": "a.py", "offset": 0, "size": 3,
+                              "data": "QUJD"}]
+    assert out["want_up"] is True  # the next fetch goes out at once
