@@ -3,6 +3,7 @@
 #   esp32_ota_checks.py ROOT   reads the image (hex, one line) and its sha256 (hex, second
 #   line) from stdin; prints one JSON document of what the writer did (test_esp32_ota.py).
 
+import gc
 import hashlib
 import json
 import sys
@@ -118,12 +119,44 @@ def confirm():
     return out
 
 
+class NullPartition:
+    """Accepts blocks and keeps nothing: isolates the writer's own heap use."""
+
+    def info(self):
+        return (0, 0x11, 0, 64 * 4096, "null", False)
+
+    def ioctl(self, cmd, arg):
+        return {4: 64, 5: 4096}.get(cmd)
+
+    def writeblocks(self, block_num, buf):
+        pass
+
+
+def heap_per_write(image):
+    """MicroPython: bytes allocated per write() of 1000-byte chunks (None under CPython)."""
+    if not hasattr(gc, "mem_alloc"):
+        return None
+    esp32.partition_table()
+    w = ImageWriter(NullPartition())
+    w.begin(len(image))
+    chunks = [image[i:i + 1000] for i in range(0, len(image) - 1000, 1000)]
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for c in chunks:
+        w.write(c)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    return used / len(chunks)
+
+
 def main():
     lines = sys.stdin.read().split()
     image, digest = unhexlify(lines[0]), lines[1]
     print(json.dumps({"full": full_write(image, digest),
                       "resume": resume(image, digest, 3 * 4096 + 2500),
-                      "limits": limits(image), "confirm": confirm()}))
+                      "limits": limits(image), "confirm": confirm(),
+                      "heap_per_write": heap_per_write(image)}))
 
 
 main()
