@@ -3,8 +3,9 @@
 Every signature is made by `cryptography` (RFC 6979 deterministic nonces, DER converted to
 r||s with decode_dss_signature), and every expected result comes from `cryptography`'s own
 verify, plus a stated expectation per case. One batch of cases (valid, tampered, wrong key,
-out-of-range r/s, off-curve and malformed keys, Wycheproof-style edge cases such as
-Q = G, Q = -G, high s, r + n) runs through drivers/p256_cases.py under the MicroPython unix
+out-of-range r/s, off-curve and malformed keys, Wycheproof-style edge cases: every pair of
+special values 0, 1, n-1, n, n+1, p, p+1 for r and s, Q = G, Q = -G, high s, r + n, keys
+crafted so that u1*G == +-u2*Q) runs through drivers/p256_cases.py under the MicroPython unix
 port and CPython, one process each. Hypothesis adds random keys and messages in-process
 under CPython.
 """
@@ -72,6 +73,34 @@ def flip(data, bit):
     return bytes(out)
 
 
+def x_of(d):
+    """x coordinate of d*G, through `cryptography`."""
+    return private(d).public_key().public_numbers().x
+
+
+def crafted(msg):
+    """Keys made for one signature so that the verifier's sum u1*G + u2*Q is special, as in
+    Wycheproof's PointDuplication cases: u1*G == u2*Q (valid; defeats a verifier that adds
+    the two products without a doubling case) and u1*G == -u2*Q (the sum is the point at
+    infinity: invalid)."""
+    e = int.from_bytes(hashes_sha256(msg), "big") % N
+    t = 0x5EED
+    r = x_of(t) % N
+    s = 2 * e * pow(t, -1, N) % N        # u1 = e/s = t/2 and u2*d = r*d/s = t/2
+    d = e * pow(r, -1, N) % N
+    r2, s2 = 0x1234567, 0x89ABCDEF
+    d2 = -e * pow(r2, -1, N) % N         # u1*G + u2*Q = (e + r2*d2)/s2 * G = infinity
+    return [("point doubling u1*G = u2*Q", public_bytes(private(d)), msg, rs(r, s), True),
+            ("sum at infinity u1*G = -u2*Q", public_bytes(private(d2)), msg, rs(r2, s2),
+             False)]
+
+
+def hashes_sha256(data):
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(data)
+    return digest.finalize()
+
+
 def build_cases():
     """[(name, public, message, signature, expected)]; the first one is valid."""
     rng = random.Random(6256)
@@ -121,6 +150,11 @@ def build_cases():
         k = private(d)
         cases.append((name, public_bytes(k), msg, rs(*sign(k, msg)), True))
         cases.append((name + ", wrong message", public_bytes(k), b"x", rs(*sign(k, msg)), False))
+    cases += crafted(msg)
+    specials = {"0": 0, "1": 1, "n-1": N - 1, "n": N, "n+1": N + 1, "p": P, "p+1": P + 1}
+    for rn, rv in specials.items():
+        for sn, sv in specials.items():
+            cases.append(("special r=%s s=%s" % (rn, sn), pub, msg, rs(rv, sv), False))
     for label, m in (("empty message", b""), ("10 KB message", bytes(range(256)) * 40)):
         cases.append((label, pub, m, rs(*sign(key, m)), True))
     for i in range(6):  # random keys and messages
