@@ -13,6 +13,7 @@ import json
 import asyncio
 import fw_files
 import fw_manifest
+from fw_image import ImageSink
 import fwboot
 import store
 import version as fwversion
@@ -36,11 +37,13 @@ class Updater:
         self.running = self.booted or fwversion.VERSION
         self.job = None
         self.manifest = None
-        self.writer = None          # the board's image writer, begun at this boot's 1st chunk
+        self.image = ImageSink(app.board)  # an image release's writer
         self.reboot_seq = None      # reboot once the outbox acked this seq
         self.probation_until = None  # (ticks_ms at start, ms) while this version is unconfirmed
         self.decile = -1
         self.error = None
+        if sel and sel["error"]:
+            app.outbox.offer("notice", {"what": sel["error"], "count": 1})
         try:
             self._load()
         except OSError as exc:  # flash trouble must not keep the meter from metering
@@ -55,11 +58,9 @@ class Updater:
             raise Refused("update already in progress: %s" % (busy,))
         try:
             m = fw_manifest.check(self.app.cfg.get("update_key", ""), text, sig, self.running)
-            if m["image"]:
-                w = self._image_writer()
-                if w.capacity() < m["total"]:
-                    raise Refused("bad manifest: image of %d bytes, partition holds %d"
-                                  % (m["total"], w.capacity()))
+            if m["image"] and self.image.capacity() < m["total"]:
+                raise Refused("bad manifest: image of %d bytes, partition holds %d"
+                              % (m["total"], self.image.capacity()))
         except Refused as exc:
             self._item(_claimed(text), "rejected", reason=str(exc))
             raise
@@ -114,13 +115,11 @@ class Updater:
             self._reject("bad chunk: %s" % (f["path"],))
             return True
         if self.job["image"]:
-            if self.writer is None:
-                self.writer = self._image_writer()
-                self.writer.begin(f["len"], have)
-            self.writer.write(data)
-            if have + len(data) == f["len"]:
-                self.writer.finish()
-            self.job["offset"] = have + len(data)
+            try:
+                self.job["offset"] = self.image.write(f["len"], self.job["offset"], data)
+            except Refused as exc:
+                self._reject(str(exc))
+                return True
             self._save()
         else:
             with open(self._stage(self.job["version"]) + "/" + f["path"], "ab") as out:
@@ -133,7 +132,7 @@ class Updater:
         if self.probation_until is None:
             return
         if self.job is not None and self.job["image"]:
-            self._image_writer().confirm()
+            self.image.confirm()
         else:
             p = self._pointer()
             if p is not None:
@@ -198,11 +197,14 @@ class Updater:
         """Idempotent: a crash at any point is finished by running it again."""
         ver = self.job["version"]
         if self.job["image"]:
-            if self.writer is None:
-                self.writer = self._image_writer()
+            f = self.manifest["files"][0]
             self.job["switched"] = True  # first: a reset must never retry a failed image
             self._save()
-            self.writer.switch()
+            try:
+                self.image.switch(f["sha256"], f["len"])
+            except Refused as exc:
+                self._reject(str(exc))
+                return
         else:
             stage = self._stage(ver)
             if fw_files.is_dir(stage):
@@ -300,22 +302,17 @@ class Updater:
 
     def _have(self, f):
         if self.job["image"]:
-            return self.job["offset"]
+            return self.image.have(self.job["offset"])
         return max(0, fw_files.size(self._stage(self.job["version"]) + "/" + f["path"]))
 
     def _file_ok(self, f):
         if self.job["image"]:
-            if self.writer is None:
-                self.writer = self._image_writer()
-            return self.writer.verify(f["sha256"], f["len"])
+            try:
+                return self.image.verify(f["sha256"], f["len"])
+            except Refused:
+                return False
         path = self._stage(self.job["version"]) + "/" + f["path"]
         return fw_files.size(path) == f["len"] and fw_files.sha256_hex(path) == f["sha256"]
-
-    def _image_writer(self):
-        make = getattr(self.app.board, "image_writer", None)
-        if make is None:
-            raise Refused("bad manifest: this board takes no whole image")
-        return make()
 
     def _pointer(self):
         try:
@@ -335,7 +332,7 @@ class Updater:
     def _drop_job(self):
         self.job = None
         self.manifest = None
-        self.writer = None
+        self.image = ImageSink(self.app.board)
         fw_files.remove(self.job_path)
 
     def _item(self, ver, state, **extra):

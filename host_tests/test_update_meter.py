@@ -62,8 +62,9 @@ class Meter:
     def __init__(self, interpreter, tmp_path, version="0.2.0", files=None, image=None,
                  key=KEY):
         self.interpreter = interpreter
+        self.version = version
         self.base = tmp_path / "meter"
-        self.base.mkdir()
+        self.base.mkdir(parents=True)
         self.release = tmp_path / "release" / version
         self.release.mkdir(parents=True)
         self.files = files if files is not None else (None if image else
@@ -77,7 +78,8 @@ class Meter:
 
     def boot(self, *steps, **opts):
         doc = {"base": str(self.base), "release": str(self.release), "cfg": self.cfg,
-               "steps": list(steps)}
+               "steps": list(steps), "fakes": str(fw.ROOT / "host_tests" / "fakes"),
+               "image_version": self.version}
         doc.update(opts)
         return json.loads(fw.run(self.interpreter, DRIVER, stdin=json.dumps(doc).encode(),
                                  timeout=600))
@@ -254,7 +256,7 @@ def test_crash_during_switch_leaves_a_bootable_meter(interpreter, tmp_path, poin
     assert out["version"] == "0.2.0" and out["items"] == []
 
 
-@pytest.mark.parametrize("how", ["deadline", "crash before any exchange"])
+@pytest.mark.parametrize("how", ["deadline", "crash before any exchange", "watchdog"])
 def test_failed_probation_rolls_back(interpreter, tmp_path, how):
     m = Meter(interpreter, tmp_path)
     install(m)
@@ -263,8 +265,8 @@ def test_failed_probation_rolls_back(interpreter, tmp_path, how):
     assert out["version"] == "0.2.0"
     if how == "deadline":
         assert out["results"][1] is True  # the app reboots
-    out = m.boot(["state"])
-    reason = "no healthy exchange within probation"
+    out = m.boot(["state"], watchdog=how == "watchdog")
+    reason = "watchdog reset" if how == "watchdog" else "no healthy exchange within probation"
     assert out["boot"] == {"version": None, "rolled_back": reason, "failed": "0.2.0",
                            "error": None}
     assert out["version"] == "0.1.0"
@@ -286,40 +288,63 @@ def test_damaged_pointer_boots_factory(interpreter, tmp_path, damage):
     out = m.boot(["state"])
     assert out["boot"]["version"] is None and out["version"] == "0.1.0"
     assert out["boot"]["error"].startswith("firmware pointer unusable")
+    notices = [i for i in out["notices"] if i["what"].startswith("firmware pointer")]
+    assert len(notices) == 1  # the head-end hears of it
+
+
+def esp_image(n):
+    return bytes([0xE9]) + bytes((i * 31 + 7) % 256 for i in range(n - 1))  # 0xE9: app magic
 
 
 def test_image_update(interpreter, tmp_path):
-    image = bytes((i * 31 + 7) % 256 for i in range(10000))
+    image = esp_image(10000)
     m = Meter(interpreter, tmp_path, image=image)
     out = m.boot(m.offer(), ["download", 1], image=True)
-    out = m.boot(["download", None], ["ack"], ["state"], image=True)
+    assert out["flash"]["set_boot"] == []
+    out = m.boot(["download", None], ["ack"], ["state"], image=True)  # resumes at 4096
+    assert [o[1] for o in out["served"]["offsets"]] == [4096, 8192]
     assert out["results"][2]["reboot_due"] is True
-    assert (m.base / "image.bin").read_bytes() == image
-    log = (m.base / "image.log").read_text().split("\n")
-    assert log[:4] == ["begin 10000 0", "begin 10000 4096", "finish", "verify True"]
-    assert log[4] == "switch"
-    out = m.boot(["state"], ["exchange"], image=True, as_version="0.2.0")
+    assert (m.base / "flash-ota_1.bin").read_bytes()[:len(image)] == image
+    assert out["flash"]["set_boot"] == ["ota_1"] and out["flash"]["running"] == "ota_0"
+    assert states(out["items"])[-2:] == ["verified", "installing"]
+    out = m.boot(["state"], ["exchange"], image=True)  # the bootloader starts ota_1
+    assert out["flash"]["running"] == "ota_1" and out["version"] == "0.2.0"
     assert out["results"][0]["probation"] is True
     assert out["items"] == [{"version": "0.2.0", "state": "installed"}]
-    assert (m.base / "image.log").read_text().split("\n")[5] == "confirm"
+    assert out["flash"]["marked_valid"] == 1
+    out = m.boot(["state"], image=True)  # confirmed: no rollback at the next reset
+    assert out["flash"]["running"] == "ota_1" and out["items"] == []
 
 
-def test_image_not_confirmed_is_reported_rolled_back(interpreter, tmp_path):
-    image = bytes(5000)
-    m = Meter(interpreter, tmp_path, image=image)
-    m.boot(m.offer(), ["download", None], image=True)
+def test_image_not_confirmed_is_rolled_back(interpreter, tmp_path):
+    m = Meter(interpreter, tmp_path, image=esp_image(5000))
+    m.boot(m.offer(), ["download", None], ["ack"], image=True)
+    out = m.boot(["state"], image=True)  # the new image boots but never confirms
+    assert out["version"] == "0.2.0" and out["results"][0]["probation"] is True
     out = m.boot(["state"], image=True)  # the bootloader went back to the old image
+    assert out["flash"]["running"] == "ota_0" and out["version"] == "0.1.0"
     assert out["items"] == [{"version": "0.2.0", "state": "rolled_back",
                              "reason": "image not confirmed; the bootloader rolled back"}]
 
 
+def test_image_that_is_no_app_is_refused_at_the_switch(interpreter, tmp_path):
+    m = Meter(interpreter, tmp_path, image=bytes(5000))  # no 0xE9 magic: set_boot refuses
+    out = m.boot(m.offer(), ["download", None], ["state"], image=True)
+    assert out["items"][-1]["state"] == "rejected"
+    assert out["items"][-1]["reason"].startswith("image switch refused")
+    assert out["results"][2] == {"job": None, "reboot_due": False, "probation": False,
+                                 "running": "0.1.0"}
+    assert out["flash"]["set_boot"] == []
+
+
 def test_image_needs_a_board_that_takes_one(interpreter, tmp_path):
-    m = Meter(interpreter, tmp_path, image=bytes(100))
+    m = Meter(interpreter, tmp_path, image=esp_image(100))
     out = m.boot(m.offer())
     assert out["results"] == [["rejected", "bad manifest: this board takes no whole image"]]
-    out = m.boot(m.offer(), image=True, capacity=50)
+    m = Meter(interpreter, tmp_path / "big", image=esp_image(70000))
+    out = m.boot(m.offer(), image=True)
     assert out["results"] == [["rejected",
-                               "bad manifest: image of 100 bytes, partition holds 50"]]
+                               "bad manifest: image of 70000 bytes, partition holds 65536"]]
 
 
 def test_mqtt_carries_fetch_and_chunk(interpreter, tmp_path):

@@ -7,7 +7,9 @@
 # release directory (as the head-end would). Prints one JSON document: the boot, per-step
 # results, the `update` items and what the link served. `crash` stops the process dead
 # (nothing more is written) at a named point: before_install (every file staged and
-# hashed), before_rename, after_rename, before_pointer, after_pointer, before_switch.
+# hashed), before_rename, after_rename, before_pointer, after_pointer.
+# With "image": true the board has boards/esp32_ota.py's ImageWriter over the fake
+# esp32.Partition flash ("fakes": host_tests/fakes), kept in base/ between boots.
 
 import json
 import sys
@@ -17,6 +19,16 @@ import fwboot
 
 doc = json.loads(sys.stdin.read())
 BASE = doc["base"]
+
+
+class FakeMachine:
+    WDT_RESET = 3
+
+    def reset_cause(self):
+        return 3 if doc.get("watchdog") else 1
+
+
+sys.modules["machine"] = FakeMachine()  # the board's reset cause, for fwboot
 BOOT = fwboot.select(BASE)
 
 import asyncio  # noqa: E402
@@ -26,8 +38,13 @@ import updater as updater_mod  # noqa: E402
 import version  # noqa: E402
 from outbox import Outbox  # noqa: E402
 
-if doc.get("as_version"):  # the new image booted (an image release replaces everything)
-    version.VERSION = doc["as_version"]
+if doc.get("image"):  # an ESP32 with OTA partitions: the real writer on a fake flash
+    sys.path.insert(0, doc["fakes"])  # before boards/, which has its own esp32.py
+    import fake_ota_flash
+    from esp32_ota import ImageWriter
+
+    if fake_ota_flash.load(BASE) != "ota_0":  # the new image is running
+        version.VERSION = doc["image_version"]
 
 
 class Crash(Exception):
@@ -51,49 +68,6 @@ def _wrap(module, attr, before, after):
     setattr(module, attr, wrapped)
 
 
-class FakeImageWriter:
-    """The board's image writer API, over a file base/image.bin; calls go to image.log."""
-
-    def __init__(self):
-        self.path = BASE + "/image.bin"
-
-    def _log(self, what):
-        with open(BASE + "/image.log", "a") as f:
-            f.write(what + "\n")
-
-    def capacity(self):
-        return doc.get("capacity", 1 << 20)
-
-    def begin(self, length, offset=0):
-        self._log("begin %d %d" % (length, offset))
-        data = b""
-        if offset:  # keep what lies before offset, as a flash partition would
-            with open(self.path, "rb") as f:
-                data = f.read(offset)
-        with open(self.path, "wb") as f:
-            f.write(data)
-
-    def write(self, data):
-        with open(self.path, "ab") as f:
-            f.write(data)
-
-    def finish(self):
-        self._log("finish")
-
-    def verify(self, sha256_hex, length):
-        ok = fw_files.size(self.path) == length and fw_files.sha256_hex(self.path) == sha256_hex
-        self._log("verify %s" % (ok,))
-        return ok
-
-    def switch(self):
-        crash_point("before_switch")
-        self._log("switch")
-
-    @classmethod
-    def confirm(cls):
-        FakeImageWriter._log(FakeImageWriter(), "confirm")
-
-
 class Board:
     pass
 
@@ -103,7 +77,7 @@ class FakeApp:
         self.cfg = doc["cfg"]
         self.board = Board()
         if doc.get("image"):
-            self.board.image_writer = FakeImageWriter
+            self.board.image_writer = ImageWriter
         fw_files.mkdir(BASE + "/state")
         self.outbox = Outbox(BASE + "/state/outbox")
         self.reboot_now = False
@@ -190,8 +164,12 @@ def main():
         out["crashed"] = str(exc)
     items = [i for i in app.outbox.peek(1000, 1 << 20) if i["kind"] == "update"]
     out["pending"] = [i["body"] for i in items]
+    out["notices"] = [i["body"] for i in app.outbox.peek(1000, 1 << 20) if i["kind"] == "notice"]
     out["items"] = offered
     out["served"] = served
+    if doc.get("image"):
+        fake_ota_flash.save(BASE)
+        out["flash"] = fake_ota_flash.esp32.STATE
     print(json.dumps(out))
 
 
