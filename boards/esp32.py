@@ -304,6 +304,14 @@ class Esp32Board:
     def deinit(self):
         self.timer.deinit()
 
+    def image_writer(self):
+        """Whole-image firmware updates (docs/ota.md); OSError on builds without OTA."""
+        try:
+            from boards.esp32_ota import ImageWriter
+        except ImportError:  # boards/ itself on the path (the host tests)
+            from esp32_ota import ImageWriter
+        return ImageWriter()
+
 
 def connect_wifi(ssid, password, timeout_ms=20000):
     """Station mode with modem power saving off (lower, steadier latency for the back channel)."""

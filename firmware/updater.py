@@ -256,8 +256,10 @@ class Updater:
             self._rolled_back(ROLLED_BACK_IMAGE)
         elif not job["image"] and pointer and pointer.get("failed") == job["version"]:
             self._rolled_back(pointer.get("reason") or fwboot.PROBATION_REASON)
+        elif not job["image"] and pointer and pointer.get("version") == job["version"]:
+            pass  # switched, and restarted without fwboot (unix main.py): the next start runs V
         else:
-            self._switch()  # reset mid-switch (or before the reboot): finish it
+            self._switch()  # reset mid-switch: finish it
 
     def _probation(self):
         seconds = self.app.cfg.get("update_probation_s", 300)

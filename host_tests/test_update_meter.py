@@ -145,6 +145,18 @@ def test_good_update_applies(interpreter, tmp_path):
     assert out["results"][1] == ["rejected", "version downgrade: running 0.2.0, offered 0.2.0"]
 
 
+def test_restart_without_fwboot_waits_for_a_real_one(interpreter, tmp_path):
+    m = Meter(interpreter, tmp_path)
+    install(m)
+    out = m.boot(["state"], ["exchange"], no_select=True)  # no reboot loop, no confirm
+    assert out["results"][0] == {"job": "installing", "reboot_due": False,
+                                 "probation": False, "running": "0.1.0"}
+    assert out["items"] == [] and m.pointer()["probation"] is True
+    out = m.boot(["state"], ["exchange"])
+    assert out["version"] == "0.2.0" and out["items"] == [{"version": "0.2.0",
+                                                           "state": "installed"}]
+
+
 def test_tampered_file_is_rejected(interpreter, tmp_path):
     m = Meter(interpreter, tmp_path)
     out = m.boot(m.offer(), ["download", None], ["state"], tamper={"big.bin": 9000})

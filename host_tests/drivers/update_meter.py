@@ -29,7 +29,8 @@ class FakeMachine:
 
 
 sys.modules["machine"] = FakeMachine()  # the board's reset cause, for fwboot
-BOOT = fwboot.select(BASE)
+BOOT = None if doc.get("no_select") else fwboot.select(BASE)  # no_select: a restart
+# inside the process that skips fwboot (main.py on the unix port, which has no reset)
 
 import asyncio  # noqa: E402
 
