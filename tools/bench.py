@@ -1,9 +1,11 @@
-"""Benchmarks (`make bench`): the firmware hot path on the MicroPython unix port, then the
-back channel (tools/bench_backchannel.py).
+"""Benchmarks (`make bench`): the firmware hot path on the MicroPython unix port, the
+signed-update signature check (tools/bench_ota.py), then the back channel
+(tools/bench_backchannel.py).
 
 Launches tools/bench_metering_mp.py under MicroPython and under CPython, takes the median of
 repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
-runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
+one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
+Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
 (tools/bench_scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
 head-end, about 4 minutes; --scale-n to change the list, --no-scale to skip it).
@@ -11,6 +13,7 @@ Timings are reported, never asserted; the exit status is 0 whenever the benchmar
 
     .venv/bin/python tools/bench.py [--json] [--runs N] [--seconds S] [--no-backchannel]
                                     [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
+                                    [--ota/--no-ota]
 """
 
 import argparse
@@ -178,6 +181,8 @@ def main(argv=None):
                     help="run the head-end at scale bench (tools/bench_scale.py)")
     ap.add_argument("--scale-n", default=os.environ.get("BENCH_SCALE_N", "1000,5000,10000"),
                     help="meter counts for the scale bench [env BENCH_SCALE_N]")
+    ap.add_argument("--ota", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the signed-update verify bench (tools/bench_ota.py)")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -189,6 +194,18 @@ def main(argv=None):
     if not args.json:
         print_table(report)
     status = 0
+    if args.ota:
+        import bench_ota
+
+        try:
+            report["ota"] = bench_ota.measure()
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
+            print("ota bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        else:
+            if not args.json:
+                print()
+                bench_ota.print_table(report["ota"])
     if not args.no_backchannel:
         import bench_backchannel
 
