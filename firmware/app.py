@@ -20,6 +20,10 @@ from presence import Presence
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
+try:  # polling a hardware board: MicroPython's sleep_ms takes an int, no float per call
+    _poll_sleep, _POLL = asyncio.sleep_ms, 5
+except AttributeError:  # CPython
+    _poll_sleep, _POLL = asyncio.sleep, 0.005
 
 
 class App:
@@ -143,7 +147,7 @@ class App:
             self.meter_beat.beat()
             if hardware:
                 while self.board.available() < BLOCK:
-                    await asyncio.sleep(0.005)
+                    await _poll_sleep(_POLL)
             n = self.board.read(vb, ib)
             if n == 0:
                 return
