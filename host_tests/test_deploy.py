@@ -195,6 +195,28 @@ def test_mpremote_failure_is_one_line_and_key_file_removed(tmp_path):
     assert not (stage / "config.new").exists(), line
 
 
+def test_staged_layout_imports_like_the_board(tmp_path):
+    """The staged folder is what lands on the board's /: from it alone (working directory =
+    the stage, as / on a board), the unix port picks the rp2 driver through bc_util's
+    make_board, the driver finds boards.json beside its .mpy, and config loads."""
+    stage = tmp_path / "stage"
+    deploy("--board", "rp2", "--port", "/dev/null", "--stage", str(stage), "--no-deps")
+    script = ("import bc_util, config\n"
+              "b = bc_util.make_board('rp2')\n"
+              "import boards.rp2 as m\n"
+              "print(type(b).__name__, m.__file__, b.sample_rate, "
+              "config.DEFAULTS['wdt_s'])\n")
+    env = dict(fw.command("micropython", "x")[1])
+    env["MICROPYPATH"] = "%s:%s" % (fw.ROOT / "host_tests" / "fakes", stage)
+    p = subprocess.run([fw.micropython_binary(), "-c", script], cwd=stage, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    name, path, rate, wdt = p.stdout.split()
+    assert name == "Rp2Board" and path.endswith("boards/rp2.mpy")
+    want = json.loads((fw.BOARDS / "boards.json").read_text())["rp2"]["sample_rate"]
+    assert abs(float(rate) - want) < 1 and wdt == "60"
+
+
 # ---------------- package.json (mip) ----------------
 def test_package_json_lists_every_module_and_only_real_files():
     pkg = json.loads((fw.ROOT / "package.json").read_text())
