@@ -217,7 +217,8 @@ def deploy(board, port, dry_run, config, ca, deps, reset, force_config, stage=No
               help="the head-end's CA file: copied to the board, config ca_file")
 @click.option("--force-config", is_flag=True, help="replace a config.json already on the board")
 @click.option("--no-deps", is_flag=True, help="skip mip install of " + ", ".join(DEVICE_DEPS))
-@click.option("--no-reset", is_flag=True, help="leave the board at the REPL afterwards")
+@click.option("--no-reset", is_flag=True,
+              help="leave the board at the REPL afterwards (an ESP32 watchdog: one hour)")
 @click.option("--dry-run", is_flag=True, help="print the commands, run nothing")
 @click.option("--stage", default=None, help="build folder (default .build/BOARD)")
 def main(board, port, device_id, server_url, key, ca, force_config, no_deps, no_reset, dry_run,
