@@ -7,7 +7,7 @@ TRANSPORT ?= http
 MPLIB := $(VENV)/mplib
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
 
-.PHONY: venv sim test e2e faults bench clean
+.PHONY: venv sim test e2e faults bench deploy clean
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,5 +34,12 @@ faults: venv
 bench: venv
 	$(BIN)/python tools/bench.py
 
+# make deploy BOARD=esp32|rp2 PORT=/dev/ttyUSB0 [DEPLOY_ARGS="--device-id m1 --server-url ..."]
+# (the device key: BC_DEVICE_KEY=... in the environment, never on the command line)
+BOARD ?= esp32
+PORT ?= /dev/ttyUSB0
+deploy: venv
+	@$(BIN)/python tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .build

@@ -6,6 +6,7 @@ from binascii import unhexlify
 import asyncio
 
 import config as configuration
+import health
 import metering
 import reading
 from clock import Clock, ticks_diff, ticks_ms
@@ -19,6 +20,11 @@ from presence import Presence
 from updater import Updater
 
 BLOCK = 128
+METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
+try:  # polling a hardware board: MicroPython's sleep_ms takes an int, no float per call
+    _poll_sleep, _POLL = asyncio.sleep_ms, 5
+except AttributeError:  # CPython
+    _poll_sleep, _POLL = asyncio.sleep, 0.005
 
 
 class App:
@@ -47,6 +53,9 @@ class App:
         self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
         self.started_unix = self.clock.now()
+        self.meter_beat = health.Heartbeat(METER_ALLOW_S)
+        self.comms_beat = health.Heartbeat(METER_ALLOW_S)
+        self.watchdog = None
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
         self.comms = None
@@ -67,6 +76,7 @@ class App:
                                    state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
             self._apply_comms_config()
             self.comms.after_exchange = self._after_exchange
+            self.comms.heartbeat = self.comms_beat.beat
         elif cfg["transport"] == "http" and cfg["server_url"]:
             ctx = None
             if cfg["server_url"].startswith("https"):
@@ -80,6 +90,7 @@ class App:
                                self.dispatcher, self.clock)
             self._apply_comms_config()
             self.comms.after_exchange = self._after_exchange
+            self.comms.heartbeat = self.comms_beat.beat
         self.updater = Updater(self, _parent(state_dir), state_dir)
         if self.comms is not None:
             self.comms.updater = self.updater
@@ -132,7 +143,15 @@ class App:
         samples = 0
         next_report = self.cfg["report_s"]
         next_persist = self.cfg["persist_s"]
+        # A hardware board samples at its own rate: wait (without blocking) for a block
+        # instead of pacing by the clock as the simulated board needs.
+        hardware = hasattr(self.board, "available")
+        realtime = self.realtime and not hardware
         while not self.reboot_now:
+            self.meter_beat.beat()
+            if hardware:
+                while self.board.available() < BLOCK:
+                    await _poll_sleep(_POLL)
             n = self.board.read(vb, ib)
             if n == 0:
                 return
@@ -152,7 +171,7 @@ class App:
                 next_persist += self.cfg["persist_s"]
                 self.save_energy()
             ahead = int(samples * 1000 / rate) - ticks_diff(ticks_ms(), start)
-            await asyncio.sleep(ahead / 1000 if self.realtime and ahead > 0 else 0)
+            await asyncio.sleep(ahead / 1000 if realtime and ahead > 0 else 0)
 
     def save_energy(self):
         self.meter.fold_energy()
@@ -162,7 +181,8 @@ class App:
     def status_reading(self):
         self.meter.fold_energy()
         out = {"registers": self.meter.registers.as_wh(), "relay": self.relay,
-               "presence": self.presence.state}
+               "presence": self.presence.state, "reset_cause": health.reset_cause(),
+               "uptime_s": health.UPTIME.tick(), "version": health.VERSION}
         if self.last_reading is not None:
             out["reading"] = self.last_reading
         return out
@@ -213,6 +233,19 @@ class App:
                 self.reboot_now = True
             self.reboot_armed = True
 
+    async def _watchdog(self, metering, comms):
+        self.watchdog = health.Watchdog(self.cfg["wdt_s"])
+        self.watchdog.watch("metering", metering, self.meter_beat)
+        for task in comms:
+            self.watchdog.watch("comms", task, self.comms_beat)
+        self.watchdog.on_starve = self._on_starve
+        await self.watchdog.run()
+
+    def _on_starve(self, reason):
+        # kept on flash: reported after the reset the hardware watchdog is about to cause
+        if self.watchdog.wdt is not None:
+            self.outbox.offer("notice", {"what": "watchdog: " + reason, "count": 1})
+
     async def run(self):
         """Runs until the board's samples end, or a `reboot` op asks for a restart: then the
         caller resets the board (machine.reset(); the simulator starts a fresh App)."""
@@ -220,6 +253,9 @@ class App:
         if self.comms is not None:
             self.presence.announce()
             tasks.append(asyncio.create_task(self.comms.run()))
+        if self.cfg["wdt_s"]:
+            tasks.append(asyncio.create_task(self._watchdog(tasks[0], tasks[1:])))
+        if self.comms is not None:
             tasks.append(asyncio.create_task(self.updater.watch()))
         try:
             await tasks[0]

@@ -14,6 +14,9 @@ from binascii import hexlify
 
 import envelope
 
+# Slack on top of a wait's own timeouts before the watchdog calls comms stalled (connect,
+# write and header reads each have httpc's 10 s).
+ALIVE_MARGIN_S = 60
 
 class ExchangeError(Exception):
     pass
@@ -92,6 +95,7 @@ class Comms:
         self.last_ok = None
         self.last_error = None
         self.after_exchange = None  # callback, e.g. to reboot once a result is out
+        self.heartbeat = None  # callback(s): "alive; next sign within s" (health.Heartbeat)
         self.updater = None  # firmware download: a `fetch` on each request while one runs
 
     def kick(self):
@@ -110,6 +114,7 @@ class Comms:
     async def run(self):
         while True:
             self.kicked = False
+            self._alive(self.wait_s + 15 + ALIVE_MARGIN_S)  # the exchange's own timeouts
             try:
                 self.task = asyncio.create_task(self.exchange())
                 again = await self.task
@@ -132,10 +137,15 @@ class Comms:
             if not (again or self.kicked):
                 await self._sleep(self.poll_s)
 
+    def _alive(self, seconds):
+        if self.heartbeat is not None:
+            self.heartbeat(seconds)
+
     async def _sleep(self, seconds):
         self.wake.clear()
         if seconds <= 0 or self.kicked:
             return
+        self._alive(seconds + ALIVE_MARGIN_S)
         try:
             await asyncio.wait_for(self.wake.wait(), seconds)
         except asyncio.TimeoutError:

@@ -29,6 +29,7 @@ DEFAULTS = {
     "mqtt_tls": False,        # TLS to the broker, its CA pinned from ca_file
     "mqtt_keepalive": 60,     # MQTT keepalive (s); the meter pings at half of it
     "ha_discovery": False,    # publish Home Assistant discovery configs
+    "wdt_s": 60,              # hardware watchdog timeout (s; rp2 caps it at 8.3 s); 0: off
     "update_key": "",         # release public key, 130 hex (docs/ota.md); empty: no updates
     "update_probation_s": 300,  # a new firmware must reach a healthy exchange within this
 }
@@ -61,6 +62,7 @@ _RULES = {
     "mqtt_tls": (bool, False, True),
     "mqtt_keepalive": (int, 10, 1200),
     "ha_discovery": (bool, False, True),
+    "wdt_s": (int, 0, 3600),
     "update_key": (str, 0, 130),
     "update_probation_s": (int, 30, 3600),
 }

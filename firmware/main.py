@@ -106,6 +106,9 @@ def run():
             bc.set_running(False)
             app.save_energy()
             print("bc: app stopped (Ctrl-C); bc.status() shows its last state")
+            if app.watchdog is not None and app.watchdog.wdt is not None:
+                print("bc: the watchdog cannot be stopped: the board resets within %d s"
+                      % (app.watchdog.timeout_ms // 1000,))
             return False
         except Exception as exc:
             bc.set_running(False)

@@ -36,6 +36,7 @@ import random
 
 import envelope
 from clock import ticks_diff, ticks_ms
+from comms import ALIVE_MARGIN_S
 from httpc import _tls_reason
 from mqtt_exchange import MqttExchange
 from mqtt_wire import (_EXPECTED, MAX_PACKET, LinkError, _Link, _log, _Net, _open, _refused,
@@ -86,6 +87,7 @@ class MqttComms(MqttExchange):
         self.last_ok = None
         self.last_error = None
         self.after_exchange = None
+        self.heartbeat = None           # callback(s), as comms.Comms
         self.updater = None  # firmware download (docs/ota.md)
         self.connected = False
         self.flushes = 0                # stream writes (one per batch of packets)
@@ -135,6 +137,7 @@ class MqttComms(MqttExchange):
 
     async def run(self):
         while True:
+            self._alive(0)
             try:
                 await self._session()
             except Exception as exc:  # link down, broker refused, protocol error
@@ -147,7 +150,14 @@ class MqttComms(MqttExchange):
                     _traceback(exc)
             finally:
                 self._close()
-            await asyncio.sleep(self.backoff_s(self.link_failures))
+            delay = self.backoff_s(self.link_failures)
+            self._alive(delay)
+            await asyncio.sleep(delay)
+
+    def _alive(self, wait_s):
+        # connect, CONNACK and every write each wait up to timeout_s
+        if self.heartbeat is not None:
+            self.heartbeat(wait_s + 3 * self.timeout_s + ALIVE_MARGIN_S)
 
     def _reason(self, exc):
         if isinstance(exc, AssertionError):
@@ -180,6 +190,7 @@ class MqttComms(MqttExchange):
         if self.ha:
             self._subscribe(hass.STATUS_TOPIC, 0)
         while True:
+            self._alive(0)
             self.wake.clear()
             if self.rx_error is not None:
                 raise self.rx_error

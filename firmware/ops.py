@@ -8,7 +8,6 @@
 import json
 
 import envelope
-import version as fwversion
 
 _OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
              "set_presence", "get_events", "reboot", "message", "send", "get_messages",
@@ -34,9 +33,7 @@ def _args(args, name, kinds):
 
 
 def op_read(app, args):
-    out = app.status_reading()
-    out["version"] = fwversion.VERSION  # of the modules running (fw/V after an update)
-    return out
+    return app.status_reading()
 
 
 def op_set_time(app, args):

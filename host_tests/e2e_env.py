@@ -68,7 +68,6 @@ def _why_skip_mqtt():
 
 
 SKIP = _why_skip()
-pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 
 
 class Env:
@@ -165,10 +164,12 @@ class Env:
         return proc is not None and proc.poll() is None
 
 
-@pytest.fixture(scope="module", params=TRANSPORTS)
-def env(request, tmp_path_factory):
-    transport = request.param
-    if transport == "mqtt" and SKIP is None and _why_skip_mqtt():
+def make_env(transport, tmp_path_factory):
+    """The body of the session fixture `env` (conftest.py): one lab, head-end and pair of
+    meters per transport, shared by every e2e module."""
+    if SKIP is not None:
+        pytest.skip(SKIP)
+    if transport == "mqtt" and _why_skip_mqtt():
         pytest.skip(_why_skip_mqtt())
     work = tmp_path_factory.mktemp("e2e-%s" % transport)
     lab = netlab.Lab("bc-e%s" % uuid.uuid4().hex[:6])

@@ -30,8 +30,6 @@ import asyncio
 import json
 import os
 import random
-import resource
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,74 +39,16 @@ import time
 from pathlib import Path
 
 from bench import machine
+from bench_procs import free_port, machine_busy, proc_cpu, proc_rss, proc_wait, raise_nofile
+from bench_scale_report import fmt_s, print_table  # noqa: F401  (bench.py calls print_table from here)
+from bench_stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 sys.path.insert(0, str(TOOLS))
 
-P99_TARGET_S = 1.0
-GROUP_TARGET_S = 10.0
-RSS_TARGET = 1 << 30
-TARGET_N = 10000
 REPORT_S = 10.0
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(xs, p):
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = (len(xs) - 1) * p / 100.0
-    f = int(k)
-    c = min(f + 1, len(xs) - 1)
-    return xs[f] + (xs[c] - xs[f]) * (k - f)
-
-
-def _nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu(pid):
-    """utime + stime of pid, seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def machine_busy():
-    """Busy CPU seconds of the whole machine (all cores) from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v) - v[3] - v[4]) / TICK      # minus idle and iowait
-
-
-def proc_wait(pid):
-    """Seconds pid has spent runnable but waiting for a CPU (/proc/<pid>/schedstat): how
-    much the head-end was held back by other processes on the machine."""
-    try:
-        with open("/proc/%d/schedstat" % pid) as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def proc_rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def register(db_path, n):
@@ -161,13 +101,13 @@ class Run:
     def start(self, duration):
         self.keys, self.token = register(self.db_path, self.n)
         (self.dir / "keys.json").write_text(json.dumps(self.keys))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.head_log = open(self.dir / "headend.log", "w+b")
         head = subprocess.Popen(
             [sys.executable, str(TOOLS / "backchannel"), "serve", "--db", str(self.db_path),
              "--port", str(self.port), "--log-level", "warning"],
-            stdout=self.head_log, stderr=subprocess.STDOUT, preexec_fn=_nofile, cwd=self.dir)
+            stdout=self.head_log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile, cwd=self.dir)
         self.procs.append(head)
         self.head = head
         self._wait_health(head)
@@ -176,7 +116,7 @@ class Run:
              str(self.dir / "keys.json"), "--report", str(REPORT_S), "--ramp", str(REPORT_S),
              "--duration", str(duration), "--seed", str(self.seed)],
             stdout=subprocess.PIPE, stderr=open(self.dir / "loadgen.log", "wb"),
-            preexec_fn=_nofile, cwd=self.dir)
+            preexec_fn=raise_nofile, cwd=self.dir)
         self.procs.append(gen)
         self.gen = gen
         threading.Thread(target=self._read_status, daemon=True).start()
@@ -354,7 +294,7 @@ def measure_n(n, window, commands, group_timeout, seed):
                         exchanges_s=(st1.get("exchanges", 0) - st0.get("exchanges", 0)) / span
                         if span > 0 else 0.0,
                         expected_s=n / REPORT_S,
-                        p50_s=percentile(lat, 50), p99_s=percentile(lat, 99),
+                        p50_s=percentile(lat, 50, float("nan")), p99_s=percentile(lat, 99, float("nan")),
                         max_s=max(lat) if lat else float("nan"), commands=len(lat),
                         commands_missing=missing, loadgen_errors=errors,
                         db_bytes=db_bytes, items=readings)
@@ -411,60 +351,12 @@ def measure(ns=(1000, 5000, 10000), window=30.0, commands=50, group_timeout=45.0
         r = measure_n(n, window, commands, group_timeout, seed + i)
         out["runs"].append(r)
         print("scale bench: %d meters: RSS %.0f MiB, CPU %.0f%%, p50 %s, p99 %s, group %s, "
-              "%.0f exchanges/s" % (n, r["rss_peak"] / 2**20, r["cpu_pct"], _fmt_s(r["p50_s"]),
-                                    _fmt_s(r["p99_s"]), _fmt_s(r["group_s"]), r["exchanges_s"]),
+              "%.0f exchanges/s" % (n, r["rss_peak"] / 2**20, r["cpu_pct"], fmt_s(r["p50_s"]),
+                                    fmt_s(r["p99_s"]), fmt_s(r["group_s"]), r["exchanges_s"]),
               file=sys.stderr, flush=True)
     out.update(store_ceiling())
     out["runtime_s"] = time.monotonic() - t0
     return out
-
-
-def _fmt_s(x):
-    if x is None or x != x:
-        return "n/a"
-    return "%.0f ms" % (x * 1000) if x < 1 else "%.1f s" % x
-
-
-def print_table(report):
-    from rich.console import Console
-    from rich.table import Table
-    m = report["machine"]
-    table = Table(title="backchannel head-end at scale (loopback, one head-end process)",
-                  caption="head-end and load generator share %s cores (%s); readings every "
-                          "%.0f s per meter; %s; commit %s; runtime %.0f s"
-                  % (m["nproc"], m["cpu"], report["report_s"], m["date"], m["commit"],
-                     report["runtime_s"]))
-    for name in ("meters", "head-end RSS", "head-end CPU", "cmd p50", "cmd p99",
-                 "group to all", "exchanges/s", "errors", "loadgen / other CPU", "head-end CPU wait"):
-        table.add_column(name, justify="right")
-    for r in report["runs"]:
-        g = r["group_s"]
-        group = _fmt_s(g) if g is not None else "%d of %d by timeout" % (
-            r["group_final"], r["n"])
-        table.add_row("%d" % r["n"], "%.0f MiB" % (r["rss_peak"] / 2**20),
-                      "%.0f%% (group %.0f%%)" % (r["cpu_pct"], r["group_cpu_pct"]),
-                      _fmt_s(r["p50_s"]), _fmt_s(r["p99_s"]), group,
-                      "%.0f of %.0f" % (r["exchanges_s"], r["expected_s"]),
-                      str(sum(r["loadgen_errors"].values()) + r["commands_missing"]),
-                      "%s / %s" % tuple("%.0f%%" % r[k] if k in r else "n/a"
-                                        for k in ("loadgen_cpu_pct", "other_cpu_pct")),
-                      "%.0f%%" % r["runq_wait_pct"] if "runq_wait_pct" in r else "n/a")
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
-    console.print(table)
-    console.print("store alone (exchange core, no HTTP): %.0f exchanges/s, %.0f bytes of "
-                  "SQLite per exchange with one reading"
-                  % (report["store_exchanges_s"], report["store_bytes_per_exchange"]))
-    big = [r for r in report["runs"] if r["n"] == TARGET_N]
-    if big:
-        r = big[0]
-        checks = [("p99 < 1 s", r["p99_s"] < P99_TARGET_S),
-                  ("group < 10 s", r["group_s"] is not None and r["group_s"] < GROUP_TARGET_S),
-                  ("RSS < 1 GiB", r["rss_peak"] < RSS_TARGET)]
-        console.print("targets at %d meters: %s" % (TARGET_N, "; ".join(
-            "%s %s" % (name, "[green]met[/]" if ok else "[red]MISSED[/]")
-            for name, ok in checks)))
 
 
 def main(argv=None):

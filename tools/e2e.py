@@ -4,7 +4,7 @@ each over both transports (http, mqtt).
 
     python tools/e2e.py [PYTEST ARGS...]     e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
 
-Runs host_tests/test_e2e.py (pytest -v): the real head-end in a network namespace (over
+Runs host_tests/test_e2e*.py (pytest -v): the real head-end in a network namespace (over
 mqtt with mosquitto beside it) and two real meters (MicroPython unix port) behind stateful
 nftables firewalls (tools/netlab.py, docs/e2e.md). Exits 0 when every scenario passed, 1
 when one failed or did not run. Needs root, iproute2 and nftables; without them it says
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "host_tests" / "test_e2e.py"
+TESTS = sorted((ROOT / "host_tests").glob("test_e2e*.py"))
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow", "NOT RUN": "red"}
 TRANSPORTS = ("http", "mqtt")
 
@@ -69,15 +69,13 @@ def main(argv):
     console = Console(width=None if sys.stdout.isatty() else 132)
     plugin = Scenarios()
     started = time.monotonic()
-    rc = pytest.main(["-v", "-p", "no:cacheprovider", str(TESTS), *argv], plugins=[plugin])
+    rc = pytest.main(["-v", "-p", "no:cacheprovider", *map(str, TESTS), *argv], plugins=[plugin])
     took = time.monotonic() - started
     rows = list(plugin.rows.values())
-    # pytest runs all of one transport, then the other; the table pairs them per scenario
-    first = {}
-    for row in rows:
-        first.setdefault(row["test"], row["order"])
+    # pytest runs all of one transport, then the other; the table pairs them per scenario,
+    # in scenario order (test_<n>_...)
     rank = {t: i for i, t in enumerate(TRANSPORTS)}
-    rows.sort(key=lambda r: (first[r["test"]], rank.get(r["transport"], 99), r["order"]))
+    rows.sort(key=lambda r: (r["test"], rank.get(r["transport"], 99), r["order"]))
 
     table = Table(title="backchannel end to end: head-end (and MQTT broker) outside, "
                         "meters behind firewalls", show_lines=False)

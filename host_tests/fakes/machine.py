@@ -1,4 +1,4 @@
-# Fake `machine` for desktop tests of boards/*: ADC, Pin, Timer, mem32, idle.
+# Fake `machine` for desktop tests of boards/*: ADC, Pin, Timer, mem32, idle, WDT, reset_cause.
 # Usable under CPython and the MicroPython unix port: put host_tests/fakes first on sys.path.
 #
 # Simulated time: a nanosecond clock (`now_ns[0]`) that advances only when the fake hardware
@@ -32,6 +32,32 @@ def idle():
 
 def freq():
     return 240000000
+
+
+# reset causes (the ESP32 port's values) and the one reset_cause() reports
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+cause = [PWRON_RESET]
+
+
+def reset_cause():
+    return cause[0]
+
+
+class WDT:
+    """Records its timeout and every feed (the fake cannot reset anything)."""
+    instances = []
+
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+        self.feeds = 0
+        WDT.instances.append(self)
+
+    def feed(self):
+        self.feeds += 1
 
 
 class Pin:
@@ -180,3 +206,5 @@ def reset():
     Timer.hard_supported = True
     mem32.regs = {}
     mem32.writes = []
+    WDT.instances = []
+    cause[0] = PWRON_RESET
