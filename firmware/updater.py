@@ -8,17 +8,17 @@
 #     image partition set to boot); the app reboots once the `installing` item is acked.
 # After the reboot the new version is on probation until its first healthy exchange.
 
-import json
-
 import asyncio
+import json
+from binascii import a2b_base64
+
 import fw_files
 import fw_manifest
-from fw_image import ImageSink
 import fwboot
 import store
 import version as fwversion
-from binascii import a2b_base64
 from clock import ticks_diff, ticks_ms
+from fw_image import ImageSink
 
 FETCH_LEN = 4096  # block-aligned, so an image resumes on a flash block boundary
 ROLLED_BACK_IMAGE = "image not confirmed; the bootloader rolled back"
@@ -48,6 +48,7 @@ class Updater:
             self._load()
         except OSError as exc:  # flash trouble must not keep the meter from metering
             self.error = "update state unusable: %s" % (exc,)
+            app.outbox.offer("notice", {"what": self.error, "count": 1})
 
     # --- the op ---
     def start(self, text, sig):
@@ -122,8 +123,12 @@ class Updater:
                 return True
             self._save()
         else:
-            with open(self._stage(self.job["version"]) + "/" + f["path"], "ab") as out:
-                out.write(data)
+            try:
+                with open(self._stage(self.job["version"]) + "/" + f["path"], "ab") as out:
+                    out.write(data)
+            except OSError as exc:  # flash full: retrying would loop
+                self._reject("cannot write %s: %s" % (f["path"], exc))
+                return True
         self._advance()
         return True
 
@@ -205,6 +210,10 @@ class Updater:
             except Refused as exc:
                 self._reject(str(exc))
                 return
+            p = self._pointer()
+            if p is not None and p.get("version") is not None:  # no fw/V over a new image
+                fwboot.write_pointer(self.base, {"version": None, "previous": None,
+                                                 "probation": False, "boots": 0, "reason": ""})
         else:
             stage = self._stage(ver)
             if fw_files.is_dir(stage):

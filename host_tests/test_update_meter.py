@@ -369,3 +369,23 @@ def test_mqtt_carries_fetch_and_chunk(interpreter, tmp_path):
     assert out["chunks"] == [{"version": "1.0.0", "path": "a.py", "offset": 0, "size": 3,
                               "data": "QUJD"}]
     assert out["want_up"] is True  # the next fetch goes out at once
+
+
+def test_image_after_a_file_release_drops_its_modules(interpreter, tmp_path):
+    m = Meter(interpreter, tmp_path)
+    install(m)
+    assert m.boot(["exchange"], image=True)["items"][-1]["state"] == "installed"
+    image = esp_image(6000)
+    m.version, m.files = "0.3.0", None
+    m.release = tmp_path / "release" / "0.3.0"
+    m.release.mkdir()
+    (m.release / "firmware.bin").write_bytes(image)
+    m.manifest = manifest_text("0.3.0", image=image)
+    m.sig = sign(m.manifest)
+    out = m.boot(m.offer(), ["download", None], ["ack"], ["state"], image=True)
+    assert out["version"] == "0.2.0" and out["results"][3]["reboot_due"] is True
+    assert m.pointer()["version"] is None  # the new image must not run fw/0.2.0's modules
+    out = m.boot(["exchange"], image=True)
+    assert out["boot"]["version"] is None and out["version"] == "0.3.0"
+    assert out["items"] == [{"version": "0.3.0", "state": "installed"}]
+    assert m.fw_entries() == ["current.json"]
