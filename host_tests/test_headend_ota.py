@@ -1,0 +1,315 @@
+"""Signed firmware updates, head-end side (docs/ota.md): `release keygen|sign|publish`
+checked against the `cryptography` package, `fetch`/`chunk` on real exchanges, `update`
+progress items, and `backchannel update` driving scripted fake meters through a real
+head-end process."""
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from headend_fake_meter import FakeMeter, hmac_hex
+from headend_harness import ROOT, Api, headend, http, server  # noqa: F401
+from headend_ota_meter import OtaMeter, verify_sig
+from system import Headend as HeadendProcess, wait_until
+
+from headend.cli import main
+
+CLI = [sys.executable, str(ROOT / "tools" / "backchannel")]
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture
+def bc(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    return lambda *argv: run(capsys, *argv)
+
+
+def source_tree(root):
+    """A small firmware tree: modules, a sub-package, a binary file, a __pycache__."""
+    files = {"app.py": b"print('v2')\n" * 700, "lib/util.py": b"X = 1\n",
+             "lib/data.bin": os.urandom(20000), "z_last.mpy": b"M\x06" + os.urandom(9000)}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"junk")
+    return files
+
+
+@pytest.fixture
+def release(tmp_path, bc):
+    """keygen + sign 1.2.0 of a source tree into tmp/out; (keys dir, src files, out dir)."""
+    src = tmp_path / "src"
+    files = source_tree(src)
+    rc, out, err = bc("release", "keygen", "--out", tmp_path / "keys")
+    assert rc == 0, err
+    rc, out, err = bc("release", "sign", "--key", tmp_path / "keys" / "release-key.pem",
+                      "--version", "1.2.0", src, "--out", tmp_path / "out")
+    assert rc == 0 and "signed 1.2.0: 4 file(s)" in out, err
+    return tmp_path / "keys", files, tmp_path / "out"
+
+
+def publish(bc, keys, release_dir, releases_dir):
+    return bc("release", "publish", release_dir, "--pub", keys / "release-key.pub",
+              "--releases", releases_dir)
+
+
+# --- keys, signing, publishing ---
+
+def test_keygen_sign_publish_round_trip(tmp_path, bc, release):
+    keys, files, out = release
+    pem = keys / "release-key.pem"
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    private = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+    assert isinstance(private.curve, ec.SECP256R1)
+    assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")      # PKCS#8
+    pub_hex = (keys / "release-key.pub").read_text().strip()
+    assert len(pub_hex) == 130 and pub_hex == private.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint).hex()
+
+    rel = out / "1.2.0"
+    text = (rel / "manifest.json").read_text()
+    expected = {"files": [{"len": len(files[p]), "path": p,
+                           "sha256": hashlib.sha256(files[p]).hexdigest()}
+                          for p in sorted(files)], "version": "1.2.0"}
+    assert text == json.dumps(expected, sort_keys=True, separators=(",", ":"))
+    sig = (rel / "manifest.sig").read_text().strip()
+    assert len(sig) == 128 and verify_sig(pub_hex, text.encode(), sig)
+    assert not verify_sig(pub_hex, text.replace("1.2.0", "1.2.1").encode(), sig)
+    for p, data in files.items():
+        assert (rel / p).read_bytes() == data
+    assert not (rel / "__pycache__").exists()
+
+    rc, msg, err = publish(bc, keys, rel, tmp_path / "served")
+    assert rc == 0 and "published 1.2.0" in msg, err
+    served = tmp_path / "served" / "1.2.0"
+    assert sorted(str(p.relative_to(served)) for p in served.rglob("*") if p.is_file()) == \
+        sorted(list(files) + ["manifest.json", "manifest.sig"])
+    assert (served / "manifest.json").read_text() == text
+    assert all((served / p).read_bytes() == d for p, d in files.items())
+    rc, msg, _ = publish(bc, keys, rel, tmp_path / "served")
+    assert rc == 0 and "already published" in msg
+
+
+def test_image_release(tmp_path, bc, release):
+    keys, _, out = release
+    image = tmp_path / "app.bin"
+    image.write_bytes(os.urandom(70000))
+    rc, msg, err = bc("release", "sign", "--key", keys / "release-key.pem", "--version",
+                      "2.0.0", "--image", image, "--out", out)
+    assert rc == 0, err
+    text = (out / "2.0.0" / "manifest.json").read_text()
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert text == '{"image":{"len":70000,"sha256":"%s"},"version":"2.0.0"}' % digest
+    assert (out / "2.0.0" / "firmware.bin").read_bytes() == image.read_bytes()
+    pub = (keys / "release-key.pub").read_text()
+    assert verify_sig(pub, text.encode(), (out / "2.0.0" / "manifest.sig").read_text().strip())
+    assert publish(bc, keys, out / "2.0.0", tmp_path / "served")[0] == 0
+
+
+@pytest.mark.parametrize("tamper,message", [
+    (lambda r: (r / "app.py").write_bytes(b"evil()\n"), "app.py does not match the manifest"),
+    (lambda r: (r / "lib" / "util.py").unlink(), "lib/util.py: No such file"),
+    (lambda r: (r / "manifest.json").write_text(
+        (r / "manifest.json").read_text().replace('"len":6,', '"len":7,')), "bad signature"),
+    (lambda r: (r / "manifest.sig").write_text("00" * 64), "bad signature"),
+    (lambda r: (r / "manifest.sig").unlink(), "manifest.sig: No such file"),
+])
+def test_publish_refuses_a_tampered_release(tmp_path, bc, release, tamper, message):
+    keys, _, out = release
+    tamper(out / "1.2.0")
+    rc, msg, err = publish(bc, keys, out / "1.2.0", tmp_path / "served")
+    assert rc == 1 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "served" / "1.2.0").exists()
+    assert not [p for p in (tmp_path / "served").iterdir()] if (tmp_path / "served").exists() \
+        else True
+
+
+def test_publish_refuses_another_key(tmp_path, bc, release):
+    keys, _, out = release
+    assert bc("release", "keygen", "--out", tmp_path / "other")[0] == 0
+    rc, _, err = publish(bc, tmp_path / "other", out / "1.2.0", tmp_path / "served")
+    assert rc == 1 and "bad signature" in err
+
+
+def test_release_errors_are_one_line(tmp_path, bc, release):
+    keys, _, out = release
+    pem = keys / "release-key.pem"
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad name.py").write_text("x")
+    (tmp_path / "reserved").mkdir()
+    (tmp_path / "reserved" / "manifest.json").write_text("{}")
+    cases = [
+        (["release", "keygen", "--out", keys], "already exists"),
+        (["release", "sign", "--key", tmp_path / "none.pem", "--version", "1.3.0",
+          tmp_path / "src", "--out", out], "none.pem: No such file"),
+        (["release", "sign", "--key", keys / "release-key.pub", "--version", "1.3.0",
+          tmp_path / "src", "--out", out], "not an unencrypted PEM private key"),
+        (["release", "sign", "--key", pem, "--version", "1.3", tmp_path / "src", "--out", out],
+         "bad version '1.3'"),
+        (["release", "sign", "--key", pem, "--version", "1.03.0", tmp_path / "src", "--out",
+          out], "bad version"),
+        (["release", "sign", "--key", pem, "--version", "../x", tmp_path / "src", "--out",
+          out], "bad version"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "bad", "--out",
+          out], "unsafe file name 'bad name.py'"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "reserved",
+          "--out", out], "manifest.json is reserved"),
+        (["release", "sign", "--key", pem, "--version", "1.2.0", tmp_path / "src", "--out",
+          out], "1.2.0 already exists"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", "--out", out],
+         "either SRC_DIR or --image"),
+        (["release", "publish", out / "1.2.0", "--pub", tmp_path / "none.pub"], "No such file"),
+        (["release", "publish", out / "1.2.0", "--pub", pem], "expected 130 hex chars"),
+    ]
+    for argv, message in cases:
+        rc, _, err = bc(*argv)
+        assert rc != 0 and message in err, (argv, err)
+        assert err.startswith("backchannel: error: ") and err.count("\n") == 1, err
+    assert sorted(p.name for p in out.iterdir()) == ["1.2.0"]     # nothing half-written
+
+
+# --- fetch / chunk on the exchange ---
+
+@pytest.fixture
+def served(tmp_path, bc, release, headend):
+    """1.2.0 published where the head-end serves it by default (`releases` by its db)."""
+    keys, files, out = release
+    assert publish(bc, keys, out / "1.2.0", tmp_path / "releases")[0] == 0
+    return files
+
+
+def fetch(meter, **want):
+    body = meter.envelope()
+    body["fetch"] = want
+    r = meter.post(body)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-bc-signature"] == hmac_hex(meter.key, r.content)   # chunk is signed
+    return r.json()["chunk"]
+
+
+def test_fetch_serves_exact_bytes_at_offsets(served, headend, http):
+    meter = headend.meter(http, "m1")
+    data = served["lib/data.bin"]
+    got, offset = b"", 0
+    while offset < len(data):
+        c = fetch(meter, version="1.2.0", path="lib/data.bin", offset=offset, len=3001)
+        assert (c["version"], c["path"], c["offset"], c["size"]) == \
+            ("1.2.0", "lib/data.bin", offset, len(data))
+        piece = base64.b64decode(c["data"])
+        assert 0 < len(piece) <= 3001
+        got += piece
+        offset += len(piece)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    c = fetch(meter, version="1.2.0", path="lib/data.bin", offset=1000, len=100000)
+    assert base64.b64decode(c["data"]) == data[1000:1000 + 8192]             # capped
+    c = fetch(meter, version="1.2.0", path="lib/data.bin", offset=len(data), len=10)
+    assert c["data"] == "" and c["size"] == len(data)
+    c = fetch(meter, version="1.2.0", path="app.py", offset=5, len=7)
+    assert base64.b64decode(c["data"]) == served["app.py"][5:12]
+
+
+@pytest.mark.parametrize("version,path,offset,error", [
+    ("1.3.0", "app.py", 0, "no such release"),
+    ("1.2", "app.py", 0, "no such release"),
+    ("../releases/1.2.0", "app.py", 0, "no such release"),
+    ("1.2.0", "nope.py", 0, "no such file in release"),
+    ("1.2.0", "../../headend.db", 0, "no such file in release"),
+    ("1.2.0", "lib/../app.py", 0, "no such file in release"),
+    ("1.2.0", "/etc/passwd", 0, "no such file in release"),
+    ("1.2.0", "manifest.json", 0, "no such file in release"),
+    ("1.2.0", "__pycache__/app.cpython-311.pyc", 0, "no such file in release"),
+    ("1.2.0", "app.py", 10 ** 6, "offset beyond the end of the file"),
+])
+def test_fetch_refuses_what_the_manifest_does_not_list(served, headend, http, version, path,
+                                                       offset, error):
+    meter = headend.meter(http, "m1")
+    c = fetch(meter, version=version, path=path, offset=offset, len=100)
+    assert c == {"version": version, "path": path, "error": error}
+
+
+@pytest.mark.parametrize("want", [
+    {"version": "1.2.0", "path": "app.py", "offset": "0", "len": 10},
+    {"version": "1.2.0", "path": "app.py", "offset": 0, "len": 10.0},
+    {"version": "1.2.0", "path": "app.py", "offset": -1, "len": 10},
+    {"version": 120, "path": "app.py", "offset": 0, "len": 10},
+    {"version": "1.2.0", "offset": 0, "len": 10},
+    "app.py",
+])
+def test_fetch_is_strictly_typed(served, headend, http, want):
+    meter = headend.meter(http, "m1")
+    meter.reading()
+    body = meter.envelope()
+    body["fetch"] = want
+    r = meter.post(body)
+    assert r.status_code == 400 and "fetch" in r.json()["error"]
+    assert headend.count("items", "m1") == 0                      # refused: nothing stored
+
+
+def test_fetch_is_answered_at_once_with_items_and_work(served, headend, http):
+    meter = headend.meter(http, "m1")
+    op = Api(http, headend.op_token)
+    meter.reading()
+    body = meter.envelope(wait=25)           # a long-poll, but a fetch is answered at once
+    body["fetch"] = {"version": "1.2.0", "path": "lib/util.py", "offset": 0, "len": 64}
+    r = meter.http.post("/v1/exchange", content=json.dumps(body).encode(), timeout=10,
+                        headers={"X-BC-Signature": hmac_hex(meter.key, json.dumps(body).encode())})
+    assert r.status_code == 200 and r.json()["ack"] == 1 and r.json()["work"] == []
+    assert base64.b64decode(r.json()["chunk"]["data"]) == b"X = 1\n"
+    w = op.work("m1", "read")
+    out = fetch(meter, version="1.2.0", path="lib/util.py", offset=2, len=2)
+    assert base64.b64decode(out["data"]) == b"= "
+    assert meter.exchange()["work"][0]["id"] == w["id"]       # work rides along as usual
+
+
+# --- update progress items and the operator API ---
+
+def test_update_items_are_ingested_and_listed(served, headend, http):
+    meter = headend.meter(http, "m1")
+    other = headend.meter(http, "m2")
+    op = Api(http, headend.op_token)
+    for percent in (0, 10, 20):
+        meter.add("update", {"version": "1.2.0", "state": "downloading", "percent": percent})
+    meter.add("update", {"version": "1.2.0", "state": "bogus"})               # stored only
+    meter.add("update", {"version": "1.2.0", "state": "downloading", "percent": 101})
+    meter.exchange()
+    (u,) = op.get("/v1/updates", params={"version": "1.2.0"}).json()
+    assert (u["device"], u["state"], u["percent"]) == ("m1", "downloading", 20)
+    for state in ("verified", "installing", "installed"):
+        meter.add("update", {"version": "1.2.0", "state": state})
+    other.add("update", {"version": "1.2.0", "state": "rejected", "reason": "hash mismatch"})
+    other.add("update", {"version": "1.1.0", "state": "installed"})
+    meter.exchange()
+    other.exchange()
+    rows = op.get("/v1/updates", params={"version": "1.2.0"}).json()
+    assert [(u["device"], u["state"], u["reason"]) for u in rows] == [
+        ("m1", "installed", None), ("m2", "rejected", "hash mismatch")]
+    assert all(isinstance(u["at"], float) for u in rows)
+    assert len(op.get("/v1/updates").json()) == 3
+    assert [u["version"] for u in op.get("/v1/updates", params={"device": "m2"}).json()] == \
+        ["1.1.0", "1.2.0"]
+    fw = op.get("/v1/devices/m1").json()["firmware"]
+    assert (fw["version"], fw["state"], fw["installed"]) == ("1.2.0", "installed", "1.2.0")
+    fw = {d["id"]: d["firmware"] for d in op.get("/v1/devices").json()}["m2"]
+    assert (fw["version"], fw["state"], fw["installed"]) == ("1.1.0", "installed", "1.1.0")
+    assert http.get("/v1/updates").status_code == 401
+    assert op.get("/v1/releases").json() == ["1.2.0"]
+    rel = op.get("/v1/releases/1.2.0").json()
+    assert rel["kind"] == "files" and [f["path"] for f in rel["files"]] == sorted(served)
+    assert op.get("/v1/releases/9.9.9").status_code == 404
+    assert op.get("/v1/releases/..").status_code == 404
