@@ -20,7 +20,9 @@ from headend_fake_meter import FakeMeter, hmac_hex
 from headend_harness import ROOT, Api, headend, http, server  # noqa: F401
 from headend_ota_meter import OtaMeter, verify_sig
 from system import Headend as HeadendProcess, wait_until
+from test_headend_mqtt import make_site, pytestmark as needs_mosquitto  # noqa: F401
 
+from headend import devices
 from headend.cli import main
 
 CLI = [sys.executable, str(ROOT / "tools" / "backchannel")]
@@ -277,6 +279,27 @@ def test_fetch_is_answered_at_once_with_items_and_work(served, headend, http):
     assert meter.exchange()["work"][0]["id"] == w["id"]       # work rides along as usual
 
 
+@needs_mosquitto
+def test_fetch_and_update_items_pass_through_the_mqtt_bridge(tmp_path, bc, release, make_site):
+    keys, files, out = release
+    assert publish(bc, keys, out / "1.2.0", tmp_path / "releases")[0] == 0
+    site = make_site()
+    q = site.mqtt("q1")
+    want = {"version": "1.2.0", "path": "lib/data.bin", "offset": 100, "len": 9000}
+    envelope = q.envelope
+    q.envelope = lambda **kw: dict(envelope(**kw), fetch=want)
+    q.add("update", {"version": "1.2.0", "state": "downloading", "percent": 0})
+    r = q.exchange()                                   # its signature is checked by q
+    assert not q.bad and r["ack"] == 1
+    assert (r["chunk"]["offset"], r["chunk"]["size"]) == (100, len(files["lib/data.bin"]))
+    assert base64.b64decode(r["chunk"]["data"]) == files["lib/data.bin"][100:100 + 8192]
+    want.update(path="../headend.db", offset=0)
+    assert q.exchange()["chunk"] == {"version": "1.2.0", "path": "../headend.db",
+                                     "error": "no such file in release"}
+    (u,) = site.op.get("/v1/updates").json()
+    assert (u["device"], u["state"], u["percent"]) == ("q1", "downloading", 0)
+
+
 # --- update progress items and the operator API ---
 
 def test_update_items_are_ingested_and_listed(served, headend, http):
@@ -313,3 +336,119 @@ def test_update_items_are_ingested_and_listed(served, headend, http):
     assert rel["kind"] == "files" and [f["path"] for f in rel["files"]] == sorted(served)
     assert op.get("/v1/releases/9.9.9").status_code == 404
     assert op.get("/v1/releases/..").status_code == 404
+
+
+# --- `backchannel update` ---
+
+def start_update(url, token, *argv):
+    env = dict(os.environ, BACKCHANNEL_URL=url, BACKCHANNEL_TOKEN=token, COLUMNS="200")
+    return subprocess.Popen(CLI + ["update", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def until_update_work(meter):
+    wait_until(lambda: meter.step() and meter.update_work, 30,
+               "the update work for %s" % meter.device)
+
+
+def test_update_cli_installs_on_a_group_holding_restricted_meters(tmp_path, bc, release):
+    keys, files, out = release
+    assert publish(bc, keys, out / "1.2.0", tmp_path / "served")[0] == 0
+    pub = (keys / "release-key.pub").read_text().strip()
+    he = HeadendProcess(tmp_path, extra=["--releases", str(tmp_path / "served"),
+                                         "--log-level", "warning"]).start()
+    proc = None
+    try:
+        token = he.add_token("alice", "operator")
+        op = he.api(token)
+        http = httpx.Client(base_url=he.url, timeout=30)
+        a = OtaMeter(http, "m-a", he.add_device("m-a"), pub, chunk_len=5000)
+        b = OtaMeter(http, "m-b", he.add_device("m-b"), pub)
+        a.presence("available_restricted", "critical process until 13:03")
+        b.presence("available")
+        a.step()
+        b.step()
+        assert op.post("/v1/groups", json={"name": "feeder", "members": ["m-a", "m-b"]}
+                       ).status_code == 201
+        proc = start_update(he.url, token, "feeder", "--version", "1.2.0", "--timeout", "300",
+                            "--interval", "0.1")
+        until_update_work(b)
+        assert a.step()["work"] == [] and a.update_work == []
+        assert b.download() and b.files == files
+        assert a.step()["work"] == []                       # still restricted: still held
+        gid = op.get("/v1/devices/m-a/work").json()[0]["group"]
+        s = op.get("/v1/groups/feeder/work/%d" % gid).json()
+        assert {m: o["status"] for m, o in s["outcomes"].items()} == {"m-a": "held",
+                                                                       "m-b": "done"}
+        assert proc.poll() is None                           # m-a has not finished
+        a.presence("available")
+        (w,) = a.step()["work"]                               # available: sent at once
+        assert w["op"] == "update" and a.update_work == [w["id"]]
+        assert a.download() and a.files == files
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        assert "update 1.2.0 -> group feeder: command %d, 2 meter(s)" % gid in stdout
+        lines = stdout.splitlines()
+        assert "m-a: held" in lines and "m-b: installed" in lines and "m-a: installed" in lines
+        table = [ln for ln in lines if ln.startswith("│ m-")]
+        assert len(table) == 2 and all("installed" in ln for ln in table), stdout
+        rows = op.get("/v1/updates", params={"version": "1.2.0"}).json()
+        assert [(u["device"], u["state"]) for u in rows] == [("m-a", "installed"),
+                                                             ("m-b", "installed")]
+        assert [s for s, _ in b.reported] == ["downloading"] * 11 + [
+            "verified", "installing", "installed"]
+        assert [p for s, p in b.reported if s == "downloading"] == list(range(0, 101, 10))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        he.kill()
+
+
+def test_update_cli_reports_a_rejection_and_exits_1(served, headend, server, tmp_path):
+    pub = (tmp_path / "keys" / "release-key.pub").read_text().strip()
+    op = Api(httpx.Client(base_url=server.url, timeout=30), headend.op_token)
+    http = httpx.Client(base_url=server.url, timeout=30)
+    c = OtaMeter(http, "m-c", devices.create(headend.hub.db, "m-c"), pub, running="1.2.0")
+    c.presence("available")
+    c.step()
+    op.post("/v1/groups", json={"name": "g", "members": ["m-c"]})
+    proc = start_update(server.url, headend.op_token, "g", "--version", "1.2.0",
+                        "--interval", "0.1", "--timeout", "300")
+    try:
+        until_update_work(c)
+        c.step()                                           # delivers the rejection
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert "version downgrade: running 1.2.0, offered 1.2.0" in stdout
+    assert stderr == ("backchannel: error: 1 of 1 meter(s) did not install 1.2.0: "
+                      "m-c rejected\n")
+
+
+def test_update_cli_times_out_no_wait_and_errors(served, headend, server):
+    http = httpx.Client(base_url=server.url, timeout=30)
+    meter = headend.meter(http, "m-e")
+    meter.presence("available")
+    meter.exchange()
+    Api(http, headend.op_token).post("/v1/groups", json={"name": "g", "members": ["m-e"]})
+    proc = start_update(server.url, headend.op_token, "g", "--version", "1.2.0",
+                        "--timeout", "0.5", "--interval", "0.1")
+    stdout, stderr = proc.communicate(timeout=60)     # the meter never calls in again
+    assert proc.returncode == 1 and "m-e: queued" in stdout
+    assert stderr == ("backchannel: error: 1 of 1 meter(s) did not install 1.2.0 "
+                      "(timed out): m-e queued\n")
+    proc = start_update(server.url, headend.op_token, "g", "--version", "1.2.0", "--no-wait")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and stdout.startswith("update 1.2.0 -> group g: command 2")
+    (first, second) = [w for w in meter.exchange()["work"]]
+    assert first["op"] == second["op"] == "update"
+    for argv, message in [(["g", "--version", "1.2"], "bad version '1.2'"),
+                          (["g", "--version", "1.3.0"], "HTTP 404: no published release 1.3.0"),
+                          (["nope", "--version", "1.2.0"], "HTTP 404: unknown group nope")]:
+        proc = start_update(server.url, headend.op_token, *argv)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and stderr.startswith("backchannel: error: "), stderr
+        assert message in stderr and stderr.count("\n") == 1, stderr

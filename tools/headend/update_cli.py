@@ -69,8 +69,8 @@ def follow(client, group, gid, version, members, end, interval):
             rows = snapshot(client, group, gid, version)
             for m in members:
                 row = rows[m]
-                label = row["outcome"] + (" %d%%" % row["percent"]
-                                          if row["percent"] is not None else "")
+                label = row["outcome"] + (" %d%%" % row["percent"] if row["percent"]
+                                          is not None and row["outcome"] == "downloading" else "")
                 if m in bars:
                     progress.update(bars[m], description="%s %s" % (m, label),
                                     completed=_percent(row))
