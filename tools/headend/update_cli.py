@@ -85,16 +85,15 @@ def follow(client, group, gid, version, members, end, interval):
 
 
 def snapshot(client, group, gid, version):
-    """{member: {work, outcome, final, percent, reason}} from the work outcomes and the
-    update reports received since the command was created."""
+    """{member: {work, outcome, final, percent, reason, at}}: the meter's latest update
+    report received since the command was created, else its work's status."""
     status = client.get("/v1/groups/%s/work/%d" % (group, gid))
     reports = {u["device"]: u for u in client.get("/v1/updates", version=version)
                if u["at"] >= status["created"]}
     rows = {}
     for member, work in status["outcomes"].items():
         report = reports.get(member)
-        if report is not None and (report["state"] in STATE_FINAL
-                                   or work["status"] not in WORK_FINAL):
+        if report is not None:      # the meter took the update on: its reports tell the rest
             rows[member] = {"work": work["work"], "outcome": report["state"],
                             "final": report["state"] in STATE_FINAL,
                             "percent": report["percent"], "reason": report["reason"],
