@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 
+import fw
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -156,8 +157,19 @@ def test_release_errors_are_one_line(tmp_path, bc, release):
     (tmp_path / "bad" / "bad name.py").write_text("x")
     (tmp_path / "reserved").mkdir()
     (tmp_path / "reserved" / "manifest.json").write_text("{}")
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / ("x" * 62 + ".py")).write_text("x")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "big.py").write_bytes(b"#" * ((1 << 20) + 1))
+    (tmp_path / "empty.bin").write_bytes(b"")
     cases = [
         (["release", "keygen", "--out", keys], "already exists"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "long", "--out",
+          out], "at most 64 characters"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "big", "--out",
+          out], "big.py: length 1048577, must be 0 to 1048576 bytes"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0", "--image",
+          tmp_path / "empty.bin", "--out", out], "firmware.bin: length 0, must be 1 to"),
         (["release", "sign", "--key", tmp_path / "none.pem", "--version", "1.3.0",
           tmp_path / "src", "--out", out], "none.pem: No such file"),
         (["release", "sign", "--key", keys / "release-key.pub", "--version", "1.3.0",
@@ -184,6 +196,47 @@ def test_release_errors_are_one_line(tmp_path, bc, release):
         assert rc != 0 and message in err, (argv, err)
         assert err.startswith("backchannel: error: ") and err.count("\n") == 1, err
     assert sorted(p.name for p in out.iterdir()) == ["1.2.0"]     # nothing half-written
+
+
+METER_CHECK = """
+import sys
+import fw_manifest
+key, path, sig, running = sys.argv[1:5]
+with open(path) as f:
+    text = f.read()
+try:
+    m = fw_manifest.check(key, text, sig, running)
+    print("ok %s %d" % (m["version"], len(m["files"])))
+except fw_manifest.Refused as e:
+    print("refused %s" % e)
+"""
+
+
+@pytest.mark.skipif(not (fw.FIRMWARE / "fw_manifest.py").exists(),
+                    reason="the meter side (firmware/fw_manifest.py) is not on this branch")
+def test_the_meter_accepts_what_release_sign_signs(tmp_path, bc, release, interpreter):
+    """The meter's own check (firmware/fw_manifest.py, p256.py) under MicroPython and
+    CPython: the signed manifests pass, a changed one or another key does not."""
+    keys, _, out = release
+    image = tmp_path / "app.bin"
+    image.write_bytes(os.urandom(5000))
+    assert bc("release", "sign", "--key", keys / "release-key.pem", "--version", "2.0.0",
+              "--image", image, "--out", out)[0] == 0
+    assert bc("release", "keygen", "--out", tmp_path / "other")[0] == 0
+    script = tmp_path / "check.py"
+    script.write_text(METER_CHECK)
+    pub = (keys / "release-key.pub").read_text().strip()
+    other = (tmp_path / "other" / "release-key.pub").read_text().strip()
+    changed = tmp_path / "changed.json"
+    changed.write_text((out / "1.2.0" / "manifest.json").read_text().replace('"len":6', '"len":5'))
+
+    def check(key, manifest, version):
+        sig = (out / version / "manifest.sig").read_text().strip()
+        return fw.run(interpreter, script, key, str(manifest), sig, "1.0.0").strip()
+    assert check(pub, out / "1.2.0" / "manifest.json", "1.2.0") == "ok 1.2.0 4"
+    assert check(pub, out / "2.0.0" / "manifest.json", "2.0.0") == "ok 2.0.0 1"
+    assert check(pub, changed, "1.2.0") == "refused bad signature"
+    assert check(other, out / "1.2.0" / "manifest.json", "1.2.0") == "refused bad signature"
 
 
 # --- fetch / chunk on the exchange ---

@@ -83,9 +83,14 @@ def load_public(path):
     return parse_public(text, path)
 
 
+ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551    # of P-256
+
+
 def sign(private_key, message):
-    """Hex r || s (128 chars) over message (bytes), ECDSA P-256 SHA-256."""
+    """Hex r || s (128 chars) over message (bytes), ECDSA P-256 SHA-256. s is the low one
+    of s and n - s (both verify; the low one also passes verifiers that insist on it)."""
     r, s = decode_dss_signature(private_key.sign(message, ec.ECDSA(hashes.SHA256())))
+    s = min(s, ORDER - s)
     return (r.to_bytes(32, "big") + s.to_bytes(32, "big")).hex()
 
 

@@ -17,7 +17,11 @@ from .release_keys import ReleaseError
 VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$")
 PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The meter's limits (firmware/fw_manifest.py): the signer refuses what a meter would.
 MAX_FILES = 64
+MAX_PATH = 64                                # characters
+MAX_FILE_LEN = 1 << 20                       # one module file
+MAX_IMAGE_LEN = 16 << 20                     # a whole ESP32 image
 IMAGE = "firmware.bin"                       # the one file of a whole-image release
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 SKIPPED_DIRS = ("__pycache__",)              # never part of a release
@@ -35,8 +39,9 @@ def version_key(version):
 
 
 def safe_path(path):
-    """True for a relative path of [A-Za-z0-9_.-] components, none of them `.` or `..`."""
-    return (isinstance(path, str) and bool(PATH.match(path))
+    """True for a relative path of [A-Za-z0-9_.-] components, none of them `.` or `..`,
+    of at most MAX_PATH characters."""
+    return (isinstance(path, str) and len(path) <= MAX_PATH and bool(PATH.match(path))
             and all(part not in (".", "..") for part in path.split("/")))
 
 
@@ -65,13 +70,22 @@ def parse_manifest(text):
             raise ReleaseError("each manifest file must be {len, path, sha256}")
         if not safe_path(e["path"]) or e["path"] in (MANIFEST, SIGNATURE):
             raise ReleaseError("unsafe file name in manifest: %r" % (e["path"],))
-        if type(e["len"]) is not int or e["len"] < 0:
-            raise ReleaseError("bad len for %s" % e["path"])
+        most = MAX_IMAGE_LEN if "image" in m else MAX_FILE_LEN
+        if type(e["len"]) is not int or not 0 <= e["len"] <= most or ("image" in m
+                                                                     and not e["len"]):
+            raise ReleaseError("%s: length %r, must be %d to %d bytes" % (
+                e["path"], e["len"], int("image" in m), most))
         if not isinstance(e["sha256"], str) or not SHA256.match(e["sha256"]):
             raise ReleaseError("bad sha256 for %s" % e["path"])
     paths = [e["path"] for e in entries]
     if paths != sorted(set(paths)):
         raise ReleaseError("manifest files must be sorted by path, without duplicates")
+    names = set(paths)
+    for p in paths:                 # "a" and "a/b": a file where another needs a directory
+        parts = p.split("/")
+        for k in range(1, len(parts)):
+            if "/".join(parts[:k]) in names:
+                raise ReleaseError("%s is both a file and a directory" % "/".join(parts[:k]))
     if canonical(m) != text:
         raise ReleaseError("manifest text is not canonical (sorted keys, separators , :)")
     return m
@@ -95,7 +109,8 @@ def source_files(src_dir):
             full = os.path.join(root, name)
             rel = os.path.relpath(full, src_dir).replace(os.sep, "/")
             if not safe_path(rel):
-                raise ReleaseError("unsafe file name %r: use [A-Za-z0-9_.-] and /" % rel)
+                raise ReleaseError("unsafe file name %r: use [A-Za-z0-9_.-] and /, at most "
+                                   "%d characters" % (rel, MAX_PATH))
             if rel in (MANIFEST, SIGNATURE):
                 raise ReleaseError("%s: %s is reserved for the release's manifest" % (src_dir, rel))
             found.append((rel, full))
