@@ -52,7 +52,7 @@ def load_private(path):
         raise ReleaseError("%s: %s" % (path, e.strerror or e)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError):
         raise ReleaseError("%s: not an unencrypted PEM private key" % path) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise ReleaseError("%s: not an ECDSA P-256 key" % path)
