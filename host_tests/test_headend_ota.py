@@ -126,6 +126,8 @@ def test_release_errors_are_one_line(tmp_path, bc, release):
           out], "bad version"),
         (["release", "sign", "--key", pem, "--version", "../x", tmp_path / "src", "--out",
           out], "bad version"),
+        (["release", "sign", "--key", pem, "--version", "1.3.0\n", tmp_path / "src", "--out",
+          out], "bad version"),
         (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "bad", "--out",
           out], "unsafe file name 'bad name.py'"),
         (["release", "sign", "--key", pem, "--version", "1.3.0", tmp_path / "reserved",

@@ -36,6 +36,8 @@ def test_fetch_serves_exact_bytes_at_offsets(served, headend, http):
 @pytest.mark.parametrize("version,path,offset,error", [
     ("1.3.0", "app.py", 0, "no such release"),
     ("1.2", "app.py", 0, "no such release"),
+    ("1.2.0\n", "app.py", 0, "no such release"),
+    ("1.2.0", "app.py\n", 0, "no such file in release"),
     ("../releases/1.2.0", "app.py", 0, "no such release"),
     ("1.2.0", "nope.py", 0, "no such file in release"),
     ("1.2.0", "../../headend.db", 0, "no such file in release"),
@@ -116,6 +118,7 @@ def test_update_items_are_ingested_and_listed(served, headend, http):
     for percent in (0, 10, 20):
         meter.add("update", {"version": "1.2.0", "state": "downloading", "percent": percent})
     meter.add("update", {"version": "1.2.0", "state": "bogus"})               # stored only
+    meter.add("update", {"version": "1.2.0\n", "state": "verified"})
     meter.add("update", {"version": "1.2.0", "state": "downloading", "percent": 101})
     meter.exchange()
     (u,) = op.get("/v1/updates", params={"version": "1.2.0"}).json()

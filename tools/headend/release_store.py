@@ -21,7 +21,7 @@ def directory(settings):
 def load(root, version):
     """A published release {version, manifest (text), sig, files {path: (len, sha256)},
     kind}, or None if there is no complete, well-formed release of that version."""
-    if not isinstance(version, str) or not releases.VERSION.match(version):
+    if not isinstance(version, str) or not releases.VERSION.fullmatch(version):
         return None
     try:
         text, sig = releases.read_signed(os.path.join(root, version))
@@ -41,7 +41,7 @@ def versions(root):
         names = os.listdir(root)
     except OSError:
         return []
-    found = [n for n in names if releases.VERSION.match(n) and load(root, n) is not None]
+    found = [n for n in names if load(root, n) is not None]
     return sorted(found, key=releases.version_key)
 
 

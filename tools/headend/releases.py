@@ -14,9 +14,10 @@ import tempfile
 from . import release_keys
 from .release_keys import ReleaseError
 
-VERSION = re.compile(r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$")
-PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# use with fullmatch (`$` would also match before a trailing newline)
+VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 # The meter's limits (firmware/fw_manifest.py): the signer refuses what a meter would.
 MAX_FILES = 64
 MAX_PATH = 64                                # characters
@@ -28,7 +29,7 @@ SKIPPED_DIRS = ("__pycache__",)              # never part of a release
 
 
 def check_version(version):
-    if not isinstance(version, str) or not VERSION.match(version):
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
         raise ReleaseError("bad version %r: expected MAJOR.MINOR.PATCH (integers, no "
                            "leading zeros)" % (version,))
     return version
@@ -41,7 +42,7 @@ def version_key(version):
 def safe_path(path):
     """True for a relative path of [A-Za-z0-9_.-] components, none of them `.` or `..`,
     of at most MAX_PATH characters."""
-    return (isinstance(path, str) and len(path) <= MAX_PATH and bool(PATH.match(path))
+    return (isinstance(path, str) and len(path) <= MAX_PATH and bool(PATH.fullmatch(path))
             and all(part not in (".", "..") for part in path.split("/")))
 
 
@@ -70,12 +71,11 @@ def parse_manifest(text):
             raise ReleaseError("each manifest file must be {len, path, sha256}")
         if not safe_path(e["path"]) or e["path"] in (MANIFEST, SIGNATURE):
             raise ReleaseError("unsafe file name in manifest: %r" % (e["path"],))
-        most = MAX_IMAGE_LEN if "image" in m else MAX_FILE_LEN
-        if type(e["len"]) is not int or not 0 <= e["len"] <= most or ("image" in m
-                                                                     and not e["len"]):
-            raise ReleaseError("%s: length %r, must be %d to %d bytes" % (
-                e["path"], e["len"], int("image" in m), most))
-        if not isinstance(e["sha256"], str) or not SHA256.match(e["sha256"]):
+        least, most = (1, MAX_IMAGE_LEN) if "image" in m else (0, MAX_FILE_LEN)
+        if type(e["len"]) is not int or not least <= e["len"] <= most:
+            raise ReleaseError("%s: length %r, must be %d to %d bytes"
+                               % (e["path"], e["len"], least, most))
+        if not isinstance(e["sha256"], str) or not SHA256.fullmatch(e["sha256"]):
             raise ReleaseError("bad sha256 for %s" % e["path"])
     paths = [e["path"] for e in entries]
     if paths != sorted(set(paths)):
@@ -112,7 +112,8 @@ def source_files(src_dir):
                 raise ReleaseError("unsafe file name %r: use [A-Za-z0-9_.-] and /, at most "
                                    "%d characters" % (rel, MAX_PATH))
             if rel in (MANIFEST, SIGNATURE):
-                raise ReleaseError("%s: %s is reserved for the release's manifest" % (src_dir, rel))
+                raise ReleaseError("%s: %s is reserved for the release's manifest"
+                                   % (src_dir, rel))
             found.append((rel, full))
     if not found:
         raise ReleaseError("%s: no files to release" % src_dir)

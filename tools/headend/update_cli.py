@@ -33,7 +33,7 @@ def command(api):
 def update(client, group, version, wait, timeout, expires_in, interval):
     """Update every meter of GROUP to release VERSION (signed and published). Exits 1
     unless every meter installed it."""
-    if not releases.VERSION.match(version):
+    if not releases.VERSION.fullmatch(version):
         raise CliError("bad version %r: expected MAJOR.MINOR.PATCH" % version)
     release = client.get("/v1/releases/%s" % version)
     args = {"manifest": release["manifest"], "sig": release["sig"]}

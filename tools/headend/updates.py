@@ -14,7 +14,9 @@ def parse(body):
     """(version, state, percent, reason) of a well-formed `update` item body, or None."""
     version, state = body.get("version"), body.get("state")
     percent, reason = body.get("percent"), body.get("reason")
-    if not (isinstance(version, str) and releases.VERSION.match(version)) or state not in STATES:
+    if not isinstance(version, str) or not releases.VERSION.fullmatch(version):
+        return None
+    if state not in STATES:
         return None
     if percent is not None and (type(percent) is not int or not 0 <= percent <= 100):
         return None
