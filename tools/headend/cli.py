@@ -46,6 +46,8 @@ def cli():
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
               help='JSON list of {"name", "role", "token"}')
 @click.option("--transform", help="rendezvous hook module:function")
+@click.option("--releases", type=click.Path(file_okay=False),
+              help="published releases served to meters (default: `releases` next to --db)")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="JSON file of settings (docs/headend.md)")
 @click.option("--replay-window", type=float, help="seconds (default 300)")
@@ -320,6 +322,11 @@ def events(client, meter, limit):
     """The newest events and notices of METER."""
     render.records("events of %s" % meter, client.get("/v1/devices/%s/events" % meter,
                                                       limit=limit))
+
+
+from . import release_cli, update_cli  # noqa: E402  (commands kept in their own modules)
+cli.add_command(release_cli.release)
+cli.add_command(update_cli.command(api))
 
 
 def main(argv=None):

@@ -24,6 +24,7 @@ class Settings:
     message_expires: int = 3600       # expiry of routed `message` work
     transform: str | None = None      # "module:function" rendezvous hook
     token_file: str | None = None     # JSON file of operator/utility bearer tokens
+    releases: str | None = None       # published releases (default: `releases` by the db)
     # MQTT bridge (docs/headend.md "MQTT"): enabled by mqtt_host or mqtt_dir
     mqtt_dir: str | None = None       # a `broker-config` directory: host, port, user, password
     mqtt_host: str | None = None

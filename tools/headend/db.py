@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS devices (
     presence_at REAL,
     derived INTEGER NOT NULL DEFAULT 0,       -- 1 while presence is derived unavailable
     transport TEXT,                    -- http | mqtt: how it last exchanged; NULL before any
-    room INTEGER NOT NULL DEFAULT 0    -- work it can still take (its last `room` - sent since)
+    room INTEGER NOT NULL DEFAULT 0,   -- work it can still take (its last `room` - sent since)
+    firmware TEXT                      -- JSON: its latest `update` report (updates.py)
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
@@ -59,6 +60,12 @@ CREATE TABLE IF NOT EXISTS work (
 CREATE INDEX IF NOT EXISTS work_dev ON work(device, status, num);
 CREATE INDEX IF NOT EXISTS work_open ON work(status, expires);
 CREATE INDEX IF NOT EXISTS work_gid ON work(gid);
+CREATE TABLE IF NOT EXISTS updates (   -- the latest `update` state per (device, version)
+    device TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
+    percent INTEGER, reason TEXT, at REAL NOT NULL,
+    PRIMARY KEY (device, version)
+);
+CREATE INDEX IF NOT EXISTS updates_version ON updates(version, device);
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS group_members (
     name TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (name, device)
@@ -75,6 +82,7 @@ CREATE TABLE IF NOT EXISTS group_work (
 MIGRATIONS = (
     ("devices", "transport", "TEXT"),
     ("devices", "room", "INTEGER NOT NULL DEFAULT 0"),
+    ("devices", "firmware", "TEXT"),
 )
 
 

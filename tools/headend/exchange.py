@@ -12,7 +12,7 @@ import json
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from . import devices, ingest, outcomes, signing, workq
+from . import devices, ingest, outcomes, release_store, signing, workq
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
@@ -96,16 +96,20 @@ def store(hub, req, transport):
 
 async def handle(hub, raw, signature, transport, topic_device=None, receive=None):
     """The exchange core for both transports: authenticate, store, then answer with the
-    deliverable work. Returns (request, key, response dict); the response is None if the
-    meter hung up during the long-poll (nothing was delivered). Over MQTT (no `receive`)
-    there is no long-poll: the answer is immediate. Raises Refused."""
+    deliverable work, and the `chunk` a `fetch` asks for (answered at once: no long-poll).
+    Returns (request, key, response dict); the response is None if the meter hung up
+    during the long-poll (nothing was delivered). Over MQTT (no `receive`) there is no
+    long-poll: the answer is immediate. Raises Refused."""
     assert transport in TRANSPORTS
     req, key = authenticate(hub, raw, signature, topic_device)
     hub.active[req.device] += 1
     try:
         store(hub, req, transport)
-        wait = req.wait if receive is not None else 0
-        return req, key, await deliver(hub, req, key, wait, receive)
+        wait = req.wait if receive is not None and req.fetch is None else 0
+        answer = await deliver(hub, req, key, wait, receive)
+        if answer is not None and req.fetch is not None:
+            answer["chunk"] = release_store.chunk(hub.releases, req.fetch)
+        return req, key, answer
     finally:
         hub.active[req.device] -= 1
         if hub.active[req.device] <= 0:

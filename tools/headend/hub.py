@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from . import devices, signing
+from . import devices, release_store, signing
 
 
 class Hub:
@@ -23,6 +23,7 @@ class Hub:
         self.wake_hooks = []             # callables(device) run after a commit that woke it
         self._wake = set()
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
+        self.releases = release_store.directory(settings)    # served by `fetch`
 
     def now(self):
         return time.time()

@@ -3,7 +3,7 @@ new one (results, presence, sends), note `done`, and compute the ack."""
 
 import logging
 
-from . import outcomes, presence, routing, workq
+from . import outcomes, presence, routing, updates, workq
 from .db import dumps
 
 log = logging.getLogger("backchannel.ingest")
@@ -28,6 +28,8 @@ def apply(hub, device, kind, body, now):
         ok = presence.stated(hub, device, body, now)
     elif kind == "send":
         ok = routing.handle_send(hub, device, body) is not None
+    elif kind == "update":
+        ok = updates.on_item(hub, device, body, now)
     else:
         ok = True      # readings, events, notices and unknown kinds are only stored
     if not ok:

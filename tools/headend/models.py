@@ -24,6 +24,15 @@ class OutboxItem(BaseModel):
     body: dict[str, Any]
 
 
+class Fetch(BaseModel):
+    """A chunk of a published release the meter is downloading (docs/ota.md)."""
+    model_config = ConfigDict(strict=True)
+    version: str = Field(min_length=1, max_length=32)
+    path: str = Field(min_length=1, max_length=256)
+    offset: int = Field(ge=0, le=2**31)
+    len: int = Field(ge=0, le=2**31, description="capped at 8192 by the head-end")
+
+
 class ExchangeRequest(BaseModel):
     model_config = ConfigDict(strict=True)
     v: Literal[1]
@@ -34,6 +43,7 @@ class ExchangeRequest(BaseModel):
     room: int = Field(ge=0, le=1000)
     done: list[str] = Field(default_factory=list, max_length=1000)
     items: list[OutboxItem] = Field(default_factory=list, max_length=10000)
+    fetch: Fetch | None = Field(None, description="answered at once with `chunk`")
 
     @field_validator("v", mode="before")
     @classmethod
@@ -54,12 +64,22 @@ class WireWork(BaseModel):
     sig: str
 
 
+class Chunk(BaseModel):
+    version: str
+    path: str
+    offset: int | None = None
+    size: int | None = Field(None, description="the whole file's length")
+    data: str | None = Field(None, description="base64")
+    error: str | None = Field(None, description="instead of offset, size and data")
+
+
 class ExchangeResponse(BaseModel):
     ack: int
     work: list[WireWork]
     more: bool
     next: int
     time: float
+    chunk: Chunk | None = Field(None, description="the answer to the request's `fetch`")
 
 
 # --- operator API ---
@@ -93,6 +113,7 @@ class DeviceOut(BaseModel):
     stated: str
     transport: str | None = Field(None, description="http or mqtt: how it last exchanged")
     open_work: int
+    firmware: "FirmwareNow | None" = Field(None, description="its latest `update` report")
 
 
 class WorkIn(BaseModel):
@@ -188,3 +209,44 @@ class GroupStatus(BaseModel):
     created: float
     outcomes: dict[str, MemberOutcome]
     counts: dict[str, int]
+
+
+# --- firmware updates (docs/ota.md) ---
+
+UpdateState = Literal["downloading", "verified", "installing", "installed", "rolled_back",
+                      "rejected"]
+
+
+class UpdateOut(BaseModel):
+    device: str
+    version: str
+    state: UpdateState
+    percent: int | None
+    reason: str | None
+    at: float = Field(description="when the head-end received this state")
+
+
+class FirmwareNow(BaseModel):
+    version: str = Field(description="the version of the latest update report")
+    state: UpdateState
+    percent: int | None = None
+    reason: str | None = None
+    at: float
+    installed: str | None = Field(None, description="the last version reported installed")
+
+
+class ReleaseFile(BaseModel):
+    path: str
+    len: int
+    sha256: str
+
+
+class ReleaseOut(BaseModel):
+    version: str
+    kind: Literal["files", "image"]
+    manifest: str = Field(description="the manifest text exactly as signed")
+    sig: str = Field(description="hex r || s, ECDSA P-256 SHA-256")
+    files: list[ReleaseFile]
+
+
+DeviceOut.model_rebuild()

@@ -29,7 +29,8 @@ def _device(hub, device_id):
 def device_view(row, open_work=0):
     keys = ("id", "created", "poll", "last_contact", "presence", "presence_note",
             "presence_at", "stated", "transport")
-    return dict({k: row[k] for k in keys}, ack=row["ack"] or 0, open_work=open_work)
+    return dict({k: row[k] for k in keys}, ack=row["ack"] or 0, open_work=open_work,
+                firmware=loads(row["firmware"]))
 
 
 @router.get("/devices", response_model=list[DeviceOut])

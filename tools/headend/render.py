@@ -42,9 +42,22 @@ def table(title, columns, rows):
 
 
 def devices(items):
-    table("devices", ["id", "presence", "last contact", "via", "poll", "ack", "open work"],
+    table("devices", ["id", "presence", "last contact", "via", "poll", "ack", "open work",
+                      "firmware"],
           [(d["id"], d["presence"], when(d["last_contact"]), d.get("transport"), d["poll"],
-            d["ack"], d["open_work"]) for d in items])
+            d["ack"], d["open_work"], firmware(d.get("firmware"))) for d in items])
+
+
+def firmware(f):
+    """A device's latest update report, e.g. `1.2.0 downloading 40%`."""
+    if not f:
+        return None
+    text = "%s %s" % (f["version"], f["state"])
+    if f.get("percent") is not None and f["state"] == "downloading":
+        text += " %d%%" % f["percent"]
+    if f.get("installed") and f["installed"] != f["version"]:
+        text += " (installed %s)" % f["installed"]
+    return text
 
 
 def work(w):
@@ -83,3 +96,9 @@ def group_status(s):
           [(d, o["work"], o["status"], o["reason"],
             None if o["result"] is None else compact(o["result"], 60))
            for d, o in sorted(s["outcomes"].items())])
+
+
+def update_outcomes(version, rows):
+    table("update %s" % version, ["meter", "work", "outcome", "reason", "at"],
+          [(m, r["work"], r["outcome"], r["reason"], when(r["at"]))
+           for m, r in sorted(rows.items())])
