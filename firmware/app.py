@@ -196,7 +196,7 @@ class App:
             configuration.save(self.config_path, new)
         self.cfg = new
         self._apply_comms_config()
-        restart = [k for k in changes if k not in ("report_s", "poll_wait_s")]
+        restart = [k for k in changes if k not in ("report_s", "poll_wait_s", "update_key")]
         return {"config": configuration.public(new), "restart_needed": restart}
 
     def _apply_comms_config(self):

@@ -389,3 +389,27 @@ def test_image_after_a_file_release_drops_its_modules(interpreter, tmp_path):
     assert out["boot"]["version"] is None and out["version"] == "0.3.0"
     assert out["items"] == [{"version": "0.3.0", "state": "installed"}]
     assert m.fw_entries() == ["current.json"]
+
+
+def test_update_config_keys(interpreter, tmp_path):
+    script = tmp_path / "cfg.py"
+    script.write_text(
+        "import json, sys, config\n"
+        "out = []\n"
+        "for changes in json.loads(sys.stdin.read()):\n"
+        "    try:\n"
+        "        c = config.validate(changes)\n"
+        "        out.append([c['update_key'], c['update_probation_s']])\n"
+        "    except ValueError as e:\n"
+        "        out.append(str(e))\n"
+        "print(json.dumps(out))\n")
+    key = pub_hex(KEY)
+    cases = [{}, {"update_key": key, "update_probation_s": 30}, {"update_key": key[:-2]},
+             {"update_key": "05" + key[2:]}, {"update_key": key[:-1] + "g"},
+             {"update_probation_s": 29}, {"update_probation_s": 3601}]
+    out = json.loads(fw.run(interpreter, script, stdin=json.dumps(cases).encode()))
+    assert out[0] == ["", 300] and out[1] == [key, 30]
+    assert out[2] == out[3] == "update_key must be 130 hex digits starting 04 (or empty)"
+    assert out[4] == "update_key must be hex digits"
+    assert out[5] == "update_probation_s must be between 30 and 3600, got 29"
+    assert out[6] == "update_probation_s must be between 30 and 3600, got 3601"
