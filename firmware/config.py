@@ -36,6 +36,10 @@ DEFAULTS = {
 
 SECRETS = ("device_key",)
 
+# Set only at the serial console (bc.set) or by make deploy, never over the back channel:
+# a head-end that could change the release key could make the meter run its own code.
+CONSOLE_ONLY = ("update_key",)
+
 # name: (type, low, high)
 _RULES = {
     "nominal_v": (float, 50.0, 500.0),

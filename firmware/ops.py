@@ -7,6 +7,7 @@
 
 import json
 
+import config as configuration
 import envelope
 
 _OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
@@ -46,6 +47,9 @@ def op_get_config(app, args):
 
 def op_set_config(app, args):
     changes = _args(args, "changes", dict)
+    for name in changes:
+        if name in configuration.CONSOLE_ONLY:
+            raise Rejected("%s can only be set at the serial console (bc.set)" % (name,))
     try:
         return app.change_config(changes)
     except ValueError as exc:

@@ -57,6 +57,15 @@ def test_set_config_validated_and_applied(site):
     assert cfg["report_s"] == 2 and cfg["device_key"] == "(set)"  # secrets never come back
 
 
+def test_release_key_cannot_be_changed_over_the_back_channel(site):
+    key = "04" + "11" * 64
+    w = system.run_work(site["api"], "meter-a", "set_config",
+                        {"changes": {"update_key": key, "report_s": 3}})
+    assert w["status"] == "rejected" and "serial console" in w["reason"], w
+    cfg = system.run_work(site["api"], "meter-a", "get_config")["result"]
+    assert cfg["update_key"] != key and cfg["report_s"] != 3   # nothing of it applied
+
+
 def test_unknown_op_and_roles(site):
     w = system.run_work(site["api"], "meter-a", "make_coffee")
     assert w["status"] == "unknown_op"
