@@ -7,7 +7,6 @@ import os
 
 import fw
 import httpx
-import pytest
 
 from headend_harness import Api, headend, server  # noqa: F401
 from headend_ota_fixtures import (bc, publish, release, served, start_update,  # noqa: F401
@@ -120,8 +119,6 @@ def test_update_cli_times_out_no_wait_and_errors(served, headend, server):
         assert message in stderr and stderr.count("\n") == 1, stderr
 
 
-@pytest.mark.skipif(not (fw.FIRMWARE / "updater.py").exists(),
-                    reason="the meter side (firmware/updater.py) is not on this branch")
 def test_update_cli_updates_real_meters(tmp_path, bc):
     """The whole chain: release keygen/sign/publish, a real head-end process, two sim meters
     (the firmware app on the MicroPython unix port) and `backchannel update`: each meter
