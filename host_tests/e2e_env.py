@@ -180,7 +180,7 @@ def make_env(transport, tmp_path_factory):
         settings.write_text(json.dumps({"margin_min": MARGIN}))
         he = e.headend = system.Headend(work, host=lab.headend_ip, lab=lab,
                                          extra=["--config", str(settings)])
-        token = he.add_token("alice", "operator")
+        token = e.headend_token = he.add_token("alice", "operator")
         if transport == "mqtt":
             # the broker in `out` on the head-end's address, beside the head-end (its bridge)
             e.broker = system.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")

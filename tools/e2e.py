@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its seven scenarios,
+"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its eight scenarios,
 each over both transports (http, mqtt).
 
     python tools/e2e.py [PYTEST ARGS...]     e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
