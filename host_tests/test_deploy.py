@@ -235,3 +235,17 @@ def test_package_json_lists_every_module_and_only_real_files():
         assert (fw.ROOT / src).is_file(), src
         assert dest == (src[len("firmware/"):] if src.startswith("firmware/") else src)
     assert pkg["deps"] == [["umqtt.simple", "latest"], ["aiorepl", "latest"]]
+
+
+def test_update_key_from_the_release_pub_file(tmp_path):
+    tool = load_deploy()
+    pub = "04" + "ab" * 64
+    (tmp_path / "release-key.pub").write_text(pub + "\n")
+    key_file = str(tmp_path / "release-key.pub")
+    assert tool.release_key(key_file) == pub
+    cfg = tool.starter_config("m1", "http://headend:8580", KEY, "", tool.release_key(key_file))
+    assert cfg["update_key"] == pub
+    _one_line_error(deploy("--board", "esp32", "--dry-run", "--device-id", "m1",
+                           "--update-key", "04zz"), "update_key must be")
+    _one_line_error(deploy("--board", "esp32", "--dry-run", "--device-id", "m1",
+                           "--update-key", str(tmp_path / "missing.pub")), "no such file")

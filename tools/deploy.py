@@ -80,9 +80,26 @@ def firmware_sources():
     return sorted(FIRMWARE.glob("*.py"))
 
 
-def starter_config(device_id, server_url, key, ca_name):
+def release_key(value):
+    """--update-key: the release public key as hex, or the release-key.pub file holding it."""
+    if not value:
+        return ""
+    path = Path(value)
+    if path.is_file():
+        try:
+            return path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DeployError("--update-key %s: cannot read it: %s" % (value, exc))
+    if path.suffix == ".pub" or "/" in value:
+        raise DeployError("--update-key %s: no such file" % (value,))
+    return value.strip()
+
+
+def starter_config(device_id, server_url, key, ca_name, update_key=""):
     """The starter config.json, checked by the firmware's own rules (firmware/config.py)."""
     changes = {}
+    if update_key:
+        changes["update_key"] = update_key
     if device_id:
         changes["device_id"] = device_id
     if server_url:
@@ -215,17 +232,20 @@ def deploy(board, port, dry_run, config, ca, deps, reset, force_config, stage=No
               help="config device_key, hex (or BC_DEVICE_KEY); never printed")
 @click.option("--ca", type=click.Path(), default=None,
               help="the head-end's CA file: copied to the board, config ca_file")
+@click.option("--update-key", default="",
+              help="the release public key (release-key.pub or its hex): signed updates only "
+                   "(docs/ota.md); it can be changed only at the serial console afterwards")
 @click.option("--force-config", is_flag=True, help="replace a config.json already on the board")
 @click.option("--no-deps", is_flag=True, help="skip mip install of " + ", ".join(DEVICE_DEPS))
 @click.option("--no-reset", is_flag=True,
               help="leave the board at the REPL afterwards (an ESP32 watchdog: one hour)")
 @click.option("--dry-run", is_flag=True, help="print the commands, run nothing")
 @click.option("--stage", default=None, help="build folder (default .build/BOARD)")
-def main(board, port, device_id, server_url, key, ca, force_config, no_deps, no_reset, dry_run,
-         stage):
+def main(board, port, device_id, server_url, key, ca, update_key, force_config, no_deps,
+         no_reset, dry_run, stage):
     """Precompile the firmware for BOARD and copy it to the board at PORT."""
     ca_name = Path(ca).name if ca else ""
-    config = starter_config(device_id, server_url, key, ca_name)
+    config = starter_config(device_id, server_url, key, ca_name, release_key(update_key))
     deploy(board, port, dry_run, config, ca, () if no_deps else DEVICE_DEPS, not no_reset,
            force_config, stage)
 
