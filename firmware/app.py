@@ -10,7 +10,7 @@ import metering
 import reading
 from clock import Clock, ticks_diff, ticks_ms
 from comms import Comms
-from energy import RegisterStore
+from energy import RegisterStore, SavePolicy
 from httpc import HttpClient, tls_context
 from inbox import Inbox
 from ops import Dispatcher
@@ -127,7 +127,7 @@ class App:
         start = ticks_ms()
         samples = 0
         next_report = self.cfg["report_s"]
-        next_persist = self.cfg["persist_s"]
+        persist = SavePolicy(self.cfg["persist_s"], self.meter)
         while not self.reboot_now:
             n = self.board.read(vb, ib)
             if n == 0:
@@ -144,8 +144,7 @@ class App:
                     next_report += self.cfg["report_s"]
                     self.outbox.offer("reading", r)
                     self._report_losses()
-            if samples / rate >= next_persist:
-                next_persist += self.cfg["persist_s"]
+            if persist.due(samples / rate):
                 self.save_energy()
             ahead = int(samples * 1000 / rate) - ticks_diff(ticks_ms(), start)
             await asyncio.sleep(ahead / 1000 if self.realtime and ahead > 0 else 0)
