@@ -167,8 +167,8 @@ class SavePolicy:
         if since < self.gap:
             return False
         if since < self.persist_s:
-            unsaved = self.unsaved_mwh()
-            if unsaved <= 0 or (self.saved and unsaved < SAVE_WH * 1000):
+            unsaved = self.unsaved_mwh()      # below 0: the registers were reset
+            if unsaved == 0 or (self.saved and 0 < unsaved < SAVE_WH * 1000):
                 return False
         self.last = t
         self.saved = True

@@ -99,3 +99,16 @@ def test_policy_bounds_unsaved_energy_and_writes_per_day(p_w, persist_s):
     assert writes <= 86400 / min(MIN_GAP_S, persist_s) + 1
     assert writes >= 86400 / persist_s - 1                    # at least as before
     assert worst <= bound_wh(p_w, persist_s) * 1000 + per_step + 1, (worst, writes)
+
+
+def test_policy_saves_soon_after_a_reset():
+    meter = FakeMeter()
+    meter.registers.import_wh.restore([5000, 0, 0])
+    policy = SavePolicy(600, meter)
+    assert not policy.due(MIN_GAP_S)              # nothing metered: nothing to save
+    meter.registers.import_wh.add_mwh(10)
+    assert policy.due(MIN_GAP_S + 0.5)            # the first save of the life
+    meter.registers.import_wh.restore([0, 0, 0])  # reset_energy
+    assert not policy.due(MIN_GAP_S + 1)          # never sooner than MIN_GAP_S
+    assert policy.due(2 * MIN_GAP_S + 0.5)
+    assert policy.unsaved_mwh() == 0
