@@ -20,7 +20,8 @@ hit with faults, every campaign checked against a ledger of what the meters prod
 --transport mqtt runs campaigns 1-4 with the meters on MQTT (mosquitto in the lab, the
 head-end's bridge); campaign 5 is about HTTP long-polls and runs over http only.
 --smoke runs a short version of each (host_tests/test_faults_smoke.py). Needs root,
-iproute2 and nftables (and mosquitto for mqtt). Exit status 1 if any campaign fails. docs/reliability.md has figures.
+iproute2 and nftables (and mosquitto for mqtt). Exit status 1 if any campaign fails.
+docs/reliability.md has figures.
 """
 # This file is the runner and its summary table; the rig is tools/faults_rig.py, the flash and
 # ledger checks tools/faults_ledger.py, the campaigns tools/faults_meter.py (1-2),
