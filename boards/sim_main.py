@@ -14,7 +14,7 @@ import time
 import config
 import metering
 import reading
-from energy import RegisterStore
+from energy import RegisterStore, SavePolicy
 from sim import ReplayBoard, SimBoard
 
 BLOCK = 32
@@ -41,7 +41,7 @@ def run(board, cfg, seconds=None, realtime=False, state_dir=None, emit=_emit):
     ibuf = array.array("H", [0] * BLOCK)
     limit = int(seconds * board.sample_rate) if seconds else None
     done = 0
-    next_persist = cfg["persist_s"] * board.sample_rate
+    persist = SavePolicy(cfg["persist_s"], meter)
     started = time.ticks_ms() if realtime else 0
     while limit is None or done < limit:
         n = board.read(vbuf, ibuf)
@@ -56,10 +56,9 @@ def run(board, cfg, seconds=None, realtime=False, state_dir=None, emit=_emit):
         r = reporter.take()
         if r is not None:
             emit(r)
-        if regs is not None and done >= next_persist:
+        if regs is not None and persist.due(done / board.sample_rate):
             meter.fold_energy()
             regs.save(meter.registers)
-            next_persist += cfg["persist_s"] * board.sample_rate
         if realtime:
             ahead = int(done * 1000 / board.sample_rate) - time.ticks_diff(time.ticks_ms(), started)
             if ahead > 0:

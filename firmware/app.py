@@ -11,7 +11,7 @@ import metering
 import reading
 from clock import Clock, ticks_diff, ticks_ms
 from comms import Comms
-from energy import RegisterStore
+from energy import RegisterStore, SavePolicy
 from httpc import HttpClient, tls_context
 from inbox import Inbox
 from ops import Dispatcher
@@ -142,11 +142,11 @@ class App:
         start = ticks_ms()
         samples = 0
         next_report = self.cfg["report_s"]
-        next_persist = self.cfg["persist_s"]
         # A hardware board samples at its own rate: wait (without blocking) for a block
         # instead of pacing by the clock as the simulated board needs.
         hardware = hasattr(self.board, "available")
         realtime = self.realtime and not hardware
+        persist = SavePolicy(self.cfg["persist_s"], self.meter)
         while not self.reboot_now:
             self.meter_beat.beat()
             if hardware:
@@ -167,8 +167,7 @@ class App:
                     next_report += self.cfg["report_s"]
                     self.outbox.offer("reading", r)
                     self._report_losses()
-            if samples / rate >= next_persist:
-                next_persist += self.cfg["persist_s"]
+            if persist.due(samples / rate):
                 self.save_energy()
             ahead = int(samples * 1000 / rate) - ticks_diff(ticks_ms(), start)
             await asyncio.sleep(ahead / 1000 if realtime and ahead > 0 else 0)

@@ -124,3 +124,54 @@ class RegisterStore:
 
         self.gen += 1
         store.write_generation(self.path, self.gen, json.dumps(registers.state()).encode())
+
+
+# When to save the registers (docs/reliability.md, "Energy of short lives"). Without a
+# brown-out warning, what a power cut loses is what is unsaved at that moment; these bound it
+# per life while capping flash writes at one per MIN_GAP_S.
+SAVE_WH = 5       # save once this much active energy is unsaved...
+MIN_GAP_S = 5     # ...but never sooner than this after the previous save (or the boot)
+
+
+class SavePolicy:
+    """due(t) says whether to save at metering time t (seconds since boot): every persist_s
+    since the last save, as before, and sooner once MIN_GAP_S has passed if this life has
+    not saved yet or SAVE_WH of active energy is unsaved. The caller saves when it is True."""
+
+    def __init__(self, persist_s, meter):
+        self.persist_s = persist_s
+        self.meter = meter
+        self.gap = min(MIN_GAP_S, persist_s)
+        self.last = 0
+        self.saved = False
+        self.base = [0, 0, 0, 0]   # import kWh, mWh, export kWh, mWh at the last save
+        self._mark()
+        self.writes = 0            # saves this policy asked for (flash writes)
+
+    def _mark(self):
+        self.meter.fold_energy()
+        regs = self.meter.registers
+        b = self.base
+        b[0], b[1] = regs.import_wh.kwh, regs.import_wh.mwh
+        b[2], b[3] = regs.export_wh.kwh, regs.export_wh.mwh
+
+    def unsaved_mwh(self):
+        """Active energy metered since the last save (small ints: the kWh differ little)."""
+        self.meter.fold_energy()
+        regs, b = self.meter.registers, self.base
+        return ((regs.import_wh.kwh - b[0]) * MWH_PER_KWH + regs.import_wh.mwh - b[1] +
+                (regs.export_wh.kwh - b[2]) * MWH_PER_KWH + regs.export_wh.mwh - b[3])
+
+    def due(self, t):
+        since = t - self.last
+        if since < self.gap:
+            return False
+        if since < self.persist_s:
+            unsaved = self.unsaved_mwh()      # below 0: the registers were reset
+            if unsaved == 0 or (self.saved and 0 < unsaved < SAVE_WH * 1000):
+                return False
+        self.last = t
+        self.saved = True
+        self.writes += 1
+        self._mark()
+        return True

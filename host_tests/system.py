@@ -124,7 +124,8 @@ class LabHttp:
         "    method, url, headers, body = json.loads(line)\n"
         "    try:\n"
         "        r = c.request(method, url, headers=headers, json=body)\n"
-        "        out = [r.status_code, r.text]\n"
+        "        hs = {k: v for k, v in r.headers.items() if not k.startswith('content-')}\n"
+        "        out = [r.status_code, r.text, hs]\n"
         "    except httpx.HTTPError as e:\n"
         "        out = [None, '%s: %s' % (type(e).__name__, e)]\n"
         "    sys.stdout.write(json.dumps(out) + '\\n')\n"
@@ -143,11 +144,12 @@ class LabHttp:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return self._proc
 
-    def request(self, method, path, json_body=None):
+    def request(self, method, path, json_body=None, headers=None):
         with self._lock:
             proc = self._helper()
             try:
-                proc.stdin.write(json.dumps([method, self.base + path, self.headers,
+                proc.stdin.write(json.dumps([method, self.base + path,
+                                             dict(self.headers, **(headers or {})),
                                              json_body]) + "\n")
                 proc.stdin.flush()
                 ready = select.select([proc.stdout], [], [], self.timeout)[0]
@@ -158,10 +160,10 @@ class LabHttp:
                 self.close()
                 raise httpx.TransportError("%s %s: no answer from the lab http helper in %s"
                                            % (method, path, self.ns))
-        status, text = json.loads(line)
+        status, text, *rest = json.loads(line)
         if status is None:
             raise httpx.TransportError("%s %s: %s" % (method, path, text))
-        return httpx.Response(status, text=text)
+        return httpx.Response(status, text=text, headers=rest[0] if rest else None)
 
     def close(self):
         proc, self._proc = self._proc, None
@@ -172,8 +174,8 @@ class LabHttp:
     def get(self, path):
         return self.request("GET", path)
 
-    def post(self, path, json=None):
-        return self.request("POST", path, json)
+    def post(self, path, json=None, headers=None):
+        return self.request("POST", path, json, headers)
 
     def patch(self, path, json=None):
         return self.request("PATCH", path, json)

@@ -1,6 +1,7 @@
 """Short versions of the fault campaigns in tools/faults.py (`make faults` runs the full
 ones): meter power loss, corrupted flash, head-end crash, network partitions, each checked
-against its ledger. Needs root (network namespaces), iproute2 and nftables; skips saying why
+against its ledger; the head-end crash and partitions also with the meter on MQTT. Needs
+root (network namespaces), iproute2 and nftables (and mosquitto for MQTT); skips saying why
 otherwise. BC_FAULTS_SEED picks the fault moments (default 20250105)."""
 
 import os
@@ -21,18 +22,39 @@ pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
 SEED = os.environ.get("BC_FAULTS_SEED", "20250105")
 
 
-@pytest.fixture(scope="module")
-def rig():
+def _rig(transport):
     work = tempfile.mkdtemp(prefix="bc-faults-smoke-")
     try:
-        with faults.Rig(work, log=lambda *a: None) as r:
+        with faults.Rig(work, log=lambda *a: None, transport=transport) as r:
             yield r
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def rig():
+    yield from _rig("http")
+
+
+@pytest.fixture(scope="module")
+def mqtt_rig():
+    reason = faults.why_skip("mqtt")
+    if reason:
+        pytest.skip(reason)
+    yield from _rig("mqtt")
+
+
 @pytest.mark.parametrize("num", sorted(faults.CAMPAIGNS))
 def test_campaign_smoke(rig, num, record_property):
+    run_smoke(rig, num, record_property)
+
+
+@pytest.mark.parametrize("num", [3, 4])
+def test_campaign_smoke_over_mqtt(mqtt_rig, num, record_property):
+    run_smoke(mqtt_rig, num, record_property)
+
+
+def run_smoke(rig, num, record_property):
     name, fn, _, short = faults.CAMPAIGNS[num]
     rng = random.Random("%s-%d" % (SEED, num))
     try:
@@ -45,4 +67,5 @@ def test_campaign_smoke(rig, num, record_property):
             rig.headend.start()
     assert fig["lost"] == 0 and fig["duplicated"] == 0, fig
     assert fig["faults"] > 0, fig
+    rig.check_transport()
     record_property("figures", repr(fig))

@@ -3,6 +3,7 @@
 hit with faults, every campaign checked against a ledger of what the meters produced.
 
     python tools/faults.py [--seed N] [--only 1,2,3,4] [--smoke] [--long] [--keep DIR]
+                           [--transport http|mqtt|both]
 
   1  meter power loss: kill -9 at random moments (SIGSTOP + look at flash + SIGKILL, and
      plain SIGKILLs), some while offline; nothing lost, nothing stored twice, energy on flash
@@ -16,8 +17,11 @@ hit with faults, every campaign checked against a ledger of what the meters prod
   5  hostile network: long-polls through a middlebox that closes connections idle for 30 s
      (tools/faults_middlebox.py), plus tc netem latency/loss where the kernel has sch_netem
 
+--transport mqtt runs campaigns 1-4 with the meters on MQTT (mosquitto in the lab, the
+head-end's bridge); campaign 5 is about HTTP long-polls and runs over http only.
 --smoke runs a short version of each (host_tests/test_faults_smoke.py). Needs root,
-iproute2 and nftables. Exit status 1 if any campaign fails. docs/reliability.md has figures.
+iproute2 and nftables (and mosquitto for mqtt). Exit status 1 if any campaign fails.
+docs/reliability.md has figures.
 """
 # This file is the runner and its summary table; the rig is tools/faults_rig.py, the flash and
 # ledger checks tools/faults_ledger.py, the campaigns tools/faults_meter.py (1-2),
@@ -37,12 +41,12 @@ from pathlib import Path
 
 if str(Path(__file__).resolve().parent) not in sys.path:    # the faults_* modules beside this
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_rig import CampaignFailed, Rig, why_skip  # noqa: E402
+from faults_rig import TRANSPORTS, CampaignFailed, Rig, why_skip  # noqa: E402
 from faults_meter import campaign_corrupt, campaign_power_loss  # noqa: E402
 from faults_headend import campaign_headend_crash  # noqa: E402
 from faults_network import campaign_hostile, campaign_partitions  # noqa: E402
 
-__all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "why_skip"]
+__all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "why_skip", "HTTP_ONLY"]
 
 
 # --- runner ---------------------------------------------------------------------------------
@@ -55,25 +59,28 @@ CAMPAIGNS = {
         {"outages": (3,), "flap_cycles": 2, "flap_s": (0.5, 2.0)}),
     5: ("hostile network", campaign_hostile, {"works": 8}, {"works": 2, "gap": (1.0, 3.0)}),
 }
+HTTP_ONLY = {5}        # long-polls through an idle-closing middlebox: an HTTP matter
 
 
-def run(seed, only=None, smoke=False, long=False, work=None, say=print):
-    """Run campaigns; returns {number: (ok, figures or error, seconds)}."""
+def run(seed, only=None, smoke=False, long=False, work=None, say=print, transport="http"):
+    """Run campaigns over one transport; returns {number: (ok, figures or error, seconds)}."""
     results = {}
     tmp = work or tempfile.mkdtemp(prefix="bc-faults-")
     try:
-        with Rig(tmp, log=say) as rig:
+        with Rig(tmp, log=say, transport=transport) as rig:
             for num, (name, fn, full, short) in CAMPAIGNS.items():
-                if only and num not in only:
+                if (only and num not in only) or (transport != "http" and num in HTTP_ONLY):
                     continue
                 kwargs = dict(short if smoke else full)
                 if num == 4 and long and not smoke:
                     kwargs["long"] = True
                 rng = random.Random("%s-%d" % (seed, num))
-                say("campaign %d: %s (seed %s%s)" % (num, name, seed, ", smoke" if smoke else ""))
+                say("campaign %d: %s over %s (seed %s%s)" % (num, name, transport, seed,
+                                                            ", smoke" if smoke else ""))
                 t0 = time.monotonic()
                 try:
                     fig = fn(rig, rng, say=say, **kwargs)
+                    rig.check_transport()
                     ok = True
                 except CampaignFailed as e:
                     fig, ok = str(e), False
@@ -100,26 +107,40 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="the short versions")
     ap.add_argument("--long", action="store_true", help="add a 10 min partition")
     ap.add_argument("--keep", default=None, help="work dir to keep (logs, state, hub.db)")
+    ap.add_argument("--transport", choices=TRANSPORTS + ("both",), default="http",
+                    help="how the meters talk to the head-end (default http)")
     a = ap.parse_args(argv)
-    reason = why_skip()
-    if reason:
-        print("faults: cannot run: %s" % reason, file=sys.stderr)
+    transports = TRANSPORTS if a.transport == "both" else (a.transport,)
+    for transport in transports:
+        reason = why_skip(transport)
+        if reason:
+            print("faults: cannot run: %s" % reason, file=sys.stderr)
+            return 2
+    try:
+        only = {int(x) for x in a.only.split(",") if x.strip()}
+    except ValueError:
+        print("faults: --only takes campaign numbers, e.g. 1,3", file=sys.stderr)
         return 2
-    only = {int(x) for x in a.only.split(",") if x.strip()}
-    if a.keep:
-        Path(a.keep).mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    res = run(a.seed, only, a.smoke, a.long, a.keep,
-              say=lambda *x: print(*x, flush=True))
+    res = {}
+    for transport in transports:
+        keep = None
+        if a.keep:
+            keep = Path(a.keep) / transport if len(transports) > 1 else Path(a.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+        res[transport] = run(a.seed, only, a.smoke, a.long, keep,
+                             say=lambda *x: print(*x, flush=True), transport=transport)
     print("\nSUMMARY (seed %s, %.0f s)" % (a.seed, time.monotonic() - t0))
-    for num, (ok, fig, dt) in res.items():
-        if ok:
-            print("  %d %-20s PASS %4.0f s  runs %s, faults %s, produced %s, lost %s, "
-                  "duplicated %s" % (num, CAMPAIGNS[num][0], dt, fig["runs"], fig["faults"],
-                                     fig["produced"], fig["lost"], fig["duplicated"]))
-        else:
-            print("  %d %-20s FAIL %4.0f s" % (num, CAMPAIGNS[num][0], dt))
-    return 0 if all(ok for ok, _, _ in res.values()) else 1
+    for transport, results in res.items():
+        for num, (ok, fig, dt) in results.items():
+            if ok:
+                print("  %d %-20s %-4s PASS %4.0f s  runs %s, faults %s, produced %s, lost %s, "
+                      "duplicated %s" % (num, CAMPAIGNS[num][0], transport, dt, fig["runs"],
+                                         fig["faults"], fig["produced"], fig["lost"],
+                                         fig["duplicated"]))
+            else:
+                print("  %d %-20s %-4s FAIL %4.0f s" % (num, CAMPAIGNS[num][0], transport, dt))
+    return 0 if all(ok for r in res.values() for ok, _, _ in r.values()) else 1
 
 
 if __name__ == "__main__":

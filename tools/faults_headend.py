@@ -1,5 +1,6 @@
 """Fault campaign 3 (tools/faults.py): kill -9 the head-end at random moments while an
-operator queues work and the meter reports."""
+operator queues work (each command with its own Idempotency-Key, retried with that key until
+answered) and the meter reports."""
 from __future__ import annotations
 
 import signal
@@ -7,7 +8,8 @@ import threading
 import time
 
 from faults_rig import REPORT_S, check
-from faults_ledger import check_readings, check_results_once, duplicates, overflow_dropped
+from faults_ledger import (check_readings, check_results_once, duplicates, overflow_dropped,
+                           unexplained_gaps)
 
 
 # --- campaign 3: head-end crash -------------------------------------------------------------
@@ -18,21 +20,37 @@ def campaign_headend_crash(rig, rng, kills=50, say=print):
     rig.start(m)
     rig.wait(lambda: rig.stored(device), 20, "first items")
     accepted, ambiguous = [], [0]
+    retry = {"retries": 0, "replayed": 0, "gave_up": 0}
     stop = threading.Event()
     api = rig.headend.api(rig.api.headers["Authorization"].split()[-1])
 
-    def operator():
-        while not stop.is_set():
+    def command(n):
+        """One `read` with its own Idempotency-Key, retried with the same key until the
+        head-end answers (it may have committed the work and died before the 202)."""
+        key = {"Idempotency-Key": "c3-%s-%d" % (device, n)}
+        for attempt in range(200):
+            if attempt:
+                retry["retries"] += 1
+                time.sleep(0.1)
             try:
                 r = api.post("/v1/devices/%s/work" % device,
-                             json={"op": "read", "args": {}, "expires_in": 3600})
-                if r.status_code == 202:
-                    accepted.append(r.json()["id"])
-                else:
-                    ambiguous[0] += 1
-            except Exception:  # noqa: BLE001  the head-end is down: not acknowledged
+                             json={"op": "read", "args": {}, "expires_in": 3600}, headers=key)
+            except Exception:  # noqa: BLE001  the head-end is down: no answer
                 ambiguous[0] += 1
-                time.sleep(0.05)
+                continue
+            if r.status_code == 202:
+                if r.headers.get("idempotent-replayed") == "true":
+                    retry["replayed"] += 1
+                accepted.append(r.json()["id"])
+                return
+            ambiguous[0] += 1
+        retry["gave_up"] += 1
+
+    def operator():
+        n = 0
+        while not stop.is_set():
+            command(n)
+            n += 1
             time.sleep(rng.uniform(0.05, 0.4))
 
     t = threading.Thread(target=operator, daemon=True)
@@ -77,20 +95,28 @@ def campaign_headend_crash(rig, rng, kills=50, say=print):
     # a gap is an item acked and lost, unless the meter dropped readings for overflow and
     # said so in notices (its outbox fills while it backs off): then the counts must match
     dropped = overflow_dropped(rig, device)
-    check(len(gaps) == dropped, "seqs acked to the meter and lost:", gaps[:20],
+    unexplained = unexplained_gaps(gaps, dropped, kills)
+    check(not unexplained, "seqs acked to the meter and lost:", gaps[:20],
           "(%d readings reported dropped for overflow)" % dropped)
     lives = rig.lives(m)
     check(len(lives) == 1, "the meter restarted")
-    K = check_readings(rig, device, lives, {0: now}, allow_missing=dropped)
+    K = check_readings(rig, device, lives, {0: now}, allow_missing=len(gaps))
     recv = sorted({r for (r,) in rig._db("SELECT received FROM items WHERE device = ?",
                                          (device,))})
     silence = max(b - a for a, b in zip(recv, recv[1:]))
     rig.stop(m)
+    # with keys, the operator learns the id of every work item committed: none is extra,
+    # and none was queued twice by a retry
     extra = len([w for w in rows if w not in accepted])
+    check(not extra, "work committed that the operator never got an id for:", extra)
+    check(len(set(accepted)) == len(accepted), "two commands got the same work id")
+    check(not retry["gave_up"], "a command got no answer after 200 tries")
     return {"runs": kills + 1, "faults": kills, "produced": len(seqs), "readings": K[0],
-            "work_accepted": len(accepted), "work_unacknowledged_attempts": ambiguous[0],
+            "work_accepted": len(set(accepted)), "work_failed_attempts": ambiguous[0],
+            "work_retries_same_key": retry["retries"],
+            "work_replayed_after_lost_reply": retry["replayed"],
             "work_queued_without_202": extra,
-            "lost": len(open_work()) + len(gaps) - dropped,
+            "lost": len(open_work()) + unexplained, "missing_seqs": len(gaps),
             "dropped_overflow_reported": dropped, "longest_silence_s": round(silence, 1),
             "duplicated": duplicates(rig, device),
             "downtime_avg_s": round(sum(downtime) / len(downtime), 2)}

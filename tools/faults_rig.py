@@ -25,6 +25,8 @@ import netlab  # noqa: E402
 REPORT_S = 1
 PERSIST_S = 5          # the meters' persist_s (the firmware's minimum): energy on flash lags
                        # true energy by less than this many seconds of metering
+MQTT_KEEPALIVE = 10    # the MQTT meters' keepalive (the firmware's minimum)
+TRANSPORTS = ("http", "mqtt")
 
 
 class CampaignFailed(AssertionError):
@@ -36,8 +38,14 @@ def check(cond, *what):
         raise CampaignFailed(" ".join(str(w) for w in what))
 
 
-def why_skip():
-    """None if a lab can be built here, else the reason."""
+def why_skip(transport="http"):
+    """None if a lab can be built here (with mosquitto for mqtt), else the reason."""
+    if transport == "mqtt":
+        from headend import broker
+        try:
+            broker.find("mosquitto")
+        except broker.BrokerError as e:
+            return "the mqtt transport needs mosquitto: %s" % e
     if os.geteuid() != 0:
         return "fault campaigns need root for network namespaces (uid %d)" % os.geteuid()
     missing = [t for t in ("ip", "nft") if not shutil.which(t)]
@@ -62,11 +70,17 @@ def why_skip():
 # --- the rig: a lab, the head-end in `out`, meters in site a -------------------------------
 
 class Rig:
-    def __init__(self, work, log=print):
+    """transport "http": the meters long-poll the head-end; "mqtt": they talk to mosquitto
+    in `out` (on the head-end's address), which the head-end's bridge subscribes to."""
+
+    def __init__(self, work, log=print, transport="http"):
+        if transport not in TRANSPORTS:
+            raise ValueError("transport must be one of %s" % ", ".join(TRANSPORTS))
         self.dir = Path(work)
         self.log = log
+        self.transport = transport
         self.lab = netlab.Lab("bc-f%s" % uuid.uuid4().hex[:6])
-        self.headend = self.api = None
+        self.headend = self.api = self.broker = None
         self.meters = {}
 
     def __enter__(self):
@@ -75,23 +89,44 @@ class Rig:
             he = self.headend = system.Headend(self.dir, host=self.lab.headend_ip, lab=self.lab,
                                                 extra=["--log-level", "warning"])
             token = he.add_token("faults", "operator")
+            if self.transport == "mqtt":
+                self.broker = system.Broker(self.dir, he.db, host=self.lab.headend_ip,
+                                            lab=self.lab, ns="out")
+                self.broker.start()
+                he.extra += self.broker.serve_args()
             he.start()
             self.api = he.api(token)
         except BaseException:
-            self.lab.down()
+            self._down()
             raise
         return self
 
     def __exit__(self, *exc):
-        self.lab.down()
+        self._down()
+
+    def _down(self):
+        try:
+            if self.broker is not None:
+                self.broker.stop()
+        finally:
+            self.lab.down()
+
+    def bridge_connected(self):
+        r = self.api.get("/v1/mqtt")
+        return r.status_code == 200 and r.json().get("connected")
 
     def add_meter(self, name, site="a", **settings):
         r = self.api.post("/v1/devices", json={"id": name})
         check(r.status_code == 201, "register", name, r.status_code, r.text)
         cfg = dict(report_s=REPORT_S, persist_s=PERSIST_S)
+        url = self.headend.url
+        if self.transport == "mqtt":
+            self.broker.reload()            # the new meter's login and ACL
+            self.wait(self.bridge_connected, 30, "the MQTT bridge to connect")
+            cfg.update(self.broker.meter_settings(keepalive=MQTT_KEEPALIVE))
+            url = ""
         cfg.update(settings)
-        m = system.Meter(self.dir, name, r.json()["key"], self.headend.url, lab=self.lab,
-                         ns=site, **cfg)
+        m = system.Meter(self.dir, name, r.json()["key"], url, lab=self.lab, ns=site, **cfg)
         m.name = name
         self.meters[name] = m
         return m
@@ -100,9 +135,11 @@ class Rig:
         try:
             return system.wait_until(predicate, timeout, what, interval)
         except AssertionError as e:
-            tails = "\n".join("--- %s:\n%s" % (n, "\n".join(t.splitlines()[-8:])) for n, t in
-                              [("head-end", self.headend.log())] +
-                              [(n, m.log()) for n, m in self.meters.items()])
+            logs = [("head-end", self.headend.log())] + \
+                ([("mosquitto", self.broker.log())] if self.broker else []) + \
+                [(n, m.log()) for n, m in self.meters.items()]
+            tails = "\n".join("--- %s:\n%s" % (n, "\n".join(t.splitlines()[-8:]))
+                               for n, t in logs)
             raise CampaignFailed("%s\n%s" % (e, tails)) from None
 
     # meters
@@ -158,6 +195,13 @@ class Rig:
         """Seqs in the order the head-end inserted them (rowid)."""
         return [s for (s,) in self._db("SELECT seq FROM items WHERE device = ? ORDER BY rowid",
                                        (device,))]
+
+    def check_transport(self):
+        """Every meter of the rig last exchanged over the rig's transport."""
+        for name in self.meters:
+            got = self._db("SELECT transport FROM devices WHERE id = ?", (name,))
+            check(got and got[0][0] == self.transport, "%s exchanged over %s, not %s"
+                  % (name, got[0][0] if got else None, self.transport))
 
     def work_rows(self, device):
         from headend import workq

@@ -1,8 +1,8 @@
 """Operator REST API for groups and group commands."""
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 
-from . import groups, outcomes, workq
+from . import groups, idempotency, outcomes, workq
 from .auth import Principal, principal
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
@@ -37,24 +37,38 @@ async def get_group(name: str, request: Request):
     return group
 
 
-@router.post("/{name}/work", response_model=GroupWorkOut, status_code=202)
-async def group_work(name: str, body: GroupWorkIn, request: Request,
-                     who: Principal = Depends(principal)):
+@router.post("/{name}/work", response_model=GroupWorkOut, status_code=202,
+             responses={400: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def group_work(name: str, body: GroupWorkIn, request: Request, response: Response,
+                     who: Principal = Depends(principal),
+                     idempotency_key: str | None = idempotency.KeyHeader):
     """One command to every member. With `when_available`, each member's item is held until
-    its presence is available, active or available_off, and expires at the deadline."""
+    its presence is available, active or available_off, and expires at the deadline. An
+    `Idempotency-Key` works as for one device's work: a retry returns the same command."""
     hub = request.app.state.hub
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
-    now = hub.now()
-    expires = workq.expiry(now, body.expires_in)
-    if body.deadline is not None:
-        if body.deadline <= now:
-            raise HTTPException(400, "deadline is in the past")
-        expires = workq.expiry(body.deadline, 0)
-    with hub.tx():
-        return _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
-                     who.origin, who.role)
+    key = idempotency.check(idempotency_key)
+    fp = idempotency.fingerprint(request, body)
+    with hub.tx() as db:
+        gid = idempotency.replay(db, who.name, key, fp)
+        if gid is not None:
+            response.headers[idempotency.REPLAYED] = "true"
+            cmd = _call(groups.status, db, name, int(gid))
+            return {"gid": cmd["gid"], "group": name, "op": cmd["op"],
+                    "expires": cmd["expires"],
+                    "work": {m: o["work"] for m, o in cmd["outcomes"].items()}}
+        now = hub.now()
+        expires = workq.expiry(now, body.expires_in)
+        if body.deadline is not None:
+            if body.deadline <= now:
+                raise HTTPException(400, "deadline is in the past")
+            expires = workq.expiry(body.deadline, 0)
+        out = _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
+                    who.origin, who.role)
+        idempotency.remember(db, who.name, key, fp, str(out["gid"]), now)
+        return out
 
 
 @router.get("/{name}/work/{gid}", response_model=GroupStatus)

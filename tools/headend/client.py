@@ -1,13 +1,24 @@
 """The CLI's HTTP client for the operator API: one-line errors, never tracebacks."""
 
 import json
+import re
+import time
+import uuid
 
 import click
 import httpx
 
+# POSTs the head-end makes idempotent with an Idempotency-Key: safe to send twice
+_IDEMPOTENT = re.compile(r"^/v1/(devices|groups)/[^/]+/work$")
+RETRY_PAUSE_S = 1.0
+
 
 class CliError(click.ClickException):
     """Printed by cli.main as `backchannel: error: <message>`."""
+
+
+class ConnectionLost(CliError):
+    """No answer came: the request may or may not have been carried out."""
 
 
 class Client:
@@ -20,13 +31,15 @@ class Client:
         self.http = httpx.Client(base_url=self.url, timeout=timeout, verify=cacert or True,
                                  headers={"Authorization": "Bearer %s" % token})
 
-    def call(self, method, path, body=None, params=None):
+    def call(self, method, path, body=None, params=None, headers=None):
         try:
-            r = self.http.request(method, path, json=body, params=params)
+            r = self.http.request(method, path, json=body, params=params, headers=headers)
         except httpx.ConnectError as e:
-            raise CliError("cannot connect to %s: %s" % (self.url, _short(e))) from None
+            raise ConnectionLost("cannot connect to %s: %s" % (self.url, _short(e))) from None
         except httpx.TimeoutException:
-            raise CliError("timed out talking to %s" % self.url) from None
+            raise ConnectionLost("timed out talking to %s" % self.url) from None
+        except httpx.TransportError as e:
+            raise ConnectionLost("request to %s failed: %s" % (self.url, _short(e))) from None
         except httpx.HTTPError as e:
             raise CliError("request to %s failed: %s" % (self.url, _short(e))) from None
         try:
@@ -42,7 +55,17 @@ class Client:
         return self.call("GET", path, params=params or None)
 
     def post(self, path, body):
-        return self.call("POST", path, body)
+        """POST; work POSTs carry a fresh Idempotency-Key and are retried once with the same
+        key when the connection is lost, so a reply lost to a crash never queues twice."""
+        if not _IDEMPOTENT.match(path):
+            return self.call("POST", path, body)
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        try:
+            return self.call("POST", path, body, headers=headers)
+        except ConnectionLost:
+            pass
+        time.sleep(RETRY_PAUSE_S)
+        return self.call("POST", path, body, headers=headers)
 
     def delete(self, path):
         return self.call("DELETE", path)

@@ -66,6 +66,13 @@ CREATE TABLE IF NOT EXISTS updates (   -- the latest `update` state per (device,
     PRIMARY KEY (device, version)
 );
 CREATE INDEX IF NOT EXISTS updates_version ON updates(version, device);
+CREATE TABLE IF NOT EXISTS idempotency (   -- Idempotency-Key of operator POSTs (24 h)
+    operator TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    ref TEXT NOT NULL,                 -- what it produced: a work id or a group command id
+    created REAL NOT NULL,
+    PRIMARY KEY (operator, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS group_members (
     name TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (name, device)

@@ -1,9 +1,9 @@
 """Operator REST API: devices, work, readings, events and presence. Bearer tokens; the
 201/202 answers go out only after the transaction has committed."""
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from . import devices, outcomes, presence, workq
+from . import devices, idempotency, outcomes, presence, workq
 from .auth import Principal, principal
 from .db import loads
 from .models import (DeviceCreated, DeviceIn, DeviceOut, DevicePatch, ErrorOut, PresenceEntry,
@@ -69,17 +69,30 @@ async def patch_device(device_id: str, body: DevicePatch, request: Request):
     return await get_device(device_id, request)
 
 
-@router.post("/devices/{device_id}/work", response_model=WorkOut, status_code=202)
-async def add_work(device_id: str, body: WorkIn, request: Request,
-                   who: Principal = Depends(principal)):
+@router.post("/devices/{device_id}/work", response_model=WorkOut, status_code=202,
+             responses={400: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def add_work(device_id: str, body: WorkIn, request: Request, response: Response,
+                   who: Principal = Depends(principal),
+                   idempotency_key: str | None = idempotency.KeyHeader):
+    """Queue work. With an `Idempotency-Key`, a retry of the same request returns the work
+    the first one queued (header `Idempotent-Replayed: true`); a different request with the
+    same key is refused (422)."""
     hub = _hub(request)
     dev = _device(hub, device_id)
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
+    key = idempotency.check(idempotency_key)
+    fp = idempotency.fingerprint(request, body)
     with hub.tx() as db:
-        work_id = workq.enqueue(hub, device_id, body.op, body.args, who.role, who.origin,
-                                workq.expiry(hub.now(), body.expires_in), body.when_available)
+        work_id = idempotency.replay(db, who.name, key, fp)
+        if work_id is None:
+            work_id = workq.enqueue(hub, device_id, body.op, body.args, who.role, who.origin,
+                                    workq.expiry(hub.now(), body.expires_in),
+                                    body.when_available)
+            idempotency.remember(db, who.name, key, fp, work_id, hub.now())
+        else:
+            response.headers[idempotency.REPLAYED] = "true"
         row = workq.get(db, work_id)
     return workq.view(row, dev["presence"])
 
