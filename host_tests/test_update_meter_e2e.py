@@ -11,7 +11,7 @@ import pytest
 import fw
 from fake_exchange import FakeExchange
 from system import wait_until
-from test_update_meter import manifest_text, pub_hex, release_files, sign
+from update_meter_harness import KEY, manifest_text, pub_hex, release_files, sign
 
 DEVICE_KEY = "00112233445566778899aabbccddeeff"
 
@@ -33,7 +33,7 @@ def site(interpreter, tmp_path):
     meter_dir.mkdir()
     (meter_dir / "config.json").write_text(json.dumps({
         "device_id": "m1", "device_key": DEVICE_KEY, "server_url": head.url, "report_s": 1,
-        "update_key": pub_hex(__import__("test_update_meter").KEY)}))
+        "update_key": pub_hex(KEY)}))
     procs = []
 
     def start():

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 import system
-from test_update_meter import KEY, manifest_text, pub_hex, release_files, sign
+from update_meter_harness import KEY, manifest_text, pub_hex, release_files, sign
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)),

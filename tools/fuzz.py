@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The long fuzz campaign and the security report (docs/security.md).
 
-Runs host_tests/test_fuzz_parsers.py (the same tests `make test` runs with a few hundred
-inputs) with many more: --examples per parser under CPython (default 100000), --mp-examples
-per firmware parser under the MicroPython unix port, --schema-examples per head-end API
-operation and mode for schemathesis. Each parser runs as its own pytest process, --jobs at a
-time; prints per-parser counts (outcomes: ok, each documented error, HTTP statuses), time and
-slowest input, and failures. Exit status 1 if anything failed.
+Runs host_tests/test_fuzz_firmware.py, test_fuzz_waveform.py and test_fuzz_headend.py (the
+same tests `make test` runs with a few hundred inputs) with many more: --examples per parser
+under CPython (default 100000), --mp-examples per firmware parser under the MicroPython unix
+port, --schema-examples per head-end API operation and mode for schemathesis. Each parser
+runs as its own pytest process, --jobs at a time; prints per-parser counts (outcomes: ok,
+each documented error, HTTP statuses), time and slowest input, and failures. Exit status 1
+if anything failed.
 
     .venv/bin/python tools/fuzz.py                      # the whole campaign
     .venv/bin/python tools/fuzz.py --examples 5000 --only http,work
@@ -26,14 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "host_tests"
 FIRMWARE_PARSERS = ["cfgfile", "config", "http", "outbox", "response", "work"]
-PARSERS = {
-    **{p: "test_firmware_parser_cpython[%s]" % p for p in FIRMWARE_PARSERS},
-    **{"mp-" + p: "test_firmware_parser_micropython[%s]" % p for p in FIRMWARE_PARSERS},
-    "csv": "test_waveform_csv",
-    "comtrade": "test_waveform_comtrade",
-    "exchange": "test_headend_exchange",
-    "openapi": "test_openapi_no_server_errors or test_openapi_report or "
-               "test_api_non_finite_and_huge_numbers",
+PARSERS = {       # parser: (test file in host_tests/, test id or -k expression)
+    **{p: ("test_fuzz_firmware.py", "test_firmware_parser_cpython[%s]" % p)
+       for p in FIRMWARE_PARSERS},
+    **{"mp-" + p: ("test_fuzz_firmware.py", "test_firmware_parser_micropython[%s]" % p)
+       for p in FIRMWARE_PARSERS},
+    "csv": ("test_fuzz_waveform.py", "test_waveform_csv"),
+    "comtrade": ("test_fuzz_waveform.py", "test_waveform_comtrade"),
+    "exchange": ("test_fuzz_headend.py", "test_headend_exchange"),
+    "openapi": ("test_fuzz_headend.py", "test_openapi_no_server_errors or test_openapi_report "
+                "or test_api_non_finite_and_huge_numbers"),
 }
 
 
@@ -77,7 +80,7 @@ def campaign(args):
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = open(tmp / ("%s.log" % name), "w")
-            p = subprocess.Popen(pytest_cmd("test_fuzz_parsers.py", PARSERS[name]), cwd=ROOT,
+            p = subprocess.Popen(pytest_cmd(*PARSERS[name]), cwd=ROOT,
                                  env=env, stdout=log, stderr=subprocess.STDOUT)
             running[name] = (p, time.monotonic(), log)
         time.sleep(0.2)

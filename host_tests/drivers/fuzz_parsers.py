@@ -1,6 +1,6 @@
 # Fuzz harness for the firmware's parsers, shared by CPython and MicroPython.
 #
-# Imported by host_tests/test_fuzz_parsers.py (hypothesis, CPython) and run as a driver
+# Imported by host_tests/test_fuzz_firmware.py (hypothesis, CPython) and run as a driver
 # under the MicroPython unix port: `micropython fuzz_parsers.py <tmpdir>` reads one case a
 # line from stdin, JSON [parser, input], and prints one JSON line per case:
 # "ok", "err:<ExceptionClass>" (a documented, clear error) or "crash:<Class>: <message>".

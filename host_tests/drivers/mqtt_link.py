@@ -1,6 +1,6 @@
 # Drives firmware/mqtt_comms.py without a network (argv: state dir): umqtt.simple encodes into
 # and parses from the in-memory link, as on a real connection. Prints one JSON object of
-# findings; host_tests/test_mqtt_meter.py checks them on MicroPython and CPython.
+# findings; host_tests/test_mqtt_link.py checks them on MicroPython and CPython.
 
 import json
 import sys

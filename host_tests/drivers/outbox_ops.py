@@ -1,5 +1,5 @@
 # Runs a JSON list of outbox/inbox operations read from stdin, one "boot" per process.
-# Prints one JSON line per operation. Used by host_tests/test_outbox_inbox.py on both
+# Prints one JSON line per operation. Used by host_tests/test_outbox.py and test_inbox.py on both
 # MicroPython and CPython.
 import json
 import sys

@@ -1,0 +1,86 @@
+"""Shared by the fuzz tests (test_fuzz_firmware.py, test_fuzz_waveform.py,
+test_fuzz_headend.py): the example budgets, the hang bound, outcome statistics and the
+generic JSON strategies. Every parser must not crash (only the documented clear errors)
+and not hang.
+
+Examples per parser: BC_FUZZ_EXAMPLES (default 200, for `make test`); tools/fuzz.py runs
+the long campaign with 100000. BC_FUZZ_MP_EXAMPLES (default 300): inputs per parser under
+MicroPython. BC_SCHEMA_EXAMPLES (default 10): schemathesis examples per API operation and
+mode. BC_FUZZ_STATS names a file to which each test appends a JSON
+line {"parser", "examples", "outcomes", "seconds"} (tools/fuzz.py prints them).
+"""
+
+import collections
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+import fw
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "drivers"))
+sys.path.insert(0, str(fw.FIRMWARE))
+sys.path.insert(0, str(fw.ROOT / "tools"))
+
+EXAMPLES = int(os.environ.get("BC_FUZZ_EXAMPLES", "200"))
+MP_EXAMPLES = int(os.environ.get("BC_FUZZ_MP_EXAMPLES", "300"))
+CASE_SECONDS = 5.0          # the hang bound: no single input may take longer
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=list(HealthCheck), derandomize=False)
+
+
+class Stats:
+    """Outcome counts and the slowest case per parser, reported to BC_FUZZ_STATS."""
+
+    def __init__(self, parser):
+        self.parser = parser
+        self.outcomes = collections.Counter()
+        self.slowest = 0.0
+        self.start = time.monotonic()
+
+    def case(self, fn, *args):
+        t = time.monotonic()
+        out = fn(*args)
+        took = time.monotonic() - t
+        self.slowest = max(self.slowest, took)
+        assert took < CASE_SECONDS, "%s: one input took %.1f s (hang bound %.1f s)" % (
+            self.parser, took, CASE_SECONDS)
+        self.outcomes[out] += 1
+        return out
+
+    def report(self, runtime="cpython", failed=False):
+        n = sum(self.outcomes.values())
+        path = os.environ.get("BC_FUZZ_STATS")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"parser": self.parser, "runtime": runtime, "examples": n,
+                                    "failed": failed, "outcomes": dict(self.outcomes),
+                                    "slowest_s": round(self.slowest, 4),
+                                    "seconds": round(time.monotonic() - self.start, 2)}) + "\n")
+        return n
+
+    def run(self, check, runtime="cpython"):
+        """check(), then report (also when it failed)."""
+        try:
+            check()
+        except BaseException:
+            self.report(runtime, failed=True)
+            raise
+        return self.report(runtime)
+
+
+# generic JSON values (with NaN, Infinity and big ints) and the MicroPython-readable subset
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2**70, 2**70)
+           | st.floats() | st.text(max_size=20))
+json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
+finite_scalars = (st.none() | st.booleans() | st.integers(-2**62, 2**62)
+                  | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+# JSON the MicroPython json module can read back (no NaN/Infinity, ints of any size)
+mp_json = st.recursive(finite_scalars | st.integers(), lambda c: st.lists(c, max_size=4)
+                       | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)

@@ -1,0 +1,153 @@
+"""Hypothesis strategies for the firmware parsers (test_fuzz_firmware.py): HTTP responses,
+work items, response envelopes, config values and files, outbox segments. STRATEGIES for
+CPython, MP_STRATEGIES with JSON the MicroPython json module can read back."""
+
+import json
+import struct
+from binascii import hexlify
+
+from hypothesis import strategies as st
+
+from fuzz_common import json_values, mp_json
+
+import fuzz_parsers as fz  # on sys.path through fuzz_common
+import store
+
+# HTTP responses: structured (status line, headers, body) or raw bytes
+tokens = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"200", b"OK", b"-1", b"99999",
+                          b"2\xff0", b"\xc3\x28", b"", b" ", b"\t", b"\r", b"\n", b"\r\n",
+                          b":", b"Content-Length", b"content-length", b"Connection",
+                          b"close", b"0", b"5", b"+5", b"-5", b"1e3", b"262145", b"0x10",
+                          b"X-BC-Signature", b"\x00", b"\xff\xfe"])
+header = st.tuples(st.binary(max_size=12) | tokens, st.sampled_from([b":", b"", b": "]),
+                   st.binary(max_size=12) | tokens).map(lambda t: b"".join(t) + b"\r\n")
+status_line = (st.tuples(tokens | st.binary(max_size=8), st.just(b" "),
+                         tokens | st.integers(-1000, 1000).map(lambda i: str(i).encode()),
+                         st.just(b" "), tokens | st.binary(max_size=8))
+               .map(lambda t: b"".join(t) + b"\r\n"))
+
+
+@st.composite
+def http_responses(draw):
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    body = draw(st.binary(max_size=64))
+    head = [draw(status_line)] if draw(st.booleans()) else [b"HTTP/1.1 200 OK\r\n"]
+    if draw(st.booleans()):
+        head.append(b"Content-Length: %d\r\n" % (len(body) + draw(st.integers(-3, 3))))
+    head += draw(st.lists(header, max_size=6 if draw(st.integers(0, 20)) else 70))
+    end = draw(st.sampled_from([b"\r\n", b"\n", b""]))
+    return b"".join(head) + end + body[:draw(st.integers(0, len(body)))]
+
+
+def _work_items(values, args_values):
+    item = st.fixed_dictionaries(
+        {"id": st.sampled_from(["w-00000001", "w-2"]) | values,
+         "op": st.sampled_from(sorted(fz.ops.OPS) + ["nope", ""]) | values,
+         "role": st.sampled_from(["operator", "utility", "peer", "root"]) | values,
+         "expires": st.sampled_from([1763769900, 0]) | values,
+         "from": st.sampled_from(["operator:alice", "device:m"]) | values,
+         "args": args_values.map(lambda a: json.dumps(a, separators=(",", ":")))
+         | st.text(max_size=20) | values},
+        optional={"sig": st.text(max_size=64) | values})
+    return st.tuples(item | values, st.booleans())
+
+
+def _op_args(values):
+    return st.dictionaries(
+        st.sampled_from(["unix", "changes", "seconds", "state", "note", "limit", "to", "op",
+                         "args", "ref", "from", "result", "nominal_v", "frequency"]),
+        values | st.dictionaries(st.sampled_from(sorted(fz.config.DEFAULTS)), values,
+                                 max_size=3), max_size=4) | values
+
+
+work_cases = _work_items(json_values, _op_args(json_values))
+mp_work_cases = _work_items(mp_json, _op_args(mp_json))
+
+
+def _responses(values, work, floats=st.floats()):
+    return st.fixed_dictionaries({}, optional={
+        "ack": st.integers(-5, 2**70) | values, "time": values | floats,
+        "next": values, "more": values,
+        "work": st.lists(work.map(lambda t: t[0]), max_size=3) | values}) | values
+
+
+response_cases = _responses(json_values, work_cases)
+mp_response_cases = _responses(mp_json, mp_work_cases,
+                               st.floats(allow_nan=False, allow_infinity=False))
+
+
+def _configs(values):
+    names = st.sampled_from(sorted(fz.config.DEFAULTS) + ["bogus"]) | st.text(max_size=8)
+    special = st.sampled_from([10**400, -10**400, 2**63, 1e308, -0.0, "", "http://x",
+                               "0" * 32, "g" * 32, "mqtt", "a b", True, 50, 60, 55.5])
+    return st.dictionaries(names, values | special, max_size=5) | values
+
+
+config_cases = _configs(json_values)
+mp_config_cases = _configs(mp_json)
+
+
+@st.composite
+def config_files(draw):
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return draw(st.binary(max_size=200))
+    text = json.dumps(draw(mp_config_cases)).encode()
+    if kind == 1:
+        return text
+    rec = store.encode(text)
+    if kind == 2:
+        return rec
+    i = draw(st.integers(0, len(rec) - 1))
+    return rec[:i] + bytes([draw(st.integers(0, 255))]) + rec[i + 1:]
+
+
+def _record(payload):
+    return store.encode(payload)
+
+
+@st.composite
+def segments(draw):
+    chunks = []
+    seq = draw(st.integers(-2, 5))
+    for _ in range(draw(st.integers(0, 8))):
+        kind = draw(st.integers(0, 6))
+        if kind <= 2:                          # a good record (seq mostly increasing)
+            seq += draw(st.integers(-1, 3))
+            item = {"seq": seq, "kind": draw(st.sampled_from(["reading", "event", "result"])),
+                    "body": {"i": seq}}
+            chunks.append(_record(json.dumps(item).encode()))
+        elif kind == 3:                        # a record with an odd payload
+            chunks.append(_record(json.dumps(draw(mp_json)).encode()
+                                  if draw(st.booleans()) else draw(st.binary(max_size=30))))
+        elif kind == 4:                        # garbage, maybe with a stray magic
+            chunks.append(draw(st.binary(max_size=40)) + draw(st.sampled_from([b"", b"BC1"])))
+        elif kind == 5:                        # a header with a wild length
+            chunks.append(b"BC1" + struct.pack("<I", draw(st.integers(0, 2**32 - 1))))
+        else:                                  # a torn record
+            rec = _record(json.dumps({"seq": seq + 1, "kind": "event", "body": {}}).encode())
+            chunks.append(rec[:draw(st.integers(0, len(rec) - 1))])
+    seg = b"".join(chunks)
+    if draw(st.integers(0, 4)) == 0 and seg:   # flip a byte
+        i = draw(st.integers(0, len(seg) - 1))
+        seg = seg[:i] + bytes([seg[i] ^ draw(st.integers(1, 255))]) + seg[i + 1:]
+
+    meta = (st.none() | st.binary(max_size=12).map(hexlify) |
+            st.integers(-5, 2**40).map(lambda n: hexlify(store.encode(str(n).encode())))
+            | st.text(max_size=6).map(lambda s: hexlify(store.encode(s.encode()))))
+    acked, seqf = draw(meta), draw(meta)
+    return [hexlify(seg).decode(), None if acked is None else acked.decode(),
+            None if seqf is None else seqf.decode()]
+
+
+STRATEGIES = {
+    "http": http_responses().map(lambda b: hexlify(b).decode()),
+    "work": work_cases,
+    "response": response_cases,
+    "config": config_cases,
+    "cfgfile": config_files().map(lambda b: hexlify(b).decode()),
+    "outbox": segments(),
+}
+MP_STRATEGIES = dict(STRATEGIES, work=mp_work_cases, response=mp_response_cases,
+                     config=mp_config_cases)
