@@ -13,7 +13,9 @@
 #     their ack. PUBACK and SUBACK are matched here, each with a deadline.
 #   - a lost ack waits forever: a QoS 1 publish or a subscribe not acked within timeout_s is
 #     a dead link: close, back off (exponential, with jitter), reconnect.
-#   - no keepalive: PINGREQ every keepalive/2; no PINGRESP within timeout_s is a dead link.
+#   - no keepalive: PINGREQ every keepalive/2, but at least every 25 s (NAT boxes and proxies
+#     drop connections idle for 30 s; the HTTP long-poll holds 25 s for the same reason); no
+#     PINGRESP within timeout_s is a dead link.
 #     So a broker that stops answering is given up within keepalive/2 + timeout_s at most
 #     (timeout_s = keepalive/4 within 2..10 s), sooner if a publish was waiting for its ack.
 #   - a packet in pieces, and TLS: see firmware/mqtt_wire.py.
@@ -46,6 +48,7 @@ import ha_discovery as hass
 
 __all__ = ("MqttComms", "LinkError", "MAX_PACKET", "WILL", "CONNACK_REFUSED")
 
+PING_MAX_MS = 25000     # below the 30 s idle limit of common NAT boxes and proxies
 WILL = b'{"state":"unavailable","note":"connection lost"}'
 CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
                    3: "broker unavailable", 4: "bad user name or password",
@@ -73,6 +76,7 @@ class MqttComms(MqttExchange):
         self.model = model
         self.keepalive = keepalive
         self.timeout_s = min(10.0, max(2.0, keepalive / 4))  # acks, CONNACK, PINGRESP, writes
+        self.ping_ms = min(keepalive * 500, PING_MAX_MS)
         self.answer_s = 2 * self.timeout_s  # the head-end's answer to an up
         self.heartbeat_s = heartbeat_s
         self.backoff_base = backoff_base
@@ -328,7 +332,7 @@ class MqttComms(MqttExchange):
         timeout_ms = int(self.timeout_s * 1000)
         if self.ping_pending and ticks_diff(now, self.ping_at) > timeout_ms:
             raise LinkError("no PINGRESP within %g s" % self.timeout_s)
-        if not self.ping_pending and ticks_diff(now, self.ping_at) >= self.keepalive * 500:
+        if not self.ping_pending and ticks_diff(now, self.ping_at) >= self.ping_ms:
             self.client.ping()
             self.ping_at = now
             self.ping_pending = True

@@ -59,7 +59,7 @@ CAMPAIGNS = {
         {"outages": (3,), "flap_cycles": 2, "flap_s": (0.5, 2.0)}),
     5: ("hostile network", campaign_hostile, {"works": 8}, {"works": 2, "gap": (1.0, 3.0)}),
 }
-HTTP_ONLY = {5}        # long-polls through an idle-closing middlebox: an HTTP matter
+HTTP_ONLY = set()      # every campaign runs over both transports
 
 
 def run(seed, only=None, smoke=False, long=False, work=None, say=print, transport="http"):
