@@ -141,6 +141,54 @@ def segments(draw):
             None if seqf is None else seqf.decode()]
 
 
+# update manifests: near-valid structures with hostile fields, and raw text
+_text = st.text(alphabet=st.characters(max_codepoint=0x7ff, blacklist_categories=("Cs",)),
+                max_size=24)
+_paths = st.sampled_from(["app.py", "lib/util.py", "../x.py", "/abs.py", "a", "a/b", "",
+                          "a//b", "x" * 65, "fw/../../boot.py", "a b", ".", "./a", "a/",
+                          "\u00e9.py", "CON", "a\\b"]) | _text
+_hashes = st.sampled_from(["0" * 64, "f" * 64, "F" * 64, "g" * 64, "0" * 63, ""]) | _text
+_lengths = st.integers(-3, 1 << 25) | st.sampled_from([True, 1.5, "7", None])
+_entry = st.fixed_dictionaries({}, optional={"path": _paths, "len": _lengths,
+                                             "sha256": _hashes})
+_versions = st.sampled_from(["1.2.3", "0.1.0", "0.1.1", "01.2.3", "1.2", "1.2.3.4", "a.b.c",
+                             "", "1.-2.3", "99999999999999999999.0.0"]) | _text
+_manifest = st.fixed_dictionaries({}, optional={
+    "version": _versions | st.integers(),
+    "files": st.lists(_entry, max_size=6) | _text,
+    "image": st.fixed_dictionaries({}, optional={"len": _lengths, "sha256": _hashes}) | _text})
+_good_entry = st.fixed_dictionaries({
+    "path": st.sampled_from(["app.py", "lib/util.py", "boot.py", "a/b/c.mpy", "a", "a/b"]),
+    "len": st.integers(0, 1 << 20), "sha256": st.sampled_from(["0" * 64, "ab" * 32])})
+_good = st.fixed_dictionaries({
+    "version": st.sampled_from(["1.2.3", "0.1.1", "10.0.0"]),
+    "files": st.lists(_good_entry, min_size=1, max_size=5, unique_by=lambda e: e["path"])})
+
+
+@st.composite
+def _one_field_off(draw):
+    """A well-formed manifest with one field (top level or in one entry) made hostile."""
+    m = draw(_good)
+    hostile = {"version": _versions, "files": _text, "image": _text | _entry,
+               "path": _paths, "len": _lengths, "sha256": _hashes}
+    where = draw(st.sampled_from(["version", "files", "image", "entry"]))
+    if where == "entry":
+        entry = m["files"][draw(st.integers(0, len(m["files"]) - 1))]
+        name = draw(st.sampled_from(["path", "len", "sha256"]))
+        if draw(st.booleans()):
+            entry[name] = draw(hostile[name])
+        else:
+            del entry[name]
+    else:
+        m[where] = draw(hostile[where])
+    return m
+
+
+_sigs = st.text(alphabet="0123456789abcdefABCDEF", max_size=130) | _text
+manifest_cases = st.tuples((_good | _one_field_off() | _manifest).map(
+                               lambda m: json.dumps(m, sort_keys=True)) | _text,
+                           _sigs).map(list)
+
 STRATEGIES = {
     "http": http_responses().map(lambda b: hexlify(b).decode()),
     "work": work_cases,
@@ -148,6 +196,7 @@ STRATEGIES = {
     "config": config_cases,
     "cfgfile": config_files().map(lambda b: hexlify(b).decode()),
     "outbox": segments(),
+    "manifest": manifest_cases,
 }
 MP_STRATEGIES = dict(STRATEGIES, work=mp_work_cases, response=mp_response_cases,
                      config=mp_config_cases)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "host_tests"
-FIRMWARE_PARSERS = ["cfgfile", "config", "http", "outbox", "response", "work"]
+FIRMWARE_PARSERS = ["cfgfile", "config", "http", "manifest", "outbox", "response", "work"]
 PARSERS = {       # parser: (test file in host_tests/, test id or -k expression)
     **{p: ("test_fuzz_firmware.py", "test_firmware_parser_cpython[%s]" % p)
        for p in FIRMWARE_PARSERS},

@@ -15,6 +15,7 @@
 #   cfgfile   hex bytes: a config file for config.load
 #   outbox    [seg hex, acked hex or null, seq hex or null]: an outbox directory recovered
 #             by outbox.Outbox, then peek, append, ack and reopen
+#   manifest  [text, sig]: an update's manifest and signature (drivers/fuzz_manifest.py)
 
 import json
 import sys
@@ -29,6 +30,7 @@ import comms
 import config
 import envelope
 import httpc
+import fuzz_manifest
 import ops
 import store
 from outbox import Outbox, OutboxFull
@@ -44,6 +46,7 @@ ALLOWED = {
     "config": (config.ConfigError,),
     "cfgfile": (config.ConfigError, store.CorruptRecord),
     "outbox": (),
+    "manifest": fuzz_manifest.ALLOWED,
 }
 
 
@@ -332,6 +335,8 @@ def run_case(parser, value, tmp="/tmp"):
             run_cfgfile(unhexlify(value), tmp)
         elif parser == "outbox":
             run_outbox(value, tmp)
+        elif parser == "manifest":
+            fuzz_manifest.run_manifest(value)
         else:
             raise ValueError("unknown parser %r" % (parser,))
     except ALLOWED.get(parser, ()) as exc:
