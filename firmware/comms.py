@@ -13,6 +13,9 @@ import random
 from binascii import hexlify
 
 import envelope
+from clock import ticks_diff, ticks_ms
+
+CUT_HELD_S = 5   # a long-poll closed by the network after holding this long was cut, not failed
 
 # Slack on top of a wait's own timeouts before the watchdog calls comms stalled (connect,
 # write and header reads each have httpc's 10 s).
@@ -95,6 +98,10 @@ class Comms:
         self.last_ok = None
         self.last_error = None
         self.after_exchange = None  # callback, e.g. to reboot once a result is out
+        self.wait_cap = wait_s    # lowered when the path cuts long-polls (_cut_by_the_path)
+        self.cut_polls = 0
+        self.poll_wait = 0
+        self.poll_started = 0
         self.heartbeat = None  # callback(s): "alive; next sign within s" (health.Heartbeat)
         self.updater = None  # firmware download: a `fetch` on each request while one runs
 
@@ -125,6 +132,9 @@ class Comms:
                 self.http.close()
                 continue
             except Exception as exc:  # network down, head-end error: back off and retry
+                if self._cut_by_the_path(exc):
+                    self.http.close()
+                    continue
                 self.failures += 1
                 self.last_error = "%s: %s" % (type(exc).__name__, exc)
                 self.http.close()
@@ -136,6 +146,19 @@ class Comms:
                 self.after_exchange()
             if not (again or self.kicked):
                 await self._sleep(self.poll_s)
+
+    def _cut_by_the_path(self, exc):
+        """A NAT box or proxy that drops connections idle for less than our long-poll closes
+        each one mid-hold. Not a failure to back off from: hold a little less than it allowed
+        from now on, and call again at once (at most once per CUT_HELD_S)."""
+        if isinstance(exc, asyncio.TimeoutError) or not isinstance(exc, (EOFError, OSError)):
+            return False
+        held = ticks_diff(ticks_ms(), self.poll_started) / 1000
+        if self.poll_wait < CUT_HELD_S or held < CUT_HELD_S:
+            return False
+        self.wait_cap = max(CUT_HELD_S - 1, int(held) - 2)
+        self.cut_polls += 1
+        return True
 
     def _alive(self, seconds):
         if self.heartbeat is not None:
@@ -167,12 +190,14 @@ class Comms:
         if items:
             body["items"] = items
         add_fetch(self, body)
+        self.poll_wait = body["wait"]
         return items, done, json.dumps(body, separators=(",", ":")).encode()
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""
         backlog = self.outbox.depth() > self.batch_items
-        items, done, raw = self.build(0 if backlog else self.wait_s)
+        items, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
+        self.poll_started = ticks_ms()
         headers = {"Content-Type": "application/json",
                    "X-BC-Signature": envelope.sign(self.key, raw)}
         self.waiting = True

@@ -3,8 +3,11 @@
 
 import asyncio
 
+from clock import ticks_diff, ticks_ms
+
 MAX_HEADER_LINES = 64
 MAX_BODY = 256 * 1024
+STALE_MS = 1000   # a kept-alive connection that fails sooner than this was stale: retry once
 
 
 class HttpError(Exception):
@@ -143,12 +146,16 @@ class HttpClient:
             fresh = self.writer is None
             if fresh:
                 await self._connect()
+            sent = ticks_ms()
             try:
                 return await self._exchange(method, path, body, headers or {},
                                             timeout or self.timeout)
             except (OSError, EOFError, HttpError) as exc:
                 self.close()
-                if fresh or attempt or isinstance(exc, HttpError):
+                # a stale kept-alive connection fails at once; one that held the request
+                # for a while was cut mid-response, and the request may have been taken
+                stale = ticks_diff(ticks_ms(), sent) < STALE_MS
+                if fresh or attempt or isinstance(exc, HttpError) or not stale:
                     raise
             except asyncio.TimeoutError:
                 self.close()
