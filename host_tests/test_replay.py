@@ -224,6 +224,14 @@ def bad_inputs(tmp_path):
     cases.append(("truncated dat", [short]))
     ok_cfg = write_comtrade(tmp_path / "ok.cfg", 3200, chans)
     cases.append(("unknown channel", [ok_cfg, "--v-channel", "VZ"]))
+    for word in ("nan", "inf", "1e300"):   # the fuzzer's find: a NaN rate was taken as a rate
+        cfg = write_comtrade(tmp_path / ("rate-%s.cfg" % word), 3200, chans)
+        n = len(chans[0][4])
+        text = cfg.read_bytes().replace(b"\r\n3200,%d\r\n" % n, b"\r\n%s,%d\r\n"
+                                        % (word.encode(), n))
+        assert word.encode() in text
+        cfg.write_bytes(text)
+        cases.append(("sample rate %s" % word, [cfg]))
     no_amps = write_comtrade(tmp_path / "noamps.cfg", 3200, chans[:1])
     cases.append(("no current channel", [no_amps]))
     cases.append(("unknown interpreter", [good, "--interpreter", "pypy"]))

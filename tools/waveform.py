@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 UNIFORM_TOLERANCE = 0.01
+MAX_RATE_HZ = 1e7     # above any recorder's rate: a larger figure in a .cfg is damage
 TAPS_PER_FACTOR = 64  # anti-alias FIR length per unit of decimation factor
 _UNITS = {"v": ("V", 1.0), "kv": ("V", 1e3), "mv": ("V", 1e-3),
           "a": ("A", 1.0), "ka": ("A", 1e3), "ma": ("A", 1e-3)}
@@ -56,9 +57,11 @@ def uniform_rate(t, what="t"):
     """Sample rate from sample times, which must be uniform within UNIFORM_TOLERANCE."""
     if len(t) < 2:
         raise WaveformError("%s: need at least 2 samples, got %d" % (what, len(t)))
+    if not np.all(np.isfinite(t)):
+        raise WaveformError("%s has a time that is not a finite number" % what)
     dt = np.diff(t)
     step = (t[-1] - t[0]) / (len(t) - 1)
-    if not step > 0:
+    if not 0 < step < np.inf:
         raise WaveformError("%s must increase" % what)
     bad = np.flatnonzero(np.abs(dt - step) > UNIFORM_TOLERANCE * step)
     if len(bad):
@@ -184,8 +187,12 @@ def _load_comtrade(path, v_channel, i_channel):
                             % (path, len(rates)))
     rate = rates.pop()
     t = np.asarray(rec.time, dtype=float)
+    if not np.isfinite(rate) or rate > MAX_RATE_HZ:
+        raise WaveformError("%s: sample rate %r Hz is not a usable number" % (path, rate))
     if rate <= 0:  # timestamped samples: derive the rate from the time stamps
         rate = uniform_rate(t, "%s: time stamps" % path)
+    if not np.isfinite(t[0]):
+        raise WaveformError("%s: the first time stamp is not a finite number" % path)
     return float(rate), v, i, float(t[0])
 
 
