@@ -82,8 +82,8 @@ def authenticate(hub, raw, signature, topic_device=None):
 
 def store(hub, req, transport):
     """One transaction: the nonce (Refused 409 if seen), the items, `done`, the ack, the
-    contact and the transport the meter used."""
-    with hub.tx() as db:
+    contact and the transport the meter used. Not yet on disk: handle() awaits hub.synced()."""
+    with hub.tx(sync=False) as db:
         now = hub.now()
         if db.one("SELECT 1 FROM nonces WHERE device = ? AND nonce = ?",
                   req.device, req.nonce.lower()):
@@ -105,7 +105,9 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
     try:
         store(hub, req, transport)
         wait = req.wait if receive is not None else 0
-        return req, key, await deliver(hub, req, key, wait, receive)
+        answer = await deliver(hub, req, key, wait, receive)
+        await hub.synced()          # group commit: nothing is answered before it is on disk
+        return req, key, answer
     finally:
         hub.active[req.device] -= 1
         if hub.active[req.device] <= 0:
@@ -161,7 +163,7 @@ async def deliver(hub, req, key, wait, receive=None):
         while True:
             event = hub.listen(req.device)
             try:
-                with hub.tx() as db:
+                with hub.tx(sync=False) as db:
                     now = hub.now()
                     outcomes.expire_due(hub, now, req.device)
                     rows = workq.deliverable(db, req.device, now)

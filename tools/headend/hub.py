@@ -8,6 +8,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 from . import devices, signing
+from .groupsync import GroupSync
 
 
 class Hub:
@@ -23,15 +24,17 @@ class Hub:
         self.wake_hooks = []             # callables(device) run after a commit that woke it
         self._wake = set()
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
+        self.group_sync = GroupSync(db)
 
     def now(self):
         return time.time()
 
     @contextmanager
-    def tx(self):
-        """A database transaction; devices woken inside it are notified after COMMIT."""
+    def tx(self, sync=True):
+        """A database transaction; devices woken inside it are notified after COMMIT.
+        sync=False (the exchange path): the caller awaits synced() before answering."""
         try:
-            with self.db.tx():
+            with self.db.tx(sync):
                 yield self.db
         except BaseException:
             if not self.db._depth:
@@ -43,6 +46,10 @@ class Hub:
                 self._notify(device)
                 for hook in self.wake_hooks:
                     hook(device)
+
+    async def synced(self):
+        """Every commit so far is on disk (one fsync shared by the exchanges waiting)."""
+        await self.group_sync.synced()
 
     def contact(self, device, now):
         """A held long-poll answered at `now`: its last_contact is saved by the next sweep
