@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import api_groups, config, exchange, mqtt_bridge, operator, outcomes, presence
+from . import api_groups, config, exchange, fastpath, mqtt_bridge, operator, outcomes, presence
 from .auth import principal
 from .db import Database
 from .hub import Hub
@@ -76,6 +76,7 @@ def create_app(settings=None, transform=None):
     app.include_router(exchange.router)
     app.include_router(operator.router)
     app.include_router(api_groups.router)
+    app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
 
     @app.get("/v1/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -134,11 +134,17 @@ async def read_body(request, limit):
 
 @router.post("/v1/exchange", **_DOC)
 async def exchange(request: Request):
+    """Documents the endpoint and serves it under a bare ASGI host; under the app, requests
+    take fastpath.ExchangeFastPath to respond() without FastAPI's routing."""
     hub = request.app.state.hub
     raw = await read_body(request, hub.settings.max_body)
+    return await respond(hub, raw, request.headers.get("x-bc-signature"), request.receive)
+
+
+async def respond(hub, raw, signature, receive):
+    """The HTTP response to one exchange body; HTTPException when refused."""
     try:
-        req, key, answer = await handle(hub, raw, request.headers.get("x-bc-signature"),
-                                        "http", receive=request.receive)
+        req, key, answer = await handle(hub, raw, signature, "http", receive=receive)
     except Refused as e:
         raise HTTPException(e.status, e.reason) from None
     if answer is None:          # the meter hung up while waiting: nothing was delivered
