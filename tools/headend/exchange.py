@@ -85,11 +85,9 @@ def store(hub, req, transport):
     contact and the transport the meter used. Not yet on disk: handle() awaits hub.synced()."""
     with hub.tx(sync=False) as db:
         now = hub.now()
-        if db.one("SELECT 1 FROM nonces WHERE device = ? AND nonce = ?",
-                  req.device, req.nonce.lower()):
+        if not db.run("INSERT OR IGNORE INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
+                      req.device, req.nonce.lower(), now).rowcount:
             raise Refused(409, "replay: nonce already seen")
-        db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
-               req.device, req.nonce.lower(), now)
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
 
