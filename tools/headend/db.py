@@ -133,6 +133,7 @@ class Database:
                 return
             self.conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            changes = self.conn.total_changes
             try:
                 yield self
             except BaseException:
@@ -141,9 +142,10 @@ class Database:
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
-            self.commits += 1
-            if sync:
-                self.sync()
+            if self.conn.total_changes != changes:     # a read-only one writes no WAL
+                self.commits += 1
+                if sync:
+                    self.sync()
 
     def sync(self):
         """Every commit so far on disk (call with the lock held or from the loop thread)."""
