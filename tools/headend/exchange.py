@@ -167,17 +167,19 @@ async def deliver(hub, req, key, wait, receive=None):
         while True:
             event = hub.listen(req.device)
             try:
-                with hub.tx(sync=False) as db:
-                    now = hub.now()
-                    outcomes.expire_due(hub, now, req.device)
-                    rows = workq.deliverable(db, req.device, now)
-                    left = end - loop.time()
-                    if rows or left <= 0 or hub.closing:
-                        if rows or gone is None:
-                            devices.touch(db, req.device, now)
-                        else:       # an idle long-poll ended: saved by the next sweep
-                            hub.contact(req.device, now)
-                        return _answer(hub, db, req.device, key, rows, req.room, now)
+                if not _nothing_to_do(hub, req.device, end - loop.time()):
+                    with hub.tx(sync=False) as db:
+                        now = hub.now()
+                        outcomes.expire_due(hub, now, req.device)
+                        rows = workq.deliverable(db, req.device, now)
+                        left = end - loop.time()
+                        if rows or left <= 0 or hub.closing:
+                            if rows or gone is None:
+                                devices.touch(db, req.device, now)
+                            else:       # an idle long-poll ended: saved by the next sweep
+                                hub.contact(req.device, now)
+                            return _answer(hub, db, req.device, key, rows, req.room, now)
+                left = end - loop.time()
                 gone = gone or asyncio.ensure_future(_hangup(receive))
                 woken = asyncio.ensure_future(event.wait())
                 await asyncio.wait((woken, gone), timeout=left,
@@ -190,6 +192,15 @@ async def deliver(hub, req, key, wait, receive=None):
     finally:
         if gone is not None:
             gone.cancel()
+
+
+def _nothing_to_do(hub, device, left):
+    """The long-poll goes on waiting: no work to deliver or expire (read without a write
+    transaction; the caller listens already, so work queued after this read wakes it)."""
+    if left <= 0 or hub.closing:
+        return False
+    now = hub.now()
+    return not workq.deliverable(hub.db, device, now) and not workq.due(hub.db, now, device)
 
 
 def push(hub, device):

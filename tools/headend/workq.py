@@ -93,10 +93,10 @@ def finish(db, num, status, now, result=None, reason=None):
 
 def due(db, now, device=None):
     """Open work past its expiry."""
-    sql = "SELECT * FROM work WHERE status IN ('queued', 'delivered') AND expires < ?"
+    sql = "SELECT * FROM work %s WHERE status IN ('queued', 'delivered') AND expires < ?"
     if device is None:
-        return db.all(sql, now)
-    return db.all(sql + " AND device = ?", now, device)
+        return db.all(sql % "", now)
+    return db.all(sql % "INDEXED BY work_dev" + " AND device = ?", now, device)
 
 
 def outcome(row, presence=None):
