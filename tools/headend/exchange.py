@@ -167,7 +167,15 @@ async def deliver(hub, req, key, wait, receive=None):
         while True:
             event = hub.listen(req.device)
             try:
-                if not _nothing_to_do(hub, req.device, end - loop.time()):
+                now = hub.now()
+                quiet = _quiet(hub, req.device, now)
+                ending = end - loop.time() <= 0 or hub.closing
+                if quiet and ending and gone is not None and _room_kept(hub, req):
+                    # an idle long-poll ends: nothing to write; last_contact is saved by
+                    # the next sweep
+                    hub.contact(req.device, now)
+                    return _answer(hub, hub.db, req.device, key, [], req.room, now)
+                if not quiet or ending:
                     with hub.tx(sync=False) as db:
                         now = hub.now()
                         outcomes.expire_due(hub, now, req.device)
@@ -194,12 +202,14 @@ async def deliver(hub, req, key, wait, receive=None):
             gone.cancel()
 
 
-def _nothing_to_do(hub, device, left):
-    """The long-poll goes on waiting: no work to deliver or expire (read without a write
-    transaction; the caller listens already, so work queued after this read wakes it)."""
-    if left <= 0 or hub.closing:
-        return False
-    now = hub.now()
+def _room_kept(hub, req):
+    """The meter's room is the one stored: answering it with no work writes nothing."""
+    return devices.get(hub.db, req.device)["room"] == max(0, req.room)
+
+
+def _quiet(hub, device, now):
+    """No work to deliver or expire: read without a write transaction (the caller listens
+    already, so work queued after this read wakes it)."""
     return not workq.deliverable(hub.db, device, now) and not workq.due(hub.db, now, device)
 
 
