@@ -26,13 +26,17 @@ class GroupSync:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="groupsync")
         self._running = None             # the fsync in flight (an asyncio future), or None
         self._waiters = []               # (target commit count, future)
+        self._loop = None                # the event loop of _running and _waiters
 
     async def synced(self):
         """Returns once every commit made so far on the connection is on disk."""
         target = self.db.commits
         if self.db.synced_upto >= target:
             return
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:       # a previous loop ended (tests, restarts in-process)
+            self._loop, self._running, self._waiters = loop, None, []
+        fut = loop.create_future()
         self._waiters.append((target, fut))
         if self._running is None:
             self._start()
