@@ -5,7 +5,9 @@ framework cost was a large share of the head-end's CPU at scale (docs/scaling.md
 A pure ASGI middleware: it reads the body with the same 413 limit, calls exchange.respond()
 (the same core the documented FastAPI route calls) and renders a refusal exactly as the
 app's HTTPException handler does: {"error": reason} with its status. Every other request
-goes on to the app unchanged."""
+goes on to the app unchanged. The app adds it as a middleware (so TestClient
+tests take it), and server.make_config wraps the whole app in it as well, so under uvicorn
+an exchange also skips FastAPI's outer layers (server errors, telemetry)."""
 
 from fastapi import HTTPException
 from starlette.responses import JSONResponse

@@ -15,6 +15,8 @@ import resource
 
 import h11
 import uvicorn
+
+from .fastpath import ExchangeFastPath
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:
@@ -137,6 +139,9 @@ def make_config(app, host="127.0.0.1", port=0, certfile=None, keyfile=None, log_
                 header_timeout=HEADER_TIMEOUT, http="auto", **kw):
     base = protocol_class(http)
     protocol = type(base.__name__, (base,), {"header_timeout": header_timeout})
+    hub = getattr(getattr(app, "state", None), "hub", None)
+    if hub is not None:     # the exchange's fast path outside FastAPI's middleware too
+        app = ExchangeFastPath(app, hub)
     return uvicorn.Config(app, host=host, port=port, ssl_certfile=certfile,
                           ssl_keyfile=keyfile, log_level=log_level, http=protocol,
                           timeout_graceful_shutdown=kw.pop("timeout_graceful_shutdown", 5),
