@@ -162,13 +162,13 @@ async def deliver(hub, req, key, wait, receive=None):
     None if the meter disconnected while waiting."""
     loop = asyncio.get_running_loop()
     end = loop.time() + min(wait, hub.settings.max_wait)
-    gone = None
+    gone = woke = None
     try:
         while True:
             event = hub.listen(req.device)
             try:
                 now = hub.now()
-                quiet = _quiet(hub, req.device, now)
+                quiet = not woke and _quiet(hub, req.device, now)   # woken: work is likely
                 ending = end - loop.time() <= 0 or hub.closing
                 if quiet and ending and gone is not None and _room_kept(hub, req):
                     # an idle long-poll ends: nothing to write; last_contact is saved by
@@ -192,6 +192,7 @@ async def deliver(hub, req, key, wait, receive=None):
                 woken = asyncio.ensure_future(event.wait())
                 await asyncio.wait((woken, gone), timeout=left,
                                    return_when=asyncio.FIRST_COMPLETED)
+                woke = woken.done()
                 woken.cancel()
                 if gone.done():
                     return None
