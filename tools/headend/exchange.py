@@ -187,13 +187,16 @@ async def deliver(hub, req, key, wait, receive=None):
                             else:       # an idle long-poll ended: saved by the next sweep
                                 hub.contact(req.device, now)
                             return _answer(hub, db, req.device, key, rows, req.room, now)
-                left = end - loop.time()
                 gone = gone or asyncio.ensure_future(_hangup(receive))
-                woken = asyncio.ensure_future(event.wait())
-                await asyncio.wait((woken, gone), timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                woke = woken.done()
-                woken.cancel()
+                if not gone.done():         # until woken, timed out or hung up
+                    gone.add_done_callback(event.wake)
+                    timer = loop.call_later(max(0.0, end - loop.time()), event.wake)
+                    try:
+                        await event.fut
+                    finally:
+                        timer.cancel()
+                        gone.remove_done_callback(event.wake)
+                woke = event.woken
                 if gone.done():
                     return None
             finally:

@@ -18,7 +18,7 @@ class Hub:
         self.transform = transform
         self.file_tokens = {signing.token_hash(t): (name, role) for name, role, t in file_tokens}
         self.loop = None                 # set when the app starts
-        self.waiters = {}                # device -> set of asyncio.Event
+        self.waiters = {}                # device -> set of Waiter
         self.active = Counter()          # device -> exchanges in progress
         self.closing = False             # shutting down: answer long-polls at once
         self.wake_hooks = []             # callables(device) run after a commit that woke it
@@ -71,7 +71,7 @@ class Hub:
         self._wake.add(device)
 
     def listen(self, device):
-        event = asyncio.Event()
+        event = Waiter(asyncio.get_running_loop())
         self.waiters.setdefault(device, set()).add(event)
         return event
 
@@ -106,3 +106,22 @@ class Hub:
         """(name, role) for a bearer token from the token file or the database, or None."""
         found = self.file_tokens.get(signing.token_hash(token))
         return found or devices.lookup_token(self.db, token)
+
+
+class Waiter:
+    """A long-poll's wake-up, lighter than an asyncio.Event plus asyncio.wait() (which cost
+    two tasks and their callbacks per long-poll): set() (a commit queued work) and wake()
+    (the poll's timer, the meter hanging up) resolve `fut`; `woken` tells which."""
+    __slots__ = ("fut", "woken")
+
+    def __init__(self, loop):
+        self.fut = loop.create_future()
+        self.woken = False
+
+    def set(self):
+        self.woken = True
+        self.wake()
+
+    def wake(self, *_):
+        if not self.fut.done():
+            self.fut.set_result(None)
