@@ -275,7 +275,7 @@ def measure_n(n, window, commands, group_timeout, seed):
                 steady_rss = run.rss_peak
                 rss_end = proc_rss(pid)
                 g = group_command(run, api, conn, group_timeout)
-                cpu2, t2 = proc_cpu(pid), time.monotonic()
+                cpu2, t2, gen2 = proc_cpu(pid), time.monotonic(), proc_cpu(run.gen.pid)
                 db_bytes = sum(p.stat().st_size for p in Path(tmp).glob("scale.db*"))
                 readings = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             finally:
@@ -290,6 +290,7 @@ def measure_n(n, window, commands, group_timeout, seed):
                         other_cpu_pct=100 * ((busy1 - busy0) - (cpu1 - cpu0) - (gen1 - gen0))
                         / (t1 - t0),
                         group_cpu_pct=100 * (cpu2 - cpu1) / (t2 - t1),
+                        group_loadgen_cpu_pct=100 * (gen2 - gen1) / (t2 - t1),
                         rss=max(steady_rss, rss_end), rss_peak=max(run.rss_peak, steady_rss),
                         exchanges_s=(st1.get("exchanges", 0) - st0.get("exchanges", 0)) / span
                         if span > 0 else 0.0,
