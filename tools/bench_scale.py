@@ -275,7 +275,7 @@ def measure_n(n, window, commands, group_timeout, seed):
                 steady_rss = run.rss_peak
                 rss_end = proc_rss(pid)
                 g = group_command(run, api, conn, group_timeout)
-                cpu2, t2 = proc_cpu(pid), time.monotonic()
+                cpu2, t2, gen2 = proc_cpu(pid), time.monotonic(), proc_cpu(run.gen.pid)
                 db_bytes = sum(p.stat().st_size for p in Path(tmp).glob("scale.db*"))
                 readings = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             finally:
@@ -290,6 +290,7 @@ def measure_n(n, window, commands, group_timeout, seed):
                         other_cpu_pct=100 * ((busy1 - busy0) - (cpu1 - cpu0) - (gen1 - gen0))
                         / (t1 - t0),
                         group_cpu_pct=100 * (cpu2 - cpu1) / (t2 - t1),
+                        group_loadgen_cpu_pct=100 * (gen2 - gen1) / (t2 - t1),
                         rss=max(steady_rss, rss_end), rss_peak=max(run.rss_peak, steady_rss),
                         exchanges_s=(st1.get("exchanges", 0) - st0.get("exchanges", 0)) / span
                         if span > 0 else 0.0,
@@ -302,10 +303,11 @@ def measure_n(n, window, commands, group_timeout, seed):
             run.stop()
 
 
-def store_ceiling(seconds=3.0, devices_n=1000):
+def store_ceiling(seconds=3.0, devices_n=1000, concurrency=32):
     """Exchanges/s through the exchange core (authenticate + store + deliver, wait 0, one
     reading each) against a fresh SQLite file, in this process: the store's ceiling without
-    HTTP. Also bytes per stored reading."""
+    HTTP. `concurrency` exchanges are in flight at once (distinct meters), as on a busy
+    head-end, so their commits share fsyncs (group commit). Also bytes per stored reading."""
     from headend import config, exchange, signing
     from headend.db import Database
     from headend.hub import Hub
@@ -315,13 +317,13 @@ def store_ceiling(seconds=3.0, devices_n=1000):
         hub = Hub(config.Settings(db=path), Database(path))
         seqs = dict.fromkeys(keys, 0)
         devs = list(keys)
+        count = [0]
 
-        async def go():
-            hub.loop = asyncio.get_running_loop()
-            count, end = 0, time.perf_counter() + seconds
-            t0 = time.perf_counter()
+        async def worker(k, end):
+            i = k
             while time.perf_counter() < end:
-                dev = devs[count % len(devs)]
+                dev = devs[i % len(devs)]
+                i += concurrency
                 seqs[dev] += 1
                 body = json.dumps({"v": 1, "device": dev, "ts": int(time.time()),
                                    "nonce": os.urandom(8).hex(), "wait": 0, "room": 4,
@@ -331,15 +333,22 @@ def store_ceiling(seconds=3.0, devices_n=1000):
                                             "f": 50.0, "import_wh": 1234.5}}]},
                                   separators=(",", ":")).encode()
                 await exchange.handle(hub, body, signing.sign(keys[dev], body), "mqtt")
-                count += 1
-            return count / (time.perf_counter() - t0), count
+                count[0] += 1
 
-        rate, count = asyncio.run(go())
+        async def go():
+            hub.loop = asyncio.get_running_loop()
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(k, t0 + seconds) for k in range(concurrency)))
+            return count[0] / (time.perf_counter() - t0)
+
+        rate = asyncio.run(go())
+        fsyncs = hub.group_sync.fsyncs
         hub.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         hub.db.close()
         size = os.path.getsize(path)
-        return {"store_exchanges_s": rate, "store_bytes_per_exchange": size / count,
-                "store_exchanges": count}
+        return {"store_exchanges_s": rate, "store_bytes_per_exchange": size / count[0],
+                "store_exchanges": count[0], "store_fsyncs": fsyncs,
+                "store_concurrency": concurrency}
 
 
 def measure(ns=(1000, 5000, 10000), window=30.0, commands=50, group_timeout=45.0, seed=None):

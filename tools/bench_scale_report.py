@@ -40,9 +40,10 @@ def print_table(report):
     if not console.is_terminal:
         console = Console(width=120)
     console.print(table)
-    console.print("store alone (exchange core, no HTTP): %.0f exchanges/s, %.0f bytes of "
-                  "SQLite per exchange with one reading"
-                  % (report["store_exchanges_s"], report["store_bytes_per_exchange"]))
+    console.print("store alone (exchange core, no HTTP, %s in flight): %.0f exchanges/s, "
+                  "%s fsyncs, %.0f bytes of SQLite per exchange with one reading"
+                  % (report.get("store_concurrency", 1), report["store_exchanges_s"],
+                     report.get("store_fsyncs", "n/a"), report["store_bytes_per_exchange"]))
     big = [r for r in report["runs"] if r["n"] == TARGET_N]
     if big:
         r = big[0]

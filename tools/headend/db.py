@@ -1,9 +1,14 @@
 """SQLite (WAL) storage: the schema and a small transaction helper.
 
 Every write the head-end acknowledges (an exchange response, a 201/202 from the operator
-API) is committed before the answer leaves: synchronous=FULL, one short transaction each."""
+API) is committed and on disk before the answer leaves. The connection runs with
+synchronous=NORMAL (a COMMIT writes the WAL without fsync) and the head-end fsyncs the WAL
+itself: right after COMMIT in tx() (sync=True, what synchronous=FULL does), or, for the
+exchange path (sync=False), once for a whole batch of commits before their responses leave
+(groupsync.py). A statement run outside tx() that changed rows is fsync'd at once too."""
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -110,12 +115,17 @@ class Database:
                                     timeout=10.0)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")     # the WAL fsync is ours: sync_wal
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.lock = threading.RLock()
         self._depth = 0
+        self.commits = 0                 # COMMITs on this connection so far
+        self.synced_upto = 0             # commits known to be on disk (WAL fsync'd after them)
+        self._wal_lock = threading.Lock()
+        self._wal = None                 # (fd, st_ino) of the open -wal file
         self.conn.executescript(SCHEMA)
         self._migrate()
+        self.sync_wal()
 
     def _migrate(self):
         for table, column, decl in MIGRATIONS:
@@ -124,8 +134,10 @@ class Database:
                 self.conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
 
     @contextmanager
-    def tx(self):
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one."""
+    def tx(self, sync=True):
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one.
+        sync: fsync the WAL before returning. With sync=False the caller must wait for
+        GroupSync.synced() before it acknowledges anything."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -136,6 +148,7 @@ class Database:
                 return
             self.conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            changes = self.conn.total_changes
             try:
                 yield self
             except BaseException:
@@ -144,10 +157,46 @@ class Database:
                 raise
             self._depth = 0
             self.conn.execute("COMMIT")
+            if self.conn.total_changes != changes:     # a read-only one writes no WAL
+                self.commits += 1
+                if sync:
+                    self.sync()
+
+    def sync(self):
+        """Every commit so far on disk (call with the lock held or from the loop thread)."""
+        target = self.commits
+        if self.synced_upto < target:
+            self.sync_wal()
+            self.synced_upto = max(self.synced_upto, target)
+
+    def sync_wal(self):
+        """fsync the -wal file (safe from any thread). When the file is new to us (first
+        call, or SQLite recreated it), its directory entry is fsync'd too."""
+        path = self.path + "-wal"
+        with self._wal_lock:
+            try:
+                ino = os.stat(path).st_ino
+            except FileNotFoundError:    # no WAL: every commit was checkpointed (and synced)
+                return
+            if self._wal is None or self._wal[1] != ino:
+                if self._wal is not None:
+                    os.close(self._wal[0])
+                    self._wal = None
+                fd = os.open(path, os.O_RDONLY)
+                self._wal = (fd, os.fstat(fd).st_ino)
+                _fsync_dir(os.path.dirname(os.path.abspath(path)))
+            os.fsync(self._wal[0])
 
     def run(self, sql, *args):
         with self.lock:
-            return self.conn.execute(sql, args)
+            if self._depth or self.conn.in_transaction:
+                return self.conn.execute(sql, args)
+            before = self.conn.total_changes
+            cur = self.conn.execute(sql, args)
+            if self.conn.total_changes != before:     # an autocommit write: on disk now
+                self.commits += 1
+                self.sync()
+            return cur
 
     def one(self, sql, *args):
         with self.lock:
@@ -160,3 +209,15 @@ class Database:
     def close(self):
         with self.lock:
             self.conn.close()
+            with self._wal_lock:
+                if self._wal is not None:
+                    os.close(self._wal[0])
+                    self._wal = None
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -82,14 +82,12 @@ def authenticate(hub, raw, signature, topic_device=None):
 
 def store(hub, req, transport):
     """One transaction: the nonce (Refused 409 if seen), the items, `done`, the ack, the
-    contact and the transport the meter used."""
-    with hub.tx() as db:
+    contact and the transport the meter used. Not yet on disk: handle() awaits hub.synced()."""
+    with hub.tx(sync=False) as db:
         now = hub.now()
-        if db.one("SELECT 1 FROM nonces WHERE device = ? AND nonce = ?",
-                  req.device, req.nonce.lower()):
+        if not db.run("INSERT OR IGNORE INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
+                      req.device, req.nonce.lower(), now).rowcount:
             raise Refused(409, "replay: nonce already seen")
-        db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
-               req.device, req.nonce.lower(), now)
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
 
@@ -109,6 +107,7 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
         answer = await deliver(hub, req, key, wait, receive)
         if answer is not None and req.fetch is not None:
             answer["chunk"] = release_store.chunk(hub.releases, req.fetch)
+        await hub.synced()          # group commit: nothing is answered before it is on disk
         return req, key, answer
     finally:
         hub.active[req.device] -= 1
@@ -136,11 +135,17 @@ async def read_body(request, limit):
 
 @router.post("/v1/exchange", **_DOC)
 async def exchange(request: Request):
+    """Documents the endpoint and serves it under a bare ASGI host; under the app, requests
+    take fastpath.ExchangeFastPath to respond() without FastAPI's routing."""
     hub = request.app.state.hub
     raw = await read_body(request, hub.settings.max_body)
+    return await respond(hub, raw, request.headers.get("x-bc-signature"), request.receive)
+
+
+async def respond(hub, raw, signature, receive):
+    """The HTTP response to one exchange body; HTTPException when refused."""
     try:
-        req, key, answer = await handle(hub, raw, request.headers.get("x-bc-signature"),
-                                        "http", receive=request.receive)
+        req, key, answer = await handle(hub, raw, signature, "http", receive=receive)
     except Refused as e:
         raise HTTPException(e.status, e.reason) from None
     if answer is None:          # the meter hung up while waiting: nothing was delivered
@@ -160,27 +165,41 @@ async def deliver(hub, req, key, wait, receive=None):
     None if the meter disconnected while waiting."""
     loop = asyncio.get_running_loop()
     end = loop.time() + min(wait, hub.settings.max_wait)
-    gone = None
+    gone = woke = None
     try:
         while True:
             event = hub.listen(req.device)
             try:
-                with hub.tx() as db:
-                    now = hub.now()
-                    outcomes.expire_due(hub, now, req.device)
-                    rows = workq.deliverable(db, req.device, now)
-                    left = end - loop.time()
-                    if rows or left <= 0 or hub.closing:
-                        if rows or gone is None:
-                            devices.touch(db, req.device, now)
-                        else:       # an idle long-poll ended: saved by the next sweep
-                            hub.contact(req.device, now)
-                        return _answer(hub, db, req.device, key, rows, req.room, now)
+                now = hub.now()
+                quiet = not woke and _quiet(hub, req.device, now)   # woken: work is likely
+                ending = end - loop.time() <= 0 or hub.closing
+                if quiet and ending and gone is not None and _room_kept(hub, req):
+                    # an idle long-poll ends: nothing to write; last_contact is saved by
+                    # the next sweep
+                    hub.contact(req.device, now)
+                    return _answer(hub, hub.db, req.device, key, [], req.room, now)
+                if not quiet or ending:
+                    with hub.tx(sync=False) as db:
+                        now = hub.now()
+                        outcomes.expire_due(hub, now, req.device)
+                        rows = workq.deliverable(db, req.device, now)
+                        left = end - loop.time()
+                        if rows or left <= 0 or hub.closing:
+                            if rows or gone is None:
+                                devices.touch(db, req.device, now)
+                            else:       # an idle long-poll ended: saved by the next sweep
+                                hub.contact(req.device, now)
+                            return _answer(hub, db, req.device, key, rows, req.room, now)
                 gone = gone or asyncio.ensure_future(_hangup(receive))
-                woken = asyncio.ensure_future(event.wait())
-                await asyncio.wait((woken, gone), timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
+                if not gone.done():         # until woken, timed out or hung up
+                    gone.add_done_callback(event.wake)
+                    timer = loop.call_later(max(0.0, end - loop.time()), event.wake)
+                    try:
+                        await event.fut
+                    finally:
+                        timer.cancel()
+                        gone.remove_done_callback(event.wake)
+                woke = event.woken
                 if gone.done():
                     return None
             finally:
@@ -188,6 +207,17 @@ async def deliver(hub, req, key, wait, receive=None):
     finally:
         if gone is not None:
             gone.cancel()
+
+
+def _room_kept(hub, req):
+    """The meter's room is the one stored: answering it with no work writes nothing."""
+    return devices.get(hub.db, req.device)["room"] == max(0, req.room)
+
+
+def _quiet(hub, device, now):
+    """No work to deliver or expire: read without a write transaction (the caller listens
+    already, so work queued after this read wakes it)."""
+    return not workq.deliverable(hub.db, device, now) and not workq.due(hub.db, now, device)
 
 
 def push(hub, device):

@@ -50,10 +50,10 @@ def send(hub, name, op, args, expires, when_available, origin, role):
                      "origin) VALUES (?, ?, ?, ?, ?, ?, ?)", name, op, dumps(args),
                      int(when_available), expires, hub.now(), origin)
     gid = cur.lastrowid
-    work = {}
-    for member in group["members"]:
-        work[member] = workq.enqueue(hub, member, op, args, role, origin, expires,
-                                     when_available=when_available, gid=gid)
+    workq.enqueue_many(hub, group["members"], op, args, role, origin, expires,
+                       when_available=when_available, gid=gid)
+    work = {row["device"]: workq.wid(row["num"])
+            for row in hub.db.all("SELECT num, device FROM work WHERE gid = ?", gid)}
     return {"gid": gid, "group": name, "op": op, "expires": expires, "work": work}
 
 

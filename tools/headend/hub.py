@@ -8,6 +8,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 from . import devices, release_store, signing
+from .groupsync import GroupSync
 
 
 class Hub:
@@ -17,22 +18,24 @@ class Hub:
         self.transform = transform
         self.file_tokens = {signing.token_hash(t): (name, role) for name, role, t in file_tokens}
         self.loop = None                 # set when the app starts
-        self.waiters = {}                # device -> set of asyncio.Event
+        self.waiters = {}                # device -> set of Waiter
         self.active = Counter()          # device -> exchanges in progress
         self.closing = False             # shutting down: answer long-polls at once
         self.wake_hooks = []             # callables(device) run after a commit that woke it
         self._wake = set()
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
         self.releases = release_store.directory(settings)    # served by `fetch`
+        self.group_sync = GroupSync(db)
 
     def now(self):
         return time.time()
 
     @contextmanager
-    def tx(self):
-        """A database transaction; devices woken inside it are notified after COMMIT."""
+    def tx(self, sync=True):
+        """A database transaction; devices woken inside it are notified after COMMIT.
+        sync=False (the exchange path): the caller awaits synced() before answering."""
         try:
-            with self.db.tx():
+            with self.db.tx(sync):
                 yield self.db
         except BaseException:
             if not self.db._depth:
@@ -44,6 +47,10 @@ class Hub:
                 self._notify(device)
                 for hook in self.wake_hooks:
                     hook(device)
+
+    async def synced(self):
+        """Every commit so far is on disk (one fsync shared by the exchanges waiting)."""
+        await self.group_sync.synced()
 
     def contact(self, device, now):
         """A held long-poll answered at `now`: its last_contact is saved by the next sweep
@@ -65,7 +72,7 @@ class Hub:
         self._wake.add(device)
 
     def listen(self, device):
-        event = asyncio.Event()
+        event = Waiter(asyncio.get_running_loop())
         self.waiters.setdefault(device, set()).add(event)
         return event
 
@@ -100,3 +107,22 @@ class Hub:
         """(name, role) for a bearer token from the token file or the database, or None."""
         found = self.file_tokens.get(signing.token_hash(token))
         return found or devices.lookup_token(self.db, token)
+
+
+class Waiter:
+    """A long-poll's wake-up, lighter than an asyncio.Event plus asyncio.wait() (which cost
+    two tasks and their callbacks per long-poll): set() (a commit queued work) and wake()
+    (the poll's timer, the meter hanging up) resolve `fut`; `woken` tells which."""
+    __slots__ = ("fut", "woken")
+
+    def __init__(self, loop):
+        self.fut = loop.create_future()
+        self.woken = False
+
+    def set(self):
+        self.woken = True
+        self.wake()
+
+    def wake(self, *_):
+        if not self.fut.done():
+            self.fut.set_result(None)

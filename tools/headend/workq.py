@@ -38,15 +38,31 @@ def enqueue(hub, device, op, args, role, origin, expires, when_available=False, 
     return wid(cur.lastrowid)
 
 
+def enqueue_many(hub, devices, op, args, role, origin, expires, when_available=False,
+                 gid=None):
+    """The same work for every device (a group command): one executemany, one wake each."""
+    text, now = dumps(args), hub.now()
+    with hub.tx() as db:          # joins the caller's transaction, if any
+        db.conn.executemany(
+            "INSERT INTO work(device, op, args, role, origin, created, expires, status, "
+            "when_available, gid) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            [(d, op, text, role, origin, now, int(expires), int(when_available), gid)
+             for d in devices])
+        for device in devices:
+            hub.wake(device)
+
+
 def get(db, work_id):
     num = num_of(work_id)
     return None if num is None else db.one("SELECT * FROM work WHERE num = ?", num)
 
 
 def deliverable(db, device, now):
-    """Queued work (not held) and delivered work not yet executed, oldest first."""
+    """Queued work (not held) and delivered work not yet executed, oldest first. The
+    device's index: left to itself the planner scanned every device's open work."""
     return db.all(
-        "SELECT w.* FROM work w JOIN devices d ON d.id = w.device WHERE w.device = ? "
+        "SELECT w.* FROM work w INDEXED BY work_dev JOIN devices d ON d.id = w.device "
+        "WHERE w.device = ? "
         "AND w.expires >= ? AND ((w.status = 'queued' AND (w.when_available = 0 OR "
         "d.presence IN ('available', 'active', 'available_off'))) OR "
         "(w.status = 'delivered' AND w.executed = 0)) ORDER BY w.num", device, now)
@@ -77,10 +93,10 @@ def finish(db, num, status, now, result=None, reason=None):
 
 def due(db, now, device=None):
     """Open work past its expiry."""
-    sql = "SELECT * FROM work WHERE status IN ('queued', 'delivered') AND expires < ?"
+    sql = "SELECT * FROM work %s WHERE status IN ('queued', 'delivered') AND expires < ?"
     if device is None:
-        return db.all(sql, now)
-    return db.all(sql + " AND device = ?", now, device)
+        return db.all(sql % "", now)
+    return db.all(sql % "INDEXED BY work_dev" + " AND device = ?", now, device)
 
 
 def outcome(row, presence=None):
