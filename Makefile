@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCENARIO ?= scenarios/normal.json
 TRANSPORT ?= http
+FAULTS_TRANSPORT ?= both
 MPLIB := $(VENV)/mplib
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
 
@@ -29,7 +30,7 @@ e2e: venv
 	$(BIN)/python tools/e2e.py
 
 faults: venv
-	$(BIN)/python tools/faults.py
+	$(BIN)/python tools/faults.py --transport $(FAULTS_TRANSPORT)
 
 bench: venv
 	$(BIN)/python tools/bench.py
