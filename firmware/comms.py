@@ -64,6 +64,26 @@ def add_fetch(link, body):
         body["wait"] = 0
 
 
+def request_body(link, wait):
+    """(items, done, body): the exchange request either transport sends (docs/protocol.md)."""
+    items = link.outbox.peek(link.batch_items, link.batch_bytes)
+    done = link.inbox.ids()
+    body = {
+        "v": 1,
+        "device": link.device_id,
+        "ts": int(link.clock.now()),
+        "nonce": _nonce(),
+        "wait": wait,
+        "room": link.dispatcher.room(),
+    }
+    if done:  # empty lists are left out: an idle exchange stays small
+        body["done"] = done
+    if items:
+        body["items"] = items
+    add_fetch(link, body)
+    return items, done, body
+
+
 def _nonce():
     # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
     # (boards/sim.py does), and nonces repeated after a restart are refused as replays (409).
@@ -175,21 +195,7 @@ class Comms:
             pass
 
     def build(self, wait):
-        items = self.outbox.peek(self.batch_items, self.batch_bytes)
-        done = self.inbox.ids()
-        body = {
-            "v": 1,
-            "device": self.device_id,
-            "ts": int(self.clock.now()),
-            "nonce": _nonce(),
-            "wait": wait,
-            "room": self.dispatcher.room(),
-        }
-        if done:  # empty lists are left out: an idle exchange stays small
-            body["done"] = done
-        if items:
-            body["items"] = items
-        add_fetch(self, body)
+        items, done, body = request_body(self, wait)
         self.poll_wait = body["wait"]
         return items, done, json.dumps(body, separators=(",", ":")).encode()
 

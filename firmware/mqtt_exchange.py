@@ -6,7 +6,7 @@ import json
 
 import envelope
 from clock import ticks_diff
-from comms import _nonce, add_fetch, apply_response
+from comms import apply_response, request_body
 
 import ha_discovery as hass
 
@@ -79,19 +79,7 @@ class MqttExchange:
             self._send_up(now)
 
     def _send_up(self, now):
-        items = self.outbox.peek(self.batch_items, self.batch_bytes)
-        done = self.inbox.ids()
-        body = {
-            "v": 1,
-            "device": self.device_id,
-            "ts": int(self.clock.now()),
-            "nonce": _nonce(),
-            "wait": 0,
-            "room": self.dispatcher.room(),
-            "done": done,
-            "items": items,
-        }
-        add_fetch(self, body)
+        _, done, body = request_body(self, 0)
         raw = json.dumps(body).encode()
         self.kicked = self.want_up = False
         self.sent_next_seq = self.outbox.next_seq

@@ -170,7 +170,7 @@ class FakeHeadend:
         with self.lock:
             self.ups.setdefault(device, []).append((now, body))
             stored = self.items.setdefault(device, {})
-            for item in body["items"]:
+            for item in body.get("items", []):
                 stored[item["seq"]] = item
         if self.answering:
             self.down(device)
@@ -216,7 +216,7 @@ class FakeHeadend:
 
     def done_ids(self, device):
         with self.lock:
-            return {d for _, body in self.ups.get(device, []) for d in body["done"]}
+            return {d for _, body in self.ups.get(device, []) for d in body.get("done", [])}
 
     def up_count(self, device):
         with self.lock:
