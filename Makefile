@@ -1,46 +1,65 @@
-# backchannel: `make sim` and `make test` are the two commands; both set up .venv on first use.
+# backchannel: `make sim` and `make test` are the two commands (`make test-fast` for the
+# edit-test loop); each sets up .venv on first use. Firmware paths are built in one place,
+# tools/lab/runner.py.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SCENARIO ?= scenarios/normal.json
+SCENARIO ?= tools/sim/scenarios/normal.json
 TRANSPORT ?= http
 FAULTS_TRANSPORT ?= both
-MPLIB := $(VENV)/mplib
-export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards:$(CURDIR)/$(MPLIB)
+PREFIX ?= $(HOME)/.local
+PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: venv sim test e2e faults bench deploy clean
+.PHONY: venv install sim test test-fast lint e2e faults bench soak deploy clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
 # ...plus the micropython-lib modules the firmware imports (umqtt.simple, pinned, hashed):
 # a hash check when present, a download only when missing or damaged.
 venv: $(VENV)/.installed
-	@$(BIN)/python tools/fetch_mplib.py $(MPLIB)
+	@$(BIN)/python -m lab.mplib
+
+# `backchannel` on your PATH: links the venv's command into $(PREFIX)/bin (~/.local/bin).
+install: venv
+	@mkdir -p $(PREFIX)/bin
+	ln -sf $(CURDIR)/tools/backchannel $(PREFIX)/bin/backchannel
+	ln -sf $(CURDIR)/tools/replay $(PREFIX)/bin/backchannel-replay
+	@echo "installed: $(PREFIX)/bin/backchannel and backchannel-replay"
 
 sim: venv
-	$(BIN)/python tools/sim.py --transport $(TRANSPORT) $(SCENARIO)
+	$(BIN)/python -m sim --transport $(TRANSPORT) $(SCENARIO)
 
-test: venv
-	$(BIN)/python -m pytest -q host_tests
+# Lanes (pytest markers, see pyproject.toml): unit, system, root; each prints its duration.
+test: venv lint
+	@$(BIN)/python -m lab.lanes unit system root
+
+test-fast: venv
+	@$(BIN)/python -m lab.lanes --fast unit
+
+lint: venv
+	$(BIN)/ruff check .
 
 e2e: venv
-	$(BIN)/python tools/e2e.py
+	$(BIN)/python -m lab.e2e
 
 faults: venv
-	$(BIN)/python tools/faults.py --transport $(FAULTS_TRANSPORT)
+	$(BIN)/python -m faults --transport $(FAULTS_TRANSPORT)
+
+soak: venv
+	$(PYTEST) -m slow host_tests
 
 bench: venv
-	$(BIN)/python tools/bench.py
+	$(BIN)/python -m bench
 
 # make deploy BOARD=esp32|rp2 PORT=/dev/ttyUSB0 [DEPLOY_ARGS="--device-id m1 --server-url ..."]
 # (the device key: BC_DEVICE_KEY=... in the environment, never on the command line)
 BOARD ?= esp32
 PORT ?= /dev/ttyUSB0
 deploy: venv
-	@$(BIN)/python tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+	@$(BIN)/python -m lab.deploy --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .build

@@ -2,8 +2,8 @@
 # tasks. Board-independent: a board object supplies samples (and optionally a relay).
 
 import array
-from binascii import unhexlify
 import asyncio
+from binascii import unhexlify
 
 import config as configuration
 import health

@@ -16,9 +16,22 @@ import json
 
 import config as configuration
 import store
-from bc_util import (CONFIG_PATH, ERROR_PATH, STATE_DIR, WIFI_PATH, _coerce, _fail,
-                     _last_error, _measure, _mkdir, _number, _say, _wifi_line, _wifi_saved,
-                     make_board)
+from bc_util import (
+    CONFIG_PATH,
+    ERROR_PATH,
+    STATE_DIR,
+    WIFI_PATH,
+    _coerce,
+    _fail,
+    _last_error,
+    _measure,
+    _mkdir,
+    _number,
+    _say,
+    _wifi_line,
+    _wifi_saved,
+    make_board,
+)
 
 LIVE = ("report_s", "poll_wait_s")  # applied by the running app at once; the rest on restart
 

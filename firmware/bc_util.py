@@ -32,7 +32,7 @@ def _mkdir(path):
 
 def make_board(platform=None):
     """The board: a `board` module's board.make() (an override on the path), else the
-    driver for this port (sys.platform "esp32": boards/esp32.py, "rp2": boards/rp2.py, with
+    driver for this port chosen by boards/contract.py (sys.platform "esp32" or "rp2", with
     boards/boards.json beside it), else the simulated board."""
     try:
         import board
@@ -40,19 +40,9 @@ def make_board(platform=None):
         board = None
     if board is not None and hasattr(board, "make"):
         return board.make()
-    if platform is None:
-        import sys
-        platform = sys.platform
-    if platform == "esp32":
-        from boards.esp32 import Esp32Board
-        return Esp32Board()
-    if platform == "rp2":
-        from boards.rp2 import Rp2Board
-        return Rp2Board()
-    from sim import SimBoard
-    from sim_meter import DEFAULT_SCENARIO
+    from boards.contract import make_board as choose
 
-    return SimBoard(DEFAULT_SCENARIO)
+    return choose(platform)
 
 
 def _coerce(name, value):

@@ -86,7 +86,7 @@ def request_body(link, wait):
 
 def _nonce():
     # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
-    # (boards/sim.py does), and nonces repeated after a restart are refused as replays (409).
+    # (boards/sim_board.py does), and nonces repeated after a restart are refused as replays (409).
     try:
         return hexlify(os.urandom(8)).decode()
     except (AttributeError, NotImplementedError, OSError):  # a port without urandom

@@ -110,6 +110,7 @@ class RegisterStore:
     def load(self):
         """The newest intact state (a dict for Registers.restore), or None."""
         import json
+
         import store
 
         gen, payload, self.damaged = store.read_latest_generation(self.path)
@@ -120,6 +121,7 @@ class RegisterStore:
 
     def save(self, registers):
         import json
+
         import store
 
         self.gen += 1

@@ -99,7 +99,7 @@ class HttpClient:
     async def _connect(self):
         if self.ssl is not None:
             # server_hostname is what the server cert must name: a DNS name (dNSName SAN)
-            # or an IP literal (iPAddress SAN); see tools/pki.py.
+            # or an IP literal (iPAddress SAN); see tools/lab/pki.py.
             conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl,
                                            server_hostname=self.host)
         else:

@@ -292,7 +292,8 @@ def merge(dst: ptr32, src: ptr32, start: int, pairs: int):
     j = 0
     while j < 2 * pairs:
         lo = int(dst[j + 1]) + int(src[start + j + 1])
-        dst[j] = (((int(dst[j]) & mask) ^ m) - m) + (((int(src[start + j]) & mask) ^ m) - m) + (lo >> 20)
+        dst[j] = ((((int(dst[j]) & mask) ^ m) - m)
+                  + (((int(src[start + j]) & mask) ^ m) - m) + (lo >> 20))
         dst[j + 1] = lo & 0xFFFFF
         j += 2
 

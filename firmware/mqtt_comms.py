@@ -1,5 +1,5 @@
 # The exchange over MQTT (docs/protocol.md, "MQTT transport"), on micropython-lib's
-# umqtt.simple (`mpremote mip install umqtt.simple` on a board; tools/fetch_mplib.py here).
+# umqtt.simple (`mpremote mip install umqtt.simple` on a board; tools/lab/mplib.py here).
 #
 # umqtt.simple encodes and decodes MQTT 3.1.1 packets on a blocking socket, and its publish()
 # and subscribe() block until their PUBACK/SUBACK. Here it never touches the network: its
@@ -37,14 +37,24 @@ import asyncio
 import random
 
 import envelope
+import ha_discovery as hass
 from clock import ticks_diff, ticks_ms
 from comms import ALIVE_MARGIN_S
 from httpc import _tls_reason
 from mqtt_exchange import MqttExchange
-from mqtt_wire import (_EXPECTED, MAX_PACKET, LinkError, _Link, _log, _Net, _open, _refused,
-                       _traceback, _WouldBlock, simple)
-
-import ha_discovery as hass
+from mqtt_wire import (
+    _EXPECTED,
+    MAX_PACKET,
+    LinkError,
+    _Link,
+    _log,
+    _Net,
+    _open,
+    _refused,
+    _traceback,
+    _WouldBlock,
+    simple,
+)
 
 __all__ = ("MqttComms", "LinkError", "MAX_PACKET", "WILL", "CONNACK_REFUSED")
 

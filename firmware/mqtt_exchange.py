@@ -5,10 +5,9 @@
 import json
 
 import envelope
+import ha_discovery as hass
 from clock import ticks_diff
 from comms import apply_response, request_body
-
-import ha_discovery as hass
 
 
 class MqttExchange:

@@ -33,7 +33,8 @@ def ieee1159_category(kind, seconds, cycles):
 
 class EventDetector:
     def __init__(self, declared_v, v_gain, sample_period, frequency, dip_pct=90.0,
-                 swell_pct=110.0, interruption_pct=10.0, hysteresis_pct=2.0, clock=None, notify=None):
+                 swell_pct=110.0, interruption_pct=10.0, hysteresis_pct=2.0, clock=None,
+                 notify=None):
         self.declared_v = declared_v
         self.v_gain = v_gain
         self.ts = sample_period

@@ -11,22 +11,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-import fw
-import system
-
-sys.path.insert(0, str(system.ROOT / "tools"))
-import netlab  # noqa: E402
 from headend import broker as headend_broker  # noqa: E402
-
-if str(fw.FIRMWARE) not in sys.path:
-    sys.path.append(str(fw.FIRMWARE))      # firmware/outbox.py and store.py, on CPython
-
+from lab import netlab, processes
 
 MARGIN = 3                 # head-end presence margin_min (s) for scenario 7
 REPORT_S = 1               # meter reading interval (s)
@@ -81,9 +72,9 @@ class Env:
         self.meters = {}
 
     def wait(self, predicate, timeout, what, interval=0.2):
-        """system.wait_until, but a timeout shows the tails of the logs."""
+        """processes.wait_until, but a timeout shows the tails of the logs."""
         try:
-            return system.wait_until(predicate, timeout, what, interval)
+            return processes.wait_until(predicate, timeout, what, interval)
         except AssertionError as e:
             raise AssertionError("%s\n%s" % (e, self.logs())) from None
 
@@ -178,12 +169,12 @@ def make_env(transport, tmp_path_factory):
         lab.up()
         settings = work / "headend.json"
         settings.write_text(json.dumps({"margin_min": MARGIN}))
-        he = e.headend = system.Headend(work, host=lab.headend_ip, lab=lab,
+        he = e.headend = processes.Headend(work, host=lab.headend_ip, lab=lab,
                                          extra=["--config", str(settings)])
         token = e.headend_token = he.add_token("alice", "operator")
         if transport == "mqtt":
             # the broker in `out` on the head-end's address, beside the head-end (its bridge)
-            e.broker = system.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")
+            e.broker = processes.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")
             e.broker.start()
             he.extra += e.broker.serve_args()
             e.endpoint = (lab.headend_ip, e.broker.port)
@@ -204,11 +195,11 @@ def make_env(transport, tmp_path_factory):
         else:
             mqtt_cfg, url = {}, he.url
         for name, site in METERS.items():
-            e.meters[name] = system.Meter(work, name, keys[name], url, lab=lab, ns=site,
+            e.meters[name] = processes.Meter(work, name, keys[name], url, lab=lab, ns=site,
                                           report_s=REPORT_S, **mqtt_cfg)
             e.start(name)
         for name in METERS:
-            e.wait(lambda: e.readings(name), 30, "the first reading from %s" % name)
+            e.wait(lambda name=name: e.readings(name), 30, "the first reading from %s" % name)
             got = e.device(name)["transport"]
             assert got == transport, (name, "exchanges over %s, not %s" % (got, transport))
         yield e

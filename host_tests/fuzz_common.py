@@ -3,29 +3,23 @@ test_fuzz_headend.py): the example budgets, the hang bound, outcome statistics a
 generic JSON strategies. Every parser must not crash (only the documented clear errors)
 and not hang.
 
-Examples per parser: BC_FUZZ_EXAMPLES (default 200, for `make test`); tools/fuzz.py runs
+Examples per parser: BC_FUZZ_EXAMPLES (default 200, for `make test`); tools/fuzz runs
 the long campaign with 100000. BC_FUZZ_MP_EXAMPLES (default 300): inputs per parser under
 MicroPython. BC_SCHEMA_EXAMPLES (default 10): schemathesis examples per API operation and
 mode. BC_FUZZ_STATS names a file to which each test appends a JSON
-line {"parser", "examples", "outcomes", "seconds"} (tools/fuzz.py prints them).
+line {"parser", "examples", "outcomes", "seconds"} (tools/fuzz prints them).
 """
 
 import collections
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-import fw
-
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "drivers"))
-sys.path.insert(0, str(fw.FIRMWARE))
-sys.path.insert(0, str(fw.ROOT / "tools"))
 
 EXAMPLES = int(os.environ.get("BC_FUZZ_EXAMPLES", "200"))
 MP_EXAMPLES = int(os.environ.get("BC_FUZZ_MP_EXAMPLES", "300"))

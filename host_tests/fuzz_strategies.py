@@ -6,12 +6,10 @@ import json
 import struct
 from binascii import hexlify
 
-from hypothesis import strategies as st
-
-from fuzz_common import json_values, mp_json
-
-import fuzz_parsers as fz  # on sys.path through fuzz_common
+import fuzz_parsers as fz
 import store
+from fuzz_common import json_values, mp_json
+from hypothesis import strategies as st
 
 # HTTP responses: structured (status line, headers, body) or raw bytes
 tokens = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"200", b"OK", b"-1", b"99999",
@@ -65,7 +63,10 @@ work_cases = _work_items(json_values, _op_args(json_values))
 mp_work_cases = _work_items(mp_json, _op_args(mp_json))
 
 
-def _responses(values, work, floats=st.floats()):
+_ANY_FLOAT = st.floats()
+
+
+def _responses(values, work, floats=_ANY_FLOAT):
     return st.fixed_dictionaries({}, optional={
         "ack": st.integers(-5, 2**70) | values, "time": values | floats,
         "next": values, "more": values,

@@ -2,7 +2,6 @@
 server in a thread on a free 127.0.0.1 port, tokens and registered fake meters."""
 
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,15 +10,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from headend_fake_meter import FakeMeter
+
+from headend import devices
+from headend.settings import Settings
+from headend.webapp import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from headend import devices  # noqa: E402
-from headend.app import create_app  # noqa: E402
-from headend.config import Settings  # noqa: E402
-
-from headend_fake_meter import FakeMeter  # noqa: E402
 
 FAST = dict(sweep_interval=0.05, max_wait=25.0)
 

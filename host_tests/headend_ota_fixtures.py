@@ -7,14 +7,12 @@ import subprocess
 import sys
 
 import pytest
-
 from headend_fake_meter import hmac_hex
-from headend_harness import ROOT
-from system import wait_until
 
 from headend.cli import main
+from lab.processes import wait_until
 
-CLI = [sys.executable, str(ROOT / "tools" / "backchannel")]
+CLI = [sys.executable, "-m", "headend"]
 
 
 def run(capsys, *argv):

@@ -10,7 +10,6 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-
 from headend_fake_meter import FakeMeter, hmac_hex, work_sig
 
 WILL = {"state": "unavailable", "note": "connection lost"}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-import fw
-from system import free_port, wait_until  # noqa: F401  (used here and by the tests)
+from lab import runner
+from lab.processes import free_port, wait_until  # noqa: F401  (used here and by the tests)
+from sim import METER_MAIN
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -248,7 +249,7 @@ class MqttMeter:
         self.lock = threading.Lock()
 
     def start(self):
-        cmd, env = fw.command(self.interpreter, fw.BOARDS / "sim_meter.py", str(self.config),
+        cmd, env = runner.command(self.interpreter, METER_MAIN, str(self.config),
                               str(self.state), "--print")
         err = open(self.dir / "meter.log", "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err)

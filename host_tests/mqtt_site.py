@@ -4,16 +4,12 @@ protocol's ACL, a paho-mqtt fake head-end, and meters (the real firmware) starte
 
 import os
 import shutil
-import sys
 from types import SimpleNamespace
 
 import pytest
-
-import fw
 from mqtt_helpers import Broker, FakeHeadend, MqttMeter, client, mqtt_password, wait_until
 
-sys.path.insert(0, str(fw.ROOT / "tools"))
-import pki  # noqa: E402
+from lab import pki
 
 needs_mosquitto = pytest.mark.skipif(not (shutil.which("mosquitto") or
                                           os.path.exists("/usr/sbin/mosquitto")),

@@ -1,23 +1,21 @@
 """Shared by the outbox and inbox tests (test_outbox*.py, test_inbox.py): the firmware's
-outbox and inbox modules driven through drivers/outbox_ops.py (one process per "boot"),
+outbox and inbox modules driven through mp_scripts/outbox_ops.py (one process per "boot"),
 and reading segment files record by record."""
 
 import json
 import struct
-import sys
 from pathlib import Path
 
-import fw
+from lab import runner
 
-sys.path.insert(0, str(fw.FIRMWARE))
-
-DRIVERS = Path(__file__).resolve().parent / "drivers"
+MP_SCRIPTS = Path(__file__).resolve().parent / "mp_scripts"
 BIG = 10 ** 9
 
 
 def ops(interpreter, *operations):
-    out = fw.run(interpreter, DRIVERS / "outbox_ops.py", stdin=json.dumps(operations).encode())
-    return fw.records(out)
+    out = runner.run(interpreter, MP_SCRIPTS / "outbox_ops.py",
+                     stdin=json.dumps(operations).encode())
+    return runner.records(out)
 
 
 def seqs_of(items):

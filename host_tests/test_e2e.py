@@ -1,17 +1,17 @@
 """The end-to-end firewall proof: the real head-end (uvicorn + SQLite) in the lab's outside
 namespace and one real meter (MicroPython unix port, simulated board) in each site namespace,
-behind the default stateful firewall of tools/netlab.py (docs/e2e.md). Every byte between them
+behind the default stateful firewall of tools/lab/netlab.py (docs/e2e.md). Every byte between them
 crosses the lab's veths; the sites accept only replies to connections they opened.
 
-The scenarios are the tests below and in test_e2e_kill.py (5) and test_e2e_update.py (8) (`make e2e` prints them as a table), and
-each runs over both transports (the session fixture `env` is parametrized, ids `[http]` and
-`[mqtt]`): over http the meters long-poll the head-end; over mqtt a real mosquitto runs in
-the outside namespace next to the head-end (whose bridge is its client, `serve --mqtt-dir`)
-and the meters hold a connection to the broker (plain MQTT on the lab address). Per
-transport the scenarios share one lab, one head-end and two meters, and each leaves the
-meters running and connected for the next. Needs root, iproute2 and nftables (and mosquitto
-for mqtt); skipped, saying why, otherwise. The lab is always torn down (finalizer), also when
-a test fails.
+The scenarios are the tests below and in test_e2e_kill.py (5) and test_e2e_update.py (8)
+(`make e2e` prints them as a table), and each runs over both transports (the session fixture
+`env` is parametrized, ids `[http]` and `[mqtt]`): over http the meters long-poll the head-end;
+over mqtt a real mosquitto runs in the outside namespace next to the head-end (whose bridge is
+its client, `serve --mqtt-dir`) and the meters hold a connection to the broker (plain MQTT on
+the lab address). Per transport the scenarios share one lab, one head-end and two meters, and
+each leaves the meters running and connected for the next. Needs root, iproute2 and nftables
+(and mosquitto for mqtt); skipped, saying why, otherwise. The lab is always torn down
+(finalizer), also when a test fails.
 
 The meters are registered through the operator API, so with the head-end's default_poll
 (0: continuous long-poll, `next` = 0; on MQTT the heartbeat, mqtt_heartbeat 60 s). Settings
@@ -25,11 +25,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from e2e_env import (
-    BLOCKED_TIMEOUT, MARGIN, METERS, MQTT_KEEPALIVE, REPORT_S, _drop_counters, _read_result,
+    BLOCKED_TIMEOUT,
+    MARGIN,
+    METERS,
+    MQTT_KEEPALIVE,
+    REPORT_S,
+    _drop_counters,
+    _read_result,
     _sockets,
 )
+
+pytestmark = pytest.mark.root
 
 
 def test_1_nothing_outside_can_connect_in(env, record_property):

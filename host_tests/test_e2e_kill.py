@@ -7,9 +7,17 @@ import random
 import signal
 import time
 
+import pytest
 from e2e_env import (
-    KILLS, REPORT_S, SEED, _interval, _outbox_on_flash, _same,
+    KILLS,
+    REPORT_S,
+    SEED,
+    _interval,
+    _outbox_on_flash,
+    _same,
 )
+
+pytestmark = pytest.mark.root
 
 
 def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
@@ -88,7 +96,7 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
     except AssertionError as e:
         raise AssertionError("never stored (seq, kind): %s\n%s" % (missing(), e)) from None
     stored = env.stored_items(device)
-    for acked, records in ledger:
+    for _acked, records in ledger:
         for r in records:
             kind, body = stored[r["seq"]]
             assert kind == r["kind"] and _same(body, r["body"]), \

@@ -9,12 +9,14 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 
-import fw
-import system
+import pytest
 from e2e_env import MQTT_KEEPALIVE, REPORT_S
+
+from lab import processes, runner
+
+pytestmark = pytest.mark.root
 
 RELEASE = "0.2.0"
 DEVICE = "meter-u"
@@ -22,7 +24,7 @@ DEVICE = "meter-u"
 
 def _cli(*argv, lab=None, env=None, timeout=60):
     """tools/backchannel with argv; inside the lab's `out` namespace when lab is given."""
-    cmd = [sys.executable, str(system.BACKCHANNEL), *map(str, argv)]
+    cmd = [*processes.HEADEND, *map(str, argv)]
     if lab is None:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     p = lab.run("out", cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -34,7 +36,7 @@ def _release(work):
     """The whole firmware, version.py saying RELEASE, signed with a fresh offline key and
     published into the head-end's releases directory. Returns (public key hex, sources)."""
     src = work / ("fw-src-%s" % RELEASE)
-    shutil.copytree(fw.FIRMWARE, src, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(runner.FIRMWARE, src, ignore=shutil.ignore_patterns("__pycache__"))
     version = (src / "version.py").read_text()
     assert 'VERSION = "0.1.0"' in version
     (src / "version.py").write_text(version.replace('VERSION = "0.1.0"',
@@ -62,7 +64,7 @@ def test_8_signed_update_reaches_a_meter_behind_its_firewall(env, record_propert
         link, url = env.broker.meter_settings(keepalive=MQTT_KEEPALIVE), ""
     else:
         link, url = {}, env.headend.url
-    meter = env.meters[DEVICE] = system.Meter(env.dir, DEVICE, reg.json()["key"], url,
+    meter = env.meters[DEVICE] = processes.Meter(env.dir, DEVICE, reg.json()["key"], url,
                                               lab=env.lab, ns="a", report_s=REPORT_S,
                                               update_key=pub, **link)
     try:

@@ -6,25 +6,25 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
+import config  # noqa: E402
+import metering  # noqa: E402
 import numpy as np
 import pytest
+from budget import examples
+from energy import Registers, RegisterStore  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fw
+from boards import sim_board as sim
+from lab import runner
+from sim import METERING_MAIN
 
-sys.path.insert(0, str(fw.FIRMWARE))
-sys.path.insert(0, str(fw.BOARDS))
-import config  # noqa: E402
-import metering  # noqa: E402
-import sim  # noqa: E402
-from energy import Registers, RegisterStore  # noqa: E402
+pytestmark = pytest.mark.unit
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "energy_registers.py"
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "energy_registers.py"
 HALF_CYCLE = st.integers(-2**29, 2**29)
 UNITS_PER_MWH = st.integers(1, 2**28)
 
@@ -41,7 +41,7 @@ def state_units(state, units_per_mwh):
 
 # (a) exact sums
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(UNITS_PER_MWH, st.lists(HALF_CYCLE, max_size=300))
 def test_register_is_the_exact_sum(units_per_mwh, amounts):
     regs = Registers(units_per_mwh)
@@ -51,11 +51,11 @@ def test_register_is_the_exact_sum(units_per_mwh, amounts):
     assert state_units(regs.export_wh.state(), units_per_mwh) == -sum(a for a in amounts if a < 0)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(st.lists(st.tuples(UNITS_PER_MWH, st.lists(HALF_CYCLE, max_size=200)), min_size=1,
                 max_size=10))
 def test_register_is_the_exact_sum_under_micropython(cases):
-    out = json.loads(fw.run("micropython", DRIVER, "sum", stdin=json.dumps(cases).encode()))
+    out = json.loads(runner.run("micropython", DRIVER, "sum", stdin=json.dumps(cases).encode()))
     for (units_per_mwh, amounts), (imp, exp) in zip(cases, out):
         assert state_units(imp, units_per_mwh) == sum(a for a in amounts if a > 0)
         assert state_units(exp, units_per_mwh) == -sum(a for a in amounts if a < 0)
@@ -129,7 +129,7 @@ def test_kill_9_loses_at_most_one_persist_interval(tmp_path):
     block_wh = P_W * 0.02 / 3600  # slack: one sample block plus rounding to mWh
     state = tmp_path / "state"
     state.mkdir()
-    cmd, env = fw.command("micropython", fw.BOARDS / "sim_main.py", str(scenario),
+    cmd, env = runner.command("micropython", METERING_MAIN, str(scenario),
                           "--state", str(state))
     rng = random.Random(11)
     previous = 0.0
@@ -185,7 +185,7 @@ def damage(data, how, where, extra=b"\x00"):
     return extra  # replaced by garbage
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.sampled_from(["truncate", "flip", "append", "garbage"]), st.integers(0, 10**6),
        st.binary(max_size=40))
 def test_damaged_newest_slot_falls_back(tmp_path_factory, how, where, extra):
@@ -221,10 +221,10 @@ def test_damaged_slots_under_both(tmp_path, interpreter, name):
         data = f.read()
     with open(newest, "wb") as f:
         f.write(DAMAGES[name](data))
-    out = json.loads(fw.run(interpreter, DRIVER, "load", path, "1000"))
+    out = json.loads(runner.run(interpreter, DRIVER, "load", path, "1000"))
     assert out == {"loaded": True, "gen": 4, "damaged": 1,
                    "state": dict(Registers(1000).state(), import_wh=[4, 4, 4])}
     with open(older, "wb") as f:
         f.write(b"BC1 not a record")
-    out = json.loads(fw.run(interpreter, DRIVER, "load", path, "1000"))
+    out = json.loads(runner.run(interpreter, DRIVER, "load", path, "1000"))
     assert out == {"loaded": False, "gen": 0, "damaged": 2, "state": Registers(1000).state()}

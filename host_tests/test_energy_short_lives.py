@@ -3,20 +3,18 @@ persist_s still keeps its energy, losing at most the documented bound per life, 
 policy's flash writes per day stay under its cap."""
 
 import json
-import sys
 
-import pytest
-
-import fw
-
-sys.path.insert(0, str(fw.FIRMWARE))
-sys.path.insert(0, str(fw.BOARDS))
 import config  # noqa: E402
 import metering  # noqa: E402
-import sim  # noqa: E402
+import pytest
 from energy import MIN_GAP_S, SAVE_WH, Registers, RegisterStore, SavePolicy  # noqa: E402
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "energy_short_life.py"
+from boards import sim_board as sim
+from lab import runner
+
+pytestmark = pytest.mark.system
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "energy_short_life.py"
 P_W = 1500.0
 SCENARIO = {"nominal_v": 230, "frequency": 50, "samples_per_cycle": 64,
             "loads": [{"at_s": 0, "p_w": P_W, "pf": 1.0}], "config": {"persist_s": 60}}
@@ -50,7 +48,7 @@ def test_lives_shorter_than_persist_s_keep_their_energy(tmp_path, interpreter):
     on_flash = 0
     metered = 0.0
     for n, seconds in enumerate(LIVES):
-        out = json.loads(fw.run(interpreter, DRIVER, str(state), str(scenario), str(seconds)))
+        out = json.loads(runner.run(interpreter, DRIVER, str(state), str(scenario), str(seconds)))
         assert out["start_mwh"] == on_flash, "life %d did not start from flash" % n
         gained = out["end_mwh"] - out["start_mwh"]
         # independent of the firmware's registers: the load's energy over the life (±1 %)

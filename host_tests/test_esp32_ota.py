@@ -3,7 +3,7 @@ MicroPython unix port and CPython.
 
 host_tests/fakes/esp32.py simulates the partition table (ota_0 / ota_1 of 64 KiB, NOR
 flash: erase to 0xFF, then write) and records set_boot and mark_app_valid_cancel_rollback.
-drivers/esp32_ota_checks.py writes a random image through ImageWriter in uneven chunks and
+mp_scripts/esp32_ota_checks.py writes a random image through ImageWriter in uneven chunks and
 reports what happened; the expected digests come from CPython's hashlib here.
 mpy-cross compilation (xtensawin included) is in test_mpy_cross.py.
 """
@@ -14,19 +14,24 @@ import random
 
 import pytest
 
-import fw
+from lab import runner
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "esp32_ota_checks.py"
+pytestmark = pytest.mark.unit
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "esp32_ota_checks.py"
+# fake machine, rp2, esp32, network: first on the path
+FAKES = runner.ROOT / "host_tests" / "fakes"
 BLOCK = 4096
 CAPACITY = 16 * BLOCK
 IMAGE = bytes([0xE9]) + random.Random(32).randbytes(10 * BLOCK + 1234)  # ESP image magic
 DIGEST = hashlib.sha256(IMAGE).hexdigest()
 
 
-@pytest.fixture(scope="module", params=fw.INTERPRETERS)
+@pytest.fixture(scope="module", params=runner.INTERPRETERS)
 def out(request):
     stdin = ("%s\n%s\n" % (IMAGE.hex(), DIGEST)).encode()
-    return json.loads(fw.run(request.param, DRIVER, str(fw.ROOT), stdin=stdin))
+    return json.loads(runner.run(request.param, DRIVER, str(runner.ROOT), stdin=stdin,
+                                 extra=[FAKES]))
 
 
 def test_full_write_verify_switch(out):
@@ -104,7 +109,8 @@ def test_write_does_not_copy_the_data(out):
 
 def test_both_interpreters_agree():
     stdin = ("%s\n%s\n" % (IMAGE.hex(), DIGEST)).encode()
-    runs = [json.loads(fw.run(i, DRIVER, str(fw.ROOT), stdin=stdin)) for i in fw.INTERPRETERS]
+    runs = [json.loads(runner.run(i, DRIVER, str(runner.ROOT), stdin=stdin, extra=[FAKES]))
+            for i in runner.INTERPRETERS]
     for run in runs:
         run.pop("heap_per_write")
     assert runs[0] == runs[1]

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import fw
+from sim.replay import replay_samples
+
+pytestmark = pytest.mark.unit
 
 SPC = 64            # samples per nominal cycle
 FINE = 256          # oracle integration points per half cycle
@@ -130,7 +132,7 @@ def run_case(case, interpreter):
     i = LOAD_A * math.sqrt(2) * np.sin(2 * math.pi * case.f * t)
     v_gain = case.declared * math.sqrt(2) * 1.6 / 2048
     config = {"nominal_v": case.declared, "frequency": case.nominal_f}
-    return fw.replay(v, i, rate, v_gain, 100 / 2048, interpreter, config=config)
+    return replay_samples(v, i, rate, v_gain, 100 / 2048, interpreter, config=config)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -1,17 +1,15 @@
-"""The fault campaigns' gap accounting (tools/faults_ledger.py): every missing seq must be a
+"""The fault campaigns' gap accounting (tools/faults/ledger.py): every missing seq must be a
 reading the meter reported dropping for overflow; a reported drop that is not missing (the
 head-end stored it, the fault swallowed its ack) is allowed up to one batch per fault. The
 10 min partition of campaign 4 over-reported by one and failed the old exact-count check."""
 
-import sys
 
 import pytest
 
-import fw
+from faults.campaign import CampaignFailed
+from faults.ledger import BATCH_ITEMS, unexplained_gaps  # noqa: E402
 
-sys.path.insert(0, str(fw.ROOT / "tools"))
-from faults_ledger import BATCH_ITEMS, unexplained_gaps  # noqa: E402
-from faults_rig import CampaignFailed  # noqa: E402
+pytestmark = pytest.mark.unit
 
 
 def test_every_gap_reported():

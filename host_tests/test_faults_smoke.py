@@ -1,4 +1,4 @@
-"""Short versions of the fault campaigns in tools/faults.py (`make faults` runs the full
+"""Short versions of the fault campaigns in tools/faults/cli.py (`make faults` runs the full
 ones): meter power loss, corrupted flash, head-end crash, network partitions, each checked
 against its ledger; the head-end crash and partitions also with the meter on MQTT. Needs
 root (network namespaces), iproute2 and nftables (and mosquitto for MQTT); skips saying why
@@ -6,19 +6,15 @@ otherwise. BC_FAULTS_SEED picks the fault moments (default 20250105)."""
 
 import os
 import random
-import sys
-import tempfile
 import shutil
+import tempfile
 
 import pytest
 
-import fw
-
-sys.path.insert(0, str(fw.ROOT / "tools"))
-import faults  # noqa: E402
+from faults import cli as faults
 
 SKIP = faults.why_skip()
-pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 SEED = os.environ.get("BC_FAULTS_SEED", "20250105")
 
 

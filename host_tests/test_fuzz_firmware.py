@@ -4,20 +4,20 @@ through a fake stream), the work decoder (ops.Dispatcher.handle) and the respons
 
 The cases run in-process under CPython (hypothesis) and, for a few hundred
 hypothesis-generated inputs per parser, under the real MicroPython unix port through
-drivers/fuzz_parsers.py (the same harness code). Budgets and statistics: fuzz_common.py.
+mp_scripts/fuzz_parsers.py (the same harness code). Budgets and statistics: fuzz_common.py.
 """
 
 import json
 
+import fuzz_parsers as fz
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-
-import fw
 from fuzz_common import EXAMPLES, FUZZ, HERE, MP_EXAMPLES, Stats
 from fuzz_strategies import MP_STRATEGIES, STRATEGIES
+from hypothesis import HealthCheck, Phase, given, settings
 
-import fuzz_parsers as fz  # on sys.path through fuzz_common
+from lab import runner
 
+pytestmark = pytest.mark.unit
 
 # --- firmware parsers, CPython in-process ---
 
@@ -61,9 +61,9 @@ def test_firmware_parser_micropython(parser, tmp_path):
     stats = Stats(parser)
     lines = "".join(json.dumps([parser, c]) + "\n" for c in cases).encode()
     timeout = 60 + 0.05 * len(cases)
-    out = fw.run("micropython", HERE / "drivers" / "fuzz_parsers.py", str(tmp_path),
+    out = runner.run("micropython", HERE / "mp_scripts" / "fuzz_parsers.py", str(tmp_path),
                  stdin=lines, timeout=timeout)
-    results = fw.records(out)
+    results = runner.records(out)
     assert len(results) == len(cases), "the driver stopped early"
     crashes = [(c, r) for c, r in zip(cases, results) if not (r == "ok" or r.startswith("err:"))]
     stats.outcomes.update(results)

@@ -10,12 +10,12 @@ import time
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
-from hypothesis import strategies as st
-
 from fuzz_common import CASE_SECONDS, FUZZ, Stats, json_values
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
+pytestmark = pytest.mark.unit
 
 # --- the head-end's exchange endpoint ---
 
@@ -112,8 +112,9 @@ SCHEMA_STATS = collections.Counter()
 
 @pytest.fixture(scope="module")
 def api_headend(tmp_path_factory):
-    from headend import devices
     from headend_harness import Headend
+
+    from headend import devices
 
     he = Headend(tmp_path_factory.mktemp("schema"), max_wait=0.0)
     for name in ("meter-a", "meter-b"):

@@ -1,16 +1,17 @@
-"""Fuzz tools/waveform.py's CSV and COMTRADE replay input with hypothesis: only
+"""Fuzz tools/sim/waveform.py's CSV and COMTRADE replay input with hypothesis: only
 WaveformError (with a reason) or a usable recording. Budgets and statistics: fuzz_common.py.
 """
 
 import struct
 
+import pytest
+from fuzz_common import FUZZ, Stats
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzz_common import FUZZ, Stats
+from sim import waveform
 
-import waveform  # on sys.path through fuzz_common
-
+pytestmark = pytest.mark.unit
 
 csv_cell = st.sampled_from(["0", "1", "-1", "1e-3", "nan", "inf", "", " ", "x", "0x1", "1,5",
                             '"1"', "\x00", "\ufeff", "1e999", "t", "v", "i", "T", " V "]) | \

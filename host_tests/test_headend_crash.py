@@ -9,11 +9,12 @@ import sys
 import time
 
 import httpx
-
+import pytest
 from headend_fake_meter import FakeMeter
-from headend_harness import ROOT
 
-CLI = [sys.executable, str(ROOT / "tools" / "backchannel")]
+pytestmark = pytest.mark.system
+
+CLI = [sys.executable, "-m", "headend"]
 
 
 def free_port():

@@ -5,12 +5,14 @@ import json
 import time
 
 import pytest
+from budget import examples
+from fastapi.testclient import TestClient
+from headend_fake_meter import hmac_hex
+from headend_harness import Headend, client, headend, op  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headend_fake_meter import hmac_hex
-from headend_harness import Headend, client, headend, op  # noqa: F401
-from fastapi.testclient import TestClient
+pytestmark = pytest.mark.unit
 
 
 def test_exchange_signed_and_acks_contiguous_seq(client, headend):
@@ -216,7 +218,7 @@ def test_cancel_before_delivery_only(client, headend, op):
     assert op.delete("/v1/work/nonsense").status_code == 404
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=examples(25), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 12), data=st.data())
 def test_ack_is_highest_contiguous_seq_property(tmp_path_factory, n, data):
@@ -247,7 +249,7 @@ _fields = st.sampled_from(["work", "status", "body", "reason", "state", "note", 
                            "op", "args", "expires_in", "seqs"])
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=st.sampled_from(["result", "presence", "send", "notice", "reading", "other"]),
        body=st.dictionaries(_fields, _json, max_size=5))
@@ -261,7 +263,7 @@ def test_odd_item_bodies_are_stored_and_acked_never_500(tmp_path_factory, kind, 
     h.hub.db.close()
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(st.sampled_from(["v", "ts", "nonce", "wait", "room", "done",
                                                 "items"]), _json, min_size=1, max_size=3))

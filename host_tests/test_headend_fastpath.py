@@ -6,11 +6,12 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-
 from headend_fake_meter import hmac_hex
 from headend_harness import Headend
 
 from headend import fastpath  # noqa: E402
+
+pytestmark = pytest.mark.unit
 
 
 def without_fastpath(app):

@@ -3,7 +3,10 @@ available (not while available_restricted), up to a deadline."""
 
 import time
 
+import pytest
 from headend_harness import client, headend, op  # noqa: F401
+
+pytestmark = pytest.mark.unit
 
 
 def _meters(headend, client, *names):

@@ -7,11 +7,12 @@ import socket
 
 import httpx
 import pytest
-
 from headend_harness import Headend
 from test_security import GuardedServer
 
 from headend import server  # noqa: E402
+
+pytestmark = pytest.mark.unit
 
 PROTOCOLS = ["h11"] + (["httptools"] if server.GuardedHttpTools is not None else [])
 
@@ -23,7 +24,7 @@ def read_until_closed(sock, limit=30.0):
     while True:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return data, False
         if not chunk:
             return data, True

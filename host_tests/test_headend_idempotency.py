@@ -10,14 +10,16 @@ import time
 
 import httpx
 import pytest
-
 from headend_harness import ROOT, Api, client, headend, http, op, server  # noqa: F401
-from headend import devices  # noqa: E402
-from headend.client import CliError, Client  # noqa: E402
 from test_headend_crash import admin, free_port, start
 
+from headend import devices  # noqa: E402
+from headend.client import Client, CliError  # noqa: E402
+
+pytestmark = pytest.mark.system
+
 KEY = "k-0001"
-CRASHER = ROOT / "host_tests" / "drivers" / "headend_crash_after_commit.py"
+CRASHER = ROOT / "host_tests" / "headend_crash_after_commit.py"
 
 
 def post(api, path, body, key=None):

@@ -4,9 +4,11 @@ answered the moment work arrives, and capped."""
 import threading
 import time
 
+import httpx
+import pytest
 from headend_harness import Api, Headend, Server, headend, http, server  # noqa: F401
 
-import httpx
+pytestmark = pytest.mark.unit
 
 
 def test_long_poll_answers_at_once_when_work_arrives(http, headend):

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-
 from headend_fake_meter import FakeMeter, hmac_hex
 from headend_harness import Api, Headend, free_socket
 from mqtt_fake_meter import MqttFakeMeter, up_payload
@@ -19,9 +18,10 @@ from mqtt_fake_meter import MqttFakeMeter, up_payload
 from headend import broker, devices
 from headend.cli import main
 
-pytestmark = pytest.mark.skipif(
+needs_mosquitto = pytest.mark.skipif(
     not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)),
     reason="mosquitto is not installed (Debian: apt-get install mosquitto)")
+pytestmark = [pytest.mark.system, needs_mosquitto]
 
 
 def free_port():
@@ -316,7 +316,7 @@ def test_rendezvous_between_an_http_meter_and_an_mqtt_meter(make_site):
 
 
 def test_tls_listener_bridge_and_meter(make_site, tmp_path):
-    import pki
+    from lab import pki
     certs = tmp_path / "pki"
     pki.init(certs)                                  # server cert for localhost, 127.0.0.1
     p = pki.paths(certs)

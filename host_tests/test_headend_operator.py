@@ -3,10 +3,12 @@ an OpenAPI spec that lists the endpoints."""
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
-
 from headend_fake_meter import FakeMeter
 from headend_harness import Api, Headend, client, headend, op  # noqa: F401
+
+pytestmark = pytest.mark.unit
 
 
 def test_tokens_required(client, headend):

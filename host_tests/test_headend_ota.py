@@ -7,13 +7,15 @@ import json
 import os
 import stat
 
-import fw
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
 from headend_ota_fixtures import bc, publish, release  # noqa: F401
 from headend_ota_meter import verify_sig
+
+from lab import runner
+
+pytestmark = pytest.mark.unit
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -178,7 +180,7 @@ def test_the_meter_accepts_what_release_sign_signs(tmp_path, bc, release, interp
 
     def check(key, manifest, version):
         sig = (out / version / "manifest.sig").read_text().strip()
-        return fw.run(interpreter, script, key, str(manifest), sig, "1.0.0").strip()
+        return runner.run(interpreter, script, key, str(manifest), sig, "1.0.0").strip()
     assert check(pub, out / "1.2.0" / "manifest.json", "1.2.0") == "ok 1.2.0 4"
     assert check(pub, out / "2.0.0" / "manifest.json", "2.0.0") == "ok 2.0.0 1"
     assert check(pub, changed, "1.2.0") == "refused bad signature"

@@ -6,11 +6,16 @@ import hashlib
 import json
 
 import pytest
-
 from headend_fake_meter import hmac_hex
 from headend_harness import Api, headend, http, server  # noqa: F401
 from headend_ota_fixtures import bc, fetch, publish, release, served  # noqa: F401
-from test_headend_mqtt import make_site, pytestmark as needs_mosquitto  # noqa: F401
+from test_headend_mqtt import (
+    make_site,  # noqa: F401
+    needs_mosquitto,
+)
+
+pytestmark = pytest.mark.unit
+
 
 def test_fetch_serves_exact_bytes_at_offsets(served, headend, http):
     meter = headend.meter(http, "m1")

@@ -5,16 +5,19 @@ rejection, a timeout, and, once the meter side is on the branch, real sim meters
 import hashlib
 import os
 
-import fw
 import httpx
-
+import pytest
 from headend_harness import Api, headend, server  # noqa: F401
-from headend_ota_fixtures import (bc, publish, release, served, start_update,  # noqa: F401
-                                  until_update_work)
+from headend_ota_fixtures import bc, publish, release, served, start_update, until_update_work  # noqa: F401
 from headend_ota_meter import OtaMeter
-from system import Headend as HeadendProcess, wait_until
 
 from headend import devices
+from lab import runner
+from lab.processes import Headend as HeadendProcess
+from lab.processes import wait_until
+
+pytestmark = pytest.mark.system
+
 
 def test_update_cli_installs_on_a_group_holding_restricted_meters(tmp_path, bc, release):
     keys, files, out = release
@@ -123,10 +126,10 @@ def test_update_cli_updates_real_meters(tmp_path, bc):
     """The whole chain: release keygen/sign/publish, a real head-end process, two sim meters
     (the firmware app on the MicroPython unix port) and `backchannel update`: each meter
     downloads through fetch/chunk, reboots into the release and confirms it."""
-    from system import Meter
+    from lab.processes import Meter
     src = tmp_path / "src"
     src.mkdir()
-    version_py = (fw.FIRMWARE / "version.py").read_text()
+    version_py = (runner.FIRMWARE / "version.py").read_text()
     (src / "version.py").write_text(version_py.replace('VERSION = "0.1.0"', 'VERSION = "1.2.0"'))
     blob = os.urandom(20000)                  # several chunks
     (src / "blob.bin").write_bytes(blob)

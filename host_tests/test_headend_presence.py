@@ -3,8 +3,11 @@ contact; back to the stated presence when the meter calls in again."""
 
 import time
 
-from headend_harness import Api, Headend
+import pytest
 from fastapi.testclient import TestClient
+from headend_harness import Api, Headend
+
+pytestmark = pytest.mark.unit
 
 
 def _wait_for(fn, timeout=5.0):

@@ -1,10 +1,12 @@
 """Rendezvous: meter A sends work to meter B through the head-end; B's result comes back
 to A as a `message` work item, through the transform hook."""
 
-from fastapi.testclient import TestClient
-
 import headend_hooks
+import pytest
+from fastapi.testclient import TestClient
 from headend_harness import Api, Headend
+
+pytestmark = pytest.mark.unit
 
 
 def _pair(tmp_path, **kw):

@@ -1,22 +1,27 @@
 """firmware/health.py: the watchdog fed only while metering and comms make progress, reset
 causes, uptime and version in the `read` op, and app.py's use of them (hardware boards
 awaited through available(), never paced; make_board() by platform). Runs the driver
-host_tests/drivers/health_checks.py on the fake `machine` (host_tests/fakes: WDT counts
+host_tests/mp_scripts/health_checks.py on the fake `machine` (host_tests/fakes: WDT counts
 feeds, reset_cause() returns what the test sets) under MicroPython and CPython."""
 
 import json
 
 import pytest
 
-import fw
+from lab import runner
 
-CHECKS = fw.ROOT / "host_tests" / "drivers" / "health_checks.py"
+pytestmark = pytest.mark.unit
+
+CHECKS = runner.ROOT / "host_tests" / "mp_scripts" / "health_checks.py"
+# fake machine, rp2, esp32, network: first on the path
+FAKES = runner.ROOT / "host_tests" / "fakes"
 
 
-@pytest.fixture(scope="module", params=fw.INTERPRETERS)
+@pytest.fixture(scope="module", params=runner.INTERPRETERS)
 def out(request, tmp_path_factory):
     state = tmp_path_factory.mktemp("state-" + request.param)
-    return json.loads(fw.run(request.param, CHECKS, str(fw.ROOT), str(state)))
+    return json.loads(runner.run(request.param, CHECKS, str(runner.ROOT), str(state),
+                                 extra=[FAKES]))
 
 
 def test_reset_cause_names(out):
@@ -55,7 +60,7 @@ def test_fed_while_alive_then_never_again(out, case, reason):
 
 def test_read_op_reports_reset_cause_uptime_version(out):
     r = out["read"]
-    version_py = fw.FIRMWARE / "version.py"
+    version_py = runner.FIRMWARE / "version.py"
     if version_py.exists():
         scope = {}
         exec(version_py.read_text(), scope)

@@ -4,13 +4,14 @@ interpreters through the driver, and against a plain model (hypothesis, CPython)
 import tempfile
 
 import pytest
+import store  # firmware/, on the tests' path (pyproject.toml)
+from budget import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from inbox import Inbox
 from outbox_helpers import ops
 
-import store  # on sys.path through outbox_helpers
-from inbox import Inbox
+pytestmark = pytest.mark.unit
 
 
 def test_inbox_dedupe_across_restart(interpreter, tmp_path):
@@ -42,7 +43,7 @@ def test_corrupt_inbox_starts_empty(interpreter, tmp_path, content):
     assert r[0] == {"damaged": False, "ids": ["w-1"]} and r[1] is True
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 6), st.lists(st.tuples(st.sampled_from(["add", "confirm", "restart"]),
                                              st.lists(st.integers(0, 9), max_size=3))))
 def test_inbox_against_model(window, plan):

@@ -1,6 +1,6 @@
 """Integer ranges of the metering hot path at full-scale 12-bit input.
 
-drivers/int_limits.py drives kernel.run one sample per call (as Meter.feed does, attention
+mp_scripts/int_limits.py drives kernel.run one sample per call (as Meter.feed does, attention
 handled by the Meter) under MicroPython (viper) and CPython, and records the largest |value| of
 every state slot after each call, plus what the half-cycle bookkeeping forms from them: the
 exact half-cycle sums, wide-sum low word + half sum, energy remainder + half-cycle energy, and
@@ -20,21 +20,21 @@ sample of extrapolation are refused by Meter (the 2-tap interpolation's gain wou
 
 import functools
 import json
-import sys
 
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import fw
-
-sys.path.insert(0, str(fw.FIRMWARE))
 import config  # noqa: E402
 import kernel  # noqa: E402
 import metering  # noqa: E402
+import pytest
 import wide  # noqa: E402
+from budget import examples
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "int_limits.py"
+from lab import runner
+
+pytestmark = pytest.mark.unit
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "int_limits.py"
 LIMIT = 2**30
 
 # (nominal Hz, samples per nominal cycle, channel delay us)
@@ -72,11 +72,11 @@ def worst_cases():
 
 
 def run_driver(interpreter, cases):
-    out = fw.run(interpreter, DRIVER, stdin=json.dumps(cases).encode(), timeout=600)
-    return {r["name"]: r for r in fw.records(out)}
+    out = runner.run(interpreter, DRIVER, stdin=json.dumps(cases).encode(), timeout=600)
+    return {r["name"]: r for r in runner.records(out)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def worst_results(interpreter):
     return run_driver(interpreter, worst_cases())
 
@@ -183,7 +183,7 @@ def test_phase_calibration_within_a_sample(interpreter, phase_cal):
 
 # wide.div: floor division of a (hi, lo) wide value by n, against Python ints
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(n=st.integers(1, 2**19 - 1), q=st.integers(-2**30, 2**30 - 1), r=st.data(),
        at=st.integers(0, 3))
 def test_wide_div_is_floor_division(n, q, r, at):
@@ -193,7 +193,7 @@ def test_wide_div_is_floor_division(n, q, r, at):
     assert wide.div(a, at, n) == x // n == q
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(x=st.integers(-2**49, 2**49), n=st.integers(1, 2**19 - 1))
 def test_wide_div_any_value_with_small_quotient(x, n):
     if -2**30 <= x // n < 2**30:

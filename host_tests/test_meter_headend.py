@@ -1,31 +1,26 @@
 """The real firmware (MicroPython unix port, simulated board) against the real head-end
 (uvicorn + SQLite) over loopback HTTP: the back channel end to end, without firewalls."""
 
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
-import system
+from lab import netlab, processes
 
-sys.path.insert(0, str(system.ROOT / "tools"))
-import netlab  # noqa: E402
+pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("site")
-    he = system.Headend(work)
+    he = processes.Headend(work)
     key = he.add_device("meter-a")
     key_b = he.add_device("meter-b")
     op = he.add_token("alice", "operator")
     util = he.add_token("uma", "utility")
     he.start()
-    meter = system.Meter(work, "meter-a", key, he.url).start()
-    meter_b = system.Meter(work, "meter-b", key_b, he.url).start()
+    meter = processes.Meter(work, "meter-a", key, he.url).start()
+    meter_b = processes.Meter(work, "meter-b", key_b, he.url).start()
     api = he.api(op)
-    system.wait_until(lambda: api.get("/v1/devices/meter-a/readings").json(), 30,
+    processes.wait_until(lambda: api.get("/v1/devices/meter-a/readings").json(), 30,
                       "the first reading from the meter")
     yield {"headend": he, "meter": meter, "api": api, "util": he.api(util), "work": work}
     meter.kill()
@@ -34,7 +29,7 @@ def site(tmp_path_factory):
 
 
 def test_read_round_trip(site):
-    w = system.run_work(site["api"], "meter-a", "read")
+    w = processes.run_work(site["api"], "meter-a", "read")
     assert w["status"] == "done", w
     body = w["result"]
     assert body["reading"]["vrms"] == pytest.approx(230, rel=0.01)
@@ -49,46 +44,46 @@ def test_readings_arrive_once_each(site):
 
 
 def test_set_config_validated_and_applied(site):
-    bad = system.run_work(site["api"], "meter-a", "set_config", {"changes": {"report_s": -5}})
+    bad = processes.run_work(site["api"], "meter-a", "set_config", {"changes": {"report_s": -5}})
     assert bad["status"] == "rejected" and "report_s" in bad["reason"]
-    good = system.run_work(site["api"], "meter-a", "set_config", {"changes": {"report_s": 2}})
+    good = processes.run_work(site["api"], "meter-a", "set_config", {"changes": {"report_s": 2}})
     assert good["status"] == "done"
-    cfg = system.run_work(site["api"], "meter-a", "get_config")["result"]
+    cfg = processes.run_work(site["api"], "meter-a", "get_config")["result"]
     assert cfg["report_s"] == 2 and cfg["device_key"] == "(set)"  # secrets never come back
 
 
 def test_release_key_cannot_be_changed_over_the_back_channel(site):
     key = "04" + "11" * 64
-    w = system.run_work(site["api"], "meter-a", "set_config",
+    w = processes.run_work(site["api"], "meter-a", "set_config",
                         {"changes": {"update_key": key, "report_s": 3}})
     assert w["status"] == "rejected" and "serial console" in w["reason"], w
-    cfg = system.run_work(site["api"], "meter-a", "get_config")["result"]
+    cfg = processes.run_work(site["api"], "meter-a", "get_config")["result"]
     assert cfg["update_key"] != key and cfg["report_s"] != 3   # nothing of it applied
 
 
 def test_unknown_op_and_roles(site):
-    w = system.run_work(site["api"], "meter-a", "make_coffee")
+    w = processes.run_work(site["api"], "meter-a", "make_coffee")
     assert w["status"] == "unknown_op"
     r = site["api"].post("/v1/devices/meter-a/work", json={"op": "reset_energy", "args": {}})
     assert r.status_code == 403
-    w = system.run_work(site["util"], "meter-a", "reset_energy")
+    w = processes.run_work(site["util"], "meter-a", "reset_energy")
     assert w["status"] == "done" and "before" in w["result"]
 
 
 def test_relay_sets_presence(site):
-    assert system.run_work(site["api"], "meter-a", "relay", {"state": "open"})["status"] == "done"
-    system.wait_until(lambda: site["api"].get("/v1/presence").json()[0]["state"]
+    w = processes.run_work(site["api"], "meter-a", "relay", {"state": "open"})
+    assert w["status"] == "done"
+    processes.wait_until(lambda: site["api"].get("/v1/presence").json()[0]["state"]
                       == "available_off", 10, "presence available_off")
-    w = system.run_work(site["api"], "meter-a", "set_presence",
+    w = processes.run_work(site["api"], "meter-a", "set_presence",
                         {"state": "available_restricted", "note": "critical process until 13:03"})
     assert w["status"] == "done"
-    system.wait_until(lambda: site["api"].get("/v1/presence").json()[0]["state"]
+    processes.wait_until(lambda: site["api"].get("/v1/presence").json()[0]["state"]
                       == "available_restricted", 10, "presence available_restricted")
 
 
 def test_command_latency_is_long_poll_fast(site):
-    started = time.monotonic()
-    w = system.run_work(site["api"], "meter-a", "read")
+    w = processes.run_work(site["api"], "meter-a", "read")
     assert w["status"] == "done"
     assert w["finished_at"] - w["created"] < 2.0, w  # long-poll: not a poll interval
 
@@ -102,7 +97,7 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(site):
     meter.kill()
     before = {r["seq"] for r in api.get("/v1/devices/meter-a/readings?limit=1000").json()}
     meter.start()
-    system.wait_until(lambda: len(api.get("/v1/devices/meter-a/readings?limit=1000").json())
+    processes.wait_until(lambda: len(api.get("/v1/devices/meter-a/readings?limit=1000").json())
                       > len(before) + 2, 30, "readings after the restart")
     rows = api.get("/v1/devices/meter-a/readings?limit=1000").json()
     seqs = [r["seq"] for r in rows]
@@ -113,14 +108,14 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(site):
 
 def test_rendezvous_a_asks_b(site):
     api = site["api"]
-    w = system.run_work(api, "meter-a", "send", {"to": "meter-b", "op": "read", "ref": "r-1"})
+    w = processes.run_work(api, "meter-a", "send", {"to": "meter-b", "op": "read", "ref": "r-1"})
     assert w["status"] == "done" and w["result"]["ref"] == "r-1"
 
     def routed_back():
-        got = system.run_work(api, "meter-a", "get_messages")["result"]["messages"]
+        got = processes.run_work(api, "meter-a", "get_messages")["result"]["messages"]
         return [m for m in got if m.get("ref") == "r-1"]
 
-    msg = system.wait_until(routed_back, 30, "B's result routed back to A", interval=0.5)[0]
+    msg = processes.wait_until(routed_back, 30, "B's result routed back to A", interval=0.5)[0]
     assert msg["from"] == "meter-b" and msg["result"]["status"] == "done"
     assert msg["result"]["body"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
 
@@ -128,22 +123,23 @@ def test_rendezvous_a_asks_b(site):
 def test_reboot_sends_its_result_then_restarts(site):
     meter = site["meter"]
     starts = meter.log().count('"started"')
-    w = system.run_work(site["api"], "meter-a", "reboot")
+    w = processes.run_work(site["api"], "meter-a", "reboot")
     assert w["status"] == "done"
-    system.wait_until(lambda: meter.log().count('"started"') > starts, 20, "the meter to restart")
+    processes.wait_until(lambda: meter.log().count('"started"') > starts, 20,
+                         "the meter to restart")
     assert meter.proc.poll() is None
-    assert system.run_work(site["api"], "meter-a", "read")["status"] == "done"
+    assert processes.run_work(site["api"], "meter-a", "read")["status"] == "done"
 
 
 def test_event_start_is_pushed_during_a_long_poll(site):
     # report_s 30: the meter sits in 25 s long-polls; an event must not wait for the next one
     he = site["headend"]
     key = he.add_device("meter-c")
-    meter = system.Meter(site["work"], "meter-c", key, he.url, report_s=30,
-                         scenario=system.ROOT / "scenarios/dips.json").start()
+    meter = processes.Meter(site["work"], "meter-c", key, he.url, report_s=30,
+                         scenario=processes.ROOT / "tools/sim/scenarios/dips.json").start()
     try:
         api = site["api"]
-        rows = system.wait_until(
+        rows = processes.wait_until(
             lambda: [r for r in api.get("/v1/devices/meter-c/events").json()
                      if r["kind"] == "event_start"], 30, "the first event_start")
         first = min(rows, key=lambda r: r["seq"])

@@ -1,6 +1,6 @@
 """A meter whose network path drops TCP connections idle for less than its long-poll (a NAT
 box or proxy with a short idle timer): the real firmware (MicroPython unix port) and the real
-head-end on loopback, with tools/faults_middlebox.py between them closing connections idle
+head-end on loopback, with tools/lab/middlebox.py between them closing connections idle
 for IDLE_S. The meter must learn to hold its long-polls shorter than the box allows, without
 backing off, so work still arrives within a second or two."""
 
@@ -10,7 +10,11 @@ import sys
 import threading
 import time
 
-import system
+import pytest
+
+from lab import processes
+
+pytestmark = pytest.mark.system
 
 IDLE_S = 6          # the box's idle timer, well under the meter's 25 s long-poll
 WORKS = 3
@@ -25,11 +29,11 @@ def _closes(proc, counts):
 
 
 def test_long_polls_adapt_to_a_path_that_cuts_idle_connections(tmp_path):
-    he = system.Headend(tmp_path)
+    he = processes.Headend(tmp_path)
     key = he.add_device("meter-m")
     api = he.api(he.add_token("alice", "operator"))
     he.start()
-    box = subprocess.Popen([sys.executable, str(system.ROOT / "tools" / "faults_middlebox.py"),
+    box = subprocess.Popen([sys.executable, "-m", "lab.middlebox",
                             "127.0.0.1", "0", "127.0.0.1", str(he.port), str(IDLE_S)],
                            stdout=subprocess.PIPE, text=True)
     meter = None
@@ -38,11 +42,11 @@ def test_long_polls_adapt_to_a_path_that_cuts_idle_connections(tmp_path):
         assert ready[0] == "ready", ready
         counts = {"idle": 0, "eof": 0}
         threading.Thread(target=_closes, args=(box, counts), daemon=True).start()
-        meter = system.Meter(tmp_path, "meter-m", key, "http://127.0.0.1:%s" % ready[1],
+        meter = processes.Meter(tmp_path, "meter-m", key, "http://127.0.0.1:%s" % ready[1],
                              report_s=600, poll_wait_s=25).start()
-        system.wait_until(lambda: api.get("/v1/devices/meter-m").json()["last_contact"], 30,
+        processes.wait_until(lambda: api.get("/v1/devices/meter-m").json()["last_contact"], 30,
                           "the meter's first exchange")
-        system.wait_until(lambda: counts["idle"] >= 1, IDLE_S + 10,
+        processes.wait_until(lambda: counts["idle"] >= 1, IDLE_S + 10,
                           "the box to cut a held long-poll")
         time.sleep(5 * IDLE_S)               # idle: a long-poll after another through the box
         cut = counts["idle"]
@@ -50,7 +54,7 @@ def test_long_polls_adapt_to_a_path_that_cuts_idle_connections(tmp_path):
         for n in range(WORKS):
             time.sleep(IDLE_S * 0.3 * n)
             t0 = time.monotonic()
-            w = system.run_work(api, "meter-m", "read", timeout=60)
+            w = processes.run_work(api, "meter-m", "read", timeout=60)
             latencies.append(time.monotonic() - t0)
             assert w["status"] == "done", w
         # the meter learnt to hold each long-poll shorter than the box's timer: no more cuts,

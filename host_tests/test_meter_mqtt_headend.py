@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-import system
+from lab import processes
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.system, pytest.mark.skipif(
     not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)),
-    reason="mosquitto is not installed (Debian: apt-get install mosquitto)")
+    reason="mosquitto is not installed (Debian: apt-get install mosquitto)")]
 
 MQ, HT = "meter-mq", "meter-ht"
 
@@ -23,25 +23,25 @@ MQ, HT = "meter-mq", "meter-ht"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("mqtt-site")
-    he = system.Headend(work)
+    he = processes.Headend(work)
     keys = {MQ: he.add_device(MQ), HT: he.add_device(HT)}
     op = he.add_token("alice", "operator")
-    broker = system.Broker(work, he.db)      # after the meters: its passwd and acl name them
+    broker = processes.Broker(work, he.db)      # after the meters: its passwd and acl name them
     procs = []
     try:
         broker.start()
         he.extra += broker.serve_args()
         he.start()
         procs.append(he)
-        mq = system.Meter(work, MQ, keys[MQ], "", **broker.meter_settings())
-        ht = system.Meter(work, HT, keys[HT], he.url)
+        mq = processes.Meter(work, MQ, keys[MQ], "", **broker.meter_settings())
+        ht = processes.Meter(work, HT, keys[HT], he.url)
         procs += [mq.start(), ht.start()]
         api = he.api(op)
-        system.wait_until(lambda: api.get("/v1/mqtt").json()["connected"], 20,
+        processes.wait_until(lambda: api.get("/v1/mqtt").json()["connected"], 20,
                           "the bridge to connect")
-        system.wait_until(lambda: api.get("/v1/devices/%s/readings" % MQ).json(), 30,
+        processes.wait_until(lambda: api.get("/v1/devices/%s/readings" % MQ).json(), 30,
                           "the first reading over MQTT")
-        system.wait_until(lambda: api.get("/v1/devices/%s" % HT).json()["last_contact"], 30,
+        processes.wait_until(lambda: api.get("/v1/devices/%s" % HT).json()["last_contact"], 30,
                           "the HTTP meter's first exchange")
         yield {"headend": he, "broker": broker, "mq": mq, "ht": ht, "api": api, "work": work}
     finally:
@@ -62,7 +62,7 @@ def presence(api, device):
 
 def test_read_round_trip_is_pushed(site):
     api = site["api"]
-    w = system.run_work(api, MQ, "read")
+    w = processes.run_work(api, MQ, "read")
     assert w["status"] == "done", w
     assert w["result"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
     assert w["result"]["registers"]["import_wh"] > 0
@@ -77,16 +77,16 @@ def test_read_round_trip_is_pushed(site):
 
 def test_set_config_validated_and_applied(site):
     api = site["api"]
-    bad = system.run_work(api, MQ, "set_config", {"changes": {"report_s": -5}})
+    bad = processes.run_work(api, MQ, "set_config", {"changes": {"report_s": -5}})
     assert bad["status"] == "rejected" and "report_s" in bad["reason"]
-    bad = system.run_work(api, MQ, "set_config", {"changes": {"transport": "carrier-pigeon"}})
+    bad = processes.run_work(api, MQ, "set_config", {"changes": {"transport": "carrier-pigeon"}})
     assert bad["status"] == "rejected" and "transport" in bad["reason"]
-    good = system.run_work(api, MQ, "set_config", {"changes": {"report_s": 2}})
+    good = processes.run_work(api, MQ, "set_config", {"changes": {"report_s": 2}})
     assert good["status"] == "done", good
-    cfg = system.run_work(api, MQ, "get_config")["result"]
+    cfg = processes.run_work(api, MQ, "get_config")["result"]
     assert cfg["report_s"] == 2 and cfg["transport"] == "mqtt"
     assert cfg["device_key"] == "(set)"                      # secrets never come back
-    assert system.run_work(api, MQ, "set_config",
+    assert processes.run_work(api, MQ, "set_config",
                            {"changes": {"report_s": 1}})["status"] == "done"
 
 
@@ -113,7 +113,7 @@ def test_group_command_reaches_the_http_and_the_mqtt_meter(site):
                    for o in st["outcomes"].values())
         return st if done else None
 
-    st = system.wait_until(settled, 30, "both members' outcomes")
+    st = processes.wait_until(settled, 30, "both members' outcomes")
     assert {m: o["status"] for m, o in st["outcomes"].items()} == {HT: "done", MQ: "done"}
     for o in st["outcomes"].values():
         assert o["result"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
@@ -121,14 +121,14 @@ def test_group_command_reaches_the_http_and_the_mqtt_meter(site):
 
 def test_rendezvous_mqtt_meter_asks_the_http_meter(site):
     api = site["api"]
-    w = system.run_work(api, MQ, "send", {"to": HT, "op": "read", "ref": "mq-1"})
+    w = processes.run_work(api, MQ, "send", {"to": HT, "op": "read", "ref": "mq-1"})
     assert w["status"] == "done" and w["result"]["ref"] == "mq-1", w
 
     def routed_back():
-        got = system.run_work(api, MQ, "get_messages")["result"]["messages"]
+        got = processes.run_work(api, MQ, "get_messages")["result"]["messages"]
         return [m for m in got if m.get("ref") == "mq-1"]
 
-    msg = system.wait_until(routed_back, 30, "the HTTP meter's result routed back",
+    msg = processes.wait_until(routed_back, 30, "the HTTP meter's result routed back",
                             interval=0.3)[0]
     assert msg["from"] == HT and msg["result"]["status"] == "done"
     assert msg["result"]["body"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
@@ -138,7 +138,7 @@ def test_kill_9_last_will_queued_work_and_no_duplicates(site):
     api, mq = site["api"], site["mq"]
     lwts = presence(api, MQ).count(("unavailable", "lwt"))
     mq.kill()                                   # SIGKILL: no DISCONNECT, the broker sends the Will
-    system.wait_until(lambda: presence(api, MQ).count(("unavailable", "lwt")) > lwts, 10,
+    processes.wait_until(lambda: presence(api, MQ).count(("unavailable", "lwt")) > lwts, 10,
                       "the Last Will in the presence history")
     assert api.get("/v1/devices/%s" % MQ).json()["presence"] == "unavailable"
     before = {r["seq"] for r in readings(api, MQ)}
@@ -150,7 +150,7 @@ def test_kill_9_last_will_queued_work_and_no_duplicates(site):
     assert api.get("/v1/work/%s" % wid).json()["status"] == "queued"   # not pushed into the void
 
     mq.start()
-    w = system.wait_until(lambda: (lambda w: w if w["status"] not in ("queued", "delivered")
+    w = processes.wait_until(lambda: (lambda w: w if w["status"] not in ("queued", "delivered")
                                    else None)(api.get("/v1/work/%s" % wid).json()),
                           30, "the queued work to be done after the restart")
     assert w["status"] == "done", w                 # run at once: maybe before any reading
@@ -160,7 +160,7 @@ def test_kill_9_last_will_queued_work_and_no_duplicates(site):
     assert any(state == "available" for state, _ in history[last_lwt + 1:]), history
     assert api.get("/v1/devices/%s" % MQ).json()["presence"] == "available"
 
-    system.wait_until(lambda: len(readings(api, MQ)) > len(before) + 2, 30,
+    processes.wait_until(lambda: len(readings(api, MQ)) > len(before) + 2, 30,
                       "readings after the restart")
     rows = readings(api, MQ)
     seqs = [r["seq"] for r in rows]

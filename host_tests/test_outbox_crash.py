@@ -9,11 +9,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from outbox import Outbox  # firmware/, on the tests' path (pyproject.toml)
+from outbox_helpers import BIG, MP_SCRIPTS, increasing, seqs_of
 
-import fw
-from outbox_helpers import BIG, DRIVERS, increasing, seqs_of
+from lab import runner
 
-from outbox import Outbox  # on sys.path through outbox_helpers
+pytestmark = pytest.mark.system
 
 
 class PowerCut(Exception):
@@ -72,7 +73,7 @@ def test_power_cut_before_any_segment_removal(tmp_path, monkeypatch):
 @pytest.mark.parametrize("max_bytes", [BIG, 600], ids=["no_overflow", "overflow"])
 def test_kill9_never_reuses_seq(tmp_path, max_bytes):
     d = str(tmp_path / "ob")
-    cmd, env = fw.command("micropython", DRIVERS / "outbox_loop.py", d, str(max_bytes))
+    cmd, env = runner.command("micropython", MP_SCRIPTS / "outbox_loop.py", d, str(max_bytes))
     rng = random.Random(20240611 + max_bytes % 7)
     issued = {}                     # seq -> kind, for every seq append returned (or found)
     kills = 0

@@ -4,13 +4,14 @@ in-process under CPython."""
 import json
 import tempfile
 
+import pytest
+from budget import examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-
+from outbox import Outbox, OutboxFull  # firmware/, on the tests' path (pyproject.toml)
 from outbox_helpers import BIG, boundaries, increasing, segments, seqs_of
 
-from outbox import Outbox, OutboxFull  # on sys.path through outbox_helpers
-
+pytestmark = pytest.mark.unit
 
 # (op, kind, size, n, limit): op < 12 appends, < 16 acks, < 18 peeks, else restarts
 OPS = st.lists(st.tuples(st.integers(0, 19),
@@ -19,7 +20,7 @@ OPS = st.lists(st.tuples(st.integers(0, 19),
                min_size=5, max_size=100)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPS, st.sampled_from([250, 900, BIG]), st.sampled_from([120, 400, 8192]),
        st.sampled_from([None, 6, 100]))
 def test_outbox_against_model(plan, max_bytes, seg_bytes, max_items):
@@ -88,7 +89,7 @@ def test_outbox_against_model(plan, max_bytes, seg_bytes, max_items):
 DAMAGE = st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), max_size=6)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.integers(1, 25), st.sampled_from([150, 500, 8192]), DAMAGE,
        st.one_of(st.none(), st.tuples(st.integers(0, 10 ** 6), st.integers(0, 10 ** 6))))
 def test_damaged_segments_keep_every_intact_record(n, seg_bytes, flips, cut):

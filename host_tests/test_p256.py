@@ -5,28 +5,28 @@ r||s with decode_dss_signature), and every expected result comes from `cryptogra
 verify, plus a stated expectation per case. One batch of cases (valid, tampered, wrong key,
 out-of-range r/s, off-curve and malformed keys, Wycheproof-style edge cases: every pair of
 special values 0, 1, n-1, n, n+1, p, p+1 for r and s, Q = G, Q = -G, high s, r + n, keys
-crafted so that u1*G == +-u2*Q) runs through drivers/p256_cases.py under the MicroPython unix
+crafted so that u1*G == +-u2*Q) runs through mp_scripts/p256_cases.py under the MicroPython unix
 port and CPython, one process each. Hypothesis adds random keys and messages in-process
 under CPython.
 """
 
 import json
 import random
-import sys
 
+import p256  # noqa: E402
 import pytest
+from budget import examples
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fw
+from lab import runner
 
-sys.path.insert(0, str(fw.FIRMWARE))
-import p256  # noqa: E402
+pytestmark = pytest.mark.unit
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "p256_cases.py"
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "p256_cases.py"
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
@@ -181,11 +181,11 @@ KEY_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=fw.INTERPRETERS)
+@pytest.fixture(scope="module", params=runner.INTERPRETERS)
 def run(request):
     doc = {"verify": [[n, k.hex(), m.hex(), s.hex()] for n, k, m, s, _ in CASES],
            "keys": [t for t, _ in KEY_TEXTS]}
-    return json.loads(fw.run(request.param, DRIVER, stdin=json.dumps(doc).encode()))
+    return json.loads(runner.run(request.param, DRIVER, stdin=json.dumps(doc).encode()))
 
 
 def test_cases_agree_with_cryptography():
@@ -222,7 +222,7 @@ def test_signature_from_hex():
 
 
 KEYS = st.integers(min_value=1, max_value=N - 1)
-RANDOM = settings(max_examples=40, deadline=None, database=None,
+RANDOM = settings(max_examples=examples(40), deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow])
 
 

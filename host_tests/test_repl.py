@@ -3,15 +3,14 @@ unix-port REPL with pexpect: what a person types, what the screen shows, what is
 (the working directory), and what survives a restart."""
 
 import json
-import sys
 
 import pexpect
 import pytest
-
-import fw
-
-sys.path.insert(0, str(fw.FIRMWARE))
 import store  # noqa: E402  (firmware/store.py runs under CPython too)
+
+from lab import runner
+
+pytestmark = pytest.mark.system
 
 KEY = "00112233445566778899aabbccddeeff"
 WIFI_PASSWORD = "pa55-w0rd-field"
@@ -22,7 +21,7 @@ class Repl:
     """A micropython REPL in a working directory (the board's flash)."""
 
     def __init__(self, cwd, *args, env_extra=None):
-        cmd, env = fw.command("micropython", "x")
+        cmd, env = runner.command("micropython", "x")
         env.update(env_extra or {})
         argv = list(args)
         self.child = pexpect.spawn(cmd[0], argv, cwd=str(cwd), env=env, encoding="utf-8",
@@ -172,7 +171,7 @@ def test_calibrate_from_a_known_load(repl, tmp_path):
 def test_app_runs_then_ctrl_c_leaves_a_usable_repl(repl, tmp_path):
     """The unix port has no aiorepl (not on PyPI): main.py runs the app; Ctrl-C stops it
     cleanly and the REPL works on the app's last state."""
-    r = repl("-i", str(fw.FIRMWARE / "main.py"))
+    r = repl("-i", str(runner.FIRMWARE / "main.py"))
     r.wait("app running")
     r.child.expect_exact("import bc for field commands")
     import time
@@ -191,7 +190,7 @@ def test_app_runs_then_ctrl_c_leaves_a_usable_repl(repl, tmp_path):
 
 
 def test_safe_mode_and_a_bad_config_leave_the_repl(repl, tmp_path):
-    r = repl("-i", str(fw.FIRMWARE / "main.py"), env_extra={"BC_SAFE_MODE": "1"})
+    r = repl("-i", str(runner.FIRMWARE / "main.py"), env_extra={"BC_SAFE_MODE": "1"})
     r.wait("safe mode: the app is not started")
     r.wait()
     assert "report_s" in r.run("bc.config()")
@@ -199,7 +198,7 @@ def test_safe_mode_and_a_bad_config_leave_the_repl(repl, tmp_path):
     no_traceback(r)
 
     (tmp_path / "config.json").write_text("{not json")
-    r = repl("-i", str(fw.FIRMWARE / "main.py"))
+    r = repl("-i", str(runner.FIRMWARE / "main.py"))
     r.wait("the app is not started; fix the config")
     r.wait()
     out = r.run("bc.set('report_s', 4)")                # recovers from the damaged file

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim import waveform
+
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY = ROOT / "tools" / "replay"
-sys.path.insert(0, str(ROOT / "tools"))
 
-import waveform  # noqa: E402
+pytestmark = pytest.mark.system
 
 V_RMS, I_RMS, PF, FREQ = 230.0, 10.0, 0.9, 50.0
 PHI = math.acos(PF)
@@ -70,7 +71,7 @@ def write_comtrade(path_cfg, rate, channels, ft="ASCII", rev="1999"):
 
 
 def run_replay(*args, direct=False):
-    cmd = [str(REPLAY)] if direct else [sys.executable, str(REPLAY)]
+    cmd = [str(REPLAY)] if direct else [sys.executable, "-m", "sim.replay"]
     p = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
                        timeout=300)
     return p

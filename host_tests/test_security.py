@@ -5,7 +5,7 @@ reboot, under CPython and MicroPython), stale and future timestamps, an unknown 
 meter using another meter's id (HTTP and the MQTT topic check), an operator token for a
 utility-only op, oversized bodies (declared and streamed) and slow-loris connections to a
 real uvicorn server. Every refusal is recorded in REPORT as (check, status, error); with
-BC_SECURITY_REPORT set the counts are appended to that file as JSON lines (tools/fuzz.py
+BC_SECURITY_REPORT set the counts are appended to that file as JSON lines (tools/fuzz
 --report prints them). docs/security.md describes the checks.
 """
 
@@ -13,30 +13,27 @@ import collections
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
+import envelope
+import fuzz_parsers as fz
 import httpx
+import ops
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-
-import fw
-from headend_harness import Headend, free_socket
 from headend_fake_meter import FakeMeter, hmac_hex
+from headend_harness import Headend, free_socket
+from inbox import Inbox
+
+from headend import exchange, server
+from lab import runner
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "drivers"))
-sys.path.insert(0, str(fw.FIRMWARE))
 
-import envelope  # noqa: E402
-import fuzz_parsers as fz  # noqa: E402
-import ops  # noqa: E402
-from inbox import Inbox  # noqa: E402
-
-from headend import exchange, server  # noqa: E402
+pytestmark = pytest.mark.system
 
 REPORT = collections.Counter()      # (check, outcome) -> count
 
@@ -232,9 +229,9 @@ def test_replayed_work_runs_once_micropython(tmp_path):
              for k, (op, args) in enumerate([("set_poll", '{"seconds":30}'), ("read", "{}"),
                                              ("relay", '{"state":"open"}'),
                                              ("send", '{"to":"m","op":"read"}')])]
-    out = fw.run("micropython", HERE / "drivers" / "fuzz_parsers.py", str(tmp_path),
+    out = runner.run("micropython", HERE / "mp_scripts" / "fuzz_parsers.py", str(tmp_path),
                  stdin="".join(json.dumps(c) + "\n" for c in cases).encode())
-    assert fw.records(out) == ["ok"] * len(cases)   # run_work asserts "duplicate" the 2nd time
+    assert runner.records(out) == ["ok"] * len(cases)   # run_work asserts "duplicate" the 2nd time
     record("replayed work (MicroPython)", "duplicate, not run")
 
 

@@ -1,4 +1,4 @@
-"""TLS with a pinned CA (tools/pki.py): the real firmware (MicroPython unix port, Mbed TLS)
+"""TLS with a pinned CA (tools/lab/pki.py): the real firmware (MicroPython unix port, Mbed TLS)
 against the real head-end serving https on 127.0.0.1. A meter pinned to the right CA (DER
 or PEM) gets its work done; one pinned to another CA, or whose server cert names another
 address, never gets an exchange through; plain http to the https port fails. The same
@@ -17,18 +17,16 @@ import time
 import httpx
 import pytest
 
-import fw
-import system
+from lab import pki, processes, runner
 
-sys.path.insert(0, str(system.ROOT / "tools"))
-import pki  # noqa: E402
+pytestmark = pytest.mark.system
 
 VERIFY_FAILED = "certificate verification failed"
 
 
 def _load_httpc():
-    """firmware/httpc.py as a CPython module, without putting firmware/ on sys.path."""
-    spec = importlib.util.spec_from_file_location("fw_httpc", fw.FIRMWARE / "httpc.py")
+    """firmware/httpc.py as a CPython module, without adding firmware/ to the import path."""
+    spec = importlib.util.spec_from_file_location("fw_httpc", runner.FIRMWARE / "httpc.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -51,7 +49,7 @@ def certs(tmp_path_factory):
 def site(tmp_path_factory, certs):
     work = tmp_path_factory.mktemp("tls")
     good = certs["good"]
-    he = system.Headend(work, certfile=good / "server.pem", keyfile=good / "server.key",
+    he = processes.Headend(work, certfile=good / "server.pem", keyfile=good / "server.key",
                         cafile=good / "ca.pem")
     assert he.url.startswith("https://127.0.0.1:")
     keys = {m: he.add_device(m) for m in ("meter-der", "meter-pem", "meter-rogue",
@@ -60,13 +58,13 @@ def site(tmp_path_factory, certs):
     he.start()
     plain_url = "http://127.0.0.1:%d" % he.port
     meters = {
-        "meter-der": system.Meter(work, "meter-der", keys["meter-der"], he.url,
+        "meter-der": processes.Meter(work, "meter-der", keys["meter-der"], he.url,
                                   ca_file=str(good / "ca.der")),
-        "meter-pem": system.Meter(work, "meter-pem", keys["meter-pem"], he.url,
+        "meter-pem": processes.Meter(work, "meter-pem", keys["meter-pem"], he.url,
                                   ca_file=str(good / "ca.pem")),
-        "meter-rogue": system.Meter(work, "meter-rogue", keys["meter-rogue"], he.url,
+        "meter-rogue": processes.Meter(work, "meter-rogue", keys["meter-rogue"], he.url,
                                     ca_file=str(certs["other"] / "ca.der")),
-        "meter-plain": system.Meter(work, "meter-plain", keys["meter-plain"], plain_url),
+        "meter-plain": processes.Meter(work, "meter-plain", keys["meter-plain"], plain_url),
     }
     for name, m in meters.items():
         if name != "meter-rogue":  # started by its test, which times its back-off
@@ -87,8 +85,8 @@ def _readings(api, meter):
 @pytest.mark.parametrize("meter", ["meter-der", "meter-pem"])
 def test_read_round_trip_over_tls(site, meter):
     api = site["api"]
-    system.wait_until(lambda: _readings(api, meter), 20, "the first reading from %s" % meter)
-    w = system.run_work(api, meter, "read")
+    processes.wait_until(lambda: _readings(api, meter), 20, "the first reading from %s" % meter)
+    w = processes.run_work(api, meter, "read")
     assert w["status"] == "done", w
     assert w["result"]["reading"]["vrms"] == pytest.approx(230, rel=0.01)
     assert VERIFY_FAILED not in site["meters"][meter].log()
@@ -107,7 +105,7 @@ def test_meter_pinned_to_another_ca_never_gets_through(site):
         assert _readings(api, "meter-rogue") == [], "a reading got through"
         return len(seen) >= 3
 
-    system.wait_until(failures, 20, "three failed handshakes from meter-rogue")
+    processes.wait_until(failures, 20, "three failed handshakes from meter-rogue")
     log = rogue.log()
     assert "httpc: TLS with 127.0.0.1:%d failed: %s" % (site["headend"].port, VERIFY_FAILED) \
         in log, log
@@ -131,7 +129,7 @@ def test_plain_http_to_the_https_port_fails(site):
     ctx = ssl.create_default_context(cafile=str(site["certs"]["good"] / "ca.pem"))
     assert httpx.get(he.url + "/v1/health", verify=ctx, timeout=5).status_code == 200
     # A meter configured with http:// for the https port gets nothing stored, and lives on.
-    system.wait_until(lambda: _readings(site["api"], "meter-der"), 20, "readings over TLS")
+    processes.wait_until(lambda: _readings(site["api"], "meter-der"), 20, "readings over TLS")
     plain = site["meters"]["meter-plain"]
     assert _readings(site["api"], "meter-plain") == []
     assert plain.proc.poll() is None, plain.log()
@@ -194,7 +192,7 @@ def test_micropython_checks_the_address_in_the_cert(tmp_path, certs):
     for certdir, want in ((certs["misnamed"], "FAIL TlsError"), (certs["good"], "OK 200")):
         server = _TlsServer(certdir)
         try:
-            out = fw.run("micropython", script, "https://127.0.0.1:%d" % server.port,
+            out = runner.run("micropython", script, "https://127.0.0.1:%d" % server.port,
                          str(certs["good"] / "ca.der"), timeout=30)
         finally:
             server.close()
@@ -235,7 +233,7 @@ def test_cpython_httpc_pins_the_ca(site, certs):
 
 def test_pki_cli_is_idempotent_and_says_what_is_wrong(tmp_path):
     def cli(*argv):
-        p = subprocess.run([sys.executable, str(system.ROOT / "tools" / "pki.py"), *argv],
+        p = subprocess.run([sys.executable, "-m", "lab.pki", *argv],
                            capture_output=True, text=True, timeout=60)
         return p.returncode, p.stdout, p.stderr
 

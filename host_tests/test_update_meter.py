@@ -1,7 +1,7 @@
 """Signed firmware updates on the meter (docs/ota.md), under MicroPython and CPython.
 
 Releases are signed here with the `cryptography` package (P-256, DER -> r||s). Each meter
-"boot" is a fresh process running host_tests/drivers/update_meter.py over real files in a
+"boot" is a fresh process running host_tests/mp_scripts/update_meter.py over real files in a
 tmp dir: fwboot.select, then the updater, fed by a fake link serving chunks from the release
 directory. The oracle for what landed is hashlib over the files on disk; for what runs, the
 version.py module the interpreter imported after fwboot.select. Here: the update that
@@ -13,9 +13,11 @@ harness in update_meter_harness.py.
 import json
 
 import pytest
-
-import fw
 from update_meter_harness import KEY, Meter, install, pub_hex, states
+
+from lab import runner
+
+pytestmark = pytest.mark.unit
 
 
 def test_good_update_applies(interpreter, tmp_path):
@@ -136,7 +138,7 @@ def test_damaged_pointer_boots_factory(interpreter, tmp_path, damage):
 
 
 def test_mqtt_carries_fetch_and_chunk(interpreter, tmp_path):
-    out = json.loads(fw.run(interpreter, fw.ROOT / "host_tests" / "drivers" /
+    out = json.loads(runner.run(interpreter, runner.ROOT / "host_tests" / "mp_scripts" /
                             "update_mqtt_link.py", str(tmp_path)))
     assert "fetch" not in out["idle"]  # no download: the request is as before
     assert out["downloading"]["fetch"] == {"version": "1.0.0", "path": "a.py", "offset": 0,
@@ -163,7 +165,7 @@ def test_update_config_keys(interpreter, tmp_path):
     cases = [{}, {"update_key": key, "update_probation_s": 30}, {"update_key": key[:-2]},
              {"update_key": "05" + key[2:]}, {"update_key": key[:-1] + "g"},
              {"update_probation_s": 29}, {"update_probation_s": 3601}]
-    out = json.loads(fw.run(interpreter, script, stdin=json.dumps(cases).encode()))
+    out = json.loads(runner.run(interpreter, script, stdin=json.dumps(cases).encode()))
     assert out[0] == ["", 300] and out[1] == [key, 30]
     assert out[2] == out[3] == "update_key must be 130 hex digits starting 04 (or empty)"
     assert out[4] == "update_key must be hex digits"

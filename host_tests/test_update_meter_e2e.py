@@ -1,4 +1,4 @@
-"""A whole meter (boards/sim_meter.py, the firmware app over HTTP) takes a signed update from
+"""A whole meter (tools/sim/meter_main.py, the firmware app over HTTP) takes a signed update from
 a minimal head-end (fake_exchange.py): the op, fetch/chunk on its exchanges, the reboot into
 the new modules (purged and re-imported in the same process), confirmation; then a release
 that cannot start is rolled back at the next power-on. Both interpreters."""
@@ -7,11 +7,14 @@ import json
 import subprocess
 
 import pytest
-
-import fw
 from fake_exchange import FakeExchange
-from system import wait_until
 from update_meter_harness import KEY, manifest_text, pub_hex, release_files, sign
+
+from lab import runner
+from lab.processes import wait_until
+from sim import METER_MAIN
+
+pytestmark = pytest.mark.system
 
 DEVICE_KEY = "00112233445566778899aabbccddeeff"
 
@@ -37,7 +40,7 @@ def site(interpreter, tmp_path):
     procs = []
 
     def start():
-        cmd, env = fw.command(interpreter, fw.BOARDS / "sim_meter.py",
+        cmd, env = runner.command(interpreter, METER_MAIN,
                               str(meter_dir / "config.json"), str(meter_dir / "state"))
         out = open(meter_dir / "stdout.log", "ab")
         err = open(meter_dir / "stderr.log", "ab")

@@ -1,7 +1,10 @@
 """Whole-image updates (ota_0/ota_1 partitions, simulated bootloader) on the meter
 (docs/ota.md), under MicroPython and CPython. Harness: update_meter_harness.py."""
 
+import pytest
 from update_meter_harness import Meter, esp_image, install, manifest_text, sign, states
+
+pytestmark = pytest.mark.unit
 
 
 def test_image_update(interpreter, tmp_path):

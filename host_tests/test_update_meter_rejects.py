@@ -3,8 +3,9 @@ tampered files, bad signatures, downgrades, malformed manifests, a second update
 runs, chunks that do not answer the fetch. Harness: update_meter_harness.py."""
 
 import pytest
-
 from update_meter_harness import KEY, OTHER_KEY, Meter, manifest_text, sign, states
+
+pytestmark = pytest.mark.unit
 
 
 def test_tampered_file_is_rejected(interpreter, tmp_path):

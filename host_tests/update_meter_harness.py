@@ -1,6 +1,6 @@
 """Shared by the meter update tests (test_update_meter*.py): releases signed here with the
 `cryptography` package (P-256, DER -> r||s), and a Meter whose every "boot" is a fresh
-process running host_tests/drivers/update_meter.py over real files in a tmp dir (docs/ota.md).
+process running host_tests/mp_scripts/update_meter.py over real files in a tmp dir (docs/ota.md).
 """
 
 import hashlib
@@ -10,9 +10,9 @@ import os
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-import fw
+from lab import runner
 
-DRIVER = fw.ROOT / "host_tests" / "drivers" / "update_meter.py"
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "update_meter.py"
 KEY = ec.derive_private_key(0x5EC12E7, ec.SECP256R1())
 OTHER_KEY = ec.derive_private_key(0xBADC0DE, ec.SECP256R1())
 
@@ -73,11 +73,12 @@ class Meter:
 
     def boot(self, *steps, **opts):
         doc = {"base": str(self.base), "release": str(self.release), "cfg": self.cfg,
-               "steps": list(steps), "fakes": str(fw.ROOT / "host_tests" / "fakes"),
-               "image_version": self.version}
+               "steps": list(steps), "image_version": self.version}
         doc.update(opts)
-        return json.loads(fw.run(self.interpreter, DRIVER, stdin=json.dumps(doc).encode(),
-                                 timeout=600))
+        # an ESP32 with OTA partitions: the fake esp32 module (host_tests/fakes) on the path
+        fakes = [runner.ROOT / "host_tests" / "fakes"] if doc.get("image") else []
+        return json.loads(runner.run(self.interpreter, DRIVER, stdin=json.dumps(doc).encode(),
+                                     timeout=600, extra=fakes))
 
     def offer(self):
         return ["update", self.manifest, self.sig]

@@ -1,6 +1,6 @@
-# Fake `esp32` module for desktop tests (the ESP32 port's own module). boards/esp32.py does not
-# need it today; it exists so code that imports esp32 for diagnostics runs on the desktop, and
-# its Partition (below) backs the tests of boards/esp32_ota.py.
+# Fake `esp32` module for desktop tests (the ESP32 port's own module). boards/esp32_board.py does
+# not need it today; it exists so code that imports esp32 for diagnostics runs on the desktop,
+# and its Partition (below) backs the tests of boards/esp32_ota.py.
 
 
 def mcu_temperature():

@@ -1,5 +1,6 @@
 # Fake `machine` for desktop tests of boards/*: ADC, Pin, Timer, mem32, idle, WDT, reset_cause.
-# Usable under CPython and the MicroPython unix port: put host_tests/fakes first on sys.path.
+# Usable under CPython and the MicroPython unix port: host_tests/fakes goes first on the
+# firmware path (runner.run(..., extra=[FAKES])).
 #
 # Simulated time: a nanosecond clock (`now_ns[0]`) that advances only when the fake hardware
 # acts: each ADC read costs ADC_READ_NS, each Timer tick moves it to the tick's due time.

@@ -52,7 +52,8 @@ def cli():
               help="JSON file of settings (docs/headend.md)")
 @click.option("--replay-window", type=float, help="seconds (default 300)")
 @click.option("--max-wait", type=float, help="long-poll cap in seconds (default 25)")
-@click.option("--default-poll", type=int, help="`next` for new devices (default 0: continuous long-poll)")
+@click.option("--default-poll", type=int,
+              help="`next` for new devices (default 0: continuous long-poll)")
 @click.option("--sweep-interval", type=float, help="background task period (default 1)")
 @click.option("--mqtt-dir", type=click.Path(exists=True, file_okay=False),
               help="MQTT bridge: connect as in this `broker-config` directory")
@@ -72,18 +73,18 @@ def cli():
 def serve(db_path, host, port, certfile, keyfile, config_path, log_level, **opts):
     """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
     bridge when --mqtt-dir or --mqtt-host is given."""
-    from . import config
+    from . import settings as settings_mod
     if bool(certfile) != bool(keyfile):
         raise CliError("--certfile and --keyfile go together")
     try:
-        values = config.load_config(config_path) if config_path else {}
+        values = settings_mod.load_config(config_path) if config_path else {}
         values["db"] = db_path
         values.update({k: v for k, v in opts.items() if v is not None})
-        settings = config.Settings(**values)
+        settings = settings_mod.Settings(**values)
         from . import mqtt_bridge
         if mqtt_bridge.enabled(settings):
             mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
-        from .app import create_app
+        from .webapp import create_app
         app = create_app(settings)
     except sqlite3.Error as e:
         raise CliError("cannot open database %s: %s" % (db_path, e)) from None
@@ -187,6 +188,7 @@ def broker_config(db_path, directory, **opts):
 def run_broker(directory, mosquitto):
     """Run mosquitto (in the foreground) with the files of `broker-config`."""
     import os
+
     from . import broker
     try:
         argv = broker.command(directory, mosquitto)
@@ -325,6 +327,7 @@ def events(client, meter, limit):
 
 
 from . import release_cli, update_cli  # noqa: E402  (commands kept in their own modules)
+
 cli.add_command(release_cli.release)
 cli.add_command(update_cli.command(api))
 

@@ -5,7 +5,7 @@ API) is committed and on disk before the answer leaves. The connection runs with
 synchronous=NORMAL (a COMMIT writes the WAL without fsync) and the head-end fsyncs the WAL
 itself: right after COMMIT in tx() (sync=True, what synchronous=FULL does), or, for the
 exchange path (sync=False), once for a whole batch of commits before their responses leave
-(groupsync.py). A statement run outside tx() that changed rows is fsync'd at once too."""
+(group_commit.py). A statement run outside tx() that changed rows is fsync'd at once too."""
 
 import json
 import os
@@ -137,7 +137,7 @@ class Database:
     def tx(self, sync=True):
         """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one.
         sync: fsync the WAL before returning. With sync=False the caller must wait for
-        GroupSync.synced() before it acknowledges anything."""
+        GroupCommit.synced() before it acknowledges anything."""
         with self.lock:
             if self._depth:
                 self._depth += 1

@@ -5,7 +5,7 @@ import re
 import time
 
 from . import signing
-from .config import ROLES
+from .settings import ROLES
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 

@@ -8,7 +8,7 @@ from collections import Counter
 from contextlib import contextmanager
 
 from . import devices, release_store, signing
-from .groupsync import GroupSync
+from .group_commit import GroupCommit
 
 
 class Hub:
@@ -25,7 +25,7 @@ class Hub:
         self._wake = set()
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
         self.releases = release_store.directory(settings)    # served by `fetch`
-        self.group_sync = GroupSync(db)
+        self.group_commit = GroupCommit(db)
 
     def now(self):
         return time.time()
@@ -50,7 +50,7 @@ class Hub:
 
     async def synced(self):
         """Every commit so far is on disk (one fsync shared by the exchanges waiting)."""
-        await self.group_sync.synced()
+        await self.group_commit.synced()
 
     def contact(self, device, now):
         """A held long-poll answered at `now`: its last_contact is saved by the next sweep

@@ -3,7 +3,7 @@ new one (results, presence, sends), note `done`, and compute the ack."""
 
 import logging
 
-from . import outcomes, presence, routing, updates, workq
+from . import fleet_presence, outcomes, routing, updates, workq
 from .db import dumps
 
 log = logging.getLogger("backchannel.ingest")
@@ -17,7 +17,7 @@ def ingest(hub, device, req, now):
         if cur.rowcount == 1:
             apply(hub, device, item.kind, item.body, now)
     workq.mark_executed(db, device, req.done)
-    presence.contact(hub, device, now)
+    fleet_presence.contact(hub, device, now)
     return advance_ack(db, device, [item.seq for item in req.items])
 
 
@@ -25,7 +25,7 @@ def apply(hub, device, kind, body, now):
     if kind == "result":
         ok = outcomes.on_result(hub, device, body, now)
     elif kind == "presence":
-        ok = presence.stated(hub, device, body, now)
+        ok = fleet_presence.stated(hub, device, body, now)
     elif kind == "send":
         ok = routing.handle_send(hub, device, body) is not None
     elif kind == "update":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from . import broker, devices, exchange, presence
+from . import broker, devices, exchange, fleet_presence
 
 log = logging.getLogger("backchannel.mqtt")
 
@@ -223,10 +223,10 @@ class MqttBridge:
         except ValueError:
             body = None
         with self.hub.tx():
-            said = presence.announced(self.hub, device, body, self.hub.now())
+            said = fleet_presence.announced(self.hub, device, body, self.hub.now())
         if said is None:
             return self._refuse(device, "malformed presence", "presence")
-        if said == "lwt" or (said == "same" and body == presence.WILL):
+        if said == "lwt" or (said == "same" and body == fleet_presence.WILL):
             self.offline.add(device)
             self.counts["lwt"] += said == "lwt"
         elif not retain:

@@ -7,7 +7,7 @@ import time
 import click
 from rich.progress import BarColumn, Progress, TextColumn
 
-from . import render, releases
+from . import releases, render
 from .client import CliError
 
 WORK_FINAL = ("rejected", "unknown_op", "expired", "cancelled")   # the update never started

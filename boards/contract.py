@@ -1,0 +1,47 @@
+# The board contract, its errors and config, and the choice of board: what every board
+# driver in this package shares. Only boards/ touches hardware; the firmware asks make_board()
+# for a board and uses it through the contract:
+#
+#   sample_rate      real sample rate of each channel (Hz)
+#   channel_delay_s  how long after each V sample its I sample is taken (s)
+#   v_gain, i_gain   volts / amps per ADC count
+#   v_mid, i_mid     expected DC bias of each channel (counts)
+#   read(vbuf, ibuf) fill array('H') buffers with the next gap-free samples; returns how many
+#                    (0 = end of a finite source)
+#   available()      samples read() can return now without waiting (hardware boards)
+#   set_relay(closed), stats(), deinit()
+#
+# On a board the package sits in /boards/ (make deploy); on a desktop the repository root is
+# on the path (tools/lab/runner.py), so the drivers import as boards.<name> on both. No
+# module here takes the name of one of MicroPython's own (esp32, rp2, machine, ...).
+
+import json
+
+DRIVERS = {"esp32": ("boards.esp32_board", "Esp32Board"),
+           "rp2": ("boards.rp2_board", "Rp2Board")}
+
+
+class BoardError(ValueError):
+    pass
+
+
+def load_config(section, path=None):
+    """One board's section of boards.json (next to this module unless path is given)."""
+    if path is None:
+        here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+        path = here + "/boards.json"
+    with open(path) as f:
+        return json.load(f)[section]
+
+
+def make_board(platform=None):
+    """The board for this port (sys.platform "esp32" or "rp2"), else the simulated board."""
+    if platform is None:
+        import sys
+        platform = sys.platform
+    if platform in DRIVERS:
+        module, name = DRIVERS[platform]
+        return getattr(__import__(module, None, None, (name,)), name)()
+    from boards.sim_board import DEFAULT_SCENARIO, SimBoard
+
+    return SimBoard(DEFAULT_SCENARIO)

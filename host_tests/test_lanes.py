@@ -1,0 +1,101 @@
+"""The house rules the layout depends on: one lane marker per test, tools/ never importing
+host_tests/, firmware paths built in one place, and the ruff configuration in force."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import runner
+
+pytestmark = pytest.mark.unit
+
+ROOT = runner.ROOT
+HOST_TEST_MODULES = {p.stem for p in (ROOT / "host_tests").rglob("*.py")}
+
+
+def test_every_collected_test_has_exactly_one_lane(request):
+    # conftest refuses such a collection outright; this checks the rule still holds for
+    # every test of this run, and that the lane names are the ones pyproject declares
+    lanes = {}
+    for item in request.session.items:
+        names = [m.name for m in item.iter_markers() if m.name in ("unit", "system", "root",
+                                                                   "slow")]
+        assert len(names) == 1, (item.nodeid, names)
+        lanes[names[0]] = lanes.get(names[0], 0) + 1
+    assert lanes.get("unit", 0) > 0
+
+
+def test_a_test_without_a_lane_is_refused(tmp_path):
+    (tmp_path / "conftest.py").write_text((ROOT / "host_tests" / "conftest.py").read_text())
+    (tmp_path / "test_unmarked.py").write_text("def test_x():\n    pass\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--rootdir", str(tmp_path), "-c", "/dev/null", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "every test needs exactly one lane marker" in p.stdout + p.stderr
+    assert "test_unmarked.py::test_x: no lane" in p.stdout + p.stderr
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module.split(".")[0]
+
+
+def test_tools_never_import_host_tests():
+    offenders = []
+    for path in (ROOT / "tools").rglob("*.py"):
+        bad = sorted(set(_imports(path)) & (HOST_TEST_MODULES | {"host_tests"}))
+        if bad:
+            offenders.append("%s imports %s" % (path.relative_to(ROOT), ", ".join(bad)))
+    assert not offenders
+
+
+def test_sys_path_edits_stay_at_a_handful():
+    needle = "sys." + "path"
+    hits = []
+    for folder in ("tools", "host_tests"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".py", "") and "__pycache__" not in path.parts:
+                text = path.read_text(errors="replace")
+                hits += ["%s:%d" % (path.relative_to(ROOT), n)
+                         for n, line in enumerate(text.splitlines(), 1) if needle in line]
+    assert len(hits) <= 5, hits
+
+
+def test_only_the_runner_builds_a_firmware_path():
+    for folder in ("tools", "host_tests", "boards", "firmware"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path in (ROOT / "tools" / "lab" / "runner.py", Path(__file__)):
+                continue
+            text = path.read_text()
+            assert 'MICROPYPATH"] =' not in text and "MICROPYPATH=" not in text, path
+    assert "MICROPYPATH" not in (ROOT / "Makefile").read_text()
+
+
+def test_tools_top_level_stays_small():
+    entries = [p.name for p in (ROOT / "tools").iterdir() if p.name != "__pycache__"]
+    assert len(entries) <= 10, entries
+
+
+def test_no_two_modules_share_a_name_unless_the_same_role():
+    # the same role: package entry points, and the fakes of MicroPython's own modules
+    allowed = {"__init__", "__main__", "cli", "conftest"}
+    seen = {}
+    for folder in ("firmware", "boards", "tools", "host_tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+    dupes = {k: v for k, v in seen.items() if len(v) > 1 and k not in allowed}
+    assert not dupes
+
+
+def test_ruff_is_clean():
+    p = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:]

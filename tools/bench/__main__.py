@@ -1,0 +1,205 @@
+"""Benchmarks (`make bench`): the firmware hot path on the MicroPython unix port, the
+signed-update signature check (bench/ota.py), then the back channel
+(bench/backchannel.py).
+
+Launches bench/metering_mp.py under MicroPython and under CPython, takes the median of
+repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
+one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
+Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
+firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
+(bench/scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
+head-end, about 4 minutes; --scale-n to change the list, --no-scale to skip it).
+Timings are reported, never asserted; the exit status is 0 whenever the benchmarks ran.
+
+    make bench, or .venv/bin/python -m bench [--json] [--runs N] [--seconds S] [--no-backchannel]
+                                    [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
+                                    [--ota/--no-ota]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from bench.procs import machine
+from lab import runner
+
+SCRIPT = runner.ROOT / "tools" / "bench" / "metering_mp.py"
+
+SPEEDUP_TARGET = 15          # hot path at most 1/15 of the plain-Python loop
+HEAP_TARGET = 0              # bytes per cycle in steady state
+HEADROOM_HZ = 60             # real-time check: 64 samples per cycle per channel at 60 Hz
+SAMPLES_PER_CYCLE = 64
+
+
+def run_side(interpreter, runs, seconds):
+    """Run the firmware-side script; returns its JSON result."""
+    cmd, env = runner.command(interpreter, SCRIPT, runs, seconds)
+    p = subprocess.run(cmd, capture_output=True, env=env, cwd=runner.ROOT, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d):\n%s" % (interpreter, p.returncode, p.stderr.decode()))
+    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+
+def summarize(raw):
+    """Medians (ns per V/I pair) of each timed loop, per frequency, plus heap figures."""
+    out = {"implementation": raw["implementation"], "version": raw["version"],
+           "kernel_viper": raw["viper"], "runs": raw["runs"],
+           "signal_seconds_per_run": raw["signal_seconds_per_run"]}
+    for hz in ("hz50", "hz60"):
+        side = raw[hz]
+        for loop in ("feed", "plain"):
+            out["%s_%s_ns" % (loop, hz)] = statistics.median(side[loop + "_ns"])
+            out["%s_%s_ns_range" % (loop, hz)] = [min(side[loop + "_ns"]), max(side[loop + "_ns"])]
+    out["feed_heap_bytes_per_cycle"] = raw["hz50"].get("feed_heap_bytes_per_cycle")
+    out["plain_heap_bytes_per_cycle"] = raw["hz50"].get("plain_heap_bytes_per_cycle")
+    return out
+
+
+def headroom(ns_per_pair):
+    """(time budget per second of signal) / (time spent metering one second of signal)."""
+    busy_ns = ns_per_pair * HEADROOM_HZ * SAMPLES_PER_CYCLE
+    return 1e9 / busy_ns
+
+
+def rows(mp, cp):
+    """The table: measure, value, baseline, target, met (True / False / None = reference)."""
+    feed, plain = mp["feed_hz50_ns"], mp["plain_hz50_ns"]
+    speedup = plain / feed
+    room, room_plain = headroom(mp["feed_hz60_ns"]), headroom(mp["plain_hz60_ns"])
+    heap, heap_plain = mp["feed_heap_bytes_per_cycle"], mp["plain_heap_bytes_per_cycle"]
+    return [
+        {"measure": "Hot path Meter.feed, 50 Hz, per V/I pair",
+         "value": "%.0f ns" % feed, "baseline": "%.0f ns plain loop" % plain,
+         "target": "<= %.0f ns (1/%d)" % (plain / SPEEDUP_TARGET, SPEEDUP_TARGET),
+         "met": speedup >= SPEEDUP_TARGET},
+        {"measure": "Speed-up over plain-Python loop",
+         "value": "%.2fx" % speedup, "baseline": "1x",
+         "target": ">= %dx" % SPEEDUP_TARGET, "met": speedup >= SPEEDUP_TARGET},
+        {"measure": "Kernel compiled by viper",
+         "value": "yes" if mp["kernel_viper"] else "no: bytecode",
+         "baseline": "-", "target": "yes", "met": bool(mp["kernel_viper"])},
+        {"measure": "CPython, same firmware, per pair",
+         "value": "%.0f ns" % cp["feed_hz50_ns"],
+         "baseline": "%.0f ns plain loop" % cp["plain_hz50_ns"],
+         "target": "reference", "met": None},
+        {"measure": "Heap per cycle, steady state",
+         "value": "n/a" if heap is None else "%g B" % heap,
+         "baseline": "n/a" if heap_plain is None else "%g B plain loop" % heap_plain,
+         "target": "%d B" % HEAP_TARGET, "met": heap is not None and heap <= HEAP_TARGET},
+        {"measure": "Real-time headroom, %d Hz x %d spc" % (HEADROOM_HZ, SAMPLES_PER_CYCLE),
+         "value": "%.1fx real time" % room, "baseline": "%.1fx plain loop" % room_plain,
+         "target": ">= 1x (keeps up)", "met": room >= 1},
+        {"measure": "CPU share, %d Hz x %d spc" % (HEADROOM_HZ, SAMPLES_PER_CYCLE),
+         "value": "%.2f%% of one core" % (100 / room),
+         "baseline": "%.2f%% plain loop" % (100 / room_plain),
+         "target": "<= 100%", "met": room >= 1},
+    ]
+
+
+def print_table(report):
+    from rich.console import Console
+    from rich.table import Table
+
+    m, mp = report["machine"], report["micropython"]
+    table = Table(title="backchannel metering benchmark, MicroPython %s unix port"
+                  % mp["version"],
+                  caption="median of %d runs x %d s of signal, 128-sample blocks, "
+                          "64 samples/cycle; heap: gc off, 1000 cycles; %s, nproc %s, %s; commit %s"
+                  % (mp["runs"], mp["signal_seconds_per_run"], m["date"], m["nproc"], m["cpu"],
+                     m["commit"]))
+    for name, justify in (("measure", "left"), ("value", "right"), ("baseline", "right"),
+                          ("target", "right"), ("met?", "center")):
+        table.add_column(name, justify=justify)
+    for r in report["rows"]:
+        met = "-" if r["met"] is None else "[green]yes[/]" if r["met"] else "[red]NO[/]"
+        table.add_row(r["measure"], r["value"], r["baseline"], r["target"], met)
+    console = Console()
+    if not console.is_terminal:  # piped or under make: do not squeeze to 80 columns
+        console = Console(width=120)
+    console.print(table)
+    missed = [r["measure"].strip() for r in report["rows"] if r["met"] is False]
+    if missed:
+        console.print("[yellow]Targets missed:[/] " + "; ".join(missed))
+    else:
+        console.print("[green]All targets met.[/]")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per loop (median taken)")
+    ap.add_argument("--seconds", type=int, default=10, help="seconds of signal per run")
+    ap.add_argument("--no-backchannel", action="store_true",
+                    help="metering only: skip the back-channel bench")
+    ap.add_argument("--loopback", action="store_true",
+                    help="back-channel bench over loopback even as root (no firewall lab)")
+    ap.add_argument("--scale", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the head-end at scale bench (tools/bench/scale.py)")
+    ap.add_argument("--scale-n", default=os.environ.get("BENCH_SCALE_N", "1000,5000,10000"),
+                    help="meter counts for the scale bench [env BENCH_SCALE_N]")
+    ap.add_argument("--ota", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the signed-update verify bench (bench/ota.py)")
+    args = ap.parse_args(argv)
+    try:
+        mp = summarize(run_side("micropython", args.runs, args.seconds))
+        cp = summarize(run_side("cpython", args.runs, max(1, args.seconds // 5)))
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+        print("bench could not run: %s" % e, file=sys.stderr)
+        return 1
+    report = {"machine": machine(), "micropython": mp, "cpython": cp, "rows": rows(mp, cp)}
+    if not args.json:
+        print_table(report)
+    status = 0
+    if args.ota:
+        from bench import ota as bench_ota
+
+        try:
+            report["ota"] = bench_ota.measure()
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
+            print("ota bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        else:
+            if not args.json:
+                print()
+                bench_ota.print_table(report["ota"])
+    if not args.no_backchannel:
+        from bench import backchannel as bench_backchannel
+
+        try:
+            report["backchannel"] = bench_backchannel.measure(loopback=args.loopback)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, AssertionError) as e:
+            print("back-channel bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("back-channel bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                bench_backchannel.print_table(report["backchannel"])
+    if args.scale:
+        from bench import scale as bench_scale
+
+        try:
+            ns = [int(x) for x in args.scale_n.split(",") if x.strip()]
+            report["scale"] = bench_scale.measure(ns)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
+            print("scale bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("scale bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                bench_scale.print_table(report["scale"])
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

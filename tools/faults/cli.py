@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Fault campaigns: real meters (MicroPython unix port) and the real head-end in a netlab lab,
+hit with faults, every campaign checked against a ledger of what the meters produced.
+
+    .venv/bin/python -m faults [--seed N] [--only 1,2,3,4] [--smoke] [--long] [--keep DIR]
+                           [--transport http|mqtt|both]
+
+  1  meter power loss: kill -9 at random moments (SIGSTOP + look at flash + SIGKILL, and
+     plain SIGKILLs), some while offline; nothing lost, nothing stored twice, energy on flash
+     never goes backwards and lags the last reading by no more than one persist interval
+  2  corrupted flash: a stopped meter's outbox segment, seq file, energy slot and inbox are
+     damaged; it starts, keeps every intact record, reports the damage in notices, goes on
+  3  head-end crash: kill -9 the head-end at random moments while operators queue work and
+     the meter reports; nothing acknowledged (202 + id, or an ack) lost, nothing run twice
+  4  network partitions (lab.partition): 5 s, 60 s (and 10 min with --long), a flapping
+     link; the meter buffers, backs off, reconnects and delivers everything in order
+  5  hostile network: long-polls through a middlebox that closes connections idle for 30 s
+     (tools/lab/middlebox.py), plus tc netem latency/loss where the kernel has sch_netem
+
+--transport mqtt runs campaigns 1-4 with the meters on MQTT (mosquitto in the lab, the
+head-end's bridge); campaign 5 is about HTTP long-polls and runs over http only.
+--smoke runs a short version of each (host_tests/test_faults_smoke.py). Needs root,
+iproute2 and nftables (and mosquitto for mqtt). Exit status 1 if any campaign fails.
+docs/reliability.md has figures.
+"""
+# This file is the runner and its summary table; the rig is tools/faults/campaign.py, the flash and
+# ledger checks tools/faults/ledger.py, the campaigns tools/faults/meter_campaigns.py (1-2),
+# tools/faults/headend_campaigns.py (3) and tools/faults/network_campaigns.py (4-5).
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from faults.campaign import TRANSPORTS, CampaignFailed, Rig, why_skip
+from faults.headend_campaigns import campaign_headend_crash
+from faults.meter_campaigns import campaign_corrupt, campaign_power_loss
+from faults.network_campaigns import campaign_hostile, campaign_partitions
+
+__all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "why_skip", "HTTP_ONLY"]
+
+
+# --- runner ---------------------------------------------------------------------------------
+
+CAMPAIGNS = {
+    1: ("meter power loss", campaign_power_loss, {"kills": 100}, {"kills": 5, "long_lives": 0}),
+    2: ("corrupted flash", campaign_corrupt, {"rounds": 4}, {"rounds": 1, "offline": (4, 4.5)}),
+    3: ("head-end crash", campaign_headend_crash, {"kills": 50}, {"kills": 4}),
+    4: ("network partitions", campaign_partitions, {"outages": (5, 60), "flap_cycles": 8},
+        {"outages": (3,), "flap_cycles": 2, "flap_s": (0.5, 2.0)}),
+    5: ("hostile network", campaign_hostile, {"works": 8}, {"works": 2, "gap": (1.0, 3.0)}),
+}
+HTTP_ONLY = set()      # every campaign runs over both transports
+
+
+def run(seed, only=None, smoke=False, long=False, work=None, say=print, transport="http"):
+    """Run campaigns over one transport; returns {number: (ok, figures or error, seconds)}."""
+    results = {}
+    tmp = work or tempfile.mkdtemp(prefix="bc-faults-")
+    try:
+        with Rig(tmp, log=say, transport=transport) as rig:
+            for num, (name, fn, full, short) in CAMPAIGNS.items():
+                if (only and num not in only) or (transport != "http" and num in HTTP_ONLY):
+                    continue
+                kwargs = dict(short if smoke else full)
+                if num == 4 and long and not smoke:
+                    kwargs["long"] = True
+                rng = random.Random("%s-%d" % (seed, num))
+                say("campaign %d: %s over %s (seed %s%s)" % (num, name, transport, seed,
+                                                            ", smoke" if smoke else ""))
+                t0 = time.monotonic()
+                try:
+                    fig = fn(rig, rng, say=say, **kwargs)
+                    rig.check_transport()
+                    ok = True
+                except CampaignFailed as e:
+                    fig, ok = str(e), False
+                    for mm in rig.meters.values():
+                        mm.kill(signal.SIGKILL)
+                    rig.lab.partition("a", on=False)
+                    if rig.headend.proc.poll() is not None:
+                        rig.headend.start()
+                dt = time.monotonic() - t0
+                results[num] = (ok, fig, dt)
+                say("campaign %d: %s in %.0f s\n  %s" % (num, "PASS" if ok else "FAIL", dt,
+                                                        json.dumps(fig) if ok else fig))
+    finally:
+        if work is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", default=os.environ.get("BC_FAULTS_SEED", "20250105"))
+    ap.add_argument("--only", default="", help="comma-separated campaign numbers")
+    ap.add_argument("--smoke", action="store_true", help="the short versions")
+    ap.add_argument("--long", action="store_true", help="add a 10 min partition")
+    ap.add_argument("--keep", default=None, help="work dir to keep (logs, state, hub.db)")
+    ap.add_argument("--transport", choices=TRANSPORTS + ("both",), default="http",
+                    help="how the meters talk to the head-end (default http)")
+    a = ap.parse_args(argv)
+    transports = TRANSPORTS if a.transport == "both" else (a.transport,)
+    for transport in transports:
+        reason = why_skip(transport)
+        if reason:
+            print("faults: cannot run: %s" % reason, file=sys.stderr)
+            return 2
+    try:
+        only = {int(x) for x in a.only.split(",") if x.strip()}
+    except ValueError:
+        print("faults: --only takes campaign numbers, e.g. 1,3", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    res = {}
+    for transport in transports:
+        keep = None
+        if a.keep:
+            keep = Path(a.keep) / transport if len(transports) > 1 else Path(a.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+        res[transport] = run(a.seed, only, a.smoke, a.long, keep,
+                             say=lambda *x: print(*x, flush=True), transport=transport)
+    print("\nSUMMARY (seed %s, %.0f s)" % (a.seed, time.monotonic() - t0))
+    for transport, results in res.items():
+        for num, (ok, fig, dt) in results.items():
+            if ok:
+                print("  %d %-20s %-4s PASS %4.0f s  runs %s, faults %s, produced %s, lost %s, "
+                      "duplicated %s" % (num, CAMPAIGNS[num][0], transport, dt, fig["runs"],
+                                         fig["faults"], fig["produced"], fig["lost"],
+                                         fig["duplicated"]))
+            else:
+                print("  %d %-20s %-4s FAIL %4.0f s" % (num, CAMPAIGNS[num][0], transport, dt))
+    return 0 if all(ok for r in res.values() for ok, _, _ in r.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

