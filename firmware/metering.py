@@ -56,8 +56,7 @@ class Meter:
         units = int(3.6 / (self.v_gain * self.i_gain * self.ts) + 0.5)
         self.registers = Registers(units)
         st[K.UNITS] = units
-        self.events = []
-        self.on_event = None
+        self.on_event = None   # the app's handler of each PQ event (start and end)
         self.pq = EventDetector(config["nominal_v"], self.v_gain, self.ts, nominal_f,
                                 config["dip_pct"], config["swell_pct"],
                                 config["interruption_pct"], config["hysteresis_pct"],
@@ -254,16 +253,8 @@ class Meter:
         self.st[K.EXP_REM] = self.registers.export_wh.rem
 
     def _event(self, record):
-        if len(self.events) >= 64:
-            self.events.pop(0)
-        self.events.append(record)
         if self.on_event is not None:
             self.on_event(record)
-
-    def take_events(self):
-        out = self.events
-        self.events = []
-        return out
 
 
 def _clamp(offset, mid):
