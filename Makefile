@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 # ...plus the micropython-lib modules the firmware imports (umqtt.simple, pinned, hashed):
 # a hash check when present, a download only when missing or damaged.
+# ...and the "board" interpreter (32-bit, float32 MicroPython: tools/lab/board_build.py),
+# built once into .venv/board-micropython from ../shared/vendor/micropython-src.tgz or
+# $(MICROPYTHON_SRC) (a checkout of your own); without either its tests skip.
 venv: $(VENV)/.installed
 	@$(BIN)/python -m lab.mplib
+	@$(BIN)/python -m lab.board_build --if-source >/dev/null
 
 # `backchannel` on your PATH: links the venv's command into $(PREFIX)/bin (~/.local/bin).
 install: venv

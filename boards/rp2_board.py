@@ -75,8 +75,10 @@ def e11_table():
 def adc_divider(sample_rate, clock_hz=48000000, channels=2):
     """ADC DIV register for `channels` round-robin inputs each sampled at sample_rate.
 
-    Returns (div_register, real_sample_rate, channel_delay_s): the conversion period is
-    1 + INT + FRAC/256 clk_adc cycles (at least 96), rounded to the nearest 1/256 cycle."""
+    Returns (div_register, real_sample_rate, channel_delay_s, rate_ratio): the conversion
+    period is 1 + INT + FRAC/256 clk_adc cycles (at least 96), rounded to the nearest 1/256
+    cycle. rate_ratio is the real rate as exact ints (num, den): a board's float32 holds the
+    float rate only to about 1e-7, which over days of samples would drift wall time."""
     den = channels * sample_rate
     p256 = (clock_hz * 256 + den // 2) // den
     if p256 < CONVERSION_CYCLES * 256:
@@ -87,8 +89,8 @@ def adc_divider(sample_rate, clock_hz=48000000, channels=2):
     frac = p256 % 256
     if int_part > 0xFFFF:
         raise BoardError("sample_rate %d Hz is below the ADC divider's range" % (sample_rate,))
-    real = clock_hz * 256 / (p256 * channels)
-    return (int_part << 8) | frac, real, p256 / (256 * clock_hz)
+    num, den = clock_hz * 256, p256 * channels
+    return (int_part << 8) | frac, num / den, p256 / (256 * clock_hz), (num, den)
 
 
 class Rp2Board:
@@ -115,7 +117,7 @@ class Rp2Board:
             raise BoardError("block must be a power of two from 2 to 8192, got %d" % (h,))
         self.ring_size = ring
         clock = int(c["adc_clock_hz"])
-        self.div, self.sample_rate, self.channel_delay_s = adc_divider(
+        self.div, self.sample_rate, self.channel_delay_s, self.rate_ratio = adc_divider(
             int(c["sample_rate"]), clock)
         lsb = c["vref"] / 4096
         self.v_gain = lsb * c["v_ratio"]

@@ -1,5 +1,10 @@
 """Shared fixtures, and the lane rule: every test carries exactly one lane marker (unit,
-system, root or slow; pyproject.toml), set by its module's `pytestmark`."""
+system, root or slow; pyproject.toml), set by its module's `pytestmark`.
+
+Interpreters: a test parametrized over runner.INTERPRETERS (the `interpreter` fixture, or a
+fixture of its own) runs on "micropython", "cpython" and "board" (32-bit, float32). Without
+the board binary its "board" cases skip with the reason; with CI set they fail instead. The
+fast lane (BC_FAST) keeps only a slice of the board cases (BOARD_FAST_SLICE)."""
 
 import os
 
@@ -16,7 +21,32 @@ def lanes_of(item):
     return [m.name for m in item.iter_markers() if m.name in LANES]
 
 
+# test modules whose "board" cases the fast lane keeps: the float32 time and arithmetic
+# checks, plus a few quick firmware modules (see `time make test-fast`)
+BOARD_FAST_SLICE = {"test_board_time.py", "test_boards.py", "test_config_store.py",
+                    "test_inbox.py"}
+
+
+def on_board(item):
+    spec = getattr(item, "callspec", None)
+    return spec is not None and "board" in spec.params.values()
+
+
+def pytest_runtest_setup(item):
+    if on_board(item) and not runner.available("board"):
+        if os.environ.get("CI"):
+            pytest.fail("CI is set: " + runner.board_missing_reason(), pytrace=False)
+        pytest.skip(runner.board_missing_reason())
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("BC_FAST") == "1":
+        slow_board = [item for item in items
+                      if on_board(item) and item.path.name not in BOARD_FAST_SLICE]
+        if slow_board:
+            config.hook.pytest_deselected(items=slow_board)
+            gone = set(slow_board)
+            items[:] = [item for item in items if item not in gone]
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
              if len(lanes_of(item)) != 1]
     if wrong:

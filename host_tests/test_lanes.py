@@ -2,6 +2,7 @@
 host_tests/, firmware paths built in one place, and the ruff configuration in force."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,36 @@ def test_a_test_without_a_lane_is_refused(tmp_path):
     assert p.returncode != 0
     assert "every test needs exactly one lane marker" in p.stdout + p.stderr
     assert "test_unmarked.py::test_x: no lane" in p.stdout + p.stderr
+
+
+def _run_without_board(tmp_path, ci):
+    """A test on the `interpreter` fixture, with conftest told the board binary is absent."""
+    conftest = (ROOT / "host_tests" / "conftest.py").read_text()
+    (tmp_path / "conftest.py").write_text(
+        conftest + "\nfrom pathlib import Path\nrunner.BOARD_DIR = Path('/nonexistent')\n")
+    (tmp_path / "test_interp.py").write_text(
+        "import pytest\npytestmark = pytest.mark.unit\n\n"
+        "def test_x(interpreter):\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "BC_FAST")}
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rsE", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), "-c", "/dev/null", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_board_cases_skip_with_the_reason_when_the_binary_is_absent(tmp_path):
+    p = _run_without_board(tmp_path, ci=False)
+    assert p.returncode == 0, p.stdout
+    assert "2 passed, 1 skipped" in p.stdout.replace(", 1 warning", "")
+    assert "SKIPPED" in p.stdout and "board interpreter" in p.stdout and "make venv" in p.stdout
+
+
+def test_board_cases_fail_in_ci_when_the_binary_is_absent(tmp_path):
+    p = _run_without_board(tmp_path, ci=True)
+    assert p.returncode == 1, p.stdout
+    assert "2 passed, 1 error" in p.stdout.replace(", 1 warning", "")
+    assert "CI is set: the board interpreter" in p.stdout
 
 
 def _imports(path):

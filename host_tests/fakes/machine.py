@@ -2,8 +2,11 @@
 # Usable under CPython and the MicroPython unix port: host_tests/fakes goes first on the
 # firmware path (runner.run(..., extra=[FAKES])).
 #
-# Simulated time: a nanosecond clock (`now_ns[0]`) that advances only when the fake hardware
-# acts: each ADC read costs ADC_READ_NS, each Timer tick moves it to the tick's due time.
+# Simulated time: a clock that advances only when the fake hardware acts: each ADC read costs
+# ADC_READ_NS, each Timer tick moves it to the tick's due time. It is kept as two small ints,
+# microseconds (wrapping at 2^30, as ticks_us does) and the nanoseconds within one
+# (`now[0]`, `now[1]`): one nanosecond count would pass 2^30 after a second and become a
+# heap-allocated long int on a 32-bit port, which the allocation tests would then count.
 # fake_ticks_us() reads it; pass it to a board as `ticks=` for exact start-up measurements.
 # idle() runs the fake hardware once (one hook: a Timer firing or rp2.DMA moving a half).
 # Nothing here allocates per sample, so gc.mem_alloc() around a board's read() measures the
@@ -11,8 +14,10 @@
 
 import array
 
-now_ns = [0]
+now = [0, 0]  # [microseconds & TICKS_MASK, nanoseconds 0..999]
+TICKS_MASK = 0x3FFFFFFF
 ADC_READ_NS = 25000  # one ADC read: the inter-channel delay a board should measure
+ADC_READ_US, ADC_READ_SUB = divmod(ADC_READ_NS, 1000)
 UV_PER_COUNT = 805   # fake read_uv() characteristic: uv = UV_PER_COUNT * raw + UV_OFFSET
 UV_OFFSET = 142000
 hook = [None]        # the fake hardware idle() drives
@@ -20,7 +25,18 @@ _idle_calls = [0]
 
 
 def fake_ticks_us():
-    return (now_ns[0] // 1000) & 0x3FFFFFFF
+    return now[0]
+
+
+def _add(t, add_us, add_ns):
+    """t = [us, ns] moved on by add_us + add_ns, in place (no tuple: nothing allocated)."""
+    ns = t[1] + add_ns
+    us = t[0] + add_us
+    if ns >= 1000:
+        ns -= 1000
+        us += 1
+    t[0] = us & TICKS_MASK
+    t[1] = ns
 
 
 def idle():
@@ -109,7 +125,7 @@ class ADC:
         self.index = 0
 
     def read(self):
-        now_ns[0] += ADC_READ_NS
+        _add(now, ADC_READ_US, ADC_READ_SUB)
         k = self.index
         v = self.source[k]
         k += 1
@@ -150,8 +166,10 @@ class Timer:
         self.freq = freq
         self.hard = hard
         self.callback = callback
-        self.period_ns = 1000000000 // freq
-        self.next_ns = now_ns[0] + self.period_ns
+        self.period_ns = int(1000000000 // freq)
+        self.period_us, self.period_sub = divmod(self.period_ns, 1000)
+        self.next = [now[0], now[1]]
+        _add(self.next, self.period_us, self.period_sub)
         hook[0] = self._run
 
     def deinit(self):
@@ -165,8 +183,9 @@ class Timer:
 
     def fire(self, n):
         for _ in range(n):
-            now_ns[0] = self.next_ns
-            self.next_ns += self.period_ns
+            now[0] = self.next[0]
+            now[1] = self.next[1]
+            _add(self.next, self.period_us, self.period_sub)
             if self.skip:
                 self.skip -= 1
                 continue
@@ -199,7 +218,7 @@ mem32 = _Mem()
 
 def reset():
     """Fresh fake hardware (between test cases in one process)."""
-    now_ns[0] = 0
+    now[0] = now[1] = 0
     hook[0] = None
     Pin.instances = {}
     ADC.instances = {}

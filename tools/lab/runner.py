@@ -1,5 +1,11 @@
 """How firmware code runs on a desktop: the one place that knows which interpreters exist,
-where the MicroPython binary is, and what goes on MICROPYPATH / PYTHONPATH.
+where the MicroPython binaries are, and what goes on MICROPYPATH / PYTHONPATH.
+
+Three interpreters: "micropython" (the stock unix port, 64-bit, double floats: what users
+run on a desktop), "cpython", and "board": the unix port built 32-bit with single-precision
+floats, as the ESP32 and RP2040 ports are (small ints end at +-2^30, a float has 24 bits),
+by `make venv` from the vendored MicroPython source (lab/board_build.py), run with its heap
+capped at BOARD_HEAP (BC_BOARD_HEAP overrides it).
 
 Every desktop program that runs firmware code (the tests, `make sim`, `tools/replay`,
 `make bench`, the fault campaigns, the fuzzers) builds its command here.
@@ -21,7 +27,13 @@ FIRMWARE = ROOT / "firmware"
 BOARDS = ROOT / "boards"
 VENV = ROOT / ".venv"
 MPLIB = VENV / "mplib"
-INTERPRETERS = ("micropython", "cpython")
+INTERPRETERS = ("micropython", "cpython", "board")
+MICROPYTHONS = ("micropython", "board")
+# The functional tests' heap cap for "board": large, so they test the arithmetic of a board
+# and not yet its RAM; what fits a real board is measured separately (docs/performance.md,
+# "Memory budget"), and the whole app does not fit a plain ESP32 today.
+BOARD_HEAP = "512K"
+BOARD_DIR = VENV / "board-micropython"
 
 
 class RunnerError(RuntimeError):
@@ -39,6 +51,40 @@ def micropython_binary():
     return found
 
 
+def board_binary():
+    """The board interpreter's binary, or None when `make venv` had no source to build it."""
+    p = BOARD_DIR / "micropython-board"
+    return str(p) if p.is_file() else None
+
+
+def board_heap():
+    return os.environ.get("BC_BOARD_HEAP") or BOARD_HEAP
+
+
+def available(interpreter):
+    """Whether `interpreter` can run here (only "board" may be missing)."""
+    return interpreter != "board" or board_binary() is not None
+
+
+def board_missing_reason():
+    return ("the board interpreter (32-bit, float32 MicroPython) is not built: `make venv` "
+            "builds it from ../shared/vendor/micropython-src.tgz or $MICROPYTHON_SRC")
+
+
+def interpreter_argv(interpreter):
+    """The command that starts `interpreter`, before the script."""
+    if interpreter == "micropython":
+        return [micropython_binary()]
+    if interpreter == "board":
+        exe = board_binary()
+        if exe is None:
+            raise RunnerError(board_missing_reason())
+        return [exe, "-X", "heapsize=%s" % board_heap()]
+    if interpreter == "cpython":
+        return [sys.executable]
+    raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter, ", ".join(INTERPRETERS)))
+
+
 def firmware_path(extra=()):
     """The directories firmware code imports from, `extra` (e.g. fake hardware modules) first."""
     return [str(p) for p in extra] + [str(FIRMWARE), str(ROOT), str(MPLIB)]
@@ -48,7 +94,7 @@ def environment(interpreter, extra=(), base=None):
     """The environment for running firmware code under `interpreter`."""
     env = dict(os.environ if base is None else base)
     path = os.pathsep.join(firmware_path(extra))
-    if interpreter == "micropython":
+    if interpreter in MICROPYTHONS:
         env["MICROPYPATH"] = ".frozen" + os.pathsep + path
     elif interpreter == "cpython":
         env["PYTHONPATH"] = path
@@ -70,8 +116,7 @@ def board_layout_environment(folder, extra=()):
 def command(interpreter, script, *args, extra=(), base_env=None):
     """(argv, env) that run `script` as firmware code under `interpreter`."""
     env = environment(interpreter, extra, base_env)
-    exe = micropython_binary() if interpreter == "micropython" else sys.executable
-    return [exe, str(script), *[str(a) for a in args]], env
+    return [*interpreter_argv(interpreter), str(script), *[str(a) for a in args]], env
 
 
 def run(interpreter, script, *args, stdin=b"", timeout=300, extra=(), cwd=None):
@@ -79,7 +124,9 @@ def run(interpreter, script, *args, stdin=b"", timeout=300, extra=(), cwd=None):
     cmd, env = command(interpreter, script, *args, extra=extra)
     p = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout, cwd=cwd)
     if p.returncode != 0:
-        raise RunnerError("%s failed (%d):\n%s" % (cmd, p.returncode, p.stderr.decode()))
+        # MicroPython prints an uncaught exception on stdout: show its tail too
+        raise RunnerError("%s failed (%d):\n%s%s" % (cmd, p.returncode, p.stderr.decode(),
+                                                     p.stdout.decode(errors="replace")[-2000:]))
     return p.stdout.decode()
 
 
