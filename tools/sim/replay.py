@@ -184,9 +184,10 @@ def _signal_name(number):
               help="Declared voltage, V rms.")
 @click.option("--frequency", type=click.Choice(["50", "60"]), default="50", show_default=True,
               help="Nominal frequency, Hz.")
-@click.option("--interpreter", type=click.Choice(["micropython", "cpython"]),
+@click.option("--interpreter", type=click.Choice(list(runner.INTERPRETERS)),
               default="micropython", show_default=True,
-              help="Run the engine under the MicroPython unix port or this CPython.")
+              help="Run the engine under the MicroPython unix port, this CPython, or the "
+                   "board build (32-bit, float32: as an ESP32 or a Pico W computes).")
 @click.option("--events-start", is_flag=True, help="Also print event_start notices.")
 @click.option("--v-channel", metavar="NAME", help="COMTRADE voltage channel (default: by unit).")
 @click.option("--i-channel", metavar="NAME", help="COMTRADE current channel (default: by unit).")
@@ -197,7 +198,10 @@ def cli(file, nominal, frequency, interpreter, events_start, v_channel, i_channe
     except waveform.WaveformError as e:
         raise ReplayError(str(e)) from None
     config = {"nominal_v": nominal, "frequency": frequency}
-    cmd, env = firmware_command(interpreter, rate, v_gain, i_gain, config)
+    try:
+        cmd, env = firmware_command(interpreter, rate, v_gain, i_gain, config)
+    except runner.RunnerError as e:
+        raise ReplayError(str(e)) from None
     replay(cmd, env, v, i, t0, events_start)
 
 
