@@ -4,72 +4,60 @@ import json
 
 import store
 
-DEFAULTS = {
-    "nominal_v": 230.0,       # declared voltage (V rms)
-    "frequency": 50,          # nominal frequency (Hz): 50 or 60
-    "interval_s": 1.0,        # reporting interval (s)
-    "dip_pct": 90.0,          # of declared voltage
-    "swell_pct": 110.0,
-    "interruption_pct": 10.0,
-    "hysteresis_pct": 2.0,
-    "persist_s": 60,          # energy register persist interval (s)
-    "demand_block_s": 900,    # block demand period (s)
-    "phase_cal_deg": 0.0,     # sensor phase error to correct (+ = current lags more)
-    "v_cal": 1.0,             # gain trims on top of the board's nominal gains
-    "i_cal": 1.0,
-    "report_s": 10,           # send a reading to the head-end every this many seconds
-    "device_id": "",
-    "device_key": "",         # hex HMAC key shared with the head-end (secret)
-    "server_url": "",         # e.g. https://headend.example:8443
-    "ca_file": "",            # the head-end's CA, pinned (PEM or DER)
-    "poll_wait_s": 25,        # long-poll wait offered to the head-end
-    "transport": "http",      # "http" (server_url) or "mqtt" (mqtt_host)
-    "mqtt_host": "",          # the MQTT broker (docs/protocol.md, MQTT transport)
-    "mqtt_port": 0,           # 0: 1883, or 8883 with mqtt_tls
-    "mqtt_tls": False,        # TLS to the broker, its CA pinned from ca_file
-    "mqtt_keepalive": 60,     # MQTT keepalive (s); the meter pings at half of it
-    "ha_discovery": False,    # publish Home Assistant discovery configs
-    "wdt_s": 60,              # hardware watchdog timeout (s; rp2 caps it at 8.3 s); 0: off
-    "update_key": "",         # release public key, 130 hex (docs/ota.md); empty: no updates
-    "update_probation_s": 300,  # a new firmware must reach a healthy exchange within this
-}
+# Who may change a key (the trust boundary, docs/security.md):
+CONSOLE = "console"     # only at the serial console (bc.set) or by make deploy: identity,
+                        # transport and its credentials, CA, release key, watchdog. A head-end
+                        # (or an operator token) that could change these could re-home or brick
+                        # the meter for good, since it only ever calls out.
+UTILITY = "utility"     # over the back channel with a utility token: what a bill depends on
+OPERATOR = "operator"   # over the back channel with an operator token too: operational
 
+# One row per key: name, default, type, low, high (length for text), who may change it.
+KEYS = (
+    ("nominal_v", 230.0, float, 50.0, 500.0, UTILITY),      # declared voltage (V rms)
+    ("frequency", 50, int, 50, 60, UTILITY),                # nominal frequency: 50 or 60 Hz
+    ("interval_s", 1.0, float, 0.2, 60.0, OPERATOR),        # reading interval (s)
+    ("dip_pct", 90.0, float, 50.0, 99.0, OPERATOR),         # of declared voltage
+    ("swell_pct", 110.0, float, 101.0, 150.0, OPERATOR),
+    ("interruption_pct", 10.0, float, 1.0, 49.0, OPERATOR),
+    ("hysteresis_pct", 2.0, float, 0.0, 10.0, OPERATOR),
+    ("persist_s", 60, int, 5, 3600, UTILITY),               # energy register persist interval
+    ("demand_block_s", 900, int, 60, 3600, UTILITY),        # block demand period (s)
+    ("phase_cal_deg", 0.0, float, -20.0, 20.0, UTILITY),    # sensor phase error (+ = I lags)
+    ("v_cal", 1.0, float, 0.5, 2.0, UTILITY),               # gain trims on the board's gains
+    ("i_cal", 1.0, float, 0.5, 2.0, UTILITY),
+    ("report_s", 10, int, 1, 3600, OPERATOR),               # a reading to the head-end every
+    ("device_id", "", str, 0, 64, CONSOLE),
+    ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
+    ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443
+    ("ca_file", "", str, 0, 200, CONSOLE),                  # the head-end's CA, pinned
+    ("poll_wait_s", 25, int, 0, 25, OPERATOR),              # long-poll wait offered
+    ("transport", "http", str, 1, 8, CONSOLE),              # "http" or "mqtt"
+    ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
+    ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
+    ("mqtt_tls", False, bool, False, True, CONSOLE),        # TLS to the broker, CA from ca_file
+    ("mqtt_keepalive", 60, int, 10, 1200, OPERATOR),        # s; the meter pings at half of it
+    ("ha_discovery", False, bool, False, True, OPERATOR),   # Home Assistant discovery configs
+    ("wdt_s", 60, int, 0, 3600, CONSOLE),                   # watchdog (rp2 caps 8.3 s); 0: off
+    ("update_key", "", str, 0, 130, CONSOLE),               # release public key (docs/ota.md)
+    ("update_probation_s", 300, int, 30, 3600, UTILITY),    # new firmware must exchange within
+)
+
+DEFAULTS = {row[0]: row[1] for row in KEYS}
+RULES = {row[0]: (row[2], row[3], row[4]) for row in KEYS}    # name: (type, low, high)
+WHO = {row[0]: row[5] for row in KEYS}
+CONSOLE_ONLY = tuple(row[0] for row in KEYS if row[5] == CONSOLE)
 SECRETS = ("device_key",)
 
-# Set only at the serial console (bc.set) or by make deploy, never over the back channel:
-# a head-end that could change the release key could make the meter run its own code.
-CONSOLE_ONLY = ("update_key",)
 
-# name: (type, low, high)
-_RULES = {
-    "nominal_v": (float, 50.0, 500.0),
-    "frequency": (int, 50, 60),
-    "interval_s": (float, 0.2, 60.0),
-    "dip_pct": (float, 50.0, 99.0),
-    "swell_pct": (float, 101.0, 150.0),
-    "interruption_pct": (float, 1.0, 49.0),
-    "hysteresis_pct": (float, 0.0, 10.0),
-    "persist_s": (int, 5, 3600),
-    "demand_block_s": (int, 60, 3600),
-    "phase_cal_deg": (float, -20.0, 20.0),
-    "v_cal": (float, 0.5, 2.0),
-    "i_cal": (float, 0.5, 2.0),
-    "report_s": (int, 1, 3600),
-    "poll_wait_s": (int, 0, 25),
-    "device_id": (str, 0, 64),
-    "device_key": (str, 0, 128),
-    "server_url": (str, 0, 200),
-    "ca_file": (str, 0, 200),
-    "transport": (str, 1, 8),
-    "mqtt_host": (str, 0, 100),
-    "mqtt_port": (int, 0, 65535),
-    "mqtt_tls": (bool, False, True),
-    "mqtt_keepalive": (int, 10, 1200),
-    "ha_discovery": (bool, False, True),
-    "wdt_s": (int, 0, 3600),
-    "update_key": (str, 0, 130),
-    "update_probation_s": (int, 30, 3600),
-}
+def refusal(name, role):
+    """Why `role` may not change `name` over the back channel, or None if it may."""
+    who = WHO.get(name)
+    if who == CONSOLE:
+        return "%s can only be set at the serial console (bc.set)" % (name,)
+    if who == UTILITY and role != "utility":
+        return "%s needs a utility token (it changes what the meter bills)" % (name,)
+    return None
 
 
 class ConfigError(ValueError):
@@ -78,9 +66,9 @@ class ConfigError(ValueError):
 
 def check(name, value):
     """The value converted to its type, or ConfigError saying why not."""
-    if name not in _RULES:
+    if name not in RULES:
         raise ConfigError("unknown setting %r" % (name,))
-    kind, low, high = _RULES[name]
+    kind, low, high = RULES[name]
     if kind is str:
         return _check_text(name, value, low, high)
     if kind is bool:

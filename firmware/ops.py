@@ -20,6 +20,9 @@ ROLE_OPS = {
 }
 
 
+NEEDS_ROLE = ("set_config",)
+
+
 class Rejected(Exception):
     """An op refused its arguments; the message is the reason sent back."""
 
@@ -45,11 +48,12 @@ def op_get_config(app, args):
     return app.public_config()
 
 
-def op_set_config(app, args):
+def op_set_config(app, args, role):
     changes = _args(args, "changes", dict)
     for name in changes:
-        if name in configuration.CONSOLE_ONLY:
-            raise Rejected("%s can only be set at the serial console (bc.set)" % (name,))
+        why = configuration.refusal(name, role)
+        if why:
+            raise Rejected(why)
     try:
         return app.change_config(changes)
     except ValueError as exc:
@@ -194,7 +198,10 @@ class Dispatcher:
             return self._result(wid, "rejected", "args must be a JSON object")
         self.busy += 1
         try:
-            body = OPS[op](self.app, args)
+            if op in NEEDS_ROLE:    # what these may do depends on who asks
+                body = OPS[op](self.app, args, role)
+            else:
+                body = OPS[op](self.app, args)
         except Rejected as exc:
             return self._result(wid, "rejected", str(exc))
         except Exception as exc:  # an op must never take the meter down

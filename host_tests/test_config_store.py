@@ -95,7 +95,7 @@ def test_validate_accepts_only_in_range_or_raises_config_error(changes):
         return
     assert set(cfg) == set(config.DEFAULTS)
     for name, value in cfg.items():
-        kind, low, high = config._RULES[name]
+        kind, low, high = config.RULES[name]
         assert type(value) is kind and low <= (len(value) if kind is str else value) <= high
     assert cfg["interruption_pct"] + cfg["hysteresis_pct"] < cfg["dip_pct"]
 
@@ -175,3 +175,32 @@ def test_corruption_detected_under_both(interpreter):
     out = driver(interpreter, "decode", stdin=json.dumps(records).encode())
     assert out[:len(good)] == [["ok", p] for _, p in good]
     assert all(o[:2] == ["rejected", "CorruptRecord"] for o in out[len(good):]), out
+
+
+# ---------------- the trust boundary: who may change which key ----------------
+def test_every_key_has_one_row_and_a_class():
+    names = [row[0] for row in config.KEYS]
+    assert len(names) == len(set(names)) == len(config.DEFAULTS) == len(config.WHO)
+    assert set(config.WHO.values()) <= {config.CONSOLE, config.UTILITY, config.OPERATOR}
+    for row in config.KEYS:                      # every default passes its own rule
+        assert config.check(row[0], row[1]) == row[1]
+
+
+@pytest.mark.parametrize("name", ["device_id", "device_key", "server_url", "ca_file",
+                                  "transport", "mqtt_host", "mqtt_port", "mqtt_tls", "wdt_s",
+                                  "update_key"])
+def test_identity_transport_ca_and_watchdog_are_console_only(name):
+    for role in ("operator", "utility", "peer", None):
+        assert "serial console" in config.refusal(name, role)
+
+
+@pytest.mark.parametrize("name", ["v_cal", "i_cal", "phase_cal_deg", "nominal_v", "frequency",
+                                  "demand_block_s", "persist_s"])
+def test_billing_keys_need_a_utility_token(name):
+    assert "utility token" in config.refusal(name, "operator")
+    assert config.refusal(name, "utility") is None
+
+
+def test_operational_keys_are_open_to_operators():
+    assert config.refusal("report_s", "operator") is None
+    assert config.refusal("dip_pct", "operator") is None
