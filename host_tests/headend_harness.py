@@ -1,5 +1,6 @@
 """Fixtures for the head-end tests: an app on a temp database (TestClient), a real uvicorn
-server in a thread on a free 127.0.0.1 port, tokens and registered fake meters."""
+server in a thread on a free 127.0.0.1 port (plain, or GuardedServer: as `serve` runs it),
+tokens and registered fake meters."""
 
 import socket
 import threading
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter
 
 from headend import devices
+from headend import server as headend_server
 from headend.settings import Settings
 from headend.webapp import create_app
 
@@ -22,7 +24,7 @@ FAST = dict(sweep_interval=0.05, max_wait=25.0)
 
 
 class Headend:
-    """An app plus helpers: register meters, operator/utility clients."""
+    """An app plus helpers: register meters, operator/utility/admin tokens."""
 
     def __init__(self, tmp_path, transform=None, **settings):
         if isinstance(transform, str):          # "module:function", as in a config file
@@ -32,6 +34,7 @@ class Headend:
         self.hub = self.app.state.hub
         self.op_token = devices.add_token(self.hub.db, "alice", "operator")
         self.util_token = devices.add_token(self.hub.db, "uma", "utility")
+        self.admin_token = devices.add_token(self.hub.db, "ada", "admin")
 
     def meter(self, http, device_id, **kw):
         key = devices.create(self.hub.db, device_id, poll=self.settings.default_poll)
@@ -84,6 +87,12 @@ def op(client, headend):
     return Api(client, headend.op_token)
 
 
+@pytest.fixture
+def admin(client, headend):
+    """Registers devices (POST /v1/devices needs an admin or utility token)."""
+    return Api(client, headend.admin_token)
+
+
 def free_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,3 +135,30 @@ def server(headend):
 def http(server):
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+class GuardedServer:
+    """The head-end as `backchannel serve` runs it (server.make_config), in a thread."""
+
+    def __init__(self, app, **kw):
+        self.sock = free_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        config = headend_server.make_config(app, log_level="warning",
+                                            timeout_graceful_shutdown=1, **kw)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

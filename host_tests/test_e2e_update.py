@@ -57,7 +57,7 @@ def test_8_signed_update_reaches_a_meter_behind_its_firewall(env, record_propert
              env.dir / "release-keys" / "release-key.pub", "--db", env.headend.db)
     assert r.returncode == 0, r.stderr
 
-    reg = env.api.post("/v1/devices", json={"id": DEVICE})
+    reg = env.admin.post("/v1/devices", json={"id": DEVICE})
     assert reg.status_code == 201, reg.text
     if env.transport == "mqtt":
         env.broker.reload()                      # meter-u's login and ACL

@@ -7,8 +7,7 @@ import socket
 
 import httpx
 import pytest
-from headend_harness import Headend
-from test_security import GuardedServer
+from headend_harness import GuardedServer, Headend
 
 from headend import server  # noqa: E402
 

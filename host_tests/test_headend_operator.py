@@ -6,7 +6,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter
-from headend_harness import Api, Headend, client, headend, op  # noqa: F401
+from headend_harness import Api, Headend, admin, client, headend, op  # noqa: F401
 
 pytestmark = pytest.mark.unit
 
@@ -41,14 +41,15 @@ def test_token_file(tmp_path):
     assert w["from"] == "operator:ops"
 
 
-def test_devices_register_list_and_get(client, headend, op):
-    r = op.post("/v1/devices", json={"id": "meter-n"})
+def test_devices_register_list_and_get(client, headend, op, admin):
+    r = admin.post("/v1/devices", json={"id": "meter-n"})
     assert r.status_code == 201 and len(r.json()["key"]) == 64 and r.json()["poll"] == 0
     key = "ab" * 16
-    assert op.post("/v1/devices", json={"id": "meter-k", "key": key}).json()["key"] == key
-    assert op.post("/v1/devices", json={"id": "meter-k"}).status_code == 409
-    assert op.post("/v1/devices", json={"id": "bad id"}).status_code == 422
-    assert op.post("/v1/devices", json={"id": "m", "key": "xyz"}).status_code == 422
+    assert admin.post("/v1/devices", json={"id": "meter-k", "key": key}).json()["key"] == key
+    assert admin.post("/v1/devices", json={"id": "meter-k"}).status_code == 409
+    assert admin.post("/v1/devices", json={"id": "bad id"}).status_code == 422
+    assert admin.post("/v1/devices", json={"id": "m", "key": "xyz"}).status_code == 422
+    assert op.post("/v1/devices", json={"id": "meter-o"}).status_code == 403
     m = FakeMeter(client, "meter-k", key)
     m.presence("available")
     m.exchange()

@@ -109,7 +109,7 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
         if progress else (lambda msg: None)
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     work = tempfile.mkdtemp(prefix="bc-bench-")
-    lab, procs, headend, api, broker = None, [], None, None, None
+    lab, procs, headend, api, admin, broker = None, [], None, None, None, None
     path_note = "loopback"
     t_start = time.monotonic()
     try:
@@ -125,9 +125,10 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
             say("not root (or no ip/nft): the firewall lab needs root; using loopback")
         host = lab.headend_ip if lab else "127.0.0.1"
         headend = processes.Headend(work, host=host, lab=lab)
-        # Registered through the operator API: without `poll` a device gets the head-end's
-        # default_poll, 0 (continuous long-poll; `next` = mqtt_heartbeat on MQTT).
+        # Registered through the operator API (an admin token): without `poll` a device gets
+        # the head-end's default_poll, 0 (continuous long-poll; `next` = mqtt_heartbeat on MQTT).
         token = headend.add_token("bench", "operator")
+        admin_token = headend.add_token("bench-admin", "admin")
         if _mosquitto_available():
             # next to the head-end: in `out` (bound to its address there) or on loopback
             broker = processes.Broker(work, headend.db, host=host, lab=lab, ns="out").start()
@@ -136,10 +137,12 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
             say("mosquitto is not installed: no MQTT latency")
         headend.start()
         api = headend.api(token)
-        keys = {"meter-lp": _register(api, "meter-lp"), "meter-idle": _register(api, "meter-idle"),
-                "meter-pp": _register(api, "meter-pp", POLL_S)}
+        admin = headend.api(admin_token)
+        keys = {"meter-lp": _register(admin, "meter-lp"),
+                "meter-idle": _register(admin, "meter-idle"),
+                "meter-pp": _register(admin, "meter-pp", POLL_S)}
         if broker is not None:
-            keys["meter-mq"] = _register(api, "meter-mq")
+            keys["meter-mq"] = _register(admin, "meter-mq")
             broker.configure()          # the new meter's login and ACL; the broker rereads them
         proxy, proxy_log, proxy_port = spawn_proxy(lab, work, host, headend.port)
         procs.append(proxy)
@@ -180,8 +183,9 @@ def measure(commands=200, poll_commands=20, window=120.0, loopback=False, seed=N
         raise RuntimeError("driver failed (%d): %s"
                            % (e.returncode, e.stderr or e.output)) from e
     finally:
-        if hasattr(api, "close"):
-            api.close()
+        for client in (api, admin):
+            if hasattr(client, "close"):
+                client.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()

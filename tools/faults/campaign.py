@@ -75,7 +75,7 @@ class Rig:
         self.log = log
         self.transport = transport
         self.lab = netlab.Lab("bc-f%s" % uuid.uuid4().hex[:6])
-        self.headend = self.api = self.broker = None
+        self.headend = self.api = self.admin = self.broker = None
         self.meters = {}
 
     def __enter__(self):
@@ -84,6 +84,7 @@ class Rig:
             he = self.headend = processes.Headend(self.dir, host=self.lab.headend_ip, lab=self.lab,
                                                 extra=["--log-level", "warning"])
             token = he.add_token("faults", "operator")
+            admin = he.add_token("faults-admin", "admin")      # registers the meters
             if self.transport == "mqtt":
                 self.broker = processes.Broker(self.dir, he.db, host=self.lab.headend_ip,
                                             lab=self.lab, ns="out")
@@ -91,6 +92,7 @@ class Rig:
                 he.extra += self.broker.serve_args()
             he.start()
             self.api = he.api(token)
+            self.admin = he.api(admin)
         except BaseException:
             self._down()
             raise
@@ -111,7 +113,7 @@ class Rig:
         return r.status_code == 200 and r.json().get("connected")
 
     def add_meter(self, name, site="a", **settings):
-        r = self.api.post("/v1/devices", json={"id": name})
+        r = self.admin.post("/v1/devices", json={"id": name})
         check(r.status_code == 201, "register", name, r.status_code, r.text)
         cfg = dict(report_s=REPORT_S, persist_s=PERSIST_S)
         url = self.headend.url

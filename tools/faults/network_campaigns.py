@@ -176,7 +176,7 @@ def campaign_hostile(rig, rng, works=8, gap=(5.0, 45.0), idle=30.0, say=print):
         m = rig.add_meter(device, report_s=60, mqtt_port=int(line.split()[1]),
                           mqtt_keepalive=60)
     else:
-        r = rig.api.post("/v1/devices", json={"id": device})
+        r = rig.admin.post("/v1/devices", json={"id": device})
         check(r.status_code == 201, r.text)
         m = processes.Meter(rig.dir, device, r.json()["key"],
                          "http://%s:%s" % (lab.headend_ip, line.split()[1]), lab=lab, ns="a",

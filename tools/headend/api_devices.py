@@ -4,7 +4,7 @@
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from . import devices, fleet_presence, idempotency, outcomes, workq
-from .auth import Principal, principal
+from .auth import Principal, principal, registrar
 from .db import loads
 from .models import (
     DeviceCreated,
@@ -48,8 +48,10 @@ async def list_devices(request: Request):
     return [device_view(r, r["open_work"]) for r in devices.all_devices(_hub(request).db)]
 
 
-@router.post("/devices", response_model=DeviceCreated, status_code=201)
+@router.post("/devices", response_model=DeviceCreated, status_code=201,
+             dependencies=[Depends(registrar)])
 async def add_device(body: DeviceIn, request: Request):
+    """Register a meter (admin or utility token). Its id: `[a-z0-9][a-z0-9._-]{0,63}`."""
     hub = _hub(request)
     poll = body.poll or hub.settings.default_poll
     try:
@@ -97,7 +99,7 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
     with hub.tx() as db:
         work_id = idempotency.replay(db, who.name, key, fp)
         if work_id is None:
-            work_id = workq.enqueue(hub, device_id, body.op, body.args, who.role, who.origin,
+            work_id = workq.enqueue(hub, device_id, body.op, body.args, who.work_role, who.origin,
                                     workq.expiry(hub.now(), body.expires_in),
                                     body.when_available)
             idempotency.remember(db, who.name, key, fp, work_id, hub.now())

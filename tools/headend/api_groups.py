@@ -66,7 +66,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
                 raise HTTPException(400, "deadline is in the past")
             expires = workq.expiry(body.deadline, 0)
         out = _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
-                    who.origin, who.role)
+                    who.origin, who.work_role)
         idempotency.remember(db, who.name, key, fp, str(out["gid"]), now)
         return out
 

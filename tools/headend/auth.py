@@ -1,13 +1,15 @@
-"""Bearer tokens for the operator API; roles `operator` and `utility`."""
+"""Bearer tokens for the operator API; roles `operator`, `utility` and `admin`
+(docs/security.md "Roles")."""
 
 from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-_bearer = HTTPBearer(auto_error=False, description="an operator or utility token")
+_bearer = HTTPBearer(auto_error=False, description="an operator, utility or admin token")
 
 UTILITY_OPS = ("reset_energy",)
+REGISTRARS = ("admin", "utility")       # the roles that may register devices
 
 
 @dataclass
@@ -18,6 +20,12 @@ class Principal:
     @property
     def origin(self):
         return "operator:%s" % self.name
+
+    @property
+    def work_role(self):
+        """The role work queued by this token carries to the meter, which knows `operator`
+        and `utility` only: an admin's work goes as an operator's."""
+        return "utility" if self.role == "utility" else "operator"
 
     def may_send(self, op):
         """None, or why this token may not queue `op`."""
@@ -36,3 +44,10 @@ async def principal(request: Request,
     if found is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
     return Principal(*found)
+
+
+async def registrar(who: Principal = Depends(principal)) -> Principal:
+    """A token that may register devices (admin or utility); 403 for any other."""
+    if who.role not in REGISTRARS:
+        raise HTTPException(403, "registering devices requires an admin or utility token")
+    return who

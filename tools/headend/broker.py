@@ -6,7 +6,9 @@ head-end bridge's own credentials, and starting the broker.
 
     mosquitto.conf   a loopback listener (and a TLS listener with cert/key), no anonymous
                      clients, the password file and ACL below, persistence in data/ so QoS 1
-                     sessions survive a broker restart
+                     sessions survive a broker restart, and the user name as the client id
+                     (use_username_as_clientid): a meter's login cannot take over another
+                     meter's session by connecting with its client id
     passwd           hashed by `mosquitto_passwd -U`: every meter (user name = its id,
                      password = hex(HMAC-SHA256(key, "mqtt-password"))) and the bridge user
     acl              per meter: write bc/<id>/up, bc/<id>/presence, bc/<id>/state,
@@ -31,6 +33,8 @@ from contextlib import suppress
 from pathlib import Path
 
 from . import signing
+from .exposure import is_loopback, write_private
+from .ids import check_device_id
 
 BRIDGE_USER = "backchannel-headend"
 CONF, PASSWD, ACL, BRIDGE, PIDFILE, DATA = ("mosquitto.conf", "passwd", "acl", "bridge.json",
@@ -83,6 +87,10 @@ def conf_text(directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
         "#   mosquitto -c %s   (or `backchannel broker --dir %s`)" % (d / CONF, d),
         "per_listener_settings false",
         "allow_anonymous false",
+        # the session is the login's, whatever client id the client sends: without this,
+        # meter-b logging in with client id "meter-a" took over meter-a's session and its
+        # queued QoS 1 work (and cut meter-a off)
+        "use_username_as_clientid true",
         "password_file %s" % (d / PASSWD),
         "acl_file %s" % (d / ACL),
         "persistence true",
@@ -107,20 +115,6 @@ def conf_text(directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     return "\n".join(lines) + "\n"
 
 
-def _write_private(path, text):
-    """Write a file readable by its owner only, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def bridge_credentials(directory):
     """{"host", "port", "user", "password"} from DIR/bridge.json."""
     path = Path(directory) / BRIDGE
@@ -140,8 +134,13 @@ def bridge_credentials(directory):
 
 def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=None,
           certfile=None, keyfile=None, cafile=None, run_as=None, bridge_user=BRIDGE_USER,
-          reload=True):
-    """Write the broker files for every registered device; returns a summary dict."""
+          reload=True, insecure_plain=False):
+    """Write the broker files for every registered device; returns a summary dict.
+    The plain listener (no TLS: passwords in clear) binds a loopback address only, unless
+    insecure_plain (a closed test network); meters elsewhere use the TLS listener."""
+    if not is_loopback(bind) and not insecure_plain:
+        raise ValueError("the plain listener must bind a loopback address, not %r: meters "
+                         "elsewhere use the TLS listener (--certfile/--keyfile)" % bind)
     if bool(certfile) != bool(keyfile) or (tls_port and not certfile):
         raise ValueError("a TLS listener needs both a certfile and a keyfile")
     if certfile and not tls_port:
@@ -157,6 +156,11 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     d.mkdir(parents=True, exist_ok=True)
     (d / DATA).mkdir(exist_ok=True)
     rows = db.all("SELECT id, key FROM devices ORDER BY id")
+    for r in rows:      # an id with `:` or a newline would add a line to passwd or acl
+        try:
+            check_device_id(r["id"])
+        except ValueError as e:
+            raise ValueError("registered device refused for the broker: %s" % e) from None
     if any(r["id"] == bridge_user for r in rows):
         raise ValueError("a device is named %s, the bridge's user name" % bridge_user)
 
@@ -167,7 +171,7 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
         old = {}
     password = old.get("password") if old.get("user") == bridge_user else None
     password = password or signing.new_token()
-    _write_private(d / BRIDGE, json.dumps({"host": host, "port": port, "user": bridge_user,
+    write_private(d / BRIDGE, json.dumps({"host": host, "port": port, "user": bridge_user,
                                            "password": password}, indent=1) + "\n")
 
     plain = "".join("%s:%s\n" % (r["id"], meter_password(r["key"])) for r in rows)
@@ -186,7 +190,7 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     finally:
         with suppress(OSError):
             os.unlink(tmp)
-    _write_private(d / ACL, acl_text([r["id"] for r in rows], bridge_user))
+    write_private(d / ACL, acl_text([r["id"] for r in rows], bridge_user))
     (d / CONF).write_text(conf_text(d, port, bind, tls_port, tls_bind, certfile, keyfile,
                                     cafile, run_as))
     reloaded = reload_running(d) if reload else None

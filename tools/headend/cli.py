@@ -10,6 +10,7 @@ import click
 
 from . import render
 from .client import Client, CliError, parse_args
+from .settings import ROLES
 
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
 
@@ -68,19 +69,35 @@ def cli():
               help="TLS to the broker, verified against this CA")
 @click.option("--mqtt-tls", is_flag=True, default=None,
               help="TLS to the broker with the system's CAs")
+@click.option("--insecure-http", is_flag=True,
+              help="serve plain HTTP on a non-loopback --host (tokens travel in clear): "
+                   "for a closed test network only")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(db_path, host, port, certfile, keyfile, config_path, log_level, **opts):
+def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecure_http,
+          **opts):
     """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
-    bridge when --mqtt-dir or --mqtt-host is given."""
+    bridge when --mqtt-dir or --mqtt-host is given. Plain HTTP binds loopback only, unless
+    --insecure-http."""
+    from . import exposure
     from . import settings as settings_mod
     if bool(certfile) != bool(keyfile):
         raise CliError("--certfile and --keyfile go together")
+    if not certfile and not exposure.is_loopback(host):
+        if not insecure_http:
+            raise CliError("refusing plain HTTP on %s: bearer tokens and meter traffic would "
+                           "travel in clear; give --certfile and --keyfile, or "
+                           "--insecure-http on a closed test network" % host)
+        click.echo("backchannel: warning: plain HTTP on %s (--insecure-http): bearer tokens "
+                   "travel in clear" % host, err=True)
     try:
         values = settings_mod.load_config(config_path) if config_path else {}
         values["db"] = db_path
         values.update({k: v for k, v in opts.items() if v is not None})
         settings = settings_mod.Settings(**values)
+        if settings.token_file and exposure.readable_by_others(settings.token_file):
+            click.echo("backchannel: warning: %s is readable by other users: chmod 600 it"
+                       % settings.token_file, err=True)
         from . import mqtt_bridge
         if mqtt_bridge.enabled(settings):
             mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
@@ -132,7 +149,8 @@ def add_device(db_path, device_id, key, poll):
 @cli.command("add-token")
 @db_option
 @click.argument("name")
-@click.option("--role", type=click.Choice(["operator", "utility"]), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True,
+              help="admin: registers devices; utility: also utility-only ops")
 @click.option("--token", help="the token to store (default: random)")
 def add_token(db_path, name, role, token):
     """Create a bearer token for the operator API and print it."""
@@ -152,7 +170,10 @@ def add_token(db_path, name, role, token):
 @click.option("--port", default=1883, show_default=True, type=click.IntRange(1, 65535),
               help="the plain listener's port")
 @click.option("--bind", default="127.0.0.1", show_default=True,
-              help="the plain listener's address")
+              help="the plain listener's address (loopback only, see --insecure-plain)")
+@click.option("--insecure-plain", is_flag=True,
+              help="let the plain (no TLS) listener bind a non-loopback address: meter "
+                   "passwords travel in clear; for a closed test network only")
 @click.option("--tls-port", type=click.IntRange(1, 65535),
               help="a TLS listener (default 8883 when --certfile is given)")
 @click.option("--tls-bind", help="the TLS listener's address (default: all)")
@@ -167,7 +188,10 @@ def add_token(db_path, name, role, token):
 def broker_config(db_path, directory, **opts):
     """Write mosquitto's config, password file and ACL for every registered meter (run it
     again after adding meters)."""
-    from . import broker
+    from . import broker, exposure
+    if opts["insecure_plain"] and not exposure.is_loopback(opts["bind"]):
+        click.echo("backchannel: warning: the plain MQTT listener on %s carries meter "
+                   "passwords in clear (--insecure-plain)" % opts["bind"], err=True)
     try:
         out = broker.write(_db(db_path), directory, **opts)
     except (ValueError, OSError, broker.BrokerError) as e:

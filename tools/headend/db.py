@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
+from . import exposure
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
@@ -111,6 +113,7 @@ class Database:
 
     def __init__(self, path):
         self.path = str(path)
+        _private_files(self.path)
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                     timeout=10.0)
         self.conn.row_factory = sqlite3.Row
@@ -213,6 +216,19 @@ class Database:
                 if self._wal is not None:
                     os.close(self._wal[0])
                     self._wal = None
+
+
+def _private_files(path):
+    """The database holds every device key: create it 0600 (SQLite gives its -wal and -shm
+    the database file's mode), and narrow an older file and its -wal/-shm to the owner."""
+    if path == ":memory:" or not path:
+        return
+    try:
+        exposure.create_private(path)
+    except OSError:
+        return                  # no such directory, not writable: sqlite3 says so next
+    for p in (path, path + "-wal", path + "-shm"):
+        exposure.narrow(p)
 
 
 def _fsync_dir(path):

@@ -1,13 +1,11 @@
 """Device registry (ids, keys, poll interval, ack) and operator/utility bearer tokens.
 Plain functions over a Database, so the CLI admin commands can use them directly."""
 
-import re
 import time
 
 from . import signing
+from .ids import check_device_id
 from .settings import ROLES
-
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 class Conflict(ValueError):
@@ -16,8 +14,7 @@ class Conflict(ValueError):
 
 def create(db, device_id, key=None, poll=0):
     """Register a device; returns its hex key (generated when not given)."""
-    if not DEVICE_ID.match(device_id or ""):
-        raise ValueError("device id must be 1-64 chars of letters, digits and _ . : -")
+    check_device_id(device_id)
     key = key or signing.new_key()
     if not signing.valid_key(key):
         raise ValueError("key must be 16 to 64 bytes written as hex")

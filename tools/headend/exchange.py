@@ -36,6 +36,11 @@ _DOC = {
 }
 
 
+DENIED = "unknown device or bad signature"
+MALFORMED = "malformed signature: X-BC-Signature must be 64 hex digits"
+_NO_DEVICE_KEY = signing.new_key()     # verified against when the device is unknown
+
+
 class Refused(Exception):
     """A request refused before anything was stored: `status` is the HTTP status that
     names the reason (400, 401, 409, 413)."""
@@ -62,13 +67,16 @@ def authenticate(hub, raw, signature, topic_device=None):
     if topic_device is not None and obj["device"] != topic_device:
         raise Refused(401, "device %r does not match the topic's %r"
                       % (obj["device"][:64], topic_device))
-    row = devices.get(hub.db, obj["device"])
-    if row is None:
-        raise Refused(401, "unknown device")
     if not signature:
         raise Refused(401, "missing signature")
-    if not signing.verify(row["key"], raw, signature):
-        raise Refused(401, "bad signature")
+    if not signing.well_formed(signature):
+        raise Refused(401, MALFORMED)
+    row = devices.get(hub.db, obj["device"])
+    # an unknown device is answered exactly as a bad signature, after the same HMAC work,
+    # so the answer does not tell which device ids exist
+    key = row["key"] if row is not None else _NO_DEVICE_KEY
+    if not signing.verify(key, raw, signature) or row is None:
+        raise Refused(401, DENIED)
     try:
         req = ExchangeRequest.model_validate(obj)
     except ValidationError as e:

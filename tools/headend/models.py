@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import ids
+
 OP = r"^[a-z][a-z0-9_]{0,31}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Status = Literal["queued", "held", "delivered", "done", "rejected", "expired", "unknown_op",
@@ -85,7 +87,7 @@ class ExchangeResponse(BaseModel):
 # --- operator API ---
 
 class DeviceIn(BaseModel):
-    id: str = Field(pattern=NAME)
+    id: str = Field(pattern="^%s$" % ids.PATTERN, description=ids.RULE)
     key: str | None = Field(None, pattern=r"^(?:[0-9a-fA-F]{2}){16,64}$",
                             description="hex HMAC key; generated when omitted")
     poll: int | None = Field(None, ge=1, le=86400)

@@ -1,11 +1,12 @@
 """Run the app under uvicorn; on SIGINT/SIGTERM held long-polls answer at once, so the
 server stops promptly instead of waiting out up to 25 s requests.
 
-uvicorn's HTTP protocols have no deadline for a request's headers: a client that connects
-and sends its headers slowly (slow-loris), or sends nothing, held its connection for ever.
-GuardedHttpTools (httptools, the C parser, used when installed) and GuardedH11 (pure Python)
-close a connection whose request headers are not complete `header_timeout` seconds after it
-opened or after its previous response (docs/security.md).
+uvicorn's HTTP protocols have no deadline for a request's headers or body: a client that
+connects and sends its headers slowly (slow-loris), or sends nothing, or declares a large
+body and trickles it, held its connection for ever. GuardedHttpTools (httptools, the C
+parser, used when installed) and GuardedH11 (pure Python) close a connection whose request
+headers are not complete `header_timeout` seconds, or whose body is not complete
+`body_timeout` seconds, after it opened or after its previous response (docs/security.md).
 
 Every meter in long-poll holds a socket: run() raises the soft RLIMIT_NOFILE (often 1024) to
 the hard limit, and the listen backlog is 4096 so a crowd of meters reconnecting at once
@@ -26,6 +27,7 @@ except ImportError:               # httptools missing: the pure-Python h11 parse
 from .fastpath import ExchangeFastPath
 
 HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0                 # the whole request, headers and body (max_body 256 KiB)
 MAX_HEADER_BYTES = 16 * 1024        # h11's default max_incomplete_event_size
 BACKLOG = 4096
 
@@ -41,11 +43,17 @@ def raise_nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-class _HeaderDeadline:
+class _RequestDeadline:
     """Mixin for a uvicorn HTTP protocol: close a connection whose request headers are not
-    complete `header_timeout` seconds after it opened or after its previous response."""
+    complete `header_timeout` seconds, or whose whole request (headers and body) is not
+    complete `body_timeout` seconds, after it opened or after its previous response. Both
+    hold before any authentication: a client that declares a large Content-Length and
+    trickles its body a byte at a time is cut at the body deadline. A long-poll is not
+    affected: its request is complete when it starts to wait."""
     header_timeout = HEADER_TIMEOUT
+    body_timeout = BODY_TIMEOUT
     _header_timer = None
+    _request_start = 0.0
 
     def connection_made(self, transport):
         super().connection_made(transport)
@@ -62,6 +70,7 @@ class _HeaderDeadline:
     def _arm_header_timer(self):
         self._cancel_header_timer()
         if not self.transport.is_closing():
+            self._request_start = self.loop.time()
             self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
 
     def _cancel_header_timer(self):
@@ -71,14 +80,26 @@ class _HeaderDeadline:
 
     def _header_deadline(self):
         self._header_timer = None
-        if self._awaiting_headers() and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._awaiting_headers():
             self.transport.close()
+        elif self._awaiting_body():
+            left = self._request_start + max(self.body_timeout, self.header_timeout) - \
+                self.loop.time()
+            if left <= 0:
+                self.transport.close()      # the app's receive() then gets http.disconnect
+            else:
+                self._header_timer = self.loop.call_later(left, self._header_deadline)
 
 
-class GuardedH11(_HeaderDeadline, H11Protocol):
+class GuardedH11(_RequestDeadline, H11Protocol):
     def _awaiting_headers(self):
         # IDLE: the client has not completed a request's headers since the timer was armed
         return self.conn.their_state is h11.IDLE
+
+    def _awaiting_body(self):
+        return self.conn.their_state is h11.SEND_BODY
 
 
 class HeadersTooLarge(Exception):
@@ -86,7 +107,7 @@ class HeadersTooLarge(Exception):
 
 
 if HttpToolsProtocol is not None:
-    class GuardedHttpTools(_HeaderDeadline, HttpToolsProtocol):
+    class GuardedHttpTools(_RequestDeadline, HttpToolsProtocol):
         """The same guard over uvicorn's httptools (C) parser, which costs less CPU per
         request than h11 (docs/scaling.md). httptools sets no limit on the request line and
         headers: above MAX_HEADER_BYTES (h11's own limit) the request is refused with 400
@@ -95,6 +116,9 @@ if HttpToolsProtocol is not None:
 
         def _awaiting_headers(self):
             return self.cycle is None or self.cycle.response_complete
+
+        def _awaiting_body(self):
+            return self.cycle.more_body and not self.cycle.response_complete
 
         def on_message_begin(self):
             self._header_bytes = 0
@@ -137,9 +161,10 @@ class _Server(uvicorn.Server):
 
 
 def make_config(app, host="127.0.0.1", port=0, certfile=None, keyfile=None, log_level="info",
-                header_timeout=HEADER_TIMEOUT, http="auto", **kw):
+                header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT, http="auto", **kw):
     base = protocol_class(http)
-    protocol = type(base.__name__, (base,), {"header_timeout": header_timeout})
+    protocol = type(base.__name__, (base,), {"header_timeout": header_timeout,
+                                             "body_timeout": body_timeout})
     hub = getattr(getattr(app, "state", None), "hub", None)
     if hub is not None:     # the exchange's fast path outside FastAPI's middleware too
         app = ExchangeFastPath(app, hub)

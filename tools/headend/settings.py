@@ -7,7 +7,9 @@ import json
 import os
 from dataclasses import dataclass, fields
 
-ROLES = ("operator", "utility")
+# operator: reads and sends operational work; utility: also utility-only ops (reset_energy)
+# and registers devices; admin: registers devices (and manages tokens), sends as an operator
+ROLES = ("operator", "utility", "admin")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import re
 import secrets
 
 _HEX_KEY = re.compile(r"^(?:[0-9a-fA-F]{2}){16,64}$")
+_HEX_SIG = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def canonical(obj):
@@ -28,10 +29,16 @@ def sign(key_hex, data):
     return hmac.new(bytes.fromhex(key_hex), data, hashlib.sha256).hexdigest()
 
 
+def well_formed(sig):
+    """A signature header as the protocol writes it: 64 hex digits (surrounding blanks
+    allowed). Anything else (non-ASCII, another length) is refused before any key is used."""
+    return isinstance(sig, str) and _HEX_SIG.fullmatch(sig.strip(" \t")) is not None
+
+
 def verify(key_hex, data, sig):
-    if not isinstance(sig, str):
+    if not well_formed(sig):          # compare_digest raises TypeError on non-ASCII text
         return False
-    return hmac.compare_digest(sign(key_hex, data), sig.strip().lower())
+    return hmac.compare_digest(sign(key_hex, data), sig.strip(" \t").lower())
 
 
 def work_message(item):

@@ -59,6 +59,8 @@ class Headend:
         self.extra = list(extra)
         if certfile:
             self.extra += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+        elif not host.startswith("127."):      # a netlab namespace's closed network
+            self.extra.append("--insecure-http")
         self.cafile = str(cafile) if cafile else None
         self.proc = None
         self.url = "%s://%s:%d" % ("https" if certfile else "http", host, self.port)
@@ -202,9 +204,12 @@ class Broker:
         self.proc = None
 
     def configure(self):
+        # in a netlab namespace the plain listener is on the lab's closed network
+        insecure = [] if self.host.startswith("127.") else ["--insecure-plain"]
         p = subprocess.run([*HEADEND, "broker-config", "--db", self.db,
                             "--dir", str(self.dir), "--port", str(self.port),
-                            "--bind", self.host], capture_output=True, text=True, timeout=60)
+                            "--bind", self.host, *insecure], capture_output=True, text=True,
+                           timeout=60)
         if p.returncode:
             raise RuntimeError("backchannel broker-config: %s" % p.stderr)
         return p.stdout.strip()

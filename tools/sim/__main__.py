@@ -19,6 +19,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from headend import exposure
 from lab import pki, runner
 from sim import METER_MAIN, METERING_MAIN, SCENARIOS
 
@@ -106,7 +107,7 @@ def site_setup():
     info = {"key": backchannel("add-device", DEVICE, "--db", db).split()[-1],
             "token": backchannel("add-token", "sim-operator", "--role", "operator", "--db", db)
             .split()[-1]}
-    info_path.write_text(json.dumps(info))
+    exposure.write_private(info_path, json.dumps(info))     # the meter's key and a token
     return info
 
 
