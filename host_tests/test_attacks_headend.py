@@ -96,9 +96,12 @@ def test_broker_plain_listener_stays_on_loopback(tmp_path):
         with pytest.raises(ValueError, match="plain listener must bind a loopback"):
             broker.write(db, tmp_path / "broker", bind=bind)
     assert not (tmp_path / "broker" / broker.CONF).exists()
-    conf = broker.conf_text(tmp_path / "broker")
-    assert "\nuse_username_as_clientid true\n" in conf
-    assert "\nlistener 1883 127.0.0.1\n" in conf
+    conf = broker.conf_text(tmp_path / "broker", tls_port=8883, certfile="c", keyfile="k")
+    # a listener option: under each listener (before the first, it would open mosquitto's
+    # default listener on every address)
+    assert "\nlistener 1883 127.0.0.1\nuse_username_as_clientid true\n" in conf
+    assert "\nlistener 8883\nuse_username_as_clientid true\n" in conf
+    assert conf.count("use_username_as_clientid") == 2
 
 
 def test_registering_devices_needs_an_admin_or_utility_token(he, client):

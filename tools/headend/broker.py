@@ -87,10 +87,6 @@ def conf_text(directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
         "#   mosquitto -c %s   (or `backchannel broker --dir %s`)" % (d / CONF, d),
         "per_listener_settings false",
         "allow_anonymous false",
-        # the session is the login's, whatever client id the client sends: without this,
-        # meter-b logging in with client id "meter-a" took over meter-a's session and its
-        # queued QoS 1 work (and cut meter-a off)
-        "use_username_as_clientid true",
         "password_file %s" % (d / PASSWD),
         "acl_file %s" % (d / ACL),
         "persistence true",
@@ -103,9 +99,16 @@ def conf_text(directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     ]
     if run_as:
         lines.append("user %s" % run_as)
-    lines += ["", "listener %d %s" % (port, bind)]
+    # Every listener: the session is the login's, whatever client id the client sends
+    # (without it, meter-b logging in with client id "meter-a" cut meter-a off and, with a
+    # clean session, threw away the work queued for it). A listener option: written before
+    # any `listener` line it would open mosquitto's default listener, port 1883 on every
+    # address.
+    own_ids = "use_username_as_clientid true"
+    lines += ["", "listener %d %s" % (port, bind), own_ids]
     if tls_port:
         lines += ["", "listener %d%s" % (tls_port, " %s" % tls_bind if tls_bind else ""),
+                  own_ids,
                   "certfile %s" % Path(certfile).resolve(),
                   "keyfile %s" % Path(keyfile).resolve(),
                   "tls_version tlsv1.2"]
