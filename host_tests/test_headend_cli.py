@@ -30,6 +30,13 @@ def cli(server, headend, capsys, monkeypatch):
     return lambda *argv: run(capsys, *argv)
 
 
+RESULT = {"reset_cause": "brownout", "uptime_s": 86400, "version": "1.4.2",
+          "relay": False, "presence": "available",
+          "registers": {"import_wh": 12345.678, "export_wh": 0.0, "import_varh": 10.0},
+          "reading": {"t": 1765000000.0, "vrms": 231.5, "irms": 4.2, "p": 960.0,
+                      "pf": 0.987, "f": 50.01}}
+
+
 def test_admin_and_api_commands(cli, server):
     import httpx
     rc, key, _ = cli("add-device", "meter-a")
@@ -57,13 +64,18 @@ def test_admin_and_api_commands(cli, server):
         meter.exchange()
 
         def answer():            # the meter long-polls, runs the work, reports the result
-            meter.execute(meter.exchange(wait=10)["work"], lambda w: ("done", {"vrms": 231.5}))
+            meter.execute(meter.exchange(wait=10)["work"], lambda w: ("done", RESULT))
             meter.exchange()
         t = threading.Thread(target=answer)
         t.start()
         rc, out, err = cli("send", "meter-a", "read", "--wait", "--timeout", "10")
         t.join(10)
     assert rc == 0 and "done" in out and "231.5" in out, err
+    # the whole result, readable: every field on its own line, nothing cut off
+    for text in ("reset_cause", "brownout", "reading.vrms", "reading.pf", "0.987",
+                 "registers.import_wh", "12345.678", "uptime_s", "version", "1.4.2"):
+        assert text in out, (text, out)
+    assert "…" not in out and '"' not in out, out
     rc, out, _ = cli("readings", "meter-a")
     assert rc == 0 and "231.5" in out
     rc, out, _ = cli("events", "meter-a")

@@ -225,6 +225,7 @@ def run_broker(directory, mosquitto):
 
 @cli.command("devices")
 @api
+@render.json_option
 def list_devices(client):
     """List meters with presence, last contact and open work."""
     render.devices(client.get("/v1/devices"))
@@ -240,13 +241,15 @@ def list_devices(client):
 @click.option("--when-available", is_flag=True, help="hold until the meter is available")
 @click.option("--wait", is_flag=True, help="wait for the outcome and print it")
 @click.option("--timeout", type=float, help="seconds to wait (default: until expiry)")
+@render.json_option
 def send(client, meter, op, args_json, expires_in, when_available, wait, timeout):
     """Queue work OP with ARGS_JSON (a JSON object) for METER; print its id."""
     body = {"op": op, "args": parse_args(args_json), "expires_in": expires_in,
             "when_available": when_available}
     work = client.post("/v1/devices/%s/work" % meter, body)
     if not wait:
-        click.echo(work["id"])
+        if not render.printed_as_json(work):
+            click.echo(work["id"])
         return
     end = time.monotonic() + (timeout if timeout is not None else expires_in + 5)
     while work["status"] not in FINAL:
@@ -263,6 +266,7 @@ def send(client, meter, op, args_json, expires_in, when_available, wait, timeout
 @cli.command("work")
 @api
 @click.argument("work_id")
+@render.json_option
 def show_work(client, work_id):
     """Show a work item and its outcome."""
     render.work(client.get("/v1/work/%s" % work_id))
@@ -313,6 +317,7 @@ def group_send(client, name, op, args_json, when_available, deadline, expires_in
 @api
 @click.argument("name")
 @click.argument("gid", type=int)
+@render.json_option
 def group_status(client, name, gid):
     """Outcome per member of group command GID."""
     render.group_status(client.get("/v1/groups/%s/work/%d" % (name, gid)))
@@ -322,6 +327,7 @@ def group_status(client, name, gid):
 @api
 @click.argument("meter", required=False)
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@render.json_option
 def presence(client, meter, limit):
     """Presence of every meter, or the history of METER."""
     if meter:
@@ -330,29 +336,11 @@ def presence(client, meter, limit):
         render.presence(client.get("/v1/presence"))
 
 
-@cli.command()
-@api
-@click.argument("meter")
-@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
-def readings(client, meter, limit):
-    """The newest readings of METER."""
-    render.records("readings of %s" % meter, client.get("/v1/devices/%s/readings" % meter,
-                                                        limit=limit))
-
-
-@cli.command()
-@api
-@click.argument("meter")
-@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
-def events(client, meter, limit):
-    """The newest events and notices of METER."""
-    render.records("events of %s" % meter, client.get("/v1/devices/%s/events" % meter,
-                                                      limit=limit))
-
-
-from . import release_cli, update_cli  # noqa: E402  (commands kept in their own modules)
+from . import records_cli, release_cli, update_cli  # noqa: E402  (commands in their modules)
 
 cli.add_command(release_cli.release)
+for _command in records_cli.commands(api):
+    cli.add_command(_command)
 cli.add_command(update_cli.command(api))
 
 

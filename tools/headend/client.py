@@ -70,6 +70,24 @@ class Client:
     def delete(self, path):
         return self.call("DELETE", path)
 
+    def stream(self, path, out, **params):
+        """GET a text body (an export) and write it to `out` as it arrives."""
+        try:
+            with self.http.stream("GET", path, params=params) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        reason = r.json().get("error")
+                    except (ValueError, AttributeError):
+                        reason = None
+                    raise CliError("HTTP %d: %s" % (r.status_code, reason or r.reason_phrase))
+                for piece in r.iter_text():
+                    out.write(piece)
+        except httpx.TimeoutException:
+            raise ConnectionLost("timed out talking to %s" % self.url) from None
+        except httpx.HTTPError as e:
+            raise ConnectionLost("request to %s failed: %s" % (self.url, _short(e))) from None
+
 
 def _short(e):
     return str(e).splitlines()[0] if str(e) else type(e).__name__

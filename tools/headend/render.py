@@ -1,12 +1,35 @@
-"""Rich tables for the CLI."""
+"""Rich tables for the CLI, or JSON with --json (every listing)."""
 
+import functools
 import json
 import time
 
+import click
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
+_as_json = [False]
+
+
+def json_option(fn):
+    """Add --json to a command: its listing is printed as JSON instead of a table."""
+    @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+    @functools.wraps(fn)
+    def wrapper(*args, as_json=False, **kw):
+        _as_json[0] = as_json
+        try:
+            return fn(*args, **kw)
+        finally:
+            _as_json[0] = False
+    return wrapper
+
+
+def printed_as_json(data):
+    """With --json: print data as JSON and return True."""
+    if _as_json[0]:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    return _as_json[0]
 
 
 def when(t):
@@ -42,6 +65,8 @@ def table(title, columns, rows):
 
 
 def devices(items):
+    if printed_as_json(items):
+        return
     table("devices", ["id", "presence", "last contact", "via", "poll", "ack", "open work",
                       "firmware"],
           [(d["id"], d["presence"], when(d["last_contact"]), d.get("transport"), d["poll"],
@@ -61,35 +86,126 @@ def firmware(f):
 
 
 def work(w):
+    """A work item, then its whole result, one field a line (nested fields as a.b)."""
+    if printed_as_json(w):
+        return
     t = Table(title="work %s" % w["id"], show_header=False)
     t.add_column("field")
-    t.add_column("value")
+    t.add_column("value", overflow="fold")
     for key in ("device", "op", "status", "role", "from", "group", "deliveries", "reason"):
         t.add_row(key, "-" if w.get(key) is None else str(w[key]))
-    t.add_row("args", compact(w["args"]))
+    t.add_row("args", compact(w["args"], 400))
     for key in ("created", "expires", "delivered_at", "finished_at"):
         t.add_row(key, when(w.get(key)))
-    t.add_row("result", "-" if w.get("result") is None else compact(w["result"], 400))
+    console.print(t)
+    if w.get("result") is None:
+        return
+    t = Table(title="result", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    for key, value in flatten(w["result"]):
+        t.add_row(key, value)
     console.print(t)
 
 
-def records(title, items):
-    table(title, ["seq", "kind", "received", "body"],
-          [(r["seq"], r["kind"], when(r["received"]), compact(r["body"], 100)) for r in items])
+def flatten(obj, prefix=""):
+    """[(path, text)] for every leaf of a JSON value: {"reading": {"vrms": 230.1}} gives
+    ("reading.vrms", "230.1"); times (`t`, `*_unix`) also as a local date."""
+    if isinstance(obj, dict) and obj:
+        out = []
+        for k in obj:
+            out += flatten(obj[k], "%s.%s" % (prefix, k) if prefix else str(k))
+        return out
+    if isinstance(obj, list) and obj and any(isinstance(x, dict | list) for x in obj):
+        out = []
+        for i, x in enumerate(obj):
+            out += flatten(x, "%s[%d]" % (prefix, i))
+        return out
+    return [(prefix or "value", leaf(obj, prefix))]
+
+
+def leaf(v, name=""):
+    if isinstance(v, float):
+        text = "%.10g" % v
+        last = name.rsplit(".", 1)[-1]
+        if (last == "t" or last.endswith("_unix")) and v > 1e9:
+            text += "  (%s)" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
+        return text
+    if isinstance(v, str):
+        return v
+    return json.dumps(v, ensure_ascii=False)
+
+
+def num(v, fmt):
+    return fmt % v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def stamp(t):
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ("%.1f" % (t % 1))[1:]
+
+
+def readings(title, items):
+    """t, V, I, P, PF, f and the import register in kWh, newest first."""
+    if printed_as_json(items):
+        return
+    rows = []
+    for r in items:
+        b = r["body"]
+        wh = b.get("import_wh")
+        rows.append((r["seq"], stamp(b.get("t", r["received"])), num(b.get("vrms"), "%.1f"),
+                     num(b.get("irms"), "%.3f"), num(b.get("p"), "%.1f"),
+                     num(b.get("pf"), "%.3f"), num(b.get("f"), "%.3f"),
+                     num(wh / 1000.0 if num(wh, "%f") is not None else None, "%.3f")))
+    table(title, ["seq", "t", "V", "I", "P (W)", "PF", "f (Hz)", "kWh"], rows)
+
+
+def events(title, items):
+    """kind, start, duration, residual voltage, IEEE 1159 category; notices with their
+    text."""
+    if printed_as_json(items):
+        return
+    rows = []
+    for r in items:
+        b = r["body"]
+        kind = b.get("kind") or r["kind"]
+        if r["kind"] == "event_start":
+            kind = "%s (started)" % kind
+        detail = b.get("what") if r["kind"] == "notice" else None
+        if b.get("incomplete"):
+            detail = "incomplete"
+        extra = {k: v for k, v in b.items() if k not in _EVENT_SHOWN}
+        if extra and detail is None:
+            detail = compact(extra, 60)
+        rows.append((r["seq"], kind, stamp(b.get("start_s", r["received"])),
+                     num(b.get("duration_ms"), "%.0f ms"), num(b.get("residual_v"), "%.1f V"),
+                     b.get("category"), detail))
+    table(title, ["seq", "kind", "start", "duration", "residual", "category", "detail"], rows)
+
+
+_EVENT_SHOWN = ("type", "kind", "start_s", "duration_ms", "residual_v", "extreme_pct",
+                "category", "what", "incomplete")
 
 
 def presence(items):
+    if printed_as_json(items):
+        return
     table("presence", ["device", "state", "note", "since", "last contact"],
           [(p["device"], p["state"], p["note"], when(p["since"]), when(p["last_contact"]))
            for p in items])
 
 
 def presence_history(device, items):
+    if printed_as_json(items):
+        return
     table("presence of %s" % device, ["at", "state", "note", "source"],
           [(when(p["at"]), p["state"], p["note"], p["source"]) for p in items])
 
 
 def group_status(s):
+    if printed_as_json(s):
+        return
     counts = ", ".join("%s %d" % kv for kv in sorted(s["counts"].items()))
     table("group %s command %s: %s (%s)" % (s["group"], s["gid"], s["op"], counts),
           ["device", "work", "status", "reason", "result"],
@@ -99,6 +215,8 @@ def group_status(s):
 
 
 def update_outcomes(version, rows):
+    if printed_as_json(rows):
+        return
     table("update %s" % version, ["meter", "work", "outcome", "reason", "at"],
           [(m, r["work"], r["outcome"], r["reason"], when(r["at"]))
            for m, r in sorted(rows.items())])

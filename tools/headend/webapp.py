@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import (
     api_devices,
+    api_export,
     api_groups,
     api_updates,
     exchange,
@@ -87,6 +88,7 @@ def create_app(settings=None, transform=None):
     app.state.bridge = bridge
     app.include_router(exchange.router)
     app.include_router(api_devices.router)
+    app.include_router(api_export.router)
     app.include_router(api_groups.router)
     app.include_router(api_updates.router)
     app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
