@@ -21,16 +21,16 @@ from bc_util import (
     ERROR_PATH,
     STATE_DIR,
     WIFI_PATH,
-    _coerce,
-    _fail,
-    _last_error,
-    _measure,
-    _mkdir,
-    _number,
-    _say,
-    _wifi_line,
-    _wifi_saved,
+    coerce,
+    ensure_dir,
+    fail,
+    last_error,
     make_board,
+    measure,
+    positive_number,
+    saved_wifi,
+    say,
+    wifi_summary,
 )
 
 LIVE = ("report_s", "poll_wait_s")  # applied by the running app at once; the rest on restart
@@ -70,17 +70,17 @@ def set_running(flag):
 def record_error(text):
     """Keep the last unexpected error on flash, so bc.status() shows it after the reset."""
     try:
-        _mkdir(STATE_DIR)
+        ensure_dir(STATE_DIR)
         store.write_record(ERROR_PATH, text.encode())
     except OSError:
         pass
 
 
-def _load():
+def read_config():
     try:
         return configuration.load(CONFIG_PATH)
     except (ValueError, OSError) as exc:
-        _say("cannot read %s: %s" % (CONFIG_PATH, exc))
+        say("cannot read %s: %s" % (CONFIG_PATH, exc))
         return None
 
 
@@ -88,16 +88,16 @@ def _get_app():
     global _app
     if _app is not None:
         return _app
-    cfg = _load()
+    cfg = read_config()
     if cfg is None:
         return None
     try:
         from app import App
 
-        _mkdir(STATE_DIR)
+        ensure_dir(STATE_DIR)
         _app = App(make_board(), cfg, STATE_DIR, config_path=CONFIG_PATH, realtime=False)
     except (ValueError, OSError, ImportError) as exc:
-        return _fail("cannot start the app: %s" % (exc,))
+        return fail("cannot start the app: %s" % (exc,))
     return _app
 
 
@@ -122,11 +122,11 @@ def config():
     if _attached:
         cfg = _app.public_config()
     else:
-        raw = _load()
+        raw = read_config()
         if raw is None:
             return None
         cfg = configuration.public(raw)
-    w = _wifi_saved() or {}
+    w = saved_wifi() or {}
     cfg["wifi_ssid"] = w.get("ssid", "")
     cfg["wifi_password"] = "(set)" if w.get("password") else ""
     for name in sorted(cfg):
@@ -138,53 +138,53 @@ def set(name, value):
     """Validate, persist (write-then-rename), and say whether a restart is needed."""
     key = _name(name)
     if key is None:
-        return _fail("the setting's name must be text, e.g. bc.set('report_s', 5)")
+        return fail("the setting's name must be text, e.g. bc.set('report_s', 5)")
     if key in ("wifi_ssid", "wifi_password"):
-        return _fail("use bc.wifi(ssid, password) for Wi-Fi")
-    value = _coerce(key, value)
+        return fail("use bc.wifi(ssid, password) for Wi-Fi")
+    value = coerce(key, value)
     try:
         if _attached:
             result = _app.change_config({key: value})
             restart = result["restart_needed"]
         else:
-            cfg = _load()
+            cfg = read_config()
             if cfg is None:  # a damaged file must not lock the field person out
-                _say("starting from the defaults")
+                say("starting from the defaults")
                 cfg = dict(configuration.DEFAULTS)
             new = configuration.validate({key: value}, cfg)
             configuration.save(CONFIG_PATH, new)
             _forget_idle_app()
             restart = [key] if key not in LIVE else []
     except ValueError as exc:  # ConfigError: the reason, one line
-        _say("not saved: %s" % (exc,))
+        say("not saved: %s" % (exc,))
         return False
     except OSError as exc:
-        _say("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
+        say("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
         return False
     if key in configuration.SECRETS:
         shown = "(set)" if value else "''"
     else:
         shown = repr(configuration.check(key, value))
     if restart:
-        _say("%s = %s saved; takes effect after a restart (machine.reset())" % (key, shown))
+        say("%s = %s saved; takes effect after a restart (machine.reset())" % (key, shown))
     elif _running:
-        _say("%s = %s saved and applied" % (key, shown))
+        say("%s = %s saved and applied" % (key, shown))
     else:
-        _say("%s = %s saved" % (key, shown))
+        say("%s = %s saved" % (key, shown))
     return True
 
 
 def wifi(ssid, password=""):
     """Persist Wi-Fi credentials (the password is never printed) and connect if we can."""
     if not isinstance(ssid, str) or not 1 <= len(ssid) <= 32:
-        return _fail("not saved: ssid must be text of 1 to 32 characters")
+        return fail("not saved: ssid must be text of 1 to 32 characters")
     if not isinstance(password, str) or not (password == "" or 8 <= len(password) <= 63):
-        return _fail("not saved: password must be empty (open network) or 8 to 63 characters")
+        return fail("not saved: password must be empty (open network) or 8 to 63 characters")
     try:
         store.write_record(WIFI_PATH, json.dumps({"ssid": ssid, "password": password}).encode())
     except OSError as exc:
-        return _fail("not saved: cannot write %s: %s" % (WIFI_PATH, exc))
-    _say("Wi-Fi %r saved (password %s)" % (ssid, "set" if password else "empty"))
+        return fail("not saved: cannot write %s: %s" % (WIFI_PATH, exc))
+    say("Wi-Fi %r saved (password %s)" % (ssid, "set" if password else "empty"))
     connect_wifi()
     return True
 
@@ -194,18 +194,18 @@ def connect_wifi():
     try:
         import network
     except ImportError:
-        _say("no Wi-Fi on this port (no network module): credentials kept, nothing to connect")
+        say("no Wi-Fi on this port (no network module): credentials kept, nothing to connect")
         return None
-    w = _wifi_saved()
+    w = saved_wifi()
     if not w:
-        return _fail("no Wi-Fi credentials saved: bc.wifi(ssid, password)")
+        return fail("no Wi-Fi credentials saved: bc.wifi(ssid, password)")
     try:
         wlan = network.WLAN(network.STA_IF)
         wlan.active(True)
         wlan.connect(w["ssid"], w["password"])
     except (OSError, AttributeError, KeyError) as exc:
-        return _fail("Wi-Fi connect failed: %s" % (exc,))
-    _say("connecting to %r; bc.status() shows the link" % (w["ssid"],))
+        return fail("Wi-Fi connect failed: %s" % (exc,))
+    say("connecting to %r; bc.status() shows the link" % (w["ssid"],))
     return wlan
 
 
@@ -238,9 +238,9 @@ def status():
     else:
         ago = app.clock.now() - comms.last_ok
         print("  exchange   last ok %.0f s ago (%d in all)" % (ago, comms.exchanges))
-    err = _last_error(app)
+    err = last_error(app)
     print("  last error %s" % (err or "none",))
-    print("  wifi       %s" % (_wifi_line(),))
+    print("  wifi       %s" % (wifi_summary(),))
     return None
 
 
@@ -248,17 +248,17 @@ def status():
 def calibrate(v_ref, i_ref):
     """From a known load (v_ref volts rms, i_ref amps rms, as a reference meter shows)
     and the latest reading: new v_cal, i_cal gains, validated and persisted."""
-    if not (_number(v_ref) and _number(i_ref)):
-        return _fail("v_ref and i_ref must be positive numbers (V rms, A rms), "
+    if not (positive_number(v_ref) and positive_number(i_ref)):
+        return fail("v_ref and i_ref must be positive numbers (V rms, A rms), "
                      "e.g. bc.calibrate(230.0, 5.0)")
     app = _get_app()
     if app is None:
         return None
-    r = app.last_reading if _running else _measure(app)
+    r = app.last_reading if _running else measure(app)
     if r is None:
-        return _fail("no reading yet: wait a second and try again")
+        return fail("no reading yet: wait a second and try again")
     if r["vrms"] <= 0 or r["irms"] <= 0:
-        return _fail("the reading shows %.1f V, %.3f A: calibrate with voltage and a load on"
+        return fail("the reading shows %.1f V, %.3f A: calibrate with voltage and a load on"
                      % (r["vrms"], r["irms"]))
     # the reading was made with the gains the meter started with
     v_cal = app.meter.config["v_cal"] * v_ref / r["vrms"]
@@ -268,16 +268,16 @@ def calibrate(v_ref, i_ref):
         if _attached:
             app.change_config(changes)
         else:
-            new = configuration.validate(changes, _load() or {})
+            new = configuration.validate(changes, read_config() or {})
             configuration.save(CONFIG_PATH, new)
             _forget_idle_app()
     except ValueError as exc:
-        _say("not saved: %s (measured %.2f V, %.4f A: check the wiring and the reference)"
+        say("not saved: %s (measured %.2f V, %.4f A: check the wiring and the reference)"
              % (exc, r["vrms"], r["irms"]))
         return False
     except OSError as exc:
-        return _fail("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
-    _say("measured %.2f V, %.4f A; v_cal = %s, i_cal = %s saved; takes effect after a "
+        return fail("not saved: cannot write %s: %s" % (CONFIG_PATH, exc))
+    say("measured %.2f V, %.4f A; v_cal = %s, i_cal = %s saved; takes effect after a "
          "restart (machine.reset())" % (r["vrms"], r["irms"], changes["v_cal"],
                                          changes["i_cal"]))
     return True
@@ -291,14 +291,14 @@ def test_exchange(timeout_s=45):
         return None
     comms = app.comms
     if comms is None:
-        return _fail("no head-end configured: bc.set('server_url', 'https://...') "
+        return fail("no head-end configured: bc.set('server_url', 'https://...') "
                      "(or transport 'mqtt' and mqtt_host), then restart")
     if _running:
         comms.kick()
-        _say("the app is running: exchange requested now; bc.status() shows the outcome")
+        say("the app is running: exchange requested now; bc.status() shows the outcome")
         return None
     if not hasattr(comms, "exchange"):
-        return _fail("the MQTT link runs only inside the app: start it (import main) "
+        return fail("the MQTT link runs only inside the app: start it (import main) "
                      "and see bc.status()")
     import asyncio
 
@@ -311,12 +311,12 @@ def test_exchange(timeout_s=45):
             comms.http.close()
         except Exception:
             pass
-        _say("exchange failed: %s" % (comms.last_error,))
+        say("exchange failed: %s" % (comms.last_error,))
         return False
     try:
         comms.http.close()  # no socket left open for the next asyncio.run
     except Exception:
         pass
     comms.last_error = None
-    _say("exchange ok: %d waiting before, %d now" % (depth, app.outbox.depth()))
+    say("exchange ok: %d waiting before, %d now" % (depth, app.outbox.depth()))
     return True

@@ -14,16 +14,16 @@ WIFI_PATH = "wifi.json"
 ERROR_PATH = STATE_DIR + "/last_error"
 
 
-def _say(msg):
+def say(msg):
     print("bc: " + msg)
 
 
-def _fail(msg):
-    _say(msg)
+def fail(msg):
+    say(msg)
     return None
 
 
-def _mkdir(path):
+def ensure_dir(path):
     try:
         os.mkdir(path)
     except OSError:
@@ -45,7 +45,7 @@ def make_board(platform=None):
     return choose(platform)
 
 
-def _coerce(name, value):
+def coerce(name, value):
     # typed at a prompt: '5' for 5, 'true' for True
     if not isinstance(value, str) or name not in configuration.DEFAULTS:
         return value
@@ -69,7 +69,7 @@ def _coerce(name, value):
     return value
 
 
-def _wifi_saved():
+def saved_wifi():
     try:
         data = store.read_record(WIFI_PATH)
         return json.loads(data) if data else None
@@ -77,7 +77,7 @@ def _wifi_saved():
         return None
 
 
-def _wifi_line():
+def wifi_summary():
     try:
         import network
     except ImportError:
@@ -91,7 +91,7 @@ def _wifi_line():
         return "unknown"
 
 
-def _last_error(app):
+def last_error(app):
     err = app.comms.last_error if app is not None and app.comms is not None else None
     if err:
         return err
@@ -102,7 +102,7 @@ def _last_error(app):
         return None
 
 
-def _measure(app, max_s=5):
+def measure(app, max_s=5):
     """A fresh reading, measured here when the app is not running."""
     import array
 
@@ -125,5 +125,5 @@ def _measure(app, max_s=5):
     return None
 
 
-def _number(x):
+def positive_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0

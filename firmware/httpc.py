@@ -20,7 +20,7 @@ class TlsError(HttpError):
     protocol itself failed (e.g. the port speaks plain HTTP)."""
 
 
-def _tls_reason(exc):
+def tls_reason(exc):
     """One line saying why TLS failed, if exc comes from the TLS layer; else None."""
     if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
         # MicroPython: Mbed TLS verification flags, one per line
@@ -114,7 +114,7 @@ class HttpClient:
 
     def _check_tls(self, exc):
         """Raise TlsError (and log it: the meter has no other trace of it) for a TLS failure."""
-        reason = _tls_reason(exc) if self.ssl is not None else None
+        reason = tls_reason(exc) if self.ssl is not None else None
         if reason is None:
             return
         self.close()

@@ -85,15 +85,15 @@ def run():
     if safe_mode():
         print("bc: safe mode: the app is not started; import bc to configure")
         return False
-    if bc._wifi_saved():
+    if bc.saved_wifi():
         bc.connect_wifi()
     while True:
-        cfg = bc._load()
+        cfg = bc.read_config()
         if cfg is None:
             print("bc: the app is not started; fix the config with bc.set(...), then reset")
             return False
         try:
-            bc._mkdir(bc.STATE_DIR)
+            bc.ensure_dir(bc.STATE_DIR)
             app = App(bc.make_board(), cfg, bc.STATE_DIR, config_path=bc.CONFIG_PATH)
         except (ValueError, OSError) as exc:
             print("bc: cannot start the app: %s; fix it with bc.set(...), then reset" % (exc,))

@@ -3,13 +3,13 @@
 #
 # umqtt.simple encodes and decodes MQTT 3.1.1 packets on a blocking socket, and its publish()
 # and subscribe() block until their PUBACK/SUBACK. Here it never touches the network: its
-# `sock` is a _Link, a pair of in-memory buffers. asyncio tasks move bytes between the link
+# `sock` is a Link, a pair of in-memory buffers. asyncio tasks move bytes between the link
 # and the broker over non-blocking streams (a reader task; the session loop writes, with a
 # timeout on every await), and umqtt is only asked to parse a packet once all of it has
 # arrived, so the metering task never waits on the broker. What umqtt lacks, and where it is
 # added:
 #   - it blocks: reads are served only from the complete packet being parsed; a read past it
-#     raises _WouldBlock, which is how publish()/subscribe() are stopped before they wait for
+#     raises WouldBlock, which is how publish()/subscribe() are stopped before they wait for
 #     their ack. PUBACK and SUBACK are matched here, each with a deadline.
 #   - a lost ack waits forever: a QoS 1 publish or a subscribe not acked within timeout_s is
 #     a dead link: close, back off (exponential, with jitter), reconnect.
@@ -40,20 +40,20 @@ import envelope
 import ha_discovery as hass
 from clock import ticks_diff, ticks_ms
 from comms import ALIVE_MARGIN_S
-from httpc import _tls_reason
+from httpc import tls_reason
 from mqtt_exchange import MqttExchange
 from mqtt_wire import (
-    _EXPECTED,
+    EXPECTED_ERRORS,
     MAX_PACKET,
+    Link,
     LinkError,
-    _Link,
-    _log,
-    _Net,
-    _open,
-    _refused,
-    _traceback,
-    _WouldBlock,
+    Net,
+    WouldBlock,
+    log,
+    open_connection,
+    refused_by,
     simple,
+    traceback_text,
 )
 
 __all__ = ("MqttComms", "LinkError", "MAX_PACKET", "WILL", "CONNACK_REFUSED")
@@ -116,7 +116,7 @@ class MqttComms(MqttExchange):
         self.client = simple.MQTTClient(user, host, self.port, user, password, keepalive)
         self.client.set_callback(self._on_message)
         self.client.set_last_will(self.t_presence, WILL, True, 1)
-        self.link = _Link()
+        self.link = Link()
         self.writer = None
         self.rx_task = None
         self.rx_error = None
@@ -158,10 +158,11 @@ class MqttComms(MqttExchange):
                 self.failures += 1
                 self.link_failures += 1
                 self.last_error = self._reason(exc)
-                _log("link down: %s" % self.last_error)
-                if not (isinstance(exc, _EXPECTED) or self.ssl is not None and _tls_reason(exc)):
+                log("link down: %s" % self.last_error)
+                expected = isinstance(exc, EXPECTED_ERRORS)
+                if not (expected or self.ssl is not None and tls_reason(exc)):
                     # a bug rather than the network: show where
-                    _traceback(exc)
+                    traceback_text(exc)
             finally:
                 self._close()
             delay = self.backoff_s(self.link_failures)
@@ -180,25 +181,25 @@ class MqttComms(MqttExchange):
             return "broker refused: %s" % (exc,)
         if isinstance(exc, asyncio.TimeoutError):
             return "broker timed out (connect or write)"
-        tls = _tls_reason(exc) if self.ssl is not None else None
+        tls = tls_reason(exc) if self.ssl is not None else None
         if tls:
             return "TLS with %s:%d failed: %s" % (self.host, self.port, tls)
         return "%s: %s" % (type(exc).__name__, exc)
 
     # --- one connection ---
     async def _session(self):
-        self.link = _Link()
+        self.link = Link()
         self._reset_session()
         self.rx_error = None
-        reader, self.writer = await asyncio.wait_for(_open(self.host, self.port, self.ssl),
-                                                     self.timeout_s)
+        connecting = open_connection(self.host, self.port, self.ssl)
+        reader, self.writer = await asyncio.wait_for(connecting, self.timeout_s)
         self.rx_task = asyncio.create_task(self._read_loop(reader))
         self._connect_packet()
         await self._flush()
         present = await self._connack()
         self.connected = True
         self.link_failures = 0
-        _log("connected to %s:%d (session %s)" % (self.host, self.port,
+        log("connected to %s:%d (session %s)" % (self.host, self.port,
                                                   "resumed" if present else "new"))
         self._subscribe(self.t_down, 1)
         if self.ha:
@@ -253,10 +254,10 @@ class MqttComms(MqttExchange):
 
     def _connect_packet(self):
         net = simple.socket
-        simple.socket = _Net(self.link)
+        simple.socket = Net(self.link)
         try:
             self.client.connect(False)  # clean_session=False
-        except _WouldBlock:  # CONNECT is in the link; _connack reads the answer
+        except WouldBlock:  # CONNECT is in the link; _connack reads the answer
             pass
         finally:
             simple.socket = net
@@ -296,14 +297,14 @@ class MqttComms(MqttExchange):
         self._next_pid()
         try:
             self.client.publish(topic, msg, retain, qos)
-        except _WouldBlock:  # QoS 1: umqtt waits for the PUBACK; _process matches it
+        except WouldBlock:  # QoS 1: umqtt waits for the PUBACK; _process matches it
             self.inflight[self.client.pid] = (ticks_ms(), topic)
 
     def _subscribe(self, topic, qos):
         self._next_pid()
         try:
             self.client.subscribe(topic, qos)
-        except _WouldBlock:
+        except WouldBlock:
             self.inflight[self.client.pid] = (ticks_ms(), b"subscribe " + topic)
 
     # --- packets in ---
@@ -327,7 +328,7 @@ class MqttComms(MqttExchange):
                     raise LinkError("MQTT protocol error: short ack")
                 pid = link.rx[start + 2] << 8 | link.rx[start + 3]
                 what = self.inflight.pop(pid, (0, b"?"))[1]
-                if kind == 0x90 and _refused(link.rx, start + 4, link.end):
+                if kind == 0x90 and refused_by(link.rx, start + 4, link.end):
                     if what.endswith(self.t_down):
                         raise LinkError("broker refused the subscription to %s"
                                         % self.t_down.decode())

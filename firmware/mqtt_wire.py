@@ -1,9 +1,9 @@
-# The wire under firmware/mqtt_comms.py: what umqtt.simple sees as its socket (_Link, a pair
+# The wire under firmware/mqtt_comms.py: what umqtt.simple sees as its socket (Link, a pair
 # of in-memory buffers), MQTT packet framing on it, and the real TCP (TLS) connection the
 # asyncio tasks move its bytes over. See mqtt_comms.py for why umqtt never touches the network.
 #
 # - reads are served only from the complete packet being parsed; a read past it raises
-#   _WouldBlock, which is how umqtt's publish()/subscribe() are stopped before they wait for
+#   WouldBlock, which is how umqtt's publish()/subscribe() are stopped before they wait for
 #   their ack.
 # - umqtt writes a packet as 3 to 6 small writes, which with Nagle and delayed ACKs can stall
 #   ~40 ms. The link collects them and the session sends everything pending in one write (one
@@ -34,15 +34,15 @@ class LinkError(Exception):
     """The link to the broker is unusable: reconnect."""
 
 
-_EXPECTED = (LinkError, OSError, EOFError, AssertionError, asyncio.TimeoutError,
+EXPECTED_ERRORS = (LinkError, OSError, EOFError, AssertionError, asyncio.TimeoutError,
              simple.MQTTException)
 
 
-class _WouldBlock(Exception):
+class WouldBlock(Exception):
     """umqtt asked for bytes that have not arrived (it is waiting for an ack)."""
 
 
-class _Link:
+class Link:
     """What umqtt.simple sees as its socket: writes collect in tx; reads come from rx, and
     only from the complete packet being parsed (pos..end)."""
 
@@ -55,7 +55,7 @@ class _Link:
 
     def read(self, n):
         if self.pos + n > self.end:
-            raise _WouldBlock()
+            raise WouldBlock()
         data = bytes(self.rx[self.pos:self.pos + n])
         self.pos += n
         return data
@@ -119,7 +119,7 @@ class _Link:
             self.pos = self.end = 0
 
 
-class _Net:
+class Net:
     """Stands in for umqtt's socket module while its connect() runs: the new 'socket' is
     the link (the real connection is already open), and no name is looked up."""
 
@@ -133,7 +133,7 @@ class _Net:
         return [(None, None, None, "", (host, port))]
 
 
-async def _open(host, port, ssl):
+async def open_connection(host, port, ssl):
     """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
     if not _MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
         return await asyncio.open_connection(host, port, ssl=ssl,
@@ -162,7 +162,7 @@ async def _open(host, port, ssl):
     return stream, stream             # write waits for the connect (and the handshake)
 
 
-def _refused(rx, start, end):
+def refused_by(rx, start, end):
     """Whether a SUBACK's return codes hold 0x80 (failure)."""
     for i in range(start, end):
         if rx[i] == 0x80:
@@ -170,7 +170,7 @@ def _refused(rx, start, end):
     return False
 
 
-def _traceback(exc):
+def traceback_text(exc):
     try:
         sys.print_exception(exc, sys.stderr)  # MicroPython
     except AttributeError:
@@ -179,7 +179,7 @@ def _traceback(exc):
         traceback.print_exception(type(exc), exc, exc.__traceback__)
 
 
-def _log(msg):
+def log(msg):
     try:
         sys.stderr.write("mqtt: %s\n" % msg)
     except Exception:

@@ -130,3 +130,30 @@ def test_ruff_is_clean():
     p = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stdout[-3000:]
+
+
+def test_no_private_names_cross_a_module_boundary():
+    """Seams at natural boundaries: no `from X import _name`, and no `X._name` on a module X
+    of the project, in firmware/, boards/ and tools/."""
+    project = ({p.stem for p in (ROOT / "firmware").glob("*.py")} |
+               {p.stem for p in (ROOT / "boards").glob("*.py")} | {"boards"} |
+               {p.name for p in (ROOT / "tools").iterdir() if p.is_dir()})
+    offenders = []
+    for folder in ("firmware", "boards", "tools"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            modules = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    if node.module.split(".")[0] in project:
+                        offenders += ["%s: from %s import %s" % (path.name, node.module, a.name)
+                                      for a in node.names if a.name.startswith("_")]
+                elif isinstance(node, ast.Import):
+                    modules |= {(a.asname or a.name) for a in node.names
+                                if a.name.split(".")[0] in project}
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                        and node.value.id in modules and node.attr.startswith("_")
+                        and not node.attr.startswith("__")):
+                    offenders.append("%s: %s.%s" % (path.name, node.value.id, node.attr))
+    assert not offenders

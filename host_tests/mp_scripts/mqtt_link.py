@@ -149,12 +149,12 @@ def main(state):
     for name, data in (("qos2", publish_packet(c.t_down, b"x", 2)),
                        ("oversized", b"\x30" + varint(M.MAX_PACKET + 1)),
                        ("unexpected", b"\xb0\x02\x00\x01")):
-        c.link = c.client.sock = link = M._Link()
+        c.link = c.client.sock = link = M.Link()
         link.feed(data)
         err = raises(c._process)
         out[name] = err
     try:
-        c.link = c.client.sock = M._Link()
+        c.link = c.client.sock = M.Link()
         c.link.feed(publish_packet(c.t_down, b"x", 2))
         c._process()
     except Exception as exc:
