@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCENARIO ?= tools/sim/scenarios/normal.json
 TRANSPORT ?= http
+SIM_PORT ?= 8580
+UPDATE_KEY ?=
 FAULTS_TRANSPORT ?= both
 PREFIX ?= $(HOME)/.local
 PYTEST := $(BIN)/python -m pytest -q
@@ -33,8 +35,9 @@ install: venv
 	ln -sf $(CURDIR)/tools/replay $(PREFIX)/bin/backchannel-replay
 	@echo "installed: $(PREFIX)/bin/backchannel and backchannel-replay"
 
+# make sim [SCENARIO=...] [TRANSPORT=mqtt] [SIM_PORT=8580] [UPDATE_KEY=keys/release-key.pub]
 sim: venv
-	$(BIN)/python -m sim --transport $(TRANSPORT) $(SCENARIO)
+	$(BIN)/python -m sim --transport $(TRANSPORT) --state .sim --port $(SIM_PORT) $(if $(UPDATE_KEY),--update-key $(UPDATE_KEY)) $(SCENARIO)
 
 # Lanes (pytest markers, see pyproject.toml): unit, system, root; each prints its duration.
 test: venv lint

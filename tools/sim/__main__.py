@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """`make sim`: run the firmware on the MicroPython unix port with the simulated board,
 connected to a local head-end, and show live readings, power-quality events and the
-head-end's view until Ctrl-C."""
+head-end's view until Ctrl-C.
+
+It keeps to itself (sim/guard.py): one copy per state directory, the same head-end port on
+every run, and the head-end, broker and meter it started end with it, whether by Ctrl-C,
+SIGTERM, a closed terminal, or one of them dying (then it says so and exits 1)."""
 
 import json
 import os
@@ -10,130 +14,113 @@ import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import click
 import httpx
-from rich.console import Group
-from rich.live import Live
 from rich.table import Table
 
 from headend import exposure
 from lab import pki, runner
-from sim import METER_MAIN, METERING_MAIN, SCENARIOS
+from sim import METER_MAIN, METERING_MAIN, SCENARIOS, guard, screen
 
 ROOT = runner.ROOT
 HEADEND = [sys.executable, "-m", "headend"]     # tools/backchannel, under this interpreter
-
-
-def _when(t):
-    """Meter time: wall-clock time of day when it is Unix time, else seconds of signal."""
-    if t > 1e9:
-        return time.strftime("%H:%M:%S", time.localtime(t)) + ("%.3f" % (t % 1))[1:]
-    return "%.3f s" % t
-
-
-def _fmt(value, digits):
-    return "-" if value is None else "%.*f" % (digits, value)
-
-
-def reading_table(r):
-    t = Table(title="meter at %s" % _when(r["t"]), min_width=60)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    t.add_column("min / max (200 ms)", justify="right")
-    rows = [
-        ("Vrms (V)", r["vrms"], 2, r.get("vmin"), r.get("vmax")),
-        ("Irms (A)", r["irms"], 3, r.get("imin"), r.get("imax")),
-        ("P (W)", r["p"], 1, r.get("pmin"), r.get("pmax")),
-        ("Q (var)", r["q"], 1, None, None),
-        ("S (VA)", r["s"], 1, None, None),
-        ("PF", r["pf"], 3, None, None),
-        ("f (Hz)", r["f"], 3, None, None),
-    ]
-    for name, value, digits, low, high in rows:
-        span = "" if low is None else "%s / %s" % (_fmt(low, digits), _fmt(high, digits))
-        t.add_row(name, _fmt(value, digits), span)
-    for key in ("import_wh", "export_wh", "import_varh", "export_varh"):
-        t.add_row(key.replace("_", " "), "%.3f" % r[key], "")
-    t.add_row("15-min demand (W)", _fmt(r.get("demand_w"), 1), "")
-    return t
-
-
-def events_table(events):
-    t = Table(title="power-quality events (IEC 61000-4-30)", min_width=60)
-    for col in ("kind", "start", "duration (ms)", "residual/max (V)", "% declared", "IEEE 1159"):
-        t.add_column(col)
-    for e in events:
-        if e["type"] == "event_start":
-            t.add_row(e["kind"], _when(e["start_s"]), "in progress", "", "", "")
-        else:
-            t.add_row(e["kind"], _when(e["start_s"]), "%.0f" % e["duration_ms"],
-                      "%.1f" % e["residual_v"], "%.1f" % e["extreme_pct"], e["category"])
-    return t
-
-
 STATE = ROOT / ".sim"
 DEVICE = "sim-meter-1"
+GROUP = "sim"                                   # the README's `update sim --version ...`
+PORT = 8580
 
 
-def backchannel(*args):
-    p = subprocess.run([*HEADEND, *args],
+def backchannel(state, *args):
+    p = subprocess.run([*HEADEND, *args, "--db", str(state / "hub.db")],
                        capture_output=True, text=True)
     if p.returncode:
         raise click.ClickException("backchannel %s failed: %s" % (args[0], p.stderr.strip()))
     return p.stdout.strip()
 
 
-def free_port(preferred):
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise click.ClickException("no free TCP port on 127.0.0.1")
-
-
-def site_setup():
-    """A local head-end database with one meter and one operator token (made once)."""
-    STATE.mkdir(exist_ok=True)
-    info_path = STATE / "sim.json"
+def site_setup(state, update_key=None):
+    """A local head-end database with one meter and one operator token (made once), and the
+    release public key the meter verifies updates with (kept until another is given)."""
+    info_path = state / "sim.json"
     if info_path.exists():
-        return json.loads(info_path.read_text())
-    db = str(STATE / "hub.db")
-    info = {"key": backchannel("add-device", DEVICE, "--db", db).split()[-1],
-            "token": backchannel("add-token", "sim-operator", "--role", "operator", "--db", db)
-            .split()[-1]}
+        info = json.loads(info_path.read_text())
+    else:
+        info = {"key": backchannel(state, "add-device", DEVICE).split()[-1],
+                "token": backchannel(state, "add-token", "sim-operator", "--role",
+                                     "operator").split()[-1]}
+    if update_key is not None:
+        info["update_key"] = read_update_key(update_key)
     exposure.write_private(info_path, json.dumps(info))     # the meter's key and a token
     return info
 
 
-def local_ca():
+def read_update_key(path):
+    """The 130-hex public key of `release keygen`'s release-key.pub, checked here so that a
+    wrong file is a clear error, not a meter that refuses to start."""
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError("UPDATE_KEY %s: %s" % (
+            path, getattr(exc, "strerror", None) or exc)) from None
+    if len(text) != 130 or not text.startswith("04") or any(
+            c not in "0123456789abcdefABCDEF" for c in text):
+        raise click.UsageError("UPDATE_KEY %s is not a release public key (130 hex digits "
+                               "starting 04: the release-key.pub of `backchannel release "
+                               "keygen`)" % path)
+    return text.lower()
+
+
+def local_ca(state):
     """A local CA and a certificate for 127.0.0.1 (made once): the meter pins the CA."""
-    pki.init(str(STATE / "pki"), ips=["127.0.0.1"])
-    return {k: str(v) for k, v in pki.paths(str(STATE / "pki")).items()}
+    pki.init(str(state / "pki"), ips=["127.0.0.1"])
+    return {k: str(v) for k, v in pki.paths(str(state / "pki")).items()}
 
 
-def start_headend(port, log, certs, extra=()):
-    cmd = [*HEADEND, "serve", "--db",
-           str(STATE / "hub.db"), "--host", "127.0.0.1", "--port", str(port),
-           "--certfile", certs["server_pem"], "--keyfile", certs["server_key"], *extra]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+def meter_config(info, certs, scenario):
+    """The meter's config.json, rewritten on every start: the scenario's `config` (e.g. 120 V
+    / 60 Hz for swell.json) as `--offline` applies it, and the release key if one was given."""
+    cfg = dict(scenario.get("config") or {})
+    cfg.update(device_id=DEVICE, device_key=info["key"], report_s=5, ca_file=certs["ca_der"])
+    if info.get("update_key"):
+        cfg["update_key"] = info["update_key"]
+    return cfg
+
+
+def start_headend(children, state, port, certs, extra=()):
+    log_path = state / "headend.log"
+    cmd = [*HEADEND, "serve", "--db", str(state / "hub.db"), "--host", "127.0.0.1",
+           "--port", str(port), "--certfile", certs["server_pem"],
+           "--keyfile", certs["server_key"], *extra]
+    with open(log_path, "ab") as log:
+        proc = children.start("head-end", cmd, signal.SIGTERM, log=log_path, stdout=log,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = "https://127.0.0.1:%d" % port
-    for _ in range(200):
+    for _ in range(300):
         if proc.poll() is not None:
-            raise click.ClickException("the head-end stopped; see %s" % log.name)
+            raise click.ClickException("the head-end stopped; see %s" % log_path)
         try:
             if httpx.get(url + "/v1/health", timeout=1,
                          verify=certs["ca_pem"]).status_code == 200:
-                return proc, url
+                return url
         except httpx.HTTPError:
             time.sleep(0.1)
-    proc.terminate()
-    raise click.ClickException("the head-end did not answer; see %s" % log.name)
+    raise click.ClickException("the head-end did not answer; see %s" % log_path)
+
+
+def ensure_group(api):
+    """Group `sim` holds the sim meter, so `backchannel update sim ...` works as printed."""
+    if api.get("/v1/groups/%s" % GROUP).status_code == 404:
+        api.post("/v1/groups", json={"name": GROUP, "members": [DEVICE]})
+
+
+def write_env(state, url, token, ca):
+    """STATE/env: `. .sim/env` points the CLI at this head-end (mode 0600: the token)."""
+    path = state / "env"
+    exposure.write_private(path, "export BACKCHANNEL_URL=%s\nexport BACKCHANNEL_TOKEN=%s\n"
+                           "export BACKCHANNEL_CACERT=%s\n" % (url, token, ca))
+    return path
 
 
 def headend_table(api, url, token, ca):
@@ -182,128 +169,146 @@ def ensure_mosquitto():
     return broker.find("mosquitto")
 
 
-def start_broker(certs):
+def start_broker(children, state, certs):
     """The broker for this site: loopback listener for the head-end's bridge, TLS listener
-    (local CA) for the meter, per-meter credentials and ACLs from the head-end database."""
+    (local CA) for the meter, per-meter credentials and ACLs from the head-end database.
+    Started here rather than by broker.start, so that it is one of `children`."""
     from headend import broker
     from headend.db import Database
 
-    ensure_mosquitto()
-    d = STATE / "broker"
-    plain, tls = free_port(8583), free_port(8883)
-    broker.write(Database(str(STATE / "hub.db")), str(d), port=plain, tls_port=tls,
+    mosquitto = ensure_mosquitto()
+    d = state / "broker"
+    plain, tls = _any_port(8583), _any_port(8883)   # private to the sim: any port will do
+    broker.write(Database(str(state / "hub.db")), str(d), port=plain, tls_port=tls,
                  certfile=certs["server_pem"], keyfile=certs["server_key"],
                  cafile=certs["ca_pem"], reload=False)
-    return broker.start(str(d)), tls
+    log_path = d / "mosquitto.log"
+    with open(log_path, "ab") as log:
+        proc = children.start("broker", broker.command(str(d), mosquitto), signal.SIGTERM,
+                              log=log_path, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise click.ClickException("mosquitto stopped; see %s" % log_path)
+        try:
+            socket.create_connection(("127.0.0.1", plain), timeout=0.5).close()
+            return tls
+        except OSError:
+            time.sleep(0.05)
+    raise click.ClickException("mosquitto did not listen; see %s" % log_path)
+
+
+def _any_port(preferred):
+    """A port private to the sim (the meter's config follows it): the preferred one, else
+    any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise click.ClickException("no free TCP port on 127.0.0.1")
+
+
+def load_scenario(path):
+    if not Path(path).is_file():
+        raise click.UsageError("no such scenario file: %s (see tools/sim/scenarios/)" % path)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.UsageError("scenario %s is not valid JSON: %s" % (path, exc)) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+        raise click.UsageError("scenario %s: expected a JSON object (with an optional "
+                               "`config` object)" % path)
+    return doc
 
 
 @click.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), default=str(SCENARIOS / "normal.json"))
-@click.option("--seconds", type=float, default=None, help="Stop after this much signal.")
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this much signal.")
 @click.option("--offline", is_flag=True, help="Metering only: no head-end, no back channel.")
-@click.option("--port", type=int, default=8580, show_default=True, help="Head-end port.")
+@click.option("--port", type=click.IntRange(1, 65535), default=PORT, show_default=True,
+              help="Head-end port (`make sim SIM_PORT=...`); never silently another one.")
 @click.option("--transport", type=click.Choice(["http", "mqtt"]), default="http",
               show_default=True, help="How the meter reaches the head-end.")
-def main(scenario, seconds, offline, port, transport):
+@click.option("--state", "state_dir", type=click.Path(file_okay=False), default=str(STATE),
+              show_default=True, help="Where the database, the meter's flash, the CA and the "
+                                      "logs live (one running copy per directory).")
+@click.option("--update-key", type=click.Path(dir_okay=False),
+              help="release-key.pub: the meter takes signed updates by this key from now on "
+                   "(`make sim UPDATE_KEY=...`; kept across restarts).")
+def main(scenario, seconds, offline, port, transport, state_dir, update_key):
     """Run the firmware on the MicroPython unix port with the simulated board (SCENARIO, a
     JSON file in tools/sim/scenarios/), connected to a local head-end, and show it live."""
-    # a closed terminal or `kill` stops everything this started, like Ctrl-C
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    if not Path(scenario).is_file():
-        raise click.UsageError("no such scenario file: %s (see tools/sim/scenarios/)" % scenario)
+    guard.stop_signals(_interrupt)
+    doc = load_scenario(scenario)
+    children = guard.Children()
+    lock = None
     try:
-        json.loads(Path(scenario).read_text())
-    except ValueError as exc:
-        raise click.UsageError("scenario %s is not valid JSON: %s" % (scenario, exc)) from None
-    if offline:
-        args = [scenario, "--realtime"] + (["--seconds", str(seconds)] if seconds else [])
-        cmd, env = runner.command("micropython", METERING_MAIN, *args)
-        return show(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True), None)
-    info = site_setup()
-    certs = local_ca()
-    log = open(STATE / "headend.log", "ab")
-    meter_cfg = {"device_id": DEVICE, "device_key": info["key"], "report_s": 5,
-                 "ca_file": certs["ca_der"]}
-    broker_proc = None
+        if offline:
+            args = [scenario, "--realtime"] + (["--seconds", str(seconds)] if seconds else [])
+            cmd, env = runner.command("micropython", METERING_MAIN, *args)
+            proc = children.start("meter", cmd, signal.SIGINT, env=env,
+                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            return screen.show(proc, None, children=children)
+        state = Path(state_dir).resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        lock = guard.Lock(state).acquire()
+        guard.check_port(port)
+        run_site(children, state, doc, scenario, seconds, port, transport, update_key)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        guard.ignore_signals()
+        children.stop_all()
+        if lock is not None:
+            lock.release()
+
+
+def run_site(children, state, doc, scenario, seconds, port, transport, update_key):
+    info = site_setup(state, update_key)
+    certs = local_ca(state)
+    meter_cfg = meter_config(info, certs, doc)
     extra = []
     if transport == "mqtt":
-        broker_proc, tls_port = start_broker(certs)
-        extra = ["--mqtt-dir", str(STATE / "broker")]
+        tls_port = start_broker(children, state, certs)
+        extra = ["--mqtt-dir", str(state / "broker")]
         meter_cfg.update(transport="mqtt", mqtt_host="127.0.0.1", mqtt_port=tls_port,
                          mqtt_tls=True, ha_discovery=True)
-    headend, url = start_headend(free_port(port), log, certs, extra)
+    url = start_headend(children, state, port, certs, extra)
     if transport == "http":
         meter_cfg["server_url"] = url
-    (STATE / "meter.json").write_text(json.dumps(meter_cfg))
-    cmd, env = runner.command("micropython", METER_MAIN, str(STATE / "meter.json"),
-                                   str(STATE / "meter-state"), scenario, "--print")
-    meter = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     api = httpx.Client(base_url=url, headers={"Authorization": "Bearer " + info["token"]},
                        timeout=5, verify=certs["ca_pem"])
-    try:
-        show(meter, lambda: headend_table(api, url, info["token"], certs["ca_pem"]), seconds)
-    finally:
-        headend.terminate()
-        headend.wait()
-        if broker_proc is not None:
-            broker_proc.terminate()
-            broker_proc.wait()
+    ensure_group(api)
+    env_path = write_env(state, url, info["token"], certs["ca_pem"])
+    exposure.write_private(state / "meter.json", json.dumps(meter_cfg))   # the device key
+    cmd, env = runner.command("micropython", METER_MAIN, str(state / "meter.json"),
+                              str(state / "meter-state"), scenario, "--print")
+    # its stderr to a log, its stdin from nowhere: a closed terminal must not stop the meter
+    # (EIO on a write) before `make sim` can stop it cleanly
+    log_path = state / "meter.log"
+    with open(log_path, "ab") as log:
+        meter = children.start("meter", cmd, signal.SIGINT, log=log_path, env=env,
+                               stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                               text=True)
+    click.echo("make sim: head-end %s (log %s), meter %s, update key %s; for the CLI: . %s"
+               % (url, state / "headend.log", DEVICE,
+                  "set" if info.get("update_key") else "none (UPDATE_KEY=...)",
+                  _short(env_path)), err=True)
+    screen.show(meter, lambda: headend_table(api, url, info["token"], certs["ca_pem"]),
+                seconds, children)
+
+
+def _short(path):
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def show(proc, extra, seconds=None):
-    events = deque(maxlen=8)
-    last = None
-    live = sys.stdout.isatty()
-    started = time.monotonic()
-    try:
-        with Live(auto_refresh=False, transient=False) if live else _NoLive() as screen:
-            for line in proc.stdout:
-                if seconds and time.monotonic() - started > seconds:
-                    break
-                try:
-                    record = json.loads(line)
-                except ValueError:  # MicroPython prints tracebacks on stdout
-                    sys.stderr.write(line)
-                    continue
-                if not live:
-                    print(line, end="", flush=True)
-                    continue
-                kind = record.get("type")
-                if kind == "reading":
-                    last = record
-                elif kind == "event":
-                    for e in [e for e in events if e["type"] == "event_start"]:
-                        events.remove(e)
-                    events.append(record)
-                elif kind == "event_start":
-                    events.append(record)
-                else:
-                    continue
-                parts = ([reading_table(last)] if last else []) + [events_table(events)]
-                if extra is not None and kind == "reading":
-                    parts.append(extra())
-                screen.update(Group(*parts), refresh=True)
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
-    except OSError as exc:  # the terminal went away (EIO): nobody to tell
-        if exc.errno != 5:
-            raise
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-class _NoLive:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
