@@ -19,9 +19,9 @@ SCENARIOS = processes.ROOT / "tools" / "sim" / "scenarios"
 
 class Sim:
     def __init__(self, state, port, scenario=SCENARIOS / "normal.json", extra=(), cwd=None,
-                 argv=None):
+                 argv=None, transport="http"):
         self.state, self.port = state, port
-        self.argv = argv or [sys.executable, "-m", "sim", "--transport", "http",
+        self.argv = argv or [sys.executable, "-m", "sim", "--transport", transport,
                              "--state", str(state), "--port", str(port), *extra, str(scenario)]
         # its own session: the signals in these tests reach it alone, as `kill` would
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -61,6 +61,17 @@ class Sim:
 
     def wait_reading(self, timeout=60):
         return self.wait_for(lambda r: r.get("type") == "reading", timeout)
+
+    def api(self):
+        """An operator client for this sim's head-end (its token and CA from the state)."""
+        import ssl
+
+        import httpx
+        info = json.loads((self.state / "sim.json").read_text())
+        return httpx.Client(base_url="https://127.0.0.1:%d" % self.port, timeout=10,
+                            headers={"Authorization": "Bearer " + info["token"]},
+                            verify=ssl.create_default_context(
+                                cafile=str(self.state / "pki" / "ca.pem")))
 
     def stderr(self):
         return "".join(self.err)

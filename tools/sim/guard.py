@@ -98,7 +98,8 @@ class Children:
         if self.stopping:
             return None
         for name, proc, _sig, log in self.procs:
-            if proc.poll() is not None:
+            # a meter may finish by itself (status 0: --seconds offline, a stop op)
+            if proc.poll() is not None and (proc.returncode or name != "meter"):
                 return name, proc.returncode, log
         return None
 
