@@ -108,7 +108,8 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
     except (OSError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
     _log_to_stderr(log_level)
-    from . import server
+    from . import metrics, server
+    app.state.loopback_only = metrics.loopback_only(host)    # /metrics without a token
     server.run(app, host, port, certfile, keyfile, log_level)
 
 

@@ -8,11 +8,12 @@ when work is queued for a meter connected over MQTT."""
 
 import asyncio
 import json
+import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from . import devices, ingest, outcomes, release_store, signing, workq
+from . import devices, ingest, metrics, outcomes, release_store, signing, workq
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
@@ -107,16 +108,27 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
     during the long-poll (nothing was delivered). Over MQTT (no `receive`) there is no
     long-poll: the answer is immediate. Raises Refused."""
     assert transport in TRANSPORTS
-    req, key = authenticate(hub, raw, signature, topic_device)
+    started = time.perf_counter()
+    try:
+        req, key = authenticate(hub, raw, signature, topic_device)
+    except Refused as e:
+        metrics.refused(hub, transport, e.status)
+        raise
     hub.active[req.device] += 1
     try:
         store(hub, req, transport)
         wait = req.wait if receive is not None and req.fetch is None else 0
+        held = time.perf_counter()
         answer = await deliver(hub, req, key, wait, receive)
+        held = time.perf_counter() - held if wait else 0.0     # the long-poll's hold
         if answer is not None and req.fetch is not None:
             answer["chunk"] = release_store.chunk(hub.releases, req.fetch)
         await hub.synced()          # group commit: nothing is answered before it is on disk
+        metrics.exchanged(hub, transport, time.perf_counter() - started - held)
         return req, key, answer
+    except Refused as e:
+        metrics.refused(hub, transport, e.status)
+        raise
     finally:
         hub.active[req.device] -= 1
         if hub.active[req.device] <= 0:

@@ -14,6 +14,7 @@ database (synchronous=NORMAL in WAL mode). kill -9 loses nothing either way: a c
 transaction is in the OS page cache as soon as COMMIT returns."""
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -27,6 +28,7 @@ class GroupCommit:
         self._running = None             # the fsync in flight (an asyncio future), or None
         self._waiters = []               # (target commit count, future)
         self._loop = None                # the event loop of _running and _waiters
+        self.on_batch = None             # callable(exchanges released, fsync seconds): metrics
 
     async def synced(self):
         """Returns once every commit made so far on the connection is on disk."""
@@ -46,15 +48,17 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         covers = self.db.commits         # every frame written so far is in the file
         self._running = loop.run_in_executor(self._pool, self.db.sync_wal)
-        self._running.add_done_callback(lambda f: self._done(f, covers))
+        started = time.perf_counter()
+        self._running.add_done_callback(lambda f: self._done(f, covers, started))
 
-    def _done(self, f, covers):
+    def _done(self, f, covers, started=None):
         self._running = None
         error = asyncio.CancelledError() if f.cancelled() else f.exception()
         if error is None:
             self.fsyncs += 1
             self.db.synced_upto = max(self.db.synced_upto, covers)
         waiting, self._waiters = self._waiters, []
+        released = 0
         for target, fut in waiting:
             if fut.done():
                 continue
@@ -62,8 +66,11 @@ class GroupCommit:
                 fut.set_exception(error)
             elif target <= self.db.synced_upto:
                 fut.set_result(None)
+                released += 1
             else:
                 self._waiters.append((target, fut))
+        if self.on_batch is not None and error is None and started is not None:
+            self.on_batch(released, time.perf_counter() - started)
         if self._waiters:
             self._start()
 

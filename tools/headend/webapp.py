@@ -23,6 +23,7 @@ from . import (
     exchange,
     fastpath,
     fleet_presence,
+    metrics,
     mqtt_bridge,
     outcomes,
 )
@@ -85,12 +86,14 @@ def create_app(settings=None, transform=None):
                   description="Exchange endpoint for meters and the operator API "
                               "(docs/protocol.md, docs/headend.md).")
     app.state.hub = hub
+    hub.metrics = metrics.Metrics(hub, bridge)
     app.state.bridge = bridge
     app.include_router(exchange.router)
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
     app.include_router(api_groups.router)
     app.include_router(api_updates.router)
+    app.include_router(metrics.router)
     app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
 
     @app.get("/v1/health", tags=["health"])
