@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 # ...and the "board" interpreter (32-bit, float32 MicroPython: tools/lab/board_build.py),
 # built once into .venv/board-micropython from ../shared/vendor/micropython-src.tgz or
 # $(MICROPYTHON_SRC) (a checkout of your own); without either its tests skip.
+# ...and the dashboard's uPlot (npm ci of tools/headend/dashboard/package-lock.json, checked
+# by sha256, into .venv/share/backchannel-dashboard; without npm only the plots are missing).
 venv: $(VENV)/.installed
 	@$(BIN)/python -m lab.mplib
+	@$(BIN)/python -m headend.dashboard.assets
 	@$(BIN)/python -m lab.board_build --if-source >/dev/null
 
 # `backchannel` on your PATH: links the venv's command into $(PREFIX)/bin (~/.local/bin).

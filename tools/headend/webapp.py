@@ -94,6 +94,8 @@ def create_app(settings=None, transform=None):
     app.include_router(api_groups.router)
     app.include_router(api_updates.router)
     app.include_router(metrics.router)
+    from . import dashboard
+    dashboard.install(app)
     app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
 
     @app.get("/v1/health", tags=["health"])

@@ -1,0 +1,191 @@
+"""The dashboard in-process: login exchanges a token for a session cookie, CSRF on every
+form, logout ends access, roles as in the REST API, and whatever a meter sent is escaped."""
+
+import re
+
+import pytest
+from headend_harness import client, headend, op  # noqa: F401
+
+from headend.dashboard import assets
+from headend.dashboard.session import COOKIE, LOGIN_COOKIE
+
+pytestmark = pytest.mark.unit
+SCRIPT = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
+
+
+def csrf_of(html):
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def login(client, token):
+    page = client.get("/ui/login")
+    assert page.status_code == 200
+    r = client.post("/ui/login", data={"csrf": csrf_of(page.text), "token": token,
+                                       "next": "/ui/"}, follow_redirects=False)
+    return r
+
+
+def test_login_sets_a_strict_http_only_cookie(client, headend):
+    r = login(client, headend.op_token)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/"
+    cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith(COOKIE + "=")][0]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert "Secure" not in cookie                       # plain HTTP here; https sets it
+    assert headend.op_token not in cookie
+    fleet = client.get("/ui/")
+    assert fleet.status_code == 200 and "alice" in fleet.text
+    assert "script-src 'self'" in fleet.headers["content-security-policy"]
+
+
+def test_secure_cookie_under_tls(headend):
+    from fastapi.testclient import TestClient
+    with TestClient(headend.app, base_url="https://testserver") as c:
+        r = login(c, headend.op_token)
+        cookie = [x for x in r.headers.get_list("set-cookie") if x.startswith(COOKIE + "=")][0]
+        assert "Secure" in cookie
+
+
+def test_pages_need_a_session(client, headend):
+    headend.meter(client, "meter-a")
+    for path in ("/ui/", "/ui/meters/meter-a", "/ui/work/w-00000001"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login"), path
+    assert client.get("/ui/meters/meter-a/readings.json").status_code == 401
+    assert client.get("/ui/meters/meter-a/stream").status_code == 401
+    # a bearer token is not a session, and a forged cookie is nothing
+    r = client.get("/ui/", headers=headend.auth(headend.op_token), follow_redirects=False)
+    assert r.status_code == 303
+    client.cookies.set(COOKIE, "forged-session-id", path="/ui")
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+
+
+def test_bad_token_and_missing_login_csrf(client, headend):
+    r = login(client, "not-a-real-token-at-all")
+    assert r.status_code == 401 and "invalid token" in r.text and COOKIE not in r.cookies
+    page = client.get("/ui/login")
+    r = client.post("/ui/login", data={"token": headend.op_token}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.text
+    client.cookies.delete(LOGIN_COOKIE, path="/ui")
+    r = client.post("/ui/login", data={"token": headend.op_token, "csrf": csrf_of(page.text)},
+                    follow_redirects=False)
+    assert r.status_code == 403                         # the cookie half is missing
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+
+
+def test_forms_without_csrf_are_refused(client, headend):
+    headend.meter(client, "meter-a")
+    login(client, headend.op_token)
+    for data in ({"op": "read", "args": "{}"}, {"op": "read", "args": "{}", "csrf": "x" * 43}):
+        r = client.post("/ui/meters/meter-a/work", data=data, follow_redirects=False)
+        assert r.status_code == 403 and "CSRF" in r.text
+    assert headend.count("work") == 0
+    r = client.post("/ui/logout", data={}, follow_redirects=False)
+    assert r.status_code == 403
+    assert client.get("/ui/", follow_redirects=False).status_code == 200   # still logged in
+
+
+def test_send_work_and_see_the_result(client, headend):
+    m = headend.meter(client, "meter-a")
+    login(client, headend.op_token)
+    page = client.get("/ui/meters/meter-a")
+    assert page.status_code == 200
+    ops = re.findall(r"<option>([a-z_]+)</option>", page.text)
+    assert "read" in ops and "reset_energy" not in ops      # an operator may not
+    r = client.post("/ui/meters/meter-a/work", data={"csrf": csrf_of(page.text), "op": "read",
+                                                     "args": "{}"}, follow_redirects=False)
+    assert r.status_code == 303
+    work_url = r.headers["location"]
+    waiting = client.get(work_url)
+    assert "queued" in waiting.text and 'http-equiv="refresh"' in waiting.text
+    m.execute(m.exchange()["work"], lambda w: ("done", {"reading": {"vrms": 231.25}}))
+    m.exchange()
+    done = client.get(work_url)
+    assert "reading.vrms" in done.text and "231.25" in done.text
+    assert 'http-equiv="refresh"' not in done.text
+    # the role is the token's: reset_energy posted by hand is refused as by the API
+    r = client.post("/ui/meters/meter-a/work", data={"csrf": csrf_of(page.text),
+                                                     "op": "reset_energy"})
+    assert r.status_code == 403 and "utility" in r.text
+    r = client.post("/ui/meters/meter-a/work", data={"csrf": csrf_of(page.text), "op": "read",
+                                                     "args": "[1"})
+    assert r.status_code == 400
+
+
+def test_logout_ends_access(client, headend):
+    headend.meter(client, "meter-a")
+    login(client, headend.op_token)
+    page = client.get("/ui/")
+    sid = client.cookies.get(COOKIE)
+    r = client.post("/ui/logout", data={"csrf": csrf_of(page.text)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+    client.cookies.set(COOKIE, sid, path="/ui")         # the old cookie, replayed
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+    assert client.get("/ui/meters/meter-a/readings.json").status_code == 401
+
+
+def test_what_a_meter_sent_is_escaped(client, headend):
+    m = headend.meter(client, "meter-a")
+    m.presence("available_restricted", note=SCRIPT)
+    m.add("event", {"kind": SCRIPT, "category": SCRIPT, "start_s": 1.0})
+    m.add("notice", {"what": SCRIPT})
+    m.exchange()
+    login(client, headend.op_token)
+    for path in ("/ui/", "/ui/meters/meter-a"):
+        html = client.get(path).text
+        assert "<script>alert" not in html and "<img src=x" not in html, path
+        assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in html, path
+    # the search box echoes its query escaped too
+    html = client.get("/ui/", params={"q": '"><script>alert(2)</script>'}).text
+    assert "<script>alert(2)" not in html
+
+
+def test_fleet_search_and_paging(client, headend):
+    for i in range(105):
+        headend.meter(client, "m%03d" % i)
+    headend.meter(client, "other-1")
+    login(client, headend.op_token)
+    html = client.get("/ui/").text
+    assert "106 meters" in html and "page 1 of 2" in html and "m099" in html
+    assert "m100" not in html
+    assert "m100" in client.get("/ui/", params={"page_no": 2}).text
+    html = client.get("/ui/", params={"q": "other"}).text
+    assert "other-1" in html and "m001" not in html and "1 meter<" in html
+    assert "no meters" in client.get("/ui/", params={"q": "%"}).text   # a literal %
+
+
+def test_readings_json_and_stream(client, headend):
+    m = headend.meter(client, "meter-a")
+    m.reading(229.0)
+    m.reading(231.0)
+    m.exchange()
+    login(client, headend.op_token)
+    rows = client.get("/ui/meters/meter-a/readings.json").json()
+    assert [r["vrms"] for r in rows] == [229.0, 231.0]
+    with client.stream("GET", "/ui/meters/meter-a/stream?after=1") as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        text = ""
+        for chunk in s.iter_text():
+            text += chunk
+            if "event: reading" in text and "\n\n" in text.split("event: reading", 1)[1]:
+                break
+    assert '"vrms": 231.0' in text and '"vrms": 229.0' not in text
+
+
+def test_assets_are_pinned_and_served(client, headend):
+    login(client, headend.op_token)
+    have = assets.verified()
+    if len(have) != len(assets.FILES):
+        pytest.skip("uPlot not installed here (make venv needs npm)")
+    r = client.get("/ui/vendor/uPlot.iife.min.js")
+    assert r.status_code == 200 and "uPlot" in r.text
+    assert client.get("/ui/vendor/..%2Fpyvenv.cfg").status_code == 404
+    assert client.get("/ui/static/app.js").status_code == 200
+    assert client.get("/ui/static/pages.py").status_code == 404
+    html = client.get("/ui/").text
+    assert "/ui/vendor/uPlot.iife.min.js" in html and "http" not in html.split("<main>")[0]
+
+
+def test_a_tampered_asset_is_not_served(tmp_path, monkeypatch):
+    (tmp_path / "uPlot.iife.min.js").write_text("alert('not uPlot')")
+    monkeypatch.setenv("BACKCHANNEL_ASSETS", str(tmp_path))
+    assert assets.verified() == {}
