@@ -1,7 +1,10 @@
 """The dashboard in-process: login exchanges a token for a session cookie, CSRF on every
 form, logout ends access, roles as in the REST API, and whatever a meter sent is escaped."""
 
+import json
 import re
+import threading
+import time
 
 import pytest
 from headend_harness import client, headend, op  # noqa: F401
@@ -169,6 +172,39 @@ def test_readings_json_and_stream(client, headend):
             if "event: reading" in text and "\n\n" in text.split("event: reading", 1)[1]:
                 break
     assert '"vrms": 231.0' in text and '"vrms": 229.0' not in text
+
+
+def first_event(client, path):
+    with client.stream("GET", path) as s:
+        text = ""
+        for chunk in s.iter_text():
+            text += chunk
+            if "event: reading" in text and "\n\n" in text.split("event: reading", 1)[1]:
+                return text
+
+
+def test_a_new_stream_sends_only_new_readings(client, headend, monkeypatch):
+    from headend.dashboard import pages
+    monkeypatch.setattr(pages, "REPLAY", 5)
+    m = headend.meter(client, "meter-a")
+    for i in range(20):
+        m.reading(200.0 + i)
+    m.exchange()
+    login(client, headend.op_token)
+
+    def later():
+        time.sleep(0.3)
+        m.reading(250.0)
+        m.exchange()
+    t = threading.Thread(target=later)
+    t.start()
+    text = first_event(client, "/ui/meters/meter-a/stream")       # after=0: from now on
+    t.join()
+    assert '"vrms": 250.0' in text and '"vrms": 219.0' not in text
+    # a stream resumed from seq 1 catches up on the last REPLAY readings only
+    text = first_event(client, "/ui/meters/meter-a/stream?after=1")
+    first = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])
+    assert first["seq"] == 17 and first["vrms"] == 216.0     # newest 21, minus REPLAY
 
 
 def test_assets_are_pinned_and_served(client, headend):

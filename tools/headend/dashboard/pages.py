@@ -36,6 +36,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 SSE_POLL_S = 0.5
+REPLAY = 100                   # readings a reconnecting stream may catch up on
 MAX_BODY = 16 * 1024
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -241,8 +242,14 @@ async def stream(request: Request, device_id: str, after: int = 0):
     _device_or_404(request, device_id)
     hub = request.app.state.hub
 
+    newest = hub.db.one("SELECT MAX(seq) AS n FROM items WHERE device = ? AND kind = 'reading'",
+                        device_id)["n"] or 0
+    # new readings only: a page that has none (after=0) or reconnects after a long while
+    # gets the last few, never the whole history
+    start = max(after, newest - REPLAY) if after > 0 else newest
+
     async def events():
-        last = after
+        last = start
         yield "retry: 2000\n\n"
         while not hub.closing:
             rows = hub.db.all("SELECT seq, body FROM items WHERE device = ? AND kind = 'reading' "
