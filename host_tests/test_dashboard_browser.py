@@ -128,13 +128,25 @@ def test_3_send_read_and_see_the_result(site):
     shot(d, "work.png")
 
 
+def note_text(d):
+    notes = d.find_elements("css selector", 'tr[data-meter="sim-meter-1"] .note')
+    return notes[0].text if notes else None
+
+
 def test_4_a_note_that_injects_script_stays_text(site):
+    """The fleet page, left open, updates itself with the meter's new presence; the note
+    that tries to inject script is shown as text there and on reloaded pages."""
     d = site["driver"]
+    d.get(site["url"] + "/ui/")
+    assert note_text(d) == ""
     w = processes.run_work(site["api"], "sim-meter-1", "set_presence",
                            {"state": "available_restricted", "note": NOTE})
     assert w["status"] == "done", w
-    processes.wait_until(lambda: site["api"].get("/v1/presence").json()[0]["note"] == NOTE, 15,
-                         "the note to reach the head-end")
+    wait_for(d, lambda d: note_text(d) == NOTE, 20, "the fleet page to show the new note")
+    row = d.find_element("css selector", 'tr[data-meter="sim-meter-1"]')
+    assert "available_restricted" in row.text
+    assert d.title != "owned" and not d.find_elements("css selector", "main img")
+    shot(d, "fleet_note.png")
     for path in ("/ui/", "/ui/meters/sim-meter-1"):
         d.get(site["url"] + path)
         note = wait_for(d, lambda d: d.find_elements("css selector", ".note"), 10, "the note")

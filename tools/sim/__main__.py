@@ -139,6 +139,7 @@ def headend_table(api, url, token, ca):
     for w in work:
         t.add_row("work %s" % w["id"], "%s -> %s" % (w["op"], w["status"]))
     t.add_row("try", try_command(url, token, ca))
+    t.add_row("dashboard", "%s/ui/ (log in with the token above)" % url)
     return t
 
 

@@ -2,6 +2,30 @@
 // events. Everything a meter sent is put on the page as text (textContent), never as HTML.
 "use strict";
 
+// The fleet page: the table is fetched again every few seconds (the same server-rendered,
+// escaped rows) and swapped in, keeping the search and page.
+(function () {
+  var table = document.getElementById("fleet");
+  if (!table) { return; }
+  function refresh() {
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) {
+        if (r.redirected || !r.ok) { throw new Error("HTTP " + r.status); }
+        return r.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var body = doc.querySelector("#fleet tbody");
+        if (body) {
+          table.replaceChild(document.importNode(body, true), table.tBodies[0]);
+          table.setAttribute("data-refreshed", String(Date.now()));
+        }
+      })
+      .catch(function () {});
+  }
+  setInterval(refresh, 5000);
+}());
+
 (function () {
   var live = document.getElementById("live");
   if (!live) { return; }
