@@ -4,8 +4,8 @@ the unit lane alone, and each prints how long it took (CI shows where its time g
     python -m lab.lanes [--fast] LANE [LANE ...] [-- PYTEST ARGS]
 
 A lane is a pytest marker (pyproject.toml); every test carries exactly one
-(host_tests/test_lanes.py). --fast runs the unit lane on both cores (pytest-xdist) and skips
-property tests with a tenth of their examples (BC_FAST=1, host_tests/budget.py).
+(host_tests/test_lanes.py). The unit lane runs on pytest-xdist workers, two per core; --fast
+runs property tests with a tenth of their examples (BC_FAST=1, host_tests/budget.py).
 """
 
 import os
@@ -21,9 +21,11 @@ LANES = ("unit", "system", "root", "slow")
 def run_lane(lane, fast, extra):
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", lane, "host_tests", *extra]
     env = dict(os.environ)
-    if fast:
-        # two workers per core: many tests mostly wait on MicroPython subprocesses
+    if lane == "unit":
+        # two workers per core: many unit tests mostly wait on MicroPython subprocesses; the
+        # system and root lanes share ports, brokers and namespaces, so they run one by one
         cmd += ["-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider"]
+    if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
         env.setdefault("BC_FUZZ_EXAMPLES", "30")
         env.setdefault("BC_FUZZ_MP_EXAMPLES", "40")
