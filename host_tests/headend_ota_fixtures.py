@@ -31,6 +31,7 @@ def bc(capsys, monkeypatch):
 def source_tree(root):
     """A small firmware tree: modules, a sub-package, a binary file, a __pycache__."""
     files = {"app.py": b"print('v2')\n" * 700, "lib/util.py": b"X = 1\n",
+             "version.py": b'VERSION = "1.2.0"\n',
              "lib/data.bin": os.urandom(20000), "z_last.mpy": b"M\x06" + os.urandom(9000)}
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ def release(tmp_path, bc):
     assert rc == 0, err
     rc, out, err = bc("release", "sign", "--key", tmp_path / "keys" / "release-key.pem",
                       "--version", "1.2.0", src, "--out", tmp_path / "out")
-    assert rc == 0 and "signed 1.2.0: 4 file(s)" in out, err
+    assert rc == 0 and "signed 1.2.0: 5 file(s)" in out, err
     return tmp_path / "keys", files, tmp_path / "out"
 
 

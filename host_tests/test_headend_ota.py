@@ -109,6 +109,7 @@ def test_release_errors_are_one_line(tmp_path, bc, release):
     (tmp_path / "long" / ("x" * 62 + ".py")).write_text("x")
     (tmp_path / "big").mkdir()
     (tmp_path / "big" / "big.py").write_bytes(b"#" * ((1 << 20) + 1))
+    (tmp_path / "big" / "version.py").write_text('VERSION = "1.3.0"\n')
     (tmp_path / "empty.bin").write_bytes(b"")
     cases = [
         (["release", "keygen", "--out", keys], "already exists"),
@@ -181,7 +182,7 @@ def test_the_meter_accepts_what_release_sign_signs(tmp_path, bc, release, interp
     def check(key, manifest, version):
         sig = (out / version / "manifest.sig").read_text().strip()
         return runner.run(interpreter, script, key, str(manifest), sig, "1.0.0").strip()
-    assert check(pub, out / "1.2.0" / "manifest.json", "1.2.0") == "ok 1.2.0 4"
+    assert check(pub, out / "1.2.0" / "manifest.json", "1.2.0") == "ok 1.2.0 5"
     assert check(pub, out / "2.0.0" / "manifest.json", "2.0.0") == "ok 2.0.0 1"
     assert check(pub, changed, "1.2.0") == "refused bad signature"
     assert check(other, out / "1.2.0" / "manifest.json", "1.2.0") == "refused bad signature"

@@ -26,6 +26,11 @@ MAX_IMAGE_LEN = 16 << 20                     # a whole ESP32 image
 IMAGE = "firmware.bin"                       # the one file of a whole-image release
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 SKIPPED_DIRS = ("__pycache__",)              # never part of a release
+# fwboot runs first and picks the release (docs/ota.md): a release never replaces it
+NEVER_SHIPPED = ("fwboot.py", "fwboot.mpy")
+VERSION_MODULE = "version.py"
+# the one line `VERSION = "X.Y.Z"` of firmware/version.py that `sign` writes the version into
+VERSION_LINE = re.compile(rb'^VERSION = "([^"\n]*)"[ \t]*(#[^\n]*)?$', re.M)
 
 
 def check_version(version):
@@ -71,6 +76,8 @@ def parse_manifest(text):
             raise ReleaseError("each manifest file must be {len, path, sha256}")
         if not safe_path(e["path"]) or e["path"] in (MANIFEST, SIGNATURE):
             raise ReleaseError("unsafe file name in manifest: %r" % (e["path"],))
+        if e["path"] in NEVER_SHIPPED:
+            raise ReleaseError("%s is never part of a release (docs/ota.md)" % e["path"])
         least, most = (1, MAX_IMAGE_LEN) if "image" in m else (0, MAX_FILE_LEN)
         if type(e["len"]) is not int or not least <= e["len"] <= most:
             raise ReleaseError("%s: length %r, must be %d to %d bytes"
@@ -108,6 +115,8 @@ def source_files(src_dir):
         for name in names:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, src_dir).replace(os.sep, "/")
+            if rel in NEVER_SHIPPED:
+                continue
             if not safe_path(rel):
                 raise ReleaseError("unsafe file name %r: use [A-Za-z0-9_.-] and /, at most "
                                    "%d characters" % (rel, MAX_PATH))
@@ -162,6 +171,8 @@ def sign(key_path, version, out_dir, src_dir=None, image=None):
         raise ReleaseError("give either a source directory or --image")
     sources = [(IMAGE, image)] if image is not None else source_files(src_dir)
     blobs = [(rel, _read(path)) for rel, path in sources]
+    if image is None:
+        blobs = stamp_version(blobs, version, src_dir)
     entries = [{"len": len(d), "path": rel, "sha256": hashlib.sha256(d).hexdigest()}
                for rel, d in blobs]
     if image is not None:
@@ -179,6 +190,33 @@ def sign(key_path, version, out_dir, src_dir=None, image=None):
         _write(tmp, MANIFEST, text.encode())
         _write(tmp, SIGNATURE, (sig + "\n").encode())
     return _into_place(out_dir, version, fill), text
+
+
+def stamp_version(blobs, version, src_dir):
+    """blobs [(release path, bytes)] with version.py saying `version`, so that a meter running
+    the release reports the version it was signed as (the source tree is not changed).
+    Refused: no version.py (the meter would go on reporting the version it replaced), a
+    compiled version.mpy, not exactly one VERSION line, or a VERSION newer than `version`
+    (signing a later tree as an earlier release is a mistake)."""
+    files = dict(blobs)
+    if "version.mpy" in files:
+        raise ReleaseError("%s: version.mpy cannot be given the release version: sign the "
+                           "source version.py instead" % src_dir)
+    if VERSION_MODULE not in files:
+        raise ReleaseError("%s has no version.py: a meter running the release would go on "
+                           "reporting the version it replaced (copy firmware/version.py "
+                           "into it)" % src_dir)
+    found = VERSION_LINE.findall(files[VERSION_MODULE])
+    declared = found[0][0].decode(errors="replace") if len(found) == 1 else None
+    if declared is None or not VERSION.fullmatch(declared):
+        raise ReleaseError('%s/version.py: expected one line VERSION = "X.Y.Z" to write the '
+                           "release version into" % src_dir)
+    if version_key(declared) > version_key(version):
+        raise ReleaseError("%s/version.py says %s, newer than --version %s: the release "
+                           "would report another version than it is signed as"
+                           % (src_dir, declared, version))
+    text = VERSION_LINE.sub(b'VERSION = "%s"' % version.encode(), files[VERSION_MODULE], 1)
+    return [(rel, text if rel == VERSION_MODULE else data) for rel, data in blobs]
 
 
 def read_signed(release_dir):

@@ -32,6 +32,8 @@ def on_item(hub, device, body, now):
         return False
     version, state, percent, reason = parsed
     db = hub.db
+    if state == "rejected" and _installed(db, device, version):
+        return True      # a re-offer of the version it runs: refused, and still installed
     db.run("INSERT INTO updates(device, version, state, percent, reason, at) "
            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device, version) DO UPDATE SET "
            "state = excluded.state, percent = excluded.percent, reason = excluded.reason, "
@@ -43,6 +45,11 @@ def on_item(hub, device, body, now):
            dumps({"version": version, "state": state, "percent": percent, "reason": reason,
                   "at": now, "installed": installed}), device)
     return True
+
+
+def _installed(db, device, version):
+    row = db.one("SELECT state FROM updates WHERE device = ? AND version = ?", device, version)
+    return row is not None and row["state"] == "installed"
 
 
 def listing(db, version=None, device=None):
