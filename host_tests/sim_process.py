@@ -19,14 +19,14 @@ SCENARIOS = processes.ROOT / "tools" / "sim" / "scenarios"
 
 class Sim:
     def __init__(self, state, port, scenario=SCENARIOS / "normal.json", extra=(), cwd=None,
-                 argv=None, transport="http"):
+                 argv=None, transport="http", env=None):
         self.state, self.port = state, port
         self.argv = argv or [sys.executable, "-m", "sim", "--transport", transport,
                              "--state", str(state), "--port", str(port), *extra, str(scenario)]
         # its own session: the signals in these tests reach it alone, as `kill` would
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, text=True, cwd=cwd,
-                                     start_new_session=True)
+                                     env=env, start_new_session=True)
         self.lines, self.err = queue.Queue(), []
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put),
                          daemon=True).start()
@@ -82,8 +82,9 @@ class Sim:
         return rc
 
     def stop(self):
+        """Ctrl-C, as a terminal sends it: to the whole process group (make and sim)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
