@@ -92,6 +92,9 @@ def test_8_signed_update_reaches_a_meter_behind_its_firewall(env, record_propert
         staged = meter.dir / "fw" / RELEASE
         for path in src.rglob("*.py"):
             rel = path.relative_to(src)
+            if rel.as_posix() == "fwboot.py":          # never part of a release
+                assert not (staged / rel).exists()
+                continue
             got = (staged / rel).read_bytes()
             assert hashlib.sha256(got).digest() == hashlib.sha256(path.read_bytes()).digest(), rel
         states = [u["state"] for u in env.get("/v1/updates?device=%s" % DEVICE)]
