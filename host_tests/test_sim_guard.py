@@ -4,6 +4,7 @@ end the head-end and meter it started and free the port; a meter that dies is re
 one asked for, run after run, and a taken port is a clear error, never another port."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,3 +164,38 @@ def test_closing_its_terminal_ends_everything_it_started(tmp_path, port):
     finally:
         if child.isalive():
             child.terminate(force=True)
+
+
+def test_over_mqtt_sigterm_ends_the_broker_too(tmp_path):
+    if shutil.which("mosquitto", path="/usr/sbin:/usr/bin") is None:
+        pytest.skip("mosquitto is not installed")
+    port = processes.free_port()
+    sim = Sim(tmp_path / ".sim", port, transport="mqtt")
+    try:
+        kids = _started(sim)
+        assert any("mosquitto" in command_line(p) for p in kids)
+        sim.proc.send_signal(signal.SIGTERM)
+        assert sim.wait() == 0, sim.stderr()
+        assert alive(kids) == [], [command_line(p) for p in alive(kids)]
+        assert port_free(port)
+    finally:
+        sim.stop()
+
+
+def test_kill_9_of_make_sim_still_ends_what_it_started(tmp_path):
+    """No clean-up code runs on SIGKILL: the children's parent-death signal stops them."""
+    port = processes.free_port()
+    sim = Sim(tmp_path / ".sim", port)
+    try:
+        kids = _started(sim)
+        sim.proc.kill()
+        sim.wait()
+        deadline = time.monotonic() + 30
+        while alive(kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive(kids) == [], [command_line(p) for p in alive(kids)]
+        assert port_free(port)
+        guard.Lock(tmp_path / ".sim").acquire().release()
+    finally:
+        for p in alive(kids):
+            os.kill(p, signal.SIGKILL)
