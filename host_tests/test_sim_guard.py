@@ -57,16 +57,18 @@ def test_a_stop_signal_ends_everything_it_started(state, port, sig):
         sim.stop()
 
 
-def test_a_meter_that_dies_is_reported_and_ends_make_sim(state, port):
+@pytest.mark.parametrize("name, match", [("meter", "meter_main.py"),
+                                         ("head-end", "headend serve")])
+def test_a_child_that_dies_is_reported_and_ends_make_sim(state, port, name, match):
     sim = Sim(state, port)
     try:
         kids = _started(sim)
-        meter = [p for p in kids if "meter_main.py" in command_line(p)]
-        assert len(meter) == 1
-        os.kill(meter[0], signal.SIGKILL)
+        victim = [p for p in kids if match in command_line(p)]
+        assert len(victim) == 1
+        os.kill(victim[0], signal.SIGKILL)
         rc = sim.wait()
         assert rc == 1, sim.stderr()
-        assert "the meter stopped (killed by SIGKILL)" in sim.stderr()
+        assert "the %s stopped (killed by SIGKILL)" % name in sim.stderr()
         assert "Traceback" not in sim.stderr()
         assert alive(kids) == []
         assert port_free(port)
