@@ -99,6 +99,9 @@ def environment(interpreter, extra=(), base=None):
     elif interpreter == "cpython":
         env["PYTHONPATH"] = path
         env["PYTHONUNBUFFERED"] = "1"
+        # as on a board: no __pycache__ written into firmware folders (an installed release
+        # must hold exactly its files)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     else:
         raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter,
                                                                  ", ".join(INTERPRETERS)))
