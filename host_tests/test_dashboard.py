@@ -225,3 +225,35 @@ def test_a_tampered_asset_is_not_served(tmp_path, monkeypatch):
     (tmp_path / "uPlot.iife.min.js").write_text("alert('not uPlot')")
     monkeypatch.setenv("BACKCHANNEL_ASSETS", str(tmp_path))
     assert assets.verified() == {}
+
+
+def test_group_command_outcomes_fill_in(client, headend, op):
+    a, b = headend.meter(client, "meter-a"), headend.meter(client, "meter-b")
+    assert op.post("/v1/groups", json={"name": "feeder-7", "members": ["meter-a", "meter-b"]}
+                   ).status_code == 201
+    login(client, headend.op_token)
+    assert "feeder-7" in client.get("/ui/groups").text
+    page = client.get("/ui/groups/feeder-7")
+    assert "meter-a" in page.text and "meter-b" in page.text
+    r = client.post("/ui/groups/feeder-7/work", data={"op": "read", "args": "{}"})
+    assert r.status_code == 403 and "CSRF" in r.text and headend.count("work") == 0
+    r = client.post("/ui/groups/feeder-7/work", data={"csrf": csrf_of(page.text),
+                                                      "op": "reset_energy"})
+    assert r.status_code == 403 and "utility" in r.text and headend.count("work") == 0
+    r = client.post("/ui/groups/feeder-7/work", data={"csrf": csrf_of(page.text), "op": "read",
+                                                      "args": "{}"}, follow_redirects=False)
+    assert r.status_code == 303
+    url = r.headers["location"]
+    html = client.get(url).text
+    assert html.count("queued") >= 2 and 'http-equiv="refresh"' in html
+    a.execute(a.exchange()["work"], lambda w: ("done", {"vrms": 230.5}))
+    a.exchange()
+    html = client.get(url).text
+    assert "done 1" in html and "230.5" in html and 'http-equiv="refresh"' in html
+    b.execute(b.exchange()["work"], lambda w: ("rejected", {}))
+    b.exchange()
+    html = client.get(url).text
+    assert "done 1" in html and "rejected 1" in html and 'http-equiv="refresh"' not in html
+    assert "#1" in client.get("/ui/groups/feeder-7").text
+    assert client.get("/ui/groups/feeder-7/commands/99").status_code == 404
+    assert client.get("/ui/groups/nope").status_code == 404

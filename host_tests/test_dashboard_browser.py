@@ -1,8 +1,9 @@
 """The dashboard in a real browser (Debian's chromium, headless, driven by selenium through
 chromium-driver) against a real head-end process and the simulated meter on MicroPython:
-log in, see the fleet, a new reading arrives live, send `read` and see the result, a note
-that tries to inject script stays text, a form without its CSRF token is refused, and
-logging out ends access. Screenshots go to .build/screenshots/ (key ones are in docs/)."""
+log in, see the fleet, a new reading arrives live, send `read` and see the result, a group
+command's outcomes fill in, a note that tries to inject script stays text, a form without
+its CSRF token is refused, and logging out ends access. Screenshots go to
+.build/screenshots/ (key ones are in docs/screenshots/)."""
 
 import os
 import shutil
@@ -126,6 +127,22 @@ def test_3_send_read_and_see_the_result(site):
     result = by_id(d, "result").text
     assert "reading.vrms" in result and "registers.import_wh" in result
     shot(d, "work.png")
+
+
+def test_3b_a_group_commands_outcomes_fill_in(site):
+    d = site["driver"]
+    from selenium.webdriver.support.ui import Select
+    r = site["api"].post("/v1/groups", json={"name": "sim", "members": ["sim-meter-1"]})
+    assert r.status_code == 201, r.text
+    d.get(site["url"] + "/ui/groups")
+    d.find_element("link text", "sim").click()
+    Select(by_id(d, "op")).select_by_visible_text("read")
+    by_id(d, "group-send").submit()
+    wait_for(d, lambda d: "/commands/" in d.current_url, 10, "the group command page")
+    wait_for(d, lambda d: d.find_elements("id", "all-final"), 30, "every outcome")
+    row = d.find_element("css selector", '#outcomes tr[data-meter="sim-meter-1"]')
+    assert "done" in row.text and "reset_cause" in row.text
+    shot(d, "group.png")
 
 
 def note_text(d):

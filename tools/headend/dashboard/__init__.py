@@ -6,9 +6,10 @@ from fastapi.responses import RedirectResponse
 
 def install(app):
     """Add the dashboard's routes to the head-end app."""
-    from . import pages
+    from . import group_pages, pages
 
     app.include_router(pages.router)
+    app.include_router(group_pages.router)
 
     @app.exception_handler(pages.Refused)
     async def refused(request, exc):
