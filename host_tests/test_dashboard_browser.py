@@ -64,8 +64,13 @@ def site(tmp_path_factory):
 
 
 def wait_for(driver, predicate, timeout, what):
+    """Poll predicate; pages that refresh themselves (work, group command) make elements go
+    missing or stale between a find and a read: that is "not yet"."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException,
+                                             StaleElementReferenceException)).until(
         lambda d: predicate(d), message="timed out waiting for %s" % what)
 
 
@@ -87,6 +92,18 @@ def log_in(site):
     wait_for(d, lambda d: d.current_url.endswith("/ui/"), 10, "the fleet page")
 
 
+def open_page(site, path):
+    """Go to path, logging in first if the session is not there (each test stands alone,
+    as when xdist hands this module's tests to different workers)."""
+    d = site["driver"]
+    d.get(site["url"] + path)
+    if "/ui/login" in d.current_url:
+        by_id(d, "token").send_keys(site["token"])
+        by_id(d, "login").submit()
+        wait_for(d, lambda d: "/ui/login" not in d.current_url, 10, "the login to go through")
+    assert d.current_url.split("?")[0] == site["url"] + path
+
+
 def test_1_log_in_and_see_the_fleet(site):
     d = site["driver"]
     log_in(site)
@@ -99,7 +116,7 @@ def test_1_log_in_and_see_the_fleet(site):
 
 def test_2_a_new_reading_appears(site):
     d = site["driver"]
-    d.get(site["url"] + "/ui/meters/sim-meter-1")
+    open_page(site, "/ui/meters/sim-meter-1")
     opened = time.time()
     wait_for(d, lambda d: int(by_id(d, "live-count").text) >= 1, 15, "a live reading")
     arrived = time.time()
@@ -119,12 +136,12 @@ def test_2_a_new_reading_appears(site):
 def test_3_send_read_and_see_the_result(site):
     d = site["driver"]
     from selenium.webdriver.support.ui import Select
-    d.get(site["url"] + "/ui/meters/sim-meter-1")
+    open_page(site, "/ui/meters/sim-meter-1")
     Select(by_id(d, "op")).select_by_visible_text("read")
     by_id(d, "send").submit()
     wait_for(d, lambda d: "/ui/work/" in d.current_url, 10, "the work page")
     wait_for(d, lambda d: by_id(d, "status").text == "done", 30, "the read's outcome")
-    result = by_id(d, "result").text
+    result = wait_for(d, lambda d: by_id(d, "result").text, 10, "the result")
     assert "reading.vrms" in result and "registers.import_wh" in result
     shot(d, "work.png")
 
@@ -134,14 +151,15 @@ def test_3b_a_group_commands_outcomes_fill_in(site):
     from selenium.webdriver.support.ui import Select
     r = site["api"].post("/v1/groups", json={"name": "sim", "members": ["sim-meter-1"]})
     assert r.status_code == 201, r.text
-    d.get(site["url"] + "/ui/groups")
+    open_page(site, "/ui/groups")
     d.find_element("link text", "sim").click()
     Select(by_id(d, "op")).select_by_visible_text("read")
     by_id(d, "group-send").submit()
     wait_for(d, lambda d: "/commands/" in d.current_url, 10, "the group command page")
     wait_for(d, lambda d: d.find_elements("id", "all-final"), 30, "every outcome")
-    row = d.find_element("css selector", '#outcomes tr[data-meter="sim-meter-1"]')
-    assert "done" in row.text and "reset_cause" in row.text
+    row = wait_for(d, lambda d: d.find_element(
+        "css selector", '#outcomes tr[data-meter="sim-meter-1"]').text, 10, "the outcome row")
+    assert "done" in row and "reset_cause" in row
     shot(d, "group.png")
 
 
@@ -154,7 +172,7 @@ def test_4_a_note_that_injects_script_stays_text(site):
     """The fleet page, left open, updates itself with the meter's new presence; the note
     that tries to inject script is shown as text there and on reloaded pages."""
     d = site["driver"]
-    d.get(site["url"] + "/ui/")
+    open_page(site, "/ui/")
     assert note_text(d) == ""
     w = processes.run_work(site["api"], "sim-meter-1", "set_presence",
                            {"state": "available_restricted", "note": NOTE})
@@ -174,7 +192,7 @@ def test_4_a_note_that_injects_script_stays_text(site):
 
 def test_5_a_form_without_its_csrf_token_is_refused(site):
     d = site["driver"]
-    d.get(site["url"] + "/ui/meters/sim-meter-1")
+    open_page(site, "/ui/meters/sim-meter-1")
     before = len(site["api"].get("/v1/devices/sim-meter-1/work").json())
     d.execute_script('document.querySelector("#send input[name=csrf]").remove()')
     by_id(d, "send").submit()
@@ -185,7 +203,7 @@ def test_5_a_form_without_its_csrf_token_is_refused(site):
 
 def test_6_logging_out_ends_access(site):
     d = site["driver"]
-    d.get(site["url"] + "/ui/")
+    open_page(site, "/ui/")
     by_id(d, "logout").click()
     wait_for(d, lambda d: "/ui/login" in d.current_url, 10, "the login page")
     d.get(site["url"] + "/ui/meters/sim-meter-1")
