@@ -3,6 +3,8 @@
 # for a board and uses it through the contract:
 #
 #   sample_rate      real sample rate of each channel (Hz)
+#   rate_ratio       (optional) the same rate as exact ints (num, den), Hz = num / den: the
+#                    app's wall time counts samples with it (a float32 rate drifts)
 #   channel_delay_s  how long after each V sample its I sample is taken (s)
 #   v_gain, i_gain   volts / amps per ADC count
 #   v_mid, i_mid     expected DC bias of each channel (counts)

@@ -206,7 +206,10 @@ class Esp32Board:
             machine.idle()
         last = self._done
         t_last = self._th[(last - 1) & 1]
-        rate = (last - first) * self.block * 1e6 / ticks_diff(t_last, t_first)
+        took_us = ticks_diff(t_last, t_first)
+        # the rate as exact ints too: the app's wall time is made from it (float32 drifts)
+        self.rate_ratio = ((last - first) * self.block * 1000000, took_us)
+        rate = (last - first) * self.block * 1e6 / took_us
         period_us = 1e6 / rate
         self._period_i = int(period_us + 0.5)  # integers: the per-block check allocates nothing
         self._half_us = int(self.block * period_us + 0.5)

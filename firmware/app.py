@@ -9,7 +9,7 @@ import config as configuration
 import health
 import metering
 import reading
-from clock import Clock, ticks_diff, ticks_ms
+from clock import Clock, board_ms, ticks_diff, ticks_ms
 from comms import Comms
 from energy import RegisterStore, SavePolicy
 from httpc import HttpClient, tls_context
@@ -25,6 +25,22 @@ try:  # polling a hardware board: MicroPython's sleep_ms takes an int, no float 
     _poll_sleep, _POLL = asyncio.sleep_ms, 5
 except AttributeError:  # CPython
     _poll_sleep, _POLL = asyncio.sleep, 0.005
+
+
+def _rate_ratio(board):
+    """The board's sample rate as (num, den) ints: exact if the board says (rate_ratio),
+    else the float rate to a milli-hertz."""
+    r = getattr(board, "rate_ratio", None)
+    if r is not None:
+        return int(r[0]), int(r[1])
+    return int(board.sample_rate * 1000 + 0.5), 1000
+
+
+def _stamp(record, key, ms):
+    """A wall time as JSON that stays exact on a float32 board: whole seconds in `key`
+    (an int) and the milliseconds in `key`_ms ("t" gives "t_ms", "start_s" "start_ms")."""
+    record[key] = ms // 1000
+    record[key[:-2] + "_ms" if key.endswith("_s") else key + "_ms"] = ms % 1000
 
 
 class App:
@@ -52,7 +68,12 @@ class App:
         self.reboot_now = False
         self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
-        self.started_unix = self.clock.now()
+        # Wall time is integers: the board's clock at the App's start in ms, plus the sample
+        # clock converted with the board's rate as a ratio of ints, plus the clock's offset
+        # now (so a time set by the head-end moves later stamps). float32 has a 128-s step
+        # near 1.8e9 s; a float rate would drift.
+        self.started_board_ms = board_ms()
+        self.rate_num, self.rate_den = _rate_ratio(board)
         self.meter_beat = health.Heartbeat(METER_ALLOW_S)
         self.comms_beat = health.Heartbeat(METER_ALLOW_S)
         self.watchdog = None
@@ -117,12 +138,22 @@ class App:
                 self.reported_dropped += dropped
 
     # --- metering ---
-    def _wall(self, meter_seconds):
-        return self.started_unix + meter_seconds
+    @property
+    def started_unix(self):
+        """When the App started, Unix seconds (a float: for desktop tools)."""
+        return self._wall_ms(0) / 1000
+
+    def _elapsed_ms(self, samples):
+        """ms from the App's start to sample number `samples` (ints; to the nearest ms)."""
+        return (samples * 1000 * self.rate_den + self.rate_num // 2) // self.rate_num
+
+    def _wall_ms(self, samples):
+        """Unix ms of sample number `samples`."""
+        return self.started_board_ms + self.clock.offset_ms + self._elapsed_ms(samples)
 
     def _on_event(self, record):
         record = dict(record)
-        record["start_s"] = self._wall(record["start_s"])
+        _stamp(record, "start_s", self._wall_ms(self.meter.pq.said_start))
         if record["type"] == "event":
             self.recent_events.append(record)
             self.recent_events = self.recent_events[-32:]
@@ -159,11 +190,13 @@ class App:
             samples += n
             r = self.reporter.take()
             if r is not None:
-                r["t"] = self._wall(r["t"])
+                at = self.reporter.last_samples
+                _stamp(r, "t", self._wall_ms(at))
                 self.last_reading = r
                 if self.on_record is not None:
                     self.on_record(r)
-                if r["t"] - self.started_unix >= next_report:
+                # the cadence counts samples: a clock set by the head-end does not move it
+                if self._elapsed_ms(at) >= next_report * 1000:
                     next_report += self.cfg["report_s"]
                     self.outbox.offer("reading", r)
                     self._report_losses()

@@ -39,7 +39,7 @@ def apply_response(link, resp):
     if isinstance(ack, int) and not isinstance(ack, bool):
         link.outbox.ack(ack)
     if _number(resp.get("time")):
-        link.clock.server_time(resp["time"])
+        link.clock.server_time(resp["time"], exact_ms=resp.get("time_ms"))
     nxt = resp.get("next")
     if _number(nxt) and 0 <= nxt <= 86400:
         link.poll_s = nxt

@@ -41,7 +41,11 @@ def op_read(app, args):
 
 
 def op_set_time(app, args):
-    return {"offset_s": app.clock.set(_args(args, "unix", (int, float)))}
+    # "unix" as a decimal string (or an int) is exact on a float32 board; a float is not
+    try:
+        return {"offset_s": app.clock.set(_args(args, "unix", (int, float, str)))}
+    except ValueError as exc:
+        raise Rejected(str(exc))
 
 
 def op_get_config(app, args):

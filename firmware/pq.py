@@ -55,6 +55,7 @@ class EventDetector:
         self.intr_from = 0
         self.intr_to = 0
         self.count = 0
+        self.said_start = 0  # sample number of the start in the record last said (an int)
         self.incomplete = False
 
     def update(self, msq):
@@ -98,12 +99,14 @@ class EventDetector:
         self.start = now
         self.intr_from = -1
         self.in_intr = False
+        self.said_start = now
         self._say({"type": "event_start", "kind": "dip" if kind == DIP else "swell",
                    "start_s": now * self.ts})
 
     def _intr_begin(self, now):
         if self.intr_from < 0:
             self.intr_from = now
+            self.said_start = now
             self._say({"type": "event_start", "kind": "interruption", "start_s": now * self.ts})
         self.in_intr = True
 
@@ -130,6 +133,7 @@ class EventDetector:
         }
         if self.incomplete:
             record["incomplete"] = True
+        self.said_start = start
         self._say(record)
 
     def _say(self, record):

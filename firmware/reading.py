@@ -33,6 +33,7 @@ class Reporter:
         self.block_end = demand_block_s
         self.block_start_mwh = 0
         self.demand_w = None
+        self.last_samples = 0
 
     def take(self):
         """The latest completed reading as a dict, or None if none is ready."""
@@ -55,7 +56,9 @@ class Reporter:
         q = math.sqrt(max(s * s - p * p, 0.0))
         if _reactive_sign(m, gv * gi * (wide.value(a, _SQ) / n - mv * mi), p) < 0:
             q = -q
-        t = (x[M.X_CLOCK_HI] * wide.LOW + x[M.X_CLOCK_LO]) * m.ts
+        samples = x[M.X_CLOCK_HI] * wide.LOW + x[M.X_CLOCK_LO]
+        self.last_samples = samples  # exact (an int): the App makes wall time from it
+        t = samples * m.ts
         freq = None
         if x[_CYCLES] >= 1:
             first = _crossing(x[_FIRST], x[_FIRST + 1], x[_FIRST + 2])

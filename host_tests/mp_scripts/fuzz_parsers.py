@@ -117,7 +117,7 @@ class FakeClock:
         self.t = unix
         return unix - before
 
-    def server_time(self, unix, tolerance=2.0):
+    def server_time(self, unix, tolerance=2.0, exact_ms=None):
         if abs(unix - self.t) > tolerance:
             self.set(unix)
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from . import devices, fleet_presence, idempotency, outcomes, workq
 from .auth import Principal, principal, registrar
 from .db import loads
+from .meter_time import record_time
 from .models import (
     DeviceCreated,
     DeviceIn,
@@ -151,7 +152,11 @@ def _records(hub, device_id, kinds, limit):
     marks = ",".join("?" * len(kinds))
     rows = hub.db.all("SELECT seq, kind, received, body FROM items WHERE device = ? AND kind IN "
                       "(%s) ORDER BY seq DESC LIMIT ?" % marks, device_id, *kinds, limit)
-    return [dict(r, body=loads(r["body"])) for r in rows]
+    out = []
+    for r in rows:
+        body = loads(r["body"])
+        out.append(dict(r, at=record_time(body), body=body))
+    return out
 
 
 @router.get("/devices/{device_id}/readings", response_model=list[RecordOut])

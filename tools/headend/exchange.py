@@ -264,6 +264,7 @@ def _answer(hub, db, device, key, rows, room, now):
     dev = devices.get(db, device)
     if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
         devices.set_room(db, device, room - len(sent))
+    now_s = hub.now()
     return {"ack": dev["ack"] or 0, "work": [workq.wire(r, key) for r in sent],
             "more": len(rows) > room, "next": devices.next_for(dev, hub.settings),
-            "time": hub.now()}
+            "time": now_s, "time_ms": int(now_s * 1000)}  # time_ms: exact on a float32 meter

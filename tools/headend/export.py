@@ -6,8 +6,9 @@ value does not fit it (a null `f`, a string where a number belongs). An empty ce
 the field was absent. parse_csv() reads a file back into the stored records: the export
 round-trips.
 
-The time range selects on the meter's own clock (`t` of a reading, `start_s` of an event),
-falling back to when the head-end received the item (notices carry no time)."""
+The time range selects on the meter's own clock (`t` + `t_ms`/1000 of a reading,
+`start_s` + `start_ms`/1000 of an event: exact to the ms, docs/protocol.md), falling back
+to when the head-end received the item (notices carry no time)."""
 
 import csv
 import io
@@ -21,9 +22,10 @@ READING_KINDS = ("reading",)
 EVENT_KINDS = ("event", "event_start", "notice")
 NUM, TEXT = "num", "text"
 READING_FIELDS = [("type", TEXT)] + [(n, NUM) for n in (
-    "t", "vrms", "irms", "p", "q", "s", "pf", "f", "import_wh", "export_wh", "import_varh",
+    "t", "t_ms", "vrms", "irms", "p", "q", "s", "pf", "f", "import_wh", "export_wh", "import_varh",
     "export_varh", "demand_w", "vmin", "vmax", "imin", "imax", "pmin", "pmax")]
-EVENT_FIELDS = [("type", TEXT), ("kind", TEXT), ("start_s", NUM), ("duration_ms", NUM),
+EVENT_FIELDS = [("type", TEXT), ("kind", TEXT), ("start_s", NUM), ("start_ms", NUM),
+                ("duration_ms", NUM),
                 ("residual_v", NUM), ("extreme_pct", NUM), ("category", TEXT), ("what", TEXT)]
 FIELDS = {"readings": (READING_KINDS, READING_FIELDS), "events": (EVENT_KINDS, EVENT_FIELDS)}
 HEAD = ["seq", "item", "received"]
@@ -31,8 +33,15 @@ CHUNK = 500
 _INT = re.compile(r"-?\d+\Z")
 # the meter's time of an item (json_extract reads the stored body in SQLite; a body it
 # cannot read, e.g. one holding NaN, counts at its received time)
-_WHEN = ("(CASE WHEN json_valid(body) THEN COALESCE(json_extract(body, '$.t'), "
-         "json_extract(body, '$.start_s'), received) ELSE received END)")
+def _exact(key, ms_key):
+    # whole seconds plus the ms when they are an int 0..999 (as meter_time.record_time)
+    return ("json_extract(body, '$.%s') + CASE WHEN json_type(body, '$.%s') = 'integer' "
+            "AND json_extract(body, '$.%s') BETWEEN 0 AND 999 THEN json_extract(body, '$.%s') "
+            "/ 1000.0 ELSE 0 END" % (key, ms_key, ms_key, ms_key))
+
+
+_WHEN = ("(CASE WHEN json_valid(body) THEN COALESCE(%s, %s, received) ELSE received END)"
+         % (_exact("t", "t_ms"), _exact("start_s", "start_ms")))
 
 
 def columns(what):

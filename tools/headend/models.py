@@ -81,6 +81,8 @@ class ExchangeResponse(BaseModel):
     more: bool
     next: int
     time: float
+    time_ms: int = Field(description="server time, Unix ms: exact where a meter's float32 "
+                                     "rounds `time` (to 128 s)")
     chunk: Chunk | None = Field(None, description="the answer to the request's `fetch`")
 
 
@@ -150,6 +152,9 @@ class RecordOut(BaseModel):
     seq: int
     kind: str
     received: float
+    at: float | None = Field(None, description="the meter's time of a reading (t + t_ms) "
+                                               "or an event's start (start_s + start_ms), "
+                                               "Unix seconds exact to the ms")
     body: dict[str, Any]
 
 

@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .meter_time import record_time
+
 console = Console()
 _as_json = [False]
 
@@ -141,9 +143,20 @@ def num(v, fmt):
 
 
 def stamp(t):
+    """A time to the millisecond: a meter stamps readings and events exactly to it."""
     if not isinstance(t, int | float) or isinstance(t, bool):
         return None
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + ("%.1f" % (t % 1))[1:]
+    whole, ms = divmod(round(t * 1000), 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole)) + ".%03d" % ms
+
+
+def meter_time(r):
+    """The meter's time of a stored record (t + t_ms, start_s + start_ms), else when the
+    head-end received it."""
+    at = r.get("at")
+    if at is None:
+        at = record_time(r["body"])
+    return r["received"] if at is None else at
 
 
 def readings(title, items):
@@ -154,7 +167,7 @@ def readings(title, items):
     for r in items:
         b = r["body"]
         wh = b.get("import_wh")
-        rows.append((r["seq"], stamp(b.get("t", r["received"])), num(b.get("vrms"), "%.1f"),
+        rows.append((r["seq"], stamp(meter_time(r)), num(b.get("vrms"), "%.1f"),
                      num(b.get("irms"), "%.3f"), num(b.get("p"), "%.1f"),
                      num(b.get("pf"), "%.3f"), num(b.get("f"), "%.3f"),
                      num(wh / 1000.0 if num(wh, "%f") is not None else None, "%.3f")))
@@ -178,13 +191,13 @@ def events(title, items):
         extra = {k: v for k, v in b.items() if k not in _EVENT_SHOWN}
         if extra and detail is None:
             detail = compact(extra, 60)
-        rows.append((r["seq"], kind, stamp(b.get("start_s", r["received"])),
+        rows.append((r["seq"], kind, stamp(meter_time(r)),
                      num(b.get("duration_ms"), "%.0f ms"), num(b.get("residual_v"), "%.1f V"),
                      b.get("category"), detail))
     table(title, ["seq", "kind", "start", "duration", "residual", "category", "detail"], rows)
 
 
-_EVENT_SHOWN = ("type", "kind", "start_s", "duration_ms", "residual_v", "extreme_pct",
+_EVENT_SHOWN = ("type", "kind", "start_s", "start_ms", "duration_ms", "residual_v", "extreme_pct",
                 "category", "what", "incomplete")
 
 

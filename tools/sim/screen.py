@@ -13,6 +13,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from headend.meter_time import record_time
 from sim import guard
 
 EIO = 5
@@ -20,6 +21,8 @@ EIO = 5
 
 def _when(t):
     """Meter time: wall-clock time of day when it is Unix time, else seconds of signal."""
+    if t is None:
+        return "-"
     if t > 1e9:
         return time.strftime("%H:%M:%S", time.localtime(t)) + ("%.3f" % (t % 1))[1:]
     return "%.3f s" % t
@@ -30,7 +33,7 @@ def _fmt(value, digits):
 
 
 def reading_table(r):
-    t = Table(title="meter at %s" % _when(r["t"]), min_width=60)
+    t = Table(title="meter at %s" % _when(record_time(r)), min_width=60)
     t.add_column("quantity")
     t.add_column("value", justify="right")
     t.add_column("min / max (200 ms)", justify="right")
@@ -58,9 +61,9 @@ def events_table(events):
         t.add_column(col)
     for e in events:
         if e["type"] == "event_start":
-            t.add_row(e["kind"], _when(e["start_s"]), "in progress", "", "", "")
+            t.add_row(e["kind"], _when(record_time(e)), "in progress", "", "", "")
         else:
-            t.add_row(e["kind"], _when(e["start_s"]), "%.0f" % e["duration_ms"],
+            t.add_row(e["kind"], _when(record_time(e)), "%.0f" % e["duration_ms"],
                       "%.1f" % e["residual_v"], "%.1f" % e["extreme_pct"], e["category"])
     return t
 
