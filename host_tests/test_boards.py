@@ -85,6 +85,7 @@ def test_esp32_timer_hard_when_supported_else_soft(esp):
 def test_esp32_startup_measurements(esp):
     # fake timer at exactly 3200 Hz, fake ADC read 25 us: measured, not assumed
     assert esp["sample_rate"] == pytest.approx(3200.0, rel=1e-9)
+    assert Fraction(*esp["rate_ratio"]) == 3200  # exact ints, what the app's wall time uses
     assert esp["channel_delay_s"] == pytest.approx(25e-6, rel=1e-6)
 
 

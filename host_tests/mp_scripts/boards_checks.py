@@ -88,6 +88,7 @@ def esp32_checks():
     r["timer_inits"] = tim.inits
     r["timer_hard"] = b.timer_hard
     r["sample_rate"] = b.sample_rate
+    r["rate_ratio"] = list(b.rate_ratio)
     r["channel_delay_s"] = b.channel_delay_s
     r["uv_per_count"] = [b.v_uv_per_count, b.i_uv_per_count, b.v_cal_source, b.i_cal_source]
     r["gains"] = [b.v_gain, b.i_gain]
