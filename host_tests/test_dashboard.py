@@ -274,3 +274,18 @@ def test_fleet_page_at_10000_meters_renders_in_under_a_second(client, headend):
         took.append(clock.perf_counter() - started)
         assert r.status_code == 200 and "10000 meters" in r.text and "m04999" in r.text
     assert min(took) < 1.0, took
+
+
+def test_expired_sessions_and_removed_tokens_end_access(client, headend):
+    from headend.dashboard.session import Sessions
+    s = Sessions(ttl=60)
+    sid = s.create("a-token", now=1000.0)
+    assert s.get(sid, now=1059.0) is not None
+    assert s.get(sid, now=1060.0) is None and sid not in s.by_id
+    assert s.get("", now=0) is None and s.get("nope", now=0) is None
+    login(client, headend.op_token)
+    assert client.get("/ui/", follow_redirects=False).status_code == 200
+    with headend.hub.db.tx() as db:
+        db.run("DELETE FROM tokens WHERE name = ?", "alice")
+    assert client.get("/ui/", follow_redirects=False).status_code == 303
+    assert client.get("/ui/meters/x/readings.json").status_code == 401
