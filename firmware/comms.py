@@ -29,8 +29,9 @@ def _number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def apply_response(link, resp):
-    """Apply a verified response (either transport): ack, server time, next contact, work.
+def apply_response(link, resp, answer=True):
+    """Apply a verified, bound response (either transport): ack, server time (only from the
+    answer to this meter's own request, never from a push), next contact, work.
     Returns True when the meter should exchange again at once: results just queued, more
     work waiting, or a backlog still to send. Only an ack that moved counts, so a stuck ack
     never causes a tight loop."""
@@ -38,7 +39,7 @@ def apply_response(link, resp):
     acked_before = link.outbox.acked
     if isinstance(ack, int) and not isinstance(ack, bool):
         link.outbox.ack(ack)
-    if _number(resp.get("time")):
+    if answer and _number(resp.get("time")):
         link.clock.server_time(resp["time"], exact_ms=resp.get("time_ms"))
     nxt = resp.get("next")
     if _number(nxt) and 0 <= nxt <= 86400:
@@ -69,7 +70,7 @@ def request_body(link, wait):
     items = link.outbox.peek(link.batch_items, link.batch_bytes)
     done = link.inbox.ids()
     body = {
-        "v": 1,
+        "v": 2,
         "device": link.device_id,
         "ts": int(link.clock.now()),
         "nonce": _nonce(),
@@ -82,6 +83,18 @@ def request_body(link, wait):
         body["items"] = items
     add_fetch(link, body)
     return items, done, body
+
+
+def time_refusal(link, resp, nonce):
+    """The head-end's signed refusal of our request's `ts` (docs/protocol.md "Time refusal"):
+    adopt its time when it answers this very request; True if adopted. Once in a row only,
+    so a path slower than the replay window backs off instead of looping."""
+    if (not isinstance(resp, dict) or not envelope.bound(resp, link.device_id, nonce)
+            or not _number(resp.get("time")) or link.time_refusals):
+        return False
+    link.time_refusals += 1
+    link.clock.server_time(resp["time"], 0, exact_ms=resp.get("time_ms"))
+    return True
 
 
 def _nonce():
@@ -124,6 +137,7 @@ class Comms:
         self.poll_started = 0
         self.heartbeat = None  # callback(s): "alive; next sign within s" (health.Heartbeat)
         self.updater = None  # firmware download: a `fetch` on each request while one runs
+        self.time_refusals = 0  # signed time refusals adopted since the last answer
 
     def kick(self):
         """Exchange now: cut a waiting long-poll short (nothing is lost; see protocol.md)."""
@@ -197,6 +211,7 @@ class Comms:
     def build(self, wait):
         items, done, body = request_body(self, wait)
         self.poll_wait = body["wait"]
+        self.nonce = body["nonce"]
         return items, done, json.dumps(body, separators=(",", ":")).encode()
 
     async def exchange(self):
@@ -212,18 +227,28 @@ class Comms:
                 "POST", "/v1/exchange", raw, headers, timeout=self.wait_s + 15)
         finally:
             self.waiting = False
+        signed = envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data))
+        if status == 409 and signed and time_refusal(self, _json(data), self.nonce):
+            return True     # our clock was off: the head-end's time is adopted; again at once
         if status != 200:
             raise ExchangeError("head-end answered %d: %s" % (status, data[:200]))
-        if not envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data)):
+        if not signed:
             raise ExchangeError("response signature does not match; ignored")
-        try:
-            resp = json.loads(data)
-        except ValueError:
-            raise ExchangeError("response is not JSON")
+        resp = _json(data)
         if not isinstance(resp, dict):
             raise ExchangeError("response is not a JSON object")
+        if not envelope.bound(resp, self.device_id, self.nonce):
+            raise ExchangeError("response does not answer this request; ignored")
+        self.time_refusals = 0
         self.exchanges += 1
         self.last_ok = self.clock.now()
         if done:
             self.inbox.confirm(done)
         return apply_response(self, resp)
+
+
+def _json(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

@@ -32,13 +32,53 @@ def same(a, b):
     return diff == 0
 
 
+# A v2 work item has exactly these fields (and `sig`), each of this type: the signature
+# covers every one with its type, so none can be dropped, added or retyped (an `expires`
+# replayed as the string "1700000000" no longer matches).
+WORK_FIELDS = (("id", str), ("device", str), ("seq", int), ("op", str), ("role", str),
+               ("from", str), ("expires", int), ("args", str))
+
+
+def _typed(value):
+    # s<bytes>:<text> or i<digits>: length-prefixed, so no field can run into the next
+    if isinstance(value, str):
+        data = value.encode()
+        return ("s%d:" % len(data)).encode() + data
+    return ("i%d" % value).encode()
+
+
 def work_message(item):
-    """The bytes a work item's `sig` covers. `args` is JSON text, signed as sent, so the
-    meter never re-serialises it (single-precision floats would print differently)."""
-    return ("%s|%s|%s|%s|%s|%s" % (item["id"], item["op"], item["role"], item["expires"],
-                                   item["from"], item["args"])).encode()
+    """The bytes a v2 work item's `sig` covers; ValueError when a field is missing, extra or
+    of the wrong type. `args` is JSON text, signed as sent, so the meter never re-serialises
+    it (single-precision floats would print differently)."""
+    if not isinstance(item, dict) or len(item) != len(WORK_FIELDS) + ("sig" in item):
+        raise ValueError("work item fields")
+    parts = [b"bc-work-2"]
+    for name, kind in WORK_FIELDS:
+        value = item.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError("work field %s" % name)
+        parts.append(_typed(value))
+    return b"|".join(parts)
 
 
 def work_ok(key, item):
-    sig = item.get("sig")
-    return isinstance(sig, str) and same(sig, sign(key, work_message(item)))
+    sig = item.get("sig") if isinstance(item, dict) else None
+    if not isinstance(sig, str):
+        return False
+    try:
+        return same(sig, sign(key, work_message(item)))
+    except ValueError:
+        return False
+
+
+def bound(resp, device, nonce=None, conn=None):
+    """A response's binding (docs/protocol.md, v2): head-end to meter, for this device, and
+    either answering the request `nonce` or pushed on the connection `conn`. The MAC over
+    the body covers these fields."""
+    if resp.get("v") != 2 or resp.get("dir") != "down" or resp.get("device") != device:
+        return False
+    re = resp.get("re")
+    if re is not None:
+        return nonce is not None and re == nonce
+    return conn is not None and resp.get("conn") == conn

@@ -1,71 +1,97 @@
-"""Inbox: the persisted window of executed work ids, so work delivered twice runs once.
+"""Inbox: which work the meter has executed, so work delivered twice runs once, in O(1) memory.
 
-On disk: one store record (write-then-rename) holding JSON {"ids": [...], "pending": [...]}.
-`ids` are the last `window` work ids added, oldest first: seen() answers from them. `pending`
-are the ids the request still lists in `done` (ids()), until confirm() says the head-end no
-longer needs them or they fall out of the window. A damaged or unreadable file starts the inbox
-empty with damaged=True (the app should report it in a notice); it never raises.
+Work items carry a per-device sequence the head-end assigns (docs/protocol.md, v2). The inbox
+keeps the highest executed `hi` and a bit mask of which of the WINDOW sequences below it ran:
+check(seq) answers "new", "duplicate", or "stale" (below the window: refused whatever its
+expiry, so no replay can ever run, however old). `pending` are the ids the request still
+lists in `done` (ids()), until confirm() says the head-end no longer needs them.
+
+On disk: one store record (write-then-rename) holding JSON {"hi", "mask", "pending"}. A damaged
+or unreadable file starts the inbox empty with damaged=True (the app should report it in a
+notice); it never raises.
 """
 
 import json
 
 import store
 
+WINDOW = 32
+_FULL = (1 << WINDOW) - 1
+MAX_PENDING = 64
+
 
 class Inbox:
-    def __init__(self, path, window=64):
+    def __init__(self, path):
         self.path = path
-        self.window = window
         self.damaged = False
-        self._ids = []
+        self.hi = 0
+        self.mask = 0         # bit i: sequence hi - 1 - i was executed
         self._pending = []
         try:
             data = store.read_record(path)
             if data is not None:
                 d = json.loads(data)
-                ids = d["ids"]
-                pending = d["pending"]
-                if not isinstance(ids, list) or not isinstance(pending, list):
+                hi, mask, pending = d["hi"], d["mask"], d["pending"]
+                if not (isinstance(hi, int) and isinstance(mask, int)
+                        and isinstance(pending, list)) or hi < 0:
                     raise ValueError("bad inbox")
-                self._ids = ids[-window:]
-                self._pending = [i for i in pending if i in self._ids]
+                self.hi = hi
+                self.mask = mask & _FULL
+                self._pending = pending[-MAX_PENDING:]
         except (ValueError, KeyError, TypeError):   # store.CorruptRecord is a ValueError
             self.damaged = True
-            self._ids = []
+            self.hi = self.mask = 0
             self._pending = []
 
-    def seen(self, wid):
-        return wid in self._ids
+    def check(self, seq):
+        """"new", "duplicate" or "stale" (older than the window: refuse it)."""
+        if seq > self.hi:
+            return "new"
+        if seq == self.hi:
+            return "duplicate"
+        back = self.hi - 1 - seq
+        if back >= WINDOW:
+            return "stale"
+        return "duplicate" if self.mask >> back & 1 else "new"
 
-    def add(self, wid):
-        """Record that work wid was executed (persisted before returning)."""
-        if wid in self._ids:
-            return
-        self._ids.append(wid)
-        self._pending.append(wid)
-        if len(self._ids) > self.window:
-            old = self._ids.pop(0)
-            if old in self._pending:
-                self._pending.remove(old)
+    def add(self, wid, seq):
+        """Record that work wid (sequence seq) was executed: persisted before returning."""
+        if seq > self.hi:
+            shift = seq - self.hi
+            if self.hi == 0 or shift > WINDOW:
+                self.mask = 0
+            else:
+                self.mask = ((self.mask << shift) | (1 << (shift - 1))) & _FULL
+            self.hi = seq
+        elif seq < self.hi:
+            self.mask |= 1 << (self.hi - 1 - seq)
+        self._list(wid)
         self._save()
 
     def relist(self, wid):
         """A duplicate arrived: list its id in `done` again (the head-end may have missed it)."""
-        if wid in self._ids and wid not in self._pending:
-            self._pending.append(wid)
+        if wid not in self._pending:
+            self._list(wid)
             self._save()
+
+    def _list(self, wid):
+        if wid not in self._pending:
+            self._pending.append(wid)
+            if len(self._pending) > MAX_PENDING:
+                self._pending.pop(0)
 
     def ids(self):
         """The ids for the request's `done` list, oldest first."""
         return list(self._pending)
 
     def confirm(self, ids):
-        """Stop listing these ids in `done` (they stay in the window for seen())."""
+        """Stop listing these ids in `done`."""
         keep = [i for i in self._pending if i not in ids]
         if len(keep) != len(self._pending):
             self._pending = keep
             self._save()
 
     def _save(self):
-        data = json.dumps({"ids": self._ids, "pending": self._pending}, separators=(",", ":"))
+        data = json.dumps({"hi": self.hi, "mask": self.mask, "pending": self._pending},
+                          separators=(",", ":"))
         store.write_record(self.path, data.encode())

@@ -31,7 +31,9 @@
 # after work ran, on kick(), and at least every poll_s (the head-end's `next`; default
 # heartbeat_s) carrying `done`; one request at a time, until its answer on bc/<id>/down (or
 # answer_s passes). Every signed message on down is applied like an HTTP response: ack,
-# time, next, work through the Dispatcher (the inbox deduplicates redeliveries).
+# time, next, work through the Dispatcher (the inbox deduplicates redeliveries). A down is
+# applied only when bound (v2): it answers our latest up (`re`), or is a push for this
+# connection's random nonce (`conn`); time is taken only from an answer.
 
 import asyncio
 import random
@@ -103,6 +105,7 @@ class MqttComms(MqttExchange):
         self.after_exchange = None
         self.heartbeat = None           # callback(s), as comms.Comms
         self.updater = None  # firmware download (docs/ota.md)
+        self.time_refusals = 0  # signed time refusals adopted since the last answer
         self.connected = False
         self.flushes = 0                # stream writes (one per batch of packets)
         self.wake = asyncio.Event()
@@ -137,6 +140,7 @@ class MqttComms(MqttExchange):
         self.sent_reading = None
         self.state_at = None
         self.discovery_due = self.ha
+        self._new_connection()
 
     # --- the interface app.py uses (same as comms.Comms) ---
     def kick(self):

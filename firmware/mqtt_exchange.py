@@ -7,10 +7,15 @@ import json
 import envelope
 import ha_discovery as hass
 from clock import ticks_diff
-from comms import apply_response, request_body
+from comms import _nonce, apply_response, request_body, time_refusal
 
 
 class MqttExchange:
+    def _new_connection(self):
+        # a random nonce per connection, held in RAM only: no flash write per push
+        self.conn = _nonce()
+        self.sent_nonce = None
+
     def _on_message(self, topic, msg):
         """umqtt's callback; runs inside _process, before umqtt sends the PUBACK."""
         if topic == self.t_down:
@@ -35,15 +40,27 @@ class MqttExchange:
         if not isinstance(resp, dict):
             self.last_error = "response is not a JSON object; ignored"
             return
+        if "error" in resp:     # the signed time refusal of our up (docs/protocol.md)
+            if self.awaiting is not None and time_refusal(self, resp, self.sent_nonce):
+                self.awaiting = None
+                self.want_up = True
+            return
+        # bound (v2): the answer to our latest up, or a push on this very connection
+        if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
+            self.last_error = "down answers no request of this connection; ignored"
+            return
+        answer = resp.get("re") is not None
         self.exchanges += 1
         self.last_ok = self.clock.now()
         self.failures = 0
-        if self.awaiting is not None:  # the answer to our up: it stored what we sent
+        if answer:
+            self.time_refusals = 0
+        if answer and self.awaiting is not None:  # it stored what we sent
             self.awaiting = None
             if self.sent_done:
                 self.inbox.confirm(self.sent_done)
                 self.sent_done = []
-        if apply_response(self, resp):
+        if apply_response(self, resp, answer):
             self.want_up = True
         if self.after_exchange is not None:
             self.after_exchange()
@@ -79,6 +96,8 @@ class MqttExchange:
 
     def _send_up(self, now):
         _, done, body = request_body(self, 0)
+        body["conn"] = self.conn    # pushes on this connection are bound to it
+        self.sent_nonce = body["nonce"]
         raw = json.dumps(body).encode()
         self.kicked = self.want_up = False
         self.sent_next_seq = self.outbox.next_seq

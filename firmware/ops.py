@@ -1,14 +1,16 @@
 # Work ops: check signature, role, expiry and duplicates, run the op, queue its result.
 #
 # Every work item that reaches the meter gets exactly one result item in the outbox,
-# except a duplicate (already in the inbox), which is listed in `done` and not run again.
-# The id enters the inbox before the op runs: a crash mid-op can never run it twice; the
+# except a duplicate (its seq already in the inbox window), which is listed in `done` and not
+# run again. The signature covers every field with its type (envelope.work_message), and the
+# seq enters the inbox before the op runs: a crash mid-op can never run it twice; the
 # head-end then sees no result and reports the item expired.
 
 import json
 
 import config as configuration
 import envelope
+from clock import unix_ms
 
 _OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
              "set_presence", "get_events", "reboot", "message", "send", "get_messages",
@@ -40,10 +42,23 @@ def op_read(app, args):
     return app.status_reading()
 
 
+# set_time corrects drift; a bigger step only comes from the head-end's signed, bound time
+# (a response to this meter's own request, or the time refusal: docs/protocol.md)
+MAX_SET_TIME_STEP_S = 300
+
+
 def op_set_time(app, args):
     # "unix" as a decimal string (or an int) is exact on a float32 board; a float is not
+    unix = _args(args, "unix", (int, float, str))
+    target = unix_ms(unix)
+    if target is None:
+        raise Rejected("not a Unix time: %r" % (unix,))
+    step = target // 1000 - app.clock.now()
+    if not -MAX_SET_TIME_STEP_S <= step <= MAX_SET_TIME_STEP_S:
+        raise Rejected("set_time may move the clock by at most %d s (asked %d s)"
+                       % (MAX_SET_TIME_STEP_S, step))
     try:
-        return {"offset_s": app.clock.set(_args(args, "unix", (int, float, str)))}
+        return {"offset_s": app.clock.set(unix)}
     except ValueError as exc:
         raise Rejected(str(exc))
 
@@ -154,6 +169,7 @@ class Dispatcher:
         self.key = key
         self.outbox = outbox
         self.inbox = inbox
+        self.device_id = app.cfg["device_id"]
         self.max_room = room
         self.busy = 0
         self.counts = {"done": 0, "rejected": 0, "unknown_op": 0, "expired": 0, "duplicate": 0}
@@ -170,25 +186,26 @@ class Dispatcher:
         wid = item.get("id") if isinstance(item, dict) else None
         if not isinstance(wid, str):
             return self._result(None, "rejected", "work item without an id")
-        if self.inbox.seen(wid):
+        # every field with its type is signed (envelope.WORK_FIELDS): a missing, extra or
+        # retyped field (say `expires` as a string) fails here
+        if not envelope.work_ok(self.key, item):
+            return self._result(wid, "rejected", "bad signature")
+        if item["device"] != self.device_id:
+            return self._result(wid, "rejected", "work for device %r" % (item["device"],))
+        seq = item["seq"]
+        seen = self.inbox.check(seq)
+        if seen == "duplicate":
             self.counts["duplicate"] += 1
             self.inbox.relist(wid)
             return "duplicate"
-        try:
-            ok = isinstance(item["args"], str) and envelope.work_ok(self.key, item)
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            return self._result(wid, "rejected", "bad signature")
-        self.inbox.add(wid)
+        if seen == "stale":   # older than the window: it may have run; never run it again
+            self.inbox.relist(wid)
+            return self._result(wid, "rejected", "work seq %d is older than this meter's "
+                                "window (highest run %d)" % (seq, self.inbox.hi))
+        self.inbox.add(wid, seq)
         op = item["op"]
         role = item.get("role")
-        if not isinstance(op, str):     # signed, but not an op name (unhashable, say)
-            return self._result(wid, "unknown_op", "no op %r on this meter" % (op,))
-        if not isinstance(role, str):
-            role = None
-        expires = item.get("expires")
-        if isinstance(expires, (int, float)) and expires < self.app.clock.now():
+        if item["expires"] < self.app.clock.now():
             return self._result(wid, "expired", "arrived after it expired")
         if op not in OPS:
             return self._result(wid, "unknown_op", "no op %r on this meter" % (op,))

@@ -11,6 +11,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from headend_fake_meter import work_message
+
 
 def _sign(key, data):
     return hmac.new(key, data, hashlib.sha256).hexdigest()
@@ -26,6 +28,8 @@ class FakeExchange:
         self.queue = []
         self.results = {}     # work id -> result item body
         self.fetches = 0
+        self.work_seq = 0     # the last work sequence assigned (v2)
+        self.time_offset = 0  # added to the time it answers with
         handler = type("Handler", (_Handler,), {"exchange": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
@@ -38,9 +42,6 @@ class FakeExchange:
     def work(self, op, args, role="operator"):
         item = {"id": uuid.uuid4().hex, "op": op, "role": role,
                 "expires": int(time.time()) + 600, "from": "test", "args": json.dumps(args)}
-        msg = "%s|%s|%s|%s|%s|%s" % (item["id"], op, role, item["expires"], item["from"],
-                                     item["args"])
-        item["sig"] = _sign(self.key, msg.encode())
         with self.lock:
             self.queue.append(item)
         return item["id"]
@@ -62,7 +63,13 @@ class FakeExchange:
                         self.results[item["body"]["work"]] = item["body"]
             work = self.queue if req.get("room", 0) > 0 else []
             self.queue = [w for w in self.queue if w not in work]
-        resp = {"ack": self.acked, "time": time.time(), "next": 0.2, "work": work}
+            for w in work:        # signed at delivery: the device and its work seq (v2)
+                self.work_seq += 1
+                w.update(device=req["device"], seq=self.work_seq)
+                w["sig"] = _sign(self.key, work_message(w))
+        resp = {"v": 2, "dir": "down", "device": req["device"], "re": req["nonce"],
+                "ack": self.acked, "time": time.time() + self.time_offset, "next": 0.2,
+                "work": work}
         if "fetch" in req:
             resp["chunk"] = self.chunk(req["fetch"])
         data = json.dumps(resp).encode()

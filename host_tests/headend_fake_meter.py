@@ -18,12 +18,39 @@ def hmac_hex(key_hex, data):
     return hmac.new(bytes.fromhex(key_hex), data, hashlib.sha256).hexdigest()
 
 
+WORK_FIELDS = (("id", str), ("device", str), ("seq", int), ("op", str), ("role", str),
+              ("from", str), ("expires", int), ("args", str))
+
+
+def work_message(w):
+    """v2: every field with its type, length-prefixed (docs/protocol.md "Work")."""
+    assert set(w) - {"sig"} == {n for n, _ in WORK_FIELDS}, "work fields: %s" % sorted(w)
+    parts = [b"bc-work-2"]
+    for name, kind in WORK_FIELDS:
+        value = w[name]
+        assert type(value) is kind, "work field %s is %r" % (name, value)
+        if kind is str:
+            data = value.encode()
+            parts.append(b"s%d:" % len(data) + data)
+        else:
+            parts.append(b"i%d" % value)
+    return b"|".join(parts)
+
+
 def work_sig(key_hex, w):
     # `args` travels as canonical JSON text and the signature covers that text as sent
     assert isinstance(w["args"], str), "work args must be JSON text on the wire"
-    text = "%s|%s|%s|%s|%s|%s" % (w["id"], w["op"], w["role"], w["expires"], w["from"],
-                                  w["args"])
-    return hmac_hex(key_hex, text.encode())
+    return hmac_hex(key_hex, work_message(w))
+
+
+def bound(body, device, nonce=None, conn=None):
+    """A v2 response: head-end to meter, for this device, answering `nonce` or pushed on the
+    connection `conn`."""
+    if body.get("v") != 2 or body.get("dir") != "down" or body.get("device") != device:
+        return False
+    if body.get("re") is not None:
+        return body["re"] == nonce
+    return conn is not None and body.get("conn") == conn
 
 
 class ExchangeError(AssertionError):
@@ -67,7 +94,7 @@ class FakeMeter:
 
     # --- wire ---
     def envelope(self, wait=0, room=4, items=None, done=None, ts=None, nonce=None):
-        return {"v": 1, "device": self.device, "ts": time.time() if ts is None else ts,
+        return {"v": 2, "device": self.device, "ts": time.time() if ts is None else ts,
                 "nonce": nonce or secrets.token_hex(8), "wait": wait, "room": room,
                 "done": list(self.done if done is None else done),
                 "items": list(self.outbox if items is None else items)}
@@ -81,11 +108,13 @@ class FakeMeter:
 
     def exchange(self, wait=0, room=4, **kw):
         """One signed exchange; checks signatures, drops acked items, returns the body."""
-        r = self.post(self.envelope(wait=wait, room=room, **kw))
+        env = self.envelope(wait=wait, room=room, **kw)
+        r = self.post(env)
         if r.status_code != 200:
             raise ExchangeError(r)
         assert hmac.compare_digest(r.headers["x-bc-signature"], hmac_hex(self.key, r.content))
         body = r.json()
+        assert bound(body, self.device, env["nonce"]), "response not bound to the request"
         for w in body["work"]:
             assert w["sig"] == work_sig(self.key, w), "bad work signature"
             w["args"] = json.loads(w["args"])

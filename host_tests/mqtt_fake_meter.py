@@ -10,7 +10,9 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from headend_fake_meter import FakeMeter, hmac_hex, work_sig
+import secrets
+
+from headend_fake_meter import FakeMeter, bound, hmac_hex, work_sig
 
 WILL = {"state": "unavailable", "note": "connection lost"}
 
@@ -34,6 +36,9 @@ class MqttFakeMeter(FakeMeter):
         self._suback = threading.Condition()
         self._down_mid = None
         self._lock = threading.Lock()
+        self.conn = secrets.token_hex(8)  # this connection's nonce (v2): pushes are bound to it
+        self.sent = set()                 # nonces of the ups sent on this connection
+        self.unbound = []                 # signed downs bound to no request or connection
 
     # --- connection ---
     @property
@@ -65,6 +70,8 @@ class MqttFakeMeter(FakeMeter):
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
+        self.conn = secrets.token_hex(8)
+        self.sent = set()
         c.connect(self.host, self.port, keepalive=30)
         c.loop_start()
         assert connected.wait(timeout), "no CONNACK"
@@ -120,6 +127,13 @@ class MqttFakeMeter(FakeMeter):
             self.bad.append(msg.payload)
             return
         body = json.loads(raw)
+        if "error" in body:               # a signed refusal (the time refusal)
+            self.downs.put(body)
+            return
+        if not bound(body, self.device, body.get("re") if body.get("re") in self.sent else None,
+                     self.conn):
+            self.unbound.append(body)
+            return
         for w in body["work"]:
             if w["sig"] != work_sig(self.key, w):
                 self.bad.append(msg.payload)
@@ -150,6 +164,8 @@ class MqttFakeMeter(FakeMeter):
         """Publish a signed request on bc/<id>/up (wait 0); returns the envelope."""
         with self._lock:
             env = self.envelope(wait=0, room=room, **kw)
+            env.setdefault("conn", self.conn)
+            self.sent.add(env["nonce"])
         self.publish("bc/%s/up" % self.device, up_payload(self.key, env))
         return env
 

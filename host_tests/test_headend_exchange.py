@@ -86,7 +86,7 @@ def test_rejections_store_nothing(client, headend, case, status):
     elif case == "unknown_device":
         env["device"] = "meter-x"
     elif case == "malformed_json":
-        raw = b'{"v": 1, "device": "meter-a",'
+        raw = b'{"v": 2, "device": "meter-a",'
         sig = hmac_hex(m.key, raw)
     elif case == "not_object":
         raw = b"[1, 2]"

@@ -121,7 +121,7 @@ class Meter:
                     self._reading(time.time())
                     next_report = max(next_report + g.report, now)
                 wait = max(0, min(g.wait, int(math.ceil(next_report - now))))
-                req = {"v": 1, "device": self.device, "ts": int(time.time()),
+                req = {"v": 2, "device": self.device, "ts": int(time.time()),
                        "nonce": os.urandom(8).hex(), "wait": wait, "room": 4,
                        "done": self.done[:], "items": self.outbox[:32]}
                 body = json.dumps(req, separators=(",", ":")).encode()

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS devices (
     derived INTEGER NOT NULL DEFAULT 0,       -- 1 while presence is derived unavailable
     transport TEXT,                    -- http | mqtt: how it last exchanged; NULL before any
     room INTEGER NOT NULL DEFAULT 0,   -- work it can still take (its last `room` - sent since)
-    firmware TEXT                      -- JSON: its latest `update` report (updates.py)
+    firmware TEXT,                     -- JSON: its latest `update` report (updates.py)
+    conn TEXT,                         -- the connection nonce of its latest MQTT up (pushes)
+    work_seq INTEGER NOT NULL DEFAULT 0  -- the last work sequence assigned to it
 );
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
@@ -62,7 +64,8 @@ CREATE TABLE IF NOT EXISTS work (
     executed INTEGER NOT NULL DEFAULT 0,        -- listed in `done` or a result arrived
     deliveries INTEGER NOT NULL DEFAULT 0,
     delivered_at REAL, finished_at REAL, result TEXT, reason TEXT,
-    gid INTEGER, reply_to TEXT, ref TEXT
+    gid INTEGER, reply_to TEXT, ref TEXT,
+    seq INTEGER                        -- the device's work sequence, set at first delivery
 );
 CREATE INDEX IF NOT EXISTS work_dev ON work(device, status, num);
 CREATE INDEX IF NOT EXISTS work_open ON work(status, expires);
@@ -97,6 +100,9 @@ MIGRATIONS = (
     ("devices", "transport", "TEXT"),
     ("devices", "room", "INTEGER NOT NULL DEFAULT 0"),
     ("devices", "firmware", "TEXT"),
+    ("devices", "conn", "TEXT"),
+    ("devices", "work_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("work", "seq", "INTEGER"),
 )
 
 

@@ -40,16 +40,32 @@ _DOC = {
 DENIED = "unknown device or bad signature"
 MALFORMED = "malformed signature: X-BC-Signature must be 64 hex digits"
 _NO_DEVICE_KEY = signing.new_key()     # verified against when the device is unknown
+PROTOCOL = 2
 
 
 class Refused(Exception):
     """A request refused before anything was stored: `status` is the HTTP status that
-    names the reason (400, 401, 409, 413)."""
+    names the reason (400, 401, 409, 413). `answer` and `key`: a refusal the meter may act
+    on, signed with its key (the time refusal)."""
 
-    def __init__(self, status, reason):
+    def __init__(self, status, reason, answer=None, key=None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.answer = answer
+        self.key = key
+
+
+def bind(device, nonce=None, conn=None):
+    """The fields that bind a head-end -> meter message (docs/protocol.md "Bound responses"):
+    the direction, the device, and the request nonce it answers or the meter's connection
+    nonce it is pushed on. The body's signature covers them."""
+    out = {"v": PROTOCOL, "dir": "down", "device": device}
+    if nonce is not None:
+        out["re"] = nonce
+    if conn is not None:
+        out["conn"] = conn
+    return out
 
 
 def authenticate(hub, raw, signature, topic_device=None):
@@ -65,6 +81,9 @@ def authenticate(hub, raw, signature, topic_device=None):
         raise Refused(400, "body must be a JSON object")
     if not isinstance(obj.get("device"), str):
         raise Refused(400, "missing or invalid field: device")
+    if obj.get("v") != PROTOCOL or isinstance(obj.get("v"), bool):
+        raise Refused(400, "protocol version %s refused: this head-end speaks version %d "
+                      "(docs/protocol.md)" % (str(obj.get("v"))[:16], PROTOCOL))
     if topic_device is not None and obj["device"] != topic_device:
         raise Refused(401, "device %r does not match the topic's %r"
                       % (obj["device"][:64], topic_device))
@@ -85,7 +104,12 @@ def authenticate(hub, raw, signature, topic_device=None):
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise Refused(400, "invalid field %s: %s" % (where, first["msg"])) from None
     if abs(hub.now() - req.ts) > hub.settings.replay_window:
-        raise Refused(409, "ts outside the replay window")
+        # correctly signed: tell the meter our time, bound to its request (time refusal)
+        reason = "ts outside the replay window"
+        now_s = hub.now()
+        answer = dict(bind(req.device, req.nonce, req.conn), error=reason, time=now_s,
+                      time_ms=int(now_s * 1000))
+        raise Refused(409, reason, answer, row["key"])
     return req, row["key"]
 
 
@@ -99,6 +123,9 @@ def store(hub, req, transport):
             raise Refused(409, "replay: nonce already seen")
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
+        if transport == "mqtt" and req.conn is not None:
+            db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS NOT ?",
+                   req.conn, req.device, req.conn)
 
 
 async def handle(hub, raw, signature, transport, topic_device=None, receive=None):
@@ -167,6 +194,10 @@ async def respond(hub, raw, signature, receive):
     try:
         req, key, answer = await handle(hub, raw, signature, "http", receive=receive)
     except Refused as e:
+        if e.answer is not None:
+            body, sig = signed(e.key, e.answer)
+            return Response(body, status_code=e.status, media_type="application/json",
+                            headers={"X-BC-Signature": sig})
         raise HTTPException(e.status, e.reason) from None
     if answer is None:          # the meter hung up while waiting: nothing was delivered
         return Response(status_code=499)
@@ -197,7 +228,7 @@ async def deliver(hub, req, key, wait, receive=None):
                     # an idle long-poll ends: nothing to write; last_contact is saved by
                     # the next sweep
                     hub.contact(req.device, now)
-                    return _answer(hub, hub.db, req.device, key, [], req.room, now)
+                    return _answer(hub, hub.db, req, key, [], req.room, now)
                 if not quiet or ending:
                     with hub.tx(sync=False) as db:
                         now = hub.now()
@@ -209,7 +240,7 @@ async def deliver(hub, req, key, wait, receive=None):
                                 devices.touch(db, req.device, now)
                             else:       # an idle long-poll ended: saved by the next sweep
                                 hub.contact(req.device, now)
-                            return _answer(hub, db, req.device, key, rows, req.room, now)
+                            return _answer(hub, db, req, key, rows, req.room, now)
                 gone = gone or asyncio.ensure_future(_hangup(receive))
                 if not gone.done():         # until woken, timed out or hung up
                     gone.add_done_callback(event.wake)
@@ -246,25 +277,31 @@ def push(hub, device):
     work without a result is not pushed again: the meter's next exchange redelivers it."""
     with hub.tx() as db:
         dev = devices.get(db, device)
-        if dev is None or not dev["room"]:
+        if dev is None or not dev["room"] or not dev["conn"]:
             return None
         now = hub.now()
         outcomes.expire_due(hub, now, device)
         rows = [r for r in workq.deliverable(db, device, now) if r["status"] == "queued"]
         if not rows:
             return None
-        return _answer(hub, db, device, dev["key"], rows, dev["room"], now)
+        return _answer(hub, db, None, dev["key"], rows, dev["room"], now, device, dev["conn"])
 
 
-def _answer(hub, db, device, key, rows, room, now):
+def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
     """The response dict for up to `room` of `rows`, marked delivered; the room the meter
-    has left is kept for pushes."""
+    has left is kept for pushes. Bound to `req` (its nonce, and its connection nonce over
+    MQTT), or, for a push, to the meter's connection nonce `conn`."""
+    if req is not None:
+        device, binding = req.device, bind(req.device, req.nonce, req.conn)
+    else:
+        binding = bind(device, conn=conn)
     sent = rows[:room]
-    workq.mark_delivered(db, sent, now)
+    seqs = workq.mark_delivered(db, sent, now)
     dev = devices.get(db, device)
     if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
         devices.set_room(db, device, room - len(sent))
     now_s = hub.now()
-    return {"ack": dev["ack"] or 0, "work": [workq.wire(r, key) for r in sent],
-            "more": len(rows) > room, "next": devices.next_for(dev, hub.settings),
-            "time": now_s, "time_ms": int(now_s * 1000)}  # time_ms: exact on a float32 meter
+    return dict(binding, ack=dev["ack"] or 0,
+                work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
+                more=len(rows) > room, next=devices.next_for(dev, hub.settings),
+                time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter

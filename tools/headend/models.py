@@ -37,10 +37,13 @@ class Fetch(BaseModel):
 
 class ExchangeRequest(BaseModel):
     model_config = ConfigDict(strict=True)
-    v: Literal[1]
+    v: Literal[2]
     device: str = Field(min_length=1, max_length=64)
     ts: float = Field(allow_inf_nan=False)
     nonce: str = Field(pattern=r"^[0-9a-fA-F]{16}$")
+    conn: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$",
+                             description="MQTT: the meter's random nonce for this connection; "
+                             "pushes are bound to it")
     wait: float = Field(ge=0, allow_inf_nan=False)
     room: int = Field(ge=0, le=1000)
     done: list[str] = Field(default_factory=list, max_length=1000)
@@ -51,15 +54,17 @@ class ExchangeRequest(BaseModel):
     @classmethod
     def _not_bool(cls, v):
         if isinstance(v, bool):
-            raise ValueError("v must be the integer 1")
+            raise ValueError("v must be the integer 2")
         return v
 
 
 class WireWork(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     id: str
+    device: str
+    seq: int = Field(description="the device's work sequence (docs/protocol.md)")
     op: str
-    args: dict[str, Any]
+    args: str = Field(description="canonical JSON text, signed as sent")
     role: Literal["operator", "utility", "peer"]
     from_: str = Field(alias="from")
     expires: int
@@ -76,6 +81,11 @@ class Chunk(BaseModel):
 
 
 class ExchangeResponse(BaseModel):
+    v: Literal[2]
+    dir: Literal["down"]
+    device: str
+    re: str | None = Field(None, description="the nonce of the request this answers")
+    conn: str | None = Field(None, description="MQTT: the connection nonce it is bound to")
     ack: int
     work: list[WireWork]
     more: bool

@@ -209,6 +209,8 @@ class MqttBridge:
             req, key, answer = await exchange.handle(self.hub, raw, sig.decode("latin-1"),
                                                      "mqtt", topic_device=device)
         except exchange.Refused as e:
+            if e.answer is not None:        # the signed time refusal: the meter retries
+                self._publish(device, e.key, e.answer)
             return self._refuse(device, e.reason)
         self.offline.discard(device)
         self._publish(device, key, answer)

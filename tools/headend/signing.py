@@ -41,12 +41,27 @@ def verify(key_hex, data, sig):
     return hmac.compare_digest(sign(key_hex, data), sig.strip(" \t").lower())
 
 
+# Every field of a v2 work item with its type, in signing order (docs/protocol.md).
+WORK_FIELDS = (("id", str), ("device", str), ("seq", int), ("op", str), ("role", str),
+               ("from", str), ("expires", int), ("args", str))
+
+
 def work_message(item):
-    """What a work item's `sig` covers: id|op|role|expires|from|<args JSON text as sent>.
-    Args travel as text so a meter never re-serialises them (floats print differently on
-    single-precision boards)."""
-    return ("%s|%s|%s|%s|%s|%s" % (item["id"], item["op"], item["role"], item["expires"],
-                                   item["from"], item["args"])).encode()
+    """What a work item's `sig` covers: "bc-work-2" then each field, typed and length-prefixed
+    (`s<bytes>:<text>` or `i<int>`), joined by "|". A retyped field signs differently, so
+    `expires` replayed as a string breaks the signature. Args travel as JSON text so a meter
+    never re-serialises them (floats print differently on single-precision boards)."""
+    parts = [b"bc-work-2"]
+    for name, kind in WORK_FIELDS:
+        value = item[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError("work field %s must be %s" % (name, kind.__name__))
+        if kind is str:
+            data = value.encode()
+            parts.append(b"s%d:" % len(data) + data)
+        else:
+            parts.append(b"i%d" % value)
+    return b"|".join(parts)
 
 
 def sign_work(key_hex, item):

@@ -69,10 +69,19 @@ def deliverable(db, device, now):
 
 
 def mark_delivered(db, rows, now):
+    """Mark rows delivered; returns their work sequences (docs/protocol.md "Work seq"): the
+    device's next one at first delivery, the same one on every redelivery."""
+    seqs = []
     for row in rows:
+        seq = row["seq"]
+        if seq is None:
+            seq = db.one("UPDATE devices SET work_seq = work_seq + 1 WHERE id = ? "
+                         "RETURNING work_seq", row["device"])["work_seq"]
+        seqs.append(seq)
         db.run("UPDATE work SET status = CASE status WHEN 'queued' THEN 'delivered' "
-               "ELSE status END, deliveries = deliveries + 1, delivered_at = ? WHERE num = ?",
-               now, row["num"])
+               "ELSE status END, deliveries = deliveries + 1, delivered_at = ?, seq = ? "
+               "WHERE num = ?", now, seq, row["num"])
+    return seqs
 
 
 def mark_executed(db, device, work_ids):
@@ -119,9 +128,9 @@ def view(row, presence=None):
     }
 
 
-def wire(row, key):
-    """The work item as it goes to the meter, with its `sig`."""
-    item = {"id": wid(row["num"]), "op": row["op"],
+def wire(row, key, seq):
+    """The work item as it goes to the meter (its device's work `seq`), with its `sig`."""
+    item = {"id": wid(row["num"]), "device": row["device"], "seq": seq, "op": row["op"],
             "args": signing.canonical(loads(row["args"])),
             "role": row["role"], "from": row["origin"], "expires": int(row["expires"])}
     item["sig"] = signing.sign_work(key, item)
