@@ -41,6 +41,8 @@ def http_responses(draw):
 def _work_items(values, args_values):
     item = st.fixed_dictionaries(
         {"id": st.sampled_from(["w-00000001", "w-2"]) | values,
+         "device": st.sampled_from(["meter-f", "meter-g"]) | values,
+         "seq": st.integers(0, 40) | values,
          "op": st.sampled_from(sorted(fz.ops.OPS) + ["nope", ""]) | values,
          "role": st.sampled_from(["operator", "utility", "peer", "root"]) | values,
          "expires": st.sampled_from([1763769900, 0]) | values,

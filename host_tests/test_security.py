@@ -183,9 +183,10 @@ def test_oversized_bodies(he, client):
 
 # --- work replayed to the meter ---
 
-def _signed(wid, op="set_poll", args='{"seconds":30}', role="operator"):
-    item = {"id": wid, "op": op, "role": role, "expires": 2 * 10 ** 9, "from": "operator:al",
-            "args": args}
+def _signed(wid, op="set_poll", args='{"seconds":30}', role="operator", seq=None):
+    seq = int(wid.split("-")[1]) if seq is None else seq
+    item = {"id": wid, "device": fz.DEVICE, "seq": seq, "op": op, "role": role,
+            "expires": 2 * 10 ** 9, "from": "operator:al", "args": args}
     item["sig"] = envelope.sign(fz.KEY, envelope.work_message(item))
     return item
 
@@ -224,7 +225,7 @@ def test_replayed_work_runs_once(tmp_path):
 
 
 def test_replayed_work_runs_once_micropython(tmp_path):
-    cases = [["work", [_signed("w-%d" % k, op, args), False]]
+    cases = [["work", [_signed("w-%d" % (k + 1), op, args), False]]
              for k, (op, args) in enumerate([("set_poll", '{"seconds":30}'), ("read", "{}"),
                                              ("relay", '{"state":"open"}'),
                                              ("send", '{"to":"m","op":"read"}')])]

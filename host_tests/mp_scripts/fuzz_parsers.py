@@ -36,6 +36,7 @@ import store
 from outbox import Outbox, OutboxFull
 
 KEY = b"0123456789abcdef0123456789abcdef"
+DEVICE = "meter-f"
 STATUSES = ("done", "rejected", "unknown_op", "expired", "duplicate")
 
 # Documented errors per parser: anything else is a crash.
@@ -149,12 +150,15 @@ class FakeOutbox:
 class FakeInbox:
     def __init__(self):
         self.ids = []
+        self.seqs = []
+        self.hi = 0
 
-    def seen(self, wid):
-        return wid in self.ids
+    def check(self, seq):
+        return "duplicate" if seq in self.seqs else "new"
 
-    def add(self, wid):
+    def add(self, wid, seq):
         self.ids.append(wid)
+        self.seqs.append(seq)
 
     def relist(self, wid):
         pass
@@ -181,7 +185,7 @@ class FakeApp:
         self.presence = FakePresence()
         self.recent_events = [{"kind": "dip"}] * 3
         self.messages = []
-        self.cfg = dict(config.DEFAULTS)
+        self.cfg = dict(config.DEFAULTS, device_id=DEVICE)
         self.reboot_requested = False
 
     def status_reading(self):

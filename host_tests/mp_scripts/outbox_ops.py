@@ -49,12 +49,12 @@ def run(op):
     if name == "stats":
         return stats()
     if name == "inbox":
-        ib = Inbox(op[1], op[2])
-        return {"damaged": ib.damaged, "ids": ib.ids()}
-    if name == "seen":
-        return ib.seen(op[1])
+        ib = Inbox(op[1])
+        return {"damaged": ib.damaged, "ids": ib.ids(), "hi": ib.hi}
+    if name == "check":
+        return ib.check(op[1])
     if name == "add":
-        ib.add(op[1])
+        ib.add(op[1], op[2])
         return ib.ids()
     if name == "confirm":
         ib.confirm(op[1])

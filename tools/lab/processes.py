@@ -276,8 +276,9 @@ class Meter:
     scenario= a scenario file for the simulated board."""
 
     def __init__(self, workdir, device_id, key, url, lab=None, ns=None, scenario=None,
-                 **settings):
+                 clock_offset=0, **settings):
         self.scenario = scenario
+        self.clock_offset = clock_offset    # the board's clock starts this many seconds off
         self.dir = Path(workdir) / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = self.dir / "state"
@@ -290,6 +291,8 @@ class Meter:
 
     def start(self):
         args = [str(self.config), str(self.state)] + ([str(self.scenario)] if self.scenario else [])
+        if self.clock_offset:
+            args.append("--clock-offset=%d" % self.clock_offset)
         cmd, env = runner.command("micropython", METER_MAIN, *args)
         self.proc = _spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
         return self

@@ -6,6 +6,8 @@
 # server_url, ca_file, ...). STATE_DIR holds the outbox, inbox and energy registers.
 # --fast runs the simulated signal as fast as possible instead of in real time.
 # --print writes every reading and event as a JSON line on stdout (for make sim).
+# --clock-offset=S starts the board's clock S seconds off (a board that lost its RTC starts
+# in 2000: S = 946684800 - now), as on a board after a power cut.
 # Run it through tools/lab/runner.py, which puts firmware/ and the boards package on the path.
 
 import asyncio
@@ -82,6 +84,10 @@ def main(argv):
             return 2
         if "--print" in argv:
             app.on_record = _print
+        skew = _clock_offset(argv)
+        if skew:
+            app.clock.offset += skew
+            app.started_unix += skew
         # "unix": when this App started (wall time); a reading's t is that plus its sample clock
         sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
                                     "unix": app.started_unix}) + "\n")
@@ -89,6 +95,13 @@ def main(argv):
             break
         App, config, SimBoard = _boot(args[1])  # new firmware after an update
         cfg = config.load(args[0])
+    return 0
+
+
+def _clock_offset(argv):
+    for a in argv:
+        if a.startswith("--clock-offset="):
+            return int(a[len("--clock-offset="):])
     return 0
 
 

@@ -1,0 +1,307 @@
+"""Attacks on the exchange protocol (issue 12, items 5 and 7; docs/security.md), written as
+the attacker would try them, against the real firmware (CPython, in-process) and the real
+head-end (in-process through TestClient): replayed and retyped work, replayed responses,
+pushes from another connection, a clock rewound by set_time, a clock that starts in 2000 or
+2040, a v1 meter. The same attacks with real processes over HTTP and MQTT are in
+test_attacks_protocol_system.py."""
+
+import asyncio
+import json
+import time
+
+import envelope
+import pytest
+from fastapi.testclient import TestClient
+from headend_harness import Api, Headend
+from mqtt_exchange import MqttExchange
+
+from boards.sim_board import DEFAULT_SCENARIO, SimBoard
+from headend import exchange, workq
+
+pytestmark = pytest.mark.unit
+
+Y2000, Y2040 = 946684800, 2208988800
+
+
+class InProcessHttp:
+    """The meter's HttpClient, carried to the head-end in this process. An attacker on the
+    path may replace the answer (`answer_with`) or keep every answer it saw (`seen`)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.seen = []              # (status, headers, body) of every genuine answer
+        self.answer_with = None
+
+    async def request(self, method, path, body, headers, timeout=None):
+        r = self.client.request(method, path, content=body, headers=headers)
+        answer = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+        self.seen.append(answer)
+        if self.answer_with is not None:
+            return self.answer_with
+        return answer
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def site(tmp_path):
+    he = Headend(tmp_path)
+    with TestClient(he.app) as client:
+        yield Site(he, client, tmp_path)
+
+
+class Site:
+    def __init__(self, he, client, tmp_path):
+        self.he, self.client, self.tmp = he, client, tmp_path
+        self.op = Api(client, he.op_token)
+        self.util = Api(client, he.util_token)
+
+    def meter(self, device="meter-a", clock_offset=0):
+        from app import App
+
+        key = self.he.hub.db.one("SELECT key FROM devices WHERE id = ?", device)
+        if key is None:
+            from headend import devices
+
+            devices.create(self.he.hub.db, device, poll=self.he.settings.default_poll)
+            key = self.he.hub.db.one("SELECT key FROM devices WHERE id = ?", device)
+        cfg = {"device_id": device, "device_key": key["key"], "server_url": "http://testserver",
+               "report_s": 1}
+        import config
+
+        state = self.tmp / ("state-" + device)
+        state.mkdir(exist_ok=True)
+        app = App(SimBoard(DEFAULT_SCENARIO), config.validate(cfg), str(state), realtime=False)
+        app.comms.http = InProcessHttp(self.client)
+        app.comms.wait_s = 0
+        app.clock.offset += clock_offset
+        return app
+
+
+def exchange_once(app):
+    return asyncio.run(app.comms.exchange())
+
+
+def delivered(app):
+    """The work items in the genuine answers the meter's path saw, by op."""
+    out = []
+    for status, _, data in app.comms.http.seen:
+        if status == 200:
+            out += json.loads(data)["work"]
+    return out
+
+
+# --- work: retyped, replayed ---
+
+def test_expired_relay_open_replayed_with_expires_as_a_string_does_not_run(site):
+    """The attacker captured `relay open` on its way to the meter (and dropped it); once it
+    has expired, they replay it with `expires` turned into the string "1700000000"."""
+    meter = site.meter()
+    site.op.work("meter-a", "relay", {"state": "open"}, expires_in=60)
+    meter.comms.http.answer_with = (599, {}, b"dropped by the attacker")
+    with pytest.raises(Exception):
+        exchange_once(meter)
+    captured = [json.loads(d)["work"] for s, _, d in meter.comms.http.seen if s == 200][0][0]
+    assert captured["op"] == "relay"
+    meter.clock.offset += 3600                       # an hour later: it has expired
+    replayed = dict(captured, expires=str(captured["expires"]))
+    status = meter.dispatcher.handle(replayed)
+    assert meter.relay == "closed", "the expired relay op ran again (expires as a string)"
+    assert status == "rejected"
+    # and as it was signed, it is refused as expired, not run
+    assert meter.dispatcher.handle(dict(captured)) == "expired"
+    assert meter.relay == "closed"
+
+
+def test_old_relay_open_replayed_after_a_hundred_other_items_does_not_run(site):
+    """The meter forgot which work it ran after 64 ids: an old `relay open` (not expired)
+    replayed after a hundred reads ran again. Work carries a per-device seq now, and the
+    meter refuses anything below its window, for any expiry."""
+    meter = site.meter()
+    site.op.work("meter-a", "relay", {"state": "open"}, expires_in=30 * 86400)
+    exchange_once(meter)
+    assert meter.relay == "open"
+    site.op.work("meter-a", "relay", {"state": "closed"})
+    for _ in range(100):
+        site.op.work("meter-a", "read")
+    for _ in range(60):
+        if not exchange_once(meter):
+            break
+    assert meter.relay == "closed"
+    assert sum(w["op"] == "read" for w in delivered(meter)) == 100
+    old = [w for w in delivered(meter) if w["op"] == "relay"][0]
+    assert meter.dispatcher.handle(dict(old)) in ("rejected", "duplicate")
+    assert meter.relay == "closed", "a replayed old relay op ran again"
+
+
+def test_work_signed_for_another_meter_does_not_run(site):
+    """Two meters with the same key (a batch provisioned alike): work for one is not work for
+    the other."""
+    a = site.meter("meter-a")
+    site.op.work("meter-a", "relay", {"state": "open"})
+    exchange_once(a)
+    item = delivered(a)[0]
+    b = site.meter("meter-b")
+    b.dispatcher.key = a.dispatcher.key
+    assert b.dispatcher.handle(dict(item)) == "rejected"
+    assert b.relay == "closed"
+
+
+# --- responses bound to requests ---
+
+def test_replayed_old_response_does_not_rewind_the_clock(site):
+    """The attacker recorded a signed response from 200 s ago; once the meter's clock is
+    right again, they answer its next request with the old one."""
+    meter = site.meter()
+    real_now = site.he.hub.now
+    site.he.hub.now = lambda: real_now() - 200
+    exchange_once(meter)
+    old = meter.comms.http.seen[-1]
+    site.he.hub.now = real_now
+    exchange_once(meter)
+    assert abs(meter.clock.now() - time.time()) < 3
+    site.op.work("meter-a", "relay", {"state": "open"})
+    meter.comms.http.answer_with = old
+    with pytest.raises(Exception, match="does not answer this request"):
+        exchange_once(meter)
+    assert abs(meter.clock.now() - time.time()) < 3, "a replayed response rewound the clock"
+
+
+def test_signed_answer_to_another_meters_request_is_refused(site):
+    """An answer signed for meter-a's request, replayed to meter-b sharing the key."""
+    a = site.meter("meter-a")
+    exchange_once(a)
+    b = site.meter("meter-b")
+    b.comms.key = a.comms.key
+    b.comms.http.answer_with = a.comms.http.seen[-1]
+    with pytest.raises(Exception, match="does not answer this request"):
+        exchange_once(b)
+
+
+def _mqtt_link(app):
+    """The firmware's MQTT exchange logic (mqtt_exchange.MqttExchange) on the meter's own
+    outbox, inbox, dispatcher and clock, without a socket."""
+    link = type("Link", (MqttExchange,), {})()
+    c = app.comms
+    for name in ("device_id", "key", "outbox", "inbox", "dispatcher", "clock"):
+        setattr(link, name, getattr(c, name))
+    link.awaiting = link.after_exchange = link.updater = None
+    link.sent_done, link.failures, link.exchanges, link.time_refusals = [], 0, 0, 0
+    link.last_ok = link.last_error = None
+    link.want_up = False
+    link.poll_s = 0
+    link._new_connection()
+    return link
+
+
+def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
+    """A push the head-end made for the meter's previous connection (held by the broker's
+    persistent session, or replayed by someone who can publish on down) reaches the meter
+    on its new connection: it is not applied."""
+    meter = site.meter()
+    link = _mqtt_link(meter)
+    first = link.conn
+    body = {"v": 2, "device": "meter-a", "ts": int(time.time()), "nonce": "ab" * 8,
+            "conn": first, "wait": 0, "room": 4}
+    raw = json.dumps(body).encode()
+    sig = envelope.sign(link.key, raw)
+    asyncio.run(exchange.handle(site.he.hub, raw, sig, "mqtt", topic_device="meter-a"))
+    site.op.work("meter-a", "relay", {"state": "open"})
+    push = exchange.push(site.he.hub, "meter-a")
+    assert push is not None and push["work"]
+    data, psig = exchange.signed(site.he.hub.db.one(
+        "SELECT key FROM devices WHERE id = 'meter-a'")["key"], push)
+    link._new_connection()                   # the meter reconnected
+    link._down(psig.encode() + b" " + data)
+    assert meter.relay == "closed", "a push bound to another connection ran"
+    assert "no request of this connection" in (link.last_error or "")
+    # on the connection it was made for, it runs
+    link.conn = first
+    link._down(psig.encode() + b" " + data)
+    assert meter.relay == "open"
+
+
+def test_mqtt_push_does_not_set_the_clock(site):
+    meter = site.meter()
+    link = _mqtt_link(meter)
+    push = dict(exchange.bind("meter-a", conn=link.conn), ack=0, work=[], more=False,
+                next=30, time=time.time() - 5000)
+    key = site.he.hub.db.one("SELECT key FROM devices WHERE id = 'meter-a'")["key"]
+    data, sig = exchange.signed(key, push)
+    link._down(sig.encode() + b" " + data)
+    assert abs(meter.clock.now() - time.time()) < 3, "a push set the clock"
+
+
+# --- time ---
+
+def test_operator_set_time_to_2000_is_refused(site):
+    """An operator token rewinds a meter's clock by years: its next request is outside the
+    replay window (and its readings carry the wrong time)."""
+    meter = site.meter()
+    wid = site.op.work("meter-a", "set_time", {"unix": Y2000})["id"]
+    exchange_once(meter)
+    exchange_once(meter)
+    assert abs(meter.clock.now() - time.time()) < 3, "set_time moved the clock by years"
+    assert site.op.status(wid) == "rejected"
+
+
+def test_time_refusal_is_signed_bound_and_carries_the_server_time(site):
+    m = site.he.meter(site.client, "meter-t")
+    env = m.envelope(ts=Y2000)
+    r = m.post(env)
+    assert r.status_code == 409
+    assert envelope.same(r.headers.get("x-bc-signature", ""),
+                         envelope.sign(bytes.fromhex(m.key), r.content)), "refusal not signed"
+    body = r.json()
+    assert body["re"] == env["nonce"] and body["device"] == "meter-t" and body["dir"] == "down"
+    assert abs(body["time"] - time.time()) < 5
+    assert site.he.count("nonces", "meter-t") == 0      # nothing stored
+    # a request with a bad signature gets no signed time (and no work, and nothing stored)
+    r = m.post(m.envelope(ts=Y2000), sig="00" * 32)
+    assert r.status_code == 401 and "x-bc-signature" not in r.headers
+
+
+@pytest.mark.parametrize("start", [Y2000, Y2040], ids=["2000", "2040"])
+def test_meter_with_a_wrong_board_clock_joins_within_two_exchanges(site, start):
+    meter = site.meter(clock_offset=start - time.time())
+    meter.outbox.offer("reading", {"t": 1})
+    assert exchange_once(meter) is True             # refused with the time, adopted
+    assert abs(meter.clock.now() - time.time()) < 3
+    exchange_once(meter)
+    assert meter.comms.exchanges == 1 and meter.outbox.depth() == 0
+    assert site.he.count("items", "meter-a") >= 1
+
+
+def test_a_forged_time_refusal_is_ignored(site):
+    """Someone on the path answers the meter's request with a 409 claiming it is 2040."""
+    meter = site.meter()
+    forged = json.dumps(dict(exchange.bind("meter-a", "00" * 8), error="ts", time=Y2040))
+    meter.comms.http.answer_with = (409, {"x-bc-signature": "00" * 32}, forged.encode())
+    with pytest.raises(Exception):
+        exchange_once(meter)
+    assert abs(meter.clock.now() - time.time()) < 3
+
+
+# --- version ---
+
+def test_a_v1_request_is_refused_with_a_clear_error(site):
+    m = site.he.meter(site.client, "meter-old")
+    env = dict(m.envelope(), v=1)
+    r = m.post(env)
+    assert r.status_code == 400 and "protocol version 1" in r.json()["error"]
+    assert site.he.count("nonces", "meter-old") == 0
+
+
+def test_wire_work_carries_device_and_seq(site):
+    """Work sequences are per device, increase, and stay the same on redelivery."""
+    m = site.he.meter(site.client, "meter-s")
+    for _ in range(3):
+        site.op.work("meter-s", "read")
+    first = m.exchange(room=2)["work"]
+    again = m.exchange(room=4)["work"]
+    assert [w["seq"] for w in first] == [1, 2]
+    assert [w["seq"] for w in again] == [1, 2, 3]          # 1, 2 redelivered, not executed
+    assert all(w["device"] == "meter-s" for w in again)
+    row = site.he.hub.db.one("SELECT work_seq FROM devices WHERE id = 'meter-s'")
+    assert row["work_seq"] == 3 and workq.num_of(again[2]["id"]) is not None
