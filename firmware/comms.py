@@ -37,7 +37,9 @@ def apply_response(link, resp, answer=True):
     never causes a tight loop."""
     ack = resp.get("ack")
     acked_before = link.outbox.acked
-    if isinstance(ack, int) and not isinstance(ack, bool):
+    # an ack is of one outbox epoch: after a wipe, the old epoch's ack must not delete ours
+    if (isinstance(ack, int) and not isinstance(ack, bool)
+            and resp.get("epoch") == link.outbox.epoch):
         link.outbox.ack(ack)
     if answer and _number(resp.get("time")):
         link.clock.server_time(resp["time"], exact_ms=resp.get("time_ms"))
@@ -73,6 +75,7 @@ def request_body(link, wait):
         "v": 2,
         "device": link.device_id,
         "ts": int(link.clock.now()),
+        "epoch": link.outbox.epoch,
         "nonce": _nonce(),
         "wait": wait,
         "room": link.dispatcher.room(),

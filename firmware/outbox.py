@@ -9,6 +9,9 @@ On disk, in one directory:
            from it. So a seq is never reused even if the newest records were lost, at the cost
            of a gap of up to RESERVE seqs per restart.
   acked    store record (write-then-rename): the highest seq acked; never sent again.
+  epoch    store record: 16 random hex digits naming this outbox's life (docs/protocol.md).
+           A wiped or new outbox starts a new epoch at seq 1, so the head-end, which keys
+           items by (device, epoch, seq), keeps the new items apart from the old ones.
 
 Recovery: a record with a bad magic, length, CRC or JSON starts a damaged region; the scan
 resyncs on the next b"BC1" whose record checks out, so intact records after it are kept.
@@ -29,7 +32,7 @@ stays below about max_bytes + 2 * seg_bytes (a partly acked segment, a rewrite's
 import json
 import os
 import struct
-from binascii import crc32
+from binascii import crc32, hexlify
 
 import store
 
@@ -44,6 +47,15 @@ NUM, ITEMS, READINGS, BYTES, FIRST, LAST, SIZE = range(7)
 
 class OutboxFull(Exception):
     pass
+
+
+def _random_hex():
+    try:
+        return hexlify(os.urandom(8)).decode()
+    except (AttributeError, NotImplementedError, OSError):  # a port without urandom
+        import random
+
+        return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
 
 
 def _find(f, pos):
@@ -130,7 +142,25 @@ class Outbox:
         elif self.damaged:
             nxt += RESERVE          # the ceiling is unknown: leave room for lost records
         self.next_seq = nxt
+        self.epoch = self._epoch()
         self._reserve()
+
+    def _epoch(self):
+        path = self._path("epoch")
+        try:
+            data = store.read_record(path)
+        except ValueError:          # damaged: a new life (the head-end records it)
+            self.damaged += 1
+            data = None
+        if data is not None and len(data) == 16:
+            try:
+                int(data, 16)
+                return data.decode()
+            except ValueError:
+                pass
+        epoch = _random_hex()
+        store.write_record(path, epoch.encode())
+        return epoch
 
     def _path(self, name):
         return self.dir + "/" + name

@@ -68,6 +68,7 @@ class FakeExchange:
                 w.update(device=req["device"], seq=self.work_seq)
                 w["sig"] = _sign(self.key, work_message(w))
         resp = {"v": 2, "dir": "down", "device": req["device"], "re": req["nonce"],
+                "epoch": req["epoch"],
                 "ack": self.acked, "time": time.time() + self.time_offset, "next": 0.2,
                 "work": work}
         if "fetch" in req:

@@ -69,6 +69,7 @@ class FakeMeter:
         self.done = []              # executed work ids to report
         self.inbox = set()          # every work id ever executed
         self.last = None            # the last response body
+        self.epoch = secrets.token_hex(8)   # this outbox's life (v2)
 
     # --- outbox ---
     def add(self, kind, body):
@@ -94,7 +95,8 @@ class FakeMeter:
 
     # --- wire ---
     def envelope(self, wait=0, room=4, items=None, done=None, ts=None, nonce=None):
-        return {"v": 2, "device": self.device, "ts": time.time() if ts is None else ts,
+        return {"v": 2, "device": self.device, "epoch": self.epoch,
+                "ts": time.time() if ts is None else ts,
                 "nonce": nonce or secrets.token_hex(8), "wait": wait, "room": room,
                 "done": list(self.done if done is None else done),
                 "items": list(self.outbox if items is None else items)}

@@ -6,12 +6,11 @@ its key, and sets the Last Will the protocol prescribes."""
 
 import json
 import queue
+import secrets
 import threading
 import time
 
 import paho.mqtt.client as mqtt
-import secrets
-
 from headend_fake_meter import FakeMeter, bound, hmac_hex, work_sig
 
 WILL = {"state": "unavailable", "note": "connection lost"}

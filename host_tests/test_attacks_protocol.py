@@ -11,6 +11,7 @@ import time
 
 import envelope
 import pytest
+from comms import ExchangeError
 from fastapi.testclient import TestClient
 from headend_harness import Api, Headend
 from mqtt_exchange import MqttExchange
@@ -100,7 +101,7 @@ def test_expired_relay_open_replayed_with_expires_as_a_string_does_not_run(site)
     meter = site.meter()
     site.op.work("meter-a", "relay", {"state": "open"}, expires_in=60)
     meter.comms.http.answer_with = (599, {}, b"dropped by the attacker")
-    with pytest.raises(Exception):
+    with pytest.raises(ExchangeError, match="599"):
         exchange_once(meter)
     captured = [json.loads(d)["work"] for s, _, d in meter.comms.http.seen if s == 200][0][0]
     assert captured["op"] == "relay"
@@ -163,7 +164,7 @@ def test_replayed_old_response_does_not_rewind_the_clock(site):
     assert abs(meter.clock.now() - time.time()) < 3
     site.op.work("meter-a", "relay", {"state": "open"})
     meter.comms.http.answer_with = old
-    with pytest.raises(Exception, match="does not answer this request"):
+    with pytest.raises(ExchangeError, match="does not answer this request"):
         exchange_once(meter)
     assert abs(meter.clock.now() - time.time()) < 3, "a replayed response rewound the clock"
 
@@ -175,7 +176,7 @@ def test_signed_answer_to_another_meters_request_is_refused(site):
     b = site.meter("meter-b")
     b.comms.key = a.comms.key
     b.comms.http.answer_with = a.comms.http.seen[-1]
-    with pytest.raises(Exception, match="does not answer this request"):
+    with pytest.raises(ExchangeError, match="does not answer this request"):
         exchange_once(b)
 
 
@@ -202,7 +203,8 @@ def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
     meter = site.meter()
     link = _mqtt_link(meter)
     first = link.conn
-    body = {"v": 2, "device": "meter-a", "ts": int(time.time()), "nonce": "ab" * 8,
+    body = {"v": 2, "device": "meter-a", "epoch": meter.outbox.epoch, "ts": int(time.time()),
+            "nonce": "ab" * 8,
             "conn": first, "wait": 0, "room": 4}
     raw = json.dumps(body).encode()
     sig = envelope.sign(link.key, raw)
@@ -278,7 +280,7 @@ def test_a_forged_time_refusal_is_ignored(site):
     meter = site.meter()
     forged = json.dumps(dict(exchange.bind("meter-a", "00" * 8), error="ts", time=Y2040))
     meter.comms.http.answer_with = (409, {"x-bc-signature": "00" * 32}, forged.encode())
-    with pytest.raises(Exception):
+    with pytest.raises(ExchangeError, match="409"):
         exchange_once(meter)
     assert abs(meter.clock.now() - time.time()) < 3
 

@@ -32,7 +32,7 @@ K = 12
 
 
 def body(device, seqs, wait=0):
-    return json.dumps({"v": 2, "device": device, "ts": time.time(),
+    return json.dumps({"v": 2, "device": device, "epoch": "0" * 16, "ts": time.time(),
                        "nonce": secrets.token_hex(8), "wait": wait, "room": 4, "done": [],
                        "items": [{"seq": s, "kind": "reading", "body": {"vrms": 230.0 + s}}
                                  for s in seqs]}).encode()

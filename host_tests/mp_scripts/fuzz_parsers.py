@@ -125,6 +125,7 @@ class FakeClock:
 
 class FakeOutbox:
     max_bytes = 65536
+    epoch = "0123456789abcdef"
 
     def __init__(self):
         self.items = []

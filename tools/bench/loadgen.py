@@ -64,6 +64,7 @@ class Meter:
         self.device = device
         self.key = bytes.fromhex(key_hex)
         self.seq = 0
+        self.epoch = os.urandom(8).hex()   # this outbox's life (docs/protocol.md, v2)
         self.outbox = []          # unacked items, oldest first
         self.done = []            # executed work ids not yet reported
         self.reader = self.writer = None
@@ -121,8 +122,8 @@ class Meter:
                     self._reading(time.time())
                     next_report = max(next_report + g.report, now)
                 wait = max(0, min(g.wait, int(math.ceil(next_report - now))))
-                req = {"v": 2, "device": self.device, "ts": int(time.time()),
-                       "nonce": os.urandom(8).hex(), "wait": wait, "room": 4,
+                req = {"v": 2, "device": self.device, "epoch": self.epoch,
+                       "ts": int(time.time()), "nonce": os.urandom(8).hex(), "wait": wait, "room": 4,
                        "done": self.done[:], "items": self.outbox[:32]}
                 body = json.dumps(req, separators=(",", ":")).encode()
                 status, headers, data = await self._post(body, _sign(self.key, body),

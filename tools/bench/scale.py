@@ -329,7 +329,7 @@ def store_ceiling(seconds=3.0, devices_n=1000, concurrency=32):
                 dev = devs[i % len(devs)]
                 i += concurrency
                 seqs[dev] += 1
-                body = json.dumps({"v": 2, "device": dev, "ts": int(time.time()),
+                body = json.dumps({"v": 2, "device": dev, "epoch": "0" * 16, "ts": int(time.time()),
                                    "nonce": os.urandom(8).hex(), "wait": 0, "room": 4,
                                    "done": [], "items": [{"seq": seqs[dev], "kind": "reading",
                                    "body": {"t": time.time(), "vrms": 230.1, "irms": 4.2,

@@ -151,7 +151,7 @@ def _records(hub, device_id, kinds, limit):
     _device(hub, device_id)
     marks = ",".join("?" * len(kinds))
     rows = hub.db.all("SELECT seq, kind, received, body FROM items WHERE device = ? AND kind IN "
-                      "(%s) ORDER BY seq DESC LIMIT ?" % marks, device_id, *kinds, limit)
+                      "(%s) ORDER BY rowid DESC LIMIT ?" % marks, device_id, *kinds, limit)
     out = []
     for r in rows:
         body = loads(r["body"])

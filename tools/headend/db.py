@@ -15,13 +15,23 @@ from contextlib import contextmanager
 
 from . import exposure
 
+ITEMS = """
+CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (device, epoch, seq)
+    device TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    body TEXT NOT NULL, received REAL NOT NULL,
+    PRIMARY KEY (device, epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS items_recent ON items(device, kind);  -- by rowid: arrival order
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
     key TEXT NOT NULL,
     created REAL NOT NULL,
     poll INTEGER NOT NULL,
-    ack INTEGER,                       -- highest contiguous seq stored; NULL before any
+    ack INTEGER,                       -- highest contiguous seq stored in `epoch`; NULL before any
+    epoch TEXT,                        -- the meter's current outbox epoch (docs/protocol.md)
     last_contact REAL,
     stated TEXT NOT NULL DEFAULT 'unknown',   -- presence the meter last stated
     stated_note TEXT,
@@ -43,13 +53,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     PRIMARY KEY (device, nonce)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen);
-CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (device, seq)
-    device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    body TEXT NOT NULL, received REAL NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE INDEX IF NOT EXISTS items_kind ON items(device, kind, seq);
-CREATE TABLE IF NOT EXISTS presence (
+""" + ITEMS + """CREATE TABLE IF NOT EXISTS presence (
     id INTEGER PRIMARY KEY, device TEXT NOT NULL, state TEXT NOT NULL, note TEXT,
     at REAL NOT NULL, source TEXT NOT NULL      -- meter | derived | contact | lwt
 );
@@ -101,6 +105,7 @@ MIGRATIONS = (
     ("devices", "room", "INTEGER NOT NULL DEFAULT 0"),
     ("devices", "firmware", "TEXT"),
     ("devices", "conn", "TEXT"),
+    ("devices", "epoch", "TEXT"),
     ("devices", "work_seq", "INTEGER NOT NULL DEFAULT 0"),
     ("work", "seq", "INTEGER"),
 )
@@ -137,6 +142,13 @@ class Database:
         self.sync_wal()
 
     def _migrate(self):
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(items)")}
+        if "epoch" not in have:     # a v1 file: items were keyed by (device, seq) alone
+            self.conn.executescript(
+                "BEGIN; ALTER TABLE items RENAME TO items_v1; DROP INDEX IF EXISTS items_recent;"
+                + ITEMS + "INSERT INTO items(device, epoch, seq, kind, body, received) "
+                "SELECT device, '', seq, kind, body, received FROM items_v1 ORDER BY rowid; "
+                "DROP TABLE items_v1; COMMIT;")
         for table, column, decl in MIGRATIONS:
             have = {r["name"] for r in self.conn.execute("PRAGMA table_info(%s)" % table)}
             if column not in have:

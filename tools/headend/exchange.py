@@ -301,7 +301,7 @@ def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
     if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
         devices.set_room(db, device, room - len(sent))
     now_s = hub.now()
-    return dict(binding, ack=dev["ack"] or 0,
+    return dict(binding, epoch=dev["epoch"], ack=dev["ack"] or 0,
                 work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
                 more=len(rows) > room, next=devices.next_for(dev, hub.settings),
                 time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter

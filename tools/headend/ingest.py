@@ -1,5 +1,7 @@
-"""The meter's side of an exchange: store outbox items once per (device, seq), apply each
-new one (results, presence, sends), note `done`, and compute the ack."""
+"""The meter's side of an exchange: store outbox items once per (device, epoch, seq), apply
+each new one (results, presence, sends), note `done`, and compute the ack of the request's
+epoch. A meter whose flash was wiped starts a new outbox epoch at seq 1: its items are new,
+nothing of the old epoch is touched, and the new epoch is recorded as a notice."""
 
 import logging
 
@@ -11,14 +13,34 @@ log = logging.getLogger("backchannel.ingest")
 def ingest(hub, device, req, now):
     """Store and apply req.items and req.done for device; returns the new ack."""
     db = hub.db
+    epoch = req.epoch
+    switch_epoch(db, device, epoch, now)
     for item in req.items:
-        cur = db.run("INSERT OR IGNORE INTO items(device, seq, kind, body, received) "
-                     "VALUES (?, ?, ?, ?, ?)", device, item.seq, item.kind, dumps(item.body), now)
+        cur = db.run("INSERT OR IGNORE INTO items(device, epoch, seq, kind, body, received) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", device, epoch, item.seq, item.kind,
+                     dumps(item.body), now)
         if cur.rowcount == 1:
             apply(hub, device, item.kind, item.body, now)
     workq.mark_executed(db, device, req.done)
     fleet_presence.contact(hub, device, now)
-    return advance_ack(db, device, [item.seq for item in req.items])
+    return advance_ack(db, device, epoch, [item.seq for item in req.items])
+
+
+def switch_epoch(db, device, epoch, now):
+    """The device's ack follows the epoch of its latest request. An epoch never seen before
+    is a new outbox life (flash wiped, board swapped): recorded as a notice (seq 0 of it)."""
+    row = db.one("SELECT epoch FROM devices WHERE id = ?", device)
+    if row["epoch"] == epoch:
+        return
+    db.run("UPDATE devices SET epoch = ?, ack = NULL WHERE id = ?", epoch, device)
+    if db.one("SELECT 1 FROM items WHERE device = ? AND epoch = ? LIMIT 1", device, epoch):
+        return      # an older request of an epoch already seen
+    note = {"what": "new outbox epoch", "count": 1, "epoch": epoch, "previous": row["epoch"]}
+    db.run("INSERT INTO items(device, epoch, seq, kind, body, received) "
+           "VALUES (?, ?, 0, 'notice', ?, ?)", device, epoch, dumps(note), now)
+    if row["epoch"] is not None:
+        log.warning("%s: new outbox epoch %s (was %s): its flash was wiped or replaced",
+                    device, epoch, row["epoch"])
 
 
 def apply(hub, device, kind, body, now):
@@ -36,7 +58,7 @@ def apply(hub, device, kind, body, now):
         log.warning("%s: %s item had no effect: %s", device, kind, dumps(body)[:200])
 
 
-def advance_ack(db, device, seqs):
+def advance_ack(db, device, epoch, seqs):
     """Highest contiguous seq stored. A request carries the meter's oldest unacked items, so
     a seq missing below its first item will never come (the meter skipped or dropped it):
     counting resumes from there. A gap among the items holds the ack back."""
@@ -46,8 +68,8 @@ def advance_ack(db, device, seqs):
     elif ack is None:
         return 0
     while True:
-        rows = db.all("SELECT seq FROM items WHERE device = ? AND seq > ? ORDER BY seq LIMIT 500",
-                      device, ack)
+        rows = db.all("SELECT seq FROM items WHERE device = ? AND epoch = ? AND seq > ? "
+                      "ORDER BY seq LIMIT 500", device, epoch, ack)
         for row in rows:
             if row["seq"] != ack + 1:
                 break

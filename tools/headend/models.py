@@ -41,6 +41,9 @@ class ExchangeRequest(BaseModel):
     device: str = Field(min_length=1, max_length=64)
     ts: float = Field(allow_inf_nan=False)
     nonce: str = Field(pattern=r"^[0-9a-fA-F]{16}$")
+    epoch: str = Field(pattern=r"^[0-9a-f]{16}$",
+                       description="the meter's outbox epoch: random per outbox life; items "
+                       "are keyed by (device, epoch, seq) and the ack is of this epoch")
     conn: str | None = Field(None, pattern=r"^[0-9a-fA-F]{16}$",
                              description="MQTT: the meter's random nonce for this connection; "
                              "pushes are bound to it")
@@ -86,6 +89,7 @@ class ExchangeResponse(BaseModel):
     device: str
     re: str | None = Field(None, description="the nonce of the request this answers")
     conn: str | None = Field(None, description="MQTT: the connection nonce it is bound to")
+    epoch: str | None = Field(None, description="the outbox epoch `ack` is of")
     ack: int
     work: list[WireWork]
     more: bool
