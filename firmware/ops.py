@@ -164,12 +164,12 @@ OPS = {
 
 
 class Dispatcher:
-    def __init__(self, app, key, outbox, inbox, room=4):
+    def __init__(self, app, key, outbox, inbox, room=4, device_id=None):
         self.app = app
         self.key = key
         self.outbox = outbox
         self.inbox = inbox
-        self.device_id = app.cfg["device_id"]
+        self.device_id = device_id if device_id is not None else app.cfg["device_id"]
         self.max_room = room
         self.busy = 0
         self.counts = {"done": 0, "rejected": 0, "unknown_op": 0, "expired": 0, "duplicate": 0}

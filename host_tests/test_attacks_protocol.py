@@ -58,7 +58,7 @@ class Site:
         self.op = Api(client, he.op_token)
         self.util = Api(client, he.util_token)
 
-    def meter(self, device="meter-a", clock_offset=0):
+    def meter(self, device="meter-a", clock_offset=0, state=""):
         from app import App
 
         key = self.he.hub.db.one("SELECT key FROM devices WHERE id = ?", device)
@@ -71,7 +71,7 @@ class Site:
                "report_s": 1}
         import config
 
-        state = self.tmp / ("state-" + device)
+        state = self.tmp / ("state-%s%s" % (device, state))
         state.mkdir(exist_ok=True)
         app = App(SimBoard(DEFAULT_SCENARIO), config.validate(cfg), str(state), realtime=False)
         app.comms.http = InProcessHttp(self.client)
@@ -307,3 +307,50 @@ def test_wire_work_carries_device_and_seq(site):
     assert all(w["device"] == "meter-s" for w in again)
     row = site.he.hub.db.one("SELECT work_seq FROM devices WHERE id = 'meter-s'")
     assert row["work_seq"] == 3 and workq.num_of(again[2]["id"]) is not None
+
+
+# --- outbox epochs ---
+
+def test_a_wiped_meter_loses_nothing(site):
+    """A field crew wipes the meter's flash (or swaps the board) mid-run: its new outbox
+    restarts at seq 1. Its items are stored, not taken for copies of the old ones, and the
+    old life's items stay as they were."""
+    first = site.meter()
+    for i in range(5):
+        first.outbox.offer("reading", {"life": 1, "i": i})
+    exchange_once(first)
+    assert first.outbox.depth() == 0
+    old = site.he.hub.db.all("SELECT seq, body FROM items WHERE device = 'meter-a' AND "
+                             "kind = 'reading' ORDER BY seq")
+    wiped = site.meter(state="wiped")                    # the same meter, a fresh flash
+    assert wiped.outbox.epoch != first.outbox.epoch
+    for i in range(3):
+        wiped.outbox.offer("reading", {"life": 2, "i": i})
+    exchange_once(wiped)
+    readings = [json.loads(r["body"]) for r in site.he.hub.db.all(
+        "SELECT body FROM items WHERE device = 'meter-a' AND kind = 'reading' ORDER BY rowid")]
+    assert [r["life"] for r in readings] == [1] * 5 + [2] * 3, "the new life's items were lost"
+    assert site.he.hub.db.all("SELECT seq, body FROM items WHERE device = 'meter-a' AND "
+                              "kind = 'reading' AND epoch = ? ORDER BY seq",
+                              first.outbox.epoch) == old
+    events = site.op.get("/v1/devices/meter-a/events").json()
+    assert [e["body"]["previous"] for e in events
+            if e["body"].get("what") == "new outbox epoch"] == [first.outbox.epoch]
+
+
+def test_an_ack_of_the_old_epoch_does_not_delete_the_new_outbox(site):
+    """The head-end's ack of the old life (a high seq) reaches the wiped meter: it must not
+    delete its new, unsent items."""
+    first = site.meter()
+    for i in range(20):
+        first.outbox.offer("reading", {"i": i})
+    exchange_once(first)
+    old_answer = first.comms.http.seen[-1]
+    wiped = site.meter(state="wiped")
+    wiped.outbox.offer("reading", {"i": 0})
+    resp = json.loads(old_answer[2])
+    resp.update(re="00" * 8)
+    from comms import apply_response
+
+    apply_response(wiped.comms, resp)
+    assert wiped.outbox.depth() == 1

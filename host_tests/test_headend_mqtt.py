@@ -191,7 +191,11 @@ def test_work_queued_while_offline_is_delivered_on_reconnect_and_lwt_recorded(ma
     wait_for(lambda: s.op.status(w2["id"]) == "delivered", what="the push")
     s.restart_broker()
     q.connect()
-    d = q.next_down()
+    # the push was bound to the earlier connection (v2): refused, and the next exchange
+    # redelivers the work
+    wait_for(lambda: q.unbound, what="the held push")
+    assert [x["id"] for x in q.unbound[0]["work"]] == [w2["id"]]
+    d = q.exchange()
     assert [x["id"] for x in d["work"]] == [w2["id"]]
     wait_for(lambda: s.bridge.wait_ready(0.01), what="the bridge to reconnect")
     q.execute(d["work"])
@@ -203,12 +207,12 @@ def test_forged_replayed_and_misaddressed_requests_store_nothing(make_site):
     s = make_site(mqtt=("q1", "q2"))
     q1, q2 = s.mqtt("q1"), s.mqtt("q2", stated=None)
     env = q1.envelope(items=[{"seq": 1, "kind": "reading", "body": {"vrms": 1.0}}])
+    stale = q1.envelope(ts=time.time() - 3600, items=[{"seq": 1, "kind": "reading", "body": {}}])
     cases = [
         up_payload("00" * 32, env),                                  # wrong key
         up_payload(q1.key, raw=b"{not json"),
         b"no-signature-here",
-        up_payload(q1.key, q1.envelope(ts=time.time() - 3600,
-                                       items=[{"seq": 1, "kind": "reading", "body": {}}])),
+        up_payload(q1.key, stale),
         up_payload(q2.key, q2.envelope(items=[{"seq": 1, "kind": "reading",     # q2's body,
                                                "body": {"vrms": 2.0}}])),     # on q1's topic
     ]
@@ -216,13 +220,17 @@ def test_forged_replayed_and_misaddressed_requests_store_nothing(make_site):
         q1.publish("bc/q1/up", payload)
     wait_for(lambda: s.bridge.counts["refused"] == len(cases), what="the refusals")
     assert s.count("items") == 0 and s.count("nonces") == 0
-    assert q1.no_down(0.2) and q2.no_down(0.01)                     # refusals get no answer
+    # the stale ts, correctly signed, gets the signed time refusal; the others no answer
+    refusal = q1.next_down()
+    assert refusal["re"] == stale["nonce"] and abs(refusal["time"] - time.time()) < 5
+    assert q1.no_down(0.2) and q2.no_down(0.01)
     reasons = " | ".join(s.bridge.refused)
     for word in ("bad signature", "malformed JSON", "<sig> <JSON>", "replay window",
                  "does not match the topic"):
         assert word in reasons, reasons
 
     good = up_payload(q1.key, env)
+    q1.sent.add(env["nonce"])               # published by hand: its answer is bound to it
     q1.publish("bc/q1/up", good)
     assert q1.next_down()["ack"] == 1
     q1.publish("bc/q1/up", good)                                    # the same message again

@@ -68,7 +68,8 @@ def main(state):
     inbox = Inbox(state + "/inbox")
     clock = Clock()
     c = M.MqttComms("meter-x", KEY, "127.0.0.1", 0, outbox, inbox,
-                    Dispatcher(None, KEY, outbox, inbox), clock, keepalive=20)
+                    Dispatcher(None, KEY, outbox, inbox, device_id="meter-x"), clock,
+                    keepalive=20)
     link = c.link
 
     # CONNECT: several writes by umqtt, one packet in the link, no read of the CONNACK yet
@@ -104,7 +105,9 @@ def main(state):
 
     # a signed down arriving in two halves: applied once complete, then PUBACKed
     outbox.append("reading", {"v": 1})
-    raw = json.dumps({"ack": 1, "next": 42, "time": clock.now()}).encode()
+    raw = json.dumps({"v": 2, "dir": "down", "device": "meter-x", "conn": c.conn,
+                      "epoch": outbox.epoch, "ack": 1, "next": 42,
+                      "time": clock.now()}).encode()        # a push on this connection
     pkt = publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 9)
     link.feed(pkt[:20])
     c._process()

@@ -41,7 +41,8 @@ def main(state):
     inbox = Inbox(state + "/inbox")
     clock = Clock()
     c = M.MqttComms("meter-x", KEY, "127.0.0.1", 0, outbox, inbox,
-                    Dispatcher(None, KEY, outbox, inbox), clock, keepalive=20)
+                    Dispatcher(None, KEY, outbox, inbox, device_id="meter-x"), clock,
+                    keepalive=20)
     c.updater = StubUpdater()
     c._connect_packet()
     c.link.take()
@@ -53,7 +54,8 @@ def main(state):
     c._send_up(0)
     out["downloading"] = up_body(c.link)
     chunk = {"version": "1.0.0", "path": "a.py", "offset": 0, "size": 3, "data": "QUJD"}
-    raw = json.dumps({"ack": 0, "chunk": chunk}).encode()
+    raw = json.dumps({"v": 2, "dir": "down", "device": "meter-x", "conn": c.conn,
+                      "ack": 0, "chunk": chunk}).encode()
     c.want_up = False
     c.link.feed(publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 9))
     c._process()

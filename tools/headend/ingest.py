@@ -27,20 +27,21 @@ def ingest(hub, device, req, now):
 
 
 def switch_epoch(db, device, epoch, now):
-    """The device's ack follows the epoch of its latest request. An epoch never seen before
-    is a new outbox life (flash wiped, board swapped): recorded as a notice (seq 0 of it)."""
+    """The device's ack follows the epoch of its latest request. An epoch never seen before,
+    after another, is a new outbox life (flash wiped, board swapped): recorded as a notice
+    (seq 0 of the new epoch)."""
     row = db.one("SELECT epoch FROM devices WHERE id = ?", device)
     if row["epoch"] == epoch:
         return
     db.run("UPDATE devices SET epoch = ?, ack = NULL WHERE id = ?", epoch, device)
-    if db.one("SELECT 1 FROM items WHERE device = ? AND epoch = ? LIMIT 1", device, epoch):
-        return      # an older request of an epoch already seen
+    if row["epoch"] is None or db.one("SELECT 1 FROM items WHERE device = ? AND epoch = ? "
+                                      "LIMIT 1", device, epoch):
+        return      # its first epoch, or an older request of an epoch already seen
     note = {"what": "new outbox epoch", "count": 1, "epoch": epoch, "previous": row["epoch"]}
     db.run("INSERT INTO items(device, epoch, seq, kind, body, received) "
            "VALUES (?, ?, 0, 'notice', ?, ?)", device, epoch, dumps(note), now)
-    if row["epoch"] is not None:
-        log.warning("%s: new outbox epoch %s (was %s): its flash was wiped or replaced",
-                    device, epoch, row["epoch"])
+    log.warning("%s: new outbox epoch %s (was %s): its flash was wiped or replaced",
+                device, epoch, row["epoch"])
 
 
 def apply(hub, device, kind, body, now):
