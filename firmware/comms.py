@@ -76,7 +76,7 @@ def request_body(link, wait):
         "device": link.device_id,
         "ts": int(link.clock.now()),
         "epoch": link.outbox.epoch,
-        "nonce": _nonce(),
+        "nonce": new_nonce(),
         "wait": wait,
         "room": link.dispatcher.room(),
     }
@@ -100,7 +100,7 @@ def time_refusal(link, resp, nonce):
     return True
 
 
-def _nonce():
+def new_nonce():
     # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
     # (boards/sim_board.py does), and nonces repeated after a restart are refused as replays (409).
     try:

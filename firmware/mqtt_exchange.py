@@ -7,13 +7,13 @@ import json
 import envelope
 import ha_discovery as hass
 from clock import ticks_diff
-from comms import _nonce, apply_response, request_body, time_refusal
+from comms import apply_response, new_nonce, request_body, time_refusal
 
 
 class MqttExchange:
     def _new_connection(self):
         # a random nonce per connection, held in RAM only: no flash write per push
-        self.conn = _nonce()
+        self.conn = new_nonce()
         self.sent_nonce = None
 
     def _on_message(self, topic, msg):

@@ -49,8 +49,8 @@ def exchange_bodies(draw):
     elif kind == 1:
         raw = json.dumps(draw(json_values)).encode()
     else:
-        body = {"v": 2, "device": "meter-f", "epoch": "e" * 16, "ts": time.time(), "nonce": os.urandom(8).hex(),
-                "wait": 0, "room": 4, "done": [], "items": []}
+        body = {"v": 2, "device": "meter-f", "epoch": "e" * 16, "ts": time.time(),
+                "nonce": os.urandom(8).hex(), "wait": 0, "room": 4, "done": [], "items": []}
         for name in draw(st.lists(st.sampled_from(sorted(body) + ["x"]), max_size=3)):
             if draw(st.booleans()):
                 body[name] = draw(json_values)

@@ -123,8 +123,8 @@ class Meter:
                     next_report = max(next_report + g.report, now)
                 wait = max(0, min(g.wait, int(math.ceil(next_report - now))))
                 req = {"v": 2, "device": self.device, "epoch": self.epoch,
-                       "ts": int(time.time()), "nonce": os.urandom(8).hex(), "wait": wait, "room": 4,
-                       "done": self.done[:], "items": self.outbox[:32]}
+                       "ts": int(time.time()), "nonce": os.urandom(8).hex(), "wait": wait,
+                       "room": 4, "done": self.done[:], "items": self.outbox[:32]}
                 body = json.dumps(req, separators=(",", ":")).encode()
                 status, headers, data = await self._post(body, _sign(self.key, body),
                                                          wait + g.timeout)
