@@ -86,8 +86,7 @@ def main(argv):
             app.on_record = _print
         skew = _clock_offset(argv)
         if skew:
-            app.clock.offset += skew
-            app.started_unix += skew
+            _skew(app, skew)
         # "unix": when this App started (wall time); a reading's t is that plus its sample clock
         sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
                                     "unix": app.started_unix}) + "\n")
@@ -96,6 +95,15 @@ def main(argv):
         App, config, SimBoard = _boot(args[1])  # new firmware after an update
         cfg = config.load(args[0])
     return 0
+
+
+def _skew(app, seconds):
+    # as if the board's RTC were that far off from the start (the App's wall time follows)
+    if hasattr(app.clock, "offset_ms"):
+        app.clock.offset_ms += seconds * 1000
+    else:
+        app.clock.offset += seconds
+        app.started_unix += seconds
 
 
 def _clock_offset(argv):
