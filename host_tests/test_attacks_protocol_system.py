@@ -4,6 +4,7 @@ SQLite) and, for MQTT, a real mosquitto. A board whose clock starts in 2000 or 2
 once, and a meter whose flash is wiped mid-run loses nothing. The in-process attacks are in
 test_attacks_protocol.py."""
 
+import json
 import os
 import shutil
 import sqlite3
@@ -76,6 +77,11 @@ def test_a_board_clock_in_2000_or_2040_joins_at_once(tmp_path, transport, start)
                              "the first reading from a meter whose clock started in %d"
                              % time.gmtime(start).tm_year)
         joined = time.monotonic() - t0
+        started = [json.loads(line) for line in meter.log().splitlines()
+                   if '"started"' in line and line.startswith("{")]
+        assert started, "no start line in the meter's log:\n" + meter.log()[:1000]
+        started = started[0]
+        assert abs(started["unix"] - start) < 60, "the board's clock did not start off"
         # the refusal is answered with the time and retried at once: no back-off
         assert joined < 20, "joined after %.1f s:\n%s" % (joined, meter.log()[-2000:])
         w = processes.run_work(site.api, "meter-a", "read")
