@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from headend_fake_meter import work_message
 
 from lab import runner
 from lab.processes import free_port, wait_until  # noqa: F401  (used here and by the tests)
@@ -143,6 +144,8 @@ class FakeHeadend:
         self.messages = []          # (monotonic, topic, payload, retain)
         self.answered = {}          # device: count of answers
         self.bad = []
+        self.latest = {}            # device: its latest up (v2: answers are bound to it)
+        self.work_seq = {}          # device: the last work seq signed for it
         self.c = client(port, HEADEND_USER, password, client_id="fake-headend")
         self.c.on_message = self._on_message
         for topic in ("bc/#", "homeassistant/#"):
@@ -170,19 +173,26 @@ class FakeHeadend:
         body = json.loads(raw)
         with self.lock:
             self.ups.setdefault(device, []).append((now, body))
+            self.latest[device] = body
             stored = self.items.setdefault(device, {})
             for item in body.get("items", []):
                 stored[item["seq"]] = item
         if self.answering:
-            self.down(device)
+            self.down(device, answer=True)
 
     def ack(self, device):
         stored = self.items.get(device, {})
         return max(stored) if stored else 0
 
-    def down(self, device, work=(), qos=1):
-        resp = {"ack": self.ack(device), "work": list(work), "more": False,
-                "next": self.next_s, "time": time.time()}
+    def down(self, device, work=(), qos=1, answer=False):
+        """An answer to the device's latest up, or (answer False) a push bound to the
+        connection of its latest up (docs/protocol.md, Bound responses)."""
+        up = self.latest.get(device, {})
+        resp = {"v": 2, "dir": "down", "device": device, "conn": up.get("conn"),
+                "epoch": up.get("epoch"), "ack": self.ack(device), "work": list(work),
+                "more": False, "next": self.next_s, "time": time.time()}
+        if answer:
+            resp["re"] = up.get("nonce")
         raw = json.dumps(resp).encode()
         info = self.c.publish("bc/%s/down" % device,
                               sign(self.keys[device], raw).encode() + b" " + raw, qos=qos)
@@ -194,10 +204,11 @@ class FakeHeadend:
         """A signed work item (docs/protocol.md, Response body)."""
         wid = wid or "w-%d" % (time.monotonic_ns() % 10 ** 12)
         text = json.dumps(args or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        item = {"id": wid, "op": op, "args": text, "role": role, "from": "operator:test",
-                "expires": int(expires or time.time() + 300)}
-        msg = "%s|%s|%s|%s|%s|%s" % (wid, op, role, item["expires"], item["from"], text)
-        item["sig"] = sign(self.keys[device], msg.encode())
+        with self.lock:
+            seq = self.work_seq[device] = self.work_seq.get(device, 0) + 1
+        item = {"id": wid, "device": device, "seq": seq, "op": op, "args": text, "role": role,
+                "from": "operator:test", "expires": int(expires or time.time() + 300)}
+        item["sig"] = sign(self.keys[device], work_message(item))
         return item
 
     def push(self, device, op, args=None, **kw):

@@ -33,10 +33,10 @@ def test_work_and_results_round_trip(site):
     he.down("meter-a", [forged])
     bad = he.wait_result("meter-a", forged["id"])
     assert bad["status"] == "rejected" and bad["reason"] == "bad signature"
-    # every request was signed, and is a v1 request with wait 0 that lists executed work
+    # every request was signed, and is a v2 request with wait 0 that lists executed work
     assert he.bad == []
     bodies = [b for _, b in he.ups["meter-a"]]
-    assert all(b["v"] == 1 and b["device"] == "meter-a" and b["wait"] == 0 for b in bodies)
+    assert all(b["v"] == 2 and b["device"] == "meter-a" and b["wait"] == 0 for b in bodies)
     assert r["work"] in he.done_ids("meter-a")
     assert run_op(site, "meter-a", "set_poll", {"seconds": 30})["body"] == {"seconds": 30}
 
@@ -90,14 +90,20 @@ def test_work_published_while_offline_arrives_on_reconnect(site):
     wait_until(lambda: he.received("bc/meter-c/presence") and
                json.loads(he.received("bc/meter-c/presence")[-1][1]) == WILL, 10,
                "meter-c's Last Will")
-    # published (QoS 1, PUBACKed by the broker) while meter-c is down; the fake head-end's
-    # answers never carry work, so only the broker's persistent session can deliver it
+    # published (QoS 1, PUBACKed by the broker) while meter-c is down: the broker's
+    # persistent session delivers it on reconnect, but it is bound to the connection that
+    # died (v2), so the meter refuses it; work pushed on its new connection runs
+    old = he.latest["meter-c"]["conn"]
     item = he.push("meter-c", "read")
     time.sleep(0.3)
     assert he.results("meter-c", item["id"]) == []
     site.start("meter-c")
     try:
-        r = he.wait_result("meter-c", item["id"], timeout=20)
+        wait_until(lambda: he.latest["meter-c"]["conn"] != old, 20, "meter-c's new connection")
+        time.sleep(1.0)
+        assert he.results("meter-c", item["id"]) == [], "a push for another connection ran"
+        again = he.push("meter-c", "read")
+        r = he.wait_result("meter-c", again["id"], timeout=20)
         assert r["status"] == "done"
         assert "session resumed" in m.log()
     finally:
