@@ -53,7 +53,7 @@ def rows(db, device, what, since=None, until=None, chunk=CHUNK):
     {"seq", "kind", "received", "body"}; read `chunk` at a time (an export of a year of
     readings is never held in memory)."""
     kinds = FIELDS[what][0]
-    where = ["device = ?", "kind IN (%s)" % ",".join("?" * len(kinds)), "seq > ?"]
+    where = ["device = ?", "kind IN (%s)" % ",".join("?" * len(kinds)), "rowid > ?"]
     args = [device, *kinds]
     tail = []
     if since is not None:
@@ -62,7 +62,8 @@ def rows(db, device, what, since=None, until=None, chunk=CHUNK):
     if until is not None:
         where.append("%s < ?" % _WHEN)
         tail.append(until)
-    sql = ("SELECT seq, kind, received, body FROM items WHERE %s ORDER BY seq LIMIT ?"
+    # in storage order: a meter's seq restarts with each outbox epoch (docs/protocol.md)
+    sql = ("SELECT rowid, seq, kind, received, body FROM items WHERE %s ORDER BY rowid LIMIT ?"
            % " AND ".join(where))
     last = -1
     while True:
@@ -72,7 +73,7 @@ def rows(db, device, what, since=None, until=None, chunk=CHUNK):
                    "body": loads(r["body"])}
         if len(batch) < chunk:
             return
-        last = batch[-1]["seq"]
+        last = batch[-1]["rowid"]
 
 
 def _num(v):

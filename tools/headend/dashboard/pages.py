@@ -198,11 +198,12 @@ async def meter(request: Request, device_id: str):
     row = devices.get(hub.db, device_id)
     if row is None:
         return refused(request, 404, "unknown device %s" % device_id)
+    # rowid, not seq: a meter's seq restarts with each outbox epoch (docs/protocol.md)
     latest = hub.db.one("SELECT seq, body FROM items WHERE device = ? AND kind = 'reading' "
-                        "ORDER BY seq DESC LIMIT 1", device_id)
+                        "ORDER BY rowid DESC LIMIT 1", device_id)
     events = [dict(r, body=loads(r["body"])) for r in hub.db.all(
         "SELECT seq, kind, received, body FROM items WHERE device = ? AND kind IN "
-        "('event', 'event_start', 'notice') ORDER BY seq DESC LIMIT 50", device_id)]
+        "('event', 'event_start', 'notice') ORDER BY rowid DESC LIMIT 50", device_id)]
     work = [workq.view(r, row["presence"]) for r in hub.db.all(
         "SELECT * FROM work WHERE device = ? ORDER BY num DESC LIMIT 20", device_id)]
     return page(request, "meter.html", who=who, csrf=s.csrf, m=api_devices.device_view(row),
@@ -211,6 +212,7 @@ async def meter(request: Request, device_id: str):
 
 
 def _reading_row(r):
+    # "seq" here is the storage order (rowid): the page's cursor, across outbox epochs
     b = loads(r["body"])
     return {"seq": r["seq"], "t": b.get("t"), "vrms": b.get("vrms"), "irms": b.get("irms"),
             "p": b.get("p"), "pf": b.get("pf"), "f": b.get("f"),
@@ -226,8 +228,9 @@ async def readings_json(request: Request, device_id: str, hours: float = 1.0):
     _device_or_404(request, device_id)
     hub = request.app.state.hub
     hours = min(max(hours, 0.01), 24 * 31)
-    rows = hub.db.all("SELECT seq, body FROM items WHERE device = ? AND kind = 'reading' AND "
-                      "received >= ? ORDER BY seq DESC LIMIT 20000", device_id,
+    rows = hub.db.all("SELECT rowid AS seq, body FROM items WHERE device = ? AND "
+                      "kind = 'reading' AND received >= ? ORDER BY rowid DESC LIMIT 20000",
+                      device_id,
                       hub.now() - hours * 3600)
     return Response(json.dumps([_reading_row(r) for r in reversed(rows)]),
                     media_type="application/json", headers=SECURITY_HEADERS)
@@ -242,8 +245,8 @@ async def stream(request: Request, device_id: str, after: int = 0):
     _device_or_404(request, device_id)
     hub = request.app.state.hub
 
-    newest = hub.db.one("SELECT MAX(seq) AS n FROM items WHERE device = ? AND kind = 'reading'",
-                        device_id)["n"] or 0
+    newest = hub.db.one("SELECT MAX(rowid) AS n FROM items WHERE device = ? AND "
+                        "kind = 'reading'", device_id)["n"] or 0
     # new readings only: a page that has none (after=0) or reconnects after a long while
     # gets the last few, never the whole history
     start = max(after, newest - REPLAY) if after > 0 else newest
@@ -252,8 +255,9 @@ async def stream(request: Request, device_id: str, after: int = 0):
         last = start
         yield "retry: 2000\n\n"
         while not hub.closing:
-            rows = hub.db.all("SELECT seq, body FROM items WHERE device = ? AND kind = 'reading' "
-                              "AND seq > ? ORDER BY seq LIMIT 100", device_id, last)
+            rows = hub.db.all("SELECT rowid AS seq, body FROM items WHERE device = ? AND "
+                              "kind = 'reading' AND rowid > ? ORDER BY rowid LIMIT 100",
+                              device_id, last)
             for r in rows:
                 last = r["seq"]
                 yield "event: reading\ndata: %s\n\n" % json.dumps(_reading_row(r))
