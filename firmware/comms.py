@@ -90,10 +90,13 @@ def request_body(link, wait):
 
 def time_refusal(link, resp, nonce):
     """The head-end's signed refusal of our request's `ts` (docs/protocol.md "Time refusal"):
-    adopt its time when it answers this very request; True if adopted. Once in a row only,
-    so a path slower than the replay window backs off instead of looping."""
+    adopt its time when it answers this very request; True if adopted. Not twice in a row:
+    a path slower than the replay window backs off between tries instead of looping."""
     if (not isinstance(resp, dict) or not envelope.bound(resp, link.device_id, nonce)
-            or not _number(resp.get("time")) or link.time_refusals):
+            or not _number(resp.get("time"))):
+        return False
+    if link.time_refusals:      # refused again right after adopting: back off this once
+        link.time_refusals = 0
         return False
     link.time_refusals += 1
     link.clock.server_time(resp["time"], 0, exact_ms=resp.get("time_ms"))
