@@ -70,6 +70,11 @@ _ANY_FLOAT = st.floats()
 
 def _responses(values, work, floats=_ANY_FLOAT):
     return st.fixed_dictionaries({}, optional={
+        "v": st.sampled_from([2, 1, "2"]) | values, "dir": st.sampled_from(["down", "up"]),
+        "device": st.sampled_from(["meter-f", "meter-g"]) | values,
+        "re": st.sampled_from(["ab" * 8, "00" * 8]) | values,
+        "conn": st.sampled_from(["cd" * 8, "00" * 8]) | values,
+        "epoch": st.sampled_from(["0123456789abcdef", "x"]) | values,
         "ack": st.integers(-5, 2**70) | values, "time": values | floats,
         "next": values, "more": values,
         "work": st.lists(work.map(lambda t: t[0]), max_size=3) | values}) | values

@@ -245,12 +245,18 @@ class FakeLink:
         self.dispatcher, self.outbox = _dispatcher()
         self.clock = self.dispatcher.app.clock
         self.poll_s = 0
+        self.device_id = DEVICE
+        self.time_refusals = 0
 
 
 def run_response(resp):
     if not isinstance(resp, dict):      # comms.exchange refuses these with ExchangeError
         return
+    if envelope.bound(resp, DEVICE, "ab" * 8, "cd" * 8) not in (True, False):
+        raise Crash("envelope.bound did not answer True or False")
     link = FakeLink()
+    if comms.time_refusal(link, resp, "ab" * 8) not in (True, False):
+        raise Crash("comms.time_refusal did not answer True or False")
     again = comms.apply_response(link, resp)
     if again not in (True, False):
         raise Crash("apply_response returned %r" % (again,))
