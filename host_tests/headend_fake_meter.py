@@ -60,7 +60,7 @@ class ExchangeError(AssertionError):
 
 
 class FakeMeter:
-    def __init__(self, http, device, key, first_seq=1):
+    def __init__(self, http, device, key, first_seq=1, epoch=None):
         self.http = http            # httpx.Client or fastapi TestClient
         self.device = device
         self.key = key
@@ -69,7 +69,7 @@ class FakeMeter:
         self.done = []              # executed work ids to report
         self.inbox = set()          # every work id ever executed
         self.last = None            # the last response body
-        self.epoch = secrets.token_hex(8)   # this outbox's life (v2)
+        self.epoch = epoch or secrets.token_hex(8)   # this outbox's life (v2)
 
     # --- outbox ---
     def add(self, kind, body):

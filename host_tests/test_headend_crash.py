@@ -61,6 +61,7 @@ def test_queued_work_survives_kill_9(tmp_path):
             assert r.status_code == 202
             ids.append(r.json()["id"])
             m = FakeMeter(c, "meter-a", key)
+            epoch = m.epoch
             m.reading()
             assert m.exchange(room=1)["work"][0]["id"] == ids[0]   # delivered, not done
     finally:
@@ -74,7 +75,7 @@ def test_queued_work_survives_kill_9(tmp_path):
         with httpx.Client(base_url=url, headers=auth, timeout=10) as c:
             states = [c.get("/v1/work/%s" % i).json()["status"] for i in ids]
             assert states == ["delivered", "queued", "queued", "queued"]
-            m = FakeMeter(c, "meter-a", key, first_seq=2)
+            m = FakeMeter(c, "meter-a", key, first_seq=2, epoch=epoch)   # the same outbox
             body = m.exchange(room=10)
             assert [w["id"] for w in body["work"]] == ids     # redelivered + the queued ones
             assert body["ack"] == 1                              # the stored reading survived
