@@ -210,6 +210,21 @@ def _lock(dest):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def install_aiorepl(src, dest):
+    """micropython-lib's aiorepl (not on PyPI) from the same source into DEST/lib, the folder
+    the REPL tests add to the board interpreter's path (lab/runner.BOARD_LIB); not into
+    .venv/mplib, so the stock interpreter's tests still run without it."""
+    found = Path(src) / "lib" / "micropython-lib" / "micropython" / "aiorepl" / "aiorepl.py"
+    if not found.is_file():
+        return None
+    lib = Path(dest) / "lib"
+    lib.mkdir(exist_ok=True)
+    target = lib / "aiorepl.py"
+    if not target.is_file() or target.read_bytes() != found.read_bytes():
+        shutil.copyfile(found, target)
+    return target
+
+
 def read_stamp(dest_dir):
     try:
         return json.loads((Path(dest_dir) / STAMP).read_text())
@@ -236,6 +251,7 @@ def build(dest_dir=DEST, src_tgz=None, src_dir=None, jobs=2):
         binary, cross = dest / BIN_NAME, dest / MPY_CROSS_NAME
         stamp = read_stamp(dest)
         if stamp and stamp.get("key") == key and binary.is_file() and cross.is_file():
+            install_aiorepl(src, dest)
             return str(binary)
 
         ensure_multilib()
@@ -277,6 +293,7 @@ def build(dest_dir=DEST, src_tgz=None, src_dir=None, jobs=2):
                  "seconds_mpy_cross": round(t_cross, 1),
                  "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (dest / STAMP).write_text(json.dumps(stamp, indent=1) + "\n")
+        install_aiorepl(src, dest)
         _log("built in %.1f s (mpy-cross %.1f s first): %s" % (t_unix, t_cross, binary))
         return str(binary)
 

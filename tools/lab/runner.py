@@ -34,6 +34,7 @@ MICROPYTHONS = ("micropython", "board")
 # "Memory budget"), and the whole app does not fit a plain ESP32 today.
 BOARD_HEAP = "512K"
 BOARD_DIR = VENV / "board-micropython"
+BOARD_LIB = BOARD_DIR / "lib"  # aiorepl from the same MicroPython source (lab/board_build.py)
 
 
 class RunnerError(RuntimeError):
