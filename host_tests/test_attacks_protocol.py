@@ -363,3 +363,38 @@ def test_an_ack_of_the_old_epoch_does_not_delete_the_new_outbox(site):
 
     apply_response(wiped.comms, resp)
     assert wiped.outbox.depth() == 1
+
+
+def test_a_second_time_refusal_in_a_row_backs_off_then_the_next_try_adopts(site):
+    """A path slower than the replay window must not spin: refused again right after
+    adopting, the meter backs off once; its next try adopts the time again."""
+    meter = site.meter(clock_offset=Y2000 - time.time())
+    real_now = site.he.hub.now
+    assert exchange_once(meter) is True                   # adopted
+    site.he.hub.now = lambda: real_now() + 1000           # the head-end's clock jumps
+    with pytest.raises(ExchangeError, match="409"):
+        exchange_once(meter)                              # refused again: a failure
+    assert exchange_once(meter) is True                   # adopted again
+    exchange_once(meter)
+    assert meter.comms.exchanges == 1
+
+
+def test_mqtt_time_refusal_is_adopted_and_the_up_sent_again(site):
+    """Over MQTT the refusal of an up comes on `down`, signed and bound to the up's nonce."""
+    meter = site.meter(clock_offset=Y2040 - time.time())
+    link = _mqtt_link(meter)
+    body = {"v": 2, "device": "meter-a", "epoch": meter.outbox.epoch,
+            "ts": int(meter.clock.now()), "nonce": "cd" * 8, "conn": link.conn, "wait": 0,
+            "room": 4}
+    raw = json.dumps(body).encode()
+    with pytest.raises(exchange.Refused) as refused:
+        asyncio.run(exchange.handle(site.he.hub, raw, envelope.sign(link.key, raw), "mqtt",
+                                    topic_device="meter-a"))
+    data, sig = exchange.signed(refused.value.key, refused.value.answer)
+    link.awaiting, link.sent_nonce = 1, "ab" * 8          # another up is outstanding
+    link._down(sig.encode() + b" " + data)
+    assert abs(meter.clock.now() - time.time()) > 3600, "a refusal of another up was adopted"
+    link.sent_nonce = body["nonce"]
+    link._down(sig.encode() + b" " + data)
+    assert abs(meter.clock.now() - time.time()) < 3
+    assert link.want_up and link.awaiting is None
