@@ -9,6 +9,7 @@
 import array
 import math
 
+import harmonics as H
 import kernel as K
 import wide
 from energy import Registers
@@ -34,12 +35,16 @@ class Meter:
         self.v_gain = board.v_gain * config["v_cal"]
         self.i_gain = board.i_gain * config["i_cal"]
         nominal_f = config["frequency"]
-        spc = board.sample_rate / nominal_f
-        if not 32 <= spc <= 128:
-            raise ValueError("sample rate %.0f Hz gives %.1f samples per cycle at %s Hz; "
-                             "need 32..128" % (board.sample_rate, spc, nominal_f))
+        spc, order = check_sampling(config, board)
         self.st = array.array("i", [0] * K.SLOTS)
         st = self.st
+        for j in range(K.TAB_SIZE):
+            st[K.TAB + j] = K.TAB_BIAS + int(math.floor(
+                K.TAB_ONE * math.cos(2 * math.pi * j / K.TAB_SIZE) + 0.5))
+        st[K.INC] = int((1 << K.PHASE_BITS) / spc + 0.5)
+        # the reference locks to frequencies within 40..70 Hz (samples per cycle * 256)
+        self.spc256_min = int(board.sample_rate * 256 / 70)
+        self.spc256_max = int(board.sample_rate * 256 / 40)
         st[K.VOFF] = self.v_mid = int(board.v_mid)
         st[K.IOFF] = self.i_mid = int(board.i_mid)
         st[K.MIN_HALF] = int(spc / 4)
@@ -50,6 +55,16 @@ class Meter:
         peak = config["nominal_v"] * 1.41421356 / self.v_gain
         st[K.HYST] = max(2, int(peak * 0.05))
         st[K.HALVES_PER_WINDOW] = 20 if nominal_f == 50 else 24
+        self.window_cycles = st[K.HALVES_PER_WINDOW] // 2
+        self.harmonic_order = order
+        self.harm = array.array("i", [0] * (H.HEAD + 4 * order))
+        self.harm_top = len(self.harm)
+        self.harm[H.ORDERS] = order
+        self.harm[H.WINC] = st[K.INC] // self.window_cycles
+        self.harm_shift = H.sum_shift(st[K.HALVES_PER_WINDOW] * max(
+            st[K.NORMAL_HALF], st[K.FORCED_HALF]))
+        self.harm_energy = array.array("i", [0] * H.E_SIZE)
+        self.ready_harm = array.array("i", [0] * H.E_SIZE)
         st[K.INTERVAL] = int(config["interval_s"] * board.sample_rate)
         self.channel_delay_s = board.channel_delay_s
         self.set_phase(nominal_f, board.channel_delay_s)
@@ -98,9 +113,13 @@ class Meter:
     def feed(self, vbuf, ibuf, n):
         """Consume n sample pairs (array('H') of ADC counts). Allocates nothing."""
         st = self.st
+        harm = self.harm
         k = 0
         while k < n:
-            k = K.run(st, vbuf, ibuf, k, n)
+            ph = st[K.PH]
+            end = K.run(st, vbuf, ibuf, k, n)
+            H.accumulate(harm, st, vbuf, ibuf, k, end, ph)
+            k = end
             attn = st[K.ATTN]
             if attn:
                 st[K.ATTN] = 0
@@ -118,6 +137,8 @@ class Meter:
             # confirmed late (debounce) if sampling began near a crossing.
             st[K.SYNCED] += 1
             K.clear(st, K.WINDOW, K.WINDOW + 2 * F)
+            K.clear(self.harm, H.HEAD, self.harm_top)
+            self.harm[H.WPH] = 0
             st[K.HALVES] = 0
             self._restart_reading()
             return
@@ -166,6 +187,24 @@ class Meter:
         K.copy(self.last_window, st, w, 2 * F)
         K.clear(st, w, w + 2 * F)
         st[K.HALVES] = 0
+        H.close(self.harm, self.harm_energy, self.harm_shift)
+        self._lock_frequency()
+        self.harm[H.WINC] = st[K.INC] // self.window_cycles
+
+    def _lock_frequency(self):
+        # The reference phase steps by 2**PHASE_BITS per cycle of the frequency measured so
+        # far in this reading (interpolated zero crossings, in 1/256 sample; small ints only).
+        st = self.st
+        cycles = st[K.CYCLES]
+        if cycles < 2 or st[K.FROZEN]:
+            return
+        first = _crossing256(st[K.FIRST_K], st[K.FIRST_A], st[K.FIRST_B])
+        last = _crossing256(st[K.LAST_K], st[K.LAST_A], st[K.LAST_B])
+        d = (last - first) // cycles
+        if not self.spc256_min <= d <= self.spc256_max:
+            return
+        q = (1 << 29) // d  # floor(2**30 / d), as 2**30 itself is not a small int
+        st[K.INC] = 2 * q + (2 * ((1 << 29) - q * d)) // d
 
     def _close_reading(self):
         st = self.st
@@ -177,6 +216,7 @@ class Meter:
             K.copy(self.ready_ext, st, K.EXT, K.EXT_SIZE)
             self.ready_ext[X_SAMPLES] = st[K.POS]
             K.copy(self.ready_minmax, self.minmax, 0, 7)
+            K.copy(self.ready_harm, self.harm_energy, 0, H.E_SIZE)
         x = self.ready_ext
         x[X_CLOCK_HI] = st[K.CLOCK_HI]
         x[X_CLOCK_LO] = st[K.CLOCK_LO]
@@ -200,6 +240,7 @@ class Meter:
         e = K.EXT
         self.readings_merged += 1
         K.merge(self.ready_sums, st, K.READING, F)
+        K.merge(self.ready_harm, self.harm_energy, 0, H.E_SIZE // 2)
         x[X_SAMPLES] += st[K.POS]
         if (x[0] and st[e] and st[K.FIRST_K] <= 0 and not x[K.FROZEN - e]
                 and not st[K.FORCED]):
@@ -227,6 +268,7 @@ class Meter:
         K.clear(st, K.READING, K.READING + 2 * F)
         K.clear(st, K.EXT, K.EXT + K.EXT_SIZE)
         K.clear(self.minmax, 0, 7)
+        K.clear(self.harm_energy, 0, H.E_SIZE)
         if st[K.BOUNDARY] == K.RISING:
             st[K.HAVE_FIRST] = 1
             st[K.FIRST_K] = st[K.CROSS_K] - st[K.POS]
@@ -255,6 +297,22 @@ class Meter:
     def _event(self, record):
         if self.on_event is not None:
             self.on_event(record)
+
+
+def check_sampling(config, board):
+    """(samples per nominal cycle, harmonic order to analyse) for this config on this board,
+    or ValueError with the reason (app.change_config asks this before saving a config)."""
+    nominal_f = config["frequency"]
+    spc = board.sample_rate / nominal_f
+    if not 32 <= spc <= 128:
+        raise ValueError("sample rate %.0f Hz gives %.1f samples per cycle at %s Hz; "
+                         "need 32..128" % (board.sample_rate, spc, nominal_f))
+    return spc, H.check_order(config.get("harmonic_order", 0), spc)
+
+
+def _crossing256(k, a, b):
+    # v went from a (<= 0) to b (> 0) between positions k-1 and k: where, in 1/256 sample
+    return k * 256 - (b * 256) // (b - a)
 
 
 def _clamp(offset, mid):

@@ -8,7 +8,7 @@ import metering as M
 import wide
 
 # hi-word index of each field in a snapshot of wide sums
-_N, _SV, _SVV, _SI, _SII, _SP, _SQ = range(0, 2 * K.FIELDS, 2)
+_N, _SV, _SVV, _SI, _SII, _SP, _SQ, _FVC, _FVS, _FIC, _FIS = range(0, 2 * K.FIELDS, 2)
 _CYCLES = K.CYCLES - K.EXT
 _FIRST = K.FIRST_K - K.EXT
 _LAST = K.LAST_K - K.EXT
@@ -19,11 +19,34 @@ def _crossing(k, a, b):
     return k - b / (b - a)
 
 
-def _reactive_sign(m, c, p):
-    # c = mean(v[n-1] * i[n]) = P cos(th) + Q sin(th), th = w (T + channel delay), for the
-    # fundamental; so Q has the sign of c - P cos(th).
-    th = 2 * math.pi * m.config["frequency"] * (m.ts + m.channel_delay_s)
-    return c - p * math.cos(th)
+def fundamental(m, a, n, freq):
+    """(V1, I1, P1, Q1): rms of the fundamental of V and I, fundamental active and reactive
+    power (IEEE 1459), from the kernel's single-bin DFT sums over the reading (whole cycles
+    of the frequency-locked reference)."""
+    k = 2.0 / (n * K.TAB_ONE)  # sum of x * cos(phi) over whole cycles is n * X / 2
+    vre = k * wide.value(a, _FVC)
+    vim = -k * wide.value(a, _FVS)
+    ire = k * wide.value(a, _FIC)
+    iim = -k * wide.value(a, _FIS)
+    # I is read channel_delay_s after V, which the phase calibration adds to: turn the I
+    # phasor back to the V sampling instant.
+    f = freq or m.config["frequency"]
+    delay = m.channel_delay_s - m.config["phase_cal_deg"] / 360.0 / f
+    c = math.cos(2 * math.pi * f * delay)
+    s = math.sin(2 * math.pi * f * delay)
+    ire, iim = ire * c + iim * s, iim * c - ire * s
+    g = m.v_gain * m.i_gain / 2  # peak phasors: P = Re(V conj(I)) / 2
+    return (m.v_gain * math.sqrt(vre * vre + vim * vim) / math.sqrt(2),
+            m.i_gain * math.sqrt(ire * ire + iim * iim) / math.sqrt(2),
+            g * (vre * ire + vim * iim), g * (vim * ire - vre * iim))
+
+
+def thd_pct(e, fundamental_at):
+    """THD (% of the fundamental) from the harmonic energy sums, or None."""
+    e1 = wide.value(e, fundamental_at)
+    if e1 <= 0:
+        return None
+    return 100.0 * math.sqrt(max(wide.value(e, fundamental_at + 2), 0) / e1)
 
 
 class Reporter:
@@ -53,9 +76,6 @@ class Reporter:
         gain_vs = (m.st[K.COEF_A] + m.st[K.COEF_B]) / (1 << K.COEF_BITS)
         p = gv * gi * (wide.value(a, _SP) / n - gain_vs * mv * mi)
         s = vrms * irms
-        q = math.sqrt(max(s * s - p * p, 0.0))
-        if _reactive_sign(m, gv * gi * (wide.value(a, _SQ) / n - mv * mi), p) < 0:
-            q = -q
         samples = x[M.X_CLOCK_HI] * wide.LOW + x[M.X_CLOCK_LO]
         self.last_samples = samples  # exact (an int): the App makes wall time from it
         t = samples * m.ts
@@ -64,6 +84,8 @@ class Reporter:
             first = _crossing(x[_FIRST], x[_FIRST + 1], x[_FIRST + 2])
             last = _crossing(x[_LAST], x[_LAST + 1], x[_LAST + 2])
             freq = x[_CYCLES] / ((last - first) * m.ts)
+        v1, i1, p1, q = fundamental(m, a, n, freq)
+        nonactive = math.sqrt(max(s * s - p * p, 0.0))
         regs = m.registers
         regs.add_reactive_mvarh(q * x[M.X_SAMPLES] * m.ts / 3.6)
         self._demand(t, regs.import_wh.total_mwh())
@@ -77,7 +99,15 @@ class Reporter:
             "s": s,
             "pf": p / s if s > 0 else 0.0,
             "f": freq,
+            "n": nonactive,
+            "d": math.sqrt(max(s * s - p * p - q * q, 0.0)),
+            "v1": v1,
+            "i1": i1,
+            "p1": p1,
         }
+        if m.harmonic_order >= 2:
+            r["thd_v"] = thd_pct(m.ready_harm, 0)
+            r["thd_i"] = thd_pct(m.ready_harm, 4)
         mm = m.ready_minmax
         if mm[M.M_WINDOWS]:
             r["vmin"] = gv * math.sqrt(max(mm[M.M_VMIN], 0))
