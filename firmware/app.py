@@ -224,6 +224,7 @@ class App:
 
     def change_config(self, changes):
         new = configuration.validate(changes, self.cfg)
+        metering.check_sampling(new, self.board)  # e.g. a harmonic order the rate cannot give
         if self.config_path:
             configuration.save(self.config_path, new)
         self.cfg = new

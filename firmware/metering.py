@@ -38,7 +38,7 @@ class Meter:
         spc, order = check_sampling(config, board)
         self.st = array.array("i", [0] * K.SLOTS)
         st = self.st
-        for j in range(K.TAB_SIZE):
+        for j in range(K.TAB_SIZE + 1):
             st[K.TAB + j] = K.TAB_BIAS + int(math.floor(
                 K.TAB_ONE * math.cos(2 * math.pi * j / K.TAB_SIZE) + 0.5))
         st[K.INC] = int((1 << K.PHASE_BITS) / spc + 0.5)
@@ -190,6 +190,9 @@ class Meter:
         H.close(self.harm, self.harm_energy, self.harm_shift)
         self._lock_frequency()
         self.harm[H.WINC] = st[K.INC] // self.window_cycles
+        # only orders below the Nyquist frequency at the frequency now measured
+        self.harm[H.ORDERS] = min(self.harmonic_order, ((1 << (K.PHASE_BITS - 1)) - 1)
+                                  // st[K.INC])
 
     def _lock_frequency(self):
         # The reference phase steps by 2**PHASE_BITS per cycle of the frequency measured so

@@ -253,3 +253,56 @@ def test_bad_inputs_fail_cleanly(tmp_path):
         if not ok:
             failures.append((name, p.returncode, p.stderr))
     assert not failures, failures
+
+
+def feeder_signal(rate, seconds, v_rms, i_rms):
+    """A 4.16 kV feeder's phase (or its PT/CT secondaries): 5 % 5th harmonic in V, 20 % 5th
+    in I, PF 0.9 lagging, a dip to 70 % for 5 cycles at 2.3 s."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    x = 2 * math.pi * FREQ * t
+    v = v_rms * math.sqrt(2) * (np.sin(x) + 0.05 * np.sin(5 * x))
+    i = i_rms * math.sqrt(2) * (np.sin(x - PHI) + 0.2 * np.sin(5 * (x - PHI)))
+    v[(t >= 2.3) & (t < 2.3 + 5 / FREQ)] *= 0.7
+    return t, v, i
+
+
+def check_feeder(recs, v_rms, i_rms):
+    readings = [r for r in recs if r["type"] == "reading"]
+    assert len(readings) == 3
+    r = readings[1]
+    assert list(r)[:11] == ["type", "t", "vrms", "irms", "p", "q", "s", "pf", "f", "thd_v",
+                            "thd_i"]
+    assert r["v1"] == pytest.approx(v_rms, rel=0.002)
+    assert r["i1"] == pytest.approx(i_rms, rel=0.002)
+    assert r["q"] == pytest.approx(v_rms * i_rms * math.sin(PHI), rel=0.005)
+    assert r["thd_v"] == pytest.approx(5.0, rel=0.05)
+    assert r["thd_i"] == pytest.approx(20.0, rel=0.05)
+    assert readings[2]["import_wh"] > readings[1]["import_wh"] > 1.0  # primary Wh
+    (dip,) = [e for e in recs if e["type"] == "event"]
+    assert dip["kind"] == "dip" and dip["extreme_pct"] == pytest.approx(70, abs=1.0)
+    assert dip["residual_v"] == pytest.approx(0.7 * 2401.8 * math.sqrt(1 + 0.05**2), rel=0.02)
+
+
+def test_primary_feeder_at_its_true_nominal(tmp_path):
+    # 4.16 kV line to line: 2401.8 V phase, 300 A
+    csv = write_csv(tmp_path / "feeder.csv", *feeder_signal(3200, 3.0, 2401.8, 300.0))
+    recs = records(run_replay(csv, "--nominal", "2401.8", "--interpreter", "cpython"))
+    check_feeder(recs, 2401.8, 300.0)
+
+
+def test_secondary_recording_with_pt_and_ct_ratios(tmp_path):
+    # the same feeder through a 20:1 PT and a 300:5 CT
+    csv = write_csv(tmp_path / "sec.csv", *feeder_signal(3200, 3.0, 2401.8 / 20, 5.0))
+    recs = records(run_replay(csv, "--nominal", "2401.8", "--pt-ratio", "20",
+                              "--ct-ratio", "60"))
+    check_feeder(recs, 2401.8, 300.0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nominal", "2e6"], "--nominal"), (["--pt-ratio", "0"], "--pt-ratio"),
+    (["--ct-ratio", "-5"], "--ct-ratio")])
+def test_out_of_range_ratios_and_nominal_are_refused(tmp_path, args, message):
+    csv = write_csv(tmp_path / "a.csv", *signal(3200, 1.0))
+    p = run_replay(csv, *args)
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert p.stderr.startswith("replay: error:") and message in p.stderr

@@ -50,11 +50,13 @@ def summarize(raw):
            "signal_seconds_per_run": raw["signal_seconds_per_run"]}
     for hz in ("hz50", "hz60"):
         side = raw[hz]
-        for loop in ("feed", "plain"):
+        for loop in ("feed", "plain", "thd"):
             out["%s_%s_ns" % (loop, hz)] = statistics.median(side[loop + "_ns"])
             out["%s_%s_ns_range" % (loop, hz)] = [min(side[loop + "_ns"]), max(side[loop + "_ns"])]
     out["feed_heap_bytes_per_cycle"] = raw["hz50"].get("feed_heap_bytes_per_cycle")
     out["plain_heap_bytes_per_cycle"] = raw["hz50"].get("plain_heap_bytes_per_cycle")
+    out["thd_heap_bytes_per_cycle"] = raw["hz50"].get("thd_heap_bytes_per_cycle")
+    out["thd_orders"] = raw["hz50"]["thd_orders"]
     return out
 
 
@@ -70,6 +72,7 @@ def rows(mp, cp):
     speedup = plain / feed
     room, room_plain = headroom(mp["feed_hz60_ns"]), headroom(mp["plain_hz60_ns"])
     heap, heap_plain = mp["feed_heap_bytes_per_cycle"], mp["plain_heap_bytes_per_cycle"]
+    room_thd, heap_thd = headroom(mp["thd_hz60_ns"]), mp["thd_heap_bytes_per_cycle"]
     return [
         {"measure": "Hot path Meter.feed, 50 Hz, per V/I pair",
          "value": "%.0f ns" % feed, "baseline": "%.0f ns plain loop" % plain,
@@ -96,6 +99,19 @@ def rows(mp, cp):
          "value": "%.2f%% of one core" % (100 / room),
          "baseline": "%.2f%% plain loop" % (100 / room_plain),
          "target": "<= 100%", "met": room >= 1},
+        {"measure": "Meter.feed with THD to order %d, 50 Hz, per pair" % mp["thd_orders"],
+         "value": "%.0f ns" % mp["thd_hz50_ns"],
+         "baseline": "%.0f ns without THD" % feed,
+         "target": "reference", "met": None},
+        {"measure": "CPU share with THD, %d Hz x %d spc" % (HEADROOM_HZ, SAMPLES_PER_CYCLE),
+         "value": "%.2f%% of one core" % (100 / room_thd),
+         "baseline": "%.2f%% without THD" % (100 / room),
+         "target": "<= 100%", "met": room_thd >= 1},
+        {"measure": "Heap per cycle with THD, steady state",
+         "value": "n/a" if heap_thd is None else "%g B" % heap_thd,
+         "baseline": "n/a" if heap is None else "%g B without THD" % heap,
+         "target": "%d B" % HEAP_TARGET,
+         "met": heap_thd is not None and heap_thd <= HEAP_TARGET},
     ]
 
 

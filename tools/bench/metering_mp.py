@@ -176,18 +176,25 @@ def heap_per_cycle(feed, vblocks, iblocks):
 def bench(frequency, runs, seconds, heap):
     sc = scenario(frequency)
     board = SimBoard(sc)
-    meter = metering.Meter(config.validate({"frequency": frequency}), board)
+    # the metering alone (harmonic_order 1), and with THD to the highest order 64 samples
+    # per cycle support (the default)
+    meter = metering.Meter(config.validate({"frequency": frequency, "harmonic_order": 1}),
+                           board)
+    thd = metering.Meter(config.validate({"frequency": frequency}), board)
     vblocks, iblocks = one_second_of_blocks(board)
     feed_seconds(meter.feed, vblocks, iblocks, 3)  # warm up: offsets settle, readings close
+    feed_seconds(thd.feed, vblocks, iblocks, 3)
     plain = PlainMeter(meter)
     feed_seconds(plain.feed, vblocks, iblocks, 1)
-    out = {"feed_ns": [], "plain_ns": []}
+    out = {"feed_ns": [], "plain_ns": [], "thd_ns": [], "thd_orders": thd.harmonic_order}
     for _ in range(runs):  # interleave so drifting machine load hits all alike
         out["feed_ns"] += time_runs(meter.feed, vblocks, iblocks, 1, seconds)
         out["plain_ns"] += time_runs(plain.feed, vblocks, iblocks, 1, seconds)
+        out["thd_ns"] += time_runs(thd.feed, vblocks, iblocks, 1, seconds)
     if heap:
         out["feed_heap_bytes_per_cycle"] = heap_per_cycle(meter.feed, vblocks, iblocks)
         out["plain_heap_bytes_per_cycle"] = heap_per_cycle(plain.feed, vblocks, iblocks)
+        out["thd_heap_bytes_per_cycle"] = heap_per_cycle(thd.feed, vblocks, iblocks)
     out["readings_completed"] = meter.readings_merged + (1 if meter.ready else 0)
     return out
 

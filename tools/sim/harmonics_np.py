@@ -3,10 +3,15 @@ CPython (replay, tests): there the viper source runs as plain Python at about a 
 per order per sample. metering_main.py installs it only on CPython; host_tests/
 test_harmonics.py checks it gives the same integers as the firmware's own function."""
 
-import numpy as np
-
 import harmonics as H
 import kernel as K
+import numpy as np
+
+
+def _cos(table, phase):
+    j = phase >> K.TAB_SHIFT
+    c = table[j]
+    return c + (((table[j + 1] - c) * (phase & 4095) + 2048) >> K.TAB_SHIFT)
 
 
 def accumulate(acc, st, vb, ib, k, n, ph):
@@ -15,26 +20,25 @@ def accumulate(acc, st, vb, ib, k, n, ph):
     count = n - k
     v = np.frombuffer(vb, dtype=np.uint16, count=n)[k:].astype(np.int64) - st[K.VOFF]
     i = np.frombuffer(ib, dtype=np.uint16, count=n)[k:].astype(np.int64) - st[K.IOFF]
-    table = np.frombuffer(st, dtype=np.int32)[K.TAB:K.TAB + K.TAB_SIZE].astype(np.int64)
+    table = np.frombuffer(st, dtype=np.int32)[K.TAB:K.TAB + K.TAB_SIZE + 1].astype(np.int64)
     table -= K.TAB_BIAS
     steps = np.arange(1, count + 1, dtype=np.int64)
     phases = (ph + steps * st[K.INC]) & K.PHASE_MASK
     wph0, winc = acc[H.WPH], acc[H.WINC]
     wphs = wph0 + (steps - 1) * winc
     live = wphs < (1 << K.PHASE_BITS)
-    w = np.where(live, (K.TAB_ONE - table[np.minimum(wphs, K.PHASE_MASK) >> K.TAB_SHIFT]) >> 1,
-                 0)
+    w = np.where(live, (K.TAB_ONE - _cos(table, np.minimum(wphs, K.PHASE_MASK)) + 1) >> 1, 0)
     acc[H.WPH] = int(wph0 + winc * int(np.count_nonzero(live)))
-    vw = (v * w) >> 11
-    iw = (i * w) >> 11
+    vw = (v * w + 256) >> 9
+    iw = (i * w + 256) >> 9
     orders = acc[H.ORDERS]
     if orders == 0:
         return
     # (h * ph) & mask is what the firmware's running sum (hph + ph) & mask gives
-    j = (np.outer(np.arange(1, orders + 1, dtype=np.int64), phases) & K.PHASE_MASK) >> K.TAB_SHIFT
-    c = table[j]
-    s = table[(j - K.TAB_QUARTER) & (K.TAB_SIZE - 1)]
-    sums = np.stack([((vw * c + 16) >> 5).sum(axis=1), ((vw * s + 16) >> 5).sum(axis=1),
-                     ((iw * c + 16) >> 5).sum(axis=1), ((iw * s + 16) >> 5).sum(axis=1)], axis=1)
+    hph = np.outer(np.arange(1, orders + 1, dtype=np.int64), phases) & K.PHASE_MASK
+    c = _cos(table, hph)
+    s = _cos(table, (hph - (K.TAB_QUARTER << K.TAB_SHIFT)) & K.PHASE_MASK)
+    sums = np.stack([((vw * c + 64) >> 7).sum(axis=1), ((vw * s + 64) >> 7).sum(axis=1),
+                     ((iw * c + 64) >> 7).sum(axis=1), ((iw * s + 64) >> 7).sum(axis=1)], axis=1)
     for index, value in enumerate(sums.ravel().tolist()):
         acc[H.HEAD + index] += value

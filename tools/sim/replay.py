@@ -2,13 +2,17 @@
 
     tools/replay FILE [--nominal 230] [--frequency 50] [--interpreter micropython|cpython]
                       [--events-start] [--v-channel NAME] [--i-channel NAME]
+                      [--pt-ratio R] [--ct-ratio R]
 
 Prints one JSON object per line as the engine produces them: a reading per second of
 signal and an event per dip, swell or interruption (event_start notices with
---events-start). Times ("t", "start_s") are on the file's time axis. Recordings with more
-than 128 samples per cycle are low-pass filtered and decimated by an integer factor
-(see waveform.decimate). ADC gains are chosen from the data so the peaks fit the board's
-virtual 12-bit ADC with 10% margin.
+--events-start). Times ("t", "start_s") are on the file's time axis. Values are primary:
+--pt-ratio and --ct-ratio scale a recording of instrument-transformer secondaries up, and
+--nominal is the primary declared voltage (up to 1 MV; above 500 V the engine meters a
+scaled copy, as a meter behind a voltage transformer does, and readings are scaled back).
+Recordings with more than 128 samples per cycle are low-pass filtered and decimated by an
+integer factor (see waveform.decimate). ADC gains are chosen from the data so the peaks fit
+the board's virtual 12-bit ADC with 10% margin.
 """
 
 import json
@@ -32,7 +36,15 @@ MIN_SPC = 32
 MAX_SPC = 128
 ADC_HALF_SPAN = 2047
 CHUNK_PAIRS = 8192
-READING_KEYS = ("type", "t", "vrms", "irms", "p", "q", "s", "pf", "f")
+READING_KEYS = ("type", "t", "vrms", "irms", "p", "q", "s", "pf", "f", "thd_v", "thd_i")
+ENGINE_MAX_NOMINAL = 500.0   # firmware config's nominal_v range
+ENGINE_NOMINAL = 230.0       # what a higher nominal is scaled to
+ENGINE_MAX_I_PEAK = 1000.0   # A: larger currents are scaled down by a power of ten
+# record keys by what scales them back to primary values
+V_KEYS = ("vrms", "v1", "vmin", "vmax", "residual_v")
+I_KEYS = ("irms", "i1", "imin", "imax")
+POWER_KEYS = ("p", "q", "s", "n", "d", "p1", "pmin", "pmax", "demand_w", "import_wh",
+              "export_wh", "import_varh", "export_varh")
 EVENT_KEYS = ("type", "kind", "start_s", "duration_ms", "residual_v", "extreme_pct", "category")
 
 
@@ -45,6 +57,12 @@ class ReplayError(Exception):
 def prepare(path, nominal, frequency, v_channel=None, i_channel=None):
     """Load and condition a waveform: (rate, v, i, t0, v_gain, i_gain)."""
     rate, v, i, t0 = waveform.load_timed(path, v_channel, i_channel)
+    return condition(path, rate, v, i, t0, nominal, frequency)
+
+
+def condition(path, rate, v, i, t0, nominal, frequency):
+    """Decimate to what the engine takes and choose its ADC gains: (rate, v, i, t0, v_gain,
+    i_gain)."""
     spc = rate / frequency
     if spc < MIN_SPC:
         raise ReplayError("%s: %.6g Hz sampling gives %.1f samples per cycle at %d Hz; the "
@@ -104,11 +122,36 @@ def _feed(proc, v, i):
         pass  # the engine stopped early; its exit status tells why
 
 
-def _tidy(record, t0, events_start):
+class Scale:
+    """What the engine meters is primary / (v, i): how to turn its records back."""
+
+    def __init__(self, v=1.0, i=1.0):
+        self.v, self.i = v, i
+
+    @classmethod
+    def choose(cls, nominal, i_peak):
+        v = nominal / ENGINE_NOMINAL if nominal > ENGINE_MAX_NOMINAL else 1.0
+        i = 1.0
+        while i_peak / i > ENGINE_MAX_I_PEAK:
+            i *= 10.0
+        return cls(v, i)
+
+    def to_primary(self, record):
+        for keys, k in ((V_KEYS, self.v), (I_KEYS, self.i), (POWER_KEYS, self.v * self.i)):
+            if k != 1.0:
+                for key in keys:
+                    if isinstance(record.get(key), (int, float)):
+                        record[key] = record[key] * k
+        return record
+
+
+def _tidy(record, t0, events_start, scale=None):
     """The record as it should be printed, or None to drop it."""
     kind = record.get("type")
     if kind == "event_start" and not events_start:
         return None
+    if scale is not None:
+        scale.to_primary(record)
     for key in ("t", "start_s"):
         if isinstance(record.get(key), (int, float)):
             record[key] = record[key] + t0
@@ -118,7 +161,7 @@ def _tidy(record, t0, events_start):
     return ordered
 
 
-def replay(cmd, env, v, i, t0, events_start, out=sys.stdout):
+def replay(cmd, env, v, i, t0, events_start, out=sys.stdout, scale=None):
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     errors = []
@@ -139,7 +182,7 @@ def replay(cmd, env, v, i, t0, events_start, out=sys.stdout):
             if not isinstance(record, dict):
                 other.append(line)
                 continue
-            record = _tidy(record, t0, events_start)
+            record = _tidy(record, t0, events_start, scale)
             if record is not None:
                 out.write(json.dumps(record) + "\n")
                 out.flush()
@@ -180,8 +223,14 @@ def _signal_name(number):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]},
                help=_SUMMARY + "\n\n" + _DETAILS)
 @click.argument("file")
-@click.option("--nominal", type=click.FloatRange(50, 500), default=230.0, show_default=True,
-              help="Declared voltage, V rms.")
+@click.option("--nominal", type=click.FloatRange(50, 1e6), default=230.0, show_default=True,
+              help="Declared voltage, V rms, primary.")
+@click.option("--pt-ratio", type=click.FloatRange(min=1e-3, max=1e5), default=1.0,
+              show_default=True, help="Voltage transformer ratio: the file's volts times this "
+              "are primary volts.")
+@click.option("--ct-ratio", type=click.FloatRange(min=1e-3, max=1e5), default=1.0,
+              show_default=True, help="Current transformer ratio: the file's amps times this "
+              "are primary amps.")
 @click.option("--frequency", type=click.Choice(["50", "60"]), default="50", show_default=True,
               help="Nominal frequency, Hz.")
 @click.option("--interpreter", type=click.Choice(list(runner.INTERPRETERS)),
@@ -191,18 +240,27 @@ def _signal_name(number):
 @click.option("--events-start", is_flag=True, help="Also print event_start notices.")
 @click.option("--v-channel", metavar="NAME", help="COMTRADE voltage channel (default: by unit).")
 @click.option("--i-channel", metavar="NAME", help="COMTRADE current channel (default: by unit).")
-def cli(file, nominal, frequency, interpreter, events_start, v_channel, i_channel):
+def cli(file, nominal, frequency, interpreter, events_start, v_channel, i_channel, pt_ratio,
+        ct_ratio):
     frequency = int(frequency)
     try:
-        rate, v, i, t0, v_gain, i_gain = prepare(file, nominal, frequency, v_channel, i_channel)
+        rate, v, i, t0 = waveform.load_timed(file, v_channel, i_channel)
     except waveform.WaveformError as e:
         raise ReplayError(str(e)) from None
-    config = {"nominal_v": nominal, "frequency": frequency}
+    v = v * pt_ratio
+    i = i * ct_ratio
+    scale = Scale.choose(nominal, float(np.max(np.abs(i))) if len(i) else 0.0)
+    try:
+        rate, v, i, t0, v_gain, i_gain = condition(file, rate, v / scale.v, i / scale.i, t0,
+                                                   nominal / scale.v, frequency)
+    except waveform.WaveformError as e:
+        raise ReplayError(str(e)) from None
+    config = {"nominal_v": nominal / scale.v, "frequency": frequency}
     try:
         cmd, env = firmware_command(interpreter, rate, v_gain, i_gain, config)
     except runner.RunnerError as e:
         raise ReplayError(str(e)) from None
-    replay(cmd, env, v, i, t0, events_start)
+    replay(cmd, env, v, i, t0, events_start, scale=scale)
 
 
 def _fail(message, code):
