@@ -98,10 +98,10 @@ def run_case(case):
     try:
         for k in range(len(vb)):
             if before is None:  # sums and remainders as they were before this half cycle
-                before = (_wide_values(st, K.READING, F), st[K.READING:K.SLOTS],
+                before = (_wide_values(st, K.READING, F), st[K.READING:K.PH],
                           max(st[K.IMP_REM], st[K.EXP_REM]))
-            K.run(st, vb, ib, k, k + 1)
-            for j in range(K.SLOTS):
+            K.run(st, vb, ib, k, k + 1)  # harmonics.py's ranges: test_harmonics.py
+            for j in range(K.TAB):  # the cosine table after it is constant (and < 2**13)
                 x = st[j]
                 if x > slots[j]:
                     slots[j] = x
