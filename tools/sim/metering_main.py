@@ -18,12 +18,6 @@ from energy import RegisterStore, SavePolicy
 
 from boards.sim_board import ReplayBoard, SimBoard
 
-if sys.implementation.name == "cpython":  # the viper source runs slowly as plain Python
-    import harmonics
-    import harmonics_np
-
-    harmonics.accumulate = harmonics_np.accumulate
-
 BLOCK = 32
 
 

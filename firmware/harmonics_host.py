@@ -1,7 +1,8 @@
-"""A numpy twin of firmware/harmonics.py accumulate(), bit-exact, for the firmware run under
-CPython (replay, tests): there the viper source runs as plain Python at about a microsecond
-per order per sample. metering_main.py installs it only on CPython; host_tests/
-test_harmonics.py checks it gives the same integers as the firmware's own function."""
+"""Host only: a numpy twin of harmonics.accumulate(), bit-exact, for the firmware run under
+CPython (replay, tests, the desktop app), where the viper source runs as plain Python at
+about a microsecond per order per sample. harmonics.py takes it on CPython when numpy is
+there; host_tests/test_harmonics.py checks it gives the firmware source's integers. Never
+imported on a board."""
 
 import harmonics as H
 import kernel as K
