@@ -17,6 +17,8 @@ from e2e_env import (
     _same,
 )
 
+from headend.meter_time import record_time
+
 pytestmark = pytest.mark.root
 
 
@@ -107,13 +109,13 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
     slack = REPORT_S + 2.0
     # the running life: let it run 3 s, then wait until its readings up to then are in
     now = max(time.time(), lives[-1] + 3 * REPORT_S)
-    env.wait(lambda: max(r["body"]["t"] for r in env.readings(device)) >= now - REPORT_S,
+    env.wait(lambda: max(record_time(r["body"]) for r in env.readings(device)) >= now - REPORT_S,
              20, "A's recent readings")
     end = dict(kills)
     end[len(lives) - 1] = now
     rows = env.readings(device)
     seqs = [r["seq"] for r in rows]
-    times = [r["body"]["t"] for r in rows]
+    times = [record_time(r["body"]) for r in rows]
     assert len(seqs) == len(set(seqs)), "a seq stored twice"
     assert len(times) == len(set(times)), sorted(t for t in times if times.count(t) > 1)
 
@@ -132,7 +134,7 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
     for _, records in ledger:
         for r in records:
             if r["kind"] == "reading":
-                t = r["body"]["t"]
+                t = record_time(r["body"])
                 i = max(j for j, s in enumerate(lives) if s < t)
                 on_flash[i] = max(on_flash.get(i, 0), _interval(t, lives[i])[0])
     for i, s in enumerate(lives):
@@ -163,8 +165,8 @@ def _aim_after_reading(env, device, rng):
     start = env.lives(device)[-1]
 
     def last():
-        return max((r["body"]["t"] for r in env.readings(device) if r["body"]["t"] > start),
-                   default=None)
+        times = (record_time(r["body"]) for r in env.readings(device))
+        return max((t for t in times if t > start), default=None)
 
     t = env.wait(last, 10, "a reading of A's new life", 0.05)
     now = time.time()

@@ -15,6 +15,7 @@ from faults.ledger import (
     overflow_dropped,
     unexplained_gaps,
 )
+from headend.meter_time import record_time
 
 # --- campaign 3: head-end crash -------------------------------------------------------------
 
@@ -91,7 +92,7 @@ def campaign_headend_crash(rig, rng, kills=50, say=print):
     # the meter lived through it all: its seqs are contiguous from 1 (an acked item the
     # head-end lost would be a gap: the meter deleted it), readings have no gap
     now = time.time() + 2
-    rig.wait(lambda: max([b["t"] for k, b in rig.stored(device).values() if k == "reading"]
+    rig.wait(lambda: max([record_time(b) for k, b in rig.stored(device).values() if k == "reading"]
                          or [0]) >= now - REPORT_S, 60, "readings up to now")
     st = rig.stored(device)
     seqs = sorted(st)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from faults.campaign import REPORT_S, CampaignFailed, check
+from headend.meter_time import record_time
 from lab import runner
 
 fw_outbox = runner.import_firmware("outbox")   # the firmware's own readers of its flash
@@ -124,7 +125,7 @@ def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
     last reading on flash at its end, the last within report_s + 2.5 s of the end.
     Returns {life: K}."""
     rows = [(s, b) for s, (k, b) in rig.stored(device).items() if k == "reading"]
-    times = [b["t"] for _, b in rows]
+    times = [record_time(b) for _, b in rows]
     check(len(times) == len(set(times)), "a reading stored twice:",
           sorted(t for t in times if times.count(t) > 1)[:10])
     ks = {i: [] for i in range(len(lives))}

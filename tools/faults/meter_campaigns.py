@@ -20,6 +20,7 @@ from faults.ledger import (
     seg_records,
     tear,
 )
+from headend.meter_time import record_time
 
 # --- campaign 1: meter power loss -----------------------------------------------------------
 
@@ -77,7 +78,7 @@ def campaign_power_loss(rig, rng, kills=100, long_lives=0.25, say=print):
             lives = rig.lives(m)
             for r in snap["records"]:
                 if r["kind"] == "reading":
-                    t = r["body"]["t"]
+                    t = record_time(r["body"])
                     i = max(j for j, s in enumerate(lives) if s < t)
                     flash_k[i] = max(flash_k.get(i, 0), round((t - lives[i]) / REPORT_S))
             rig.start(m)
@@ -92,7 +93,7 @@ def campaign_power_loss(rig, rng, kills=100, long_lives=0.25, say=print):
     lives = rig.lives(m)
     check(len(lives) == kills + 1, "lives", len(lives))
     now = max(time.time(), lives[-1] + 3 * REPORT_S)
-    rig.wait(lambda: max([b["t"] for k, b in rig.stored(device).values() if k == "reading"]
+    rig.wait(lambda: max([record_time(b) for k, b in rig.stored(device).values() if k == "reading"]
                          or [0]) >= now - REPORT_S, 30, "the running life's readings")
     ends[len(lives) - 1] = now
     K = check_readings(rig, device, lives, ends, flash_k)
@@ -102,7 +103,7 @@ def campaign_power_loss(rig, rng, kills=100, long_lives=0.25, say=print):
     for life, e in energy_flash:
         check(e >= prev, "energy on flash went backwards at life %d: %d < %d mWh" % (life, e, prev))
         prev = e
-    readings = sorted((b["t"], b["import_wh"]) for k, b in rig.stored(device).values()
+    readings = sorted((record_time(b), b["import_wh"]) for k, b in rig.stored(device).values()
                       if k == "reading")
     by_life = {}
     for t, wh in readings:
@@ -235,14 +236,14 @@ def campaign_corrupt(rig, rng, rounds=4, offline=(5.0, 7.0), say=print):
             check(s not in st, "damaged record seq %d stored" % s)
         # it goes on: new readings from the new life, seqs above everything before
         rig.wait(lambda life_t=life_t: sum(1 for k, b in rig.stored(device).values()
-                                           if k == "reading" and b["t"] > life_t) >= 2, 20,
+                                           if k == "reading" and record_time(b) > life_t) >= 2, 20,
                  "readings after the corruption")
         st = rig.stored(device)
-        new = [s for s, (k, b) in st.items() if k == "reading" and b["t"] > life_t]
+        new = [s for s, (k, b) in st.items() if k == "reading" and record_time(b) > life_t]
         check(min(new) > top, "a seq reused after corruption", min(new), top)
         if older is not None:
-            first = min((b["t"], b["import_wh"]) for k, b in st.values()
-                        if k == "reading" and b["t"] > life_t)[1]
+            first = min((record_time(b), b["import_wh"]) for k, b in st.values()
+                        if k == "reading" and record_time(b) > life_t)[1]
             check(first * 1000 >= older - 1, "energy restored below the older slot",
                   first, older / 1000.0)
         totals["runs"] += 1

@@ -20,6 +20,7 @@ from faults.ledger import (
     rss_kb,
     unexplained_gaps,
 )
+from headend.meter_time import record_time
 from lab import netlab, processes
 
 # --- campaign 4: partitions -----------------------------------------------------------------
@@ -56,7 +57,7 @@ def _outage(rig, m, device, down, rng, flap=None):
     first = [None]
 
     def drained():
-        rs = [b["t"] for k, b in rig.stored(device).values() if k == "reading"]
+        rs = [record_time(b) for k, b in rig.stored(device).values() if k == "reading"]
         if first[0] is None and rs and max(rs) >= t_start:
             first[0] = time.time()
         return rs and max(rs) >= t_restore - REPORT_S
@@ -94,7 +95,7 @@ def campaign_partitions(rig, rng, outages=(5, 60), flap_cycles=8, flap_s=(0.5, 4
             % (f["kind"], f["drain_s"], f["rss_kb"], f["outbox_bytes"]))
     # ledger: one life; seqs contiguous, stored in seq order, readings without a gap
     now = time.time() + 2
-    rig.wait(lambda: max([b["t"] for k, b in rig.stored(device).values() if k == "reading"]
+    rig.wait(lambda: max([record_time(b) for k, b in rig.stored(device).values() if k == "reading"]
                          or [0]) >= now - REPORT_S, 420, "readings up to now")
     order = rig.stored_order(device)
     check(order == sorted(order), "items stored out of order")
