@@ -66,6 +66,7 @@ class App:
         self.reboot_requested = False
         self.reboot_armed = False
         self.reboot_now = False
+        self.stopping = False  # stop(): bc.stop() at the REPL
         self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
         # Wall time is integers: the board's clock at the App's start in ms, plus the sample
@@ -178,7 +179,7 @@ class App:
         hardware = hasattr(self.board, "available")
         realtime = self.realtime and not hardware
         persist = SavePolicy(self.cfg["persist_s"], self.meter)
-        while not self.reboot_now:
+        while not (self.reboot_now or self.stopping):
             self.meter_beat.beat()
             if hardware:
                 while self.board.available() < BLOCK:
@@ -192,6 +193,7 @@ class App:
             if r is not None:
                 at = self.reporter.last_samples
                 _stamp(r, "t", self._wall_ms(at))
+                self._report_registers(r)
                 self.last_reading = r
                 if self.on_record is not None:
                     self.on_record(r)
@@ -209,12 +211,27 @@ class App:
         self.meter.fold_energy()
         self.energy_store.save(self.meter.registers)
 
+    def _report_registers(self, out, key=None):
+        # the saved registers, never ahead of what a restart recovers (docs/reliability.md)
+        self.meter.fold_energy()
+        saved, unsaved = self.energy_store.report(self.meter.registers)
+        if key is None:
+            out.update(saved)
+        else:
+            out[key] = saved
+        out["unsaved"] = unsaved
+
+    def stop(self):
+        """A clean stop (bc.stop()): save the registers now; run() ends after this block."""
+        self.stopping = True
+        self.save_energy()
+
     # --- used by ops ---
     def status_reading(self):
-        self.meter.fold_energy()
-        out = {"registers": self.meter.registers.as_wh(), "relay": self.relay,
+        out = {"relay": self.relay,
                "presence": self.presence.state, "reset_cause": health.reset_cause(),
                "uptime_s": health.UPTIME.tick(), "version": health.VERSION}
+        self._report_registers(out, "registers")
         if self.last_reading is not None:
             out["reading"] = self.last_reading
         return out
@@ -296,7 +313,9 @@ class App:
             for t in tasks[1:]:
                 t.cancel()
             self.save_energy()
-        return "reboot" if self.reboot_now else "done"
+        if self.reboot_now:
+            return "reboot"
+        return "stopped" if self.stopping else "done"
 
 
 def _parent(path):

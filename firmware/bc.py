@@ -7,6 +7,7 @@
 #   >>> bc.wifi('ssid', 'password')      persist Wi-Fi credentials (never printed back)
 #   >>> bc.calibrate(230.0, 5.0)         v_cal / i_cal from a known load
 #   >>> bc.test_exchange()               one exchange with the head-end, and its outcome
+#   >>> bc.stop()                        save the energy registers and stop the running app
 #
 # Bad input prints one line starting "bc: " and returns None (or False); never a traceback.
 # main.py attaches the running App (attach()); without one, bc works on the files on flash
@@ -134,11 +135,16 @@ def config():
     return None
 
 
-def set(name, value):
+_MISSING = object()
+
+
+def set(name=None, value=_MISSING):
     """Validate, persist (write-then-rename), and say whether a restart is needed."""
     key = _name(name)
     if key is None:
         return fail("the setting's name must be text, e.g. bc.set('report_s', 5)")
+    if value is _MISSING:
+        return fail("usage: bc.set(%r, value), e.g. bc.set('report_s', 5)" % (name,))
     if key in ("wifi_ssid", "wifi_password"):
         return fail("use bc.wifi(ssid, password) for Wi-Fi")
     value = coerce(key, value)
@@ -228,6 +234,9 @@ def status():
     regs = s.get("registers") or {}
     if regs:
         print("  energy Wh  " + "  ".join("%s %s" % (k, regs[k]) for k in sorted(regs)))
+        unsaved = s.get("unsaved") or {}
+        if any(unsaved.values()):
+            print("  unsaved Wh " + "  ".join("%s %s" % (k, unsaved[k]) for k in sorted(unsaved)))
     print("  presence   %s   relay %s" % (s["presence"], s["relay"]))
     print("  outbox     %d waiting" % (app.outbox.depth(),))
     comms = app.comms
@@ -245,7 +254,7 @@ def status():
 
 
 # --- calibration ---
-def calibrate(v_ref, i_ref):
+def calibrate(v_ref=None, i_ref=None):
     """From a known load (v_ref volts rms, i_ref amps rms, as a reference meter shows)
     and the latest reading: new v_cal, i_cal gains, validated and persisted."""
     if not (positive_number(v_ref) and positive_number(i_ref)):
@@ -280,6 +289,23 @@ def calibrate(v_ref, i_ref):
     say("measured %.2f V, %.4f A; v_cal = %s, i_cal = %s saved; takes effect after a "
          "restart (machine.reset())" % (r["vrms"], r["irms"], changes["v_cal"],
                                          changes["i_cal"]))
+    return True
+
+
+# --- stop ---
+def stop():
+    """Save the energy registers and stop the running app (it ends after its current block;
+    main.py then leaves the REPL). True when there was an app to stop."""
+    if _app is None or not _attached:
+        return fail("no app is running here (main.py starts it)")
+    try:
+        _app.stop()
+    except OSError as exc:
+        return fail("registers not saved: %s" % (exc,))
+    if _running:
+        say("registers saved; the app stops now")
+    else:
+        say("registers saved; the app was already stopped")
     return True
 
 

@@ -100,12 +100,14 @@ class Registers:
 
 
 class RegisterStore:
-    """Persists Registers with write-then-rename into two alternating slots."""
+    """Persists Registers with write-then-rename into two alternating slots, and keeps the
+    state last saved (or loaded): what the meter reports as its registers (see report())."""
 
     def __init__(self, path):
         self.path = path
         self.gen = 0
         self.damaged = 0
+        self.saved = None   # {name: [kwh, mwh, rem]} on flash; None: nothing yet (all zero)
 
     def load(self):
         """The newest intact state (a dict for Registers.restore), or None."""
@@ -117,15 +119,30 @@ class RegisterStore:
         if gen is None:
             return None
         self.gen = gen
-        return json.loads(payload)
+        self.saved = json.loads(payload)
+        return self.saved
 
     def save(self, registers):
         import json
 
         import store
 
+        state = registers.state()
         self.gen += 1
-        store.write_generation(self.path, self.gen, json.dumps(registers.state()).encode())
+        store.write_generation(self.path, self.gen, json.dumps(state).encode())
+        self.saved = state
+
+    def report(self, registers):
+        """(registers, unsaved): the saved registers in Wh, which a restart after any stop
+        (kill -9, power cut) recovers, so a value reported never goes backwards; and the
+        energy metered since that save, Wh, reported apart (docs/reliability.md)."""
+        out, unsaved = {}, {}
+        for n in NAMES:
+            kwh, mwh = self.saved[n][:2] if self.saved is not None else (0, 0)
+            live = getattr(registers, n)
+            out[n] = round(kwh * 1000.0 + mwh / 1000.0, 3)
+            unsaved[n] = ((live.kwh - kwh) * MWH_PER_KWH + live.mwh - mwh) / 1000.0
+        return out, unsaved
 
 
 # When to save the registers (docs/reliability.md, "Energy of short lives"). Without a

@@ -139,6 +139,9 @@ def test_bad_input_gives_one_line_not_a_traceback(repl, tmp_path):
         ("bc.wifi('net', 'short')", "bc: not saved: password must be empty"),
         ("bc.calibrate('x', 1)", "bc: v_ref and i_ref must be positive numbers"),
         ("bc.calibrate(230, 0)", "bc: v_ref and i_ref must be positive numbers"),
+        ("bc.set('report_s')", "bc: usage: bc.set('report_s', value), e.g."),
+        ("bc.calibrate(230)", "bc: v_ref and i_ref must be positive numbers"),
+        ("bc.stop()", "bc: no app is running here"),
         ("bc.test_exchange()", "bc: no head-end configured"),
     ]:
         out = r.run(line)

@@ -273,12 +273,14 @@ class Broker:
 
 class Meter:
     """settings are firmware config keys, e.g. ca_file= (PEM or DER) for an https url;
-    scenario= a scenario file for the simulated board."""
+    scenario= a scenario file for the simulated board; interpreter= "cpython" runs the same
+    firmware under CPython (which, unlike the unix port, can catch SIGTERM)."""
 
     def __init__(self, workdir, device_id, key, url, lab=None, ns=None, scenario=None,
-                 clock_offset=0, **settings):
+                 clock_offset=0, interpreter="micropython", **settings):
         self.scenario = scenario
         self.clock_offset = clock_offset    # the board's clock starts this many seconds off
+        self.interpreter = interpreter
         self.dir = Path(workdir) / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state = self.dir / "state"
@@ -293,7 +295,7 @@ class Meter:
         args = [str(self.config), str(self.state)] + ([str(self.scenario)] if self.scenario else [])
         if self.clock_offset:
             args.append("--clock-offset=%d" % self.clock_offset)
-        cmd, env = runner.command("micropython", METER_MAIN, *args)
+        cmd, env = runner.command(self.interpreter, METER_MAIN, *args)
         self.proc = _spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
         return self
 

@@ -50,6 +50,33 @@ def _boot(state_dir):
     return app.App, config, sim_board.SimBoard
 
 
+def _term_as_interrupt():
+    """SIGTERM stops the meter as Ctrl-C does (registers saved). MicroPython's unix port has
+    no signal module: there SIGTERM ends it at once, like a power cut, which loses only the
+    energy not yet saved (never a register already reported: docs/reliability.md)."""
+    try:
+        import signal
+    except ImportError:
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _run(app):
+    """app.run(); Ctrl-C (SIGINT) or SIGTERM saves the registers and ends it: "stopped".
+    MicroPython raises KeyboardInterrupt inside the asyncio loop, outside the app's tasks,
+    so app.run()'s own final save never runs: saved here."""
+    try:
+        return asyncio.run(app.run())
+    except KeyboardInterrupt:
+        app.save_energy()
+        sys.stderr.write("sim_meter: stopped (registers saved)\n")
+        return "stopped"
+
+
 def _print(record):
     sys.stdout.write(json.dumps(record))
     sys.stdout.write("\n")
@@ -61,6 +88,7 @@ def main(argv):
         sys.stderr.write("usage: meter_main.py CONFIG.json STATE_DIR [SCENARIO.json] [--fast]\n")
         return 2
     _mkdir(args[1])
+    _term_as_interrupt()
     App, config, SimBoard = _boot(args[1])
     try:
         cfg = config.load(args[0])
@@ -90,7 +118,7 @@ def main(argv):
         # "unix": when this App started (wall time); a reading's t is that plus its sample clock
         sys.stdout.write(json.dumps({"type": "started", "device": cfg["device_id"],
                                     "unix": app.started_unix}) + "\n")
-        if asyncio.run(app.run()) != "reboot":
+        if _run(app) != "reboot":
             break
         App, config, SimBoard = _boot(args[1])  # new firmware after an update
         cfg = config.load(args[0])
