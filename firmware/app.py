@@ -14,6 +14,7 @@ from comms import Comms
 from energy import RegisterStore, SavePolicy
 from httpc import HttpClient, tls_context
 from inbox import Inbox
+from kept_state import KeptState
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
@@ -58,8 +59,8 @@ class App:
         saved = self.energy_store.load()
         if saved is not None:
             self.meter.restore_energy(saved)
-        self.presence = Presence(self.outbox)
-        self.relay = "closed"
+        self.kept = KeptState(state_dir + "/kept")
+        self._restore_kept()
         self.recent_events = []
         self.last_reading = None
         self.messages = []
@@ -130,6 +131,8 @@ class App:
                 self.outbox.offer("notice", {"what": what, "count": count})
         if self.inbox.damaged:
             self.outbox.offer("notice", {"what": "inbox damaged", "count": 1})
+        if self.kept.damaged:
+            self.outbox.offer("notice", {"what": "relay/presence record damaged", "count": 1})
 
     def _report_losses(self):
         dropped = self.outbox.dropped_overflow - self.reported_dropped
@@ -260,6 +263,19 @@ class App:
             self.board.set_relay(state == "closed")
         if self.presence.state in ("available", "active", "available_off"):
             self.presence.set("active" if state == "closed" else "available_off")
+        self._keep()
+
+    # --- relay and stated presence survive a reboot or power cut (kept_state.py) ---
+    def _restore_kept(self):
+        kept = self.kept.load()
+        self.presence = Presence(self.outbox, kept["presence"], kept["note"])
+        self.presence.on_change = self._keep
+        self.relay = "open" if kept["relay"] == "open" else "closed"
+        if hasattr(self.board, "set_relay"):
+            self.board.set_relay(self.relay == "closed")
+
+    def _keep(self):
+        self.kept.save(self.relay, self.presence.state, self.presence.note)
 
     def reset_energy(self):
         self.meter.fold_energy()

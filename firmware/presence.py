@@ -6,8 +6,9 @@ STATES = ("available", "available_restricted", "active", "available_off", "unava
 class Presence:
     def __init__(self, outbox, state="available", note=""):
         self.outbox = outbox
-        self.state = state
+        self.state = state if state in STATES else "available"
         self.note = note
+        self.on_change = None  # callback after a change (the app keeps it on flash)
 
     def set(self, state, note=""):
         if state not in STATES:
@@ -20,6 +21,8 @@ class Presence:
             return False
         self.state = state
         self.note = note
+        if self.on_change is not None:
+            self.on_change()
         self.announce()
         return True
 

@@ -1,6 +1,7 @@
 """Presence: every stated change kept with its time; `unavailable` derived after a missed
 contact; back to the stated presence when the meter calls in again."""
 
+import re
 import time
 
 import pytest
@@ -29,6 +30,10 @@ def test_presence_derived_unavailable_and_restored(tmp_path):
         assert state() == "available_restricted"
         _wait_for(lambda: state() == "unavailable")
         assert time.time() - t0 >= 1.3              # next (1 s) + margin (0.3 s)
+        # the note's time is one a person reads (UTC), not a raw epoch
+        note = op.get("/v1/devices/meter-a").json()["presence_note"]
+        assert re.fullmatch(r"missed contact expected by \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+                            note), note
         m.reading()
         m.exchange()
         assert state() == "available_restricted"

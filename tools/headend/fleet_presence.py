@@ -1,6 +1,8 @@
 """Presence: what meters state, `unavailable` derived from missed contacts or from an MQTT
 Last Will, and the history of every change with its time."""
 
+import time
+
 from . import devices
 
 STATES = ("available", "available_restricted", "active", "available_off", "unavailable")
@@ -78,10 +80,15 @@ def derive(hub, now):
         poll = devices.next_for(row, hub.settings)
         expected = row["last_contact"] + poll + margin(hub.settings, poll)
         if now > expected:
-            record(hub.db, row["id"], "unavailable", "missed contact expected by %.0f" % expected,
-                   now, "derived")
+            record(hub.db, row["id"], "unavailable",
+                   "missed contact expected by %s" % readable_time(expected), now, "derived")
             changed.append(row["id"])
     return changed
+
+
+def readable_time(unix):
+    """A note's time as a person reads it: UTC to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
 def history(db, device, limit):
