@@ -241,7 +241,8 @@ def list_devices(client):
               show_default=True, help="seconds")
 @click.option("--when-available", is_flag=True, help="hold until the meter is available")
 @click.option("--wait", is_flag=True, help="wait for the outcome and print it")
-@click.option("--timeout", type=float, help="seconds to wait (default: until expiry)")
+@click.option("--timeout", type=click.FloatRange(0, 30 * 86400, min_open=True),
+              help="seconds to wait (default: until expiry)")
 @render.json_option
 def send(client, meter, op, args_json, expires_in, when_available, wait, timeout):
     """Queue work OP with ARGS_JSON (a JSON object) for METER; print its id."""

@@ -1,7 +1,9 @@
 """The CLI's HTTP client for the operator API: one-line errors, never tracebacks."""
 
 import json
+import os
 import re
+import ssl
 import time
 import uuid
 
@@ -17,6 +19,11 @@ class CliError(click.ClickException):
     """Printed by cli.main as `backchannel: error: <message>`."""
 
 
+class UsageError(CliError):
+    """Bad input on the command line: exit 2, as click's own usage errors."""
+    exit_code = 2
+
+
 class ConnectionLost(CliError):
     """No answer came: the request may or may not have been carried out."""
 
@@ -28,7 +35,7 @@ class Client:
         if not token:
             raise CliError("no token: use --token or BACKCHANNEL_TOKEN")
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, verify=cacert or True,
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, verify=_verify(cacert),
                                  headers={"Authorization": "Bearer %s" % token})
 
     def call(self, method, path, body=None, params=None, headers=None):
@@ -93,14 +100,32 @@ def _short(e):
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+def _verify(cacert):
+    """The TLS context that trusts --cacert (default: the system's CAs), or a one-line error."""
+    if not cacert:
+        return True
+    if not os.path.isfile(cacert):
+        raise UsageError("--cacert %s: no such file" % cacert)
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError("--cacert %s: not a readable PEM CA certificate (%s)"
+                         % (cacert, _short(e))) from None
+
+
+def _no_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
 def parse_args(text):
-    """ARGS_JSON for a work item: a JSON object (default {})."""
+    """ARGS_JSON for a work item: a JSON object (default {}), strict JSON (no NaN or
+    Infinity, which Python's json would otherwise accept and then fail to send)."""
     if text is None:
         return {}
     try:
-        args = json.loads(text)
+        args = json.loads(text, parse_constant=_no_constant)
     except ValueError as e:
-        raise CliError("ARGS must be a JSON object: %s" % e) from None
+        raise UsageError("ARGS must be a JSON object: %s" % e) from None
     if not isinstance(args, dict):
-        raise CliError("ARGS must be a JSON object, got %s" % type(args).__name__)
+        raise UsageError("ARGS must be a JSON object, got %s" % type(args).__name__)
     return args
