@@ -182,7 +182,22 @@ class Dispatcher:
         return max(0, self.max_room - self.busy)
 
     def handle(self, item):
-        """Run one work item from a response. Returns the result status."""
+        """Run one work item from a response. Returns the result status. Never raises: an
+        item that cannot be processed (args too deep or too large for the heap, fields of
+        the wrong kind) gets a `rejected` result, or the exchange would fail and the head-end
+        deliver the same item again and again (a wedged meter)."""
+        try:
+            return self._handle(item)
+        except Exception as exc:  # MemoryError, RecursionError, TypeError...
+            wid = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(wid, str):
+                wid = None
+            elif not self.inbox.seen(wid):
+                self.inbox.add(wid)     # listed in `done`: never delivered again
+            return self._result(wid, "rejected", "cannot process this item: %s"
+                                % (type(exc).__name__,))
+
+    def _handle(self, item):
         wid = item.get("id") if isinstance(item, dict) else None
         if not isinstance(wid, str):
             return self._result(None, "rejected", "work item without an id")
@@ -215,6 +230,9 @@ class Dispatcher:
             args = json.loads(item["args"])
         except ValueError:
             args = None
+        except Exception as exc:  # nested too deep for the stack or the heap
+            return self._result(wid, "rejected", "args cannot be parsed here: %s"
+                                % (type(exc).__name__,))
         if not isinstance(args, dict):
             return self._result(wid, "rejected", "args must be a JSON object")
         self.busy += 1

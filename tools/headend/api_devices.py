@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from . import devices, fleet_presence, idempotency, outcomes, workq
+from . import devices, fleet_presence, idempotency, outcomes, work_size, workq
 from .auth import Principal, principal, registrar
 from .db import loads
 from .meter_time import record_time
@@ -83,7 +83,8 @@ async def patch_device(device_id: str, body: DevicePatch, request: Request):
 
 
 @router.post("/devices/{device_id}/work", response_model=WorkOut, status_code=202,
-             responses={400: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut},
+                        422: {"model": ErrorOut}})
 async def add_work(device_id: str, body: WorkIn, request: Request, response: Response,
                    who: Principal = Depends(principal),
                    idempotency_key: str | None = idempotency.KeyHeader):
@@ -95,14 +96,19 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
+    expires = workq.expiry(hub.now(), body.expires_in)
+    size = work_size.item_bytes(body.op, body.args, who.work_role, who.origin, expires,
+                                device_id)
+    too_large = work_size.refusal(size, dev["transport"], device_id)
+    if too_large:
+        raise HTTPException(413, too_large)
     key = idempotency.check(idempotency_key)
     fp = idempotency.fingerprint(request, body)
     with hub.tx() as db:
         work_id = idempotency.replay(db, who.name, key, fp)
         if work_id is None:
             work_id = workq.enqueue(hub, device_id, body.op, body.args, who.work_role, who.origin,
-                                    workq.expiry(hub.now(), body.expires_in),
-                                    body.when_available)
+                                    expires, body.when_available)
             idempotency.remember(db, who.name, key, fp, work_id, hub.now())
         else:
             response.headers[idempotency.REPLAYED] = "true"

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 
-from . import groups, idempotency, outcomes, workq
+from . import groups, idempotency, outcomes, work_size, workq
 from .auth import Principal, principal
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
@@ -38,7 +38,8 @@ async def get_group(name: str, request: Request):
 
 
 @router.post("/{name}/work", response_model=GroupWorkOut, status_code=202,
-             responses={400: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+             responses={400: {"model": ErrorOut}, 413: {"model": ErrorOut},
+                        422: {"model": ErrorOut}})
 async def group_work(name: str, body: GroupWorkIn, request: Request, response: Response,
                      who: Principal = Depends(principal),
                      idempotency_key: str | None = idempotency.KeyHeader):
@@ -65,6 +66,11 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
             if body.deadline <= now:
                 raise HTTPException(400, "deadline is in the past")
             expires = workq.expiry(body.deadline, 0)
+        too_large = work_size.refusal(
+            work_size.item_bytes(body.op, body.args, who.work_role, who.origin, expires),
+            work_size.group_transport(db, name), "a member of %s" % name)
+        if too_large:
+            raise HTTPException(413, too_large)
         out = _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
                     who.origin, who.work_role)
         idempotency.remember(db, who.name, key, fp, str(out["gid"]), now)

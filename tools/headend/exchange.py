@@ -13,7 +13,7 @@ import time
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from . import devices, ingest, metrics, outcomes, release_store, signing, workq
+from . import devices, ingest, metrics, outcomes, release_store, signing, work_size, workq
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
@@ -288,20 +288,40 @@ def push(hub, device):
 
 
 def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
-    """The response dict for up to `room` of `rows`, marked delivered; the room the meter
-    has left is kept for pushes. Bound to `req` (its nonce, and its connection nonce over
-    MQTT), or, for a push, to the meter's connection nonce `conn`."""
+    """The response dict for up to `room` of `rows`, and as many as fit one message to the
+    meter (work_size), marked delivered; the room the meter has left is kept for pushes.
+    Bound to `req` (its nonce, and its connection nonce over MQTT), or, for a push, to the
+    meter's connection nonce `conn`."""
     if req is not None:
         device, binding = req.device, bind(req.device, req.nonce, req.conn)
     else:
         binding = bind(device, conn=conn)
-    sent = rows[:room]
-    seqs = workq.mark_delivered(db, sent, now)
     dev = devices.get(db, device)
+    fetch = req is not None and req.fetch is not None
+    sent = _fit(hub, rows[:room], dev["transport"], fetch, now)
+    seqs = workq.mark_delivered(db, sent, now)
     if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
         devices.set_room(db, device, room - len(sent))
     now_s = hub.now()
     return dict(binding, epoch=dev["epoch"], ack=dev["ack"] or 0,
                 work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
-                more=len(rows) > room, next=devices.next_for(dev, hub.settings),
+                more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
                 time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
+
+
+def _fit(hub, rows, transport, fetch, now):
+    """The leading `rows` that fit one message. Work that cannot fit even alone (queued
+    before the meter changed transport) ends `rejected`, never sent."""
+    budget, used = work_size.budget(transport, fetch), 0
+    sent = []
+    for row in rows:
+        size = work_size.row_bytes(row)
+        if size > work_size.budget(transport):
+            outcomes.settle(hub, row, "rejected", now, None, work_size.refusal(
+                size, transport, row["device"]))
+            continue
+        if used + size > budget:
+            break
+        used += size
+        sent.append(row)
+    return sent

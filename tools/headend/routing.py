@@ -4,7 +4,7 @@ fn(message, sender, target) -> dict."""
 
 import logging
 
-from . import devices, workq
+from . import devices, work_size, workq
 from .db import loads
 
 log = logging.getLogger("backchannel.routing")
@@ -19,7 +19,8 @@ def handle_send(hub, sender, body):
     if not isinstance(target, str) or not isinstance(op, str) or not isinstance(args, dict):
         return _reply(hub, sender, str(target), ref,
                       {"status": "rejected", "reason": "send needs to, op and args"})
-    if devices.get(hub.db, target) is None:
+    row = devices.get(hub.db, target)
+    if row is None:
         return _reply(hub, sender, target, ref,
                       {"status": "rejected", "reason": "unknown device %s" % target})
     if op not in PEER_OPS:
@@ -29,8 +30,13 @@ def handle_send(hub, sender, body):
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         seconds = hub.settings.peer_expires
     seconds = min(seconds, 30 * 86400)
+    expires = workq.expiry(hub.now(), seconds)
+    size = work_size.item_bytes(op, args, "peer", "device:%s" % sender, expires, target)
+    too_large = work_size.refusal(size, row["transport"], target)
+    if too_large:
+        return _reply(hub, sender, target, ref, {"status": "rejected", "reason": too_large})
     return workq.enqueue(hub, target, op, args, "peer", "device:%s" % sender,
-                         workq.expiry(hub.now(), seconds), reply_to=sender, ref=ref)
+                         expires, reply_to=sender, ref=ref)
 
 
 def route_outcome(hub, row, status, result=None, reason=None):
