@@ -107,6 +107,7 @@ class MqttComms(MqttExchange):
         self.updater = None  # firmware download (docs/ota.md)
         self.time_refusals = 0  # signed time refusals adopted since the last answer
         self.connected = False
+        self.connected_at = 0
         self.flushes = 0                # stream writes (one per batch of packets)
         self.wake = asyncio.Event()
         self.kicked = False
@@ -160,6 +161,10 @@ class MqttComms(MqttExchange):
                 await self._session()
             except Exception as exc:  # link down, broker refused, protocol error
                 self.failures += 1
+                # a link that held for a ping interval was sound: back off from the start.
+                # One that fails soon after CONNACK, every time, backs off further each time.
+                if self.connected and ticks_diff(ticks_ms(), self.connected_at) >= self.ping_ms:
+                    self.link_failures = 0
                 self.link_failures += 1
                 self.last_error = self._reason(exc)
                 log("link down: %s" % self.last_error)
@@ -202,7 +207,7 @@ class MqttComms(MqttExchange):
         await self._flush()
         present = await self._connack()
         self.connected = True
-        self.link_failures = 0
+        self.connected_at = ticks_ms()
         log("connected to %s:%d (session %s)" % (self.host, self.port,
                                                   "resumed" if present else "new"))
         self._subscribe(self.t_down, 1)
@@ -341,6 +346,22 @@ class MqttComms(MqttExchange):
                 raise LinkError("MQTT protocol error: unexpected packet 0x%02x" % kind)
             link.pos = link.end
         link.compact()
+        if link.refused:
+            self._refused()
+
+    def _refused(self):
+        """Acknowledge each PUBLISH the link refused as too large (so the broker drops it
+        instead of sending it again), and say so: last_error and a notice for the head-end."""
+        link = self.link
+        for qos, pid, size in link.refused:
+            if qos == 1:
+                link.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))  # PUBACK
+            self.last_error = ("refused a %d-byte message from the broker (at most %d)"
+                               % (size, MAX_PACKET))
+            log(self.last_error)
+            self.outbox.offer("notice", {"what": "oversized message refused", "count": 1,
+                                         "bytes": size, "limit": MAX_PACKET})
+        link.refused = []
 
     # --- timers ---
     def _timers(self, now):

@@ -27,7 +27,7 @@ if not _MICROPYTHON:
 
 from umqtt import simple  # noqa: E402
 
-MAX_PACKET = 32 * 1024  # larger packets from the broker are a protocol error
+MAX_PACKET = 32 * 1024  # larger packets from the broker are refused (see _Link._refuse)
 
 
 class LinkError(Exception):
@@ -52,6 +52,8 @@ class Link:
         self.end = 0
         self.tx = bytearray()
         self.writes = 0  # writes umqtt made (a packet takes several)
+        self.skip = 0     # bytes still to come of a refused packet: dropped as they arrive
+        self.refused = []  # (QoS, packet id, size) of PUBLISH packets refused as too large
 
     def read(self, n):
         if self.pos + n > self.end:
@@ -83,7 +85,12 @@ class Link:
 
     # --- for MqttComms ---
     def feed(self, data):
-        self.rx += data
+        if self.skip:
+            n = min(self.skip, len(data))
+            self.skip -= n
+            data = data[n:]
+        if data:
+            self.rx += data
 
     def take(self):
         """The pending output, leaving a fresh buffer (the old one goes to the stream)."""
@@ -108,9 +115,34 @@ class Link:
             if shift > 21:
                 raise LinkError("MQTT protocol error: bad remaining length")
         if n > MAX_PACKET:
-            raise LinkError("MQTT packet of %d bytes refused" % n)
+            return self._refuse(i, n)
         size = i - self.pos + n
         return size if self.pos + size <= len(rx) else 0
+
+    def _refuse(self, i, n):
+        """A packet over MAX_PACKET at pos (its body starts at i). A PUBLISH is dropped, never
+        held in memory: what has arrived now, the rest as it arrives (feed); its QoS and
+        packet id go to `refused`, so the session acknowledges it and the broker does not
+        deliver it again with every reconnect (a wedged meter). Any other packet: LinkError."""
+        rx = self.rx
+        if rx[self.pos] & 0xF0 != 0x30:
+            raise LinkError("MQTT packet of %d bytes refused" % n)
+        qos = (rx[self.pos] >> 1) & 3
+        if len(rx) < i + 2:
+            return 0
+        need = 2 + (rx[i] << 8 | rx[i + 1]) + (2 if qos else 0)  # topic, packet id
+        if len(rx) < i + need:
+            return 0
+        pid = rx[i + need - 2] << 8 | rx[i + need - 1] if qos else 0
+        self.refused.append((qos, pid, n))
+        size = i - self.pos + n
+        have = len(rx) - self.pos
+        if have >= size:
+            self.rx = rx[:self.pos] + rx[self.pos + size:]
+        else:
+            self.rx = rx[:self.pos]
+            self.skip = size - have
+        return self.packet_size()
 
     def compact(self):
         self.end = self.pos

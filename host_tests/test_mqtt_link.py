@@ -43,6 +43,14 @@ def test_link_coalesces_packets_and_bounds_every_wait(interpreter, tmp_path):
     assert out["qos2"].startswith("AssertionError")      # umqtt's own check ...
     assert out["qos2_reason"] == "MQTT protocol error (umqtt assertion)"  # ... a reconnect
     assert "refused" in out["oversized"] and "unexpected packet 0xb0" in out["unexpected"]
+    # an oversized PUBLISH is dropped as it arrives, acknowledged (the broker then drops it),
+    # and noticed; the link carries on with the next packet
+    r = out["refused"]
+    assert r["largest_rx"] <= 2048 and r["got"] == [5], r
+    assert r["pubacks"] == [[0x40, 2, 321 >> 8, 321 & 0xFF], [0x40, 2, 322 >> 8, 322 & 0xFF]], r
+    assert r["notice"] == {"what": "oversized message refused", "count": 1,
+                           "bytes": 32 * 1024 + 100 + 2 + len("bc/meter-x/down") + 2, "limit": 32 * 1024}, r
+    assert "refused a" in r["error"]
 
 
 # --- a broker that stops answering ---

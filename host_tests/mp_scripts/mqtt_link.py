@@ -150,7 +150,7 @@ def main(state):
     link.feed(bytes([0x90, 3, sp >> 8, sp & 0xFF, 0x80]))
     out["suback_refused"] = raises(c._process)
     for name, data in (("qos2", publish_packet(c.t_down, b"x", 2)),
-                       ("oversized", b"\x30" + varint(M.MAX_PACKET + 1)),
+                       ("oversized", b"\xb0" + varint(M.MAX_PACKET + 1)),
                        ("unexpected", b"\xb0\x02\x00\x01")):
         c.link = c.client.sock = link = M.Link()
         link.feed(data)
@@ -162,7 +162,29 @@ def main(state):
         c._process()
     except Exception as exc:
         out["qos2_reason"] = c._reason(exc)
+    out["refused"] = oversized(c)
     print(json.dumps(out))
+
+
+def oversized(c):
+    """A PUBLISH over MAX_PACKET on down, arriving in 1 KB reads, then a small one: the big
+    one is dropped as it arrives (rx stays small), PUBACKed, noticed; the next is taken."""
+    c.link = c.client.sock = link = M.Link()
+    got = []
+    c.client.set_callback(lambda topic, msg: got.append(len(msg)))
+    big = publish_packet(c.t_down, b"x" * (M.MAX_PACKET + 100), 1, pid=321)
+    data = big + publish_packet(c.t_down, b"small", 1, pid=322)
+    depth = c.outbox.depth()
+    largest = 0
+    for k in range(0, len(data), 1024):
+        link.feed(data[k:k + 1024])
+        largest = max(largest, len(link.rx))
+        c._process()
+    tx = bytes(link.take())
+    notices = c.outbox.peek(100, 1 << 20)[depth:]
+    return {"largest_rx": largest, "got": got, "pubacks": [list(tx[i:i + 4])
+                                                          for i in range(0, len(tx), 4)],
+            "notice": notices[-1]["body"] if notices else None, "error": c.last_error}
 
 
 if __name__ == "__main__":
