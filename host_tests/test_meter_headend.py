@@ -148,3 +148,31 @@ def test_event_start_is_pushed_during_a_long_poll(site):
         assert first["received"] - first["body"]["start_s"] < 1.0, first
     finally:
         meter.kill()
+
+
+def test_oversized_work_is_refused_and_the_meter_carries_on(site):
+    """Issue 13: a 300 KB args body was accepted (202) and redelivered with no result while
+    later work waited. Now: 413 with the limit, through the API and the CLI (one line)."""
+    import subprocess
+
+    from lab import runner
+    api = site["api"]
+    pad = {"pad": "x" * 300000}
+    r = api.post("/v1/devices/meter-a/work", json={"op": "message", "args": pad})
+    assert r.status_code == 413 and "262144" in r.json()["error"], r.text
+    # the CLI (argv holds at most 128 KB): a meter that has not called in yet takes MQTT's 32 KB
+    site["headend"].add_device("meter-new")
+    token = api.headers["Authorization"].split()[-1]
+    p = subprocess.run([str(runner.ROOT / "tools" / "backchannel"), "send", "meter-new",
+                        "message", '{"pad": "%s"}' % ("x" * 40000)], capture_output=True,
+                       text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "BACKCHANNEL_URL": site["headend"].url,
+                            "BACKCHANNEL_TOKEN": token})
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("backchannel: error: HTTP 413: work too large") and \
+        "32768" in p.stderr, p.stderr
+    # work the meter cannot run gets its outcome, and the next work runs
+    assert processes.run_work(api, "meter-a", "no_such_op")["status"] == "unknown_op"
+    w = processes.run_work(api, "meter-a", "set_time", {"unix": "soon"})
+    assert w["status"] == "rejected" and "unix" in w["reason"], w
+    assert processes.run_work(api, "meter-a", "read")["status"] == "done"

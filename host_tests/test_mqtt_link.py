@@ -48,8 +48,9 @@ def test_link_coalesces_packets_and_bounds_every_wait(interpreter, tmp_path):
     r = out["refused"]
     assert r["largest_rx"] <= 2048 and r["got"] == [5], r
     assert r["pubacks"] == [[0x40, 2, 321 >> 8, 321 & 0xFF], [0x40, 2, 322 >> 8, 322 & 0xFF]], r
-    assert r["notice"] == {"what": "oversized message refused", "count": 1,
-                           "bytes": 32 * 1024 + 100 + 2 + len("bc/meter-x/down") + 2, "limit": 32 * 1024}, r
+    size = 32 * 1024 + 100 + 2 + len("bc/meter-x/down") + 2     # payload, topic, packet id
+    assert r["notice"] == {"what": "oversized message refused", "count": 1, "bytes": size,
+                           "limit": 32 * 1024}, r
     assert "refused a" in r["error"]
 
 

@@ -77,7 +77,8 @@ def test_group_and_rendezvous_refuse_what_a_member_cannot_take(tmp_path):
     h = Headend(tmp_path)
     with TestClient(h.app) as c:
         op = Api(c, h.op_token)
-        a, b = h.meter(c, "m-a"), h.meter(c, "m-b")
+        a = h.meter(c, "m-a")
+        h.meter(c, "m-b")                            # registered, never called in
         a.exchange()
         assert op.post("/v1/groups", json={"name": "g", "members": ["m-a", "m-b"]}).status_code \
             == 201
