@@ -21,10 +21,10 @@ def _item(wid, args, op="read"):
 
 
 CASES = [
-    _item("w-1", "[" * 20000 + "]" * 20000),                       # deeper than any stack
-    _item("w-2", '{"a":' * 20000 + "1" + "}" * 20000),
+    _item("w-1", "[" * 5000 + "]" * 5000),                         # deeper than CPython's stack
+    _item("w-2", '{"a":' * 20000 + "1" + "}" * 20000),             # MicroPython: MemoryError
     _item("w-3", json.dumps({"to": "m", "op": "read", "args": [[[[[[[[1]]]]]]]]}), op="send"),
-    _item("w-4", '{"pad": "%s"}' % ("x" * 300000)),                # large, but it parses
+    _item("w-4", '{"pad": "%s"}' % ("x" * 100000)),                # large, but it parses
 ]
 
 
