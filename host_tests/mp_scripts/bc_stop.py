@@ -33,7 +33,7 @@ async def main(app):
     return stopped, saved_at_stop, outcome
 
 
-bc._mkdir("state")
+bc.ensure_dir("state")
 app = App(SimBoard(DEFAULT_SCENARIO), config.validate({}), "state", realtime=False)
 bc.attach(app, running=True)
 stopped, saved_at_stop, outcome = asyncio.run(main(app))
