@@ -189,13 +189,10 @@ class Dispatcher:
         try:
             return self._handle(item)
         except Exception as exc:  # MemoryError, RecursionError, TypeError...
+            # the result ends the work at the head-end: it is not delivered again
             wid = item.get("id") if isinstance(item, dict) else None
-            if not isinstance(wid, str):
-                wid = None
-            elif not self.inbox.seen(wid):
-                self.inbox.add(wid)     # listed in `done`: never delivered again
-            return self._result(wid, "rejected", "cannot process this item: %s"
-                                % (type(exc).__name__,))
+            return self._result(wid if isinstance(wid, str) else None, "rejected",
+                                "cannot process this item: %s" % (type(exc).__name__,))
 
     def _handle(self, item):
         wid = item.get("id") if isinstance(item, dict) else None
