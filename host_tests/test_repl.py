@@ -197,8 +197,12 @@ AIOREPL_PROMPT = "--> "
 
 
 def _import_wh(status):
-    line = next(x for x in status.splitlines() if x.strip().startswith("energy Wh"))
-    return float(line.split("import_wh")[1].split()[0])
+    """The live import register: as saved, plus the unsaved energy when there is some."""
+    total = 0.0
+    for x in status.splitlines():
+        if x.strip().startswith(("energy Wh", "unsaved Wh")):
+            total += float(x.split("import_wh")[1].split()[0])
+    return total
 
 
 @pytest.mark.parametrize("interpreter", ["board"])
