@@ -12,7 +12,8 @@ import numpy as np
 def _cos(table, phase):
     j = phase >> K.TAB_SHIFT
     c = table[j]
-    return c + (((table[j + 1] - c) * (phase & 4095) + 2048) >> K.TAB_SHIFT)
+    frac = phase & ((1 << K.TAB_SHIFT) - 1)
+    return c + (((table[j + 1] - c) * frac + (1 << (K.TAB_SHIFT - 1))) >> K.TAB_SHIFT)
 
 
 def accumulate(acc, st, vb, ib, k, n, ph):
