@@ -114,11 +114,13 @@ class Meter:
         """Consume n sample pairs (array('H') of ADC counts). Allocates nothing."""
         st = self.st
         harm = self.harm
+        thd = self.harmonic_order >= 2  # order 1: no harmonic analysis at all
         k = 0
         while k < n:
             ph = st[K.PH]
             end = K.run(st, vbuf, ibuf, k, n)
-            H.accumulate(harm, st, vbuf, ibuf, k, end, ph)
+            if thd:
+                H.accumulate(harm, st, vbuf, ibuf, k, end, ph)
             k = end
             attn = st[K.ATTN]
             if attn:
