@@ -22,6 +22,7 @@ from updater import Updater
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
+STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
 try:  # polling a hardware board: MicroPython's sleep_ms takes an int, no float per call
     _poll_sleep, _POLL = asyncio.sleep_ms, 5
 except AttributeError:  # CPython
@@ -75,6 +76,7 @@ class App:
         # now (so a time set by the head-end moves later stamps). float32 has a 128-s step
         # near 1.8e9 s; a float rate would drift.
         self.started_board_ms = board_ms()
+        self.stamp_offset_ms = self.clock.offset_ms
         self.rate_num, self.rate_den = _rate_ratio(board)
         self.meter_beat = health.Heartbeat(METER_ALLOW_S)
         self.comms_beat = health.Heartbeat(METER_ALLOW_S)
@@ -152,8 +154,14 @@ class App:
         return (samples * 1000 * self.rate_den + self.rate_num // 2) // self.rate_num
 
     def _wall_ms(self, samples):
-        """Unix ms of sample number `samples`."""
-        return self.started_board_ms + self.clock.offset_ms + self._elapsed_ms(samples)
+        """Unix ms of sample number `samples`. Records follow a clock correction larger than
+        STAMP_STEP_MS (a board that started in 2000, a clock set with set_time); smaller ones
+        (the head-end's time in a response the network held back for seconds) would break
+        the readings' report_s grid."""
+        offset = self.clock.offset_ms
+        if abs(offset - self.stamp_offset_ms) > STAMP_STEP_MS:
+            self.stamp_offset_ms = offset
+        return self.started_board_ms + self.stamp_offset_ms + self._elapsed_ms(samples)
 
     def _on_event(self, record):
         record = dict(record)

@@ -264,9 +264,10 @@ def _outbox_on_flash(state_dir):
 
 
 def _interval(t, start):
-    """(k, phase): t = start + (k + phase) * REPORT_S with k whole, phase in [-0.001, 0.999)."""
+    """(k, phase): t = start + (k + phase) * REPORT_S with k whole, phase in [-0.01, 0.99)
+    (a reading's time is whole ms on the meter, and time directives move its clock by ms)."""
     x = (t - start) / REPORT_S
-    k = math.floor(x + 1e-3)
+    k = math.floor(x + 0.01)
     return k, x - k
 
 

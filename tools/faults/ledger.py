@@ -120,6 +120,10 @@ def unexplained_gaps(gaps, dropped, ack_losses):
     return max(0, -over)
 
 
+# A reading's time is whole ms on the meter (t + t_ms): the grid holds to 10 ms.
+GRID_SLACK = 0.01
+
+
 def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
     """Readings unique by seq and t; in each life exactly k = 1..K (no gap), K at least the
     last reading on flash at its end, the last within report_s + 2.5 s of the end.
@@ -134,9 +138,10 @@ def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
         i = max((j for j, s in enumerate(lives) if s < t), default=None)
         check(i is not None, "reading before the first start", t)
         x = (t - lives[i]) / REPORT_S
-        phase = phases.setdefault(i, x - math.floor(x + 1e-3))
+        phase = phases.setdefault(i, x - math.floor(x + GRID_SLACK))
         k = round(x - phase)
-        check(abs(x - phase - k) < 1e-3 and k >= 1, "reading t=%r off its life's grid" % t)
+        check(abs(x - phase - k) < GRID_SLACK and k >= 1,
+              "reading t=%r off its life's grid by %.3f s" % (t, (x - phase - k) * REPORT_S))
         ks[i].append(k)
     out = {}
     for i in range(len(lives)):
