@@ -128,8 +128,10 @@ def describe_exit(returncode):
 
 
 def stop_signals(handler):
-    """SIGTERM and SIGHUP (a closed terminal) end `make sim` the way Ctrl-C does."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    """SIGTERM and SIGHUP (a closed terminal) end `make sim` the way Ctrl-C does. SIGINT too,
+    explicitly: Python leaves it ignored when it starts with SIGINT ignored (a job a shell put
+    in the background), and then Ctrl-C or `kill -INT` would not stop it."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
 
 
