@@ -30,11 +30,18 @@ def _hub(request):
     return request.app.state.hub
 
 
-def _device(hub, device_id):
-    row = devices.get(hub.db, device_id)
-    if row is None:
+def _device(request, device_id):
+    """The device row, or 404: unknown, or outside the token's group scopes (alike)."""
+    db = _hub(request).db
+    row = devices.get(db, device_id)
+    if row is None or not request.state.who.sees(db, device_id):
         raise HTTPException(404, "unknown device %s" % device_id)
     return row
+
+
+def _visible(request, rows, key="id"):
+    who, db = request.state.who, _hub(request).db
+    return [r for r in rows if who.sees(db, r[key])]
 
 
 def device_view(row, open_work=0):
@@ -46,7 +53,8 @@ def device_view(row, open_work=0):
 
 @router.get("/devices", response_model=list[DeviceOut])
 async def list_devices(request: Request):
-    return [device_view(r, r["open_work"]) for r in devices.all_devices(_hub(request).db)]
+    return [device_view(r, r["open_work"])
+            for r in _visible(request, devices.all_devices(_hub(request).db))]
 
 
 @router.post("/devices", response_model=DeviceCreated, status_code=201,
@@ -67,7 +75,7 @@ async def add_device(body: DeviceIn, request: Request):
 @router.get("/devices/{device_id}", response_model=DeviceOut)
 async def get_device(device_id: str, request: Request):
     hub = _hub(request)
-    row = _device(hub, device_id)
+    row = _device(request, device_id)
     n = hub.db.one("SELECT COUNT(*) AS n FROM work WHERE device = ? AND status IN "
                    "('queued', 'delivered')", device_id)["n"]
     return device_view(row, n)
@@ -76,7 +84,7 @@ async def get_device(device_id: str, request: Request):
 @router.patch("/devices/{device_id}", response_model=DeviceOut)
 async def patch_device(device_id: str, body: DevicePatch, request: Request):
     hub = _hub(request)
-    _device(hub, device_id)
+    _device(request, device_id)
     with hub.tx() as db:
         devices.set_poll(db, device_id, body.poll)
     return await get_device(device_id, request)
@@ -92,7 +100,7 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
     the first one queued (header `Idempotent-Replayed: true`); a different request with the
     same key is refused (422)."""
     hub = _hub(request)
-    dev = _device(hub, device_id)
+    dev = _device(request, device_id)
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
@@ -119,15 +127,16 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
 @router.get("/devices/{device_id}/work", response_model=list[WorkOut])
 async def list_work(device_id: str, request: Request, limit: int = Limit):
     hub = _hub(request)
-    dev = _device(hub, device_id)
+    dev = _device(request, device_id)
     rows = hub.db.all("SELECT * FROM work WHERE device = ? ORDER BY num DESC LIMIT ?",
                       device_id, limit)
     return [workq.view(r, dev["presence"]) for r in rows]
 
 
-def _work(hub, work_id):
+def _work(request, work_id):
+    hub = _hub(request)
     row = workq.get(hub.db, work_id)
-    if row is None:
+    if row is None or not request.state.who.sees(hub.db, row["device"]):
         raise HTTPException(404, "unknown work %s" % work_id)
     return row
 
@@ -135,7 +144,7 @@ def _work(hub, work_id):
 @router.get("/work/{work_id}", response_model=WorkOut)
 async def get_work(work_id: str, request: Request):
     hub = _hub(request)
-    row = _work(hub, work_id)
+    row = _work(request, work_id)
     return workq.view(row, devices.get(hub.db, row["device"])["presence"])
 
 
@@ -143,18 +152,19 @@ async def get_work(work_id: str, request: Request):
 async def cancel_work(work_id: str, request: Request):
     """Cancel work that has not been delivered yet (409 once delivered or finished)."""
     hub = _hub(request)
-    device = _work(hub, work_id)["device"]
+    device = _work(request, work_id)["device"]
     with hub.tx():
         now = hub.now()
         outcomes.expire_due(hub, now, device)
-        refused = outcomes.cancel(hub, _work(hub, work_id), now)
+        refused = outcomes.cancel(hub, _work(request, work_id), now)
     if refused:
         raise HTTPException(409, refused)
     return await get_work(work_id, request)
 
 
-def _records(hub, device_id, kinds, limit):
-    _device(hub, device_id)
+def _records(request, device_id, kinds, limit):
+    hub = _hub(request)
+    _device(request, device_id)
     marks = ",".join("?" * len(kinds))
     rows = hub.db.all("SELECT seq, kind, received, body FROM items WHERE device = ? AND kind IN "
                       "(%s) ORDER BY rowid DESC LIMIT ?" % marks, device_id, *kinds, limit)
@@ -168,25 +178,25 @@ def _records(hub, device_id, kinds, limit):
 @router.get("/devices/{device_id}/readings", response_model=list[RecordOut])
 async def readings(device_id: str, request: Request, limit: int = Limit):
     """The newest readings first."""
-    return _records(_hub(request), device_id, ("reading",), limit)
+    return _records(request, device_id, ("reading",), limit)
 
 
 @router.get("/devices/{device_id}/events", response_model=list[RecordOut])
 async def events(device_id: str, request: Request, limit: int = Limit):
     """The newest events (event, event_start) and notices first."""
-    return _records(_hub(request), device_id, ("event", "event_start", "notice"), limit)
+    return _records(request, device_id, ("event", "event_start", "notice"), limit)
 
 
 @router.get("/devices/{device_id}/results", response_model=list[RecordOut])
 async def results(device_id: str, request: Request, limit: int = Limit):
-    return _records(_hub(request), device_id, ("result",), limit)
+    return _records(request, device_id, ("result",), limit)
 
 
 @router.get("/devices/{device_id}/presence", response_model=list[PresenceEntry])
 async def presence_history(device_id: str, request: Request, limit: int = Limit):
     """Every presence change, newest first: stated by the meter, derived, or on contact."""
     hub = _hub(request)
-    _device(hub, device_id)
+    _device(request, device_id)
     return [dict(r) for r in fleet_presence.history(hub.db, device_id, limit)]
 
 
@@ -194,4 +204,4 @@ async def presence_history(device_id: str, request: Request, limit: int = Limit)
 async def presence_now(request: Request):
     return [{"device": r["id"], "state": r["presence"], "note": r["presence_note"],
              "since": r["presence_at"], "stated": r["stated"], "last_contact": r["last_contact"]}
-            for r in devices.all_devices(_hub(request).db)]
+            for r in _visible(request, devices.all_devices(_hub(request).db))]

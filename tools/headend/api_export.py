@@ -36,7 +36,7 @@ async def _aiter(gen):
 
 def _export(request, device_id, what, fmt, since, until):
     hub = request.app.state.hub
-    if devices.get(hub.db, device_id) is None:
+    if devices.get(hub.db, device_id) is None or not request.state.who.sees(hub.db, device_id):
         raise HTTPException(404, "unknown device %s" % device_id)
     _range(since, until)
     records = export.rows(hub.db, device_id, what, since, until)

@@ -12,6 +12,12 @@ router = APIRouter(prefix="/v1/groups", tags=["groups"], responses=_ERRORS,
                    dependencies=[Depends(principal)])
 
 
+def _group_scope(request, name):
+    """404 for a group outside the token's scopes (as for an unknown group)."""
+    if not request.state.who.sees_group(name):
+        raise HTTPException(404, "unknown group %s" % name)
+
+
 def _call(fn, *args):
     try:
         return fn(*args)
@@ -21,16 +27,20 @@ def _call(fn, *args):
 
 @router.get("", response_model=list[GroupOut])
 async def list_groups(request: Request):
-    return groups.all_groups(request.app.state.hub.db)
+    who = request.state.who
+    return [g for g in groups.all_groups(request.app.state.hub.db) if who.sees_group(g["name"])]
 
 
 @router.post("", response_model=GroupOut, status_code=201)
 async def create_group(body: GroupIn, request: Request):
+    if request.state.who.groups is not None:
+        raise HTTPException(403, "a token confined to groups may not create groups")
     return _call(groups.create, request.app.state.hub.db, body.name, body.members)
 
 
 @router.get("/{name}", response_model=GroupOut)
 async def get_group(name: str, request: Request):
+    _group_scope(request, name)
     group = groups.get(request.app.state.hub.db, name)
     if group is None:
         raise HTTPException(404, "unknown group %s" % name)
@@ -47,6 +57,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
     its presence is available, active or available_off, and expires at the deadline. An
     `Idempotency-Key` works as for one device's work: a retry returns the same command."""
     hub = request.app.state.hub
+    _group_scope(request, name)
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
@@ -79,6 +90,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
 
 @router.get("/{name}/work/{gid}", response_model=GroupStatus)
 async def group_status(name: str, request: Request, gid: int = Gid):
+    _group_scope(request, name)
     hub = request.app.state.hub
     with hub.tx():
         outcomes.expire_due(hub, hub.now())
@@ -88,6 +100,7 @@ async def group_status(name: str, request: Request, gid: int = Gid):
 @router.delete("/{name}/work/{gid}", response_model=GroupStatus)
 async def group_cancel(name: str, request: Request, gid: int = Gid):
     """Cancel every member's item not delivered yet."""
+    _group_scope(request, name)
     hub = request.app.state.hub
     _call(groups.status, hub.db, name, gid)
     with hub.tx():

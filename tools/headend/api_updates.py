@@ -17,7 +17,8 @@ async def list_updates(request: Request, version: str | None = Query(None, max_l
                        device: str | None = Query(None, max_length=64)):
     """The latest `update` state per meter and version (optionally of one version or one
     meter), with the time the head-end received it."""
-    return updates.listing(request.app.state.hub.db, version, device)
+    db, who = request.app.state.hub.db, request.state.who
+    return [u for u in updates.listing(db, version, device) if who.sees(db, u["device"])]
 
 
 @router.get("/releases", response_model=list[str])

@@ -16,6 +16,27 @@ REGISTRARS = ("admin", "utility")       # the roles that may register devices
 class Principal:
     name: str
     role: str
+    groups: tuple | None = None      # the groups it is confined to; None: every meter
+
+    def sees(self, db, device_id):
+        """May this token see and act on meter `device_id`? A scoped token sees the members
+        of its groups only; to it every other meter does not exist (404, as unknown)."""
+        if self.groups is None:
+            return True
+        marks = ",".join("?" * len(self.groups))
+        return db.one("SELECT 1 FROM group_members WHERE device = ? AND name IN (%s)" % marks,
+                      device_id, *self.groups) is not None
+
+    def scope_sql(self, column):
+        """(SQL condition, args) true for the meters `column` this token sees."""
+        if self.groups is None:
+            return "1", ()
+        marks = ",".join("?" * len(self.groups))
+        return ("%s IN (SELECT device FROM group_members WHERE name IN (%s))" % (column, marks),
+                tuple(self.groups))
+
+    def sees_group(self, name):
+        return self.groups is None or name in self.groups
 
     @property
     def origin(self):
@@ -43,11 +64,19 @@ async def principal(request: Request,
     found = request.app.state.hub.principal(cred.credentials)
     if found is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(*found)
+    request.state.who = who = Principal(*found)
+    return who
 
 
 async def registrar(who: Principal = Depends(principal)) -> Principal:
     """A token that may register devices (admin or utility); 403 for any other."""
     if who.role not in REGISTRARS:
         raise HTTPException(403, "registering devices requires an admin or utility token")
+    return who
+
+
+async def admin(who: Principal = Depends(principal)) -> Principal:
+    """A token that manages tokens: an admin token not confined to groups; 403 otherwise."""
+    if who.role != "admin" or who.groups is not None:
+        raise HTTPException(403, "managing tokens requires an admin token for every meter")
     return who

@@ -154,7 +154,8 @@ def add_device(db_path, device_id, key, poll):
               help="admin: registers devices; utility: also utility-only ops")
 @click.option("--token", help="the token to store (default: random)")
 def add_token(db_path, name, role, token):
-    """Create a bearer token for the operator API and print it."""
+    """Create a bearer token for the operator API and print it (`token create` also sets
+    an expiry and group scopes)."""
     from . import devices
     if token is not None and len(token) < 16:
         raise CliError("a token must be at least 16 characters")
@@ -338,9 +339,10 @@ def presence(client, meter, limit):
         render.presence(client.get("/v1/presence"))
 
 
-from . import records_cli, release_cli, update_cli  # noqa: E402  (commands in their modules)
+from . import records_cli, release_cli, token_cli, update_cli  # noqa: E402  (own modules)
 
 cli.add_command(release_cli.release)
+cli.add_command(token_cli.command(db_option, _db))
 for _command in records_cli.commands(api):
     cli.add_command(_command)
 cli.add_command(update_cli.command(api))

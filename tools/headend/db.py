@@ -46,7 +46,10 @@ CREATE TABLE IF NOT EXISTS devices (
     work_seq INTEGER NOT NULL DEFAULT 0  -- the last work sequence assigned to it
 );
 CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL
+    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL,
+    expires REAL,                      -- NULL: never (tokens.py)
+    groups TEXT,                       -- JSON list of group names it is confined to; NULL: all
+    revoked REAL                       -- when it was revoked; NULL: not revoked
 );
 CREATE TABLE IF NOT EXISTS nonces (
     device TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL,
@@ -108,6 +111,9 @@ MIGRATIONS = (
     ("devices", "epoch", "TEXT"),
     ("devices", "work_seq", "INTEGER NOT NULL DEFAULT 0"),
     ("work", "seq", "INTEGER"),
+    ("tokens", "expires", "REAL"),
+    ("tokens", "groups", "TEXT"),
+    ("tokens", "revoked", "REAL"),
 )
 
 

@@ -3,9 +3,8 @@ Plain functions over a Database, so the CLI admin commands can use them directly
 
 import time
 
-from . import signing
+from . import signing, tokens
 from .ids import check_device_id
-from .settings import ROLES
 
 
 class Conflict(ValueError):
@@ -61,20 +60,11 @@ def next_for(row, settings):
     return row["poll"]
 
 
-def add_token(db, name, role, token=None):
-    """Store a bearer token (hashed); returns the token."""
-    if role not in ROLES:
-        raise ValueError("role must be one of: %s" % ", ".join(ROLES))
-    if not name:
-        raise ValueError("token name must not be empty")
-    token = token or signing.new_token()
-    with db.tx():
-        db.run("INSERT OR REPLACE INTO tokens(hash, name, role, created) VALUES (?, ?, ?, ?)",
-               signing.token_hash(token), name, role, time.time())
-    return token
+def add_token(db, name, role, token=None, **kw):
+    """Store a bearer token (hashed); returns the token (tokens.create)."""
+    return tokens.create(db, name, role, token, **kw)
 
 
 def lookup_token(db, token):
-    """(name, role) for a stored token, or None."""
-    row = db.one("SELECT name, role FROM tokens WHERE hash = ?", signing.token_hash(token))
-    return (row["name"], row["role"]) if row else None
+    """(name, role, groups) for a live stored token, or None."""
+    return tokens.lookup(db, token)

@@ -16,7 +16,8 @@ class Hub:
         self.settings = settings
         self.db = db
         self.transform = transform
-        self.file_tokens = {signing.token_hash(t): (name, role) for name, role, t in file_tokens}
+        self.file_tokens = {signing.token_hash(t): (name, role, None)
+                            for name, role, t in file_tokens}
         self.loop = None                 # set when the app starts
         self.waiters = {}                # device -> set of Waiter
         self.active = Counter()          # device -> exchanges in progress
@@ -104,7 +105,8 @@ class Hub:
                 event.set()
 
     def principal(self, token):
-        """(name, role) for a bearer token from the token file or the database, or None."""
+        """(name, role, groups) for a live bearer token from the token file or the database,
+        or None: unknown, expired and revoked alike."""
         found = self.file_tokens.get(signing.token_hash(token))
         return found or devices.lookup_token(self.db, token)
 

@@ -19,6 +19,7 @@ from . import (
     api_devices,
     api_export,
     api_groups,
+    api_tokens,
     api_updates,
     exchange,
     fastpath,
@@ -92,6 +93,7 @@ def create_app(settings=None, transform=None):
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
     app.include_router(api_groups.router)
+    app.include_router(api_tokens.router)
     app.include_router(api_updates.router)
     app.include_router(metrics.router)
     from . import dashboard

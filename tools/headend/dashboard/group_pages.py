@@ -22,7 +22,8 @@ async def group_list(request: Request):
     if who is None:
         return _login_redirect(request)
     return page(request, "groups.html", who=who, csrf=s.csrf,
-                groups=groups.all_groups(request.app.state.hub.db))
+                groups=[g for g in groups.all_groups(request.app.state.hub.db)
+                        if who.sees_group(g["name"])])
 
 
 @router.get("/{name}")
@@ -31,7 +32,7 @@ async def group_page(request: Request, name: str):
     if who is None:
         return _login_redirect(request)
     db = request.app.state.hub.db
-    group = groups.get(db, name)
+    group = groups.get(db, name) if who.sees_group(name) else None
     if group is None:
         return refused(request, 404, "unknown group %s" % name)
     commands = db.all("SELECT gid, op, created, expires FROM group_work WHERE name = ? "
@@ -67,6 +68,8 @@ async def command_page(request: Request, name: str, gid: int):
     if who is None:
         return _login_redirect(request)
     hub = request.app.state.hub
+    if not who.sees_group(name):
+        return refused(request, 404, "unknown group %s" % name)
     with hub.tx():
         outcomes.expire_due(hub, hub.now())
     try:

@@ -88,7 +88,8 @@ def current(request):
     if found is None:                  # the token was removed: the session ends with it
         sessions(request).drop(request.cookies.get(COOKIE))
         return None, None
-    return s, Principal(*found)
+    request.state.who = who = Principal(*found)     # as auth.principal does for the API
+    return s, who
 
 
 async def form(request):
@@ -168,19 +169,23 @@ async def fleet(request: Request, q: str = "", page_no: int = 1):
     q = q.strip()[:64]
     page_no = max(1, page_no)
     like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    total = db.one("SELECT COUNT(*) AS n FROM devices WHERE id LIKE ? ESCAPE '\\'", like)["n"]
+    scope, scope_args = who.scope_sql("id")
+    total = db.one("SELECT COUNT(*) AS n FROM devices WHERE id LIKE ? ESCAPE '\\' AND " + scope,
+                   like, *scope_args)["n"]
     rows = db.all("SELECT d.*, (SELECT COUNT(*) FROM work w WHERE w.device = d.id AND "
                   "w.status IN ('queued', 'delivered')) AS open_work FROM devices d "
-                  "WHERE d.id LIKE ? ESCAPE '\\' ORDER BY d.id LIMIT ? OFFSET ?",
-                  like, PAGE, (page_no - 1) * PAGE)
+                  "WHERE d.id LIKE ? ESCAPE '\\' AND " + who.scope_sql("d.id")[0]
+                  + " ORDER BY d.id LIMIT ? OFFSET ?", like, *scope_args, PAGE,
+                  (page_no - 1) * PAGE)
     meters = [api_devices.device_view(r, r["open_work"]) for r in rows]
     return page(request, "fleet.html", who=who, csrf=s.csrf, meters=meters, q=q,
                 page_no=page_no, pages=max(1, -(-total // PAGE)), total=total)
 
 
 def _device_or_404(request, device_id):
-    row = devices.get(request.app.state.hub.db, device_id)
-    if row is None:
+    db = request.app.state.hub.db
+    row = devices.get(db, device_id)
+    if row is None or not request.state.who.sees(db, device_id):
         raise HTTPException(404, "unknown device %s" % device_id)
     return row
 
@@ -196,7 +201,7 @@ async def meter(request: Request, device_id: str):
         return _login_redirect(request)
     hub = request.app.state.hub
     row = devices.get(hub.db, device_id)
-    if row is None:
+    if row is None or not who.sees(hub.db, device_id):
         return refused(request, 404, "unknown device %s" % device_id)
     # rowid, not seq: a meter's seq restarts with each outbox epoch (docs/protocol.md)
     latest = hub.db.one("SELECT seq, body FROM items WHERE device = ? AND kind = 'reading' "
@@ -299,7 +304,7 @@ async def work_page(request: Request, work_id: str):
         return _login_redirect(request)
     hub = request.app.state.hub
     row = workq.get(hub.db, work_id)
-    if row is None:
+    if row is None or not who.sees(hub.db, row["device"]):
         return refused(request, 404, "unknown work %s" % work_id)
     w = workq.view(row, devices.get(hub.db, row["device"])["presence"])
     result = render.flatten(w["result"]) if w.get("result") is not None else []
