@@ -18,15 +18,18 @@ from kept_state import KeptState
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
+from sample_count import SampleCount
 from updater import Updater
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
 STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
-try:  # polling a hardware board: MicroPython's sleep_ms takes an int, no float per call
-    _poll_sleep, _POLL = asyncio.sleep_ms, 5
+try:  # MicroPython's sleep_ms takes an int: no float per block
+    _sleep_ms = asyncio.sleep_ms
 except AttributeError:  # CPython
-    _poll_sleep, _POLL = asyncio.sleep, 0.005
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+_POLL_MS = 5  # polling a hardware board for its next block
 
 
 def _rate_ratio(board):
@@ -78,6 +81,7 @@ class App:
         self.started_board_ms = board_ms()
         self.stamp_offset_ms = self.clock.offset_ms
         self.rate_num, self.rate_den = _rate_ratio(board)
+        self.sample_count = SampleCount(self.rate_num, self.rate_den)  # of this App's life
         self.meter_beat = health.Heartbeat(METER_ALLOW_S)
         self.comms_beat = health.Heartbeat(METER_ALLOW_S)
         self.watchdog = None
@@ -181,9 +185,11 @@ class App:
     async def metering(self):
         vb = array.array("H", [0] * BLOCK)
         ib = array.array("H", [0] * BLOCK)
-        rate = self.board.sample_rate
-        start = ticks_ms()
-        samples = 0
+        count = self.sample_count
+        # pacing a simulated board: `lead` ms of signal metered since the tick `ref` (both
+        # move forward, so they stay small ints and ticks_diff stays within its range)
+        ref = ticks_ms()
+        lead = 0
         next_report = self.cfg["report_s"]
         # A hardware board samples at its own rate: wait (without blocking) for a block
         # instead of pacing by the clock as the simulated board needs.
@@ -194,12 +200,12 @@ class App:
             self.meter_beat.beat()
             if hardware:
                 while self.board.available() < BLOCK:
-                    await _poll_sleep(_POLL)
+                    await _sleep_ms(_POLL_MS)
             n = self.board.read(vb, ib)
             if n == 0:
                 return
             self.meter.feed(vb, ib, n)
-            samples += n
+            lead += count.add(n)
             r = self.reporter.take()
             if r is not None:
                 at = self.reporter.last_samples
@@ -213,10 +219,17 @@ class App:
                     next_report += self.cfg["report_s"]
                     self.outbox.offer("reading", r)
                     self._report_losses()
-            if persist.due(samples / rate):
+            if persist.due(count.seconds):
                 self.save_energy()
-            ahead = int(samples * 1000 / rate) - ticks_diff(ticks_ms(), start)
-            await asyncio.sleep(ahead / 1000 if realtime and ahead > 0 else 0)
+            if realtime:
+                now = ticks_ms()
+                ahead = lead - ticks_diff(now, ref)
+                if lead > 60000:
+                    ref, lead = now, ahead
+                if ahead > 0:
+                    await _sleep_ms(ahead)
+                    continue
+            await _sleep_ms(0)
 
     def save_energy(self):
         self.meter.fold_energy()

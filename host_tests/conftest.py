@@ -24,7 +24,7 @@ def lanes_of(item):
 # test modules whose "board" cases the fast lane keeps: the float32 time and arithmetic
 # checks, plus a few quick firmware modules (see `time make test-fast`)
 BOARD_FAST_SLICE = {"test_board_time.py", "test_boards.py", "test_config_store.py",
-                    "test_inbox.py"}
+                    "test_inbox.py", "test_long_run.py"}
 
 
 def on_board(item):
