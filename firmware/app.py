@@ -74,6 +74,7 @@ class App:
         self.stopping = False  # stop(): bc.stop() at the REPL
         self.on_record = None  # callback for every reading and event (e.g. a console)
         self.reported_dropped = 0
+        self.reported_overruns = 0
         # Wall time is integers: the board's clock at the App's start in ms, plus the sample
         # clock converted with the board's rate as a ratio of ints, plus the clock's offset
         # now (so a time set by the head-end moves later stamps). float32 has a 128-s step
@@ -146,6 +147,11 @@ class App:
             if self.outbox.offer("notice", {"what": "readings dropped (outbox full)",
                                             "count": dropped}) is not None:
                 self.reported_dropped += dropped
+        lost = getattr(self.board, "overruns", 0) - self.reported_overruns
+        if lost > 0:  # the app was late for a block: a gap in the metering
+            if self.outbox.offer("notice", {"what": "sample blocks lost (metering late)",
+                                            "count": lost}) is not None:
+                self.reported_overruns += lost
 
     # --- metering ---
     @property
@@ -256,6 +262,9 @@ class App:
                "presence": self.presence.state, "reset_cause": health.reset_cause(),
                "uptime_s": health.UPTIME.tick(), "version": health.VERSION}
         self._report_registers(out, "registers")
+        overruns = getattr(self.board, "overruns", None)  # blocks lost: the app was late
+        if overruns is not None:
+            out["overruns"] = overruns
         if self.last_reading is not None:
             out["reading"] = self.last_reading
         return out

@@ -238,6 +238,8 @@ def status():
         if any(unsaved.values()):
             print("  unsaved Wh " + "  ".join("%s %s" % (k, unsaved[k]) for k in sorted(unsaved)))
     print("  presence   %s   relay %s" % (s["presence"], s["relay"]))
+    if "overruns" in s:
+        print("  board      %d overruns (sample blocks lost)" % (s["overruns"],))
     print("  outbox     %d waiting" % (app.outbox.depth(),))
     comms = app.comms
     if comms is None:

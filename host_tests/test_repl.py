@@ -208,14 +208,17 @@ def _import_wh(status):
 @pytest.mark.parametrize("interpreter", ["board"])
 def test_aiorepl_works_while_the_app_meters_on_the_board(repl, tmp_path, interpreter):
     """main.py with micropython-lib's aiorepl (from the vendored source, lab/board_build.py)
-    on the board interpreter: the REPL answers while the app keeps metering. Not yet: a paced
-    sim board that could miss a cycle (the sim board makes samples on demand)."""
+    on the board interpreter: the REPL answers while the app keeps metering, on the paced sim
+    board (a `board` override: samples at the real rate), and no sample block is lost."""
     if not (runner.BOARD_LIB / "aiorepl.py").is_file():
         if os.environ.get("CI"):
             pytest.fail("CI is set and aiorepl was not installed by make venv")
         pytest.skip("aiorepl not installed: make venv copies it from the MicroPython source")
+    override = tmp_path.parent / (tmp_path.name + "-board")
+    override.mkdir()
+    (override / "board.py").write_text("from paced_host import make  # noqa: F401\n")
     r = repl("-i", str(runner.FIRMWARE / "main.py"), interpreter=interpreter,
-             extra=[runner.BOARD_LIB])
+             extra=[runner.BOARD_LIB, override, runner.ROOT / "host_tests" / "mp_scripts"])
     r.wait("app running")
     r.wait("Starting asyncio REPL")
 
@@ -241,6 +244,7 @@ def test_aiorepl_works_while_the_app_meters_on_the_board(repl, tmp_path, interpr
     later = type_("bc.status()")
     assert "app        running" in later
     assert _import_wh(later) > _import_wh(first)     # metering went on meanwhile
+    assert "board      0 overruns" in later, later   # and missed no block
     r.child.terminate(force=True)
     no_traceback(r)
 
