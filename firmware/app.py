@@ -272,15 +272,27 @@ class App:
     def public_config(self):
         return configuration.public(self.cfg)
 
-    def change_config(self, changes):
+    def change_config(self, changes, by="console"):
         new = configuration.validate(changes, self.cfg)
         metering.check_sampling(new, self.board)  # e.g. a harmonic order the rate cannot give
         if self.config_path:
             configuration.save(self.config_path, new)
-        self.cfg = new
+        old, self.cfg = self.cfg, new
+        self._record_billing_change(old, new, changes, by)
         self._apply_comms_config()
         restart = [k for k in changes if k not in ("report_s", "poll_wait_s", "update_key")]
         return {"config": configuration.public(new), "restart_needed": restart}
+
+    def _record_billing_change(self, old, new, changes, by):
+        # a change to what the bill depends on (class utility) is recorded as a notice, with
+        # who (utility, operator, console) and each key's old and new value
+        moved = {}
+        for name in changes:
+            if configuration.WHO.get(name) == configuration.UTILITY and old.get(name) != new[name]:
+                moved[name] = [old.get(name), new[name]]
+        if moved:
+            self.outbox.offer("notice", {"what": "utility config changed", "count": 1,
+                                         "by": by, "changes": moved})
 
     def _apply_comms_config(self):
         # A long-poll never outlasts the reporting interval, so readings go out on time.

@@ -74,7 +74,7 @@ def op_set_config(app, args, role):
         if why:
             raise Rejected(why)
     try:
-        return app.change_config(changes)
+        return app.change_config(changes, role)
     except ValueError as exc:
         raise Rejected(str(exc))
 

@@ -195,7 +195,7 @@ class FakeApp:
     def public_config(self):
         return config.public(self.cfg)
 
-    def change_config(self, changes):
+    def change_config(self, changes, by="console"):
         self.cfg = config.validate(changes, self.cfg)
         return {"config": config.public(self.cfg)}
 

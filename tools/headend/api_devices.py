@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from . import devices, fleet_presence, idempotency, outcomes, work_size, workq
+from . import audit, devices, fleet_presence, idempotency, outcomes, work_size, workq
 from .auth import Principal, principal, registrar
 from .db import loads
 from .meter_time import record_time
@@ -62,6 +62,7 @@ async def list_devices(request: Request):
 async def add_device(body: DeviceIn, request: Request):
     """Register a meter (admin or utility token). Its id: `[a-z0-9][a-z0-9._-]{0,63}`."""
     hub = _hub(request)
+    audit.note(request, {"id": body.id}, "device:%s" % body.id)
     poll = body.poll or hub.settings.default_poll
     try:
         key = devices.create(hub.db, body.id, body.key, poll)
@@ -84,6 +85,7 @@ async def get_device(device_id: str, request: Request):
 @router.patch("/devices/{device_id}", response_model=DeviceOut)
 async def patch_device(device_id: str, body: DevicePatch, request: Request):
     hub = _hub(request)
+    audit.note(request, {"poll": body.poll})
     _device(request, device_id)
     with hub.tx() as db:
         devices.set_poll(db, device_id, body.poll)
@@ -100,6 +102,7 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
     the first one queued (header `Idempotent-Replayed: true`); a different request with the
     same key is refused (422)."""
     hub = _hub(request)
+    audit.note(request, {"op": body.op, "args": body.args})
     dev = _device(request, device_id)
     refused = who.may_send(body.op)
     if refused:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 
-from . import groups, idempotency, outcomes, work_size, workq
+from . import audit, groups, idempotency, outcomes, work_size, workq
 from .auth import Principal, principal
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
@@ -33,6 +33,7 @@ async def list_groups(request: Request):
 
 @router.post("", response_model=GroupOut, status_code=201)
 async def create_group(body: GroupIn, request: Request):
+    audit.note(request, {"members": body.members}, "group:%s" % body.name)
     if request.state.who.groups is not None:
         raise HTTPException(403, "a token confined to groups may not create groups")
     return _call(groups.create, request.app.state.hub.db, body.name, body.members)
@@ -57,6 +58,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
     its presence is available, active or available_off, and expires at the deadline. An
     `Idempotency-Key` works as for one device's work: a retry returns the same command."""
     hub = request.app.state.hub
+    audit.note(request, {"op": body.op, "args": body.args})
     _group_scope(request, name)
     refused = who.may_send(body.op)
     if refused:

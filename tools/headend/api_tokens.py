@@ -6,7 +6,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from . import groups, signing, tokens
+from . import audit, groups, tokens
 from .auth import admin
 from .models import ErrorOut
 
@@ -42,6 +42,8 @@ class TokenCreated(TokenOut):
 @router.post("", response_model=TokenCreated, status_code=201)
 async def create_token(body: TokenIn, request: Request):
     db = request.app.state.hub.db
+    audit.note(request, {"name": body.name, "role": body.role, "expires_in": body.expires_in,
+                         "groups": body.groups})
     for name in body.groups or ():
         if len(name) > 64 or groups.get(db, name) is None:
             raise HTTPException(404, "unknown group %s" % name[:64])
@@ -50,7 +52,8 @@ async def create_token(body: TokenIn, request: Request):
                               groups=body.groups)
     except ValueError as e:
         raise HTTPException(400, str(e)) from None
-    mine = tokens.public_id(signing.token_hash(token))
+    mine = tokens.id_of(token)
+    request.state.audit_target = "token:%s" % mine
     return dict(next(t for t in tokens.listing(db) if t["id"] == mine), token=token)
 
 

@@ -140,11 +140,14 @@ def _db(path):
               help="seconds between exchanges; 0 = continuous long-poll")
 def add_device(db_path, device_id, key, poll):
     """Register a meter and print its key."""
-    from . import devices
+    from . import audit, devices
+    db = _db(db_path)
     try:
-        click.echo(devices.create(_db(db_path), device_id, key, poll))
+        key = devices.create(db, device_id, key, poll)
     except ValueError as e:
         raise CliError(str(e)) from None
+    audit.cli_record(db, "add_device", "device:%s" % device_id, detail={"poll": poll})
+    click.echo(key)
 
 
 @cli.command("add-token")
@@ -156,13 +159,17 @@ def add_device(db_path, device_id, key, poll):
 def add_token(db_path, name, role, token):
     """Create a bearer token for the operator API and print it (`token create` also sets
     an expiry and group scopes)."""
-    from . import devices
+    from . import audit, devices, tokens
     if token is not None and len(token) < 16:
         raise CliError("a token must be at least 16 characters")
+    db = _db(db_path)
     try:
-        click.echo(devices.add_token(_db(db_path), name, role, token))
+        made = devices.add_token(db, name, role, token)
     except ValueError as e:
         raise CliError(str(e)) from None
+    audit.cli_record(db, "create_token", "token:%s" % tokens.id_of(made),
+                     detail={"name": name, "role": role})
+    click.echo(made)
 
 
 @cli.command("broker-config")
@@ -339,10 +346,11 @@ def presence(client, meter, limit):
         render.presence(client.get("/v1/presence"))
 
 
-from . import records_cli, release_cli, token_cli, update_cli  # noqa: E402  (own modules)
+from . import audit_cli, records_cli, release_cli, token_cli, update_cli  # noqa: E402
 
 cli.add_command(release_cli.release)
 cli.add_command(token_cli.command(db_option, _db))
+cli.add_command(audit_cli.command(api))
 for _command in records_cli.commands(api):
     cli.add_command(_command)
 cli.add_command(update_cli.command(api))

@@ -24,6 +24,20 @@ CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (dev
 CREATE INDEX IF NOT EXISTS items_recent ON items(device, kind);  -- by rowid: arrival order
 """
 
+AUDIT = """   -- append-only (audit.py)
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+    who TEXT NOT NULL, role TEXT NOT NULL,    -- the token's name and role, or cli:<user>
+    action TEXT NOT NULL, target TEXT,        -- e.g. add_work, device:meter-a
+    outcome TEXT NOT NULL, detail TEXT        -- ok, or "403: why"; the op and its args
+);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY,
@@ -99,7 +113,7 @@ CREATE TABLE IF NOT EXISTS group_work (
     args TEXT NOT NULL, when_available INTEGER NOT NULL, expires INTEGER NOT NULL,
     created REAL NOT NULL, origin TEXT NOT NULL
 );
-"""
+""" + AUDIT
 
 
 # Columns added after the first release: (table, column, declaration) for older files.

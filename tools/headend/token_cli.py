@@ -5,7 +5,7 @@ import time
 
 import click
 
-from . import render, tokens
+from . import audit, render, tokens
 from .client import CliError
 from .settings import ROLES
 
@@ -33,8 +33,12 @@ def command(db_option, open_db):
             for g in group_names:
                 if groups.get(db, g) is None:
                     raise ValueError("unknown group %s" % g)
-            click.echo(tokens.create(db, name, role, value, expires_in=seconds,
-                                     groups=list(group_names) or None))
+            made = tokens.create(db, name, role, value, expires_in=seconds,
+                                 groups=list(group_names) or None)
+            audit.cli_record(db, "create_token", "token:%s" % tokens.id_of(made), detail={
+                    "name": name, "role": role, "expires_in": seconds,
+                    "groups": list(group_names) or None})
+            click.echo(made)
         except ValueError as e:
             raise CliError(str(e)) from None
 
@@ -59,7 +63,10 @@ def command(db_option, open_db):
     @click.argument("which")
     def revoke(db_path, which):
         """Revoke token WHICH (its id, or every token of that name)."""
-        revoked = tokens.revoke(open_db(db_path), which)
+        db = open_db(db_path)
+        revoked = tokens.revoke(db, which)
+        audit.cli_record(db, "revoke_token", "token:%s" % which,
+                         "ok" if revoked else "no such token", {"revoked": revoked})
         if not revoked:
             raise CliError("no token %s (see `backchannel token list`)" % which)
         click.echo("revoked %s" % " ".join(revoked))

@@ -20,6 +20,10 @@ def public_id(token_hash):
     return token_hash[:ID_LEN]
 
 
+def id_of(token):
+    return public_id(signing.token_hash(token))
+
+
 def create(db, name, role, token=None, expires_in=None, groups=None, now=None):
     """Store a token (hashed) and return it. expires_in: seconds (None: never);
     groups: the group names it is confined to (None: every meter)."""

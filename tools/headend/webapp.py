@@ -16,11 +16,13 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import (
+    api_audit,
     api_devices,
     api_export,
     api_groups,
     api_tokens,
     api_updates,
+    audit,
     exchange,
     fastpath,
     fleet_presence,
@@ -90,6 +92,7 @@ def create_app(settings=None, transform=None):
     hub.metrics = metrics.Metrics(hub, bridge)
     app.state.bridge = bridge
     app.include_router(exchange.router)
+    app.include_router(api_audit.router)
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
     app.include_router(api_groups.router)
@@ -98,6 +101,7 @@ def create_app(settings=None, transform=None):
     app.include_router(metrics.router)
     from . import dashboard
     dashboard.install(app)
+    app.add_middleware(audit.Recorder, hub=hub)
     app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
 
     @app.get("/v1/health", tags=["health"])
