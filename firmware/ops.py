@@ -12,13 +12,14 @@ import config as configuration
 import envelope
 from clock import unix_ms
 
-_OPERATOR = ("read", "set_time", "get_config", "set_config", "set_poll", "relay",
+_OPERATOR = ("read", "get_config", "set_config", "set_poll", "relay",
              "set_presence", "get_events", "reboot", "message", "send", "get_messages",
              "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
-    "utility": _OPERATOR + ("reset_energy",),
-    "peer": ("read", "get_events", "relay", "set_presence", "message"),
+    "utility": _OPERATOR + ("reset_energy", "set_time"),
+    # never relay, config, update or time from a peer (the head-end's rules deny by default)
+    "peer": ("read", "get_events", "set_presence", "message"),
 }
 
 

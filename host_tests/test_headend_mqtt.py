@@ -12,7 +12,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter, hmac_hex
-from headend_harness import Api, Headend, free_socket
+from headend_harness import ALLOW_PEERS, Api, Headend, free_socket
 from mqtt_fake_meter import MqttFakeMeter, up_payload
 
 from headend import broker, devices
@@ -111,7 +111,7 @@ class Site:
 @pytest.fixture
 def make_site(tmp_path, request):
     def make(**kw):
-        site = Site(tmp_path, **kw)
+        site = Site(tmp_path, **dict(dict(peer_rules=ALLOW_PEERS), **kw))
         request.addfinalizer(site.close)
         return site.start()
     return make
@@ -309,10 +309,10 @@ def test_rendezvous_between_an_http_meter_and_an_mqtt_meter(make_site):
     h.execute([m])
     h.exchange()
     # MQTT meter -> HTTP meter -> back to the MQTT meter
-    q.add("send", {"to": "h1", "ref": "q-1", "op": "relay", "args": {"state": "open"}})
+    q.add("send", {"to": "h1", "ref": "q-1", "op": "get_events", "args": {}})
     q.exchange()
     (w,) = h.exchange(wait=5)["work"]
-    assert (w["op"], w["role"], w["from"]) == ("relay", "peer", "device:q1")
+    assert (w["op"], w["role"], w["from"]) == ("get_events", "peer", "device:q1")
     h.execute([w], lambda w: ("done", {"state": "open"}))
     h.exchange()
     (m,) = q.next_down()["work"]                                     # pushed at once

@@ -4,13 +4,13 @@ to A as a `message` work item, through the transform hook."""
 import headend_hooks
 import pytest
 from fastapi.testclient import TestClient
-from headend_harness import Api, Headend
+from headend_harness import ALLOW_PEERS, Api, Headend
 
 pytestmark = pytest.mark.unit
 
 
 def _pair(tmp_path, **kw):
-    h = Headend(tmp_path, **kw)
+    h = Headend(tmp_path, **dict(dict(peer_rules=ALLOW_PEERS), **kw))
     c = TestClient(h.app)
     return h, c, h.meter(c, "meter-a"), h.meter(c, "meter-b"), Api(c, h.op_token)
 
@@ -57,13 +57,13 @@ def test_unknown_target_and_non_peer_op_are_rejected_back_to_sender(tmp_path):
     msgs = {m["args"]["ref"]: m["args"] for m in a.exchange()["work"]}
     assert msgs["r1"]["result"]["status"] == "rejected"
     assert "unknown device" in msgs["r1"]["result"]["reason"]
-    assert "not allowed" in msgs["r2"]["result"]["reason"]
+    assert "never allowed from a peer" in msgs["r2"]["result"]["reason"]
     assert b.exchange()["work"] == []
 
 
 def test_peer_work_expiring_or_cancelled_tells_the_sender(tmp_path):
     h, c, a, b, op = _pair(tmp_path)
-    a.add("send", {"to": "meter-b", "ref": "r", "op": "relay", "args": {"state": "open"}})
+    a.add("send", {"to": "meter-b", "ref": "r", "op": "read", "args": {}})
     a.exchange()
     wid = h.hub.db.one("SELECT num FROM work WHERE device = 'meter-b'")["num"]
     assert op.delete("/v1/work/w-%08d" % wid).json()["status"] == "cancelled"
@@ -82,7 +82,8 @@ def test_failing_hook_fails_closed(tmp_path):
 
 
 def test_transform_callable_passed_to_create_app(tmp_path):
-    h = Headend(tmp_path, transform=lambda msg, s, t: dict(msg, seen=True))
+    h = Headend(tmp_path, transform=lambda msg, s, t: dict(msg, seen=True),
+                peer_rules=ALLOW_PEERS)
     c = TestClient(h.app)
     a, b = h.meter(c, "meter-a"), h.meter(c, "meter-b")
     a.add("send", {"to": "meter-b", "ref": "r", "op": "read", "args": {}})

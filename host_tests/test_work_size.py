@@ -9,7 +9,7 @@ import re
 import httpc
 import pytest
 from fastapi.testclient import TestClient
-from headend_harness import Api, Headend
+from headend_harness import ALLOW_PEERS, Api, Headend
 
 from headend import signing, work_size
 from lab import runner
@@ -74,7 +74,7 @@ def test_a_response_carries_only_what_fits_one_message(tmp_path):
 
 
 def test_group_and_rendezvous_refuse_what_a_member_cannot_take(tmp_path):
-    h = Headend(tmp_path)
+    h = Headend(tmp_path, peer_rules=ALLOW_PEERS)
     with TestClient(h.app) as c:
         op = Api(c, h.op_token)
         a = h.meter(c, "m-a")
@@ -86,7 +86,7 @@ def test_group_and_rendezvous_refuse_what_a_member_cannot_take(tmp_path):
         r = op.post("/v1/groups/g/work", json={"op": "message", "args": _pad(40000)})
         assert r.status_code == 413 and "32768" in r.json()["error"], r.text
         # a meter's send to a peer that cannot take it: rejected back to the sender
-        a.add("send", {"to": "m-b", "ref": "big", "op": "relay", "args": _pad(40000)})
+        a.add("send", {"to": "m-b", "ref": "big", "op": "read", "args": _pad(40000)})
         a.exchange()
         resp = a.exchange()
         msgs = [w["args"] if isinstance(w["args"], dict) else json.loads(w["args"])

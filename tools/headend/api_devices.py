@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from . import audit, devices, fleet_presence, idempotency, outcomes, work_size, workq
+from . import audit, devices, fleet_presence, idempotency, outcomes, policy, work_size, workq
 from .auth import Principal, principal, registrar
 from .db import loads
 from .meter_time import record_time
@@ -118,6 +118,7 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
     with hub.tx() as db:
         work_id = idempotency.replay(db, who.name, key, fp)
         if work_id is None:
+            refuse_if(policy.check_operator_send, hub, who, device_id, body.op)
             work_id = workq.enqueue(hub, device_id, body.op, body.args, who.work_role, who.origin,
                                     expires, body.when_available)
             idempotency.remember(db, who.name, key, fp, work_id, hub.now())
@@ -125,6 +126,15 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
             response.headers[idempotency.REPLAYED] = "true"
         row = workq.get(db, work_id)
     return workq.view(row, dev["presence"])
+
+
+def refuse_if(check, *args):
+    """HTTPException for a policy.Refused (429 with Retry-After)."""
+    try:
+        check(*args)
+    except policy.Refused as e:
+        headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+        raise HTTPException(e.status, e.reason, headers=headers) from None
 
 
 @router.get("/devices/{device_id}/work", response_model=list[WorkOut])

@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 
-from . import audit, groups, idempotency, outcomes, work_size, workq
+from . import audit, groups, idempotency, outcomes, policy, work_size, workq
+from .api_devices import refuse_if
 from .auth import Principal, principal
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
@@ -63,6 +64,7 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
     refused = who.may_send(body.op)
     if refused:
         raise HTTPException(403, refused)
+    refuse_if(policy.check_group_send, who, body.op)
     key = idempotency.check(idempotency_key)
     fp = idempotency.fingerprint(request, body)
     with hub.tx() as db:

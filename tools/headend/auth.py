@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .policy import UTILITY_OPS
+
 _bearer = HTTPBearer(auto_error=False, description="an operator, utility or admin token")
 
-UTILITY_OPS = ("reset_energy",)
+
 REGISTRARS = ("admin", "utility")       # the roles that may register devices
 
 

@@ -4,13 +4,10 @@ fn(message, sender, target) -> dict."""
 
 import logging
 
-from . import devices, work_size, workq
+from . import devices, policy, work_size, workq
 from .db import loads
 
 log = logging.getLogger("backchannel.routing")
-
-PEER_OPS = ("read", "get_events", "relay", "set_presence")
-
 
 def handle_send(hub, sender, body):
     """A `send` item {"to", "ref", "op", "args"[, "expires_in"]} from meter `sender`."""
@@ -19,13 +16,13 @@ def handle_send(hub, sender, body):
     if not isinstance(target, str) or not isinstance(op, str) or not isinstance(args, dict):
         return _reply(hub, sender, str(target), ref,
                       {"status": "rejected", "reason": "send needs to, op and args"})
+    refused = policy.peer_refusal(hub, sender, target, op)    # deny by default
+    if refused:
+        return _reply(hub, sender, target, ref, {"status": "rejected", "reason": refused})
     row = devices.get(hub.db, target)
     if row is None:
         return _reply(hub, sender, target, ref,
                       {"status": "rejected", "reason": "unknown device %s" % target})
-    if op not in PEER_OPS:
-        return _reply(hub, sender, target, ref,
-                      {"status": "rejected", "reason": "op %s not allowed for role peer" % op})
     seconds = body.get("expires_in", hub.settings.peer_expires)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         seconds = hub.settings.peer_expires

@@ -39,6 +39,10 @@ class Settings:
     mqtt_client_id: str = "backchannel-headend"
     mqtt_keepalive: int = 30
     mqtt_heartbeat: int = 60          # `next` for an MQTT meter whose poll is 0
+    # power and time (policy.py): peers denied unless a rule allows; relay rate per token
+    peer_rules: list | None = None    # [{"from": group or "*", "to": ..., "ops": [...]}]
+    peer_sends_per_minute: int = 30   # a meter's `send`s that become peer work
+    relay_per_minute: int = 6         # an operator token's relay commands
 
 
 def load_config(path):

@@ -29,6 +29,7 @@ from . import (
     metrics,
     mqtt_bridge,
     outcomes,
+    policy,
 )
 from . import settings as settings_mod
 from .auth import principal
@@ -65,6 +66,7 @@ def create_app(settings=None, transform=None):
     settings = settings or settings_mod.Settings()
     if transform is None and settings.transform:
         transform = settings_mod.load_transform(settings.transform)
+    policy.check_rules(settings.peer_rules)      # a bad rule: refuse to start, say why
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, Database(settings.db), transform, tokens)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None

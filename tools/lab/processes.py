@@ -50,13 +50,17 @@ class Headend:
     operator API client verifies the server with (default: the system store)."""
 
     def __init__(self, workdir, host="127.0.0.1", port=None, lab=None, ns="out", extra=(),
-                 certfile=None, keyfile=None, cafile=None):
+                 certfile=None, keyfile=None, cafile=None, config=None):
         self.dir = Path(workdir)
         self.db = str(self.dir / "hub.db")
         self.host = host
         self.port = port or free_port()
         self.lab, self.ns = lab, ns
         self.extra = list(extra)
+        if config is not None:             # settings for --config (docs/headend.md)
+            path = self.dir / "headend-config.json"
+            path.write_text(json.dumps(config))
+            self.extra += ["--config", str(path)]
         if certfile:
             self.extra += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
         elif not host.startswith("127."):      # a netlab namespace's closed network
