@@ -21,19 +21,9 @@
 import array
 
 import machine
+from mpshim import ticks_diff, ticks_us
 
 from boards.contract import BoardError, load_config
-
-try:
-    from time import ticks_diff, ticks_us
-except ImportError:  # CPython (desktop tests)
-    import time as _time
-
-    def ticks_us():
-        return int(_time.perf_counter() * 1000000) & 0x3FFFFFFF
-
-    def ticks_diff(a, b):
-        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
 
 ADC_MAX = 4095
 # GPIO -> channel. ADC2 is used by the Wi-Fi driver: its readings fail or are garbage while
@@ -301,21 +291,16 @@ class Esp32Board:
 
 def connect_wifi(ssid, password, timeout_ms=20000):
     """Station mode with modem power saving off (lower, steadier latency for the back channel)."""
-    import time
-
     import network
+    from mpshim import sleep_ms
 
     wlan = network.WLAN(network.STA_IF)
     wlan.active(True)
     if hasattr(network.WLAN, "PM_NONE"):
         wlan.config(pm=network.WLAN.PM_NONE)
     wlan.connect(ssid, password)
-    sleep_ms = getattr(time, "sleep_ms", None)
     waited = 0
     while not wlan.isconnected() and waited < timeout_ms:
-        if sleep_ms:
-            sleep_ms(100)
-        else:
-            time.sleep(0.1)
+        sleep_ms(100)
         waited += 100
     return wlan

@@ -263,20 +263,15 @@ class Rp2Board:
 def connect_wifi(ssid, password, pm=PM_PERFORMANCE, timeout_ms=20000):
     """Pico W station with the CYW43 power saving off (pm=0xA11140): the default power-save
     mode adds tens to hundreds of ms of latency and drops long-poll connections."""
-    import time
-
     import network
+    from mpshim import sleep_ms
 
     wlan = network.WLAN(network.STA_IF)
     wlan.active(True)
     wlan.config(pm=pm)
     wlan.connect(ssid, password)
-    sleep_ms = getattr(time, "sleep_ms", None)
     waited = 0
     while not wlan.isconnected() and waited < timeout_ms:
-        if sleep_ms:
-            sleep_ms(100)
-        else:
-            time.sleep(0.1)
+        sleep_ms(100)
         waited += 100
     return wlan

@@ -9,12 +9,13 @@ import config as configuration
 import health
 import metering
 import reading
-from clock import Clock, board_ms, ticks_diff, ticks_ms
+from clock import Clock, board_ms
 from comms import Comms
 from energy import RegisterStore, SavePolicy
 from httpc import HttpClient, tls_context
 from inbox import Inbox
 from kept_state import KeptState
+from mpshim import asleep_ms, ticks_diff, ticks_ms
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
@@ -24,12 +25,7 @@ from updater import Updater
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
 STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
-try:  # MicroPython's sleep_ms takes an int: no float per block
-    _sleep_ms = asyncio.sleep_ms
-except AttributeError:  # CPython
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
-_POLL_MS = 5  # polling a hardware board for its next block
+POLL_MS = 5  # polling a hardware board (mpshim.asleep_ms: an int, no float per call)
 
 
 def _rate_ratio(board):
@@ -206,7 +202,7 @@ class App:
             self.meter_beat.beat()
             if hardware:
                 while self.board.available() < BLOCK:
-                    await _sleep_ms(_POLL_MS)
+                    await asleep_ms(POLL_MS)
             n = self.board.read(vb, ib)
             if n == 0:
                 return
@@ -233,9 +229,9 @@ class App:
                 if lead > 60000:
                     ref, lead = now, ahead
                 if ahead > 0:
-                    await _sleep_ms(ahead)
+                    await asleep_ms(ahead)
                     continue
-            await _sleep_ms(0)
+            await asleep_ms(0)
 
     def save_energy(self):
         self.meter.fold_energy()

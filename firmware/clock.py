@@ -4,17 +4,6 @@
 
 import time
 
-try:
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-except AttributeError:  # CPython
-    def ticks_ms():
-        return int(time.monotonic() * 1000) & 0x3FFFFFFF
-
-    def ticks_diff(a, b):
-        d = (a - b) & 0x3FFFFFFF
-        return d - 0x40000000 if d >= 0x20000000 else d
-
 # MicroPython ports with a 2000-01-01 epoch report times this far behind Unix time.
 _EPOCH_2000_MS = 946684800000
 _MAX_MS = 4294967296000  # 2106: beyond it a time from the head-end is nonsense, not adopted

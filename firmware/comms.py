@@ -13,7 +13,7 @@ import random
 from binascii import hexlify
 
 import envelope
-from clock import ticks_diff, ticks_ms
+from mpshim import ticks_diff, ticks_ms
 
 CUT_HELD_S = 5   # a long-poll closed by the network after holding this long was cut, not failed
 

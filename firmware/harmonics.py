@@ -12,18 +12,8 @@
 # squared magnitude of order 1 and the sum over orders 2..H, per channel, into wide (hi, lo)
 # sums for the reading: THD = sqrt(sum over 2..H / order 1). All values stay within +/-2**30.
 
-try:
-    import micropython
-    from micropython import const
-    _HOST = False
-except ImportError:  # CPython
-    import mpshim as micropython
-    from mpshim import const
-
-    ptr16 = ptr32 = object
-    _HOST = True
-
 import kernel as K
+from mpshim import MICROPYTHON, const, micropython, ptr16, ptr32
 
 # acc layout (array('i')): header, then 4 sums per order (v cos, v sin, i cos, i sin)
 WPH = const(0)           # window phase: 2**22 spans the whole window
@@ -161,7 +151,7 @@ def close(acc: ptr32, en: ptr32, shift: int):
     acc[WPH] = 0
 
 
-if _HOST:  # the viper source above runs slowly as plain Python: use its numpy twin
+if not MICROPYTHON:  # the viper source above runs slowly as plain Python: use its numpy twin
     source_accumulate = accumulate  # what a board runs (test_harmonics.py compares them)
     try:
         from harmonics_host import accumulate  # noqa: F811

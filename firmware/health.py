@@ -10,7 +10,7 @@
 import asyncio
 import sys
 
-from clock import ticks_diff, ticks_ms
+from mpshim import ticks_diff, ticks_ms
 
 try:
     from version import VERSION

@@ -3,7 +3,7 @@
 
 import asyncio
 
-from clock import ticks_diff, ticks_ms
+from mpshim import ticks_diff, ticks_ms
 
 MAX_HEADER_LINES = 64
 MAX_BODY = 256 * 1024

@@ -6,14 +6,7 @@
 # in progress, a 10/12-cycle window or a reading window ends, start-up sync). Every stored
 # value stays within +/-2**30 for 12-bit input and at most MAX_HALF_SAMPLES per half cycle.
 
-try:
-    import micropython
-    from micropython import const
-except ImportError:  # CPython: the decorators do nothing, annotations are plain names
-    import mpshim as micropython
-    from mpshim import const
-
-    ptr16 = ptr32 = object
+from mpshim import const, micropython, ptr16, ptr32
 
 # The decorators must be written literally as @micropython.viper: MicroPython's compiler
 # recognises them by name, at compile time.

@@ -10,7 +10,6 @@
 # - A config or app that cannot start leaves the REPL (fix it with bc.set, then reset).
 # - An unexpected error is kept on flash (bc.status() shows it) and the board resets.
 
-import sys
 
 import fwboot
 
@@ -55,11 +54,9 @@ def _reset():
 
 
 def _print_exc(exc):
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(exc)
-    else:
-        import traceback
-        traceback.print_exception(exc)
+    from mpshim import print_exception
+
+    print_exception(exc)
 
 
 async def _run(app):

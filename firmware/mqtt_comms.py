@@ -1,5 +1,8 @@
 # The exchange over MQTT (docs/protocol.md, "MQTT transport"), on micropython-lib's
 # umqtt.simple (`mpremote mip install umqtt.simple` on a board; tools/lab/mplib.py here).
+# MqttComms is what the meter exchanges (this file); its collaborator MqttSession
+# (firmware/mqtt_session.py) is one connection to the broker, on the wire layer of
+# firmware/mqtt_wire.py.
 #
 # umqtt.simple encodes and decodes MQTT 3.1.1 packets on a blocking socket, and its publish()
 # and subscribe() block until their PUBACK/SUBACK. Here it never touches the network: its
@@ -36,47 +39,27 @@
 # connection's random nonce (`conn`); time is taken only from an answer.
 
 import asyncio
+import json
 import random
 
 import envelope
 import ha_discovery as hass
-from clock import ticks_diff, ticks_ms
-from comms import ALIVE_MARGIN_S
+from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
 from httpc import tls_reason
-from mqtt_exchange import MqttExchange
-from mqtt_wire import (
-    EXPECTED_ERRORS,
-    MAX_PACKET,
-    Link,
-    LinkError,
-    Net,
-    WouldBlock,
-    log,
-    open_connection,
-    refused_by,
-    simple,
-    traceback_text,
-)
+from mpshim import ticks_diff, ticks_ms
+from mqtt_session import MqttSession
+from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, log, simple, traceback_text
 
-__all__ = ("MqttComms", "LinkError", "MAX_PACKET", "WILL", "CONNACK_REFUSED")
-
-PING_MAX_MS = 25000     # below the 30 s idle limit of common NAT boxes and proxies
 WILL = b'{"state":"unavailable","note":"connection lost"}'
-CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
-                   3: "broker unavailable", 4: "bad user name or password",
-                   5: "not authorised"}
 
 
-class MqttComms(MqttExchange):
+class MqttComms:
     def __init__(self, device_id, key, host, port, outbox, inbox, dispatcher, clock,
                  ssl=None, keepalive=60, presence=None, reading=None, state_s=10,
                  ha_discovery=False, model=hass.MODEL, heartbeat_s=30,
                  backoff_base=1.0, backoff_cap=60.0, batch_items=32, batch_bytes=16384):
         self.device_id = device_id
         self.key = key
-        self.host = host
-        self.port = port or (8883 if ssl is not None else 1883)
-        self.ssl = ssl
         self.outbox = outbox
         self.inbox = inbox
         self.dispatcher = dispatcher
@@ -86,10 +69,6 @@ class MqttComms(MqttExchange):
         self.state_s = state_s
         self.ha = ha_discovery
         self.model = model
-        self.keepalive = keepalive
-        self.timeout_s = min(10.0, max(2.0, keepalive / 4))  # acks, CONNACK, PINGRESP, writes
-        self.ping_ms = min(keepalive * 500, PING_MAX_MS)
-        self.answer_s = 2 * self.timeout_s  # the head-end's answer to an up
         self.heartbeat_s = heartbeat_s
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -106,30 +85,23 @@ class MqttComms(MqttExchange):
         self.heartbeat = None           # callback(s), as comms.Comms
         self.updater = None  # firmware download (docs/ota.md)
         self.time_refusals = 0  # signed time refusals adopted since the last answer
-        self.connected = False
-        self.connected_at = 0
-        self.flushes = 0                # stream writes (one per batch of packets)
-        self.wake = asyncio.Event()
         self.kicked = False
         self.t_up = ("bc/%s/up" % device_id).encode()
         self.t_down = ("bc/%s/down" % device_id).encode()
         self.t_presence = hass.presence_topic(device_id).encode()
         self.t_state = hass.state_topic(device_id).encode()
-        user = device_id.encode()
-        password = envelope.sign(key, b"mqtt-password").encode()
-        self.client = simple.MQTTClient(user, host, self.port, user, password, keepalive)
-        self.client.set_callback(self._on_message)
-        self.client.set_last_will(self.t_presence, WILL, True, 1)
-        self.link = Link()
-        self.writer = None
-        self.rx_task = None
-        self.rx_error = None
-        self._reset_session()
+        self.session = MqttSession(
+            device_id.encode(), envelope.sign(key, b"mqtt-password").encode(), host,
+            port or (8883 if ssl is not None else 1883), ssl, keepalive,
+            self.t_presence, WILL, self.on_message, self.on_refused)
+        self.answer_s = 2 * self.session.timeout_s  # the head-end's answer to an up
+        self.new_connection()
 
-    def _reset_session(self):
-        self.inflight = {}              # pid: (ticks sent, what) awaiting PUBACK/SUBACK
-        self.ping_at = ticks_ms()
-        self.ping_pending = False
+    def new_connection(self):
+        """Forget what was sent on the previous connection."""
+        # a random nonce per connection, held in RAM only: no flash write per push
+        self.conn = new_nonce()
+        self.sent_nonce = None
         self.awaiting = None            # ticks the up in flight was sent (until a down)
         self.up_at = ticks_ms()
         self.hold_at = None             # after an unanswered up: no up for hold_ms
@@ -141,13 +113,12 @@ class MqttComms(MqttExchange):
         self.sent_reading = None
         self.state_at = None
         self.discovery_due = self.ha
-        self._new_connection()
 
     # --- the interface app.py uses (same as comms.Comms) ---
     def kick(self):
         """Send a request now (or as soon as the one in flight is answered)."""
         self.kicked = True
-        self.wake.set()
+        self.session.wake.set()
 
     def backoff_s(self, failures=None):
         n = self.failures if failures is None else failures
@@ -155,25 +126,26 @@ class MqttComms(MqttExchange):
         return delay * (0.5 + random.random() / 2)
 
     async def run(self):
+        s = self.session
         while True:
             self._alive(0)
             try:
-                await self._session()
+                await self._connected()
             except Exception as exc:  # link down, broker refused, protocol error
                 self.failures += 1
                 # a link that held for a ping interval was sound: back off from the start.
                 # One that fails soon after CONNACK, every time, backs off further each time.
-                if self.connected and ticks_diff(ticks_ms(), self.connected_at) >= self.ping_ms:
+                if s.connected and ticks_diff(ticks_ms(), s.connected_at) >= s.ping_ms:
                     self.link_failures = 0
                 self.link_failures += 1
-                self.last_error = self._reason(exc)
+                self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
                 expected = isinstance(exc, EXPECTED_ERRORS)
-                if not (expected or self.ssl is not None and tls_reason(exc)):
+                if not (expected or s.ssl is not None and tls_reason(exc)):
                     # a bug rather than the network: show where
                     traceback_text(exc)
             finally:
-                self._close()
+                s.close()
             delay = self.backoff_s(self.link_failures)
             self._alive(delay)
             await asyncio.sleep(delay)
@@ -181,201 +153,109 @@ class MqttComms(MqttExchange):
     def _alive(self, wait_s):
         # connect, CONNACK and every write each wait up to timeout_s
         if self.heartbeat is not None:
-            self.heartbeat(wait_s + 3 * self.timeout_s + ALIVE_MARGIN_S)
+            self.heartbeat(wait_s + 3 * self.session.timeout_s + ALIVE_MARGIN_S)
 
-    def _reason(self, exc):
+    def reason(self, exc):
+        """One line for a session that ended with exc."""
+        s = self.session
         if isinstance(exc, AssertionError):
             return "MQTT protocol error (umqtt assertion)"
         if isinstance(exc, simple.MQTTException):
             return "broker refused: %s" % (exc,)
         if isinstance(exc, asyncio.TimeoutError):
             return "broker timed out (connect or write)"
-        tls = tls_reason(exc) if self.ssl is not None else None
+        tls = tls_reason(exc) if s.ssl is not None else None
         if tls:
-            return "TLS with %s:%d failed: %s" % (self.host, self.port, tls)
+            return "TLS with %s:%d failed: %s" % (s.host, s.port, tls)
         return "%s: %s" % (type(exc).__name__, exc)
 
     # --- one connection ---
-    async def _session(self):
-        self.link = Link()
-        self._reset_session()
-        self.rx_error = None
-        connecting = open_connection(self.host, self.port, self.ssl)
-        reader, self.writer = await asyncio.wait_for(connecting, self.timeout_s)
-        self.rx_task = asyncio.create_task(self._read_loop(reader))
-        self._connect_packet()
-        await self._flush()
-        present = await self._connack()
-        self.connected = True
-        self.connected_at = ticks_ms()
-        log("connected to %s:%d (session %s)" % (self.host, self.port,
+    async def _connected(self):
+        s = self.session
+        self.new_connection()
+        present = await s.open()
+        log("connected to %s:%d (session %s)" % (s.host, s.port,
                                                   "resumed" if present else "new"))
-        self._subscribe(self.t_down, 1)
+        s.subscribe(self.t_down, 1, required=True)
         if self.ha:
-            self._subscribe(hass.STATUS_TOPIC, 0)
+            s.subscribe(hass.STATUS_TOPIC, 0)
         while True:
             self._alive(0)
-            self.wake.clear()
-            if self.rx_error is not None:
-                raise self.rx_error
-            self._process()
-            now = ticks_ms()
-            self._timers(now)
-            self._outbound(now)
-            if self.link.tx:
-                await self._flush()
+            s.wake.clear()
+            self.step(ticks_ms())
+            if s.pending():
+                await s.flush()
             try:
-                await asyncio.wait_for(self.wake.wait(), 0.25)
+                await asyncio.wait_for(s.wake.wait(), 0.25)
             except asyncio.TimeoutError:
                 pass
 
-    async def _read_loop(self, reader):
+    def step(self, now):
+        """Take what arrived, run the timers, queue what is due (the caller flushes)."""
+        refused = self.session.check(now)
+        if refused:
+            self.last_error = refused
+        self._answer_timer(now)
+        self._outbound(now)
+
+    def on_refused(self, size):
+        self.last_error = ("refused a %d-byte message from the broker (at most %d)"
+                           % (size, MAX_PACKET))
+        log(self.last_error)
+        self.outbox.offer("notice", {"what": "oversized message refused", "count": 1,
+                                     "bytes": size, "limit": MAX_PACKET})
+
+    # --- what arrives ---
+    def on_message(self, topic, msg):
+        """umqtt's callback; runs inside the session's process(), before the PUBACK."""
+        if topic == self.t_down:
+            self._down(msg)
+        elif topic == hass.STATUS_TOPIC and msg == b"online":
+            self.discovery_due = True
+
+    def _down(self, msg):
+        i = msg.find(b" ")
+        sig, raw = msg[:i], msg[i + 1:]
         try:
-            while True:
-                data = await reader.read(1024)
-                if not data:
-                    raise LinkError("the broker closed the connection")
-                self.link.feed(data)
-                self.wake.set()
-        except Exception as exc:
-            self.rx_error = exc
-            self.wake.set()
-
-    async def _flush(self):
-        self.flushes += 1
-        self.writer.write(self.link.take())
-        await asyncio.wait_for(self.writer.drain(), self.timeout_s)
-
-    def _close(self):
-        self.connected = False
-        if self.rx_task is not None:
-            self.rx_task.cancel()
-            self.rx_task = None
-        w, self.writer = self.writer, None
-        if w is not None:
-            try:
-                w.close()
-                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves the socket
-                if s is not None:
-                    s.close()
-            except OSError:
-                pass
-
-    def _connect_packet(self):
-        net = simple.socket
-        simple.socket = Net(self.link)
+            ok = i == 64 and envelope.same(sig.decode(), envelope.sign(self.key, raw))
+        except (UnicodeError, ValueError):
+            ok = False
+        if not ok:
+            self.last_error = "response signature does not match; ignored"
+            return
         try:
-            self.client.connect(False)  # clean_session=False
-        except WouldBlock:  # CONNECT is in the link; _connack reads the answer
-            pass
-        finally:
-            simple.socket = net
+            resp = json.loads(raw)
+        except ValueError:
+            resp = None
+        if not isinstance(resp, dict):
+            self.last_error = "response is not a JSON object; ignored"
+            return
+        if "error" in resp:     # the signed time refusal of our up (docs/protocol.md)
+            if self.awaiting is not None and time_refusal(self, resp, self.sent_nonce):
+                self.awaiting = None
+                self.want_up = True
+            return
+        # bound (v2): the answer to our latest up, or a push on this very connection
+        if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
+            self.last_error = "down answers no request of this connection; ignored"
+            return
+        answer = resp.get("re") is not None
+        self.exchanges += 1
+        self.last_ok = self.clock.now()
+        self.failures = 0
+        if answer:
+            self.time_refusals = 0
+        if answer and self.awaiting is not None:  # it stored what we sent
+            self.awaiting = None
+            if self.sent_done:
+                self.inbox.confirm(self.sent_done)
+                self.sent_done = []
+        if apply_response(self, resp, answer):
+            self.want_up = True
+        if self.after_exchange is not None:
+            self.after_exchange()
 
-    async def _connack(self):
-        start = ticks_ms()
-        link = self.link
-        while True:
-            self.wake.clear()
-            if self.rx_error is not None:
-                raise self.rx_error
-            if link.packet_size():
-                break
-            left = self.timeout_s - ticks_diff(ticks_ms(), start) / 1000
-            if left <= 0:
-                raise LinkError("no CONNACK within %g s" % self.timeout_s)
-            try:
-                await asyncio.wait_for(self.wake.wait(), left)
-            except asyncio.TimeoutError:
-                pass
-        rx, p = link.rx, link.pos
-        if rx[p] != 0x20 or link.packet_size() != 4:
-            raise LinkError("MQTT protocol error: expected CONNACK")
-        if rx[p + 3]:
-            raise LinkError("broker refused the connection: %s"
-                            % CONNACK_REFUSED.get(rx[p + 3], rx[p + 3]))
-        link.pos += 4
-        link.compact()
-        return rx[p + 2] & 1
-
-    # --- packets out (umqtt encodes; the link collects; _flush sends) ---
-    def _next_pid(self):
-        if self.client.pid >= 0xFFFF:  # umqtt never wraps its 16-bit packet id
-            self.client.pid = 0
-
-    def _publish(self, topic, msg, retain=False, qos=0):
-        self._next_pid()
-        try:
-            self.client.publish(topic, msg, retain, qos)
-        except WouldBlock:  # QoS 1: umqtt waits for the PUBACK; _process matches it
-            self.inflight[self.client.pid] = (ticks_ms(), topic)
-
-    def _subscribe(self, topic, qos):
-        self._next_pid()
-        try:
-            self.client.subscribe(topic, qos)
-        except WouldBlock:
-            self.inflight[self.client.pid] = (ticks_ms(), b"subscribe " + topic)
-
-    # --- packets in ---
-    def _process(self):
-        link = self.link
-        while True:
-            size = link.packet_size()
-            if not size:
-                break
-            start = link.pos
-            kind = link.rx[start] & 0xF0
-            link.end = start + size
-            if kind == 0x30 or kind == 0xD0:  # PUBLISH (umqtt PUBACKs QoS 1), PINGRESP
-                self.client.check_msg()
-                if link.pos != link.end:
-                    raise LinkError("MQTT protocol error: bad packet 0x%02x" % kind)
-                if kind == 0xD0:
-                    self.ping_pending = False
-            elif kind == 0x40 or kind == 0x90:  # PUBACK, SUBACK
-                if size < 4:
-                    raise LinkError("MQTT protocol error: short ack")
-                pid = link.rx[start + 2] << 8 | link.rx[start + 3]
-                what = self.inflight.pop(pid, (0, b"?"))[1]
-                if kind == 0x90 and refused_by(link.rx, start + 4, link.end):
-                    if what.endswith(self.t_down):
-                        raise LinkError("broker refused the subscription to %s"
-                                        % self.t_down.decode())
-                    self.last_error = "broker refused %s" % what.decode()
-            else:
-                raise LinkError("MQTT protocol error: unexpected packet 0x%02x" % kind)
-            link.pos = link.end
-        link.compact()
-        if link.refused:
-            self._refused()
-
-    def _refused(self):
-        """Acknowledge each PUBLISH the link refused as too large (so the broker drops it
-        instead of sending it again), and say so: last_error and a notice for the head-end."""
-        link = self.link
-        for qos, pid, size in link.refused:
-            if qos == 1:
-                link.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))  # PUBACK
-            self.last_error = ("refused a %d-byte message from the broker (at most %d)"
-                               % (size, MAX_PACKET))
-            log(self.last_error)
-            self.outbox.offer("notice", {"what": "oversized message refused", "count": 1,
-                                         "bytes": size, "limit": MAX_PACKET})
-        link.refused = []
-
-    # --- timers ---
-    def _timers(self, now):
-        timeout_ms = int(self.timeout_s * 1000)
-        if self.ping_pending and ticks_diff(now, self.ping_at) > timeout_ms:
-            raise LinkError("no PINGRESP within %g s" % self.timeout_s)
-        if not self.ping_pending and ticks_diff(now, self.ping_at) >= self.ping_ms:
-            self.client.ping()
-            self.ping_at = now
-            self.ping_pending = True
-        for pid in self.inflight:
-            sent, what = self.inflight[pid]
-            if ticks_diff(now, sent) > timeout_ms:
-                raise LinkError("no ack for %s within %g s" % (what.decode(), self.timeout_s))
+    def _answer_timer(self, now):
         if self.awaiting is not None and ticks_diff(now, self.awaiting) > self.answer_s * 1000:
             self.awaiting = None
             self.failures += 1
@@ -383,3 +263,45 @@ class MqttComms(MqttExchange):
             self.hold_at = now
             self.hold_ms = int(self.backoff_s() * 1000)
 
+    # --- what to send ---
+    def _outbound(self, now):
+        publish = self.session.publish
+        if self.discovery_due:
+            self.discovery_due = False
+            for topic, payload in hass.messages(self.device_id, self.model):
+                publish(topic, payload, True, 1)
+        p = self.presence
+        stated = (p.state, p.note) if p is not None else ("available", "")
+        if stated != self.sent_presence:
+            self.sent_presence = stated
+            body = json.dumps({"state": stated[0], "note": stated[1]}).encode()
+            publish(self.t_presence, body, True, 1)
+        if self.reading is not None and (self.state_at is None or
+                                         ticks_diff(now, self.state_at) >= self.state_s * 1000):
+            r = self.reading()
+            if r is not None and r is not self.sent_reading:
+                self.sent_reading = r
+                self.state_at = now
+                publish(self.t_state, json.dumps(r).encode(), True, 0)
+        if self.awaiting is not None:
+            return
+        if self.hold_at is not None and ticks_diff(now, self.hold_at) < self.hold_ms:
+            return
+        every = (self.poll_s if self.poll_s > 0 else self.heartbeat_s) * 1000
+        if (self.kicked or self.want_up or self.outbox.next_seq != self.sent_next_seq
+                or ticks_diff(now, self.up_at) >= every):
+            self.send_up(now)
+
+    def send_up(self, now):
+        """Publish the signed exchange request (docs/protocol.md) on up."""
+        _, done, body = request_body(self, 0)
+        body["conn"] = self.conn    # pushes on this connection are bound to it
+        self.sent_nonce = body["nonce"]
+        raw = json.dumps(body).encode()
+        self.kicked = self.want_up = False
+        self.sent_next_seq = self.outbox.next_seq
+        self.sent_done = done
+        self.awaiting = self.up_at = now
+        self.hold_at = None
+        self.session.publish(self.t_up, envelope.sign(self.key, raw).encode() + b" " + raw,
+                             False, 1)

@@ -15,16 +15,9 @@
 import asyncio
 import sys
 
-_MICROPYTHON = sys.implementation.name == "micropython"
-if not _MICROPYTHON:
-    # umqtt.simple imports MicroPython's u-prefixed module names.
-    import binascii
-    import socket
-    import struct
+from mpshim import MICROPYTHON, alias_u_modules, print_exception
 
-    for _name, _mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
-        sys.modules.setdefault(_name, _mod)
-
+alias_u_modules()  # umqtt.simple imports usocket, ustruct, ubinascii
 from umqtt import simple  # noqa: E402
 
 MAX_PACKET = 32 * 1024  # larger packets from the broker are refused (see _Link._refuse)
@@ -167,7 +160,7 @@ class Net:
 
 async def open_connection(host, port, ssl):
     """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
-    if not _MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
+    if not MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
         return await asyncio.open_connection(host, port, ssl=ssl,
                                              server_hostname=host if ssl else None)
     # MicroPython's open_connection, plus TCP_NODELAY before TLS hides the socket.
@@ -203,12 +196,7 @@ def refused_by(rx, start, end):
 
 
 def traceback_text(exc):
-    try:
-        sys.print_exception(exc, sys.stderr)  # MicroPython
-    except AttributeError:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    print_exception(exc, sys.stderr)
 
 
 def log(msg):

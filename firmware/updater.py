@@ -17,8 +17,8 @@ import fw_manifest
 import fwboot
 import store
 import version as fwversion
-from clock import ticks_diff, ticks_ms
 from fw_image import ImageSink
+from mpshim import ticks_diff, ticks_ms
 
 FETCH_LEN = 4096  # block-aligned, so an image resumes on a flash block boundary
 ROLLED_BACK_IMAGE = "image not confirmed; the bootloader rolled back"

@@ -14,10 +14,10 @@ import pytest
 from comms import ExchangeError
 from fastapi.testclient import TestClient
 from headend_harness import Api, Headend
-from mqtt_exchange import MqttExchange
 
 from boards.sim_board import DEFAULT_SCENARIO, SimBoard
 from headend import exchange, workq
+from lab import runner
 
 pytestmark = pytest.mark.unit
 
@@ -191,19 +191,12 @@ def test_signed_answer_to_another_meters_request_is_refused(site):
 
 
 def _mqtt_link(app):
-    """The firmware's MQTT exchange logic (mqtt_exchange.MqttExchange) on the meter's own
-    outbox, inbox, dispatcher and clock, without a socket."""
-    link = type("Link", (MqttExchange,), {})()
+    """The firmware's MQTT exchange (mqtt_comms.MqttComms) on the meter's own outbox, inbox,
+    dispatcher and clock; its session never connects."""
     c = app.comms
-    for name in ("device_id", "key", "outbox", "inbox", "dispatcher", "clock"):
-        setattr(link, name, getattr(c, name))
-    link.awaiting = link.after_exchange = link.updater = None
-    link.sent_done, link.failures, link.exchanges, link.time_refusals = [], 0, 0, 0
-    link.last_ok = link.last_error = None
-    link.want_up = False
-    link.poll_s = 0
-    link._new_connection()
-    return link
+    MqttComms = runner.import_firmware("mqtt_comms").MqttComms  # noqa: N806 - a class
+    return MqttComms(c.device_id, c.key, "127.0.0.1", 1, c.outbox, c.inbox, c.dispatcher,
+                     c.clock)
 
 
 def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
@@ -224,13 +217,13 @@ def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
     assert push is not None and push["work"]
     data, psig = exchange.signed(site.he.hub.db.one(
         "SELECT key FROM devices WHERE id = 'meter-a'")["key"], push)
-    link._new_connection()                   # the meter reconnected
-    link._down(psig.encode() + b" " + data)
+    link.new_connection()                   # the meter reconnected
+    link.on_message(link.t_down, psig.encode() + b" " + data)
     assert meter.relay == "closed", "a push bound to another connection ran"
     assert "no request of this connection" in (link.last_error or "")
     # on the connection it was made for, it runs
     link.conn = first
-    link._down(psig.encode() + b" " + data)
+    link.on_message(link.t_down, psig.encode() + b" " + data)
     assert meter.relay == "open"
 
 
@@ -241,7 +234,7 @@ def test_mqtt_push_does_not_set_the_clock(site):
                 next=30, time=time.time() - 5000)
     key = site.he.hub.db.one("SELECT key FROM devices WHERE id = 'meter-a'")["key"]
     data, sig = exchange.signed(key, push)
-    link._down(sig.encode() + b" " + data)
+    link.on_message(link.t_down, sig.encode() + b" " + data)
     assert abs(meter.clock.now() - time.time()) < 3, "a push set the clock"
 
 
@@ -397,9 +390,9 @@ def test_mqtt_time_refusal_is_adopted_and_the_up_sent_again(site):
                                     topic_device="meter-a"))
     data, sig = exchange.signed(refused.value.key, refused.value.answer)
     link.awaiting, link.sent_nonce = 1, "ab" * 8          # another up is outstanding
-    link._down(sig.encode() + b" " + data)
+    link.on_message(link.t_down, sig.encode() + b" " + data)
     assert abs(meter.clock.now() - time.time()) > 3600, "a refusal of another up was adopted"
     link.sent_nonce = body["nonce"]
-    link._down(sig.encode() + b" " + data)
+    link.on_message(link.t_down, sig.encode() + b" " + data)
     assert abs(meter.clock.now() - time.time()) < 3
     assert link.want_up and link.awaiting is None

@@ -157,3 +157,38 @@ def test_no_private_names_cross_a_module_boundary():
                         and not node.attr.startswith("__")):
                     offenders.append("%s: %s.%s" % (path.name, node.value.id, node.attr))
     assert not offenders
+
+
+def test_interpreter_differences_live_in_mpshim():
+    """MicroPython-or-CPython questions are answered in firmware/mpshim.py alone: no other
+    firmware or board module probes the interpreter or writes its own fallback."""
+    import re
+
+    probes = re.compile(r"import micropython|from micropython import|sys\.implementation|"
+                        r"time\.ticks_|time\.sleep_ms|asyncio\.sleep_ms|sys\.print_exception|"
+                        r"import traceback|import mpshim as|\"u(socket|struct|binascii|json)\"")
+    hits = []
+    for folder in ("firmware", "boards"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if path.name in ("mpshim.py", "harmonics_host.py"):  # the shim; host-only numpy
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if probes.search(code):
+                    hits.append("%s:%d: %s" % (path.relative_to(ROOT), n, line.strip()))
+    assert not hits
+
+
+def test_firmware_classes_are_collaborators_not_mixins():
+    """A firmware class inherits from no other project class (exceptions aside): a helper is
+    an object it holds, with its own state, not a mixin working on the host's attributes."""
+    classes = {}
+    for path in (ROOT / "firmware").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = [b.id if isinstance(b, ast.Name) else
+                                      getattr(b, "attr", "?") for b in node.bases]
+    mixed = {name: bases for name, bases in classes.items()
+             if any(b in classes and "Error" not in b and "Exception" not in b
+                    for b in bases)}
+    assert not mixed

@@ -13,7 +13,7 @@ import health
 import machine  # the fake
 import ops
 from app import App
-from clock import ticks_ms
+from mpshim import ticks_ms
 
 from boards.sim_board import DEFAULT_SCENARIO, SimBoard
 

@@ -1,14 +1,17 @@
-# Drives firmware/mqtt_comms.py without a network (argv: state dir): umqtt.simple encodes into
-# and parses from the in-memory link, as on a real connection. Prints one JSON object of
-# findings; host_tests/test_mqtt_link.py checks them on MicroPython and CPython.
+# Drives firmware/mqtt_comms.py and its MqttSession without a network (argv: state dir):
+# umqtt.simple encodes into and parses from the in-memory link, as on a real connection.
+# Prints one JSON object of findings; host_tests/test_mqtt_link.py checks them on
+# MicroPython and CPython.
 
 import json
 import sys
 
 import envelope
 import mqtt_comms as M
-from clock import Clock, ticks_ms
+from clock import Clock
 from inbox import Inbox
+from mpshim import ticks_ms
+from mqtt_wire import MAX_PACKET, Link
 from ops import Dispatcher
 from outbox import Outbox
 
@@ -70,10 +73,11 @@ def main(state):
     c = M.MqttComms("meter-x", KEY, "127.0.0.1", 0, outbox, inbox,
                     Dispatcher(None, KEY, outbox, inbox, device_id="meter-x"), clock,
                     keepalive=20)
-    link = c.link
+    s = c.session
+    link = s.link
 
     # CONNECT: several writes by umqtt, one packet in the link, no read of the CONNACK yet
-    c._connect_packet()
+    s.connect_packet()
     out["connect_writes"] = link.writes
     tx = link.take()
     out["connect"] = packets(tx)
@@ -82,26 +86,26 @@ def main(state):
 
     # QoS 1 publish: umqtt's pieces collected into one packet; its wait for the PUBACK stopped
     w = link.writes
-    c._publish(b"bc/meter-x/up", b"x" * 300, False, 1)
+    s.publish(b"bc/meter-x/up", b"x" * 300, False, 1)
     out["publish_writes"] = link.writes - w
     out["publish"] = packets(link.take())
-    pid = c.client.pid
-    out["inflight"] = list(c.inflight)
+    pid = s.client.pid
+    out["inflight"] = list(s.inflight)
 
     # the PUBACK, split across two reads, clears it
     link.feed(bytes([0x40, 2, pid >> 8]))
-    c._process()
-    out["inflight_half_puback"] = len(c.inflight)
+    s.process()
+    out["inflight_half_puback"] = len(s.inflight)
     link.feed(bytes([pid & 0xFF]))
-    c._process()
-    out["inflight_after_puback"] = len(c.inflight)
+    s.process()
+    out["inflight_after_puback"] = len(s.inflight)
 
     # the packet id wraps before 65536 (umqtt would pack an overflow)
-    c.client.pid = 0xFFFF
-    c._publish(b"bc/meter-x/up", b"y", False, 1)
-    out["wrapped_pid"] = c.client.pid
+    s.client.pid = 0xFFFF
+    s.publish(b"bc/meter-x/up", b"y", False, 1)
+    out["wrapped_pid"] = s.client.pid
     link.take()
-    c.inflight = {}
+    s.inflight = {}
 
     # a signed down arriving in two halves: applied once complete, then PUBACKed
     outbox.append("reading", {"v": 1})
@@ -110,58 +114,58 @@ def main(state):
                       "time": clock.now()}).encode()        # a push on this connection
     pkt = publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 9)
     link.feed(pkt[:20])
-    c._process()
+    s.process()
     out["half_down"] = [c.exchanges, len(link.tx)]
     link.feed(pkt[20:])
-    c._process()
+    s.process()
     out["down"] = [c.exchanges, outbox.acked, c.poll_s, list(link.take())]
 
     # a down with a bad signature is ignored (and still PUBACKed)
     pkt = publish_packet(c.t_down, b"0" * 64 + b" " + raw, 1, 10)
     link.feed(pkt)
-    c._process()
+    s.process()
     out["bad_sig"] = [c.exchanges, c.last_error, list(link.take())]
 
     # PINGREQ at keepalive/2; a PINGRESP clears it; none within timeout_s is a dead link
     now = ticks_ms()
-    c.ping_at = now - 10001
-    c._timers(now)
-    out["ping"] = [list(link.take()), c.ping_pending]
+    s.ping_at = now - 10001
+    s.timers(now)
+    out["ping"] = [list(link.take()), s.ping_pending]
     link.feed(b"\xd0\x00")
-    c._process()
-    out["pingresp"] = c.ping_pending
-    c.ping_at = now - 10001
-    c._timers(now)
+    s.process()
+    out["pingresp"] = s.ping_pending
+    s.ping_at = now - 10001
+    s.timers(now)
     link.take()
-    out["no_pingresp"] = raises(c._timers, now + int(c.timeout_s * 1000) + 1)
-    c.ping_pending = False
-    c.ping_at = now
+    out["no_pingresp"] = raises(s.timers, now + int(s.timeout_s * 1000) + 1)
+    s.ping_pending = False
+    s.ping_at = now
 
     # a QoS 1 publish whose PUBACK never comes
-    c._publish(b"bc/meter-x/state", b"z", False, 1)
+    s.publish(b"bc/meter-x/state", b"z", False, 1)
     link.take()
-    out["no_puback"] = raises(c._timers, ticks_ms() + int(c.timeout_s * 1000) + 50)
-    c.inflight = {}
+    out["no_puback"] = raises(s.timers, ticks_ms() + int(s.timeout_s * 1000) + 50)
+    s.inflight = {}
 
     # a refused subscription to down; a QoS 2 publish (umqtt asserts); an oversized packet
-    c._subscribe(c.t_down, 1)
+    s.subscribe(c.t_down, 1, required=True)
     link.take()
-    sp = c.client.pid
+    sp = s.client.pid
     link.feed(bytes([0x90, 3, sp >> 8, sp & 0xFF, 0x80]))
-    out["suback_refused"] = raises(c._process)
+    out["suback_refused"] = raises(s.process)
     for name, data in (("qos2", publish_packet(c.t_down, b"x", 2)),
-                       ("oversized", b"\xb0" + varint(M.MAX_PACKET + 1)),
+                       ("oversized", b"\xb0" + varint(MAX_PACKET + 1)),
                        ("unexpected", b"\xb0\x02\x00\x01")):
-        c.link = c.client.sock = link = M.Link()
+        s.link = s.client.sock = link = Link()
         link.feed(data)
-        err = raises(c._process)
+        err = raises(s.process)
         out[name] = err
     try:
-        c.link = c.client.sock = M.Link()
-        c.link.feed(publish_packet(c.t_down, b"x", 2))
-        c._process()
+        s.link = s.client.sock = Link()
+        s.link.feed(publish_packet(c.t_down, b"x", 2))
+        s.process()
     except Exception as exc:
-        out["qos2_reason"] = c._reason(exc)
+        out["qos2_reason"] = c.reason(exc)
     out["refused"] = oversized(c)
     print(json.dumps(out))
 
@@ -169,17 +173,18 @@ def main(state):
 def oversized(c):
     """A PUBLISH over MAX_PACKET on down, arriving in 1 KB reads, then a small one: the big
     one is dropped as it arrives (rx stays small), PUBACKed, noticed; the next is taken."""
-    c.link = c.client.sock = link = M.Link()
+    s = c.session
+    s.link = s.client.sock = link = Link()
     got = []
-    c.client.set_callback(lambda topic, msg: got.append(len(msg)))
-    big = publish_packet(c.t_down, b"x" * (M.MAX_PACKET + 100), 1, pid=321)
+    s.client.set_callback(lambda topic, msg: got.append(len(msg)))
+    big = publish_packet(c.t_down, b"x" * (MAX_PACKET + 100), 1, pid=321)
     data = big + publish_packet(c.t_down, b"small", 1, pid=322)
     depth = c.outbox.depth()
     largest = 0
     for k in range(0, len(data), 1024):
         link.feed(data[k:k + 1024])
         largest = max(largest, len(link.rx))
-        c._process()
+        s.process()
     tx = bytes(link.take())
     notices = c.outbox.peek(100, 1 << 20)[depth:]
     return {"largest_rx": largest, "got": got, "pubacks": [list(tx[i:i + 4])

@@ -44,21 +44,22 @@ def main(state):
                     Dispatcher(None, KEY, outbox, inbox, device_id="meter-x"), clock,
                     keepalive=20)
     c.updater = StubUpdater()
-    c._connect_packet()
-    c.link.take()
+    c.session.connect_packet()
+    c.session.link.take()
     out = {}
-    c._send_up(0)
-    out["idle"] = up_body(c.link)
+    c.send_up(0)
+    out["idle"] = up_body(c.session.link)
     c.awaiting = None
     c.updater.next = {"version": "1.0.0", "path": "a.py", "offset": 0, "len": 4096}
-    c._send_up(0)
-    out["downloading"] = up_body(c.link)
+    c.send_up(0)
+    out["downloading"] = up_body(c.session.link)
     chunk = {"version": "1.0.0", "path": "a.py", "offset": 0, "size": 3, "data": "QUJD"}
     raw = json.dumps({"v": 2, "dir": "down", "device": "meter-x", "conn": c.conn,
                       "ack": 0, "chunk": chunk}).encode()
     c.want_up = False
-    c.link.feed(publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 9))
-    c._process()
+    signed = envelope.sign(KEY, raw).encode() + b" " + raw
+    c.session.link.feed(publish_packet(c.t_down, signed, 1, 9))
+    c.session.process()
     out["chunks"] = c.updater.chunks
     out["want_up"] = c.want_up
     print(json.dumps(out))

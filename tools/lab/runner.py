@@ -145,7 +145,10 @@ def import_firmware(name):
     reading of a meter's flash). The one place a host program puts firmware/ on its path."""
     import importlib
 
+    path = sys.path
     for p in (str(ROOT), str(FIRMWARE)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+        if p not in path:
+            path.insert(0, p)
+    if str(MPLIB) not in path:  # umqtt (mqtt_comms), after the firmware's own modules
+        path.append(str(MPLIB))
     return importlib.import_module(name)
