@@ -2,7 +2,7 @@
 # names from here instead of each writing its own try/except: the same source then runs on a
 # board, on MicroPython's unix port and under CPython (host tests, replay, the simulator).
 #
-#   micropython, const, ptr8/ptr16/ptr32  the real module on MicroPython (so @micropython.viper
+#   micropython, const, ptr8/ptr16/ptr32  the real module on MicroPython (so the viper decorator
 #                      compiles to machine code); on CPython decorators that do nothing, and
 #                      plain names for the viper annotations
 #   ticks_ms, ticks_us, ticks_diff, ticks_add   MicroPython's wrapping 30-bit tick counters
