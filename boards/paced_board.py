@@ -11,22 +11,7 @@
 
 import array
 
-try:
-    from time import sleep_ms, ticks_add, ticks_diff, ticks_us
-except ImportError:  # CPython
-    import time as _time
-
-    def ticks_us():
-        return int(_time.perf_counter() * 1000000) & 0x3FFFFFFF
-
-    def ticks_diff(a, b):
-        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
-
-    def ticks_add(a, d):
-        return (a + d) & 0x3FFFFFFF
-
-    def sleep_ms(ms):
-        _time.sleep(ms / 1000)
+from mpshim import sleep_ms, ticks_add, ticks_diff, ticks_us
 
 
 def _gcd(a, b):

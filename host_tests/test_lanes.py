@@ -166,6 +166,7 @@ def test_interpreter_differences_live_in_mpshim():
 
     probes = re.compile(r"import micropython|from micropython import|sys\.implementation|"
                         r"time\.ticks_|time\.sleep_ms|asyncio\.sleep_ms|sys\.print_exception|"
+                        r"from (u?time|u?asyncio) import .*(ticks|sleep_ms)|"
                         r"import traceback|import mpshim as|\"u(socket|struct|binascii|json)\"")
     hits = []
     for folder in ("firmware", "boards"):
