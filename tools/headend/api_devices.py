@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from . import audit, devices, fleet_presence, idempotency, outcomes, policy, work_size, workq
 from .auth import Principal, principal, registrar
-from .db import loads
+from .db import dumps, loads
 from .meter_time import record_time
 from .models import (
     DeviceCreated,
@@ -119,6 +119,7 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
         work_id = idempotency.replay(db, who.name, key, fp)
         if work_id is None:
             refuse_if(policy.check_operator_send, hub, who, device_id, body.op)
+            refuse_if(policy.check_quota, hub, device_id, len(dumps(body.args)))
             work_id = workq.enqueue(hub, device_id, body.op, body.args, who.work_role, who.origin,
                                     expires, body.when_available)
             idempotency.remember(db, who.name, key, fp, work_id, hub.now())

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from . import audit, groups, idempotency, outcomes, policy, work_size, workq
 from .api_devices import refuse_if
 from .auth import Principal, principal
+from .db import dumps
 from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
 
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409)}
@@ -86,6 +87,9 @@ async def group_work(name: str, body: GroupWorkIn, request: Request, response: R
             work_size.group_transport(db, name), "a member of %s" % name)
         if too_large:
             raise HTTPException(413, too_large)
+        group = groups.get(db, name)
+        if group is not None:
+            refuse_if(policy.check_group_quota, hub, group["members"], len(dumps(body.args)))
         out = _call(groups.send, hub, name, body.op, body.args, expires, body.when_available,
                     who.origin, who.work_role)
         idempotency.remember(db, who.name, key, fp, str(out["gid"]), now)

@@ -44,6 +44,25 @@ def check_operator_send(hub, who, device, op):
                            "%d s" % (limit, wait), retry_after=wait)
 
 
+def check_quota(hub, device, size):
+    """Refused (429), or None: may `size` more bytes of work be queued for `device`?"""
+    s = hub.settings
+    row = hub.db.one("SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(args)), 0) AS bytes FROM work "
+                     "WHERE device = ? AND status IN ('queued', 'delivered') AND executed = 0",
+                     device)
+    if s.max_open_work and row["n"] >= s.max_open_work:
+        raise Refused(429, "%s has %d work items open (quota %d): let them run or expire, or "
+                           "cancel some" % (device, row["n"], s.max_open_work), retry_after=60)
+    if s.max_open_bytes and row["bytes"] + size > s.max_open_bytes:
+        raise Refused(429, "%s has %d bytes of work open (quota %d)"
+                           % (device, row["bytes"], s.max_open_bytes), retry_after=60)
+
+
+def check_group_quota(hub, members, size):
+    for device in members:
+        check_quota(hub, device, size)
+
+
 def check_group_send(who, op):
     if op == "relay" and who.work_role != "utility":
         raise Refused(403, "relay to a group requires a utility token (an operator's relay "

@@ -5,7 +5,7 @@ fn(message, sender, target) -> dict."""
 import logging
 
 from . import devices, policy, work_size, workq
-from .db import loads
+from .db import dumps, loads
 
 log = logging.getLogger("backchannel.routing")
 
@@ -32,6 +32,10 @@ def handle_send(hub, sender, body):
     too_large = work_size.refusal(size, row["transport"], target)
     if too_large:
         return _reply(hub, sender, target, ref, {"status": "rejected", "reason": too_large})
+    try:
+        policy.check_quota(hub, target, len(dumps(args)))
+    except policy.Refused as e:
+        return _reply(hub, sender, target, ref, {"status": "rejected", "reason": e.reason})
     return workq.enqueue(hub, target, op, args, "peer", "device:%s" % sender,
                          expires, reply_to=sender, ref=ref)
 

@@ -25,6 +25,7 @@ except ImportError:               # httptools missing: the pure-Python h11 parse
     HttpToolsProtocol = None
 
 from .fastpath import ExchangeFastPath
+from .ipgate import IpGate
 
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0                 # the whole request, headers and body (max_body 256 KiB)
@@ -167,7 +168,7 @@ def make_config(app, host="127.0.0.1", port=0, certfile=None, keyfile=None, log_
                                              "body_timeout": body_timeout})
     hub = getattr(getattr(app, "state", None), "hub", None)
     if hub is not None:     # the exchange's fast path outside FastAPI's middleware too
-        app = ExchangeFastPath(app, hub)
+        app = IpGate(ExchangeFastPath(app, hub), hub)
     return uvicorn.Config(app, host=host, port=port, ssl_certfile=certfile,
                           ssl_keyfile=keyfile, log_level=log_level, http=protocol,
                           timeout_graceful_shutdown=kw.pop("timeout_graceful_shutdown", 5),

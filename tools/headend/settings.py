@@ -43,6 +43,10 @@ class Settings:
     peer_rules: list | None = None    # [{"from": group or "*", "to": ..., "ops": [...]}]
     peer_sends_per_minute: int = 30   # a meter's `send`s that become peer work
     relay_per_minute: int = 6         # an operator token's relay commands
+    # quotas (policy.py, ipgate.py): 429 with Retry-After beyond them; 0 turns one off
+    max_open_work: int = 1000         # work items a meter has queued or delivered, not run
+    max_open_bytes: int = 4 * 1024 * 1024   # their args' bytes
+    unauth_per_minute: int = 60       # failed authentications (401) per client address
 
 
 def load_config(path):

@@ -26,6 +26,7 @@ from . import (
     exchange,
     fastpath,
     fleet_presence,
+    ipgate,
     metrics,
     mqtt_bridge,
     outcomes,
@@ -105,6 +106,7 @@ def create_app(settings=None, transform=None):
     dashboard.install(app)
     app.add_middleware(audit.Recorder, hub=hub)
     app.add_middleware(fastpath.ExchangeFastPath, hub=hub)
+    app.add_middleware(ipgate.IpGate, hub=hub)          # outermost: before any auth work
 
     @app.get("/v1/health", tags=["health"])
     async def health() -> dict[str, str]:
