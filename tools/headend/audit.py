@@ -17,7 +17,7 @@ WRITES = ("POST", "PATCH", "PUT", "DELETE")
 MAX_DETAIL = 500
 # path parameter -> how the target is written
 TARGETS = (("device_id", "device:%s"), ("work_id", "work:%s"), ("name", "group:%s"),
-           ("token_id", "token:%s"))
+           ("token_id", "token:%s"), ("alarm_id", "alarm:%s"), ("operator", "operator:%s"))
 
 
 def record(db, who, role, action, target, outcome, detail=None, now=None):

@@ -346,11 +346,13 @@ def presence(client, meter, limit):
         render.presence(client.get("/v1/presence"))
 
 
-from . import audit_cli, records_cli, release_cli, token_cli, update_cli  # noqa: E402
+from . import alarm_cli, audit_cli, records_cli, release_cli, token_cli, update_cli  # noqa: E402
 
 cli.add_command(release_cli.release)
 cli.add_command(token_cli.command(db_option, _db))
 cli.add_command(audit_cli.command(api))
+for _command in alarm_cli.commands(api):
+    cli.add_command(_command)
 for _command in records_cli.commands(api):
     cli.add_command(_command)
 cli.add_command(update_cli.command(api))

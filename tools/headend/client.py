@@ -74,6 +74,9 @@ class Client:
         time.sleep(RETRY_PAUSE_S)
         return self.call("POST", path, body, headers=headers)
 
+    def put(self, path, body):
+        return self.call("PUT", path, body)
+
     def delete(self, path):
         return self.call("DELETE", path)
 

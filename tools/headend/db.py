@@ -113,7 +113,26 @@ CREATE TABLE IF NOT EXISTS group_work (
     args TEXT NOT NULL, when_available INTEGER NOT NULL, expires INTEGER NOT NULL,
     created REAL NOT NULL, origin TEXT NOT NULL
 );
-""" + AUDIT
+""" + AUDIT + """
+CREATE TABLE IF NOT EXISTS escalation_lists (  -- per group (escalation.py)
+    grp TEXT PRIMARY KEY, operators TEXT NOT NULL, timeout_s REAL NOT NULL, kinds TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operator_duty (operator TEXT PRIMARY KEY, schedule TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, grp TEXT NOT NULL,
+    kind TEXT NOT NULL, body TEXT NOT NULL, raised REAL NOT NULL,
+    state TEXT NOT NULL,               -- open, acked, unacknowledged
+    pos INTEGER NOT NULL, round INTEGER NOT NULL,  -- where on the list, which pass
+    operator TEXT, deadline REAL,      -- who has it now, until when
+    acked_by TEXT, acked_at REAL
+);
+CREATE INDEX IF NOT EXISTS alarms_due ON alarms(state, deadline);
+CREATE TABLE IF NOT EXISTS alarm_steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, alarm INTEGER NOT NULL, at REAL NOT NULL,
+    step TEXT NOT NULL, operator TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm, id);
+"""
 
 
 # Columns added after the first release: (table, column, declaration) for older files.

@@ -5,7 +5,7 @@ nothing of the old epoch is touched, and the new epoch is recorded as a notice."
 
 import logging
 
-from . import fleet_presence, outcomes, routing, updates, workq
+from . import escalation, fleet_presence, outcomes, routing, updates, workq
 from .db import dumps
 
 log = logging.getLogger("backchannel.ingest")
@@ -53,6 +53,9 @@ def apply(hub, device, kind, body, now):
         ok = routing.handle_send(hub, device, body) is not None
     elif kind == "update":
         ok = updates.on_item(hub, device, body, now)
+    elif kind in escalation.ALARM_ITEMS:
+        escalation.on_item(hub, device, kind, body, now)
+        ok = True
     else:
         ok = True      # readings, events, notices and unknown kinds are only stored
     if not ok:

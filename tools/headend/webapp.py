@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import (
+    api_alarms,
     api_audit,
     api_devices,
     api_export,
@@ -23,6 +24,7 @@ from . import (
     api_tokens,
     api_updates,
     audit,
+    escalation,
     exchange,
     fastpath,
     fleet_presence,
@@ -50,6 +52,7 @@ def sweep(hub):
         hub.flush_contacts()          # first: derive() must see every long-poll's contact
         outcomes.expire_due(hub, now)
         fleet_presence.derive(hub, now)
+        escalation.tick(hub, now)
         db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
 
 
@@ -95,6 +98,7 @@ def create_app(settings=None, transform=None):
     hub.metrics = metrics.Metrics(hub, bridge)
     app.state.bridge = bridge
     app.include_router(exchange.router)
+    app.include_router(api_alarms.router)
     app.include_router(api_audit.router)
     app.include_router(api_devices.router)
     app.include_router(api_export.router)

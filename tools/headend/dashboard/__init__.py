@@ -3,11 +3,27 @@ sessions and CSRF; assets.py: uPlot from npm, pinned and checked; templates/, st
 
 from fastapi.responses import RedirectResponse
 
+from .. import escalation
+from .session import Sessions
+
+PRESENT_S = 90      # a dashboard open in a browser makes a request at least this often
+
 
 def install(app):
     """Add the dashboard's routes to the head-end app."""
     from . import group_pages, pages
 
+    app.state.sessions = Sessions()
+
+    def dashboard_open(hub, operator, now):
+        """A presence source for alarms: the operator has the dashboard open."""
+        for s in app.state.sessions.recent(now, PRESENT_S):
+            found = hub.principal(s.token)
+            if found is not None and found[0] == operator:
+                return "dashboard open"
+        return None
+
+    escalation.sources(app.state.hub).append(dashboard_open)
     app.include_router(pages.router)
     app.include_router(group_pages.router)
 

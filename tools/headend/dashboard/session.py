@@ -22,6 +22,7 @@ class Session:
     token: str
     expires: float
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    seen: float = 0.0          # last request (a page, or the live stream's check)
 
 
 class Sessions:
@@ -36,7 +37,7 @@ class Sessions:
             if len(self.by_id) >= MAX_SESSIONS:         # drop the oldest
                 del self.by_id[min(self.by_id, key=lambda k: self.by_id[k].expires)]
         sid = secrets.token_urlsafe(32)
-        self.by_id[sid] = Session(token, now + self.ttl)
+        self.by_id[sid] = Session(token, now + self.ttl, seen=now)
         return sid
 
     def get(self, sid, now=None):
@@ -45,10 +46,16 @@ class Sessions:
         s = self.by_id.get(sid)
         if s is None:
             return None
-        if s.expires <= (time.time() if now is None else now):
+        now = time.time() if now is None else now
+        if s.expires <= now:
             del self.by_id[sid]
             return None
+        s.seen = now
         return s
+
+    def recent(self, now, within):
+        """The sessions that made a request within the last `within` seconds."""
+        return [s for s in self.by_id.values() if s.seen >= now - within and s.expires > now]
 
     def drop(self, sid):
         self.by_id.pop(sid, None)
