@@ -346,7 +346,15 @@ def presence(client, meter, limit):
         render.presence(client.get("/v1/presence"))
 
 
-from . import alarm_cli, audit_cli, records_cli, release_cli, token_cli, update_cli  # noqa: E402
+from . import (  # noqa: E402
+    alarm_cli,
+    audit_cli,
+    records_cli,
+    release_cli,
+    token_cli,
+    update_cli,
+    xmpp_cli,
+)
 
 cli.add_command(release_cli.release)
 cli.add_command(token_cli.command(db_option, _db))
@@ -356,6 +364,8 @@ for _command in alarm_cli.commands(api):
 for _command in records_cli.commands(api):
     cli.add_command(_command)
 cli.add_command(update_cli.command(api))
+cli.add_command(xmpp_cli.xmpp_config)
+cli.add_command(xmpp_cli.xmpp_account)
 
 
 def main(argv=None):

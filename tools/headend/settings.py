@@ -47,6 +47,11 @@ class Settings:
     max_open_work: int = 1000         # work items a meter has queued or delivered, not run
     max_open_bytes: int = 4 * 1024 * 1024   # their args' bytes
     unauth_per_minute: int = 60       # failed authentications (401) per client address
+    xmpp_component: str | None = None  # the head-end's XMPP component (docs/xmpp.md)
+    xmpp_secret: str | None = None
+    xmpp_host: str = "127.0.0.1"
+    xmpp_port: int = 5347
+    xmpp_operators: dict | None = None  # {"bare JID": "token name"}: who may chat, as whom
 
 
 def load_config(path):

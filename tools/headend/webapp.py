@@ -33,6 +33,7 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
+    xmpp_gateway,
 )
 from . import settings as settings_mod
 from .auth import principal
@@ -74,6 +75,7 @@ def create_app(settings=None, transform=None):
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, Database(settings.db), transform, tokens)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
+    xmpp = xmpp_gateway.XmppGateway(hub, settings) if xmpp_gateway.enabled(settings) else None
 
     @asynccontextmanager
     async def lifespan(app):
@@ -82,8 +84,12 @@ def create_app(settings=None, transform=None):
         try:
             if bridge is not None:
                 await bridge.start()
+            if xmpp is not None:
+                await xmpp.start()
             yield
         finally:
+            if xmpp is not None:
+                await xmpp.stop()
             if bridge is not None:
                 await bridge.stop()
             task.cancel()
@@ -97,6 +103,7 @@ def create_app(settings=None, transform=None):
     app.state.hub = hub
     hub.metrics = metrics.Metrics(hub, bridge)
     app.state.bridge = bridge
+    app.state.xmpp = xmpp
     app.include_router(exchange.router)
     app.include_router(api_alarms.router)
     app.include_router(api_audit.router)
