@@ -33,7 +33,6 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
-    xmpp_gateway,
 )
 from . import settings as settings_mod
 from .auth import principal
@@ -75,7 +74,11 @@ def create_app(settings=None, transform=None):
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, Database(settings.db), transform, tokens)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
-    xmpp = xmpp_gateway.XmppGateway(hub, settings) if xmpp_gateway.enabled(settings) else None
+    xmpp = None
+    if settings.xmpp_component and settings.xmpp_secret:
+        from . import xmpp_gateway  # slixmpp only for a head-end with an XMPP component
+
+        xmpp = xmpp_gateway.XmppGateway(hub, settings)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -9,7 +9,12 @@ import click
 
 from . import im_server
 from .client import CliError
-from .xmpp_gateway import parse_jid
+
+
+def parse_jid(text):
+    from .xmpp_gateway import parse_jid as parse  # slixmpp's JID rules, loaded on use
+
+    return parse(text)
 
 
 def _operator(text):

@@ -30,10 +30,6 @@ MAX_BODY = 1000                 # a chat command longer than this is refused unr
 SYNC_S = 1.0
 
 
-def enabled(settings):
-    return bool(settings.xmpp_component and settings.xmpp_secret)
-
-
 class XmppGateway:
     def __init__(self, hub, settings):
         self.hub = hub
