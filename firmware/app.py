@@ -7,12 +7,11 @@ from binascii import unhexlify
 
 import config as configuration
 import health
+import links  # the transport and the updater: imported only when used
 import metering
 import reading
 from clock import Clock, board_ms
-from comms import Comms
 from energy import RegisterStore, SavePolicy
-from httpc import HttpClient, tls_context
 from inbox import Inbox
 from kept_state import KeptState
 from mpshim import asleep_ms, ticks_diff, ticks_ms
@@ -20,7 +19,6 @@ from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
 from sample_count import SampleCount
-from updater import Updater
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
@@ -84,44 +82,30 @@ class App:
         self.watchdog = None
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
-        self.comms = None
-        if cfg["transport"] == "mqtt" and cfg["mqtt_host"]:
-            from mqtt_comms import MqttComms  # only an MQTT meter needs umqtt
-
-            ctx = None
-            if cfg["mqtt_tls"]:
-                try:
-                    ctx = tls_context(cfg["ca_file"])
-                except OSError:
-                    raise ValueError("ca_file %r cannot be read: mqtt_tls needs the broker's "
-                                     "CA to pin" % (cfg["ca_file"],))
-            self.comms = MqttComms(cfg["device_id"], key, cfg["mqtt_host"], cfg["mqtt_port"],
-                                   self.outbox, self.inbox, self.dispatcher, self.clock,
-                                   ssl=ctx, keepalive=cfg["mqtt_keepalive"],
-                                   presence=self.presence, reading=self._latest,
-                                   state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
-            self._apply_comms_config()
-            self.comms.after_exchange = self._after_exchange
-            self.comms.heartbeat = self.comms_beat.beat
-        elif cfg["transport"] == "http" and cfg["server_url"]:
-            ctx = None
-            if cfg["server_url"].startswith("https"):
-                try:
-                    ctx = tls_context(cfg["ca_file"])
-                except OSError:
-                    raise ValueError("ca_file %r cannot be read: an https server_url needs "
-                                     "the head-end's CA to pin" % (cfg["ca_file"],))
-            http = HttpClient(cfg["server_url"], ctx)
-            self.comms = Comms(cfg["device_id"], key, http, self.outbox, self.inbox,
-                               self.dispatcher, self.clock)
-            self._apply_comms_config()
-            self.comms.after_exchange = self._after_exchange
-            self.comms.heartbeat = self.comms_beat.beat
-        self.updater = Updater(self, _parent(state_dir), state_dir)
+        self.comms = links.make_comms(self, cfg, key)
         if self.comms is not None:
-            self.comms.updater = self.updater
+            self._apply_comms_config()
+            self.comms.after_exchange = self._after_exchange
+            self.comms.heartbeat = self.comms_beat.beat
+        self.state_dir = state_dir
+        self._updater = None
+        if links.update_in_flight(_parent(state_dir), state_dir):
+            self._make_updater()
         self.meter.on_event = self._on_event
         self._report_notices()
+
+    @property
+    def updater(self):
+        """The firmware updater, imported and made on first use (an `update` op)."""
+        return self._updater or self._make_updater()
+
+    def _make_updater(self):
+        from updater import Updater
+
+        self._updater = Updater(self, _parent(self.state_dir), self.state_dir)
+        if self.comms is not None:
+            self.comms.updater = self._updater
+        return self._updater
 
     def _latest(self):
         return self.last_reading
@@ -328,9 +312,11 @@ class App:
 
     # --- run ---
     def _after_exchange(self):
-        self.updater.healthy()
-        if self.updater.reboot_due():  # switched to a new version; the head-end knows
-            self.reboot_now = True
+        updater = self._updater
+        if updater is not None:
+            updater.healthy()
+            if updater.reboot_due():  # switched to a new version; the head-end knows
+                self.reboot_now = True
         # `reboot` runs in exchange N; its result goes out and is acked in N + 1; then reboot.
         if self.reboot_requested:
             if self.reboot_armed:
@@ -359,8 +345,8 @@ class App:
             tasks.append(asyncio.create_task(self.comms.run()))
         if self.cfg["wdt_s"]:
             tasks.append(asyncio.create_task(self._watchdog(tasks[0], tasks[1:])))
-        if self.comms is not None:
-            tasks.append(asyncio.create_task(self.updater.watch()))
+        if self.comms is not None and self._updater is not None:
+            tasks.append(asyncio.create_task(self._updater.watch()))
         try:
             await tasks[0]
         finally:

@@ -1,0 +1,61 @@
+# The meter's link to the head-end, made from its configuration; only what that configuration
+# uses is imported (a board's heap: docs/performance.md, "Memory budget"): comms and httpc
+# for HTTP, the MQTT modules (and umqtt) for MQTT, nothing without a transport; the updater
+# (with the manifest, P-256 and file modules) only when an update is in flight at start or
+# an `update` op arrives (App.updater).
+
+import os
+
+
+def make_comms(app, cfg, key):
+    """The App's Comms or MqttComms for cfg, or None when no transport is configured."""
+    if cfg["transport"] == "mqtt" and cfg["mqtt_host"]:
+        from httpc import tls_context
+        from mqtt_comms import MqttComms
+
+        ctx = None
+        if cfg["mqtt_tls"]:
+            try:
+                ctx = tls_context(cfg["ca_file"])
+            except OSError:
+                raise ValueError("ca_file %r cannot be read: mqtt_tls needs the broker's "
+                                 "CA to pin" % (cfg["ca_file"],))
+        return MqttComms(cfg["device_id"], key, cfg["mqtt_host"], cfg["mqtt_port"],
+                         app.outbox, app.inbox, app.dispatcher, app.clock,
+                         ssl=ctx, keepalive=cfg["mqtt_keepalive"],
+                         presence=app.presence, reading=app._latest,
+                         state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
+    if cfg["transport"] == "http" and cfg["server_url"]:
+        from comms import Comms
+        from httpc import HttpClient, tls_context
+
+        ctx = None
+        if cfg["server_url"].startswith("https"):
+            try:
+                ctx = tls_context(cfg["ca_file"])
+            except OSError:
+                raise ValueError("ca_file %r cannot be read: an https server_url needs "
+                                 "the head-end's CA to pin" % (cfg["ca_file"],))
+        http = HttpClient(cfg["server_url"], ctx)
+        return Comms(cfg["device_id"], key, http, app.outbox, app.inbox, app.dispatcher,
+                     app.clock)
+    return None
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def update_in_flight(base, state_dir):
+    """Whether the updater has work at start: a firmware other than the factory one chosen
+    by fwboot (probation, rollback, a pointer error), a pointer, or an update job on flash."""
+    import fwboot
+
+    sel = fwboot.selected
+    if sel and (sel["version"] or sel["error"] or sel["rolled_back"]):
+        return True
+    return _exists(state_dir + "/update.json") or _exists(fwboot.pointer_path(base))

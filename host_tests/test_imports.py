@@ -1,0 +1,59 @@
+"""Import only what the configuration uses (a board's heap: docs/performance.md): no
+transport modules without a transport, no MQTT modules for HTTP, no HTTP client for MQTT
+without TLS... and the updater with its manifest, P-256 and file modules only when an update
+is in flight at start or an `update` op asks for it."""
+
+import json
+
+import pytest
+
+from lab import runner
+
+pytestmark = pytest.mark.unit
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "config_imports.py"
+KEY = "00112233445566778899aabbccddeeff"
+MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple"}
+HTTP = {"comms", "httpc"}
+UPDATER = {"updater", "fw_manifest", "fw_files", "fw_image", "p256"}
+
+
+def _modules(interpreter, tmp_path, settings, *extra):
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    cfg = dict(settings, device_id="m", device_key=KEY)
+    out = runner.run(interpreter, DRIVER, state, json.dumps(cfg), *extra)
+    return runner.records(out)[0]
+
+
+def test_no_transport_imports_no_link(interpreter, tmp_path):
+    mods = set(_modules(interpreter, tmp_path, {})["modules"])
+    assert "metering" in mods and "ops" in mods
+    assert not mods & (MQTT | HTTP | UPDATER), sorted(mods & (MQTT | HTTP | UPDATER))
+
+
+def test_http_imports_no_mqtt_and_no_updater(interpreter, tmp_path):
+    mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"})["modules"])
+    assert HTTP <= mods
+    assert not mods & ((MQTT - HTTP) | UPDATER), sorted(mods & (MQTT | UPDATER))
+
+
+def test_mqtt_imports_no_updater(interpreter, tmp_path):
+    r = _modules(interpreter, tmp_path, {"transport": "mqtt", "mqtt_host": "127.0.0.1"})
+    mods = set(r["modules"])
+    assert MQTT <= mods
+    assert not mods & UPDATER, sorted(mods & UPDATER)
+
+
+def test_updater_comes_with_an_update_op(interpreter, tmp_path):
+    r = _modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"}, "update")
+    assert not set(r["modules"]) & UPDATER
+    assert r["updater_ok"] is True
+    assert UPDATER <= set(r["after_update"])
+
+
+def test_updater_at_start_when_an_update_is_in_flight(interpreter, tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "update.json").write_bytes(b"")  # a job record (even damaged)
+    mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"})["modules"])
+    assert UPDATER <= mods, sorted(UPDATER - mods)
