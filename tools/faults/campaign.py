@@ -188,6 +188,18 @@ class Rig:
         return {s: (k, json.loads(b)) for s, k, b in
                 self._db("SELECT seq, kind, body FROM items WHERE device = ?", (device,))}
 
+    def stored_items(self, device):
+        """[(epoch, seq, kind, body)] of everything stored for device, in storage order."""
+        return [(e, s, k, json.loads(b)) for e, s, k, b in self._db(
+            "SELECT epoch, seq, kind, body FROM items WHERE device = ? ORDER BY rowid",
+            (device,))]
+
+    def work_ids(self, device, op):
+        """The ids of device's work items of one op."""
+        from headend import workq
+        return {workq.wid(n) for (n,) in self._db(
+            "SELECT num FROM work WHERE device = ? AND op = ?", (device, op))}
+
     def stored_order(self, device):
         """Seqs in the order the head-end inserted them (rowid)."""
         return [s for (s,) in self._db("SELECT seq FROM items WHERE device = ? ORDER BY rowid",

@@ -16,6 +16,8 @@ hit with faults, every campaign checked against a ledger of what the meters prod
      link; the meter buffers, backs off, reconnects and delivers everything in order
   5  hostile network: long-polls through a middlebox that closes connections idle for 30 s
      (tools/lab/middlebox.py), plus tc netem latency/loss where the kernel has sch_netem
+  every campaign also checks that no register value the head-end stored (readings and read
+  results of every meter) decreased within an outbox epoch, and each new epoch is an event
 
 --transport mqtt runs campaigns 1-4 with the meters on MQTT (mosquitto in the lab, the
 head-end's bridge); campaign 5 is about HTTP long-polls and runs over http only.
@@ -41,10 +43,12 @@ from pathlib import Path
 
 from faults.campaign import TRANSPORTS, CampaignFailed, Rig, why_skip
 from faults.headend_campaigns import campaign_headend_crash
+from faults.ledger import check_registers_never_decrease
 from faults.meter_campaigns import campaign_corrupt, campaign_power_loss
 from faults.network_campaigns import campaign_hostile, campaign_partitions
 
-__all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "why_skip", "HTTP_ONLY"]
+__all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "verdict", "why_skip",
+           "HTTP_ONLY"]
 
 
 # --- runner ---------------------------------------------------------------------------------
@@ -58,6 +62,17 @@ CAMPAIGNS = {
     5: ("hostile network", campaign_hostile, {"works": 8}, {"works": 2, "gap": (1.0, 3.0)}),
 }
 HTTP_ONLY = set()      # every campaign runs over both transports
+
+
+def verdict(rig, fig):
+    """What every campaign must hold besides its own ledger: each meter exchanged over the
+    rig's transport, and no register value the head-end stored, over every stored reading and
+    read result of every meter, ever decreased within an outbox epoch. Adds the count of
+    values checked to fig."""
+    rig.check_transport()
+    fig["register_values_checked"] = sum(check_registers_never_decrease(rig, name)
+                                         for name in rig.meters)
+    return fig
 
 
 def run(seed, only=None, smoke=False, long=False, work=None, say=print, transport="http"):
@@ -77,8 +92,7 @@ def run(seed, only=None, smoke=False, long=False, work=None, say=print, transpor
                                                             ", smoke" if smoke else ""))
                 t0 = time.monotonic()
                 try:
-                    fig = fn(rig, rng, say=say, **kwargs)
-                    rig.check_transport()
+                    fig = verdict(rig, fn(rig, rng, say=say, **kwargs))
                     ok = True
                 except CampaignFailed as e:
                     fig, ok = str(e), False

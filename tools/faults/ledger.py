@@ -225,3 +225,72 @@ def tear(state, target, snap, stored, rng):
     path.write_bytes(rec[:rng.randrange(1, len(rec))])
     return True
 
+
+
+# --- registers the head-end stored never decrease within an outbox epoch (issue 13) --------
+
+REGISTERS = ("import_wh", "export_wh", "import_varh", "export_varh")
+NEW_EPOCH = "new outbox epoch"          # the head-end's notice (headend/ingest.py)
+ENERGY_DAMAGED = "energy slots damaged"  # the meter's notice: it fell back to an older save
+
+
+def stored_registers(kind, body):
+    """The register values one stored item carries: a reading's own, a read result's
+    `registers` (both the saved registers, docs/protocol.md); None for any other item."""
+    if kind == "reading":
+        regs = body
+    elif kind == "result" and isinstance(body.get("body"), dict):
+        regs = body["body"].get("registers")
+    else:
+        return None
+    if not isinstance(regs, dict) or not all(n in regs for n in REGISTERS):
+        return None
+    return {n: regs[n] for n in REGISTERS}
+
+
+def register_decreases(items, resets=()):
+    """Where a stored register value is below one stored before it in the same outbox epoch.
+
+    items: (epoch, seq, kind, body) of everything the head-end stored for one meter, in the
+    order it stored them; epochs are taken in the order they first appear, and within one the
+    meter's seq is its order. A new epoch must start with the head-end's "new outbox epoch"
+    notice (a wipe or board swap is an event), and then its registers may start anywhere. Within
+    an epoch the only decreases allowed are the ones the meter said it made: a reset_energy
+    result (its work id in resets) or an "energy slots damaged" notice (the newest save was
+    corrupt, it restored the one before). Returns a list of one-line descriptions."""
+    epochs = {}
+    for epoch, seq, kind, body in items:
+        epochs.setdefault(epoch, []).append((seq, kind, body))
+    out = []
+    for n, (epoch, rows) in enumerate(epochs.items()):
+        rows.sort(key=lambda r: r[0])
+        if n and not any(k == "notice" and b.get("what") == NEW_EPOCH for _, k, b in rows):
+            out.append("epoch %s: no %r notice recorded" % (epoch, NEW_EPOCH))
+        high = {}
+        for seq, kind, body in rows:
+            if (kind == "result" and body.get("work") in resets and body.get("status") == "done") \
+                    or (kind == "notice" and body.get("what") == ENERGY_DAMAGED):
+                high = {}      # the meter reported this fall itself
+                continue
+            regs = stored_registers(kind, body)
+            if regs is None:
+                continue
+            for name, value in regs.items():
+                top = high.get(name)
+                if top is not None and value < top[1]:
+                    out.append("epoch %s: %s fell from %r (seq %d) to %r (seq %d)"
+                               % (epoch, name, top[1], top[0], value, seq))
+                if top is None or value >= top[1]:
+                    high[name] = (seq, value)
+    return out
+
+
+def check_registers_never_decrease(rig, device):
+    """Every register value the head-end stored for device, over every stored reading and read
+    result, never decreases within an outbox epoch. Returns how many values it checked."""
+    items = rig.stored_items(device)
+    resets = rig.work_ids(device, "reset_energy")
+    bad = register_decreases(items, resets)
+    check(not bad, "%s: registers went backwards at the head-end (%d times): %s"
+          % (device, len(bad), "; ".join(bad[:5])))
+    return sum(len(REGISTERS) for _, _, k, b in items if stored_registers(k, b))
