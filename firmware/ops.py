@@ -12,9 +12,9 @@ import config as configuration
 import envelope
 from clock import unix_ms
 
-_OPERATOR = ("read", "get_config", "set_config", "set_poll", "relay",
-             "set_presence", "get_events", "reboot", "message", "send", "get_messages",
-             "update")
+# No set_poll: the head-end owns the poll rate (every response's `next`, docs/protocol.md)
+_OPERATOR = ("read", "get_config", "set_config", "relay", "set_presence", "get_events",
+             "reboot", "message", "send", "get_messages", "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
     "utility": _OPERATOR + ("reset_energy", "set_time"),
@@ -78,14 +78,6 @@ def op_set_config(app, args, role):
         return app.change_config(changes, role)
     except ValueError as exc:
         raise Rejected(str(exc))
-
-
-def op_set_poll(app, args):
-    seconds = _args(args, "seconds", (int, float))
-    if not 0 <= seconds <= 3600:
-        raise Rejected("seconds must be between 0 and 3600")
-    app.comms.poll_s = seconds
-    return {"seconds": seconds}
 
 
 def op_relay(app, args):
@@ -157,7 +149,7 @@ def op_update(app, args):
 
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
-    "set_config": op_set_config, "set_poll": op_set_poll, "relay": op_relay,
+    "set_config": op_set_config, "relay": op_relay,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
     "get_messages": op_get_messages, "update": op_update,

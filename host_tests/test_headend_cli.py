@@ -46,11 +46,11 @@ def test_admin_and_api_commands(cli, server):
     assert rc == 0 and len(token.strip()) >= 32
     rc, out, _ = cli("devices")
     assert rc == 0 and "meter-a" in out
-    rc, out, _ = cli("send", "meter-a", "set_poll", '{"seconds": 30}', "--expires-in", "60")
+    rc, out, _ = cli("send", "meter-a", "relay", '{"state": "open"}', "--expires-in", "60")
     wid = out.strip()
     assert rc == 0 and re.fullmatch(r"w-\d{8}", wid)
     rc, out, _ = cli("work", wid)
-    assert rc == 0 and "set_poll" in out and "queued" in out
+    assert rc == 0 and "relay" in out and "queued" in out
     rc, out, _ = cli("cancel", wid)
     assert rc == 0 and out.strip() == "%s cancelled" % wid
     rc, _, err = cli("cancel", wid)

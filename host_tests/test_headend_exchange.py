@@ -167,14 +167,13 @@ def test_rejected_and_unknown_op_results(client, headend, op):
     assert op.status(a) == "rejected" and op.status(b) == "unknown_op"
 
 
-def test_set_poll_result_changes_next(client, headend, op):
+def test_the_devices_poll_is_next(client, headend, op):
     m = headend.meter(client, "meter-a")
-    wid = op.work("meter-a", "set_poll", {"seconds": 30})["id"]
-    m.execute(m.exchange()["work"])
-    assert m.exchange()["next"] == 30
-    assert op.status(wid) == "done"
+    assert m.exchange()["next"] == 0
     assert op.patch("/v1/devices/meter-a", json={"poll": 90}).status_code == 200
     assert m.exchange()["next"] == 90
+    assert op.patch("/v1/devices/meter-a", json={"poll": 0}).status_code == 200
+    assert m.exchange()["next"] == 0
 
 
 def test_expiry_before_delivery_and_before_result(client, headend, op):

@@ -150,7 +150,7 @@ def test_operator_work_is_pushed_at_once_within_room(make_site):
     assert latency < 0.5, "push took %.3f s" % latency
     assert [w["id"] for w in d["work"]] == [w1["id"]] and d["more"] is False
     assert s.op.status(w1["id"]) == "delivered"
-    w2 = s.op.work("q1", "set_poll", {"seconds": 30})
+    w2 = s.op.work("q1", "relay", {"state": "open"})
     w3 = s.op.work("q1", "get_config")
     assert [w["id"] for w in q.next_down()["work"]] == [w2["id"]]   # room 2: one left
     assert q.no_down(0.3)                                            # w3 waits for room
@@ -160,7 +160,9 @@ def test_operator_work_is_pushed_at_once_within_room(make_site):
     assert s.op.status(w1["id"]) == "done" and s.op.status(w3["id"]) == "delivered"
     q.execute(r["work"])
     r = q.exchange()
-    assert r["work"] == [] and r["next"] == 30                        # set_poll took effect
+    assert r["work"] == [] and r["next"] == 60          # poll 0 on MQTT: the heartbeat
+    assert s.op.patch("/v1/devices/q1", json={"poll": 30}).status_code == 200
+    assert q.exchange()["next"] == 30                                 # the head-end's poll
     assert s.op.status(w2["id"]) == "done" and s.op.status(w3["id"]) == "done"
     assert s.bridge.counts["pushed"] == 2
 

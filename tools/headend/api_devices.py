@@ -63,7 +63,7 @@ async def add_device(body: DeviceIn, request: Request):
     """Register a meter (admin or utility token). Its id: `[a-z0-9][a-z0-9._-]{0,63}`."""
     hub = _hub(request)
     audit.note(request, {"id": body.id}, "device:%s" % body.id)
-    poll = body.poll or hub.settings.default_poll
+    poll = body.poll if body.poll is not None else hub.settings.default_poll
     try:
         key = devices.create(hub.db, body.id, body.key, poll)
     except devices.Conflict as e:

@@ -8,11 +8,27 @@ import time
 
 import click
 
+from . import poll as poll_rule
 from . import render
 from .client import Client, CliError, parse_args
 from .settings import ROLES
 
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
+
+
+class PollSeconds(click.ParamType):
+    """A poll: 0 (continuous long-poll) or 5..3600 seconds (headend/poll.py)."""
+    name = "SECONDS"
+
+    def convert(self, value, param, ctx):
+        try:
+            seconds = int(value)
+        except (TypeError, ValueError):
+            self.fail("poll must be %s, not %r" % (poll_rule.RULE, value), param, ctx)
+        reason = poll_rule.refusal(seconds)
+        if reason:
+            self.fail(reason, param, ctx)
+        return seconds
 
 
 def api(fn):
@@ -53,7 +69,7 @@ def cli():
               help="JSON file of settings (docs/headend.md)")
 @click.option("--replay-window", type=float, help="seconds (default 300)")
 @click.option("--max-wait", type=float, help="long-poll cap in seconds (default 25)")
-@click.option("--default-poll", type=int,
+@click.option("--default-poll", type=PollSeconds(),
               help="`next` for new devices (default 0: continuous long-poll)")
 @click.option("--sweep-interval", type=float, help="background task period (default 1)")
 @click.option("--mqtt-dir", type=click.Path(exists=True, file_okay=False),
@@ -95,6 +111,8 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
         values["db"] = db_path
         values.update({k: v for k, v in opts.items() if v is not None})
         settings = settings_mod.Settings(**values)
+        if poll_rule.refusal(settings.default_poll):      # from a --config file
+            raise ValueError("default_poll: " + poll_rule.refusal(settings.default_poll))
         if settings.token_file and exposure.readable_by_others(settings.token_file):
             click.echo("backchannel: warning: %s is readable by other users: chmod 600 it"
                        % settings.token_file, err=True)
@@ -136,7 +154,7 @@ def _db(path):
 @db_option
 @click.argument("device_id")
 @click.option("--key", help="hex HMAC key (default: 32 random bytes)")
-@click.option("--poll", type=click.IntRange(0, 86400), default=0, show_default=True,
+@click.option("--poll", type=PollSeconds(), default=0, show_default=True,
               help="seconds between exchanges; 0 = continuous long-poll")
 def add_device(db_path, device_id, key, poll):
     """Register a meter and print its key."""
@@ -271,6 +289,17 @@ def send(client, meter, op, args_json, expires_in, when_available, wait, timeout
     if work["status"] != "done":
         raise CliError("%s ended %s%s" % (work["id"], work["status"],
                                           ": %s" % work["reason"] if work["reason"] else ""))
+
+
+@cli.command("poll")
+@api
+@click.argument("meter")
+@click.argument("seconds", type=PollSeconds())
+def set_poll(client, meter, seconds):
+    """Set how often METER exchanges: SECONDS 0 (continuous long-poll) or 5..3600. The
+    head-end owns the poll rate and sends it as every response's `next`."""
+    dev = client.patch("/v1/devices/%s" % meter, {"poll": seconds})
+    click.echo("%s: poll %s" % (dev["id"], dev["poll"] or "0 (continuous long-poll)"))
 
 
 @cli.command("work")

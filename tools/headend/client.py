@@ -80,6 +80,9 @@ class Client:
     def delete(self, path):
         return self.call("DELETE", path)
 
+    def patch(self, path, body):
+        return self.call("PATCH", path, body)
+
     def stream(self, path, out, **params):
         """GET a text body (an export) and write it to `out` as it arrives."""
         try:

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from . import ids
+from . import ids, poll
 
 OP = r"^[a-z][a-z0-9_]{0,31}$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -106,7 +106,13 @@ class DeviceIn(BaseModel):
     id: str = Field(pattern="^%s$" % ids.PATTERN, description=ids.RULE)
     key: str | None = Field(None, pattern=r"^(?:[0-9a-fA-F]{2}){16,64}$",
                             description="hex HMAC key; generated when omitted")
-    poll: int | None = Field(None, ge=1, le=86400)
+    poll: int | None = Field(None, description="seconds between exchanges (`next`): "
+                             + poll.RULE + "; default the head-end's default_poll")
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, v):
+        return v if v is None else poll.checked(v)
 
 
 class DeviceCreated(BaseModel):
@@ -116,7 +122,12 @@ class DeviceCreated(BaseModel):
 
 
 class DevicePatch(BaseModel):
-    poll: int = Field(ge=1, le=86400, description="seconds: sent as `next` from now on")
+    poll: int = Field(description="seconds, sent as `next` from now on: " + poll.RULE)
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, v):
+        return poll.checked(v)
 
 
 class DeviceOut(BaseModel):
@@ -140,6 +151,13 @@ class WorkIn(BaseModel):
     expires_in: int = Field(3600, ge=1, le=30 * 86400)
     when_available: bool = Field(False, description="hold until presence is available, "
                                  "active or available_off")
+
+    @field_validator("op")
+    @classmethod
+    def _not_set_poll(cls, v):
+        if v == "set_poll":     # gone from the meter: it would only come back unknown_op
+            raise ValueError(poll.MOVED)
+        return v
 
 
 class WorkOut(BaseModel):

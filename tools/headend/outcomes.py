@@ -1,8 +1,7 @@
 """How work ends: results from the meter, expiry, cancellation, and their side effects
-(set_poll changes `next`; routed work answers its sender)."""
+(routed work answers its sender)."""
 
 from . import devices, routing, workq
-from .db import loads
 
 _REASONS = {
     "queued": "expired before delivery",
@@ -15,10 +14,6 @@ def settle(hub, row, status, now, result=None, reason=None):
     """Give `row` its final outcome (first one wins) and apply the side effects."""
     if not workq.finish(hub.db, row["num"], status, now, result, reason):
         return False
-    if row["op"] == "set_poll" and status == "done":
-        seconds = (loads(row["args"]) or {}).get("seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds >= 1:
-            devices.set_poll(hub.db, row["device"], min(int(round(seconds)), 86400))
     routing.route_outcome(hub, row, status, result, reason)
     return True
 

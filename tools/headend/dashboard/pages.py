@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 PAGE = 100                     # meters per fleet page
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
-OPS = ("read", "get_config", "get_events", "set_poll", "set_presence", "relay", "reboot",
+OPS = ("read", "get_config", "get_events", "set_presence", "relay", "reboot",
        "reset_energy")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
