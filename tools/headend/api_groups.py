@@ -6,7 +6,15 @@ from . import audit, groups, idempotency, outcomes, policy, work_size, workq
 from .api_devices import refuse_if
 from .auth import Principal, principal
 from .db import dumps
-from .models import ErrorOut, GroupIn, GroupOut, GroupStatus, GroupWorkIn, GroupWorkOut
+from .models import (
+    ErrorOut,
+    GroupIn,
+    GroupOut,
+    GroupStatus,
+    GroupWorkIn,
+    GroupWorkOut,
+    MembersIn,
+)
 
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 403, 404, 409)}
 Gid = Path(ge=1, le=2**63 - 1)      # an SQLite INTEGER: larger ids overflowed (500)
@@ -48,6 +56,25 @@ async def get_group(name: str, request: Request):
     if group is None:
         raise HTTPException(404, "unknown group %s" % name)
     return group
+
+
+@router.delete("/{name}", response_model=GroupOut)
+async def delete_group(name: str, request: Request):
+    """Delete a group and its command history (409 while a command of it has open work);
+    returns the group as it was."""
+    return _call(groups.delete, request.app.state.hub.db, name)
+
+
+@router.post("/{name}/members", response_model=GroupOut)
+async def add_members(name: str, body: MembersIn, request: Request):
+    """Add meters to a group (already members are fine); 404 for an unknown meter."""
+    return _call(groups.add_members, request.app.state.hub.db, name, body.members)
+
+
+@router.delete("/{name}/members/{device}", response_model=GroupOut)
+async def remove_member(name: str, device: str, request: Request):
+    """Remove a meter from a group; commands already sent keep its outcome."""
+    return _call(groups.remove_members, request.app.state.hub.db, name, [device])
 
 
 @router.post("/{name}/work", response_model=GroupWorkOut, status_code=202,

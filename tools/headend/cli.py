@@ -5,6 +5,7 @@ import functools
 import sqlite3
 import sys
 import time
+from urllib.parse import quote
 
 import click
 
@@ -333,6 +334,49 @@ def group_create(client, name, members):
     """Create group NAME with MEMBERS."""
     g = client.post("/v1/groups", {"name": name, "members": list(members)})
     click.echo("%s: %s" % (g["name"], " ".join(g["members"])))
+
+
+@group.command("list")
+@api
+@render.json_option
+def group_list(client):
+    """List groups with their members."""
+    render.groups(client.get("/v1/groups"))
+
+
+@group.command("add-member")
+@api
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+def group_add_member(client, name, members):
+    """Add MEMBERS to group NAME."""
+    g = client.post("/v1/groups/%s/members" % name, {"members": list(members)})
+    click.echo("%s: %s" % (g["name"], " ".join(g["members"])))
+
+
+@group.command("remove-member")
+@api
+@click.argument("name")
+@click.argument("members", nargs=-1, required=True)
+def group_remove_member(client, name, members):
+    """Remove MEMBERS from group NAME (its commands keep their outcomes)."""
+    g = client.get("/v1/groups/%s" % quote(name, safe=""))
+    absent = sorted(set(members) - set(g["members"]))
+    if absent:      # before removing any: all or none
+        raise CliError("not in group %s: %s" % (name, ", ".join(absent)))
+    for member in sorted(set(members)):
+        g = client.delete("/v1/groups/%s/members/%s" % (quote(name, safe=""),
+                                                         quote(member, safe="")))
+    click.echo("%s: %s" % (g["name"], " ".join(g["members"]) or "(no members)"))
+
+
+@group.command("delete")
+@api
+@click.argument("name")
+def group_delete(client, name):
+    """Delete group NAME and its command history (refused while a command is open)."""
+    g = client.delete("/v1/groups/%s" % name)
+    click.echo("deleted group %s (%d members)" % (g["name"], len(g["members"])))
 
 
 @group.command("send")

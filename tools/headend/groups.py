@@ -13,14 +13,25 @@ class GroupError(ValueError):
         self.status = status
 
 
+def _known(db, members):
+    unknown = [m for m in members if devices.get(db, m) is None]
+    if unknown:
+        raise GroupError(404, "unknown device(s): %s" % ", ".join(unknown))
+
+
+def _existing(db, name):
+    group = get(db, name)
+    if group is None:
+        raise GroupError(404, "unknown group %s" % name)
+    return group
+
+
 def create(db, name, members):
     members = sorted(set(members))
     with db.tx():
         if db.one("SELECT 1 FROM groups WHERE name = ?", name):
             raise GroupError(409, "group %s already exists" % name)
-        unknown = [m for m in members if devices.get(db, m) is None]
-        if unknown:
-            raise GroupError(404, "unknown device(s): %s" % ", ".join(unknown))
+        _known(db, members)
         now = time.time()
         db.run("INSERT INTO groups(name, created) VALUES (?, ?)", name, now)
         for member in members:
@@ -37,15 +48,58 @@ def get(db, name):
     return {"name": name, "created": row["created"], "members": members}
 
 
+def add_members(db, name, members):
+    """Add members (already members are fine); returns the group."""
+    with db.tx():
+        _existing(db, name)
+        _known(db, sorted(set(members)))
+        for member in set(members):
+            db.run("INSERT OR IGNORE INTO group_members(name, device) VALUES (?, ?)",
+                   name, member)
+    return get(db, name)
+
+
+def remove_members(db, name, members):
+    """Remove members; each must be one. Commands already sent keep their outcomes."""
+    with db.tx():
+        group = _existing(db, name)
+        absent = sorted(set(members) - set(group["members"]))
+        if absent:
+            raise GroupError(404, "not in group %s: %s" % (name, ", ".join(absent)))
+        for member in set(members):
+            db.run("DELETE FROM group_members WHERE name = ? AND device = ?", name, member)
+    return get(db, name)
+
+
+def delete(db, name):
+    """Delete a group, its members and its command history (each member's work stays in its
+    own history). Refused (409) while one of its commands still has open work: cancel it
+    (DELETE /v1/groups/{name}/work/{gid}) or let it end first."""
+    with db.tx():
+        group = _existing(db, name)
+        busy = db.all("SELECT DISTINCT w.gid AS gid FROM work w JOIN group_work g ON "
+                      "g.gid = w.gid WHERE g.name = ? AND w.status IN ('queued', "
+                      "'delivered') ORDER BY w.gid", name)
+        if busy:
+            raise GroupError(409, "group %s has open commands (%s): cancel them or let them "
+                             "end first" % (name, ", ".join(str(r["gid"]) for r in busy)))
+        db.run("UPDATE work SET gid = NULL WHERE gid IN "
+               "(SELECT gid FROM group_work WHERE name = ?)", name)
+        db.run("DELETE FROM group_work WHERE name = ?", name)
+        db.run("DELETE FROM group_members WHERE name = ?", name)
+        db.run("DELETE FROM groups WHERE name = ?", name)
+    return group
+
+
 def all_groups(db):
     return [get(db, r["name"]) for r in db.all("SELECT name FROM groups ORDER BY name")]
 
 
 def send(hub, name, op, args, expires, when_available, origin, role):
     """Queue op for every member; returns the group command view."""
-    group = get(hub.db, name)
-    if group is None:
-        raise GroupError(404, "unknown group %s" % name)
+    group = _existing(hub.db, name)
+    if not group["members"]:
+        raise GroupError(409, "group %s has no members" % name)
     cur = hub.db.run("INSERT INTO group_work(name, op, args, when_available, expires, created, "
                      "origin) VALUES (?, ?, ?, ?, ?, ?, ?)", name, op, dumps(args),
                      int(when_available), expires, hub.now(), origin)

@@ -211,6 +211,10 @@ class GroupIn(BaseModel):
     members: list[str] = Field(min_length=1, max_length=10000)
 
 
+class MembersIn(BaseModel):
+    members: list[str] = Field(min_length=1, max_length=10000)
+
+
 class GroupOut(BaseModel):
     name: str
     created: float

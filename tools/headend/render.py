@@ -216,6 +216,13 @@ def presence_history(device, items):
           [(when(p["at"]), p["state"], p["note"], p["source"]) for p in items])
 
 
+def groups(items):
+    if printed_as_json(items):
+        return
+    table("groups", ["name", "members", "created"],
+          [(g["name"], " ".join(g["members"]) or "(none)", when(g["created"])) for g in items])
+
+
 def group_status(s):
     if printed_as_json(s):
         return

@@ -1,0 +1,101 @@
+"""Groups can be listed, grown, shrunk and deleted (issue 13, item 8: "Groups have no
+add-member, list or delete"), over the API and the CLI, and a deleted group's name is free
+again without its old commands."""
+
+import pytest
+from headend_harness import Server, client, headend, op  # noqa: F401
+
+from headend.cli import main
+
+pytestmark = pytest.mark.unit
+
+
+def _meters(headend, client, *names):
+    return [headend.meter(client, n) for n in names]
+
+
+def test_add_remove_list_delete_over_the_api(client, headend, op):
+    _meters(headend, client, "m1", "m2", "m3")
+    assert op.post("/v1/groups", json={"name": "g", "members": ["m1"]}).status_code == 201
+    r = op.post("/v1/groups/g/members", json={"members": ["m3", "m2", "m1"]})
+    assert r.status_code == 200 and r.json()["members"] == ["m1", "m2", "m3"], r.text
+    gid = op.post("/v1/groups/g/work", json={"op": "read"}).json()["gid"]
+    assert sorted(op.get("/v1/groups/g/work/%d" % gid).json()["outcomes"]) == ["m1", "m2", "m3"]
+    r = op.delete("/v1/groups/g/members/m2")
+    assert r.status_code == 200 and r.json()["members"] == ["m1", "m3"]
+    # a command already sent keeps the removed member's outcome; a new one leaves it out
+    assert "m2" in op.get("/v1/groups/g/work/%d" % gid).json()["outcomes"]
+    second = op.post("/v1/groups/g/work", json={"op": "read"}).json()
+    assert sorted(second["work"]) == ["m1", "m3"]
+    assert [g["name"] for g in op.get("/v1/groups").json()] == ["g"]
+    # open commands hold the group
+    r = op.delete("/v1/groups/g")
+    assert r.status_code == 409 and "open commands" in r.json()["error"], r.text
+    for n in (gid, second["gid"]):
+        assert op.delete("/v1/groups/g/work/%d" % n).status_code == 200
+    r = op.delete("/v1/groups/g")
+    assert r.status_code == 200 and r.json()["members"] == ["m1", "m3"], r.text
+    assert op.get("/v1/groups").json() == []
+    assert op.get("/v1/groups/g").status_code == 404
+    # the name is free again, and the old commands are not the new group's
+    assert op.post("/v1/groups", json={"name": "g", "members": ["m2"]}).status_code == 201
+    assert op.get("/v1/groups/g/work/%d" % gid).status_code == 404
+    # each member's work stays in its own history, no longer part of a group command
+    rows = headend.hub.db.all("SELECT device, gid, status FROM work ORDER BY num")
+    assert [(r["device"], r["gid"], r["status"]) for r in rows] == \
+        [(m, None, "cancelled") for m in ("m1", "m2", "m3", "m1", "m3")]
+
+
+def test_membership_errors(client, headend, op):
+    _meters(headend, client, "m1", "m2")
+    op.post("/v1/groups", json={"name": "g", "members": ["m1"]})
+    assert op.post("/v1/groups/nope/members", json={"members": ["m1"]}).status_code == 404
+    r = op.post("/v1/groups/g/members", json={"members": ["m2", "ghost"]})
+    assert r.status_code == 404 and "ghost" in r.json()["error"]
+    assert op.get("/v1/groups/g").json()["members"] == ["m1"]      # all or nothing
+    assert op.post("/v1/groups/g/members", json={"members": []}).status_code == 422
+    assert op.delete("/v1/groups/g/members/m2").status_code == 404
+    assert op.delete("/v1/groups/nope").status_code == 404
+    # the last member may go; an empty group cannot be sent work
+    assert op.delete("/v1/groups/g/members/m1").json()["members"] == []
+    r = op.post("/v1/groups/g/work", json={"op": "read"})
+    assert r.status_code == 409 and "no members" in r.json()["error"]
+    assert headend.count("work") == 0
+
+
+def test_group_commands_in_the_cli(headend, capsys, monkeypatch):
+    with Server(headend.app) as s:
+        monkeypatch.setenv("BACKCHANNEL_URL", s.url)
+        monkeypatch.setenv("BACKCHANNEL_TOKEN", headend.op_token)
+        monkeypatch.setenv("COLUMNS", "200")
+
+        def cli(*argv):
+            with pytest.raises(SystemExit) as e:
+                main(list(argv))
+            out, err = capsys.readouterr()
+            return e.value.code, out, err
+        for n in ("m1", "m2", "m3"):
+            headend.meter(None, n)
+        assert cli("group", "create", "feeder-7", "m1")[:2] == (0, "feeder-7: m1\n")
+        assert cli("group", "add-member", "feeder-7", "m2", "m3")[:2] == \
+            (0, "feeder-7: m1 m2 m3\n")
+        rc, out, _ = cli("group", "list")
+        assert rc == 0 and "feeder-7" in out and "m1 m2 m3" in out
+        rc, out, _ = cli("group", "list", "--json")
+        assert rc == 0 and '"members"' in out and '"m3"' in out
+        assert cli("group", "remove-member", "feeder-7", "m2")[:2] == (0, "feeder-7: m1 m3\n")
+        rc, out, err = cli("group", "remove-member", "feeder-7", "m1", "m2")
+        assert rc == 1 and err == "backchannel: error: not in group feeder-7: m2\n"
+        assert headend.hub.db.one("SELECT COUNT(*) AS n FROM group_members")["n"] == 2
+        rc, out, err = cli("group", "add-member", "feeder-7", "ghost")
+        assert rc == 1 and err == "backchannel: error: HTTP 404: unknown device(s): ghost\n"
+        gid = cli("group", "send", "feeder-7", "read")[1].strip()
+        rc, out, err = cli("group", "delete", "feeder-7")
+        assert rc == 1 and "open commands (%s)" % gid in err and err.count("\n") == 1
+        headend.hub.db.run("UPDATE work SET status = 'done'")
+        assert cli("group", "delete", "feeder-7")[:2] == \
+            (0, "deleted group feeder-7 (2 members)\n")
+        rc, out, err = cli("group", "delete", "feeder-7")
+        assert rc == 1 and err == "backchannel: error: HTTP 404: unknown group feeder-7\n"
+        rc, out, _ = cli("group", "list")
+        assert rc == 0 and "feeder-7" not in out
