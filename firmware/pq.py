@@ -5,9 +5,11 @@
 # state is integer comparisons only. Records are built only when an event starts or ends.
 #
 # A dip starts when Urms(1/2) < dip threshold and ends when Urms(1/2) >= dip threshold +
-# hysteresis (swells mirror this). If a dip's residual falls below the interruption
-# threshold, it is reported as one interruption whose duration runs from Urms(1/2) falling
-# below the interruption threshold to it rising above that threshold + hysteresis.
+# hysteresis (swells mirror this). Interruptions are evaluated on their own thresholds, as
+# IEC 61000-4-30 does: one starts when Urms(1/2) < interruption threshold and ends when it is
+# >= that threshold + hysteresis. A dip that falls that low therefore holds an interruption:
+# the interruption is reported when it ends, and the dip (its residual the interruption's)
+# when it ends, so every event_start said has its event.
 
 import math
 
@@ -51,9 +53,9 @@ class EventDetector:
         self.state = NONE
         self.in_intr = False
         self.extreme = 0
+        self.intr_extreme = 0
         self.start = 0
         self.intr_from = 0
-        self.intr_to = 0
         self.count = 0
         self.said_start = 0  # sample number of the start in the record last said (an int)
         self.incomplete = False
@@ -66,18 +68,19 @@ class EventDetector:
             if msq < self.dip_start:
                 self._begin(DIP, msq, self.clock.now())
                 if msq < self.intr_start:
-                    self._intr_begin(self.start)
+                    self._intr_begin(msq, self.start)
             elif msq > self.swell_start:
                 self._begin(SWELL, msq, self.clock.now())
         elif st == DIP:
             if msq < self.extreme:
                 self.extreme = msq
             if self.in_intr:
-                if msq >= self.intr_end:
-                    self.in_intr = False
-                    self.intr_to = self.clock.now()
+                if msq < self.intr_extreme:
+                    self.intr_extreme = msq
+                elif msq >= self.intr_end:
+                    self._intr_finish(self.clock.now())
             elif msq < self.intr_start:
-                self._intr_begin(self.clock.now())
+                self._intr_begin(msq, self.clock.now())
             if msq >= self.dip_end:
                 self._finish(self.clock.now())
         else:
@@ -87,40 +90,44 @@ class EventDetector:
                 self._finish(self.clock.now())
 
     def finish(self):
-        """End of input: report an event still in progress, marked incomplete."""
+        """End of input: report an event still in progress (an interruption, then the dip
+        that holds it), marked incomplete."""
         if self.state != NONE:
             self.incomplete = True
-            self._finish(self.clock.now())
+            now = self.clock.now()
+            if self.in_intr:
+                self._intr_finish(now)
+            self._finish(now)
             self.incomplete = False
 
     def _begin(self, kind, msq, now):
         self.state = kind
         self.extreme = msq
         self.start = now
-        self.intr_from = -1
         self.in_intr = False
         self.said_start = now
         self._say({"type": "event_start", "kind": "dip" if kind == DIP else "swell",
                    "start_s": now * self.ts})
 
-    def _intr_begin(self, now):
-        if self.intr_from < 0:
-            self.intr_from = now
-            self.said_start = now
-            self._say({"type": "event_start", "kind": "interruption", "start_s": now * self.ts})
+    def _intr_begin(self, msq, now):
         self.in_intr = True
+        self.intr_from = now
+        self.intr_extreme = msq
+        self.said_start = now
+        self._say({"type": "event_start", "kind": "interruption", "start_s": now * self.ts})
+
+    def _intr_finish(self, now):
+        self.in_intr = False
+        self._record("interruption", self.intr_from, now, self.intr_extreme)
 
     def _finish(self, now):
         kind = "swell" if self.state == SWELL else "dip"
-        start = self.start
-        if kind == "dip" and self.intr_from >= 0:
-            kind = "interruption"
-            start = self.intr_from
-            now = now if self.in_intr else self.intr_to
         self.state = NONE
-        self.in_intr = False
+        self._record(kind, self.start, now, self.extreme)
+
+    def _record(self, kind, start, now, extreme):
         seconds = (now - start) * self.ts
-        v = math.sqrt(self.extreme) * self.v_gain
+        v = math.sqrt(extreme) * self.v_gain
         self.count += 1
         record = {
             "type": "event",

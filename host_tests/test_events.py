@@ -35,10 +35,20 @@ class Case:
     pre_halves: int = 40
     post_halves: int = 30
     why: str = ""
+    kinds: tuple = ()        # the events' kinds in order, when not `count` times `kind`
 
     @property
     def f(self):
         return self.signal_f or self.nominal_f
+
+    @property
+    def expected_kinds(self):
+        return list(self.kinds) or [self.kind] * self.count
+
+
+# An interruption is evaluated on its own thresholds (IEC 61000-4-30): the dip that holds it
+# is an event too, ending after it (docs/protocol.md, Events).
+HELD = ("interruption", "dip")
 
 
 CASES = [
@@ -48,7 +58,7 @@ CASES = [
              "of declared, above the 90% threshold, so the IEC method records no event"),
     Case("dip40_half_cycle", [0.4], 1, "dip", "instantaneous"),
     Case("dip40_negative_half", [0.4], 1, "dip", "instantaneous", pre_halves=41),
-    Case("interruption_2s", [0.0] * 200, 1, "interruption", "momentary"),
+    Case("interruption_2s", [0.0] * 200, 2, "interruption", "momentary", kinds=HELD),
     Case("swell120_10cycles", [1.2] * 20, 1, "swell", "instantaneous"),
     Case("hover_89_91_40cycles", [0.89, 0.89, 0.91, 0.91] * 20, 1, "dip", "momentary",
          why="91% cycles stay inside the 90..92% hysteresis band: one event, not twenty"),
@@ -56,7 +66,8 @@ CASES = [
     Case("dip70_5s", [0.7] * 500, 1, "dip", "temporary"),
     Case("dip50_5cycles_60hz", [0.5] * 10, 1, "dip", "instantaneous", 120.0, 60),
     Case("swell115_40cycles_60hz", [1.15] * 80, 1, "swell", "momentary", 120.0, 60),
-    Case("interruption_10cycles_60hz", [0.0] * 20, 1, "interruption", "momentary", 120.0, 60),
+    Case("interruption_10cycles_60hz", [0.0] * 20, 2, "interruption", "momentary", 120.0, 60,
+         kinds=HELD),
 ]
 
 
@@ -92,35 +103,40 @@ def category(kind, seconds, f):
 
 
 def oracle_events(case):
+    """Events in the order they end. Dips and swells on their thresholds; interruptions on
+    theirs, evaluated on their own (IEC 61000-4-30): a dip that falls below the interruption
+    threshold holds an interruption, and both are events. Ties end the interruption first."""
     events = []
-    state = None
+    state = intr = None
+
+    def end(kind, ev, t):
+        events.append({"kind": kind, "start_s": ev["start"], "duration_s": t - ev["start"],
+                       "extreme_pct": ev["extreme"],
+                       "category": category(kind, t - ev["start"], case.nominal_f)})
+
     for t, p in zip(*oracle_urms_half(case)):
         if state is None:
             if p < DIP or p > SWELL:
-                state = {"kind": "dip" if p < DIP else "swell", "start": t, "extreme": p,
-                         "intr_from": None, "intr_to": None}
-            if p < INTR:
-                state["intr_from"] = t
-            continue
-        if state["kind"] == "swell":
+                state = {"kind": "dip" if p < DIP else "swell", "start": t, "extreme": p}
+        elif state["kind"] == "swell":
             state["extreme"] = max(state["extreme"], p)
-            done = p <= SWELL - HYST
+            if p <= SWELL - HYST:
+                end("swell", state, t)
+                state = None
+            continue
         else:
             state["extreme"] = min(state["extreme"], p)
-            if p < INTR and (state["intr_from"] is None or state["intr_to"] is not None):
-                state["intr_from"] = state["intr_from"] if state["intr_from"] is not None else t
-                state["intr_to"] = None
-            elif state["intr_from"] is not None and state["intr_to"] is None and p >= INTR + HYST:
-                state["intr_to"] = t
-            done = p >= DIP + HYST
-        if done:
-            kind, start, end = state["kind"], state["start"], t
-            if state["intr_from"] is not None:
-                kind, start = "interruption", state["intr_from"]
-                end = state["intr_to"] if state["intr_to"] is not None else t
-            events.append({"kind": kind, "start_s": start, "duration_s": end - start,
-                           "extreme_pct": state["extreme"],
-                           "category": category(kind, end - start, case.nominal_f)})
+        if state is None or state["kind"] != "dip":
+            continue
+        if intr is None and p < INTR:
+            intr = {"start": t, "extreme": p}
+        elif intr is not None:
+            intr["extreme"] = min(intr["extreme"], p)
+            if p >= INTR + HYST:
+                end("interruption", intr, t)
+                intr = None
+        if p >= DIP + HYST:
+            end("dip", state, t)
             state = None
     return events
 
@@ -144,10 +160,12 @@ def test_event_table(case, interpreter):
     assert len(got) == case.count, case.why or got
     half = 1.0 / (2 * case.f)
     injected = len(case.levels) * half
+    assert [g["kind"] for g in got] == [w["kind"] for w in want] == case.expected_kinds
     for g, w in zip(got, want):
         duration = g["duration_ms"] / 1000.0
-        assert g["kind"] == w["kind"] == case.kind
-        assert g["category"] == w["category"] == case.category
+        assert g["category"] == w["category"]
+        if g["kind"] == case.kind:
+            assert g["category"] == case.category
         assert abs(duration - w["duration_s"]) <= half + 1e-9, (duration, w["duration_s"])
         assert abs(duration - injected) <= 2 * half + 1e-9, (duration, injected)
         assert abs(g["start_s"] - w["start_s"]) <= 2 * half, (g["start_s"], w["start_s"])
@@ -163,5 +181,48 @@ def test_event_start_comes_first(case, interpreter):
             starts = [s for s in records[:n] if s["type"] == "event_start"
                       and s["kind"] == r["kind"] and s["start_s"] == r["start_s"]]
             assert len(starts) == 1, records
-    if case.kind == "interruption":  # the dip is announced first, then the interruption
-        assert [r["kind"] for r in records] == ["dip", "interruption", "interruption"]
+    assert_every_start_ends(records)
+    if case.kind == "interruption":  # the dip starts first, the interruption ends first
+        assert [(r["type"], r["kind"]) for r in records] == [
+            ("event_start", "dip"), ("event_start", "interruption"),
+            ("event", "interruption"), ("event", "dip")]
+
+
+def assert_every_start_ends(records):
+    """Each event_start is followed by exactly one event of its kind and start."""
+    for n, r in enumerate(records):
+        if r["type"] == "event_start":
+            ends = [e for e in records[n + 1:] if e["type"] == "event"
+                    and e["kind"] == r["kind"] and e["start_s"] == r["start_s"]]
+            assert len(ends) == 1, ("event_start without its event", r, records)
+
+
+# Issue 13: a dip that deepened into an interruption left the dip's event_start without an
+# event. Generated waveforms: 50 % for 10 cycles, 0 for 20, 50 % for 10; and a dip holding
+# two interruptions.
+DEEPENING = [
+    (Case("dip_deepens_into_interruption", [0.5] * 20 + [0.0] * 40 + [0.5] * 20, 2),
+     HELD, (40, 80)),
+    (Case("dip_holds_two_interruptions", [0.5] * 10 + [0.0] * 20 + [0.5] * 10 + [0.0] * 20
+          + [0.5] * 10, 3), ("interruption", "interruption", "dip"), (20, 20, 70)),
+]
+
+
+@pytest.mark.parametrize("case,kinds,halves", DEEPENING, ids=lambda c: getattr(c, "name", ""))
+def test_a_dip_that_deepens_into_an_interruption_ends(case, kinds, halves, interpreter):
+    records = [r for r in run_case(case, interpreter) if r["type"] in ("event", "event_start")]
+    assert_every_start_ends(records)
+    got = [r for r in records if r["type"] == "event"]
+    want = oracle_events(case)
+    assert [g["kind"] for g in got] == [w["kind"] for w in want] == list(kinds)
+    half = 1.0 / (2 * case.f)
+    for g, w, n in zip(got, want, halves):
+        duration = g["duration_ms"] / 1000.0
+        assert abs(duration - w["duration_s"]) <= half + 1e-9, (g, w)
+        assert abs(duration - n * half) <= 2 * half + 1e-9, (g, n)
+        assert abs(g["start_s"] - w["start_s"]) <= 2 * half, (g, w)
+        assert g["category"] == w["category"]
+        assert abs(g["extreme_pct"] - w["extreme_pct"]) <= 1.0, (g, w)
+    # the dip that holds them spans them all and carries their residual
+    dip = got[-1]
+    assert dip["start_s"] < got[0]["start_s"] and dip["extreme_pct"] < 2.0
