@@ -99,3 +99,26 @@ def test_group_commands_in_the_cli(headend, capsys, monkeypatch):
         assert rc == 1 and err == "backchannel: error: HTTP 404: unknown group feeder-7\n"
         rc, out, _ = cli("group", "list")
         assert rc == 0 and "feeder-7" not in out
+
+
+def test_a_token_confined_to_groups_cannot_change_them(client, headend, op):
+    from headend import tokens
+    _meters(headend, client, "north-1", "south-1")
+    op.post("/v1/groups", json={"name": "north", "members": ["north-1"]})
+    op.post("/v1/groups", json={"name": "south", "members": ["south-1"]})
+    h = {"Authorization": "Bearer %s" % tokens.create(headend.hub.db, "crew", "operator",
+                                                      groups=["north"])}
+    # its own group: growing it would reach meters outside its scope
+    for method, path, body in (("POST", "/v1/groups/north/members", {"members": ["south-1"]}),
+                               ("DELETE", "/v1/groups/north/members/north-1", None),
+                               ("DELETE", "/v1/groups/north", None)):
+        r = client.request(method, path, headers=h, json=body)
+        assert r.status_code == 403, (method, path, r.text)
+    # a group outside its scope does not exist for it
+    for method, path, body in (("POST", "/v1/groups/south/members", {"members": ["north-1"]}),
+                               ("DELETE", "/v1/groups/south/members/south-1", None),
+                               ("DELETE", "/v1/groups/south", None)):
+        r = client.request(method, path, headers=h, json=body)
+        assert r.status_code == 404, (method, path, r.text)
+    assert op.get("/v1/groups/north").json()["members"] == ["north-1"]
+    assert op.get("/v1/groups/south").json()["members"] == ["south-1"]

@@ -28,6 +28,14 @@ def _group_scope(request, name):
         raise HTTPException(404, "unknown group %s" % name)
 
 
+def _may_change(request, name):
+    """A token confined to groups may not change any group (it could add meters outside
+    its scope to one of its groups and then reach them); others: 404 as for create."""
+    _group_scope(request, name)
+    if request.state.who.groups is not None:
+        raise HTTPException(403, "a token confined to groups may not change groups")
+
+
 def _call(fn, *args):
     try:
         return fn(*args)
@@ -62,18 +70,21 @@ async def get_group(name: str, request: Request):
 async def delete_group(name: str, request: Request):
     """Delete a group and its command history (409 while a command of it has open work);
     returns the group as it was."""
+    _may_change(request, name)
     return _call(groups.delete, request.app.state.hub.db, name)
 
 
 @router.post("/{name}/members", response_model=GroupOut)
 async def add_members(name: str, body: MembersIn, request: Request):
     """Add meters to a group (already members are fine); 404 for an unknown meter."""
+    _may_change(request, name)
     return _call(groups.add_members, request.app.state.hub.db, name, body.members)
 
 
 @router.delete("/{name}/members/{device}", response_model=GroupOut)
 async def remove_member(name: str, device: str, request: Request):
     """Remove a meter from a group; commands already sent keep its outcome."""
+    _may_change(request, name)
     return _call(groups.remove_members, request.app.state.hub.db, name, [device])
 
 
