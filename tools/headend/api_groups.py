@@ -77,6 +77,7 @@ async def delete_group(name: str, request: Request):
 @router.post("/{name}/members", response_model=GroupOut)
 async def add_members(name: str, body: MembersIn, request: Request):
     """Add meters to a group (already members are fine); 404 for an unknown meter."""
+    audit.note(request, {"members": body.members})
     _may_change(request, name)
     return _call(groups.add_members, request.app.state.hub.db, name, body.members)
 
