@@ -192,3 +192,50 @@ def test_duty_windows():
     assert duty.within(duty.parse(["daily 00:00-24:00"]), monday_9)
     with pytest.raises(duty.DutyError, match="days run mon..sun"):
         duty.parse(["fri-mon 08:00-09:00"])
+
+
+def _login(client, token):
+    client.get("/ui/login")
+    r = client.post("/ui/login", data={"token": token, "csrf": client.cookies.get("bc_login")},
+                    follow_redirects=False)
+    assert r.status_code in (302, 303), r.text
+
+
+def test_dashboard_lists_alarms_and_acks_with_csrf(site, headend, client, op):
+    interruption(site)
+    (a,) = op.get("/v1/alarms").json()
+    _login(client, headend.op_token)
+    page = client.get("/ui/alarms").text
+    assert "Alarms (1)" in page and 'id="ack-%d"' % a["id"] in page and "carol" in page
+    assert 'http-equiv="refresh"' in page                       # reloads while open
+    r = client.post("/ui/alarms/%d/ack" % a["id"], data={"csrf": "forged"})
+    assert r.status_code == 403 and op.get("/v1/alarms").json()[0]["state"] == "open"
+    csrf = client.get("/ui/alarms").text.split('name="csrf" value="')[1].split('"')[0]
+    r = client.post("/ui/alarms/%d/ack" % a["id"], data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    detail = client.get("/ui/alarms/%d" % a["id"]).text
+    assert "acked by alice" in detail and "over dashboard" in detail and "skipped" in detail
+    assert "Alarms (" not in client.get("/ui/alarms").text
+    assert client.get("/ui/alarms/999").status_code == 404
+
+
+def test_dashboard_is_a_channel_for_an_operator_who_has_it_open(site, headend, client, util):
+    carol = devices.add_token(headend.hub.db, "carol", "operator")   # a second carol token
+    _login(client, carol)
+    interruption(site)
+    alarm = util.get("/v1/alarms").json()[0]
+    detail = util.get("/v1/alarms/%d" % alarm["id"]).json()["steps"][-1]["detail"]
+    assert "notified over log, dashboard" in detail
+
+
+def test_dashboard_hides_other_groups_alarms(site, headend, client, op):
+    headend.meter(client, "m9")
+    op.post("/v1/groups", json={"name": "other", "members": ["m9"]})
+    interruption(site)
+    (a,) = op.get("/v1/alarms").json()
+    _login(client, devices.add_token(headend.hub.db, "eve", "operator", groups=["other"]))
+    assert "no alarms" in client.get("/ui/alarms").text
+    assert client.get("/ui/alarms/%d" % a["id"]).status_code == 404
+    page = client.get("/ui/alarms").text
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/ui/alarms/%d/ack" % a["id"], data={"csrf": csrf}).status_code == 404

@@ -188,6 +188,16 @@ def listing(db, state=None, groups=None, limit=100):
     return [get(db, r["id"]) for r in rows]
 
 
+def open_count(db, groups=None):
+    """Alarms not yet acknowledged (open or unacknowledged), within `groups` if given."""
+    if groups is None:
+        return db.one("SELECT COUNT(*) AS n FROM alarms WHERE state != 'acked'")["n"]
+    if not groups:
+        return 0
+    return db.one("SELECT COUNT(*) AS n FROM alarms WHERE state != 'acked' AND grp IN (%s)"
+                  % ",".join("?" * len(groups)), *groups)["n"]
+
+
 def _step(db, aid, now, step, operator, detail):
     db.run("INSERT INTO alarm_steps(alarm, at, step, operator, detail) VALUES (?, ?, ?, ?, ?)",
            aid, now, step, operator, detail)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from .. import api_groups, groups, outcomes, render
 from ..models import GroupWorkIn
-from .pages import FINAL, _login_redirect, _ops, current, form, page, refused
+from .pages import FINAL, allowed_ops, current, form, login_redirect, page, refused
 from .session import same
 
 router = APIRouter(prefix="/ui/groups", include_in_schema=False)
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/ui/groups", include_in_schema=False)
 async def group_list(request: Request):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     return page(request, "groups.html", who=who, csrf=s.csrf,
                 groups=[g for g in groups.all_groups(request.app.state.hub.db)
                         if who.sees_group(g["name"])])
@@ -30,7 +30,7 @@ async def group_list(request: Request):
 async def group_page(request: Request, name: str):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     db = request.app.state.hub.db
     group = groups.get(db, name) if who.sees_group(name) else None
     if group is None:
@@ -38,7 +38,7 @@ async def group_page(request: Request, name: str):
     commands = db.all("SELECT gid, op, created, expires FROM group_work WHERE name = ? "
                       "ORDER BY gid DESC LIMIT 20", name)
     return page(request, "group.html", who=who, csrf=s.csrf, g=group, commands=commands,
-                ops=_ops(who))
+                ops=allowed_ops(who))
 
 
 @router.post("/{name}/work")
@@ -66,7 +66,7 @@ async def group_send(request: Request, name: str):
 async def command_page(request: Request, name: str, gid: int):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     hub = request.app.state.hub
     if not who.sees_group(name):
         return refused(request, 404, "unknown group %s" % name)

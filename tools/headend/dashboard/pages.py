@@ -9,6 +9,7 @@ the Content-Security-Policy allows scripts from the head-end only (no inline scr
 import asyncio
 import json
 import os
+import time
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -16,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Stre
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
-from .. import api_devices, devices, render, workq
+from .. import api_devices, devices, escalation, render, workq
 from ..auth import Principal
 from ..db import loads
 from ..models import WorkIn
@@ -43,6 +44,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Environment(loader=FileSystemLoader(os.path.join(HERE, "templates")),
                         autoescape=select_autoescape(default=True, default_for_string=True))
 templates.filters["when"] = lambda t: render.when(t) if t else "-"
+templates.filters["utc"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 templates.filters["firmware"] = lambda f: render.firmware(f) or "-"
 
 
@@ -62,6 +64,10 @@ def sessions(request):
 
 
 def page(request, name, code=200, **values):
+    who = values.get("who")
+    if who is not None:     # the header's alarm count
+        values.setdefault("open_alarms", escalation.open_count(request.app.state.hub.db,
+                                                               who.groups))
     html = templates.get_template(name).render(request=request, plots=_plots(request),
                                                **values)
     return HTMLResponse(html, code, headers=SECURITY_HEADERS)
@@ -104,7 +110,7 @@ async def form(request):
     return {k: v[0] for k, v in fields.items()}
 
 
-def _login_redirect(request):
+def login_redirect(request):
     return RedirectResponse("/ui/login?next=%s" % quote(request.url.path, safe="/"), 303)
 
 
@@ -151,7 +157,7 @@ async def logout(request: Request):
     s, who = current(request)
     f = await form(request)
     if s is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     if not same(f.get("csrf"), s.csrf):
         return refused(request, 403, "the form's CSRF token is missing or wrong")
     sessions(request).drop(request.cookies.get(COOKIE))
@@ -164,7 +170,7 @@ async def logout(request: Request):
 async def fleet(request: Request, q: str = "", page_no: int = 1):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     db = request.app.state.hub.db
     q = q.strip()[:64]
     page_no = max(1, page_no)
@@ -190,7 +196,7 @@ def _device_or_404(request, device_id):
     return row
 
 
-def _ops(who):
+def allowed_ops(who):
     return [op for op in OPS if who.may_send(op) is None]
 
 
@@ -198,7 +204,7 @@ def _ops(who):
 async def meter(request: Request, device_id: str):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     hub = request.app.state.hub
     row = devices.get(hub.db, device_id)
     if row is None or not who.sees(hub.db, device_id):
@@ -213,7 +219,7 @@ async def meter(request: Request, device_id: str):
         "SELECT * FROM work WHERE device = ? ORDER BY num DESC LIMIT 20", device_id)]
     return page(request, "meter.html", who=who, csrf=s.csrf, m=api_devices.device_view(row),
                 latest=loads(latest["body"]) if latest else None, events=events, work=work,
-                ops=_ops(who))
+                ops=allowed_ops(who))
 
 
 def _reading_row(r):
@@ -301,7 +307,7 @@ async def send_work(request: Request, device_id: str):
 async def work_page(request: Request, work_id: str):
     s, who = current(request)
     if who is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     hub = request.app.state.hub
     row = workq.get(hub.db, work_id)
     if row is None or not who.sees(hub.db, row["device"]):
