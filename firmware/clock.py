@@ -7,6 +7,7 @@ import time
 # MicroPython ports with a 2000-01-01 epoch report times this far behind Unix time.
 _EPOCH_2000_MS = 946684800000
 _MAX_MS = 4294967296000  # 2106: beyond it a time from the head-end is nonsense, not adopted
+PROMPT_MS = 2000  # an answer this long on the way carries the head-end's time well enough
 
 
 def board_ms():
@@ -63,16 +64,19 @@ class Clock:
         self.synced = True
         return (target - before) / 1000
 
-    def server_time(self, unix, tolerance=2.0, exact_ms=None):
+    def server_time(self, unix, tolerance=2.0, exact_ms=None, transit_ms=0):
         """Follow the head-end's clock when it differs by more than the tolerance. exact_ms
         (the response's time_ms), when it is an int, is exact; `unix` (a float) is not on a
-        float32 board."""
+        float32 board. transit_ms: how long the answer may have been on the way; one slower
+        than PROMPT_MS (held back by the network) is followed only for a difference the
+        delay cannot explain."""
         target = None
         if isinstance(exact_ms, int) and not isinstance(exact_ms, bool) \
                 and 0 <= exact_ms < _MAX_MS:
             target = exact_ms
         if target is None:
             target = unix_ms(unix)
-        if target is not None and abs(target - self.now_ms()) > tolerance * 1000:
+        slack = int(tolerance * 1000) + (transit_ms if transit_ms > PROMPT_MS else 0)
+        if target is not None and abs(target - self.now_ms()) > slack:
             self.offset_ms = target - board_ms()
             self.synced = True

@@ -29,9 +29,19 @@ def _number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def apply_response(link, resp, answer=True):
+def transit_ms(resp, rtt_ms):
+    """How long an answer may have spent on the way: the request's round trip less the time
+    the head-end says it held the request (`held_ms`, a long-poll) before stamping `time`."""
+    held = resp.get("held_ms")
+    if isinstance(held, int) and not isinstance(held, bool) and 0 <= held <= rtt_ms:
+        return rtt_ms - held
+    return rtt_ms
+
+
+def apply_response(link, resp, answer=True, rtt_ms=0):
     """Apply a verified, bound response (either transport): ack, server time (only from the
-    answer to this meter's own request, never from a push), next contact, work.
+    answer to this meter's own request, never from a push, and only as well as its transit
+    allows: rtt_ms is the request's round trip), next contact, work.
     Returns True when the meter should exchange again at once: results just queued, more
     work waiting, or a backlog still to send. Only an ack that moved counts, so a stuck ack
     never causes a tight loop."""
@@ -42,7 +52,8 @@ def apply_response(link, resp, answer=True):
             and resp.get("epoch") == link.outbox.epoch):
         link.outbox.ack(ack)
     if answer and _number(resp.get("time")):
-        link.clock.server_time(resp["time"], exact_ms=resp.get("time_ms"))
+        link.clock.server_time(resp["time"], exact_ms=resp.get("time_ms"),
+                               transit_ms=transit_ms(resp, rtt_ms))
     nxt = resp.get("next")
     if _number(nxt) and 0 <= nxt <= 86400:
         link.poll_s = nxt
@@ -233,6 +244,7 @@ class Comms:
                 "POST", "/v1/exchange", raw, headers, timeout=self.wait_s + 15)
         finally:
             self.waiting = False
+        rtt_ms = ticks_diff(ticks_ms(), self.poll_started)
         signed = envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data))
         if status == 409 and signed and time_refusal(self, _json(data), self.nonce):
             return True     # our clock was off: the head-end's time is adopted; again at once
@@ -250,7 +262,7 @@ class Comms:
         self.last_ok = self.clock.now()
         if done:
             self.inbox.confirm(done)
-        return apply_response(self, resp)
+        return apply_response(self, resp, rtt_ms=rtt_ms)
 
 
 def _json(data):

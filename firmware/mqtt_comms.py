@@ -243,14 +243,16 @@ class MqttComms:
         self.exchanges += 1
         self.last_ok = self.clock.now()
         self.failures = 0
+        rtt_ms = 0
         if answer:
             self.time_refusals = 0
         if answer and self.awaiting is not None:  # it stored what we sent
+            rtt_ms = ticks_diff(ticks_ms(), self.awaiting)
             self.awaiting = None
             if self.sent_done:
                 self.inbox.confirm(self.sent_done)
                 self.sent_done = []
-        if apply_response(self, resp, answer):
+        if apply_response(self, resp, answer, rtt_ms):
             self.want_up = True
         if self.after_exchange is not None:
             self.after_exchange()

@@ -53,7 +53,8 @@ def run(tmp_path, strip):
             if r.status_code == 200:
                 assert r.headers["x-bc-signature"] == hmac_hex(meter.key, r.content)
                 # per request: the time, the request's nonce, the meter's outbox epoch
-                body = dict(r.json(), time=None, time_ms=None, re=None, epoch=None)
+                body = dict(r.json(), time=None, time_ms=None, held_ms=None, re=None,
+                            epoch=None)
             else:
                 body = r.json()
             out.append((name, r.status_code, body, r.headers["content-type"]))

@@ -118,7 +118,7 @@ class FakeClock:
         self.t = unix
         return unix - before
 
-    def server_time(self, unix, tolerance=2.0, exact_ms=None):
+    def server_time(self, unix, tolerance=2.0, exact_ms=None, transit_ms=0):
         if abs(unix - self.t) > tolerance:
             self.set(unix)
 
@@ -257,7 +257,7 @@ def run_response(resp):
     link = FakeLink()
     if comms.time_refusal(link, resp, "ab" * 8) not in (True, False):
         raise Crash("comms.time_refusal did not answer True or False")
-    again = comms.apply_response(link, resp)
+    again = comms.apply_response(link, resp, True, 2500)   # a slow answer: held_ms counts
     if again not in (True, False):
         raise Crash("apply_response returned %r" % (again,))
     if not (isinstance(link.poll_s, (int, float)) and 0 <= link.poll_s <= 86400):

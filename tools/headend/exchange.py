@@ -148,6 +148,8 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
         held = time.perf_counter()
         answer = await deliver(hub, req, key, wait, receive)
         held = time.perf_counter() - held if wait else 0.0     # the long-poll's hold
+        if answer is not None:      # the meter follows `time` only as well as its transit allows
+            answer["held_ms"] = int((time.perf_counter() - started) * 1000)
         if answer is not None and req.fetch is not None:
             answer["chunk"] = release_store.chunk(hub.releases, req.fetch)
         await hub.synced()          # group commit: nothing is answered before it is on disk
