@@ -190,6 +190,21 @@ def test_4_a_note_that_injects_script_stays_text(site):
     processes.run_work(site["api"], "sim-meter-1", "set_presence", {"state": "available"})
 
 
+def test_4b_presence_history_and_updates_pages(site):
+    d = site["driver"]
+    open_page(site, "/ui/presence")
+    rows = wait_for(d, lambda d: d.find_elements("css selector", "#presence-history tbody tr"),
+                    10, "the presence history")
+    assert any("sim-meter-1" in r.text for r in rows)
+    assert "available" in by_id(d, "counts").text
+    shot(d, "presence.png")
+    open_page(site, "/ui/updates")
+    assert by_id(d, "rollouts").text        # a header and a row (or the "none yet" line)
+    d.find_element("link text", "Alarms").click()
+    wait_for(d, lambda d: d.current_url.endswith("/ui/alarms"), 10, "the alarms page")
+    assert "no alarms" in by_id(d, "alarms").text
+
+
 def test_5_a_form_without_its_csrf_token_is_refused(site):
     d = site["driver"]
     open_page(site, "/ui/meters/sim-meter-1")

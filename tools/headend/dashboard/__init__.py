@@ -11,7 +11,7 @@ PRESENT_S = 90      # a dashboard open in a browser makes a request at least thi
 
 def install(app):
     """Add the dashboard's routes to the head-end app."""
-    from . import alarm_pages, group_pages, pages
+    from . import alarm_pages, fleet_history_pages, group_pages, pages
 
     app.state.sessions = Sessions()
 
@@ -27,6 +27,7 @@ def install(app):
     escalation.channels(app.state.hub).append(alarm_pages.DashboardChannel(dashboard_open))
     app.include_router(pages.router)
     app.include_router(alarm_pages.router)
+    app.include_router(fleet_history_pages.router)
     app.include_router(group_pages.router)
 
     @app.exception_handler(pages.Refused)
