@@ -25,14 +25,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from contextlib import suppress
 from pathlib import Path
 
-from . import signing
+from . import daemon, signing
 from .exposure import is_loopback, write_private
 from .ids import check_device_id
 
@@ -229,40 +227,13 @@ def start(directory, log=None, timeout=10.0, mosquitto=None):
     listener accepts connections. log: a path for its output (default DIR/mosquitto.log)."""
     creds = bridge_credentials(directory)
     log = Path(log or Path(directory) / "mosquitto.log")
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(command(directory, mosquitto), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise BrokerError("mosquitto exited with %s: %s" % (proc.returncode,
-                                                               _tail(log)))
-        try:
-            socket.create_connection((creds["host"], creds["port"]), timeout=0.5).close()
-            return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(proc)
-            raise BrokerError("mosquitto did not listen on %s:%d: %s"
-                              % (creds["host"], creds["port"], _tail(log)))
-        time.sleep(0.02)
+    try:
+        return daemon.start(command(directory, mosquitto), "mosquitto", creds["host"],
+                            creds["port"], log, timeout)
+    except daemon.DaemonError as e:
+        raise BrokerError(str(e)) from None
 
 
 def stop(proc, timeout=5.0):
     """Stop a broker started by start() (SIGTERM: it saves its persistence file)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-def _tail(path, n=5):
-    try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-n:]) or "(empty log)"
+    daemon.stop(proc, timeout)

@@ -11,10 +11,10 @@ meters, which cannot switch a connection to TLS midway, and no server-to-server 
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from . import daemon
 
 CONF = "prosody.cfg.lua"
 SECRET = "component.secret"
@@ -106,39 +106,12 @@ def start(directory, port, timeout=15.0):
     """Start prosody in the foreground on DIR's config; returns the Popen once the
     component port accepts connections."""
     d = Path(directory).resolve()
-    log = d / "prosody.out"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([find(), "-F", "--config", str(d / CONF)], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise ImServerError("prosody exited with %s: %s" % (proc.returncode, _tail(log)))
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(proc)
-            raise ImServerError("prosody did not listen on 127.0.0.1:%d: %s"
-                                % (port, _tail(d / "prosody.log")))
-        time.sleep(0.05)
+    try:
+        return daemon.start([find(), "-F", "--config", str(d / CONF)], "prosody", "127.0.0.1",
+                            port, d / "prosody.out", timeout, errlog=d / "prosody.log")
+    except daemon.DaemonError as e:
+        raise ImServerError(str(e)) from None
 
 
 def stop(proc, timeout=5.0):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-
-def _tail(path, n=5):
-    try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-n:]) or "(empty log)"
+    daemon.stop(proc, timeout)

@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from .. import escalation
-from .pages import current, form, login_redirect, page, refused
-from .session import same
+from .pages import checked_form, current, login_redirect, page, refused
 
 router = APIRouter(prefix="/ui/alarms", include_in_schema=False)
 REFRESH_S = 10      # the list reloads itself while an alarm is open
@@ -38,12 +37,7 @@ async def alarm_page(request: Request, alarm_id: int):
 
 @router.post("/{alarm_id}/ack")
 async def alarm_ack(request: Request, alarm_id: int):
-    s, who = current(request)
-    f = await form(request)
-    if who is None:
-        return refused(request, 401, "your session has ended: log in again")
-    if not same(f.get("csrf"), s.csrf):
-        return refused(request, 403, "the form's CSRF token is missing or wrong")
+    s, who, f = await checked_form(request)
     hub = request.app.state.hub
     alarm = escalation.get(hub.db, alarm_id)
     if alarm is None or not who.sees_group(alarm["grp"]):

@@ -10,8 +10,7 @@ from pydantic import ValidationError
 
 from .. import api_groups, groups, outcomes, render
 from ..models import GroupWorkIn
-from .pages import FINAL, allowed_ops, current, form, login_redirect, page, refused
-from .session import same
+from .pages import FINAL, allowed_ops, checked_form, current, login_redirect, page, refused
 
 router = APIRouter(prefix="/ui/groups", include_in_schema=False)
 
@@ -43,12 +42,7 @@ async def group_page(request: Request, name: str):
 
 @router.post("/{name}/work")
 async def group_send(request: Request, name: str):
-    s, who = current(request)
-    f = await form(request)
-    if who is None:
-        return refused(request, 401, "your session has ended: log in again")
-    if not same(f.get("csrf"), s.csrf):
-        return refused(request, 403, "the form's CSRF token is missing or wrong")
+    s, who, f = await checked_form(request)
     try:
         body = GroupWorkIn(op=f.get("op", ""), args=json.loads(f.get("args") or "{}"),
                            expires_in=3600, when_available=f.get("when_available") == "on")

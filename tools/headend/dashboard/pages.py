@@ -110,6 +110,18 @@ async def form(request):
     return {k: v[0] for k, v in fields.items()}
 
 
+async def checked_form(request):
+    """(session, Principal, fields) of a form posted by a logged-in session with its own
+    CSRF value; Refused (401, 403: shown as an error page) otherwise."""
+    s, who = current(request)
+    f = await form(request)
+    if who is None:
+        raise Refused(401, "your session has ended: log in again")
+    if not same(f.get("csrf"), s.csrf):
+        raise Refused(403, "the form's CSRF token is missing or wrong")
+    return s, who, f
+
+
 def login_redirect(request):
     return RedirectResponse("/ui/login?next=%s" % quote(request.url.path, safe="/"), 303)
 
@@ -284,12 +296,7 @@ async def stream(request: Request, device_id: str, after: int = 0):
 
 @router.post("/meters/{device_id}/work")
 async def send_work(request: Request, device_id: str):
-    s, who = current(request)
-    f = await form(request)
-    if who is None:
-        return refused(request, 401, "your session has ended: log in again")
-    if not same(f.get("csrf"), s.csrf):
-        return refused(request, 403, "the form's CSRF token is missing or wrong")
+    s, who, f = await checked_form(request)
     try:
         args = json.loads(f.get("args") or "{}")
         body = WorkIn(op=f.get("op", ""), args=args, expires_in=600)
