@@ -29,6 +29,11 @@ KEYS = (
     ("v_cal", 1.0, float, 0.5, 2.0, UTILITY),               # gain trims on the board's gains
     ("i_cal", 1.0, float, 0.5, 2.0, UTILITY),
     ("report_s", 10, int, 1, 3600, OPERATOR),               # a reading to the head-end every
+    ("rated_a", 0.0, float, 0.0, 10000.0, OPERATOR),        # loading alarms (alarms.py); 0: off
+    ("demand_alarm_w", 0.0, float, 0.0, 1e7, OPERATOR),     # block demand alarm; 0: off
+    ("f_alarm_pct", 0.0, float, 0.0, 10.0, OPERATOR),       # frequency band alarm; 0: off
+    ("alarm_delay_s", 10, int, 0, 3600, OPERATOR),          # a condition holds this long first
+    ("alarm_hysteresis_pct", 2.0, float, 0.0, 20.0, OPERATOR),  # back past the threshold by
     ("device_id", "", str, 0, 64, CONSOLE),
     ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443

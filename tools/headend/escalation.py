@@ -113,6 +113,8 @@ def on_item(hub, device, kind, body, now):
     the event's kind. Returns the alarm ids raised."""
     if kind not in ALARM_ITEMS or not isinstance(body, dict):
         return []
+    if kind == "alarm" and body.get("state", "start") != "start":
+        return []       # a meter alarm's end: the alarm it started is already raised
     what = body.get("kind")
     raised = []
     for row in hub.db.all("SELECT e.grp, e.kinds FROM escalation_lists e JOIN group_members m "
