@@ -18,13 +18,11 @@ from mpshim import asleep_ms, ticks_diff, ticks_ms
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
+from protection import LIVE_KEYS, Protection
 from sample_count import SampleCount
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
-# alarms.py's keys: changed live; any of the switches above 0 makes the App load it
-ALARM_KEYS = ("rated_a", "demand_alarm_w", "f_alarm_pct", "alarm_delay_s", "alarm_hysteresis_pct")
-ALARM_SWITCHES = ALARM_KEYS[:3]
 STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
 POLL_MS = 5  # polling a hardware board (mpshim.asleep_ms: an int, no float per call)
 
@@ -54,8 +52,7 @@ class App:
         self.clock = Clock()
         self.meter = metering.Meter(cfg, board)
         self.reporter = reading.Reporter(self.meter, cfg["demand_block_s"])
-        self.alarms = None
-        self._make_alarms()
+        self.protection = Protection(cfg, self.set_relay)
         self.outbox = Outbox(state_dir + "/outbox")
         self.inbox = Inbox(state_dir + "/inbox")
         self.energy_store = RegisterStore(state_dir + "/energy")
@@ -203,9 +200,8 @@ class App:
                 _stamp(r, "t", self._wall_ms(at))
                 self._report_registers(r)
                 self.last_reading = r
-                if self.alarms is not None:
-                    for record in self.alarms.check(r):
-                        self._on_alarm(record)
+                for record in self.protection.check(r):
+                    self._push(record)
                 if self.on_record is not None:
                     self.on_record(r)
                 # the cadence counts samples: a clock set by the head-end does not move it
@@ -268,25 +264,18 @@ class App:
         old, self.cfg = self.cfg, new
         self._record_billing_change(old, new, changes, by)
         self._apply_comms_config()
-        self._make_alarms()
-        live = ("report_s", "poll_wait_s", "update_key") + ALARM_KEYS
+        self.protection.configure(new, changes)
+        live = ("report_s", "poll_wait_s", "update_key") + LIVE_KEYS
         restart = [k for k in changes if k not in live]
         return {"config": configuration.public(new), "restart_needed": restart}
 
-    def _make_alarms(self):
-        # a meter whose configuration asks for no alarm never imports alarms.py
-        if self.alarms is None and not any(self.cfg[k] > 0 for k in ALARM_SWITCHES):
-            return
-        import alarms
-
-        self.alarms = alarms.Alarms(self.cfg, self.alarms)
-
-    def _on_alarm(self, record):
+    def _push(self, record):
+        # an `alarm` or `shed` record: to the head-end at once
         if self.on_record is not None:
             self.on_record(record)
         body = dict(record)
-        del body["type"]
-        self.outbox.offer("alarm", body)
+        kind = body.pop("type")
+        self.outbox.offer(kind, body)
         if self.comms is not None:
             self.comms.kick()
 

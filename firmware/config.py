@@ -34,6 +34,12 @@ KEYS = (
     ("f_alarm_pct", 0.0, float, 0.0, 10.0, OPERATOR),       # frequency band alarm; 0: off
     ("alarm_delay_s", 10, int, 0, 3600, OPERATOR),          # a condition holds this long first
     ("alarm_hysteresis_pct", 2.0, float, 0.0, 20.0, OPERATOR),  # back past the threshold by
+    ("shed_on_alarm", "", str, 0, 64, UTILITY),             # alarm kinds that shed, e.g. load_95
+    ("shed_demand_w", 0.0, float, 0.0, 1e7, UTILITY),       # shed at this block demand; 0: off
+    ("shed_price", 0.0, float, 0.0, 1e6, UTILITY),          # shed at this price signal; 0: off
+    ("shed_min_off_s", 300, int, 0, 86400, UTILITY),        # a shed load stays off this long
+    ("shed_min_on_s", 300, int, 0, 86400, UTILITY),         # and on this long before shedding
+    ("shed_restore_window_s", 120, int, 0, 3600, UTILITY),  # restore after a random delay
     ("device_id", "", str, 0, 64, CONSOLE),
     ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443

@@ -17,7 +17,7 @@ _OPERATOR = ("read", "get_config", "set_config", "relay", "set_presence", "get_e
              "reboot", "message", "send", "get_messages", "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
-    "utility": _OPERATOR + ("reset_energy", "set_time"),
+    "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed"),
     # never relay, config, update or time from a peer (the head-end's rules deny by default)
     "peer": ("read", "get_events", "set_presence", "message"),
 }
@@ -88,6 +88,31 @@ def op_relay(app, args):
     return {"state": state}
 
 
+def _expires(app, args):
+    s = args.get("expires_s", 3600)
+    if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 7 * 86400:
+        raise Rejected("expires_s must be an int within 1..604800")
+    return app.clock.now() + s
+
+
+def op_price(app, args):
+    """The utility's price signal for load shedding (shedding.py), until it expires."""
+    price = _args(args, "price", (int, float))
+    until = _expires(app, args)
+    (app.protection.shedder or app.protection.load_shedder()).set_price(price, until)
+    return {"price": price, "until": until}
+
+
+def op_shed(app, args):
+    """A utility override of load shedding: open, closed, or auto (ends one)."""
+    state = _args(args, "state", str)
+    if state not in ("open", "closed", "auto"):
+        raise Rejected("state must be open, closed or auto")
+    until = _expires(app, args)
+    (app.protection.shedder or app.protection.load_shedder()).set_override(state, until)
+    return {"state": state, "until": until}
+
+
 def op_set_presence(app, args):
     state = _args(args, "state", str)
     try:
@@ -149,7 +174,7 @@ def op_update(app, args):
 
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
-    "set_config": op_set_config, "relay": op_relay,
+    "set_config": op_set_config, "relay": op_relay, "price": op_price, "shed": op_shed,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
     "get_messages": op_get_messages, "update": op_update,

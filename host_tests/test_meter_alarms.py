@@ -93,7 +93,7 @@ def test_the_app_pushes_alarms_and_changes_thresholds_live(tmp_path):
                 "loads": [{"at_s": 0, "p_w": 2300, "pf": 1.0}]}          # 10 A
     plain = app_mod.App(Limited(scenario, 1), config.validate({}), str(tmp_path / "a"),
                         realtime=False)
-    assert plain.alarms is None           # not configured: alarms.py is not even loaded
+    assert plain.protection.alarms is None           # not configured: alarms.py is not even loaded
     cfg = config.validate({"rated_a": 10.4, "alarm_delay_s": 2})
     app = app_mod.App(Limited(scenario, 6), cfg, str(tmp_path / "b"), realtime=False)
     asyncio.run(app.metering())
@@ -107,7 +107,7 @@ def test_the_app_pushes_alarms_and_changes_thresholds_live(tmp_path):
     asyncio.run(app.metering())
     items = [i for i in app.outbox.peek(100, 1 << 20) if i["kind"] == "alarm"]
     assert [(i["body"]["kind"], i["body"]["state"]) for i in items][2:] == [("load_95", "end")]
-    assert app.alarms.active() == ["load_80"]
+    assert app.protection.alarms.active() == ["load_80"]
 
 
 def test_the_head_end_escalates_a_meter_alarms_start_only(tmp_path):
