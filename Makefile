@@ -12,7 +12,7 @@ FAULTS_TRANSPORT ?= both
 PREFIX ?= $(HOME)/.local
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: venv install sim test test-fast lint e2e faults bench soak deploy clean
+.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak deploy clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,6 +63,10 @@ soak: venv
 
 bench: venv
 	$(BIN)/python -m bench
+
+# the smallest heap each configuration and transport passes on the board interpreter (~25 min)
+heap-budget: venv
+	$(BIN)/python -m bench.heap_budget
 
 # make deploy BOARD=esp32|rp2 PORT=/dev/ttyUSB0 [DEPLOY_ARGS="--device-id m1 --server-url ..."]
 # (the device key: BC_DEVICE_KEY=... in the environment, never on the command line)

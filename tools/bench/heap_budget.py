@@ -1,0 +1,208 @@
+"""The memory budget, measured: the smallest `-X heapsize` with which each scenario passes on
+the board interpreter (32-bit, float32; lab/board_build.py), found by bisection in 2 KiB steps
+(docs/performance.md, "Memory budget").
+
+    python -m bench.heap_budget [--json] [--seconds S] [SCENARIO ...]
+
+Scenarios: start-up with the modules of one configuration (start-none, start-http,
+start-https, start-mqtt, start-mqtts: tools/bench/heap_mp.py), and a meter process
+(tools/sim/meter_main.py) metering and exchanging with a real head-end for S seconds
+(default 20, report_s 1, one `read` work item): steady-http, steady-https (TLS, pinned
+CA), steady-mqtt (mosquitto), and batch-http (an outbox filled beforehand, so the first
+exchange carries a full batch: 32 items or 16 KB). A probe passes when the process is alive
+at the end with no MemoryError, the head-end stored readings from it and the work finished.
+Each figure is from source (.py), as `make sim` runs the firmware. About 25 minutes for all;
+figures in docs/performance.md ("Memory budget"). `make heap-budget` runs it."""
+
+import argparse
+import functools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from lab import pki, processes, runner
+
+HEAP_MP = runner.ROOT / "tools" / "bench" / "heap_mp.py"
+KEY = "00112233445566778899aabbccddeeff"
+STEP = 2
+START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts")
+RUNNING = ("steady-http", "steady-https", "steady-mqtt", "batch-http")
+
+
+def _board_cmd(kib, script, *args):
+    cmd, env = runner.command("board", script, *args)
+    cmd[2] = "heapsize=%dK" % kib  # [binary, "-X", "heapsize=...", script, ...]
+    return cmd, env
+
+
+def bisect(passes, lo=32, hi=512):
+    """The smallest KiB (a multiple of STEP) for which passes(kib) holds; lo fails."""
+    if not passes(hi):
+        return None
+    while hi - lo > STEP:
+        mid = (lo + hi) // 2 // STEP * STEP
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+class Start:
+    def __init__(self, work, ca):
+        self.work = work
+        http = {"server_url": "http://127.0.0.1:9"}
+        mqtt = {"transport": "mqtt", "mqtt_host": "127.0.0.1"}
+        self.configs = {"start-none": {}, "start-http": http,
+                        "start-https": {"server_url": "https://127.0.0.1:9", "ca_file": ca},
+                        "start-mqtt": mqtt,
+                        "start-mqtts": dict(mqtt, mqtt_tls=True, ca_file=ca)}
+
+    def passes(self, name, kib):
+        state = Path(tempfile.mkdtemp(dir=self.work))
+        cfg = dict(self.configs[name], device_id="m", device_key=KEY)
+        cmd, env = _board_cmd(kib, HEAP_MP, state, json.dumps(cfg))
+        p = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+        return p.returncode == 0 and b'"ok"' in p.stdout
+
+
+class Site:
+    """Two head-ends (HTTPS with the MQTT bridge and its broker; plain HTTP) for the probes."""
+
+    def __init__(self, work, seconds):
+        self.work = work
+        self.seconds = seconds
+        self.pki = work / "pki"
+        pki.init(self.pki)
+        for d in ("tls", "plain"):
+            (work / d).mkdir()
+        self.tls = processes.Headend(work / "tls", certfile=self.pki / "server.pem",
+                                     keyfile=self.pki / "server.key",
+                                     cafile=self.pki / "ca.pem")
+        self.plain = processes.Headend(work / "plain")
+        self.broker = processes.Broker(work, self.tls.db)
+        self.n = 0
+        self.template = None
+
+    def start(self):
+        self.broker.start()
+        self.tls.extra += self.broker.serve_args()
+        self.api = {}
+        for he in (self.tls, self.plain):
+            he.start()
+            self.api[he] = he.api(he.add_token("bench", "operator"))
+        return self
+
+    def stop(self):
+        for p in (self.plain, self.tls):
+            p.kill()
+        self.broker.stop()
+
+    def _prefill(self):
+        """A state dir whose outbox holds more readings than a batch carries."""
+        d = self.work / "prefill"
+        (d / "state").mkdir(parents=True)
+        cfg = d / "config.json"
+        cfg.write_text(json.dumps({"device_id": "prefill", "device_key": KEY, "report_s": 1}))
+        cmd, env = runner.command("micropython", processes.METER_MAIN, cfg, d / "state",
+                                  "--fast")
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(8)
+        p.kill()
+        p.wait()
+        return d / "state"
+
+    def passes(self, name, kib):
+        self.n += 1
+        device = "%s-%d-%d" % (name, kib, self.n)
+        he = self.plain if name in ("steady-http", "batch-http") else self.tls
+        key = he.add_device(device)
+        settings = {"device_id": device, "device_key": key, "report_s": 1}
+        if name == "steady-https":
+            settings.update(server_url=he.url, ca_file=str(self.pki / "ca.pem"))
+        elif name == "steady-mqtt":
+            self.broker.reload()
+            settings.update(self.broker.meter_settings(), server_url="")
+        else:
+            settings["server_url"] = he.url
+        d = self.work / device
+        d.mkdir()
+        if name == "batch-http":
+            if self.template is None:
+                self.template = self._prefill()
+            shutil.copytree(self.template, d / "state")
+        (d / "config.json").write_text(json.dumps(settings))
+        cmd, env = _board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state")
+        log = open(d / "meter.log", "wb")
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        ok = False
+        try:
+            end = time.monotonic() + self.seconds
+            api = self.api[he]
+            w = processes.run_work(api, device, "read", timeout=self.seconds)
+            time.sleep(max(0.0, end - time.monotonic()))
+            got = api.get("/v1/devices/%s/readings?limit=1000" % device).json()
+            # a batch: more readings than the meter made itself meanwhile
+            need = self.seconds + 16 if name == "batch-http" else self.seconds // 3
+            ok = proc.poll() is None and w["status"] == "done" and len(got) >= need
+        except AssertionError:  # the work did not finish in time
+            ok = False
+        finally:
+            proc.kill()
+            proc.wait()
+            log.close()
+        text = (d / "meter.log").read_text(errors="replace")
+        return ok and "MemoryError" not in text
+
+
+def measure(names, seconds=20):
+    work = Path(tempfile.mkdtemp(prefix="heap-budget-"))
+    out = {}
+    site = None
+    try:
+        pki.init(work / "ca")
+        start = Start(work, str(work / "ca" / "ca.pem"))
+        for name in names:
+            if name in START:
+                out[name] = bisect(functools.partial(start.passes, name))
+            else:
+                if site is None:
+                    site = Site(work, seconds).start()
+                out[name] = bisect(functools.partial(site.passes, name), lo=64, hi=384)
+            print("%-13s %s KiB" % (name, out[name]), file=sys.stderr, flush=True)
+    finally:
+        if site is not None:
+            site.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="bench.heap_budget", description=__doc__.split("\n")[0])
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                    help="any of: %s (default: all)" % ", ".join(START + RUNNING))
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    bad = [s for s in a.scenarios if s not in START + RUNNING]
+    if bad:
+        ap.error("unknown scenario %s" % ", ".join(bad))
+    if not runner.available("board"):
+        print("heap budget: %s" % runner.board_missing_reason(), file=sys.stderr)
+        return 2
+    res = measure(a.scenarios or list(START + RUNNING), a.seconds)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for name, kib in res.items():
+            print("%-13s %s" % (name, "fails at 512 KiB" if kib is None else "%d KiB" % kib))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
