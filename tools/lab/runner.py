@@ -13,13 +13,20 @@ Every desktop program that runs firmware code (the tests, `make sim`, `tools/rep
 The firmware path is firmware/ (the modules a board holds at /), the repository root (so
 the board drivers import as the package `boards`, as on a board where they sit in
 /boards/), and the micropython-lib modules fetched into .venv/mplib (lab/mplib.py).
+
+Precompiled, as deployed: with BC_FIRMWARE_MPY=1 the board interpreter imports firmware/
+and boards/ from .mpy files that the board build's mpy-cross made for its architecture
+(x86, 32-bit; mpy_tree(), cached by content in .venv/board-micropython/mpy), as `make
+deploy` ships them for xtensawin and armv6m.
 """
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +42,8 @@ MICROPYTHONS = ("micropython", "board")
 BOARD_HEAP = "512K"
 BOARD_DIR = VENV / "board-micropython"
 BOARD_LIB = BOARD_DIR / "lib"  # aiorepl from the same MicroPython source (lab/board_build.py)
+MPY_DIR = BOARD_DIR / "mpy"    # firmware/ and boards/ precompiled for the board interpreter
+BOARD_ARCH = "x86"             # the board interpreter's native code (gcc -m32)
 
 
 class RunnerError(RuntimeError):
@@ -56,6 +65,43 @@ def board_binary():
     """The board interpreter's binary, or None when `make venv` had no source to build it."""
     p = BOARD_DIR / "micropython-board"
     return str(p) if p.is_file() else None
+
+
+def firmware_mpy():
+    """Whether the board interpreter runs the firmware from .mpy (BC_FIRMWARE_MPY=1)."""
+    return os.environ.get("BC_FIRMWARE_MPY") == "1"
+
+
+def mpy_tree():
+    """firmware/*.py and boards/*.py compiled by the board build's mpy-cross for its
+    architecture, into MPY_DIR/<hash of the sources>/ (firmware/ flat, boards/ as the
+    package); built once per content, safe under parallel test workers."""
+    cross = BOARD_DIR / "mpy-cross-board"
+    if not cross.is_file():
+        raise RunnerError(board_missing_reason())
+    sources = sorted(FIRMWARE.glob("*.py")) + sorted(BOARDS.glob("*.py"))
+    h = hashlib.sha256(cross.read_bytes())
+    for src in sources:
+        h.update(str(src.relative_to(ROOT)).encode() + b"\0" + src.read_bytes())
+    out = MPY_DIR / h.hexdigest()[:16]
+    if (out / "firmware").is_dir():
+        return out
+    MPY_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=MPY_DIR, prefix=".build-"))
+    for src in sources:
+        dest = tmp / ("firmware" if src.parent == FIRMWARE else "boards") / (src.stem + ".mpy")
+        dest.parent.mkdir(exist_ok=True)
+        p = subprocess.run([str(cross), "-march=" + BOARD_ARCH, "-s", src.name, "-o",
+                            str(dest), str(src)], capture_output=True, text=True, timeout=120)
+        if p.returncode:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RunnerError("mpy-cross failed on %s: %s" % (src.relative_to(ROOT),
+                                                             (p.stderr or p.stdout).strip()))
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another worker finished it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def board_heap():
@@ -86,15 +132,19 @@ def interpreter_argv(interpreter):
     raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter, ", ".join(INTERPRETERS)))
 
 
-def firmware_path(extra=()):
-    """The directories firmware code imports from, `extra` (e.g. fake hardware modules) first."""
+def firmware_path(extra=(), mpy=False):
+    """The directories firmware code imports from, `extra` (e.g. fake hardware modules) first;
+    mpy: the precompiled tree (mpy_tree) instead of the sources."""
+    if mpy:
+        tree = mpy_tree()
+        return [str(p) for p in extra] + [str(tree / "firmware"), str(tree), str(MPLIB)]
     return [str(p) for p in extra] + [str(FIRMWARE), str(ROOT), str(MPLIB)]
 
 
 def environment(interpreter, extra=(), base=None):
     """The environment for running firmware code under `interpreter`."""
     env = dict(os.environ if base is None else base)
-    path = os.pathsep.join(firmware_path(extra))
+    path = os.pathsep.join(firmware_path(extra, interpreter == "board" and firmware_mpy()))
     if interpreter in MICROPYTHONS:
         env["MICROPYPATH"] = ".frozen" + os.pathsep + path
     elif interpreter == "cpython":
