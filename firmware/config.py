@@ -155,6 +155,10 @@ def validate(changes, base=None):
         raise ConfigError("config must be an object of name: value")
     for name in changes:
         cfg[name] = check(name, changes[name])
+    if _downgrade(cfg["server_url"], "" if base is None else base.get("server_url", "")):
+        raise ConfigError("server_url: refusing to move from https to http (meter traffic "
+                          "would travel in clear); at the console, clear it first with "
+                          "bc.set('server_url', '') if you mean it")
     if cfg["interruption_pct"] + cfg["hysteresis_pct"] >= cfg["dip_pct"]:
         raise ConfigError("interruption_pct + hysteresis_pct must stay below dip_pct")
     if cfg["dip_pct"] + cfg["hysteresis_pct"] > 100.0:
@@ -162,6 +166,11 @@ def validate(changes, base=None):
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
     return cfg
+
+
+def _downgrade(new, old):
+    # https -> http, in every class (issue 12): the URL never loses TLS in one step
+    return old[:8].lower() == "https://" and new[:7].lower() == "http://"
 
 
 def load(path):
