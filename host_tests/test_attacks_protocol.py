@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from headend_harness import Api, Headend
 
 from boards.sim_board import DEFAULT_SCENARIO, SimBoard
-from headend import exchange, workq
+from headend import devices, exchange, workq
 from lab import runner
 
 pytestmark = pytest.mark.unit
@@ -61,12 +61,10 @@ class Site:
     def meter(self, device="meter-a", clock_offset=0, state=""):
         from app import App
 
-        key = self.he.hub.db.one("SELECT key FROM devices WHERE id = ?", device)
+        key = devices.get(self.he.hub.db, device)
         if key is None:
-            from headend import devices
-
             devices.create(self.he.hub.db, device, poll=self.he.settings.default_poll)
-            key = self.he.hub.db.one("SELECT key FROM devices WHERE id = ?", device)
+            key = devices.get(self.he.hub.db, device)
         cfg = {"device_id": device, "device_key": key["key"], "server_url": "http://testserver",
                "report_s": 1}
         import config
@@ -215,8 +213,7 @@ def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
     site.op.work("meter-a", "relay", {"state": "open"})
     push = exchange.push(site.he.hub, "meter-a")
     assert push is not None and push["work"]
-    data, psig = exchange.signed(site.he.hub.db.one(
-        "SELECT key FROM devices WHERE id = 'meter-a'")["key"], push)
+    data, psig = exchange.signed(devices.get(site.he.hub.db, "meter-a")["key"], push)
     link.new_connection()                   # the meter reconnected
     link.on_message(link.t_down, psig.encode() + b" " + data)
     assert meter.relay == "closed", "a push bound to another connection ran"
@@ -232,7 +229,7 @@ def test_mqtt_push_does_not_set_the_clock(site):
     link = _mqtt_link(meter)
     push = dict(exchange.bind("meter-a", conn=link.conn), ack=0, work=[], more=False,
                 next=30, time=time.time() - 5000)
-    key = site.he.hub.db.one("SELECT key FROM devices WHERE id = 'meter-a'")["key"]
+    key = devices.get(site.he.hub.db, "meter-a")["key"]
     data, sig = exchange.signed(key, push)
     link.on_message(link.t_down, sig.encode() + b" " + data)
     assert abs(meter.clock.now() - time.time()) < 3, "a push set the clock"

@@ -30,7 +30,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-from . import daemon, signing
+from . import daemon, devices, signing
 from .exposure import is_loopback, write_private
 from .ids import check_device_id
 
@@ -175,7 +175,8 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     write_private(d / BRIDGE, json.dumps({"host": host, "port": port, "user": bridge_user,
                                            "password": password}, indent=1) + "\n")
 
-    plain = "".join("%s:%s\n" % (r["id"], meter_password(r["key"])) for r in rows)
+    plain = "".join("%s:%s\n" % (r["id"], meter_password(devices.key_of(db, r)))
+                    for r in rows)
     plain += "%s:%s\n" % (bridge_user, password)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".passwd-")
     try:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-from . import exposure
+from . import exposure, sealed
 
 ITEMS = """
 CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (device, epoch, seq)
@@ -178,6 +178,7 @@ class Database:
         self._wal = None                 # (fd, st_ino) of the open -wal file
         self.conn.executescript(SCHEMA)
         self._migrate()
+        self.sealer = sealed.attach(self)       # device keys sealed at rest (sealed.py)
         self.sync_wal()
 
     def _migrate(self):
@@ -276,8 +277,9 @@ class Database:
 
 
 def _private_files(path):
-    """The database holds every device key: create it 0600 (SQLite gives its -wal and -shm
-    the database file's mode), and narrow an older file and its -wal/-shm to the owner."""
+    """The database holds every device key (sealed, sealed.py): create it 0600 (SQLite
+    gives its -wal and -shm the database file's mode), and narrow an older file and its
+    -wal/-shm to the owner."""
     if path == ":memory:" or not path:
         return
     try:

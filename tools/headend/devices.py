@@ -21,12 +21,23 @@ def create(db, device_id, key=None, poll=0):
         if get(db, device_id) is not None:
             raise Conflict("device %s already exists" % device_id)
         db.run("INSERT INTO devices(id, key, created, poll) VALUES (?, ?, ?, ?)",
-               device_id, key.lower(), time.time(), int(poll))
+               device_id, db.sealer.seal(device_id, key.lower()), time.time(), int(poll))
     return key.lower()
 
 
 def get(db, device_id):
-    return db.one("SELECT * FROM devices WHERE id = ?", device_id)
+    """The device's row as a dict, its key opened (None if it does not open), or None."""
+    row = db.one("SELECT * FROM devices WHERE id = ?", device_id)
+    if row is None:
+        return None
+    out = dict(row)
+    out["key"] = key_of(db, row)
+    return out
+
+
+def key_of(db, row):
+    """The hex key of a devices row (its `key` column is sealed at rest)."""
+    return db.sealer.open(row["id"], row["key"])
 
 
 def all_devices(db):

@@ -94,8 +94,8 @@ def authenticate(hub, raw, signature, topic_device=None):
     row = devices.get(hub.db, obj["device"])
     # an unknown device is answered exactly as a bad signature, after the same HMAC work,
     # so the answer does not tell which device ids exist
-    key = row["key"] if row is not None else _NO_DEVICE_KEY
-    if not signing.verify(key, raw, signature) or row is None:
+    key = row["key"] if row is not None and row["key"] else _NO_DEVICE_KEY
+    if not signing.verify(key, raw, signature) or row is None or not row["key"]:
         raise Refused(401, DENIED)
     try:
         req = ExchangeRequest.model_validate(obj)

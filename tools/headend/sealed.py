@@ -1,0 +1,93 @@
+"""Device keys sealed at rest: the `devices.key` column holds `enc1:` + hex(nonce +
+AES-256-GCM(key, associated data: the device id)), under a 256-bit key kept outside the
+database, in a 0600 file next to it (`<db>.key`). A copy of the database (a backup, a
+snapshot, another local user) carries no device key; a sealed key moved to another device's
+row does not open. Losing the key file loses every device key: back it up apart from the
+database.
+
+An older database's plain keys are sealed when it is opened, then the file is vacuumed and
+its WAL truncated so the plain text leaves the disk."""
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import exposure
+
+PREFIX = "enc1:"
+
+
+class MissingKeyFile(ValueError):
+    pass
+
+
+class Sealer:
+    def __init__(self, key_path=None):
+        """key_path None: a key for this process only (an in-memory database)."""
+        self.path = key_path
+        self.aead = AESGCM(self._load_or_create() if key_path else os.urandom(32))
+        self._opened = {}          # (device, sealed text) -> key: one AES-GCM per key
+
+    def _load_or_create(self):
+        try:
+            with open(self.path) as f:
+                key = bytes.fromhex(f.read().strip())
+        except FileNotFoundError:
+            key = os.urandom(32)
+            exposure.create_private(self.path)
+            with open(self.path, "w") as f:
+                f.write(key.hex() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return key
+        except ValueError:
+            raise ValueError("%s: not a device-key file (64 hex digits)" % self.path) from None
+        if len(key) != 32:
+            raise ValueError("%s: not a device-key file (64 hex digits)" % self.path)
+        exposure.narrow(self.path)
+        return key
+
+    def seal(self, device, key_hex):
+        nonce = os.urandom(12)
+        return PREFIX + (nonce + self.aead.encrypt(nonce, key_hex.encode(),
+                                                   device.encode())).hex()
+
+    def open(self, device, stored):
+        """The device's hex key, or None when it does not open (another key file, a sealed
+        key copied from another device's row). A plain key (not yet sealed) as it is."""
+        if not stored.startswith(PREFIX):
+            return stored
+        found = self._opened.get((device, stored))
+        if found is None:
+            try:
+                raw = bytes.fromhex(stored[len(PREFIX):])
+                found = self.aead.decrypt(raw[:12], raw[12:], device.encode()).decode()
+            except (ValueError, InvalidTag):
+                return None
+            if len(self._opened) > 100000:
+                self._opened.clear()
+            self._opened[(device, stored)] = found
+        return found
+
+
+def attach(db):
+    """The database's sealer, its plain keys sealed (the file then rewritten without them).
+    MissingKeyFile when keys are sealed and the key file is not there."""
+    in_memory = db.path in (":memory:", "")
+    path = None if in_memory else db.path + ".key"
+    if path and not os.path.exists(path) and db.conn.execute(
+            "SELECT 1 FROM devices WHERE key LIKE 'enc1:%' LIMIT 1").fetchone():
+        raise MissingKeyFile("the device keys in %s are sealed with %s, which is missing "
+                             "(restore it from its backup)" % (db.path, path))
+    sealer = Sealer(path)
+    plain = db.conn.execute("SELECT id, key FROM devices WHERE key NOT LIKE 'enc1:%'").fetchall()
+    if plain:
+        db.conn.execute("BEGIN IMMEDIATE")
+        db.conn.executemany("UPDATE devices SET key = ? WHERE id = ?",
+                            [(sealer.seal(r["id"], r["key"]), r["id"]) for r in plain])
+        db.conn.execute("COMMIT")
+        if not in_memory:
+            db.conn.execute("VACUUM")
+            db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sealer
