@@ -14,6 +14,9 @@ _FIRST = K.FIRST_K - K.EXT
 _LAST = K.LAST_K - K.EXT
 
 
+DEG = 57.29577951308232  # degrees per radian
+
+
 def _crossing(k, a, b):
     # v went from a (<= 0) to b (> 0) between positions k-1 and k
     return k - b / (b - a)
@@ -104,6 +107,9 @@ class Reporter:
             "v1": v1,
             "i1": i1,
             "p1": p1,
+            # the current's fundamental phasor angle against the voltage's (the reference):
+            # negative while the current lags (an inductive load), in degrees
+            "i1_deg": -DEG * math.atan2(q, p1) if i1 > 0 else None,
         }
         if m.harmonic_order >= 2:
             r["thd_v"] = thd_pct(m.ready_harm, 0)

@@ -72,6 +72,10 @@ def check(w, interpreter):
         assert r["i1"] == pytest.approx(o["i1"], rel=LIMIT_1)
         assert abs(r["p1"] - o["p1"]) <= LIMIT_PQ1 * s1, (r["p1"], o)
         assert abs(r["q"] - o["q1"]) <= LIMIT_PQ1 * s1, "Q1 %r, oracle %r" % (r["q"], o)
+        # the phasor angle: its error is the P1/Q1 error seen from the origin of S1
+        want = -math.degrees(math.atan2(o["q1"], o["p1"]))
+        err = (r["i1_deg"] - want + 180) % 360 - 180
+        assert abs(err) <= math.degrees(2 * LIMIT_PQ1) + 0.01, (r["i1_deg"], want)
         # N and D are differences of squares, ill-conditioned where they are small: compare
         # their squares, whose error follows from the S, P and Q1 limits.
         n2 = o["s"] ** 2 - o["p"] ** 2
