@@ -85,21 +85,28 @@ def read_config():
         return None
 
 
-def _get_app():
+def _get_app(metering_only=False):
+    """The running (or an idle) App. metering_only: one without a transport, for what needs
+    only the metering (calibrate), so a head-end setting still to fix (an https url without
+    its CA) does not stand in the way; it is not kept."""
     global _app
     if _app is not None:
         return _app
     cfg = read_config()
     if cfg is None:
         return None
+    if metering_only:
+        cfg = dict(cfg, server_url="", mqtt_host="")
     try:
         from app import App
 
         ensure_dir(STATE_DIR)
-        _app = App(make_board(), cfg, STATE_DIR, config_path=CONFIG_PATH, realtime=False)
+        app = App(make_board(), cfg, STATE_DIR, config_path=CONFIG_PATH, realtime=False)
     except (ValueError, OSError, ImportError) as exc:
         return fail("cannot start the app: %s" % (exc,))
-    return _app
+    if not metering_only:
+        _app = app
+    return app
 
 
 def _forget_idle_app():
@@ -262,7 +269,7 @@ def calibrate(v_ref=None, i_ref=None):
     if not (positive_number(v_ref) and positive_number(i_ref)):
         return fail("v_ref and i_ref must be positive numbers (V rms, A rms), "
                      "e.g. bc.calibrate(230.0, 5.0)")
-    app = _get_app()
+    app = _get_app(metering_only=True)
     if app is None:
         return None
     r = app.last_reading if _running else measure(app)

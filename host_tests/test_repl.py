@@ -173,6 +173,24 @@ def test_calibrate_from_a_known_load(repl, tmp_path):
     no_traceback(r)
 
 
+def test_calibrate_needs_no_head_end(repl, tmp_path):
+    # issue 13: with an https head-end whose CA is not set yet, calibrate failed with
+    # "cannot start the app: ca_file ''": it needs only the metering
+    r = repl()
+    r.wait()
+    r.run("import bc")
+    assert "saved" in r.run("bc.set('server_url', 'https://headend.example:8443')")
+    assert "cannot start the app: ca_file" in r.run("bc.status()")    # the fix to make
+    out = r.run("bc.calibrate(230.0 * 1.02, 1500 / 0.95 / 230 * 0.98)")
+    assert "saved; takes effect after a restart" in out, out
+    cfg = on_flash(tmp_path)
+    assert cfg["v_cal"] == pytest.approx(1.02, abs=0.002)
+    assert cfg["server_url"] == "https://headend.example:8443"      # the head-end kept
+    assert "cannot start the app: ca_file" in r.run("bc.status()")
+    r.close()
+    no_traceback(r)
+
+
 def test_app_runs_then_ctrl_c_leaves_a_usable_repl(repl, tmp_path):
     """The unix port has no aiorepl (not on PyPI): main.py runs the app; Ctrl-C stops it
     cleanly and the REPL works on the app's last state."""
