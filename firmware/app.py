@@ -43,6 +43,16 @@ def _stamp(record, key, ms):
     record[key[:-2] + "_ms" if key.endswith("_s") else key + "_ms"] = ms % 1000
 
 
+HOLD_MAX = 16       # readings held in RAM at most (a few KB)
+
+
+def outbox_hold(cfg):
+    """Readings the outbox holds in RAM before one append writes them (outbox.py): persist_s
+    of them, so a power cut loses no more than persist_s of readings the head-end had not
+    stored yet (a clean stop writes them)."""
+    return min(HOLD_MAX, max(1, cfg["persist_s"] // cfg["report_s"]))
+
+
 class App:
     def __init__(self, board, cfg, state_dir, config_path=None, realtime=True):
         self.board = board
@@ -53,7 +63,7 @@ class App:
         self.meter = metering.Meter(cfg, board)
         self.reporter = reading.Reporter(self.meter, cfg["demand_block_s"])
         self.protection = Protection(cfg, self.set_relay)
-        self.outbox = Outbox(state_dir + "/outbox")
+        self.outbox = Outbox(state_dir + "/outbox", hold=outbox_hold(cfg))
         self.inbox = Inbox(state_dir + "/inbox")
         self.energy_store = RegisterStore(state_dir + "/energy")
         saved = self.energy_store.load()
@@ -210,7 +220,7 @@ class App:
                     self.outbox.offer("reading", r)
                     self._report_losses()
             if persist.due(count.seconds):
-                self.save_energy()
+                self.save_energy(flush=False)   # held readings wait for `hold` of them
             if realtime:
                 now = ticks_ms()
                 ahead = lead - ticks_diff(now, ref)
@@ -221,9 +231,13 @@ class App:
                     continue
             await asleep_ms(0)
 
-    def save_energy(self):
+    def save_energy(self, flush=True):
+        """Save the registers; with flush (every stop, reboot and reset), also write the
+        readings the outbox holds in RAM."""
         self.meter.fold_energy()
         self.energy_store.save(self.meter.registers)
+        if flush:
+            self.outbox.flush()
 
     def _report_registers(self, out, key=None):
         # the saved registers, never ahead of what a restart recovers (docs/reliability.md)
@@ -263,6 +277,7 @@ class App:
             configuration.save(self.config_path, new)
         old, self.cfg = self.cfg, new
         self._record_billing_change(old, new, changes, by)
+        self.outbox.hold = outbox_hold(new)
         self._apply_comms_config()
         self.protection.configure(new, changes)
         live = ("report_s", "poll_wait_s", "update_key") + LIVE_KEYS

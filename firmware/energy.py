@@ -149,18 +149,24 @@ class RegisterStore:
 # brown-out warning, what a power cut loses is what is unsaved at that moment; these bound it
 # per life while capping flash writes at one per MIN_GAP_S.
 SAVE_WH = 5       # save once this much active energy is unsaved...
-MIN_GAP_S = 5     # ...but never sooner than this after the previous save (or the boot)
+MIN_GAP_S = 5     # ...but never sooner than this after the boot (the life's first save)...
+LOAD_GAP_S = 20   # ...or, once the life has run persist_s, than this after the previous save:
+                  # the flash-life budget under load (4,320 saves a day at most, about as
+                  # many as minutes a day of short lives keep, docs/reliability.md)
 
 
 class SavePolicy:
     """due(t) says whether to save at metering time t (seconds since boot): every persist_s
-    since the last save, as before, and sooner once MIN_GAP_S has passed if this life has
-    not saved yet or SAVE_WH of active energy is unsaved. The caller saves when it is True."""
+    since the last save, as before, and sooner if this life has not saved yet (once
+    MIN_GAP_S has passed) or SAVE_WH of active energy is unsaved (once MIN_GAP_S has passed
+    early in a life, which keeps short lives' energy, and LOAD_GAP_S once the life has run
+    persist_s). The caller saves when it is True."""
 
     def __init__(self, persist_s, meter):
         self.persist_s = persist_s
         self.meter = meter
         self.gap = min(MIN_GAP_S, persist_s)
+        self.load_gap = min(LOAD_GAP_S, persist_s)
         self.last = 0
         self.saved = False
         self.base = [0, 0, 0, 0]   # import kWh, mWh, export kWh, mWh at the last save
@@ -187,7 +193,8 @@ class SavePolicy:
             return False
         if since < self.persist_s:
             unsaved = self.unsaved_mwh()      # below 0: the registers were reset
-            if unsaved == 0 or (self.saved and 0 < unsaved < SAVE_WH * 1000):
+            if unsaved == 0 or (self.saved and (0 < unsaved < SAVE_WH * 1000 or (
+                    unsaved > 0 and since < self.load_gap and t > self.persist_s))):
                 return False
         self.last = t
         self.saved = True

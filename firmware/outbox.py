@@ -27,6 +27,15 @@ Other kinds (result, event, event_start, presence, send, notice) are never dropp
 they remain and the item still does not fit, append raises OutboxFull and stores nothing.
 The app reports (and may reset) dropped_overflow and dropped_corrupt in a notice. Flash use
 stays below about max_bytes + 2 * seg_bytes (a partly acked segment, a rewrite's copy).
+
+Held readings (flash wear, docs/reliability.md "Flash life"): with hold > 1, a reading gets its
+seq at once and is sent like any item, but waits in RAM; `hold` of them, any other kind of
+item, or flush() (the app calls it with every register save and at a clean stop) write all
+held ones in one append. A held reading acked before then is never written, and an ack that
+covers only held readings writes no `acked` either, so a meter in touch with its head-end
+writes almost nothing for its readings. The price: a power cut loses the held readings the
+head-end has not stored (at most `hold`, all newer than anything on flash; their seqs are a
+gap, which the head-end's ack skips).
 """
 
 import json
@@ -108,8 +117,11 @@ def _records(f, max_record):
 
 class Outbox:
     def __init__(self, dirpath, max_bytes=64 * 1024, max_items=None, seg_bytes=8192,
-                 max_record=4096):
+                 max_record=4096, hold=1):
         self.dir = dirpath
+        self.hold = hold
+        self._held = []             # [(seq, kind, body, payload)]: readings not on flash yet
+        self.appends = 0            # segment appends (each one write of one or more records)
         self.max_bytes = max_bytes
         self.max_items = max_items
         self.seg_bytes = seg_bytes
@@ -244,7 +256,7 @@ class Outbox:
         return top
 
     def depth(self):
-        return sum(st[ITEMS] for st in self._segs)
+        return sum(st[ITEMS] for st in self._segs) + len(self._held)
 
     def bytes_used(self):
         return sum(st[BYTES] for st in self._segs)
@@ -271,29 +283,64 @@ class Outbox:
                 segs.insert(j, st)
 
     def append(self, kind, body):
-        """Store an item durably; returns its seq. Raises OutboxFull, or ValueError if the
-        record is larger than max_record."""
+        """Store an item (a reading may be held, see the module's doc); returns its seq.
+        Raises OutboxFull, or ValueError if the record is larger than max_record."""
         seq = self.next_seq
         payload = json.dumps({"seq": seq, "kind": kind, "body": body}, separators=(",", ":"))
         payload = payload.encode()
         size = len(payload) + 11
         if size > self.max_record:
             raise ValueError("outbox record too large: %d bytes" % size)
-        self._make_room(size)
-        if seq >= self._hi:
-            self._reserve()
-        st = self._segs[-1] if self._segs else None
-        if st is None or (st[SIZE] and st[SIZE] + size > self.seg_bytes):
-            self._num += 1
-            st = [self._num, 0, 0, 0, 0, 0, 0]
-            self._segs.append(st)
-        with open(self._seg(st[NUM]), "ab") as f:
-            f.write(store.encode(payload))
-            f.flush()
-        self._count(st, kind, seq, size)
-        st[SIZE] += size
-        self.next_seq = seq + 1
+        rec = (seq, kind, body, payload)
+        if kind in DROPPABLE and self.hold > 1:
+            self._held.append(rec)
+            self._next(seq)
+            if len(self._held) >= self.hold:
+                self.flush()
+            return seq
+        self._write(self._held + [rec])
+        self._held = []
+        self._next(seq)
         return seq
+
+    def _next(self, seq):
+        if seq >= self._hi:         # the ceiling on flash stays above every seq handed out
+            self._reserve()
+        self.next_seq = seq + 1
+
+    def flush(self):
+        """Write the held readings in one append (nothing to do when none are held)."""
+        held, self._held = self._held, []
+        if held:
+            try:
+                self._write(held)
+            except OutboxFull:      # full of undroppable items: these readings go
+                self.dropped_overflow += len(held)
+
+    def _write(self, recs):
+        """Append records (seq order, above everything on flash): one write per segment."""
+        self._make_room(sum(len(r[3]) + 11 for r in recs))
+        buf = []
+        st = self._segs[-1] if self._segs else None
+        for seq, kind, _, payload in recs:
+            size = len(payload) + 11
+            if st is None or (st[SIZE] and st[SIZE] + size > self.seg_bytes):
+                self._append_file(st, buf)
+                buf = []
+                self._num += 1
+                st = [self._num, 0, 0, 0, 0, 0, 0]
+                self._segs.append(st)
+            buf.append(store.encode(payload))
+            self._count(st, kind, seq, size)
+            st[SIZE] += size
+        self._append_file(st, buf)
+
+    def _append_file(self, st, buf):
+        if buf:
+            with open(self._seg(st[NUM]), "ab") as f:
+                f.write(b"".join(buf))
+                f.flush()
+            self.appends += 1
 
     def offer(self, kind, body):
         """append() for callers that must not fail (metering, ops): the seq, or None when the
@@ -320,6 +367,13 @@ class Outbox:
                         return out
                     out.append(item)
                     used += len(payload)
+        for seq, kind, body, payload in self._held:
+            if seq <= prev:
+                continue
+            if len(out) >= limit_items or (out and used + len(payload) > limit_bytes):
+                break
+            out.append({"seq": seq, "kind": kind, "body": body})
+            used += len(payload)
         return out
 
     def ack(self, seq):
@@ -328,6 +382,10 @@ class Outbox:
         if seq <= self.acked:
             return
         self.acked = seq
+        while self._held and self._held[0][0] <= seq:
+            self._held.pop(0)       # stored by the head-end: never written
+        if not (self._segs and self._segs[0][FIRST] <= seq):
+            return                  # nothing on flash was acked: `acked` stays as it is
         store.write_record(self._path("acked"), str(seq).encode())
         while self._segs and self._segs[0][LAST] <= seq:
             os.remove(self._seg(self._segs.pop(0)[NUM]))

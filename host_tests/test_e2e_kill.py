@@ -9,6 +9,7 @@ import time
 
 import pytest
 from e2e_env import (
+    HOLD,
     KILLS,
     REPORT_S,
     SEED,
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.root
 
 
 def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
-    """5. Meter A killed with kill -9 mid-exchange loses no reading and duplicates none.
+    """5. Meter A killed with kill -9 mid-exchange loses no reading it wrote and duplicates
+    none (the readings its outbox held in RAM, at most HOLD, may go: docs/reliability.md).
 
     A is killed KILLS times at seeded random moments (BC_E2E_SEED), each 0.5-2 s into a
     life, with a `read` queued first so results are in flight too. The 2nd and 4th kill hit
@@ -65,7 +67,8 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
             time.sleep(rng.uniform(0.5, 2.0))
             if offline:
                 env.lab.partition("a")
-                time.sleep(rng.uniform(1.5, 3.0))
+                # long enough for the held readings (HOLD of them) to be written
+                time.sleep(rng.uniform(1.5, 3.0) + HOLD * REPORT_S)
             else:
                 _aim_after_reading(env, device, rng)
             assert env.running(device), "meter A exited by itself\n" + env.logs()
@@ -106,7 +109,7 @@ def test_5_kill_9_loses_and_duplicates_nothing(env, record_property):
 
     lives = env.lives(device)
     assert len(lives) == KILLS + 1, lives
-    slack = REPORT_S + 2.0
+    slack = REPORT_S + 2.0 + HOLD * REPORT_S     # a kill takes the held readings with it
     # the running life: let it run 3 s, then wait until its readings up to then are in
     now = max(time.time(), lives[-1] + 3 * REPORT_S)
     env.wait(lambda: max(record_time(r["body"]) for r in env.readings(device)) >= now - REPORT_S,

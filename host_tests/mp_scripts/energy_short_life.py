@@ -51,9 +51,9 @@ def main(argv):
     saves = []
     save = app.save_energy
 
-    def counted():
+    def counted(flush=True):
         saves.append(1)
-        save()
+        save(flush)
     app.save_energy = counted
     asyncio.run(app.metering())      # returns when the board stops: no final save
     app.meter.fold_energy()

@@ -14,7 +14,8 @@ ib = None
 def stats():
     return {"next": ob.next_seq, "acked": ob.acked, "depth": ob.depth(),
             "bytes": ob.bytes_used(), "dropped_corrupt": ob.dropped_corrupt,
-            "dropped_overflow": ob.dropped_overflow, "damaged": ob.damaged}
+            "dropped_overflow": ob.dropped_overflow, "damaged": ob.damaged,
+            "appends": ob.appends}
 
 
 def run(op):
@@ -48,6 +49,9 @@ def run(op):
         return stats()
     if name == "stats":
         return stats()
+    if name == "flush":
+        ob.flush()
+        return ob.appends
     if name == "inbox":
         ib = Inbox(op[1])
         return {"damaged": ib.damaged, "ids": ib.ids(), "hi": ib.hi}

@@ -2,15 +2,19 @@
 # filesystem of the ESP32 and RP2040 ports) over a RAM block device that counts erases per
 # 4 KiB block. Runs under MicroPython (tools/lab/runner.py):
 #
-#   flash_wear_mp.py BOARD SAVES_PER_DAY READINGS_PER_DAY DAYS
+#   flash_wear_mp.py BOARD SAVES_PER_DAY READINGS_PER_DAY DAYS [HOLD [ACK]]
 #
 # BOARD esp32: 2 MiB filesystem (ESP32_GENERIC's vfs partition), progsize 32 (the port's
 # default); rp2: 848 KiB (RPI_PICO_W), progsize 256 (its _boot.py). The firmware's files take
 # 400 KB (a running and a staged release, as after an update). A simulated day makes
-# SAVES_PER_DAY register saves (energy.RegisterStore, two alternating write-then-rename slots)
-# and READINGS_PER_DAY outbox appends, each acked at once (outbox.Outbox: a segment append
-# and a write-then-rename of `acked`), interleaved evenly. Prints one JSON line: erases per
-# day, the blocks free for wear levelling, and the most-erased block.
+# SAVES_PER_DAY register saves (energy.RegisterStore, two alternating write-then-rename slots,
+# as the save policy asks for them) and READINGS_PER_DAY readings
+# offered to an outbox.Outbox holding HOLD of them in RAM (default 1: each its own append),
+# interleaved evenly. ACK "now" (default): each reading is acked as soon as it is offered (a
+# meter in touch with its head-end); "flush": the readings are acked only once they are on
+# flash, one ack per append (the head-end polls the meter less often than it saves, or it
+# is cut off for a while). Prints one JSON line: erases per day, the blocks free for wear
+# levelling, the most-erased block, and the writes the store layer made.
 
 import json
 import os
@@ -50,7 +54,7 @@ class CountingFlash:
         return 0
 
 
-def main(board, saves, readings, days):
+def main(board, saves, readings, days, hold=1, ack="now"):
     size, prog = BOARDS[board]
     flash = CountingFlash(size)
     vfs.VfsLfs2.mkfs(flash, progsize=prog)
@@ -62,7 +66,7 @@ def main(board, saves, readings, days):
     os.mkdir("/flash/state")
     regs = Registers(1000)
     energy = RegisterStore("/flash/state/energy")
-    outbox = Outbox("/flash/state/outbox")
+    outbox = Outbox("/flash/state/outbox", hold=hold)
     body = {"t": 1796553338, "vrms": 230.12, "irms": 6.865, "p": 1500.2, "q": 493.1,
             "s": 1578.9, "pf": 0.95, "f": 50.001, "vmin": 229.9, "vmax": 230.3,
             "imin": 6.8, "imax": 6.9, "pmin": 1490.0, "pmax": 1510.0, "import_wh": 12345.678,
@@ -77,12 +81,17 @@ def main(board, saves, readings, days):
                 regs.import_wh.add_mwh(1500)
                 energy.save(regs)
             if k * readings // steps != (k + 1) * readings // steps:
-                outbox.ack(outbox.offer("reading", body))
+                before = outbox.appends
+                seq = outbox.offer("reading", body)
+                if ack == "now" or outbox.appends != before:
+                    outbox.ack(seq)
     erased = [e - s for e, s in zip(flash.erases, start)]
     st = os.statvfs("/flash")
     print(json.dumps({"board": board, "saves_per_day": saves, "readings_per_day": readings,
                       "erases_per_day": sum(erased) / days, "free_blocks": st[3],
-                      "blocks": flash.count, "max_block_per_day": max(erased) / days}))
+                      "blocks": flash.count, "max_block_per_day": max(erased) / days,
+                      "hold": hold, "ack": ack, "outbox_appends_per_day": outbox.appends / days}))
 
 
-main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+     *([int(sys.argv[5])] + sys.argv[6:7] if len(sys.argv) > 5 else []))

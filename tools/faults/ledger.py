@@ -124,9 +124,10 @@ def unexplained_gaps(gaps, dropped, ack_losses):
 GRID_SLACK = 0.01
 
 
-def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
+def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0, tail=0):
     """Readings unique by seq and t; in each life exactly k = 1..K (no gap), K at least the
-    last reading on flash at its end, the last within report_s + 2.5 s of the end.
+    last reading on flash at its end, the last within report_s + 2.5 s of the end, less the
+    `tail` newest readings a power cut may take from RAM (held readings, firmware/outbox.py).
     Returns {life: K}."""
     rows = [(s, b) for s, (k, b) in rig.stored(device).items() if k == "reading"]
     times = [record_time(b) for _, b in rows]
@@ -155,7 +156,7 @@ def check_readings(rig, device, lives, ends, flash_k=None, allow_missing=0):
             check(K >= flash_k[i], "life %d: reading k=%d on flash lost" % (i, flash_k[i]))
         if i in ends:
             expect = (ends[i] - lives[i]) / REPORT_S
-            check(K >= expect - (REPORT_S + 2.5) / REPORT_S,
+            check(K >= expect - (REPORT_S + 2.5) / REPORT_S - tail,
                   "life %d: readings stop early: K=%d, %.1f s lived" % (i, K, ends[i] - lives[i]))
         out[i] = K
     return out

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from faults.campaign import PERSIST_S, REPORT_S, check
+from faults.campaign import HOLD, PERSIST_S, REPORT_S, check
 from faults.ledger import (
     check_readings,
     check_records_stored,
@@ -46,7 +46,8 @@ def campaign_power_loss(rig, rng, kills=100, long_lives=0.25, say=print):
             if offline:
                 rig.lab.partition("a")
                 stats["offline"] += 1
-                time.sleep(rng.uniform(1.0, 3.0))
+                # long enough for the held readings to be written (HOLD of them)
+                time.sleep(rng.uniform(1.0, 3.0) + HOLD * REPORT_S)
             check(rig.running(m), "meter exited by itself\n" + m.log()[-2000:])
             life = len(rig.lives(m)) - 1
             inspect = rng.random() < 0.5
@@ -96,7 +97,7 @@ def campaign_power_loss(rig, rng, kills=100, long_lives=0.25, say=print):
     rig.wait(lambda: max([record_time(b) for k, b in rig.stored(device).values() if k == "reading"]
                          or [0]) >= now - REPORT_S, 30, "the running life's readings")
     ends[len(lives) - 1] = now
-    K = check_readings(rig, device, lives, ends, flash_k)
+    K = check_readings(rig, device, lives, ends, flash_k, tail=HOLD)
     # energy: on flash never backwards; each life starts from what was on flash; the flash
     # lags the last stored reading of its life by no more than persist_s of metering
     prev = 0
@@ -167,7 +168,7 @@ def campaign_corrupt(rig, rng, rounds=4, offline=(5.0, 7.0), say=print):
         rig.wait(lambda wid=wid: rig.work_status(wid) == "done", 30,
                  "a read to run (so the inbox has a record)")
         rig.lab.partition("a")
-        time.sleep(rng.uniform(*offline))
+        time.sleep(rng.uniform(*offline) + HOLD * REPORT_S)    # the held readings written
         m.kill(signal.SIGKILL)
         rig.lab.partition("a", on=False)
         before = flash(m.state)
