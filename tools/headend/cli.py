@@ -422,6 +422,7 @@ def presence(client, meter, limit):
 from . import (  # noqa: E402
     alarm_cli,
     audit_cli,
+    mail_cli,
     records_cli,
     release_cli,
     token_cli,
@@ -439,6 +440,9 @@ for _command in records_cli.commands(api):
 cli.add_command(update_cli.command(api))
 cli.add_command(xmpp_cli.xmpp_config)
 cli.add_command(xmpp_cli.xmpp_account)
+cli.add_command(mail_cli.mail_config)
+cli.add_command(mail_cli.mail_account)
+cli.add_command(mail_cli.mail_serve)
 
 
 def main(argv=None):

@@ -132,6 +132,9 @@ CREATE TABLE IF NOT EXISTS alarm_steps (
     step TEXT NOT NULL, operator TEXT, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm, id);
+CREATE TABLE IF NOT EXISTS mail_seen (  -- Message-IDs the mail gateway acted on (replays)
+    message_id TEXT PRIMARY KEY, sender TEXT NOT NULL, at REAL NOT NULL
+);
 """
 
 

@@ -52,6 +52,14 @@ class Settings:
     xmpp_host: str = "127.0.0.1"
     xmpp_port: int = 5347
     xmpp_operators: dict | None = None  # {"bare JID": "token name"}: who may chat, as whom
+    # the mail gateway (docs/email.md): enabled by mail_address and mail_password
+    mail_address: str | None = None   # the head-end's own mailbox (IMAP login, SMTP AUTH)
+    mail_password: str | None = None
+    mail_host: str = "127.0.0.1"
+    mail_imap_port: int = 993         # IMAPS (direct TLS)
+    mail_smtp_port: int = 465         # SMTPS submission (direct TLS)
+    mail_cafile: str | None = None    # verify the server against this CA (default: system's)
+    mail_operators: dict | None = None  # {address: {"token": name, "secret": "sha256:..."}}
 
 
 def load_config(path):

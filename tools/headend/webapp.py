@@ -79,6 +79,11 @@ def create_app(settings=None, transform=None):
         from . import xmpp_gateway  # slixmpp only for a head-end with an XMPP component
 
         xmpp = xmpp_gateway.XmppGateway(hub, settings)
+    mail = None
+    if settings.mail_address and settings.mail_password:
+        from . import mail_gateway  # aioimaplib and aiosmtplib only for a mail gateway
+
+        mail = mail_gateway.MailGateway(hub, settings)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -89,8 +94,12 @@ def create_app(settings=None, transform=None):
                 await bridge.start()
             if xmpp is not None:
                 await xmpp.start()
+            if mail is not None:
+                await mail.start()
             yield
         finally:
+            if mail is not None:
+                await mail.stop()
             if xmpp is not None:
                 await xmpp.stop()
             if bridge is not None:
@@ -107,6 +116,7 @@ def create_app(settings=None, transform=None):
     hub.metrics = metrics.Metrics(hub, bridge)
     app.state.bridge = bridge
     app.state.xmpp = xmpp
+    app.state.mail = mail
     app.include_router(exchange.router)
     app.include_router(api_alarms.router)
     app.include_router(api_audit.router)

@@ -42,12 +42,12 @@ def _queue(hub, who, meter, op, args):
     return "queued %s as %s; the answer follows" % (op, workq.wid(row["num"])), row
 
 
-def _ack(hub, who, alarm_id):
+def _ack(hub, who, alarm_id, channel="xmpp"):
     alarm = escalation.get(hub.db, alarm_id)
     if alarm is None or not who.sees_group(alarm["grp"]):
         return "refused: unknown alarm %d" % alarm_id
     try:
-        escalation.ack(hub, alarm_id, who.name, "xmpp", hub.now())
+        escalation.ack(hub, alarm_id, who.name, channel, hub.now())
     except escalation.EscalationError as e:
         return "refused: %s" % e
     return "alarm %d acknowledged" % alarm_id
