@@ -9,6 +9,7 @@ import email
 import email.policy
 import imaplib
 import json
+import poplib
 import re
 import shutil
 import smtplib
@@ -123,7 +124,7 @@ def site(tmp_path, capsys):
         procs.append(mail_server.start(d, [ports["imaps_port"], ports["smtps_port"]]))
     try:
         with Server(he.app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-            yield dict(he=he, box=box, secrets=secrets, restart=restart,
+            yield dict(he=he, box=box, secrets=secrets, restart=restart, ports=ports,
                        meter=FakeMeter(http, "m1", key), stop=lambda: mail_server.stop(
                            procs.pop()), start=lambda: procs.append(mail_server.start(
                                d, [ports["imaps_port"], ports["smtps_port"]])))
@@ -145,8 +146,10 @@ def test_presence_and_read_by_email(site):
     token = "token: %s" % site["secrets"]["alice@mail.test"]
     meter.presence("available_restricted", "critical process until 13:03")
     meter.exchange()
+    t0 = time.monotonic()
     alice.send("presence m1\n%s\n" % token, subject="status please")
     _, text = alice.wait("Re: status please", "m1: available_restricted")
+    print("presence by email, mail sent to answer read: %.2f s" % (time.monotonic() - t0))
     assert "critical process until 13:03" in text and "last contact 20" in text
     alice.send("presence feeder-7\n%s" % token)
     _, text = alice.wait("Re: commands", "m1: available_restricted")
@@ -163,6 +166,12 @@ def test_presence_and_read_by_email(site):
     _, text = alice.wait("Re: read it", "%s read: done" % wid)
     assert "vrms=231.5" in text
     print("read by email, mail sent to result mail read: %.2f s" % (time.monotonic() - t0))
+    pop = poplib.POP3_SSL("127.0.0.1", site["ports"]["pop3s_port"], context=alice.ctx,
+                          timeout=15)             # POP3S (direct TLS) serves the same box
+    pop.user(alice.address)
+    pop.pass_(alice.password)
+    assert pop.stat()[0] == len(alice.messages()) == 4
+    pop.quit()
     logged = he.hub.db.one("SELECT who, outcome FROM audit WHERE action = 'email:add_work'")
     assert tuple(logged) == ("alice", "ok")
 

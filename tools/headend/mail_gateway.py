@@ -85,8 +85,12 @@ class MailGateway:
 
     async def _session(self):
         lost = asyncio.Event()
+
+        def on_lost(_exc):          # also wakes an IDLE wait, which would sleep on
+            lost.set()
+            imap.protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
         imap = aioimaplib.IMAP4(self.s.mail_host, self.s.mail_imap_port, timeout=15,
-                                ssl_context=self.ctx, conn_lost_cb=lambda _e: lost.set())
+                                ssl_context=self.ctx, conn_lost_cb=on_lost)
         try:
             await imap.wait_hello_from_server()
             _ok(await imap.login(self.s.mail_address, self.s.mail_password), "login")
@@ -121,7 +125,10 @@ class MailGateway:
             else:
                 resp = await imap.uid("fetch", str(uid), "(BODY.PEEK[])")
                 raw = next((bytes(x) for x in resp.lines if isinstance(x, bytearray)), None)
-                self.handle(raw or b"")
+                try:
+                    self.handle(raw or b"")
+                except Exception:   # moved aside all the same: it must not block the rest
+                    log.exception("mail uid %d: handling failed", uid)
             _ok(await imap.uid("move", str(uid), DONE_FOLDER), "move")
 
     # --- one mail ---
