@@ -4,6 +4,8 @@ signed-update signature check (bench/ota.py), then the back channel
 
 Launches bench/metering_mp.py under MicroPython and under CPython, takes the median of
 repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
+the hot path on all three interpreters side by side (bench/interpreters.py: CPython, the
+unix port, the board interpreter), with THD off and on. Then
 one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
 Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 
+from bench import interpreters as bench_interpreters
 from bench.procs import machine
 from lab import runner
 
@@ -162,12 +165,23 @@ def main(argv=None):
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
         cp = summarize(run_side("cpython", args.runs, max(1, args.seconds // 5)))
+        board = None
+        if runner.available("board"):
+            board = summarize(run_side("board", args.runs, args.seconds))
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
         print("bench could not run: %s" % e, file=sys.stderr)
         return 1
-    report = {"machine": machine(), "micropython": mp, "cpython": cp, "rows": rows(mp, cp)}
+    report = {"machine": machine(), "micropython": mp, "cpython": cp, "board": board,
+              "rows": rows(mp, cp)}
+    sides = {"cpython": cp, "micropython (unix, 64-bit)": mp,
+             "board (32-bit, float32, heap %s)" % runner.board_heap(): board}
+    report["interpreters"] = bench_interpreters.rows(sides)
     if not args.json:
         print_table(report)
+        print()
+        bench_interpreters.print_table(report["interpreters"], caption="median of %d runs x %d s "
+                                       "of signal (CPython %d s); THD on: harmonic_order 0"
+                                       % (args.runs, args.seconds, max(1, args.seconds // 5)))
     status = 0
     if args.ota:
         from bench import ota as bench_ota
