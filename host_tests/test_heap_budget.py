@@ -1,13 +1,14 @@
 """bench.heap_budget (`make heap-budget`): the bisection finds the smallest passing heap in
 2 KiB steps, the CLI refuses an unknown scenario in one line, and one start-up probe on the
-board interpreter passes with a large heap and fails with a tiny one."""
+board interpreter passes with a large heap and fails with a tiny one. bench.interpreters:
+its table's rows."""
 
 import subprocess
 import sys
 
 import pytest
 
-from bench import heap_budget
+from bench import heap_budget, interpreters
 from lab import pki
 
 pytestmark = pytest.mark.unit
@@ -43,3 +44,12 @@ def test_start_probe_on_the_board(tmp_path, interpreter):
     start = heap_budget.Start(tmp_path, str(tmp_path / "ca" / "ca.pem"))
     assert start.passes("start-https", 512)
     assert not start.passes("start-https", 48)
+
+
+def test_interpreters_table_rows():
+    # bench/interpreters.py: one row per interpreter, a missing one says so
+    side = {"feed_hz50_ns": 50.0, "thd_hz50_ns": 600.0, "plain_hz50_ns": 500.0, "thd_orders": 31,
+            "feed_heap_bytes_per_cycle": 0.0, "thd_heap_bytes_per_cycle": 0.0}
+    rows = interpreters.rows({"micropython": side, "board": None})
+    assert rows[0]["speedup"] == 10 and rows[0]["thd_cost"] == 12 and not rows[0]["missing"]
+    assert rows[1] == {"interpreter": "board", "missing": True}
