@@ -1,12 +1,16 @@
 """Operator mail, in-process: the strict parser (size, MIME defects, one sender, a
 Message-ID, a text part), the secret check, the command lines, the alarm mail, and the
-CLI's one-line errors. The real servers are in test_mail_gateway.py."""
+CLI's one-line errors, and the gateway's handling of mails without a server (replays,
+another operator's secret, a token out of scope or revoked). The real servers are in
+test_mail_gateway.py."""
 
 import pytest
 from budget import examples
+from headend_harness import Headend
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headend import devices, groups, tokens
 from headend import mail_commands as mc
 from headend.cli import main
 from headend.mail_gateway import alarm_mail
@@ -81,3 +85,35 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, says):
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code != 0 and says in err and err.count("\n") == 1, err
+
+
+def mail_from(sender, body, message_id="<1@mail.test>"):
+    return ("From: %s\r\nTo: headend@mail.test\r\nSubject: s\r\nMessage-ID: %s\r\n"
+            "Content-Type: text/plain\r\n\r\n%s\r\n" % (sender, message_id, body)).encode()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    secret = {"alice@mail.test": {"token": "alice", "secret": mc.hash_secret("a-secret")},
+              "bob@mail.test": {"token": "bob", "secret": mc.hash_secret("b-secret")}}
+    he = Headend(tmp_path, mail_address="headend@mail.test", mail_password="x",
+                 mail_operators=secret)
+    devices.add_token(he.hub.db, "bob", "operator", groups=["feeder-9"])
+    devices.create(he.hub.db, "m1", poll=0)
+    groups.create(he.hub.db, "feeder-7", ["m1"])
+    return he, he.app.state.mail
+
+
+def test_the_gateway_answers_an_operator_once_and_nobody_else(gateway):
+    he, gw = gateway
+    gw.handle(mail_from("alice@mail.test", "read m1\ntoken: a-secret"))
+    (reply,) = gw.outbox
+    assert reply["To"] == "alice@mail.test" and reply["In-Reply-To"] == "<1@mail.test>"
+    assert "queued read as" in reply.get_content() and len(gw.pending) == 1
+    gw.handle(mail_from("alice@mail.test", "read m1\ntoken: a-secret"))     # a replay
+    gw.handle(mail_from("alice@mail.test", "read m1\ntoken: b-secret", "<2@m>"))   # bob's
+    gw.handle(mail_from("bob@mail.test", "presence m1\ntoken: b-secret", "<3@m>"))
+    assert "refused: no meter or group m1" in gw.outbox[-1].get_content()  # out of scope
+    tokens.revoke(he.hub.db, "alice")
+    gw.handle(mail_from("alice@mail.test", "read m1\ntoken: a-secret", "<4@m>"))
+    assert len(gw.outbox) == 2 and gw.counts["rejected"] == 3 and he.count("work") == 1
