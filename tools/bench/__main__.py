@@ -10,12 +10,15 @@ one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ot
 Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
 (bench/scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
-head-end, about 4 minutes; --scale-n to change the list, --no-scale to skip it).
+head-end, about 4 minutes; --scale-n to change the list, --no-scale to skip it). Then the
+dashboard at scale (bench/dashboard_scale.py: fleet page, exchange p99 with and without live
+SSE streams, SSE latency, at 10,000 meters; about 2 minutes; --no-dashboard skips it).
 Timings are reported, never asserted; the exit status is 0 whenever the benchmarks ran.
 
     make bench, or .venv/bin/python -m bench [--json] [--runs N] [--seconds S] [--no-backchannel]
                                     [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
-                                    [--ota/--no-ota]
+                                    [--ota/--no-ota] [--dashboard/--no-dashboard]
+                                    [--dashboard-n N]
 """
 
 import argparse
@@ -161,6 +164,10 @@ def main(argv=None):
                     help="meter counts for the scale bench [env BENCH_SCALE_N]")
     ap.add_argument("--ota", action=argparse.BooleanOptionalAction, default=True,
                     help="run the signed-update verify bench (bench/ota.py)")
+    ap.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the dashboard at scale bench (tools/bench/dashboard_scale.py)")
+    ap.add_argument("--dashboard-n", type=int, default=10000,
+                    help="registered meters for the dashboard bench")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -226,6 +233,22 @@ def main(argv=None):
             if not args.json:
                 print()
                 bench_scale.print_table(report["scale"])
+    if args.dashboard:
+        from bench import dashboard_scale
+
+        try:
+            report["dashboard"] = dashboard_scale.measure(args.dashboard_n)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError,
+                AssertionError) as e:
+            print("dashboard bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("dashboard bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                dashboard_scale.print_table(report["dashboard"])
     if args.json:
         print(json.dumps(report, indent=2))
     return status
