@@ -21,7 +21,7 @@ def test_the_bench_measures_a_small_fleet_end_to_end(capsys):
     assert 0 < r["p99_without_s"] < 30 and 0 < r["p99_with_s"] < 30
     # the streams saw readings the exchanges stored, and each was matched to its exchange
     assert r["streams"] == 2 and r["sse_n"] > 0 and r["sse_n"] <= r["events"]
-    assert -1 < r["sse_p50_s"] < 10
+    assert 0 <= r["sse_p50_s"] < 10 and r["cpu_with_pct"] > 0 and r["cpu_without_pct"] > 0
     dashboard_scale_report.print_table(r)
     out = capsys.readouterr().out
     assert "Fleet page /ui/, 50 meters" in out and "SSE latency" in out

@@ -18,7 +18,7 @@ Measured, in this order:
   one dashboard session per stream, watching meters the load is writing to), interleaved
   (without, with, ...) --runs times each; figure: the median of the runs' p99s. Target:
   under 10 % added.
-- SSE latency: from the exchange's answer (the reading is stored and on disk) to the
+- SSE latency: from the reading stored (its `received`, the head-end's clock) to the
   `reading` event arriving on a stream, over every event of the runs with streams.
 Figures are reported, never asserted; everything is torn down on exit, failure or Ctrl-C.
 
@@ -32,6 +32,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ import time
 
 from bench import sse_clients
 from bench.dashboard_scale_report import print_table
-from bench.procs import machine, raise_nofile
+from bench.procs import machine, proc_cpu, proc_wait, raise_nofile
 from bench.stats import percentile
 
 POLL_S = 900               # the fleet's poll: no meter turns `unavailable` during the bench
@@ -162,10 +163,9 @@ class Streams:
         self.proc.stdout.close()
 
 
-async def exchange_run(meters, rate, seconds, acked):
+async def exchange_run(meters, rate, seconds):
     """Signed exchanges at `rate`/s for `seconds`; latencies (s). One worker per meter
-    slice, each paced on a fixed schedule; `acked[(device, t)]` = wall time of the answer
-    to the exchange that carried the reading with that t."""
+    slice, each paced on a fixed schedule."""
     workers = min(20, len(meters))
     lat, errors = [], []
     interval = workers / rate
@@ -182,13 +182,12 @@ async def exchange_run(meters, rate, seconds, acked):
             m = mine[i % len(mine)]
             i += 1
             try:
-                ack_t, took = await one_exchange(m)
+                took = await one_exchange(m)
             except Exception as e:             # counted, not fatal: a figure, not a test
                 errors.append(type(e).__name__)
                 m._close()
                 continue
             lat.append(took)
-            acked[(m.device, ack_t[0])] = ack_t[1]
 
     await asyncio.gather(*(worker(k) for k in range(workers)))
     return lat, errors
@@ -200,7 +199,6 @@ async def one_exchange(m):
         await m._connect()
     now = time.time()
     m._reading(now)
-    t = m.outbox[-1]["body"]["t"]
     req = {"v": 2, "device": m.device, "epoch": m.epoch, "ts": int(now),
            "nonce": os.urandom(8).hex(), "wait": 0, "room": 4, "done": [],
            "items": m.outbox[:32]}
@@ -208,12 +206,24 @@ async def one_exchange(m):
     t0 = time.perf_counter()
     status, headers, data = await m._post(body, _sign(m.key, body), 30)
     took = time.perf_counter() - t0
-    at = time.time()
     if status != 200:
         raise RuntimeError("exchange answered %d" % status)
     ack = json.loads(data).get("ack", 0)
     m.outbox = [it for it in m.outbox if it["seq"] > ack]
-    return (t, at), took
+    return took
+
+
+def sse_latencies(db_path, events, since):
+    """Seconds from each streamed reading's `received` (stored, the head-end's clock: the
+    same machine's) to its event's arrival; read-only from the SQLite file."""
+    conn = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True, timeout=10)
+    try:
+        stored = {(d, t): at for d, t, at in conn.execute(
+            "SELECT device, json_extract(body, '$.t'), received FROM items "
+            "WHERE kind = 'reading' AND received >= ?", (since - 1,))}
+    finally:
+        conn.close()
+    return [e["at"] - stored[(e["d"], e["t"])] for e in events if (e["d"], e["t"]) in stored]
 
 
 def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
@@ -226,19 +236,23 @@ def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
            "streams": len(watched), "rate": rate, "seconds": seconds, "runs": runs,
            "load_meters": len(gen.meters)}
     try:
-        loop.run_until_complete(exchange_run(gen.meters, rate, min(1.0, seconds), {}))  # warm up
+        loop.run_until_complete(exchange_run(gen.meters, rate, min(1.0, seconds)))  # warm up
         for _ in range(runs):
             for variant in ("without", "with"):
-                acked = {}
                 for m in gen.meters:     # idle past keep-alive meanwhile: connect untimed
                     m._close()
                 t_open = time.monotonic()
                 streams = Streams(head.url, token, watched, log) if variant == "with" else None
                 if streams is not None:
                     out["streams_open_s"] = time.monotonic() - t_open
+                pid = head.proc.pid
+                cpu0, wait0, t0 = proc_cpu(pid), proc_wait(pid), time.monotonic()
+                since = time.time()
                 try:
                     lat, errors = loop.run_until_complete(
-                        exchange_run(gen.meters, rate, seconds, acked))
+                        exchange_run(gen.meters, rate, seconds))
+                    span = time.monotonic() - t0
+                    cpu, wait = proc_cpu(pid) - cpu0, proc_wait(pid) - wait0
                     if streams is not None:  # the last readings' events (polled every 0.5 s)
                         time.sleep(1.0)
                 finally:
@@ -247,13 +261,13 @@ def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
                 out["errors"] += len(errors)
                 out.setdefault("error_kinds", {}).update({e: errors.count(e) for e in errors})
                 out[variant].append({"p99": percentile(lat, 99), "p50": percentile(lat, 50),
-                                     "n": len(lat)})
+                                     "n": len(lat), "cpu_pct": 100 * cpu / span,
+                                     "runq_wait_pct": 100 * wait / span})
                 progress("exchanges %s streams: p99 %.1f ms (n=%d)", variant,
                          out[variant][-1]["p99"] * 1000, len(lat))
                 if streams is not None:
                     out["events"] += len(streams.events)
-                    out["sse"] += [e["at"] - acked[(e["d"], e["t"])] for e in streams.events
-                                   if (e["d"], e["t"]) in acked]
+                    out["sse"] += sse_latencies(head.db, streams.events, since)
     finally:
         for m in gen.meters:
             m._close()
@@ -263,8 +277,12 @@ def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
 
 def summarize(x):
     p99 = {v: statistics.median(r["p99"] for r in x[v]) for v in ("without", "with")}
+    cpu = {v: statistics.median(r["cpu_pct"] for r in x[v]) for v in ("without", "with")}
     sse = x.pop("sse")
     return dict(x, p99_without_s=p99["without"], p99_with_s=p99["with"],
+                cpu_without_pct=cpu["without"], cpu_with_pct=cpu["with"],
+                runq_wait_pct=statistics.median(r["runq_wait_pct"]
+                                                for v in ("without", "with") for r in x[v]),
                 added_pct=100.0 * (p99["with"] - p99["without"]) / p99["without"],
                 sse_n=len(sse), sse_p50_s=percentile(sse, 50), sse_p99_s=percentile(sse, 99),
                 sse_max_s=max(sse) if sse else None)

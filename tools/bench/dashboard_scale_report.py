@@ -27,6 +27,10 @@ def rows(r):
         ("  added by the streams", "%+.1f %%" % r["added_pct"],
          "%d errors" % r["errors"], "< %.0f %%" % ADDED_TARGET_PCT,
          r["added_pct"] < ADDED_TARGET_PCT),
+        ("Head-end CPU during the runs, no streams", "%.1f %% of a core" % r["cpu_without_pct"],
+         "%.1f %% with streams" % r["cpu_with_pct"], "diagnostic", None),
+        ("  head-end waiting for a CPU (machine load)", "%.0f %% of the time"
+         % r["runq_wait_pct"], "-", "diagnostic", None),
         ("SSE latency p50, reading stored -> event", ms(r["sse_p50_s"]),
          "%d events of %d" % (r["sse_n"], r["events"]), "reference", None),
         ("SSE latency p99", ms(r["sse_p99_s"]), "max %s" % ms(r["sse_max_s"]),
