@@ -182,35 +182,15 @@ async def exchange_run(meters, rate, seconds):
             m = mine[i % len(mine)]
             i += 1
             try:
-                took = await one_exchange(m)
+                took = await m.exchange_now()
             except Exception as e:             # counted, not fatal: a figure, not a test
                 errors.append(type(e).__name__)
-                m._close()
+                m.close()
                 continue
             lat.append(took)
 
     await asyncio.gather(*(worker(k) for k in range(workers)))
     return lat, errors
-
-
-async def one_exchange(m):
-    from bench.loadgen import _sign
-    if m.writer is None:
-        await m._connect()
-    now = time.time()
-    m._reading(now)
-    req = {"v": 2, "device": m.device, "epoch": m.epoch, "ts": int(now),
-           "nonce": os.urandom(8).hex(), "wait": 0, "room": 4, "done": [],
-           "items": m.outbox[:32]}
-    body = json.dumps(req, separators=(",", ":")).encode()
-    t0 = time.perf_counter()
-    status, headers, data = await m._post(body, _sign(m.key, body), 30)
-    took = time.perf_counter() - t0
-    if status != 200:
-        raise RuntimeError("exchange answered %d" % status)
-    ack = json.loads(data).get("ack", 0)
-    m.outbox = [it for it in m.outbox if it["seq"] > ack]
-    return took
 
 
 def sse_latencies(db_path, events, since):
@@ -240,7 +220,7 @@ def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
         for _ in range(runs):
             for variant in ("without", "with"):
                 for m in gen.meters:     # idle past keep-alive meanwhile: connect untimed
-                    m._close()
+                    m.close()
                 t_open = time.monotonic()
                 streams = Streams(head.url, token, watched, log) if variant == "with" else None
                 if streams is not None:
@@ -270,7 +250,7 @@ def exchange_runs(head, keys, token, streams_n, runs, seconds, rate, log):
                     out["sse"] += sse_latencies(head.db, streams.events, since)
     finally:
         for m in gen.meters:
-            m._close()
+            m.close()
         loop.close()
     return out
 
