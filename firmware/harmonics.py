@@ -31,14 +31,14 @@ _INC = const(105)
 _TAB = const(106)
 _PHASE_MASK = const(0x3FFFFF)
 _WINDOW_END = const(0x400000)
-_TAB_SHIFT = const(14)
-_TAB_QUARTER = const(64)
-_TAB_MASK = const(255)
+_TAB_SHIFT = const(12)
+_TAB_QUARTER = const(256)
+_TAB_MASK = const(1023)
 _TAB_BIAS = const(4096)
 _TAB_ONE = const(2047)
 _SUM_SHIFT = const(7)    # (4 v * cos) >> 7: a window of 2304 full-scale samples stays < 2**30
-_FRAC = const(16383)     # phase below one table step
-_HALF = const(8192)
+_FRAC = const(4095)      # phase below one table step
+_HALF = const(2048)
 if (K.VOFF, K.IOFF, K.INC, K.TAB, K.PHASE_MASK, K.TAB_SHIFT, K.TAB_BIAS, K.TAB_ONE,
         K.TAB_QUARTER, K.TAB_SIZE - 1) != (_VOFF, _IOFF, _INC, _TAB, _PHASE_MASK, _TAB_SHIFT,
                                           _TAB_BIAS, _TAB_ONE, _TAB_QUARTER, _TAB_MASK):
@@ -106,7 +106,7 @@ def accumulate(acc: ptr32, st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int, ph: 
         a = HEAD
         while a < top:
             # cos and sin of h * phi, interpolated: a nearest-entry phase error (up to
-            # 1/256 cycle) would leak 0.05 % of the fundamental into every bin
+            # 1/1024 cycle) would leak 0.03 % of the fundamental into every bin
             j = hph >> _TAB_SHIFT
             f = hph & _FRAC
             c = int(st[_TAB + j]) - _TAB_BIAS

@@ -84,13 +84,13 @@ WINDOW = READING + 2 * FIELDS  # 10/12-cycle window sums
 PH = const(104)          # reference phase of the fundamental, 2**PHASE_BITS per cycle
 INC = const(105)         # its step per sample (Meter locks it to the measured frequency)
 TAB = const(106)         # cosine table: TAB_SIZE entries, TAB_ONE * cos + TAB_BIAS (kept > 0)
-SLOTS = TAB + 257         # TAB_SIZE + 1: harmonics.py interpolates to the next entry
+SLOTS = TAB + 1025        # TAB_SIZE + 1: harmonics.py interpolates to the next entry
 
 PHASE_BITS = const(22)
 PHASE_MASK = const(0x3FFFFF)
-TAB_SIZE = const(256)
-TAB_SHIFT = const(14)    # PHASE_BITS - log2(TAB_SIZE)
-TAB_QUARTER = const(64)
+TAB_SIZE = const(1024)
+TAB_SHIFT = const(12)    # PHASE_BITS - log2(TAB_SIZE)
+TAB_QUARTER = const(256)
 TAB_ONE = const(2047)    # Q11: |v * cos| * MAX_HALF_SAMPLES stays < 2**30
 TAB_BIAS = const(4096)
 
