@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.system,
                                  reason="no private mail server here: %s (CI installs "
                                         "them)" % mail_server.missing())]
 
+pytest.importorskip("aioimaplib", reason="aioimaplib is not installed: run make venv")
+
 DOMAIN = "mail.test"
 HEADEND = "headend@" + DOMAIN
 
