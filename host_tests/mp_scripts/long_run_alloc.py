@@ -77,9 +77,9 @@ def main(argv):
             flagged[board.k] |= 1
         return r
 
-    def save_flagged():
+    def save_flagged(flush=True):
         flagged[board.k] |= 2
-        save()
+        save(flush=flush)
 
     app.reporter.take = take_flagged
     app.save_energy = save_flagged
