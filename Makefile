@@ -12,7 +12,7 @@ FAULTS_TRANSPORT ?= both
 PREFIX ?= $(HOME)/.local
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak deploy clean
+.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak soak-http soak-https soak-mqtt deploy clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,8 +58,14 @@ e2e: venv
 faults: venv
 	$(BIN)/python -m faults --transport $(FAULTS_TRANSPORT)
 
+# soaks (the slow lane, outside make test): 30 min per transport under the board heap cap
+# (tools/bench/soak.py; BC_SOAK_S=N for a shorter run)
 soak: venv
-	$(PYTEST) -m slow host_tests
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow host_tests
+
+soak-http soak-https soak-mqtt: venv
+	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
+	    "host_tests/test_soak.py::test_soak_under_the_heap_cap[$(@:soak-%=%)]"
 
 bench: venv
 	$(BIN)/python -m bench

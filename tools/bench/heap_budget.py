@@ -117,7 +117,9 @@ class Site:
         p.wait()
         return d / "state"
 
-    def passes(self, name, kib):
+    def launch(self, name, kib):
+        """A meter process for scenario `name` under a heap of kib KiB, registered with its
+        head-end (or broker): (device, api, its directory, the process, its log file)."""
         self.n += 1
         device = "%s-%d-%d" % (name, kib, self.n)
         he = self.plain if name in ("steady-http", "batch-http") else self.tls
@@ -140,10 +142,23 @@ class Site:
         cmd, env = _board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state")
         log = open(d / "meter.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return device, self.api[he], d, proc, log
+
+    def restart(self, name):
+        """Restart what the scenario's meter talks to (the meter reconnects)."""
+        if name == "steady-mqtt":
+            self.broker.stop()
+            self.broker.start(configure=False)
+            return
+        he = self.plain if name in ("steady-http", "batch-http") else self.tls
+        he.kill()
+        he.start()
+
+    def passes(self, name, kib):
+        device, api, d, proc, log = self.launch(name, kib)
         ok = False
         try:
             end = time.monotonic() + self.seconds
-            api = self.api[he]
             w = processes.run_work(api, device, "read", timeout=self.seconds)
             time.sleep(max(0.0, end - time.monotonic()))
             got = api.get("/v1/devices/%s/readings?limit=1000" % device).json()
