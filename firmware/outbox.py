@@ -117,9 +117,12 @@ def _records(f, max_record):
 
 class Outbox:
     def __init__(self, dirpath, max_bytes=64 * 1024, max_items=None, seg_bytes=8192,
-                 max_record=4096, hold=1):
+                 max_record=4096, hold=1, hold_bytes=4096):
         self.dir = dirpath
         self.hold = hold
+        # RAM is the board's scarcest resource: however many readings `hold` allows (a short
+        # report_s makes it large), no more than hold_bytes of them wait in RAM
+        self.hold_bytes = hold_bytes
         self._held = []             # [(seq, kind, body, payload)]: readings not on flash yet
         self.appends = 0            # segment appends (each one write of one or more records)
         self.max_bytes = max_bytes
@@ -295,7 +298,8 @@ class Outbox:
         if kind in DROPPABLE and self.hold > 1:
             self._held.append(rec)
             self._next(seq)
-            if len(self._held) >= self.hold:
+            if (len(self._held) >= self.hold
+                    or sum(len(r[3]) for r in self._held) >= self.hold_bytes):
                 self.flush()
             return seq
         self._write(self._held + [rec])

@@ -74,3 +74,16 @@ def test_the_app_holds_persist_s_of_readings():
     assert app.outbox_hold(config.DEFAULTS) == 6                # 60 s / 10 s
     assert app.outbox_hold(dict(config.DEFAULTS, persist_s=5, report_s=10)) == 1
     assert app.outbox_hold(dict(config.DEFAULTS, persist_s=3600, report_s=1)) == app.HOLD_MAX
+
+
+def test_held_readings_never_exceed_hold_bytes_in_ram(interpreter, tmp_path):
+    """A short report_s makes `hold` large (60 at report_s 1): the bytes held in RAM stay
+    bounded all the same (the soak found 60 held readings exhausting a board's heap)."""
+    d = str(tmp_path / "ob")
+    pad = "x" * 200                                  # a ~230-byte record
+    steps = [["open", d, {"hold": 60, "hold_bytes": 1000}]]
+    steps += [["append", "reading", {"pad": pad}] for _ in range(10)] + [["stats"]]
+    r = ops(interpreter, *steps)
+    assert r[-1]["appends"] == 2 and r[-1]["depth"] == 10     # written 5 at a time
+    r = ops(interpreter, ["open", d, {"hold": 60}], ["peek", 100, BIG])
+    assert seqs_of(r[1]) == list(range(1, 11))                 # all of them on flash
