@@ -7,7 +7,6 @@
 # exponentially with jitter. Every network await has a timeout (httpc).
 
 import asyncio
-import json
 import os
 import random
 from binascii import hexlify
@@ -114,6 +113,14 @@ def time_refusal(link, resp, nonce):
     return True
 
 
+def codec(name):
+    """The encoding module for `name` (config ENCODINGS): imported only when chosen, so a
+    meter holds only its own encoding's code (docs/performance.md)."""
+    if name not in ("json", "xml", "soap", "wbxml"):
+        raise ValueError("unknown encoding %r" % (name,))
+    return __import__("enc_" + name)
+
+
 def new_nonce():
     # From os.urandom, not `random`: a board may seed `random` for a repeatable signal
     # (boards/sim_board.py does), and nonces repeated after a restart are refused as replays (409).
@@ -125,8 +132,10 @@ def new_nonce():
 
 class Comms:
     def __init__(self, device_id, key, http, outbox, inbox, dispatcher, clock, wait_s=25,
-                 backoff_base=1.0, backoff_cap=60.0, batch_items=32, batch_bytes=16384):
+                 backoff_base=1.0, backoff_cap=60.0, batch_items=32, batch_bytes=16384,
+                 encoding="json"):
         self.device_id = device_id
+        self.codec = codec(encoding)
         self.key = key
         self.http = http
         self.outbox = outbox
@@ -229,14 +238,14 @@ class Comms:
         items, done, body = request_body(self, wait)
         self.poll_wait = body["wait"]
         self.nonce = body["nonce"]
-        return items, done, json.dumps(body, separators=(",", ":")).encode()
+        return items, done, self.codec.encode(body)
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""
         backlog = self.outbox.depth() > self.batch_items
         items, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()
-        headers = {"Content-Type": "application/json",
+        headers = {"Content-Type": self.codec.CONTENT_TYPE,
                    "X-BC-Signature": envelope.sign(self.key, raw)}
         self.waiting = True
         try:
@@ -246,15 +255,16 @@ class Comms:
             self.waiting = False
         rtt_ms = ticks_diff(ticks_ms(), self.poll_started)
         signed = envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data))
-        if status == 409 and signed and time_refusal(self, _json(data), self.nonce):
+        if status == 409 and signed and time_refusal(self, self._decode(data), self.nonce):
             return True     # our clock was off: the head-end's time is adopted; again at once
         if status != 200:
             raise ExchangeError("head-end answered %d: %s" % (status, data[:200]))
         if not signed:
             raise ExchangeError("response signature does not match; ignored")
-        resp = _json(data)
-        if not isinstance(resp, dict):
-            raise ExchangeError("response is not a JSON object")
+        try:
+            resp = self.codec.decode(data)
+        except ValueError as exc:   # XmlError too: a counted failure, then a retry
+            raise ExchangeError("malformed response: %s" % exc)
         if not envelope.bound(resp, self.device_id, self.nonce):
             raise ExchangeError("response does not answer this request; ignored")
         self.time_refusals = 0
@@ -264,9 +274,8 @@ class Comms:
             self.inbox.confirm(done)
         return apply_response(self, resp, rtt_ms=rtt_ms)
 
-
-def _json(data):
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+    def _decode(self, data):
+        try:
+            return self.codec.decode(data)
+        except ValueError:
+            return None

@@ -46,6 +46,7 @@ KEYS = (
     ("ca_file", "", str, 0, 200, CONSOLE),                  # the head-end's CA, pinned
     ("poll_wait_s", 25, int, 0, 25, OPERATOR),              # long-poll wait offered
     ("transport", "http", str, 1, 8, CONSOLE),              # "http" or "mqtt"
+    ("encoding", "json", str, 1, 8, CONSOLE),               # json, xml, soap or wbxml (HTTP)
     ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
     ("mqtt_tls", False, bool, False, True, CONSOLE),        # TLS to the broker, CA from ca_file
@@ -61,6 +62,7 @@ RULES = {row[0]: (row[2], row[3], row[4]) for row in KEYS}    # name: (type, low
 WHO = {row[0]: row[5] for row in KEYS}
 CONSOLE_ONLY = tuple(row[0] for row in KEYS if row[5] == CONSOLE)
 SECRETS = ("device_key",)
+ENCODINGS = ("json", "xml", "soap", "wbxml")    # the exchange's encodings (comms.codec)
 
 
 def refusal(name, role):
@@ -128,6 +130,8 @@ def _check_text(name, value, low, high):
     if name == "server_url" and value and not (value.startswith("http://") or
                                                value.startswith("https://")):
         raise ConfigError("server_url must start with http:// or https://")
+    if name == "encoding" and value not in ENCODINGS:
+        raise ConfigError("encoding must be one of %s, got %r" % (", ".join(ENCODINGS), value))
     if name == "mqtt_host" and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_.:"):
@@ -163,6 +167,9 @@ def validate(changes, base=None):
         raise ConfigError("interruption_pct + hysteresis_pct must stay below dip_pct")
     if cfg["dip_pct"] + cfg["hysteresis_pct"] > 100.0:
         raise ConfigError("dip_pct + hysteresis_pct must stay at or below 100")
+    if cfg["encoding"] != "json" and cfg["transport"] == "mqtt":
+        raise ConfigError("encoding %s needs transport http: MQTT carries JSON"
+                          % cfg["encoding"])
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
     return cfg

@@ -38,7 +38,7 @@ def make_comms(app, cfg, key):
                                  "the head-end's CA to pin" % (cfg["ca_file"],))
         http = HttpClient(cfg["server_url"], ctx)
         return Comms(cfg["device_id"], key, http, app.outbox, app.inbox, app.dispatcher,
-                     app.clock)
+                     app.clock, encoding=cfg["encoding"])
     return None
 
 

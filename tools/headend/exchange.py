@@ -7,13 +7,22 @@ requests store nothing.
 when work is queued for a meter connected over MQTT."""
 
 import asyncio
-import json
 import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 
-from . import devices, ingest, metrics, outcomes, release_store, signing, work_size, workq
+from . import (
+    devices,
+    encodings,
+    ingest,
+    metrics,
+    outcomes,
+    release_store,
+    signing,
+    work_size,
+    workq,
+)
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
@@ -68,15 +77,16 @@ def bind(device, nonce=None, conn=None):
     return out
 
 
-def authenticate(hub, raw, signature, topic_device=None):
+def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
     """(ExchangeRequest, key) or Refused 400/401/409/413. topic_device: the id the request
-    arrived for (the MQTT topic's); the body's `device` must be the same."""
+    arrived for (the MQTT topic's); the body's `device` must be the same. `encoding`: the
+    request's (encodings.py); a malformed document of any encoding is a 400."""
     if len(raw) > hub.settings.max_body:
         raise Refused(413, "body larger than %d bytes" % hub.settings.max_body)
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise Refused(400, "malformed JSON") from None
+        obj = encodings.decode_request(encoding, raw)
+    except encodings.BadDocument as e:
+        raise Refused(400, str(e)) from None
     if not isinstance(obj, dict):
         raise Refused(400, "body must be a JSON object")
     if not isinstance(obj.get("device"), str):
@@ -128,7 +138,8 @@ def store(hub, req, transport):
                    req.conn, req.device, req.conn)
 
 
-async def handle(hub, raw, signature, transport, topic_device=None, receive=None):
+async def handle(hub, raw, signature, transport, topic_device=None, receive=None,
+                 encoding="json"):
     """The exchange core for both transports: authenticate, store, then answer with the
     deliverable work, and the `chunk` a `fetch` asks for (answered at once: no long-poll).
     Returns (request, key, response dict); the response is None if the meter hung up
@@ -137,7 +148,7 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
     assert transport in TRANSPORTS
     started = time.perf_counter()
     try:
-        req, key = authenticate(hub, raw, signature, topic_device)
+        req, key = authenticate(hub, raw, signature, topic_device, encoding)
     except Refused as e:
         metrics.refused(hub, transport, e.status)
         raise
@@ -164,9 +175,10 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
             del hub.active[req.device]
 
 
-def signed(key, answer):
-    """(body bytes, signature) of a response dict."""
-    body = signing.canonical(answer).encode()
+def signed(key, answer, encoding="json"):
+    """(body bytes, signature) of a response dict in an encoding (encodings.py): the
+    signature covers the bytes as sent."""
+    body = encodings.encode_response(encoding, answer)
     return body, signing.sign(key, body)
 
 
@@ -188,23 +200,35 @@ async def exchange(request: Request):
     take fastpath.ExchangeFastPath to respond() without FastAPI's routing."""
     hub = request.app.state.hub
     raw = await read_body(request, hub.settings.max_body)
-    return await respond(hub, raw, request.headers.get("x-bc-signature"), request.receive)
+    return await respond(hub, raw, request.headers.get("x-bc-signature"), request.receive,
+                         request.headers.get("content-type"))
 
 
-async def respond(hub, raw, signature, receive):
-    """The HTTP response to one exchange body; HTTPException when refused."""
+async def respond(hub, raw, signature, receive, content_type=None):
+    """The HTTP response to one exchange body, in the encoding its Content-Type names;
+    HTTPException when refused (a SOAP fault or an XML <error> for those encodings)."""
     try:
-        req, key, answer = await handle(hub, raw, signature, "http", receive=receive)
+        encoding = encodings.of(content_type)
+    except encodings.Unsupported as e:
+        metrics.refused(hub, "http", 415)
+        raise HTTPException(415, str(e)) from None
+    media = encodings.MEDIA[encoding]
+    try:
+        req, key, answer = await handle(hub, raw, signature, "http", receive=receive,
+                                        encoding=encoding)
     except Refused as e:
         if e.answer is not None:
-            body, sig = signed(e.key, e.answer)
-            return Response(body, status_code=e.status, media_type="application/json",
+            body, sig = signed(e.key, e.answer, encoding)
+            return Response(body, status_code=e.status, media_type=media,
                             headers={"X-BC-Signature": sig})
+        if encoding in ("xml", "soap"):
+            body, media = encodings.error_body(encoding, e.reason)
+            return Response(body, status_code=e.status, media_type=media)
         raise HTTPException(e.status, e.reason) from None
     if answer is None:          # the meter hung up while waiting: nothing was delivered
         return Response(status_code=499)
-    body, sig = signed(key, answer)
-    return Response(body, media_type="application/json", headers={"X-BC-Signature": sig})
+    body, sig = signed(key, answer, encoding)
+    return Response(body, media_type=media, headers={"X-BC-Signature": sig})
 
 
 async def _hangup(receive):

@@ -26,17 +26,19 @@ class ExchangeFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        signature = length = None
+        signature = length = content_type = None
         for name, value in scope["headers"]:
             if name == b"x-bc-signature":
                 signature = value.decode("latin-1")
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         try:
             raw = await read_body(length, receive, self.hub.settings.max_body)
             if raw is None:                 # the client went away before its body arrived
                 return
-            response = await exchange.respond(self.hub, raw, signature, receive)
+            response = await exchange.respond(self.hub, raw, signature, receive, content_type)
         except HTTPException as e:
             response = JSONResponse({"error": str(e.detail)}, e.status_code,
                                     headers=getattr(e, "headers", None))

@@ -21,6 +21,7 @@ from . import (
     api_devices,
     api_export,
     api_groups,
+    api_schemas,
     api_tokens,
     api_updates,
     audit,
@@ -120,6 +121,7 @@ def create_app(settings=None, transform=None):
     app.include_router(exchange.router)
     app.include_router(api_alarms.router)
     app.include_router(api_audit.router)
+    app.include_router(api_schemas.router)
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
     app.include_router(api_groups.router)

@@ -1,0 +1,78 @@
+# The meter's encodings under MicroPython (and CPython): reads one JSON case a line from
+# stdin, [encoding, op, arg], and prints one JSON line per case.
+#   encode  arg: a request dict -> {"raw": hex}
+#   decode  arg: hex bytes of a response -> {"value": dict} or {"err": "<message>"}
+#   cost    arg: hex bytes of a response -> {"us": parse time, "heap": bytes allocated,
+#           "code": heap taken by importing the encoding's modules}
+# Used by host_tests/test_encodings_firmware.py and make bench (tools/bench).
+
+import gc
+import json
+import sys
+from binascii import hexlify, unhexlify
+
+try:
+    from time import ticks_diff, ticks_us
+except ImportError:
+    import time
+
+    def ticks_us():
+        return int(time.perf_counter() * 1000000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+_loaded = {}
+
+
+def codec(name):
+    if name not in _loaded:
+        gc.collect()
+        before = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        mod = __import__("enc_" + name)
+        gc.collect()
+        after = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        _loaded[name] = (mod, after - before)
+    return _loaded[name][0]
+
+
+def cost(name, data, rounds=20):
+    mod = codec(name)
+    mod.decode(data)
+    gc.collect()
+    heap = 0
+    if hasattr(gc, "mem_alloc"):
+        before = gc.mem_alloc()
+        gc.disable()
+        mod.decode(data)
+        heap = gc.mem_alloc() - before
+        gc.enable()
+    t0 = ticks_us()
+    for _ in range(rounds):
+        mod.decode(data)
+    us = ticks_diff(ticks_us(), t0) // rounds
+    return {"us": us, "heap": heap, "code": _loaded[name][1]}
+
+
+def run(case):
+    name, op, arg = case
+    if op == "encode":
+        return {"raw": hexlify(codec(name).encode(arg)).decode()}
+    data = unhexlify(arg)
+    if op == "cost":
+        return cost(name, data)
+    try:
+        return {"value": codec(name).decode(data)}
+    except ValueError as exc:
+        return {"err": str(exc)}
+
+
+def main():
+    for line in sys.stdin:
+        line = line.strip()
+        if line:
+            print(json.dumps(run(json.loads(line))))
+
+
+if __name__ == "__main__":
+    main()

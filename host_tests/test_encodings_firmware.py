@@ -1,0 +1,115 @@
+"""The meter's encodings (firmware/enc_*.py, xmlmini.py, xmlvalue.py) on every interpreter
+(the MicroPython unix port, CPython, the board build): the requests it writes decode at the
+head-end to exactly the request, the head-end's answers decode on the meter to exactly the
+answer, and malformed or hostile answers are refused with a clear reason (ValueError),
+never a crash."""
+
+import json
+
+import pytest
+
+from headend import encodings, soap, wbxml
+from lab import runner
+
+pytestmark = pytest.mark.unit
+
+DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "encodings_checks.py"
+ENCODINGS = ("json", "xml", "soap", "wbxml")
+
+REQUESTS = [
+    {"v": 2, "device": "meter-a", "epoch": "9b1e07c44d2a5f10", "ts": 1763769600,
+     "nonce": "5f0c2a9e81d4b7c3", "wait": 25, "room": 4},
+    {"v": 2, "device": "meter-a", "epoch": "9b1e07c44d2a5f10", "ts": 1763769600,
+     "nonce": "5f0c2a9e81d4b7c4", "wait": 0, "room": 0, "done": ["w-1", "w-2"],
+     "fetch": {"version": "0.2.0", "path": "app.py", "offset": 8192, "len": 8192},
+     "items": [
+         {"seq": 1, "kind": "reading", "body": {"t": 1763769599, "t_ms": 25, "vrms": 230.5,
+                                                "pf": -0.25, "demand_w": None, "big": 2**40}},
+         {"seq": 2, "kind": "result", "body": {
+             "work": "w-1", "status": "rejected",
+             "reason": "a <b> & \"c\" 'd' \u00e9\u20ac\U0001f600"}},
+         {"seq": 3, "kind": "send", "body": {"to": "m", "op": "read", "args": {},
+                                             "odd key": [], "1st": [True, False, "", 0]}},
+         {"seq": 4, "kind": "result", "body": {"work": "w-2", "status": "done",
+                                               "body": {"nested": {"deeper": [1, [2, {}]]}}}},
+     ]},
+]
+ANSWER = {"v": 2, "dir": "down", "device": "meter-a", "re": "5f0c2a9e81d4b7c3",
+          "epoch": "9b1e07c44d2a5f10", "ack": 45, "more": False, "next": 60,
+          "time_ms": 1763769600412,
+          "work": [{"id": "w-00000018", "device": "meter-a", "seq": 7, "op": "set_config",
+                    "args": '{"changes":{"note":"<&>\\u00e9"}}', "role": "operator",
+                    "from": "operator:alice", "expires": 1763769900, "sig": "9f" * 32}]}
+
+
+def run(interpreter, cases):
+    # raw UTF-8: MicroPython's json does not join \\ud83d\\ude00 surrogate pairs
+    stdin = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases).encode()
+    return runner.records(runner.run(interpreter, DRIVER, stdin=stdin, timeout=120))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_requests_decode_at_the_head_end_exactly(interpreter, encoding):
+    out = run(interpreter, [[encoding, "encode", r] for r in REQUESTS])
+    for body, rec in zip(REQUESTS, out, strict=True):
+        raw = bytes.fromhex(rec["raw"])
+        assert encodings.decode_request(encoding, raw) == body, raw
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_answers_decode_on_the_meter_exactly(interpreter, encoding):
+    answers = [ANSWER, dict(ANSWER, work=[]), {k: v for k, v in ANSWER.items() if k != "work"}]
+    out = run(interpreter, [[encoding, "decode", encodings.encode_response(encoding, a).hex()]
+                            for a in answers])
+    for answer, rec in zip(answers, out, strict=True):
+        assert rec == {"value": answer}
+
+
+def _xml(text):
+    return text.encode().hex()
+
+
+SOAP_OPEN = '<e:Envelope xmlns:e="%s"><e:Body>' % soap.SOAP_NS
+BAD = [
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2"><v t="num">2</v>'),
+     "document ends inside <response>"),
+    ("xml", _xml('<!DOCTYPE r [<!ENTITY a "aaaa">]><response/>'), "DTD refused"),
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2"><device>&a;</device></response>'),
+     "entity &a; refused"),
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2">' + "<x>" * 20 + "</x>" * 20
+                 + "</response>"), "nested deeper than 12"),
+    ("xml", _xml('<response xmlns="urn:x"/>'), "root element is {urn:x}response"),
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2"><ack t="num">4x</ack></response>'),
+     "<ack> is not a number"),
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2"><a/><a/></response>'),
+     "key a repeated"),
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2" a="1" a="2"/>'), "repeated"),
+    ("soap", _xml(SOAP_OPEN + '<e:Fault><e:Reason><e:Text>busy</e:Text></e:Reason></e:Fault>'
+                  '</e:Body></e:Envelope>'), "SOAP fault: busy"),
+    ("soap", _xml('<response xmlns="urn:backchannel:exchange:2"/>'), "not a SOAP 1.2 envelope"),
+    ("soap", _xml(SOAP_OPEN + '<response xmlns="urn:backchannel:exchange:2"><reversed>'
+                  '<x/></reversed></response></e:Body></e:Envelope>'), "not a SOAP 1.2"),
+    ("wbxml", (bytes((3, 1, 106, 2)) + b"a\0" + bytes((0x46, 0x48, 0x83, 0x09, 0x01, 0x01)))
+     .hex(), "reference 9 out of range (table of 2 bytes)"),
+    ("wbxml", (bytes((3, 1, 106, 0x82, 0x00)) + b"x" * 255 + b"\0"
+               + bytes((0x46, 0x48)) + bytes((0x83, 0x00)) * 1100 + bytes((0x01, 0x01))).hex(),
+     "text beyond"),
+    ("wbxml", bytes((3, 1, 106, 0, 0x46, 0x02, 0x41, 0x01)).hex(), "token 0x02 refused"),
+    ("wbxml", bytes((3, 1, 106, 0, 0x46, 0x01, 0x46, 0x01)).hex(), "2 bytes after the root"),
+    ("wbxml", bytes((3, 1, 106, 0, 0x46)).hex(), "document ends early"),
+    ("wbxml", bytes((3, 1, 106, 0x8F, 0xFF, 0xFF, 0xFF, 0x7F)).hex(), "longer than 4 bytes"),
+    ("json", b"[1]".hex(), "not a JSON object"),
+]
+
+
+def test_malformed_answers_are_refused_with_the_reason(interpreter):
+    out = run(interpreter, [[enc, "decode", data] for enc, data, _ in BAD])
+    for (enc, data, reason), rec in zip(BAD, out, strict=True):
+        assert reason in rec.get("err", ""), (enc, bytes.fromhex(data)[:80], rec)
+
+
+def test_the_code_pages_are_the_same_on_both_sides():
+    fw = runner.import_firmware("enc_wbxml")
+    assert fw.PAGES == wbxml.PAGES and fw.ATTRS == wbxml.ATTRS
+    assert len(fw.PAGES[0]) <= 59 and len(fw.PAGES[1]) <= 59     # tokens 0x05..0x3F
+    assert len({n for page in fw.PAGES for n in page}) == sum(len(p) for p in fw.PAGES)
