@@ -28,10 +28,10 @@ def encode(body):
         if k != "done" and k != "items":
             rest[k] = body[k]
     others = [it for it in items if it.get("kind") != "result"]
-    if others:
+    if others or ("items" in body and not answers):
         rest["items"] = others
     reply = {}
-    if done:
+    if "done" in body:
         reply["done"] = done
     if answers:
         reply["items"] = answers

@@ -123,7 +123,7 @@ class Writer:
             if not plain:
                 body.append(_KEY_TOKEN)
                 body.append(STR_T)
-                mb_u_int32(body, self.string(key))
+                mb_u_int32(body, self.string(xmlvalue.clean(key)))
             body.append(END)
         if text:
             if kind is None:

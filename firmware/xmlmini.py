@@ -31,8 +31,10 @@ def clean(text):
     return text
 
 
-def escape(text):
-    """Text for element content or a double-quoted attribute (control characters cleaned)."""
+def escape(text, attr=False):
+    """Text for element content or (attr) a double-quoted attribute, control characters
+    cleaned. CR is a reference everywhere, and TAB and LF in attributes, since a parser
+    normalises them (CR LF to LF, attribute whitespace to spaces)."""
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
@@ -41,6 +43,13 @@ def escape(text):
         text = text.replace(">", "&gt;")
     if '"' in text:
         text = text.replace('"', "&quot;")
+    if "\r" in text:
+        text = text.replace("\r", "&#13;")
+    if attr:
+        if "\n" in text:
+            text = text.replace("\n", "&#10;")
+        if "\t" in text:
+            text = text.replace("\t", "&#9;")
     return clean(text)
 
 

@@ -18,7 +18,8 @@ ORDER = ("v", "device", "epoch", "ts", "nonce", "conn", "wait", "room", "done", 
 
 def plain_name(key):
     """True when `key` can be an element name as it is (ASCII letters, digits, _ - .)."""
-    if not key or len(key) > 64 or key[0] not in _FIRST or key[:3].lower() == "xml":
+    if (not key or len(key) > 64 or key[0] not in _FIRST or key[:3].lower() == "xml"
+            or key == "_"):
         return False
     for c in key:
         if c not in _REST:
@@ -33,7 +34,7 @@ def write(out, key, value):
         head = "<" + key
     else:
         tag = "_"
-        head = '<_ k="%s"' % escape(key)
+        head = '<_ k="%s"' % escape(key, True)
     if isinstance(value, str):
         if value:
             out.append("%s>%s</%s>" % (head, escape(value), tag))

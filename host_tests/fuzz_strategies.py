@@ -197,6 +197,57 @@ manifest_cases = st.tuples((_good | _one_field_off() | _manifest).map(
                                lambda m: json.dumps(m, sort_keys=True)) | _text,
                            _sigs).map(list)
 
+# --- the meter's encodings: head-end answers, mutated, and hostile markup ---
+
+_hex16 = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
+_work_item = st.fixed_dictionaries({
+    "id": _text, "device": _text, "seq": st.integers(0, 2**40), "op": _text,
+    "args": _text, "role": st.sampled_from(["operator", "utility", "peer"]), "from": _text,
+    "expires": st.integers(-1, 2**34), "sig": _text})
+_answer = st.fixed_dictionaries(
+    {"v": st.just(2), "dir": st.just("down"), "device": _text, "re": _hex16,
+     "time_ms": st.integers(0, 2**42)},
+    optional={"epoch": _hex16, "ack": st.integers(0, 2**31), "more": st.booleans(),
+              "next": st.integers(0, 86400), "work": st.lists(_work_item, max_size=3),
+              "chunk": mp_json, "error": _text})
+_SNIPPETS = [b"<!DOCTYPE r [<!ENTITY a 'b'>]>", b"&a;", b"&#0;", b"&#x110000;", b"&amp",
+             b"<", b">", b"]]>", b"<![CDATA[x", b"<?x y?>", b'"', b"'", b"\x00", b"\xff",
+             b"<e>" * 20, b"</e>", b"<_ k='", b' t="num"', b' t="arr"', b"<!--", b"xmlns:a='u'",
+             b"\x83\x7f", b"\x04\x8f\xff\xff\x7f", b"\x00\x05", b"\xc3\x05", b"\x02\x41"]
+
+
+@st.composite
+def encoded_answers(draw, encoding):
+    from headend import encodings
+
+    data = bytearray(encodings.encode_response(encoding, draw(_answer)))
+    for _ in range(draw(st.integers(0, 4))):
+        pos = draw(st.integers(0, len(data)))
+        how = draw(st.integers(0, 3))
+        if how == 0:
+            data[pos:pos] = draw(st.sampled_from(_SNIPPETS))
+        elif how == 1 and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif how == 2:
+            del data[pos:pos + draw(st.integers(1, 16))]
+        else:
+            data = data[:pos]
+    return bytes(data)
+
+
+_markup = st.lists(st.sampled_from(_SNIPPETS + [b"<a>", b"</a>", b"<b x='1'/>", b"text",
+                                                b" ", b"&lt;", b"<a:b xmlns:a='u'>", b"</a:b>"]),
+                   max_size=12).map(b"".join)
+ENCODING_STRATEGIES = {
+    "xml": (encoded_answers("xml") | _markup).map(lambda b: hexlify(b).decode()),
+    "soap": (encoded_answers("soap") | _markup).map(lambda b: hexlify(b).decode()),
+    "wbxml": (encoded_answers("wbxml") | st.binary(max_size=64)
+              | st.binary(max_size=40).map(lambda b: b"\x03\x01\x6a" + b))
+    .map(lambda b: hexlify(b).decode()),
+    "xmlstream": (encoded_answers("xml") | encoded_answers("soap") | _markup)
+    .map(lambda b: hexlify(b).decode()),
+}
+
 STRATEGIES = {
     "http": http_responses().map(lambda b: hexlify(b).decode()),
     "work": work_cases,
@@ -205,6 +256,7 @@ STRATEGIES = {
     "cfgfile": config_files().map(lambda b: hexlify(b).decode()),
     "outbox": segments(),
     "manifest": manifest_cases,
+    **ENCODING_STRATEGIES,
 }
 MP_STRATEGIES = dict(STRATEGIES, work=mp_work_cases, response=mp_response_cases,
                      config=mp_config_cases)

@@ -113,3 +113,70 @@ def test_the_code_pages_are_the_same_on_both_sides():
     assert fw.PAGES == wbxml.PAGES and fw.ATTRS == wbxml.ATTRS
     assert len(fw.PAGES[0]) <= 59 and len(fw.PAGES[1]) <= 59     # tokens 0x05..0x3F
     assert len({n for page in fw.PAGES for n in page}) == sum(len(p) for p in fw.PAGES)
+
+
+class _Http:
+    """Answers every exchange with `data`, signed with `key`; records when requests came."""
+
+    def __init__(self, key, data):
+        self.key, self.data, self.times = key, data, []
+
+    async def request(self, method, path, body, headers, timeout=None):
+        import hashlib
+        import hmac
+        import time
+
+        self.times.append(time.monotonic())
+        self.sent = (headers["Content-Type"], body)
+        return 200, {"x-bc-signature": hmac.new(self.key, self.data, hashlib.sha256)
+                     .hexdigest()}, self.data
+
+    def close(self):
+        pass
+
+
+class _Outbox:
+    epoch, acked = "9b1e07c44d2a5f10", 0
+    items = [{"seq": 1, "kind": "reading", "body": {"vrms": 230.0}}]
+
+    def peek(self, n, size):
+        return list(self.items)
+
+    def depth(self):
+        return len(self.items)
+
+    def ack(self, seq):
+        self.items = [i for i in self.items if i["seq"] > seq]
+
+
+class _Fake:
+    def __getattr__(self, name):
+        return {"ids": lambda: [], "room": lambda: 4, "now": lambda: 1763769600}.get(
+            name, lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("encoding", ("xml", "soap", "wbxml"))
+def test_a_malformed_answer_is_a_counted_failure_then_a_retry_with_backoff(encoding):
+    import asyncio
+
+    comms = runner.import_firmware("comms")
+    key = b"k" * 32
+    good = encodings.encode_response(encoding, {"v": 2, "dir": "down", "device": "m"})
+    http = _Http(key, good[:len(good) // 2])
+    outbox = _Outbox()
+    link = comms.Comms("m", key, http, outbox, _Fake(), _Fake(), _Fake(), wait_s=0,
+                       backoff_base=0.2, encoding=encoding)
+
+    async def three_tries():
+        task = asyncio.create_task(link.run())
+        while len(http.times) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(three_tries())
+    assert http.sent[0] == encodings.MEDIA[encoding]
+    assert link.failures >= 2 and link.exchanges == 0
+    assert link.last_error.startswith("ExchangeError: malformed response: "), link.last_error
+    gaps = [b - a for a, b in zip(http.times, http.times[1:])]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps       # 0.2 s x 2^n, jitter x0.5..1
+    assert outbox.items and outbox.items[0]["seq"] == 1    # nothing acked, nothing lost

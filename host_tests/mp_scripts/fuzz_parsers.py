@@ -16,6 +16,8 @@
 #   outbox    [seg hex, acked hex or null, seq hex or null]: an outbox directory recovered
 #             by outbox.Outbox, then peek, append, ack and reopen
 #   manifest  [text, sig]: an update's manifest and signature (mp_scripts/fuzz_manifest.py)
+#   xml, soap, wbxml, xmlstream  hex bytes: a response body in that encoding, or XML fed to
+#             the tokenizer in pieces (mp_scripts/fuzz_encodings.py)
 
 import json
 import sys
@@ -29,6 +31,7 @@ from binascii import unhexlify
 import comms
 import config
 import envelope
+import fuzz_encodings
 import fuzz_manifest
 import httpc
 import ops
@@ -48,6 +51,10 @@ ALLOWED = {
     "cfgfile": (config.ConfigError, store.CorruptRecord),
     "outbox": (),
     "manifest": fuzz_manifest.ALLOWED,
+    "xml": fuzz_encodings.ALLOWED,
+    "soap": fuzz_encodings.ALLOWED,
+    "wbxml": fuzz_encodings.ALLOWED,
+    "xmlstream": fuzz_encodings.ALLOWED,
 }
 
 
@@ -348,6 +355,8 @@ def run_case(parser, value, tmp="/tmp"):
             run_outbox(value, tmp)
         elif parser == "manifest":
             fuzz_manifest.run_manifest(value)
+        elif parser in fuzz_encodings.PARSERS:
+            fuzz_encodings.run(parser, unhexlify(value))
         else:
             raise ValueError("unknown parser %r" % (parser,))
     except ALLOWED.get(parser, ()) as exc:

@@ -91,7 +91,7 @@ class Writer:
             if kind is not None:
                 self.body.append(TYPE_TOKEN[kind])
             if not plain:
-                self.body += bytes((KEY_TOKEN, STR_T)) + self.ref(key)
+                self.body += bytes((KEY_TOKEN, STR_T)) + self.ref(xml_form.clean(key))
             self.body.append(END)
         if text:
             if kind is None:
@@ -194,8 +194,8 @@ class Reader:
             if tok in (STR_I, STR_T):
                 if current is None:
                     raise BadDocument("WBXML attribute value before any attribute")
-                el.set(current, el.get(current) + (self.inline() if tok == STR_I
-                                                   else self.ref()))
+                value = el.get(current) + (self.inline() if tok == STR_I else self.ref())
+                _xml_text(el.set, current, value)
                 continue
             if tok == SWITCH_PAGE:
                 if self.byte() != 0:
@@ -209,7 +209,7 @@ class Reader:
                 raise BadDocument("WBXML attribute token 0x%02x refused" % tok)
             if current not in ("t", "k") or el.get(current) is not None:
                 raise BadDocument("WBXML attribute %s refused or repeated" % current[:16])
-            el.set(current, prefix)
+            _xml_text(el.set, current, prefix)
 
     def document(self):
         self.header()
@@ -232,9 +232,9 @@ class Reader:
                 text = self.inline() if tok == STR_I else self.ref()
                 el = stack[-1]
                 if len(el):
-                    el[-1].tail = (el[-1].tail or "") + text
+                    _xml_text(setattr, el[-1], "tail", (el[-1].tail or "") + text)
                 else:
-                    el.text = (el.text or "") + text
+                    _xml_text(setattr, el, "text", (el.text or "") + text)
                 continue
             code = tok & 0x3F
             if code == LITERAL:
@@ -264,6 +264,13 @@ class Reader:
         if self.pos != len(self.data):
             raise BadDocument("%d bytes after the WBXML root element" % (len(self.data) - self.pos))
         return root
+
+
+def _xml_text(setter, *args):
+    try:
+        setter(*args)
+    except ValueError:      # lxml refuses control characters: XML cannot carry them
+        raise BadDocument("WBXML text holds characters XML cannot carry") from None
 
 
 def decode_request(raw):

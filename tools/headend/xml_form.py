@@ -146,15 +146,19 @@ def root_value(el, root):
 
 def plain_name(key):
     return (isinstance(key, str) and 0 < len(key) <= 64 and key[0] in _FIRST
-            and key[:3].lower() != "xml" and set(key) <= _REST)
+            and key[:3].lower() != "xml" and key != "_" and set(key) <= _REST)
 
 
 def clean(text):
     return text.translate(_CONTROL)
 
 
-def escape(text):
-    return clean(_sax_escape(text, {'"': "&quot;"}))
+def escape(text, attr=False):
+    """As firmware/xmlmini.escape: CR always a reference, TAB and LF too in attributes."""
+    extra = {'"': "&quot;", "\r": "&#13;"}
+    if attr:
+        extra.update({"\n": "&#10;", "\t": "&#9;"})
+    return clean(_sax_escape(text, extra))
 
 
 def number_text(value):
@@ -168,7 +172,7 @@ def write(out, key, value):
     if plain_name(key):
         tag, head = key, "<" + key
     else:
-        tag, head = "_", '<_ k="%s"' % escape(key)
+        tag, head = "_", '<_ k="%s"' % escape(key, True)
     if isinstance(value, str):
         out.append("%s>%s</%s>" % (head, escape(value), tag) if value else head + "/>")
     elif value is None:
