@@ -151,13 +151,16 @@ class Tokenizer:
     def _markup(self, buf, i):
         """An event, True for markup that makes none (comment, declaration), or None when
         the buffer ends inside it."""
-        if buf.startswith("</", i):
+        if i + 1 >= len(buf):
+            return None
+        c = buf[i + 1]
+        if c == "/":
             j = buf.find(">", i)
             if j < 0:
                 return None
             self.pos = j + 1
             return self._end(buf[i + 2:j].rstrip(_SPACE))
-        if buf.startswith("<?", i):
+        if c == "?":
             j = buf.find("?>", i)
             if j < 0:
                 return None
@@ -165,6 +168,8 @@ class Tokenizer:
                 raise XmlError("processing instruction refused (only the XML declaration)")
             self.pos = j + 2
             return True
+        if c != "!":
+            return self._start(buf, i)
         if buf.startswith("<!--", i):
             j = buf.find("-->", i + 4)
             if j < 0:
@@ -179,11 +184,10 @@ class Tokenizer:
                 raise XmlError("CDATA outside the root element")
             self.pos = j + 3
             return (TEXT, buf[i + 9:j], None)
-        if buf.startswith("<!", i):
-            if len(buf) - i < 9 and "<!DOCTYPE".startswith(buf[i:]):
-                return None
-            raise XmlError("DTD refused: no DOCTYPE or entity declarations")
-        return self._start(buf, i)
+        if len(buf) - i < 9 and ("<!DOCTYPE".startswith(buf[i:]) or "<!--".startswith(buf[i:]) or
+                                 "<![CDATA[".startswith(buf[i:])):
+            return None
+        raise XmlError("DTD refused: no DOCTYPE or entity declarations")
 
     def _name(self, buf, j):
         k = j

@@ -16,8 +16,21 @@ ORDER = ("v", "device", "epoch", "ts", "nonce", "conn", "wait", "room", "done", 
          "fetch")
 
 
+_PLAIN = {}     # plain_name's answers for the keys seen (the protocol's few dozen), capped
+
+
 def plain_name(key):
     """True when `key` can be an element name as it is (ASCII letters, digits, _ - .)."""
+    known = _PLAIN.get(key)
+    if known is not None:
+        return known
+    plain = _plain(key)
+    if len(_PLAIN) < 128:
+        _PLAIN[key] = plain
+    return plain
+
+
+def _plain(key):
     if (not key or len(key) > 64 or key[0] not in _FIRST or key[:3].lower() == "xml"
             or key == "_"):
         return False

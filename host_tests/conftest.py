@@ -59,8 +59,9 @@ def interpreter(request):
     return request.param
 
 
-@pytest.fixture(scope="session", params=("http", "mqtt"))
+@pytest.fixture(scope="session", params=("http", "mqtt", "xml", "soap", "wbxml"))
 def env(request, tmp_path_factory):
-    """The end-to-end lab (host_tests/e2e_env.py), shared by the test_e2e*.py modules."""
+    """The end-to-end lab (host_tests/e2e_env.py), shared by the test_e2e*.py modules: over
+    each transport with JSON, then over HTTP in each other encoding (issue 17)."""
     import e2e_env
     yield from e2e_env.make_env(request.param, tmp_path_factory)

@@ -2,7 +2,9 @@
 in its outside namespace, one meter per site, and the helpers the scenarios use. The set-up
 is parametrized over the transport: `http` (the meters long-poll the head-end) and `mqtt`
 (mosquitto runs in the outside namespace next to the head-end and its bridge; the meters
-connect to the broker), so every scenario runs once for each (test ids `[http]`, `[mqtt]`)."""
+connect to the broker), so every scenario runs once for each (test ids `[http]`, `[mqtt]`);
+then over HTTP with the meters speaking XML, SOAP and WBXML (`[xml]`, `[soap]`, `[wbxml]`):
+only the encoding varies, not a cross product with the transports."""
 
 
 import json
@@ -29,6 +31,7 @@ SEED = int(os.environ.get("BC_E2E_SEED", "20250105"))
 BLOCKED_TIMEOUT = 2.0      # an inbound probe gives up after this long
 METERS = {"meter-a": "a", "meter-b": "b"}
 TRANSPORTS = ("http", "mqtt")
+ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
 MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
                            # broker drops a silent client after 1.5 x this (scenario 7)
 
@@ -69,8 +72,9 @@ class Env:
     client (from `out`). `endpoint` is the (address, port) the meters connect to: the
     head-end's for http, the broker's for mqtt."""
 
-    def __init__(self, work, lab, transport):
+    def __init__(self, work, lab, transport, encoding="json"):
         self.dir, self.lab, self.transport = work, lab, transport
+        self.encoding = encoding    # the meters' (docs/protocol.md "Encodings")
         self.headend = self.broker = self.api = self.admin = self.endpoint = None
         self.meters = {}
 
@@ -158,16 +162,18 @@ class Env:
         return proc is not None and proc.poll() is None
 
 
-def make_env(transport, tmp_path_factory):
+def make_env(param, tmp_path_factory):
     """The body of the session fixture `env` (conftest.py): one lab, head-end and pair of
-    meters per transport, shared by every e2e module."""
+    meters per transport or encoding, shared by every e2e module."""
+    encoding = param if param in ENCODINGS else "json"
+    transport = "http" if param in ENCODINGS else param
     if SKIP is not None:
         pytest.skip(SKIP)
     if transport == "mqtt" and _why_skip_mqtt():
         pytest.skip(_why_skip_mqtt())
-    work = tmp_path_factory.mktemp("e2e-%s" % transport)
+    work = tmp_path_factory.mktemp("e2e-%s" % param)
     lab = netlab.Lab("bc-e%s" % uuid.uuid4().hex[:6])
-    e = Env(work, lab, transport)
+    e = Env(work, lab, transport, encoding)
     try:
         lab.up()
         settings = work / "headend.json"
@@ -198,7 +204,7 @@ def make_env(transport, tmp_path_factory):
             mqtt_cfg = e.broker.meter_settings(keepalive=MQTT_KEEPALIVE)
             url = ""
         else:
-            mqtt_cfg, url = {}, he.url
+            mqtt_cfg, url = {"encoding": encoding}, he.url
         for name, site in METERS.items():
             e.meters[name] = processes.Meter(work, name, keys[name], url, lab=lab, ns=site,
                                           report_s=REPORT_S, **mqtt_cfg)
@@ -207,6 +213,10 @@ def make_env(transport, tmp_path_factory):
             e.wait(lambda name=name: e.readings(name), 30, "the first reading from %s" % name)
             got = e.device(name)["transport"]
             assert got == transport, (name, "exchanges over %s, not %s" % (got, transport))
+        if encoding != "json":      # the head-end answered the meters in their encoding
+            text = e.api.get("/metrics").text
+            line = 'backchannel_exchanges_by_encoding_total{encoding="%s"}' % encoding
+            assert line in text and float(text.split(line)[1].split()[0]) > 0, encoding
         yield e
     finally:
         try:

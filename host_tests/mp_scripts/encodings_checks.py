@@ -2,8 +2,9 @@
 # stdin, [encoding, op, arg], and prints one JSON line per case.
 #   encode  arg: a request dict -> {"raw": hex}
 #   decode  arg: hex bytes of a response -> {"value": dict} or {"err": "<message>"}
-#   cost    arg: hex bytes of a response -> {"us": parse time, "heap": bytes allocated,
-#           "code": heap taken by importing the encoding's modules}
+#   cost    arg: [hex bytes of a response, a request dict] -> {"decode_us", "decode_heap",
+#           "encode_us", "encode_heap": time and bytes allocated per call, "code": heap taken
+#           by importing the encoding's modules (run one encoding per process for that)}
 # Used by host_tests/test_encodings_firmware.py and make bench (tools/bench).
 
 import gc
@@ -36,31 +37,37 @@ def codec(name):
     return _loaded[name][0]
 
 
-def cost(name, data, rounds=20):
-    mod = codec(name)
-    mod.decode(data)
+def _timed(fn, arg, rounds, label):
+    fn(arg)
     gc.collect()
     heap = 0
-    if hasattr(gc, "mem_alloc"):
+    if hasattr(gc, "mem_alloc"):    # bytes allocated by one call, with no collection
         before = gc.mem_alloc()
         gc.disable()
-        mod.decode(data)
+        fn(arg)
         heap = gc.mem_alloc() - before
         gc.enable()
     t0 = ticks_us()
     for _ in range(rounds):
-        mod.decode(data)
-    us = ticks_diff(ticks_us(), t0) // rounds
-    return {"us": us, "heap": heap, "code": _loaded[name][1]}
+        fn(arg)
+    return {label + "_us": ticks_diff(ticks_us(), t0) // rounds, label + "_heap": heap}
+
+
+def cost(name, data, body, rounds=20):
+    mod = codec(name)
+    out = _timed(mod.decode, data, rounds, "decode")
+    out.update(_timed(mod.encode, body, rounds, "encode"))
+    out["code"] = _loaded[name][1]
+    return out
 
 
 def run(case):
     name, op, arg = case
     if op == "encode":
         return {"raw": hexlify(codec(name).encode(arg)).decode()}
-    data = unhexlify(arg)
     if op == "cost":
-        return cost(name, data)
+        return cost(name, unhexlify(arg[0]), arg[1])
+    data = unhexlify(arg)
     try:
         return {"value": codec(name).decode(data)}
     except ValueError as exc:

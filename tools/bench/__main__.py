@@ -7,6 +7,8 @@ repeated runs and prints one table: figure, plain-Python baseline, target, met o
 the hot path on all three interpreters side by side (bench/interpreters.py: CPython, the
 unix port, the board interpreter), with THD off and on. Then
 one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
+Then the exchange's encodings side by side (bench/encoding_sizes.py: bytes per idle exchange
+and per 16-reading batch, the meter's parse cost and code size; --no-encodings skips it).
 Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
 (bench/scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
@@ -18,7 +20,7 @@ Timings are reported, never asserted; the exit status is 0 whenever the benchmar
     make bench, or .venv/bin/python -m bench [--json] [--runs N] [--seconds S] [--no-backchannel]
                                     [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
                                     [--ota/--no-ota] [--dashboard/--no-dashboard]
-                                    [--dashboard-n N]
+                                    [--dashboard-n N] [--encodings/--no-encodings]
 """
 
 import argparse
@@ -168,6 +170,8 @@ def main(argv=None):
                     help="run the dashboard at scale bench (tools/bench/dashboard_scale.py)")
     ap.add_argument("--dashboard-n", type=int, default=10000,
                     help="registered meters for the dashboard bench")
+    ap.add_argument("--encodings", action=argparse.BooleanOptionalAction, default=True,
+                    help="bytes and meter cost of each encoding (bench/encoding_sizes.py)")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -202,6 +206,18 @@ def main(argv=None):
             if not args.json:
                 print()
                 bench_ota.print_table(report["ota"])
+    if args.encodings:
+        from bench import encoding_sizes
+
+        try:
+            report["encodings"] = encoding_sizes.measure()
+        except (RuntimeError, subprocess.SubprocessError, ValueError, OSError) as e:
+            print("encodings bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        else:
+            if not args.json:
+                print()
+                encoding_sizes.print_table(report["encodings"])
     if not args.no_backchannel:
         from bench import backchannel as bench_backchannel
 

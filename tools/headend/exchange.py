@@ -164,7 +164,7 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
         if answer is not None and req.fetch is not None:
             answer["chunk"] = release_store.chunk(hub.releases, req.fetch)
         await hub.synced()          # group commit: nothing is answered before it is on disk
-        metrics.exchanged(hub, transport, time.perf_counter() - started - held)
+        metrics.exchanged(hub, transport, time.perf_counter() - started - held, encoding)
         return req, key, answer
     except Refused as e:
         metrics.refused(hub, transport, e.status)

@@ -41,6 +41,9 @@ class Metrics:
         self.exchanges = Counter(
             "backchannel_exchanges", "Exchanges answered or refused, by transport and status "
             "(200 answered, 4xx refused)", ["transport", "status"], registry=r)
+        self.encodings = Counter(
+            "backchannel_exchanges_by_encoding", "Exchanges answered, by the encoding of the "
+            "request (docs/protocol.md \"Encodings\")", ["encoding"], registry=r)
         self.latency = Histogram(
             "backchannel_exchange_latency_seconds", "An exchange's own work: authenticate, "
             "store and the fsync its answer waits for (a long-poll's hold is not in it)",
@@ -54,8 +57,9 @@ class Metrics:
         r.register(_Snapshot(hub, bridge))
         hub.group_commit.on_batch = self.on_batch
 
-    def exchanged(self, transport, seconds):
+    def exchanged(self, transport, seconds, encoding="json"):
         self.exchanges.labels(transport, "200").inc()
+        self.encodings.labels(encoding).inc()
         self.latency.labels(transport).observe(seconds)
 
     def refused(self, transport, status):
@@ -66,10 +70,10 @@ class Metrics:
         self.fsync.observe(seconds)
 
 
-def exchanged(hub, transport, seconds):
+def exchanged(hub, transport, seconds, encoding="json"):
     m = getattr(hub, "metrics", None)
     if m is not None:
-        m.exchanged(transport, seconds)
+        m.exchanged(transport, seconds, encoding)
 
 
 def refused(hub, transport, status):

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its eight scenarios,
-each over both transports (http, mqtt).
+each over both transports (http, mqtt), then over http in the XML, SOAP and WBXML encodings
+(xml, soap, wbxml: only the encoding varies).
 
     python -m lab.e2e [PYTEST ARGS...]  (make e2e)
         e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
@@ -27,7 +28,7 @@ from lab.runner import ROOT
 
 TESTS = sorted((ROOT / "host_tests").glob("test_e2e*.py"))
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow", "NOT RUN": "red"}
-TRANSPORTS = ("http", "mqtt")
+TRANSPORTS = ("http", "mqtt", "xml", "soap", "wbxml")   # the last three: http in that encoding
 
 
 class Scenarios:
