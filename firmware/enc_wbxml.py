@@ -7,7 +7,7 @@
 # Same interface as enc_json; tools/headend/wbxml.py holds the same pages.
 
 import xmlvalue
-from xmlmini import XmlError
+from xmltext import XmlError
 
 CONTENT_TYPE = "application/vnd.wap.wbxml"
 VERSION = 0x03          # WBXML 1.3

@@ -4,7 +4,7 @@
 # child elements); array members are <e> elements; a key that is not a plain name travels
 # as <_ k="key">. So every field keeps its JSON type (`expires` stays an int, `args` text).
 
-from xmlmini import XmlError, clean, escape  # noqa: F401 (clean: for enc_wbxml)
+from xmltext import XmlError, clean, escape  # noqa: F401 (clean: for enc_wbxml)
 
 NS = "urn:backchannel:exchange:2"
 _FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
@@ -114,10 +114,9 @@ def value_of(el):
         _no_text(el)
         out = {}
         for kid in kids:
-            k = key_of(kid)
-            if k in out:
-                raise XmlError("key %s repeated in <%s>" % (k[:32], el[1]))
-            out[k] = value_of(kid)
+            # a repeated key: the last counts, as in JSON (keys that differ only in control
+            # characters, which XML cannot carry, arrive as one)
+            out[key_of(kid)] = value_of(kid)
         return out
     if t == "arr":
         _no_text(el)

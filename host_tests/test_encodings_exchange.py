@@ -117,3 +117,14 @@ def test_the_answer_spells_the_same_fields_in_every_encoding(client, headend):  
         resp = m.exchange()
         answers[enc] = {k: type(v).__name__ for k, v in resp.items()}
     assert all(a == answers["json"] for a in answers.values()), answers
+
+
+@pytest.mark.parametrize("encoding", ("xml", "soap", "wbxml"))
+def test_keys_xml_cannot_carry_do_not_wedge_the_meter(client, headend, encoding):  # noqa: F811
+    """A `send` echoing an operator's args with keys that differ only in control characters:
+    XML carries neither, so they arrive as one key (U+FFFD) instead of a refusal that would
+    block the meter's outbox for good."""
+    m = CodecMeter(client, headend, "keys-" + encoding, encoding)
+    m.add("send", {"to": "meter-b", "op": "read", "args": {"\x01": 1, "\x02": 2}})
+    assert m.exchange()["ack"] == 1
+    assert headend.count("items", m.device) == 1

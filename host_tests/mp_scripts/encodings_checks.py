@@ -12,16 +12,7 @@ import json
 import sys
 from binascii import hexlify, unhexlify
 
-try:
-    from time import ticks_diff, ticks_us
-except ImportError:
-    import time
-
-    def ticks_us():
-        return int(time.perf_counter() * 1000000)
-
-    def ticks_diff(a, b):
-        return a - b
+from mpshim import ticks_diff, ticks_us
 
 _loaded = {}
 

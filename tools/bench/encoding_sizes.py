@@ -18,9 +18,9 @@ from lab import runner
 
 SCRIPT = runner.ROOT / "host_tests" / "mp_scripts" / "encodings_checks.py"
 ENCODINGS = ("json", "xml", "soap", "wbxml")
-MODULES = {"json": ["enc_json"], "xml": ["enc_xml", "xmlmini", "xmlvalue"],
-           "soap": ["enc_soap", "enc_xml", "xmlmini", "xmlvalue"],
-           "wbxml": ["enc_wbxml", "xmlvalue", "xmlmini"]}
+MODULES = {"json": ["enc_json"], "xml": ["enc_xml", "xmlmini", "xmlvalue", "xmltext"],
+           "soap": ["enc_soap", "enc_xml", "xmlmini", "xmlvalue", "xmltext"],
+           "wbxml": ["enc_wbxml", "xmlvalue", "xmltext"]}
 DEVICE, NONCE, EPOCH = "meter-0001", "5f0c2a9e81d4b7c3", "9b1e07c44d2a5f10"
 
 
