@@ -57,3 +57,16 @@ def test_updater_at_start_when_an_update_is_in_flight(interpreter, tmp_path):
     (tmp_path / "state" / "update.json").write_bytes(b"")  # a job record (even damaged)
     mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"})["modules"])
     assert UPDATER <= mods, sorted(UPDATER - mods)
+
+
+ENCODING_MODULES = {"json": {"enc_json"}, "xml": {"enc_xml", "xmlmini", "xmlvalue", "xmltext"},
+                    "soap": {"enc_soap", "enc_xml", "xmlmini", "xmlvalue", "xmltext"},
+                    "wbxml": {"enc_wbxml", "xmlvalue", "xmltext"}}
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODING_MODULES))
+def test_a_meter_imports_only_its_own_encoding(interpreter, tmp_path, encoding):
+    mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9",
+                                                 "encoding": encoding})["modules"])
+    every = set().union(*ENCODING_MODULES.values())
+    assert mods & every == ENCODING_MODULES[encoding], sorted(mods & every)
