@@ -29,7 +29,7 @@ PAGES = (
      "op", "args", "role", "from", "expires", "sig", "more", "next", "time", "time_ms",
      "chunk", "error", "version", "path", "offset", "len", "size", "data", "state", "note",
      "status", "reason", "ref", "to", "what", "count", "bytes", "limit", "previous", "type",
-     "result", "_"),
+     "result", "_", "held_ms"),
     ("t", "t_ms", "vrms", "irms", "p", "q", "s", "pf", "f", "n", "d", "v1", "i1", "p1",
      "thd_v", "thd_i", "vmin", "vmax", "imin", "imax", "pmin", "pmax", "import_wh",
      "export_wh", "import_varh", "export_varh", "demand_w", "unsaved", "registers",

@@ -75,13 +75,13 @@ def test_one_exchange_in_each_encoding(client, headend, op, encoding):  # noqa: 
     m.add("reading", {"t": 1763769599, "t_ms": 25, "vrms": 230.1, "p": 918.0,
                       "demand_w": None, "odd key": "a<&>\"'\u00e9", "ok": True})
     m.add("presence", {"state": "available_restricted", "note": "until 13:03 <soon>"})
-    wid = op.work(m.device, "set_poll", {"seconds": 30})["id"]
+    wid = op.work(m.device, "get_events", {"limit": 5})["id"]
     resp = m.exchange()
     assert resp["ack"] == 2 and resp["epoch"] == m.epoch and resp["more"] is False
     assert isinstance(resp["time_ms"], int) and isinstance(resp["time"], float)
     [work] = resp["work"]
     assert work["id"] == wid and isinstance(work["seq"], int)
-    assert isinstance(work["expires"], int) and json.loads(work["args"]) == {"seconds": 30}
+    assert isinstance(work["expires"], int) and json.loads(work["args"]) == {"limit": 5}
     assert envelope.work_ok(bytes.fromhex(m.key), work), "work signature broken in transit"
     readings = op.get("/v1/devices/%s/readings" % m.device).json()
     assert readings[0]["body"]["vrms"] == 230.1

@@ -63,7 +63,7 @@ def test_the_wbxml_request_decoded_validates():
 
 def test_the_head_ends_answers_validate(client, headend, op):  # noqa: F811
     key = devices.create(headend.hub.db, "meter-a", poll=headend.settings.default_poll)
-    op.work("meter-a", "set_poll", {"seconds": 30})
+    op.work("meter-a", "get_events", {"limit": 5})
     op.work("meter-a", "read")
     for encoding, ctype in (("xml", "application/xml"), ("soap", "application/soap+xml")):
         body = dict(REQUEST, ts=int(time.time()), nonce="%016x" % len(encoding), items=[])

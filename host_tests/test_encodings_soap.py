@@ -86,7 +86,7 @@ def test_zeep_loads_the_wsdl_and_completes_a_reversal_round_trip(headend, server
     assert first.ack["_value_1"] == 1 and first.work.e == [] and first.reversed is None
 
     with httpx_client(server.url, headend) as op:
-        wid = op.work("soap-1", "set_poll", {"seconds": 30})["id"]
+        wid = op.work("soap-1", "get_events", {"limit": 5})["id"]
         second = call()
         # the reversal: the work came as a SOAP request addressed to the meter
         assert second.work is None and second.reversed is not None
@@ -96,7 +96,7 @@ def test_zeep_loads_the_wsdl_and_completes_a_reversal_round_trip(headend, server
         assert to.text == "urn:backchannel:device:soap-1"
         execute = call_env.find("{%s}Body/{%s}execute" % (SOAP, NS))
         [work] = xml_form.value_of(execute)["work"]
-        assert work["id"] == wid and json.loads(work["args"]) == {"seconds": 30}
+        assert work["id"] == wid and json.loads(work["args"]) == {"limit": 5}
         assert envelope.work_ok(bytes.fromhex(meter), work)
         assert op.status(wid) == "delivered"
 

@@ -46,8 +46,8 @@ def request(items=()):
 
 
 def answer(ack=0, work=0):
-    w = [{"id": "w-%08d" % i, "device": DEVICE, "seq": 7 + i, "op": "set_poll",
-          "args": '{"seconds":30}', "role": "operator", "from": "operator:alice",
+    w = [{"id": "w-%08d" % i, "device": DEVICE, "seq": 7 + i, "op": "get_events",
+          "args": '{"limit":5}', "role": "operator", "from": "operator:alice",
           "expires": 1763769900, "sig": "9f" * 32} for i in range(work)]
     return dict(exchange.bind(DEVICE, NONCE), epoch=EPOCH, ack=ack, work=w, more=False,
                 next=0, time=1763769600.412, time_ms=1763769600412)

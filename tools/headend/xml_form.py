@@ -15,7 +15,7 @@ _REST = _FIRST | set("0123456789-.")
 _NUMBER = set("0123456789+-.eE")
 _CONTROL = {c: "\ufffd" for c in range(32) if c not in (9, 10, 13)}
 ORDER = ("v", "dir", "device", "re", "conn", "epoch", "ack", "work", "more", "next", "time",
-         "time_ms", "chunk", "error")
+         "time_ms", "held_ms", "chunk", "error")
 
 
 class BadDocument(ValueError):
