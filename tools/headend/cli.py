@@ -5,7 +5,6 @@ import functools
 import sqlite3
 import sys
 import time
-from urllib.parse import quote
 
 import click
 
@@ -321,91 +320,6 @@ def cancel(client, work_id):
     click.echo("%s %s" % (work["id"], work["status"]))
 
 
-@cli.group()
-def group():
-    """Groups of meters and group commands."""
-
-
-@group.command("create")
-@api
-@click.argument("name")
-@click.argument("members", nargs=-1, required=True)
-def group_create(client, name, members):
-    """Create group NAME with MEMBERS."""
-    g = client.post("/v1/groups", {"name": name, "members": list(members)})
-    click.echo("%s: %s" % (g["name"], " ".join(g["members"])))
-
-
-@group.command("list")
-@api
-@render.json_option
-def group_list(client):
-    """List groups with their members."""
-    render.groups(client.get("/v1/groups"))
-
-
-@group.command("add-member")
-@api
-@click.argument("name")
-@click.argument("members", nargs=-1, required=True)
-def group_add_member(client, name, members):
-    """Add MEMBERS to group NAME."""
-    g = client.post("/v1/groups/%s/members" % name, {"members": list(members)})
-    click.echo("%s: %s" % (g["name"], " ".join(g["members"])))
-
-
-@group.command("remove-member")
-@api
-@click.argument("name")
-@click.argument("members", nargs=-1, required=True)
-def group_remove_member(client, name, members):
-    """Remove MEMBERS from group NAME (its commands keep their outcomes)."""
-    g = client.get("/v1/groups/%s" % quote(name, safe=""))
-    absent = sorted(set(members) - set(g["members"]))
-    if absent:      # before removing any: all or none
-        raise CliError("not in group %s: %s" % (name, ", ".join(absent)))
-    for member in sorted(set(members)):
-        g = client.delete("/v1/groups/%s/members/%s" % (quote(name, safe=""),
-                                                         quote(member, safe="")))
-    click.echo("%s: %s" % (g["name"], " ".join(g["members"]) or "(no members)"))
-
-
-@group.command("delete")
-@api
-@click.argument("name")
-def group_delete(client, name):
-    """Delete group NAME and its command history (refused while a command is open)."""
-    g = client.delete("/v1/groups/%s" % name)
-    click.echo("deleted group %s (%d members)" % (g["name"], len(g["members"])))
-
-
-@group.command("send")
-@api
-@click.argument("name")
-@click.argument("op")
-@click.argument("args_json", required=False)
-@click.option("--when-available", is_flag=True, help="hold each item until its meter is available")
-@click.option("--deadline", type=click.IntRange(1, 30 * 86400),
-              help="seconds from now after which undelivered items expire")
-@click.option("--expires-in", type=click.IntRange(1, 30 * 86400), default=3600,
-              show_default=True)
-def group_send(client, name, op, args_json, when_available, deadline, expires_in):
-    """Send OP to every member of NAME; print the command id (GID)."""
-    body = {"op": op, "args": parse_args(args_json), "when_available": when_available,
-            "expires_in": deadline or expires_in}
-    click.echo(client.post("/v1/groups/%s/work" % name, body)["gid"])
-
-
-@group.command("status")
-@api
-@click.argument("name")
-@click.argument("gid", type=int)
-@render.json_option
-def group_status(client, name, gid):
-    """Outcome per member of group command GID."""
-    render.group_status(client.get("/v1/groups/%s/work/%d" % (name, gid)))
-
-
 @cli.command()
 @api
 @click.argument("meter", required=False)
@@ -422,6 +336,7 @@ def presence(client, meter, limit):
 from . import (  # noqa: E402
     alarm_cli,
     audit_cli,
+    group_cli,
     mail_cli,
     records_cli,
     release_cli,
@@ -433,6 +348,7 @@ from . import (  # noqa: E402
 cli.add_command(release_cli.release)
 cli.add_command(token_cli.command(db_option, _db))
 cli.add_command(audit_cli.command(api))
+cli.add_command(group_cli.command(api))
 for _command in alarm_cli.commands(api):
     cli.add_command(_command)
 for _command in records_cli.commands(api):
