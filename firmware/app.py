@@ -10,7 +10,7 @@ import health
 import links  # the transport and the updater: imported only when used
 import metering
 import reading
-from clock import Clock, board_ms
+from clock import Clock, board_ms, stamp
 from energy import RegisterStore, SavePolicy
 from inbox import Inbox
 from kept_state import KeptState
@@ -19,28 +19,12 @@ from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
 from protection import LIVE_KEYS, Protection
-from sample_count import SampleCount
+from sample_count import SampleCount, rate_ratio
 
 BLOCK = 128
 METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is a stall
 STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
 POLL_MS = 5  # polling a hardware board (mpshim.asleep_ms: an int, no float per call)
-
-
-def _rate_ratio(board):
-    """The board's sample rate as (num, den) ints: exact if the board says (rate_ratio),
-    else the float rate to a milli-hertz."""
-    r = getattr(board, "rate_ratio", None)
-    if r is not None:
-        return int(r[0]), int(r[1])
-    return int(board.sample_rate * 1000 + 0.5), 1000
-
-
-def _stamp(record, key, ms):
-    """A wall time as JSON that stays exact on a float32 board: whole seconds in `key`
-    (an int) and the milliseconds in `key`_ms ("t" gives "t_ms", "start_s" "start_ms")."""
-    record[key] = ms // 1000
-    record[key[:-2] + "_ms" if key.endswith("_s") else key + "_ms"] = ms % 1000
 
 
 HOLD_MAX = 16       # readings held in RAM at most (a few KB)
@@ -63,6 +47,7 @@ class App:
         self.meter = metering.Meter(cfg, board)
         self.reporter = reading.Reporter(self.meter, cfg["demand_block_s"])
         self.protection = Protection(cfg, self.set_relay)
+        self.watchers = [self.protection]   # each checks every reading: records to push
         self.outbox = Outbox(state_dir + "/outbox", hold=outbox_hold(cfg))
         self.inbox = Inbox(state_dir + "/inbox")
         self.energy_store = RegisterStore(state_dir + "/energy")
@@ -87,7 +72,7 @@ class App:
         # near 1.8e9 s; a float rate would drift.
         self.started_board_ms = board_ms()
         self.stamp_offset_ms = self.clock.offset_ms
-        self.rate_num, self.rate_den = _rate_ratio(board)
+        self.rate_num, self.rate_den = rate_ratio(board)
         self.sample_count = SampleCount(self.rate_num, self.rate_den)  # of this App's life
         self.meter_beat = health.Heartbeat(METER_ALLOW_S)
         self.comms_beat = health.Heartbeat(METER_ALLOW_S)
@@ -101,10 +86,22 @@ class App:
             self.comms.heartbeat = self.comms_beat.beat
         self.state_dir = state_dir
         self._updater = None
-        if links.update_in_flight(_parent(state_dir), state_dir):
+        if links.update_in_flight(links.parent_dir(state_dir), state_dir):
             self._make_updater()
         self.meter.on_event = self._on_event
+        self.billing = None
+        if links.exists(state_dir + "/tariff"):
+            self.billing_on()
         self._report_notices()
+
+    def billing_on(self):
+        """Tariff, time-of-use registers and freezes (billing.py): imported on first use."""
+        if self.billing is None:
+            from billing import Billing
+
+            self.billing = Billing(self, self.state_dir + "/tariff")
+            self.watchers.append(self.billing)
+        return self.billing
 
     @property
     def updater(self):
@@ -114,7 +111,7 @@ class App:
     def _make_updater(self):
         from updater import Updater
 
-        self._updater = Updater(self, _parent(self.state_dir), self.state_dir)
+        self._updater = Updater(self, links.parent_dir(self.state_dir), self.state_dir)
         if self.comms is not None:
             self.comms.updater = self._updater
         return self._updater
@@ -167,7 +164,7 @@ class App:
 
     def _on_event(self, record):
         record = dict(record)
-        _stamp(record, "start_s", self._wall_ms(self.meter.pq.said_start))
+        stamp(record, "start_s", self._wall_ms(self.meter.pq.said_start))
         if record["type"] == "event":
             self.recent_events.append(record)
             self.recent_events = self.recent_events[-32:]
@@ -207,11 +204,12 @@ class App:
             r = self.reporter.take()
             if r is not None:
                 at = self.reporter.last_samples
-                _stamp(r, "t", self._wall_ms(at))
+                stamp(r, "t", self._wall_ms(at))
                 self._report_registers(r)
                 self.last_reading = r
-                for record in self.protection.check(r):
-                    self._push(record)
+                for watcher in self.watchers:
+                    for record in watcher.check(r):
+                        self._push(record)
                 if self.on_record is not None:
                     self.on_record(r)
                 # the cadence counts samples: a clock set by the head-end does not move it
@@ -260,6 +258,8 @@ class App:
                "presence": self.presence.state, "reset_cause": health.reset_cause(),
                "uptime_s": health.UPTIME.tick(), "version": health.VERSION}
         self._report_registers(out, "registers")
+        if self.billing is not None:
+            out["tou"] = self.billing.status()
         overruns = getattr(self.board, "overruns", None)  # blocks lost: the app was late
         if overruns is not None:
             out["overruns"] = overruns
@@ -387,9 +387,3 @@ class App:
         if self.reboot_now:
             return "reboot"
         return "stopped" if self.stopping else "done"
-
-
-def _parent(path):
-    """The flash root above the state directory ("" for "state", as on a board)."""
-    k = path.rstrip("/").rfind("/")
-    return "" if k < 0 else (path[:k] or "/")

@@ -80,3 +80,10 @@ class Clock:
         if target is not None and abs(target - self.now_ms()) > slack:
             self.offset_ms = target - board_ms()
             self.synced = True
+
+
+def stamp(record, key, ms):
+    """A wall time as JSON that stays exact on a float32 board: whole seconds in `key`
+    (an int) and the milliseconds in `key`_ms ("t" gives "t_ms", "start_s" "start_ms")."""
+    record[key] = ms // 1000
+    record[key[:-2] + "_ms" if key.endswith("_s") else key + "_ms"] = ms % 1000

@@ -69,6 +69,9 @@ class Registers:
         self.import_varh = Register(1)
         self.export_varh = Register(1)
         self.varh_carry = 0.0  # fraction of one mvarh, always in (-1, 1)
+        # billing.Billing when a tariff or a freeze is in use: its per-rate registers are
+        # saved in the same record as these, so a power cut never splits them from the totals
+        self.extra = None
 
     def add_active(self, units):
         if units >= 0:
@@ -89,11 +92,16 @@ class Registers:
         return [getattr(self, n) for n in NAMES]
 
     def state(self):
-        return {n: getattr(self, n).state() for n in NAMES}
+        out = {n: getattr(self, n).state() for n in NAMES}
+        if self.extra is not None:
+            out["tou"] = self.extra.state()
+        return out
 
     def restore(self, state):
         for n in NAMES:
             getattr(self, n).restore(state[n])
+        if self.extra is not None:
+            self.extra.restore(state.get("tou"), self)
 
     def as_wh(self):
         return {n: getattr(self, n).wh() for n in NAMES}

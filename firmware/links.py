@@ -42,7 +42,7 @@ def make_comms(app, cfg, key):
     return None
 
 
-def _exists(path):
+def exists(path):
     try:
         os.stat(path)
         return True
@@ -58,4 +58,10 @@ def update_in_flight(base, state_dir):
     sel = fwboot.selected
     if sel and (sel["version"] or sel["error"] or sel["rolled_back"]):
         return True
-    return _exists(state_dir + "/update.json") or _exists(fwboot.pointer_path(base))
+    return exists(state_dir + "/update.json") or exists(fwboot.pointer_path(base))
+
+
+def parent_dir(path):
+    """The flash root above the state directory ("" for "state", as on a board)."""
+    k = path.rstrip("/").rfind("/")
+    return "" if k < 0 else (path[:k] or "/")

@@ -17,7 +17,7 @@ _OPERATOR = ("read", "get_config", "set_config", "relay", "set_presence", "get_e
              "reboot", "message", "send", "get_messages", "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
-    "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed"),
+    "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed", "tariff", "freeze"),
     # never relay, config, update or time from a peer (the head-end's rules deny by default)
     "peer": ("read", "get_events", "set_presence", "message"),
 }
@@ -113,6 +113,20 @@ def op_shed(app, args):
     return {"state": state, "until": until}
 
 
+def op_tariff(app, args):
+    """A tariff in UTC switch times (the head-end's compile of the utility's local one)."""
+    try:
+        return app.billing_on().set_tariff(args)
+    except ValueError as exc:
+        raise Rejected(str(exc))
+
+
+def op_freeze(app, args):
+    """A billing freeze on demand: a snapshot of every register, sent as a billing item."""
+    snap = app.billing_on().freeze(app.clock.now_ms(), "utility")
+    return {"id": snap["id"]}
+
+
 def op_set_presence(app, args):
     state = _args(args, "state", str)
     try:
@@ -175,6 +189,7 @@ def op_update(app, args):
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
     "set_config": op_set_config, "relay": op_relay, "price": op_price, "shed": op_shed,
+    "tariff": op_tariff, "freeze": op_freeze,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
     "get_messages": op_get_messages, "update": op_update,

@@ -32,3 +32,12 @@ class SampleCount:
         self._frac = whole - total_ms * self.num
         self.seconds = total_ms // 1000
         self.ms = total_ms % 1000
+
+
+def rate_ratio(board):
+    """The board's sample rate as (num, den) ints: exact if the board says (rate_ratio),
+    else the float rate to a milli-hertz."""
+    r = getattr(board, "rate_ratio", None)
+    if r is not None:
+        return int(r[0]), int(r[1])
+    return int(board.sample_rate * 1000 + 0.5), 1000

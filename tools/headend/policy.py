@@ -11,10 +11,10 @@ Counts come from the work table itself (durable, shared by every process on the 
 
 from . import workq
 
-UTILITY_OPS = ("reset_energy", "set_time", "price", "shed")
+UTILITY_OPS = ("reset_energy", "set_time", "price", "shed", "tariff", "freeze")
 PEER_OPS = ("read", "get_events", "set_presence")       # what a rule may allow
 NEVER_FROM_PEERS = ("relay", "set_config", "update", "reset_energy", "reboot", "set_time",
-                    "price", "shed",
+                    "price", "shed", "tariff", "freeze",
                     "send", "message", "update_key", "rotate_key", "set_url")
 ANY = "*"
 
