@@ -336,6 +336,7 @@ def presence(client, meter, limit):
 from . import (  # noqa: E402
     alarm_cli,
     audit_cli,
+    billing_cli,
     group_cli,
     mail_cli,
     records_cli,
@@ -349,6 +350,7 @@ cli.add_command(release_cli.release)
 cli.add_command(token_cli.command(db_option, _db))
 cli.add_command(audit_cli.command(api))
 cli.add_command(group_cli.command(api))
+cli.add_command(billing_cli.command(api))
 for _command in alarm_cli.commands(api):
     cli.add_command(_command)
 for _command in records_cli.commands(api):

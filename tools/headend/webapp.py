@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import (
     api_alarms,
     api_audit,
+    api_billing,
     api_devices,
     api_export,
     api_groups,
@@ -121,6 +122,7 @@ def create_app(settings=None, transform=None):
     app.include_router(exchange.router)
     app.include_router(api_alarms.router)
     app.include_router(api_audit.router)
+    app.include_router(api_billing.router)
     app.include_router(api_schemas.router)
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
