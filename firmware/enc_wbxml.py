@@ -4,47 +4,32 @@
 # numbers inline. The reader refuses what could cost the meter more than the bytes it got:
 # references outside the string table, text decoded beyond the document's size limit,
 # depth, element count, and tokens it does not use (entities, PIs, extensions, opaque).
-# Same interface as enc_json; tools/headend/wbxml.py holds the same pages.
+# Same interface as enc_json; the tokens are wbxml_tokens.py's, shared with the head-end.
 
 import xmlvalue
+from wbxml_tokens import (
+    ATTRS,
+    END,
+    FIRST_TAG,
+    KEY_TOKEN,
+    LITERAL,
+    PAGES,
+    PUBLIC_ID,
+    STR_I,
+    STR_T,
+    SWITCH_PAGE,
+    TYPE_TOKEN,
+    UTF8,
+    VERSION,
+)
 from xmltext import XmlError
 
 CONTENT_TYPE = "application/vnd.wap.wbxml"
-VERSION = 0x03          # WBXML 1.3
-PUBLIC_ID = 0x01        # unknown (the content type says what it is)
-UTF8 = 106              # IANA MIBenum
-
-SWITCH_PAGE = 0x00
-END = 0x01
-STR_I = 0x03
-LITERAL = 0x04
-STR_T = 0x83
-_FIRST_TAG = 0x05
-
-# Tag code pages: token 0x05 + index. Page 0: the envelope, work and outbox items; page 1:
-# readings, events and results. Any other name travels as LITERAL with its name in the table.
-PAGES = (
-    ("request", "response", "v", "device", "epoch", "ts", "nonce", "conn", "wait", "room",
-     "done", "items", "e", "seq", "kind", "body", "fetch", "dir", "re", "ack", "work", "id",
-     "op", "args", "role", "from", "expires", "sig", "more", "next", "time", "time_ms",
-     "chunk", "error", "version", "path", "offset", "len", "size", "data", "state", "note",
-     "status", "reason", "ref", "to", "what", "count", "bytes", "limit", "previous", "type",
-     "result", "_", "held_ms"),
-    ("t", "t_ms", "vrms", "irms", "p", "q", "s", "pf", "f", "n", "d", "v1", "i1", "p1",
-     "thd_v", "thd_i", "vmin", "vmax", "imin", "imax", "pmin", "pmax", "import_wh",
-     "export_wh", "import_varh", "export_varh", "demand_w", "unsaved", "registers",
-     "start_s", "start_ms", "duration_ms", "residual_v", "extreme_pct", "category", "relay",
-     "presence", "reset_cause", "uptime_s", "offset_s", "messages", "events"),
-)
-# Attribute starts (page 0): token 0x05 + index, (name, value prefix).
-ATTRS = (("t", "num"), ("t", "bool"), ("t", "null"), ("t", "obj"), ("t", "arr"), ("k", ""))
-_TYPE_TOKEN = {"num": 0x05, "bool": 0x06, "null": 0x07, "obj": 0x08, "arr": 0x09}
-_KEY_TOKEN = 0x0A
 
 TAGS = {}
 for _page in range(len(PAGES)):
     for _i in range(len(PAGES[_page])):
-        TAGS[PAGES[_page][_i]] = (_page, _FIRST_TAG + _i)
+        TAGS[PAGES[_page][_i]] = (_page, FIRST_TAG + _i)
 
 MAX_SIZE = 256 * 1024   # bytes in
 # Text out: a string referenced again and again is counted each time, and may total at most
@@ -119,9 +104,9 @@ class Writer:
         self.tag(name, kind is not None or not plain, bool(text) or nested)
         if kind is not None or not plain:
             if kind is not None:
-                body.append(_TYPE_TOKEN[kind])
+                body.append(TYPE_TOKEN[kind])
             if not plain:
-                body.append(_KEY_TOKEN)
+                body.append(KEY_TOKEN)
                 body.append(STR_T)
                 mb_u_int32(body, self.string(xmlvalue.clean(key)))
             body.append(END)
@@ -249,8 +234,8 @@ class Reader:
                 continue
             if tok == LITERAL:
                 current, prefix = self.ref(), ""
-            elif _FIRST_TAG <= tok < _FIRST_TAG + len(ATTRS):
-                current, prefix = ATTRS[tok - _FIRST_TAG]
+            elif FIRST_TAG <= tok < FIRST_TAG + len(ATTRS):
+                current, prefix = ATTRS[tok - FIRST_TAG]
             else:
                 raise XmlError("attribute token 0x%02x refused in <%s>" % (tok, name))
             if current in attrs or len(attrs) >= 4:
@@ -283,8 +268,8 @@ class Reader:
             code = tok & 0x3F
             if code == LITERAL:
                 name = self.ref()
-            elif code >= _FIRST_TAG and code - _FIRST_TAG < len(PAGES[page]):
-                name = PAGES[page][code - _FIRST_TAG]
+            elif code >= FIRST_TAG and code - FIRST_TAG < len(PAGES[page]):
+                name = PAGES[page][code - FIRST_TAG]
             else:
                 raise XmlError("token 0x%02x refused" % tok)
             el = [xmlvalue.NS, name, self.attrs(name) if tok & 0x80 else {}, [], ""]

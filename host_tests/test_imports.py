@@ -61,7 +61,7 @@ def test_updater_at_start_when_an_update_is_in_flight(interpreter, tmp_path):
 
 ENCODING_MODULES = {"json": {"enc_json"}, "xml": {"enc_xml", "xmlmini", "xmlvalue", "xmltext"},
                     "soap": {"enc_soap", "enc_xml", "xmlmini", "xmlvalue", "xmltext"},
-                    "wbxml": {"enc_wbxml", "xmlvalue", "xmltext"}}
+                    "wbxml": {"enc_wbxml", "wbxml_tokens", "xmlvalue", "xmltext"}}
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODING_MODULES))

@@ -2,6 +2,7 @@
 host_tests/, firmware paths built in one place, and the ruff configuration in force."""
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -29,12 +30,26 @@ def test_every_collected_test_has_exactly_one_lane(request):
     assert lanes.get("unit", 0) > 0
 
 
+@functools.cache
+def parsed(path):
+    """A module's syntax tree, parsed once for all the house rules below."""
+    return ast.parse(path.read_text(), str(path))
+
+
+def bare_pytest_env():
+    """The environment for a nested pytest on a tiny test tree: without the installed plugins
+    (hypothesis, schemathesis, xdist), whose import costs seconds and is not under test."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "BC_FAST")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return env
+
+
 def test_a_test_without_a_lane_is_refused(tmp_path):
     (tmp_path / "conftest.py").write_text((ROOT / "host_tests" / "conftest.py").read_text())
     (tmp_path / "test_unmarked.py").write_text("def test_x():\n    pass\n")
     p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "--rootdir", str(tmp_path), "-c", "/dev/null", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=bare_pytest_env())
     assert p.returncode != 0
     assert "every test needs exactly one lane marker" in p.stdout + p.stderr
     assert "test_unmarked.py::test_x: no lane" in p.stdout + p.stderr
@@ -48,7 +63,7 @@ def _run_without_board(tmp_path, ci):
     (tmp_path / "test_interp.py").write_text(
         "import pytest\npytestmark = pytest.mark.unit\n\n"
         "def test_x(interpreter):\n    pass\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "BC_FAST")}
+    env = bare_pytest_env()
     if ci:
         env["CI"] = "true"
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rsE", "-p", "no:cacheprovider",
@@ -71,7 +86,7 @@ def test_board_cases_fail_in_ci_when_the_binary_is_absent(tmp_path):
 
 
 def _imports(path):
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parsed(path)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (a.name.split(".")[0] for a in node.names)
@@ -116,12 +131,13 @@ def test_tools_top_level_stays_small():
 
 
 def test_no_two_modules_share_a_name_unless_the_same_role():
-    # the same role: package entry points, and the fakes of MicroPython's own modules
+    # the same role: package entry points, and the fakes of MicroPython's own modules; a
+    # link to a file is that file (the WBXML tokens both ends import)
     allowed = {"__init__", "__main__", "cli", "conftest"}
     seen = {}
     for folder in ("firmware", "boards", "tools", "host_tests"):
         for path in (ROOT / folder).rglob("*.py"):
-            seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
+            seen.setdefault(path.stem, set()).add(str(path.resolve().relative_to(ROOT)))
     dupes = {k: v for k, v in seen.items() if len(v) > 1 and k not in allowed}
     assert not dupes
 
@@ -141,7 +157,7 @@ def test_no_private_names_cross_a_module_boundary():
     offenders = []
     for folder in ("firmware", "boards", "tools"):
         for path in (ROOT / folder).rglob("*.py"):
-            tree = ast.parse(path.read_text(), str(path))
+            tree = parsed(path)
             modules = set()
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -185,7 +201,7 @@ def test_firmware_classes_are_collaborators_not_mixins():
     an object it holds, with its own state, not a mixin working on the host's attributes."""
     classes = {}
     for path in (ROOT / "firmware").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parsed(path)):
             if isinstance(node, ast.ClassDef):
                 classes[node.name] = [b.id if isinstance(b, ast.Name) else
                                       getattr(b, "attr", "?") for b in node.bases]

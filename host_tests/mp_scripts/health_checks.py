@@ -181,13 +181,13 @@ OUT["read"] = read_op()
 
 async def app_hardware_stall():
     machine.WDT.instances = []
-    # 2000 blocks at 3200 Hz, ready at once: paced in real time they would take 80 s; a
-    # hardware board is never paced, so they drain well within the 60 s limit
-    board = HardwareBoard(2000, 3200)
+    # 500 blocks at 3200 Hz, ready at once: paced in real time they would take 20 s; a
+    # hardware board is never paced, so they drain well within the 15 s limit
+    board = HardwareBoard(500, 3200)
     app = make_app(board, wdt_s=1)
     app.meter_beat.allow_ms = 500
     task = asyncio.create_task(app.run())
-    drained = await until(lambda: board.left == 0, 60)
+    drained = await until(lambda: board.left == 0, 15)
     starved = await until(lambda: app.watchdog is not None and app.watchdog.starved)
     wdt = machine.WDT.instances[0]
     out = {"drained": drained, "reads": board.reads, "starved": starved,

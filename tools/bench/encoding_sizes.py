@@ -20,7 +20,7 @@ SCRIPT = runner.ROOT / "host_tests" / "mp_scripts" / "encodings_checks.py"
 ENCODINGS = ("json", "xml", "soap", "wbxml")
 MODULES = {"json": ["enc_json"], "xml": ["enc_xml", "xmlmini", "xmlvalue", "xmltext"],
            "soap": ["enc_soap", "enc_xml", "xmlmini", "xmlvalue", "xmltext"],
-           "wbxml": ["enc_wbxml", "xmlvalue", "xmltext"]}
+           "wbxml": ["enc_wbxml", "wbxml_tokens", "xmlvalue", "xmltext"]}
 DEVICE, NONCE, EPOCH = "meter-0001", "5f0c2a9e81d4b7c3", "9b1e07c44d2a5f10"
 
 

@@ -1,5 +1,5 @@
 """WBXML 1.3 at the head-end (docs/protocol.md "WBXML"; the meter's side is
-firmware/enc_wbxml.py, with the same code pages: a test keeps them equal). Decoding builds
+firmware/enc_wbxml.py; both read the code pages from firmware/wbxml_tokens.py). Decoding builds
 the XML form's elements (so xml_form's mapping and limits apply to both), refusing string
 table references out of range, text decoded beyond the size limit (a string referenced
 again and again), depth, and tokens the protocol does not use."""
@@ -7,27 +7,23 @@ again and again), depth, and tokens the protocol does not use."""
 from lxml import etree
 
 from . import xml_form
+from .wbxml_tokens import (
+    ATTRS,
+    END,
+    FIRST_TAG,
+    KEY_TOKEN,
+    LITERAL,
+    PAGES,
+    PUBLIC_ID,
+    STR_I,
+    STR_T,
+    SWITCH_PAGE,
+    TYPE_TOKEN,
+    UTF8,
+    VERSION,
+)
 from .xml_form import NS, BadDocument
 
-VERSION, PUBLIC_ID, UTF8 = 0x03, 0x01, 106
-SWITCH_PAGE, END, STR_I, LITERAL, STR_T = 0x00, 0x01, 0x03, 0x04, 0x83
-FIRST_TAG = 0x05
-PAGES = (
-    ("request", "response", "v", "device", "epoch", "ts", "nonce", "conn", "wait", "room",
-     "done", "items", "e", "seq", "kind", "body", "fetch", "dir", "re", "ack", "work", "id",
-     "op", "args", "role", "from", "expires", "sig", "more", "next", "time", "time_ms",
-     "chunk", "error", "version", "path", "offset", "len", "size", "data", "state", "note",
-     "status", "reason", "ref", "to", "what", "count", "bytes", "limit", "previous", "type",
-     "result", "_", "held_ms"),
-    ("t", "t_ms", "vrms", "irms", "p", "q", "s", "pf", "f", "n", "d", "v1", "i1", "p1",
-     "thd_v", "thd_i", "vmin", "vmax", "imin", "imax", "pmin", "pmax", "import_wh",
-     "export_wh", "import_varh", "export_varh", "demand_w", "unsaved", "registers",
-     "start_s", "start_ms", "duration_ms", "residual_v", "extreme_pct", "category", "relay",
-     "presence", "reset_cause", "uptime_s", "offset_s", "messages", "events"),
-)
-ATTRS = (("t", "num"), ("t", "bool"), ("t", "null"), ("t", "obj"), ("t", "arr"), ("k", ""))
-TYPE_TOKEN = {"num": 0x05, "bool": 0x06, "null": 0x07, "obj": 0x08, "arr": 0x09}
-KEY_TOKEN = 0x0A
 TAGS = {name: (page, FIRST_TAG + i) for page, names in enumerate(PAGES)
         for i, name in enumerate(names)}
 MAX_SIZE = 256 * 1024

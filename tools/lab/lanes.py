@@ -24,7 +24,9 @@ def run_lane(lane, fast, extra):
     if lane == "unit":
         # two workers per core: many unit tests mostly wait on MicroPython subprocesses; the
         # system and root lanes share ports, brokers and namespaces, so they run one by one
-        cmd += ["-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider"]
+        # (loadgroup: tests marked xdist_group share one worker, and so its cached runs)
+        cmd += ["-n", str(2 * (os.cpu_count() or 1)), "--dist", "loadgroup",
+                "-p", "no:cacheprovider"]
     if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
         env.setdefault("BC_FUZZ_EXAMPLES", "30")

@@ -151,8 +151,9 @@ def environment(interpreter, extra=(), base=None):
         env["PYTHONPATH"] = path
         env["PYTHONUNBUFFERED"] = "1"
         # as on a board: no __pycache__ written into firmware folders (an installed release
-        # must hold exactly its files)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # must hold exactly its files); the bytecode cache lives in the venv instead, so the
+        # many short CPython runs of the tests do not compile every module again
+        env["PYTHONPYCACHEPREFIX"] = str(VENV / "firmware-pycache")
     else:
         raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter,
                                                                  ", ".join(INTERPRETERS)))

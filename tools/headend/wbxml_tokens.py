@@ -1,0 +1,1 @@
+../../firmware/wbxml_tokens.py
