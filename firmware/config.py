@@ -45,13 +45,24 @@ KEYS = (
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443
     ("ca_file", "", str, 0, 200, CONSOLE),                  # the head-end's CA, pinned
     ("poll_wait_s", 25, int, 0, 25, OPERATOR),              # long-poll wait offered
-    ("transport", "http", str, 1, 8, CONSOLE),              # "http" or "mqtt"
+    ("transport", "http", str, 1, 8, CONSOLE),              # "http", "mqtt" or "email"
     ("encoding", "json", str, 1, 8, CONSOLE),               # json, xml, soap or wbxml (HTTP)
     ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
     ("mqtt_tls", False, bool, False, True, CONSOLE),        # TLS to the broker, CA from ca_file
     ("mqtt_keepalive", 60, int, 10, 1200, OPERATOR),        # s; the meter pings at half of it
     ("ha_discovery", False, bool, False, True, OPERATOR),   # Home Assistant discovery configs
+    # transport "email" (docs/email.md): SMTPS to send, IMAPS (IDLE) or POP3S to collect
+    ("mail_host", "", str, 0, 100, CONSOLE),                # the mail server (direct TLS only)
+    ("mail_user", "", str, 0, 100, CONSOLE),                # the meter's address and login
+    ("mail_password", "", str, 0, 128, CONSOLE),            # its mailbox password (secret)
+    ("mail_to", "", str, 0, 100, CONSOLE),                  # the head-end's address
+    ("mail_pickup", "imap", str, 4, 4, CONSOLE),            # imap (IDLE) or pop3 (polling)
+    ("mail_smtp_port", 465, int, 1, 65535, CONSOLE),        # SMTPS
+    ("mail_imap_port", 993, int, 1, 65535, CONSOLE),        # IMAPS
+    ("mail_pop3_port", 995, int, 1, 65535, CONSOLE),        # POP3S
+    ("mail_poll_s", 60, int, 15, 3600, OPERATOR),           # POP3 polling (pop3_client.MIN_POLL_S)
+    ("mail_send_s", 60, int, 5, 3600, OPERATOR),            # readings go at most this often
     ("wdt_s", 60, int, 0, 3600, CONSOLE),                   # watchdog (rp2 caps 8.3 s); 0: off
     ("update_key", "", str, 0, 130, CONSOLE),               # release public key (docs/ota.md)
     ("update_probation_s", 300, int, 30, 3600, UTILITY),    # new firmware must exchange within
@@ -61,7 +72,7 @@ DEFAULTS = {row[0]: row[1] for row in KEYS}
 RULES = {row[0]: (row[2], row[3], row[4]) for row in KEYS}    # name: (type, low, high)
 WHO = {row[0]: row[5] for row in KEYS}
 CONSOLE_ONLY = tuple(row[0] for row in KEYS if row[5] == CONSOLE)
-SECRETS = ("device_key",)
+SECRETS = ("device_key", "mail_password")
 ENCODINGS = ("json", "xml", "soap", "wbxml")    # the exchange's encodings (comms.codec)
 
 
@@ -113,8 +124,12 @@ def _check_text(name, value, low, high):
         raise ConfigError("%s must be text, got %r" % (name, value))
     if not low <= len(value) <= high:
         raise ConfigError("%s must be %d to %d characters long" % (name, low, high))
-    if name == "transport" and value not in ("http", "mqtt"):
-        raise ConfigError("transport must be http or mqtt, got %r" % (value,))
+    if name == "transport" and value not in ("http", "mqtt", "email"):
+        raise ConfigError("transport must be http, mqtt or email, got %r" % (value,))
+    if name == "mail_pickup" and value not in ("imap", "pop3"):
+        raise ConfigError("mail_pickup must be imap or pop3, got %r" % (value,))
+    if name in ("mail_user", "mail_to") and value and not _address(value):
+        raise ConfigError("%s must be a plain address (name@domain)" % (name,))
     if name == "device_key" and value:
         if len(value) % 2 or len(value) < 32:
             raise ConfigError("device_key must be an even number (>= 32) of hex digits")
@@ -132,15 +147,25 @@ def _check_text(name, value, low, high):
         raise ConfigError("server_url must start with http:// or https://")
     if name == "encoding" and value not in ENCODINGS:
         raise ConfigError("encoding must be one of %s, got %r" % (", ".join(ENCODINGS), value))
-    if name == "mqtt_host" and value:
+    if name in ("mqtt_host", "mail_host") and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_.:"):
-                raise ConfigError("mqtt_host must be a host name or an IP address")
+                raise ConfigError("%s must be a host name or an IP address" % (name,))
     if name == "device_id" and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_."):
                 raise ConfigError("device_id may hold letters, digits, - _ and . only")
     return value
+
+
+def _address(text):
+    at = text.find("@")
+    if at < 1 or at != text.rfind("@") or at == len(text) - 1:
+        return False
+    for c in text:
+        if not (c.isalpha() or c.isdigit() or c in "-_.+@"):
+            return False
+    return True
 
 
 def public(cfg):
@@ -167,9 +192,9 @@ def validate(changes, base=None):
         raise ConfigError("interruption_pct + hysteresis_pct must stay below dip_pct")
     if cfg["dip_pct"] + cfg["hysteresis_pct"] > 100.0:
         raise ConfigError("dip_pct + hysteresis_pct must stay at or below 100")
-    if cfg["encoding"] != "json" and cfg["transport"] == "mqtt":
-        raise ConfigError("encoding %s needs transport http: MQTT carries JSON"
-                          % cfg["encoding"])
+    if cfg["encoding"] != "json" and cfg["transport"] in ("mqtt", "email"):
+        raise ConfigError("encoding %s needs transport http: %s carries JSON"
+                          % (cfg["encoding"], cfg["transport"]))
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
     return cfg

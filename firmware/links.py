@@ -1,6 +1,7 @@
 # The meter's link to the head-end, made from its configuration; only what that configuration
 # uses is imported (a board's heap: docs/performance.md, "Memory budget"): comms and httpc
-# for HTTP, the MQTT modules (and umqtt) for MQTT, nothing without a transport; the updater
+# for HTTP, the MQTT modules (and umqtt) for MQTT, the mail modules (mail_comms: SMTP, and
+# IMAP or POP3 as mail_pickup says) for email, nothing without a transport; the updater
 # (with the manifest, P-256 and file modules) only when an update is in flight at start or
 # an `update` op arrives (App.updater).
 
@@ -25,6 +26,8 @@ def make_comms(app, cfg, key):
                          ssl=ctx, keepalive=cfg["mqtt_keepalive"],
                          presence=app.presence, reading=app._latest,
                          state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
+    if cfg["transport"] == "email" and cfg["mail_host"]:
+        return _mail_comms(app, cfg, key)
     if cfg["transport"] == "http" and cfg["server_url"]:
         from comms import Comms
         from httpc import HttpClient, tls_context
@@ -40,6 +43,26 @@ def make_comms(app, cfg, key):
         return Comms(cfg["device_id"], key, http, app.outbox, app.inbox, app.dispatcher,
                      app.clock, encoding=cfg["encoding"])
     return None
+
+
+def _mail_comms(app, cfg, key):
+    from httpc import tls_context
+    from mail_comms import MailComms
+
+    try:
+        ctx = tls_context(cfg["ca_file"])
+    except OSError:
+        raise ValueError("ca_file %r cannot be read: email is direct TLS only, with the "
+                         "mail server's CA pinned" % (cfg["ca_file"],))
+    for name in ("mail_user", "mail_password", "mail_to"):
+        if not cfg[name]:
+            raise ValueError("transport email needs %s" % name)
+    return MailComms(cfg["device_id"], key, cfg["mail_host"], cfg["mail_user"],
+                     cfg["mail_password"], cfg["mail_to"], app.outbox, app.inbox,
+                     app.dispatcher, app.clock, ctx, smtp_port=cfg["mail_smtp_port"],
+                     pickup=cfg["mail_pickup"], imap_port=cfg["mail_imap_port"],
+                     pop3_port=cfg["mail_pop3_port"], poll_every_s=cfg["mail_poll_s"],
+                     send_every_s=cfg["mail_send_s"])
 
 
 def exists(path):

@@ -248,6 +248,57 @@ ENCODING_STRATEGIES = {
     .map(lambda b: hexlify(b).decode()),
 }
 
+# --- the meter's mail: head-end answers as mails, mutated; IMAP and POP3 server talk ---
+
+_MIME_SNIPPETS = [b"\r\n", b"\n", b"\r\n ", b"\r\n\r\n", b":", b"=", b"==", b"!", b"\x00",
+                  b"\xff", b"Content-Type: multipart/mixed; boundary=b\r\n", b"--b\r\n",
+                  b"--b--\r\n", b"Content-Transfer-Encoding: base64\r\n",
+                  b"Content-Type: application/x-backchannel-exchange\r\n", b"Received: x\r\n\t",
+                  b"A" * 998, b"QUFB" * 50]
+
+
+@st.composite
+def mails(draw):
+    from lab import runner
+
+    payload = draw(st.binary(max_size=16)) + b"0" * 64 + b" " + draw(st.binary(max_size=80))
+    mime = runner.import_firmware("mail_mime")
+    data = bytearray(mime.compose("headend@x.y", "m1@x.y", "m1", 1, "n", payload))
+    for _ in range(draw(st.integers(0, 4))):
+        pos = draw(st.integers(0, len(data)))
+        how = draw(st.integers(0, 3))
+        if how == 0:
+            data[pos:pos] = draw(st.sampled_from(_MIME_SNIPPETS))
+        elif how == 1 and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif how == 2:
+            del data[pos:pos + draw(st.integers(1, 16))]
+        else:
+            data = data[:pos]
+    return bytes(data)
+
+
+_IMAP_LINES = [b"* OK ready\r\n", b"a1 OK\r\n", b"a2 OK done\r\n", b"a3 OK\r\n", b"a4 OK\r\n",
+               b"a5 NO\r\n", b"* SEARCH 3 4\r\n", b"* SEARCH\r\n", b"* SEARCH x\r\n",
+               b"* 1 FETCH (UID 3 RFC822.SIZE 10)\r\n", b"* 1 FETCH (UID 3 BODY[] {5}\r\n",
+               b"* 2 FETCH (UID 4 RFC822.SIZE 99999)\r\n", b"* 1 FETCH (UID (((((3)))))\r\n",
+               b"{99999999}\r\n", b"{3}\r\n", b"hello", b")\r\n", b"* 1 EXPUNGE\r\n",
+               b"+ idling\r\n", b"* 3 EXISTS\r\n", b"x" * 3000, b"\r\n"]
+_POP3_LINES = [b"+OK ready\r\n", b"+OK\r\n", b"-ERR no\r\n", b"+OK 2 300\r\n", b"+OK 1 10\r\n",
+               b"+OK 2 99999\r\n", b"+OK x y\r\n", b".\r\n", b"..dot\r\n", b"line\r\n",
+               b"x" * 3000, b"\r\n"]
+
+
+def _talk(lines):
+    return st.lists(st.sampled_from(lines) | st.binary(max_size=12), max_size=24).map(b"".join)
+
+
+MAIL_STRATEGIES = {
+    "mime": (mails() | st.binary(max_size=200)).map(lambda b: hexlify(b).decode()),
+    "imap": _talk(_IMAP_LINES).map(lambda b: hexlify(b).decode()),
+    "pop3": _talk(_POP3_LINES).map(lambda b: hexlify(b).decode()),
+}
+
 STRATEGIES = {
     "http": http_responses().map(lambda b: hexlify(b).decode()),
     "work": work_cases,
@@ -257,6 +308,7 @@ STRATEGIES = {
     "outbox": segments(),
     "manifest": manifest_cases,
     **ENCODING_STRATEGIES,
+    **MAIL_STRATEGIES,
 }
 MP_STRATEGIES = dict(STRATEGIES, work=mp_work_cases, response=mp_response_cases,
                      config=mp_config_cases)

@@ -16,6 +16,7 @@ KEY = "00112233445566778899aabbccddeeff"
 MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple"}
 HTTP = {"comms", "httpc"}
 UPDATER = {"updater", "fw_manifest", "fw_files", "fw_image", "p256"}
+MAIL = {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle", "pop3_client"}
 
 
 def _modules(interpreter, tmp_path, settings, *extra):
@@ -35,14 +36,36 @@ def test_no_transport_imports_no_link(interpreter, tmp_path):
 def test_http_imports_no_mqtt_and_no_updater(interpreter, tmp_path):
     mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"})["modules"])
     assert HTTP <= mods
-    assert not mods & ((MQTT - HTTP) | UPDATER), sorted(mods & (MQTT | UPDATER))
+    assert not mods & ((MQTT - HTTP) | UPDATER | MAIL), sorted(mods & (MQTT | UPDATER | MAIL))
 
 
 def test_mqtt_imports_no_updater(interpreter, tmp_path):
     r = _modules(interpreter, tmp_path, {"transport": "mqtt", "mqtt_host": "127.0.0.1"})
     mods = set(r["modules"])
     assert MQTT <= mods
-    assert not mods & UPDATER, sorted(mods & UPDATER)
+    assert not mods & (UPDATER | MAIL), sorted(mods & (UPDATER | MAIL))
+
+
+def test_email_imports_no_mqtt_and_its_clients_only_when_used(interpreter, tmp_path):
+    import shutil
+    import tempfile
+
+    from lab import pki
+
+    pki.init(tmp_path / "pki", hosts=["t"])
+    # a short path: the unix port dies ("FATAL: uncaught NLR") on an argument over 255 bytes
+    short = tempfile.mkdtemp()
+    try:
+        ca = shutil.copy(pki.paths(tmp_path / "pki")["ca_der"], short)
+        r = _modules(interpreter, tmp_path, {
+            "transport": "email", "mail_host": "h", "mail_user": "m@t", "mail_password": "p",
+            "mail_to": "h@t", "ca_file": ca})
+    finally:
+        shutil.rmtree(short)
+    mods = set(r["modules"])
+    assert {"mail_comms", "mail_mime", "mail_line"} <= mods
+    # the SMTP, IMAP and POP3 clients come when first used, one TLS connection at a time
+    assert not mods & ((MQTT - HTTP) | UPDATER | {"smtp_client", "imap_idle", "pop3_client"})
 
 
 def test_updater_comes_with_an_update_op(interpreter, tmp_path):

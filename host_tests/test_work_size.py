@@ -1,7 +1,7 @@
 """Work never larger than the meter's transport can carry (issue 13, item 2): the head-end
 refuses it when queued (413, the limit in the message), for one meter, a group and a meter's
 `send`; a response carries only as much queued work as fits one message. The limits are the
-firmware's own (httpc.MAX_BODY, mqtt_wire.MAX_PACKET)."""
+firmware's own (httpc.MAX_BODY, mqtt_wire.MAX_PACKET, mail_mime.MAX_PAYLOAD)."""
 
 import json
 import re
@@ -25,8 +25,10 @@ def test_limits_are_the_meters():
     # mqtt_wire imports umqtt (MicroPython's lib): read its constant from the source
     text = (runner.FIRMWARE / "mqtt_wire.py").read_text()
     factors = re.search(r"^MAX_PACKET = (\d+) \* (\d+)\b", text, re.M).groups()
+    mime = runner.import_firmware("mail_mime")
     assert work_size.LIMITS == {"http": httpc.MAX_BODY,
-                                "mqtt": int(factors[0]) * int(factors[1])}
+                                "mqtt": int(factors[0]) * int(factors[1]),
+                                "email": mime.MAX_PAYLOAD}
 
 
 def test_oversized_work_is_refused_with_the_limit(tmp_path):

@@ -18,6 +18,8 @@
 #   manifest  [text, sig]: an update's manifest and signature (mp_scripts/fuzz_manifest.py)
 #   xml, soap, wbxml, xmlstream  hex bytes: a response body in that encoding, or XML fed to
 #             the tokenizer in pieces (mp_scripts/fuzz_encodings.py)
+#   mime, imap, pop3  hex bytes: a received mail, or what an IMAP or POP3 server sends
+#             (mp_scripts/fuzz_mail.py)
 
 import json
 import sys
@@ -32,6 +34,7 @@ import comms
 import config
 import envelope
 import fuzz_encodings
+import fuzz_mail
 import fuzz_manifest
 import httpc
 import ops
@@ -55,6 +58,9 @@ ALLOWED = {
     "soap": fuzz_encodings.ALLOWED,
     "wbxml": fuzz_encodings.ALLOWED,
     "xmlstream": fuzz_encodings.ALLOWED,
+    "mime": fuzz_mail.ALLOWED,
+    "imap": fuzz_mail.ALLOWED,
+    "pop3": fuzz_mail.ALLOWED,
 }
 
 
@@ -357,6 +363,8 @@ def run_case(parser, value, tmp="/tmp"):
             fuzz_manifest.run_manifest(value)
         elif parser in fuzz_encodings.PARSERS:
             fuzz_encodings.run(parser, unhexlify(value))
+        elif parser in fuzz_mail.PARSERS:
+            fuzz_mail.run(parser, unhexlify(value))
         else:
             raise ValueError("unknown parser %r" % (parser,))
     except ALLOWED.get(parser, ()) as exc:

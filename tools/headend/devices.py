@@ -64,9 +64,9 @@ def set_room(db, device_id, room):
 
 
 def next_for(row, settings):
-    """`next` for a device: its poll; a meter on MQTT with poll 0 (continuous long-poll,
-    meaningless without a long-poll) heartbeats every settings.mqtt_heartbeat seconds."""
-    if not row["poll"] and row["transport"] == "mqtt":
+    """`next` for a device: its poll; a meter on MQTT or email with poll 0 (continuous
+    long-poll, meaningless without a long-poll) heartbeats every settings.mqtt_heartbeat seconds."""
+    if not row["poll"] and row["transport"] in ("mqtt", "email"):
         return int(settings.mqtt_heartbeat)
     return row["poll"]
 

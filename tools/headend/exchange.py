@@ -2,9 +2,10 @@
 meter's items; answer with the deliverable work (after a long-poll over HTTP). Refused
 requests store nothing.
 
-`handle()` is the one core both transports use: POST /v1/exchange (below) and the MQTT bridge
-(mqtt_bridge.py, `bc/<id>/up`). `push()` builds the response the bridge publishes unasked
-when work is queued for a meter connected over MQTT."""
+`handle()` is the one core every transport uses: POST /v1/exchange (below), the MQTT bridge
+(mqtt_bridge.py, `bc/<id>/up`) and the mail gateway (mail_meters.py). `push()` builds the
+response the bridge publishes (or the gateway mails) unasked when work is queued for a meter
+on MQTT (or email)."""
 
 import asyncio
 import time
@@ -27,7 +28,7 @@ from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
 
-TRANSPORTS = ("http", "mqtt")
+TRANSPORTS = ("http", "mqtt", "email")
 
 _DOC = {
     "summary": "The meter's exchange (docs/protocol.md)",
@@ -133,7 +134,7 @@ def store(hub, req, transport):
             raise Refused(409, "replay: nonce already seen")
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
-        if transport == "mqtt" and req.conn is not None:
+        if transport in ("mqtt", "email") and req.conn is not None:   # pushes bind to it
             db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS NOT ?",
                    req.conn, req.device, req.conn)
 

@@ -7,14 +7,18 @@ against settings.mail_cafile.
   Message-ID was seen before has no effect (replays; a crash between the effect and the
   move), nor has a mail too large, malformed, from an unknown sender, or without the right
   secret: each gets a logged reason and no answer (mail_commands.py).
-- Answers, results of queued work and alarms go through an outbox retried every second,
-  so a mail server that restarts loses none of them; an IMAP connection that drops is
-  opened again, and what arrived meanwhile is still in INBOX.
+- Answers, results of queued work and alarms go through an outbox on disk (mail_spool.py)
+  retried every second, so neither a mail server that restarts nor a head-end that stops
+  loses any of them; an IMAP connection that drops is opened again, and what arrived
+  meanwhile is still in INBOX.
+- Meters that exchange by mail (X-BC-Device) go through mail_meters.py: the exchange core,
+  answered by mail, and work pushed by mail.
 - An alarm channel for escalation.py: mail to the operator's address(es) with a subject
   `[backchannel] ALARM 12 interruption m1 feeder-7`; `ack 12` in a reply (with the token
   line) acknowledges it. Email has no presence, so it is not a presence source."""
 
 import asyncio
+import email.policy
 import logging
 import re
 import ssl
@@ -25,7 +29,7 @@ from email.utils import formatdate, make_msgid
 import aioimaplib
 import aiosmtplib
 
-from . import escalation, mail_commands
+from . import escalation, mail_commands, mail_meters, mail_spool
 
 log = logging.getLogger("backchannel.mail")
 
@@ -44,8 +48,10 @@ class MailGateway:
         self.s = settings
         self.operators = {a.lower(): e for a, e in (settings.mail_operators or {}).items()}
         self.ctx = ssl.create_default_context(cafile=settings.mail_cafile)
-        self.outbox = []            # EmailMessages not yet accepted by the SMTP server
-        self.pending = {}           # work num -> (address, subject, message id)
+        self.spool = mail_spool.Spool(mail_spool.directory(settings))   # not yet accepted
+        self.pending = mail_spool.Pending(      # work num -> (address, subject, message id)
+            self.spool.path + "/pending.json")
+        self.meters = mail_meters.MeterMail(self)
         self.tasks = []
         self.connected = asyncio.Event()
         self.counts = {"handled": 0, "rejected": 0, "sent": 0, "send_failures": 0}
@@ -53,10 +59,12 @@ class MailGateway:
     # --- lifecycle (webapp.py's lifespan) ---
     async def start(self):
         escalation.channels(self.hub).append(self)
+        self.meters.start(asyncio.get_running_loop())
         self.tasks = [asyncio.create_task(self._read_loop()),
                       asyncio.create_task(self._send_loop())]
 
     async def stop(self):
+        self.meters.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -67,8 +75,8 @@ class MailGateway:
 
     def status(self):
         return dict(self.counts, enabled=True, address=self.s.mail_address,
-                    connected=self.connected.is_set(), outbox=len(self.outbox),
-                    operators=len(self.operators))
+                    connected=self.connected.is_set(), outbox=len(self.spool),
+                    operators=len(self.operators), meters=dict(self.meters.counts))
 
     # --- reading: IMAP IDLE ---
     async def _read_loop(self):
@@ -126,12 +134,23 @@ class MailGateway:
                 resp = await imap.uid("fetch", str(uid), "(BODY.PEEK[])")
                 raw = next((bytes(x) for x in resp.lines if isinstance(x, bytearray)), None)
                 try:
-                    self.handle(raw or b"")
+                    await self.handle_any(raw or b"")
                 except Exception:   # moved aside all the same: it must not block the rest
                     log.exception("mail uid %d: handling failed", uid)
             _ok(await imap.uid("move", str(uid), DONE_FOLDER), "move")
 
     # --- one mail ---
+    async def handle_any(self, raw):
+        """A meter's exchange (mail_meters.py) or an operator's commands."""
+        if not mail_meters.is_meter_mail(raw):
+            return self.handle(raw)
+        try:
+            await self.meters.handle(raw)
+            self.counts["handled"] += 1
+        except mail_meters.Refused as e:
+            self.counts["rejected"] += 1
+            log.warning("mail from a meter: no effect: %s", e)
+
     def handle(self, raw):
         """Everything a received mail may cause; nothing at all for a bad one."""
         mail = None
@@ -170,7 +189,11 @@ class MailGateway:
         if in_reply_to:
             msg["In-Reply-To"] = msg["References"] = in_reply_to
         msg.set_content(body + "\n")
-        self.outbox.append(msg)
+        self.send_raw(to, msg.as_bytes(policy=email.policy.SMTP))
+
+    def send_raw(self, to, raw):
+        """Keep a mail (bytes) for `to` on disk until the SMTP server accepts it."""
+        self.spool.put(to, raw)
 
     async def _send_loop(self):
         while True:
@@ -184,23 +207,29 @@ class MailGateway:
             await asyncio.sleep(RETRY_S)
 
     async def _flush(self):
-        while self.outbox:
-            msg = self.outbox[0]
+        for name in self.spool.names():
+            kept = self.spool.read(name)
+            if kept is None:
+                continue
+            to, raw = kept
             try:
-                await aiosmtplib.send(msg, hostname=self.s.mail_host,
+                await aiosmtplib.send(raw, sender=self.s.mail_address, recipients=[to],
+                                      hostname=self.s.mail_host,
                                       port=self.s.mail_smtp_port, use_tls=True,
                                       tls_context=self.ctx, username=self.s.mail_address,
                                       password=self.s.mail_password, timeout=15)
+            except aiosmtplib.SMTPRecipientsRefused as e:
+                self.spool.set_aside(name, "recipient %s refused: %s" % (to, e))
+                continue
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
                 self.counts["send_failures"] += 1
-                log.warning("mail: sending %r to %s failed (%s); kept for retry",
-                            msg["Subject"], msg["To"], e)
+                log.warning("mail: sending %s to %s failed (%s); kept for retry", name, to, e)
                 return
-            self.outbox.pop(0)
+            self.spool.done(name)
             self.counts["sent"] += 1
 
     def _collect_results(self):
-        for num, (to, subject, ref) in list(self.pending.items()):
+        for num, (to, subject, ref) in self.pending.snapshot():
             row = self.hub.db.one("SELECT * FROM work WHERE num = ?", num)
             if row is None or row["status"] in FINISHED:
                 del self.pending[num]

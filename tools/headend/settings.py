@@ -60,6 +60,7 @@ class Settings:
     mail_smtp_port: int = 465         # SMTPS submission (direct TLS)
     mail_cafile: str | None = None    # verify the server against this CA (default: system's)
     mail_operators: dict | None = None  # {address: {"token": name, "secret": "sha256:..."}}
+    mail_outbox: str | None = None    # the gateway's durable outbox (default: by the db)
 
 
 def load_config(path):

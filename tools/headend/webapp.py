@@ -145,6 +145,12 @@ def create_app(settings=None, transform=None):
         """The MQTT bridge: broker, connected, messages handled and refused (by reason)."""
         return bridge.status() if bridge is not None else {"enabled": False}
 
+    @app.get("/v1/mail", tags=["operator"], dependencies=[Depends(principal)])
+    async def mail_status() -> dict:
+        """The mail gateway: connected, mails handled and refused, the outbox on disk, and
+        the meters' exchanges by mail (answered, pushed, refused)."""
+        return mail.status() if mail is not None else {"enabled": False}
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code,

@@ -1,0 +1,113 @@
+"""A private mail server for system tests, `make sim TRANSPORT=email` and the bench, set up
+the way an operator does it (docs/email.md): `backchannel mail-config` writes dovecot's and
+postfix's config and the head-end's mailbox, `mail-account` makes one mailbox per meter,
+and headend.mail_server runs both. TLS from the project's PKI (lab/pki.py); free ports.
+
+    site = MailSite(workdir, pki_dir).configure(["m1"])
+    site.start()
+    Headend(..., extra=site.serve_args()); Meter(..., **site.meter_settings("m1"))"""
+
+import json
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from lab import pki
+from lab.processes import HEADEND, free_port
+
+DOMAIN = "mail.test"
+PORTS = ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")
+
+
+def missing():
+    """Why there can be no private mail server here, or None."""
+    from headend import mail_server
+
+    return mail_server.missing()
+
+
+class MailSite:
+    def __init__(self, pki_dir, domain=DOMAIN, host="127.0.0.1"):
+        self.pki = pki.paths(pki_dir)
+        self.domain = domain
+        self.host = host
+        self.ports = {k: free_port() for k in PORTS}
+        # postfix's user must reach it: a directory of its own under /tmp (o+x), not the
+        # caller's private tmp dir
+        self.dir = Path(tempfile.mkdtemp(prefix="backchannel-mail-"))
+        self.dir.chmod(0o711)
+        self.passwords = {}
+        self.procs = None
+
+    def _cli(self, *args):
+        p = subprocess.run([*HEADEND, *[str(a) for a in args]], capture_output=True,
+                           text=True, timeout=60)
+        if p.returncode:
+            raise RuntimeError("backchannel %s: %s" % (args[0], p.stderr.strip()))
+        return p.stdout.strip()
+
+    def configure(self, meters=(), operators=()):
+        """mail-config, then one mailbox per meter id; returns self."""
+        ports = [x for k in PORTS for x in ("--" + k.replace("_", "-"), self.ports[k])]
+        ops = [x for o in operators for x in ("--operator", o)]
+        self._cli("mail-config", "--dir", self.dir, "--domain", self.domain, "--bind",
+                  self.host, "--certfile", self.pki["server_pem"], "--keyfile",
+                  self.pki["server_key"], "--cafile", self.pki["ca_pem"], *ports, *ops)
+        for device in meters:
+            self.add_meter(device)
+        return self
+
+    def add_meter(self, device):
+        password = secrets.token_urlsafe(12)
+        self._cli("mail-account", "--dir", self.dir, self.address(device), "--password",
+                  password)
+        self.passwords[device] = password
+        return password
+
+    def address(self, local):
+        return "%s@%s" % (local, self.domain)
+
+    def settings_path(self):
+        return self.dir / "headend-mail.json"
+
+    def headend_settings(self):
+        return json.loads(self.settings_path().read_text())
+
+    def serve_args(self):
+        """`serve` arguments for a head-end whose gateway reads this server."""
+        return ["--config", str(self.settings_path())]
+
+    def meter_settings(self, device, pickup="imap", **extra):
+        """Firmware config keys for a meter that exchanges by mail through this server."""
+        out = {"transport": "email", "server_url": "", "mail_host": self.host,
+               "mail_user": self.address(device), "mail_password": self.passwords[device],
+               "mail_to": self.headend_settings()["mail_address"], "mail_pickup": pickup,
+               "mail_smtp_port": self.ports["smtps_port"],
+               "mail_imap_port": self.ports["imaps_port"],
+               "mail_pop3_port": self.ports["pop3s_port"],
+               "ca_file": str(self.pki["ca_pem"])}
+        out.update(extra)
+        return out
+
+    def start(self):
+        from headend import mail_server
+
+        self.procs = mail_server.start(self.dir, [self.ports["imaps_port"],
+                                                  self.ports["pop3s_port"],
+                                                  self.ports["smtps_port"]])
+        return self
+
+    def stop(self):
+        from headend import mail_server
+
+        if self.procs is not None:
+            mail_server.stop(self.procs)
+            self.procs = None
+
+    kill = stop
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
