@@ -14,6 +14,7 @@ from clock import Clock, board_ms, stamp
 from energy import RegisterStore, SavePolicy
 from inbox import Inbox
 from kept_state import KeptState
+from memory_guard import retry_once
 from mpshim import asleep_ms, ticks_diff, ticks_ms
 from ops import Dispatcher
 from outbox import Outbox
@@ -215,10 +216,10 @@ class App:
                 # the cadence counts samples: a clock set by the head-end does not move it
                 if self._elapsed_ms(at) >= next_report * 1000:
                     next_report += self.cfg["report_s"]
-                    self.outbox.offer("reading", r)
+                    retry_once(self.outbox.offer, "reading", r)     # a full heap: collect
                     self._report_losses()
-            if persist.due(count.seconds):
-                self.save_energy(flush=False)   # held readings wait for `hold` of them
+            if persist.due(count.seconds):      # held readings wait for `hold` of them
+                retry_once(self.save_energy, False)
             if realtime:
                 now = ticks_ms()
                 ahead = lead - ticks_diff(now, ref)
@@ -383,7 +384,7 @@ class App:
         finally:
             for t in tasks[1:]:
                 t.cancel()
-            self.save_energy()
+            retry_once(self.save_energy)
         if self.reboot_now:
             return "reboot"
         return "stopped" if self.stopping else "done"

@@ -12,6 +12,7 @@ import random
 from binascii import hexlify
 
 import envelope
+from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 
 CUT_HELD_S = 5   # a long-poll closed by the network after holding this long was cut, not failed
@@ -79,7 +80,7 @@ def add_fetch(link, body):
 
 def request_body(link, wait):
     """(items, done, body): the exchange request either transport sends (docs/protocol.md)."""
-    items = link.outbox.peek(link.batch_items, link.batch_bytes)
+    items = link.outbox.peek(link.batch.items, link.batch.bytes)
     done = link.inbox.ids()
     body = {
         "v": 2,
@@ -146,8 +147,7 @@ class Comms:
         self.poll_s = 0
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.batch_items = batch_items
-        self.batch_bytes = batch_bytes
+        self.batch = Batch(batch_items, batch_bytes)    # halved after a MemoryError
         self.wake = asyncio.Event()
         self.kicked = False
         self.waiting = False
@@ -186,6 +186,7 @@ class Comms:
                 self.task = asyncio.create_task(self.exchange())
                 again = await self.task
                 self.failures = 0
+                self.batch.exchanged()
             except asyncio.CancelledError:
                 if not self.kicked:
                     raise  # the app is stopping
@@ -198,6 +199,8 @@ class Comms:
                 self.failures += 1
                 self.last_error = "%s: %s" % (type(exc).__name__, exc)
                 self.http.close()
+                if isinstance(exc, MemoryError):
+                    self.batch.shrink()
                 await self._sleep(self.backoff_s())
                 continue
             finally:
@@ -242,7 +245,7 @@ class Comms:
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""
-        backlog = self.outbox.depth() > self.batch_items
+        backlog = self.outbox.depth() > self.batch.items
         items, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()
         headers = {"Content-Type": self.codec.CONTENT_TYPE,

@@ -46,6 +46,7 @@ import envelope
 import ha_discovery as hass
 from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
 from httpc import tls_reason
+from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 from mqtt_session import MqttSession
 from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, log, simple, traceback_text
@@ -72,8 +73,7 @@ class MqttComms:
         self.heartbeat_s = heartbeat_s
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.batch_items = batch_items
-        self.batch_bytes = batch_bytes
+        self.batch = Batch(batch_items, batch_bytes)    # halved after a MemoryError
         self.wait_s = 0                 # interface parity with Comms (MQTT needs no long-poll)
         self.poll_s = 0                 # the head-end's `next`; 0: heartbeat_s
         self.failures = 0               # consecutive failed links or unanswered requests
@@ -140,6 +140,8 @@ class MqttComms:
                 self.link_failures += 1
                 self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
+                if isinstance(exc, MemoryError):
+                    self.batch.shrink()
                 expected = isinstance(exc, EXPECTED_ERRORS)
                 if not (expected or s.ssl is not None and tls_reason(exc)):
                     # a bug rather than the network: show where
@@ -243,6 +245,7 @@ class MqttComms:
         self.exchanges += 1
         self.last_ok = self.clock.now()
         self.failures = 0
+        self.batch.exchanged()
         rtt_ms = 0
         if answer:
             self.time_refusals = 0

@@ -123,7 +123,7 @@ class Outbox:
         # RAM is the board's scarcest resource: however many readings `hold` allows (a short
         # report_s makes it large), no more than hold_bytes of them wait in RAM
         self.hold_bytes = hold_bytes
-        self._held = []             # [(seq, kind, body, payload)]: readings not on flash yet
+        self._held = []             # [(seq, kind, None, payload)]: readings not on flash yet
         self.appends = 0            # segment appends (each one write of one or more records)
         self.max_bytes = max_bytes
         self.max_items = max_items
@@ -294,15 +294,18 @@ class Outbox:
         size = len(payload) + 11
         if size > self.max_record:
             raise ValueError("outbox record too large: %d bytes" % size)
-        rec = (seq, kind, body, payload)
         if kind in DROPPABLE and self.hold > 1:
-            self._held.append(rec)
+            # held as its JSON alone: a parsed reading costs the heap about three times that
+            self._held.append((seq, kind, None, payload))
             self._next(seq)
             if (len(self._held) >= self.hold
                     or sum(len(r[3]) for r in self._held) >= self.hold_bytes):
-                self.flush()
+                try:
+                    self.flush()
+                except MemoryError:     # still held: the next append or a stop writes them
+                    pass
             return seq
-        self._write(self._held + [rec])
+        self._write(self._held + [(seq, kind, None, payload)])
         self._held = []
         self._next(seq)
         return seq
@@ -320,6 +323,9 @@ class Outbox:
                 self._write(held)
             except OutboxFull:      # full of undroppable items: these readings go
                 self.dropped_overflow += len(held)
+            except MemoryError:     # a full heap loses nothing: they stay held
+                self._held = held + self._held
+                raise
 
     def _write(self, recs):
         """Append records (seq order, above everything on flash): one write per segment."""
@@ -371,12 +377,12 @@ class Outbox:
                         return out
                     out.append(item)
                     used += len(payload)
-        for seq, kind, body, payload in self._held:
+        for seq, _, _, payload in self._held:
             if seq <= prev:
                 continue
             if len(out) >= limit_items or (out and used + len(payload) > limit_bytes):
                 break
-            out.append({"seq": seq, "kind": kind, "body": body})
+            out.append(json.loads(payload))
             used += len(payload)
         return out
 
