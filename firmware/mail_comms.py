@@ -28,6 +28,7 @@ import mail_mime
 from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
 from httpc import tls_reason
 from mail_line import LineConn
+from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 
 ANSWER_POLL_S = 3       # POP3: how often to look for the answer to a request in flight
@@ -68,8 +69,7 @@ class MailComms:
         self.timeout_s = timeout_s
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.batch_items = batch_items
-        self.batch_bytes = batch_bytes
+        self.batch = Batch(batch_items, batch_bytes)    # halved after a MemoryError
         self.wait_s = 0                 # interface parity with Comms (no long-poll)
         self.poll_s = 0                 # the head-end's `next`; 0: heartbeat_s
         self.failures = 0
@@ -123,6 +123,8 @@ class MailComms:
                 self.failures += 1
                 self.last_error = self.reason(exc)
                 log(self.last_error)
+                if isinstance(exc, MemoryError):
+                    self.batch.shrink()
                 delay = self.backoff_s()
                 self._alive(delay)
                 await self._sleep(delay)
@@ -284,6 +286,7 @@ class MailComms:
         self.exchanges += 1
         self.last_ok = self.clock.now()
         self.failures = 0
+        self.batch.exchanged()
         rtt_ms = 0
         if answer:
             self.time_refusals = 0
