@@ -36,6 +36,20 @@ def load_config(section, path=None):
         return json.load(f)[section]
 
 
+def meter_defaults(platform=None):
+    """The meter config this port starts from where config.json is silent (boards.json's
+    `meter_defaults`: THD off on the boards, docs/performance.md); {} on a desktop."""
+    if platform is None:
+        import sys
+        platform = sys.platform
+    if platform not in DRIVERS:
+        return {}
+    try:
+        return dict(load_config(platform).get("meter_defaults", {}))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def make_board(platform=None):
     """The board for this port (sys.platform "esp32" or "rp2"), else the simulated board."""
     if platform is None:

@@ -22,6 +22,7 @@ from bc_util import (
     ERROR_PATH,
     STATE_DIR,
     WIFI_PATH,
+    board_meter_defaults,
     coerce,
     ensure_dir,
     fail,
@@ -79,7 +80,7 @@ def record_error(text):
 
 def read_config():
     try:
-        return configuration.load(CONFIG_PATH)
+        return configuration.load(CONFIG_PATH, board_meter_defaults())
     except (ValueError, OSError) as exc:
         say("cannot read %s: %s" % (CONFIG_PATH, exc))
         return None

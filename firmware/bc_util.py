@@ -45,6 +45,13 @@ def make_board(platform=None):
     return choose(platform)
 
 
+def board_meter_defaults(platform=None):
+    """What this port's meter config starts from (boards.json `meter_defaults`)."""
+    from boards.contract import meter_defaults
+
+    return meter_defaults(platform)
+
+
 def coerce(name, value):
     # typed at a prompt: '5' for 5, 'true' for True
     if not isinstance(value, str) or name not in configuration.DEFAULTS:

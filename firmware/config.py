@@ -205,21 +205,26 @@ def _downgrade(new, old):
     return old[:8].lower() == "https://" and new[:7].lower() == "http://"
 
 
-def load(path):
-    """Config from a file, validated; defaults if the file does not exist. The file is a
-    store record (as save() writes it) or plain JSON (as a person writes it)."""
+def load(path, defaults=None):
+    """Config from a file, validated; DEFAULTS, with the board's `defaults` over them, where
+    the file is silent or absent. The file is a store record (as save() writes it) or plain
+    JSON (as a person writes it)."""
+    merged = dict(defaults or {})
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
-        return dict(DEFAULTS)
+        return validate(merged)
     if data[:3] == store.MAGIC:
         data = store.decode(data)
     try:
         changes = json.loads(data)
     except ValueError:
         raise ConfigError("%s is not valid JSON" % (path,))
-    return validate(changes)
+    if not isinstance(changes, dict):
+        raise ConfigError("%s must hold an object of name: value" % (path,))
+    merged.update(changes)
+    return validate(merged)
 
 
 def save(path, cfg):

@@ -259,3 +259,32 @@ def test_boards_json_keys_documented():
     for board in ("esp32", "rp2"):
         missing = set(cfg[board]) - documented
         assert not missing, (board, missing)
+
+
+BOARD_DEFAULTS = """
+import json, sys, config
+from boards.contract import meter_defaults
+d = sys.argv[1]
+open(d + "/set.json", "w").write(json.dumps({"harmonic_order": 7, "report_s": 5}))
+out = {"esp32": meter_defaults("esp32"), "rp2": meter_defaults("rp2"),
+       "linux": meter_defaults("linux")}
+out["absent"] = config.load(d + "/none.json", out["esp32"])["harmonic_order"]
+both = config.load(d + "/set.json", out["rp2"])
+out["file_wins"] = [both["harmonic_order"], both["report_s"]]
+out["desktop"] = config.load(d + "/none.json", out["linux"])["harmonic_order"]
+try:
+    config.load(d + "/none.json", {"harmonic_order": 99})
+except ValueError as e:
+    out["bad"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_boards_start_with_thd_off_where_config_is_silent(interpreter, tmp_path):
+    script = tmp_path / "board_defaults.py"
+    script.write_text(BOARD_DEFAULTS)
+    out = json.loads(runner.run(interpreter, script, str(tmp_path)))
+    assert out["esp32"] == out["rp2"] == {"harmonic_order": 1} and out["linux"] == {}
+    assert out["absent"] == 1 and out["desktop"] == 0
+    assert out["file_wins"] == [7, 5]
+    assert "harmonic_order" in out["bad"]
