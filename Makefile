@@ -12,7 +12,7 @@ FAULTS_TRANSPORT ?= both
 PREFIX ?= $(HOME)/.local
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak soak-http soak-https soak-mqtt deploy clean
+.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak soak-http soak-https soak-mqtt deploy hil clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -80,6 +80,13 @@ BOARD ?= esp32
 PORT ?= /dev/ttyUSB0
 deploy: venv
 	@$(BIN)/python -m lab.deploy --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+
+# make hil BOARD=esp32|rp2 PORT=/dev/ttyUSB0 [HIL_SERVER=https://host:port]: the smoke set on
+# a real board (tools/lab/hil.py); skips with the reason when no board is attached
+HIL_SERVER ?=
+hil: venv
+	BC_HIL_BOARD=$(BOARD) BC_HIL_PORT=$(PORT) BC_HIL_SERVER=$(HIL_SERVER) \
+	    $(BIN)/python -m pytest -q -rs -p no:cacheprovider -m slow host_tests/test_hil.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .build
