@@ -25,6 +25,7 @@ pytest.importorskip("aioimaplib", reason="aioimaplib is not installed: run make 
 
 IM, POP = "m-imap", "m-pop"
 POLL_S = 15
+PROBE_S = 20
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("email-site")
     pki.init(work / "pki", hosts=[mailsite.DOMAIN], ips=["127.0.0.1"])
     mail = mailsite.MailSite(work / "pki").configure([IM, POP, "mallory"])
-    he = processes.Headend(work, extra=mail.serve_args())
+    he = processes.Headend(work, extra=mail.serve_args(mail_probe_s=PROBE_S))
     keys = {IM: he.add_device(IM), POP: he.add_device(POP)}
     op = he.add_token("alice", "operator")
     meters = {IM: processes.Meter(work, IM, keys[IM], "", **mail.meter_settings(
@@ -87,6 +88,21 @@ def test_read_is_pushed_and_picked_up_by_idle_and_by_pop3(site):
     print("read by email: IMAP IDLE %.1f s, POP3 (every %d s) %.1f s"
           % (took[IM], POLL_S, took[POP]))
     assert status(api)["meters"]["pushed"] >= 2
+
+
+def test_presence_is_probed_by_mail_on_a_schedule(site):
+    api = site["api"]
+
+    def answered():
+        meters = status(api)["probes"]["meters"]
+        return all(meters.get(d, {}).get("answered") for d in (IM, POP)) and meters
+    meters = processes.wait_until(answered, PROBE_S + POLL_S + 30, "a probe of each answered")
+    assert meters[IM]["last_rtt_s"] < 10 and meters[POP]["last_rtt_s"] < PROBE_S, meters
+    print("probe round trip: IMAP IDLE %.1f s, POP3 %.1f s"
+          % (meters[IM]["last_rtt_s"], meters[POP]["last_rtt_s"]))
+    probes = [w for w in api.get("/v1/devices/%s/work" % IM).json()
+              if w["op"] == "read" and w.get("from") == "probe:email"]
+    assert probes and probes[0]["status"] in ("done", "queued", "delivered"), probes[:2]
 
 
 def test_a_mail_server_restart_loses_nothing(site):
@@ -160,7 +176,7 @@ def test_hostile_mails_have_no_effect_and_block_nothing(site):
     with imaplib.IMAP4_SSL("127.0.0.1", mail.ports["imaps_port"], ssl_context=ctx) as i:
         i.login(hs["mail_address"], hs["mail_password"])
         i.select("processed", readonly=True)
-        _, data = i.search(None, "HEADER", "X-BC-Device", IM)
+        _, data = i.search(None, "HEADER", "X-BC-Device", IM, "HEADER", "X-BC-Seq", "\"\"")
         _, parts = i.fetch(data[0].split()[-1], "(BODY.PEEK[])")
     original = email.message_from_bytes(parts[0][1], policy=email.policy.default)
     _hostile(mail, headend, parts[0][1])
@@ -171,4 +187,6 @@ def test_hostile_mails_have_no_effect_and_block_nothing(site):
     w = processes.run_work(api, IM, "read", timeout=40)     # neither box is blocked
     assert w["status"] == "done", w
     log = site["meters"][IM].log()
-    assert log.count("mail refused") + log.count("deleted unread") >= len(junk), log[-2000:]
+    assert log.count("mail refused") + log.count("deleted unread") >= len(junk) + 1, log[-2000:]
+    assert "answers no request of this run" in log          # the replayed request
+    assert "replay: nonce already seen" in site["headend"].log()

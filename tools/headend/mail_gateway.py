@@ -29,7 +29,7 @@ from email.utils import formatdate, make_msgid
 import aioimaplib
 import aiosmtplib
 
-from . import escalation, mail_commands, mail_meters, mail_spool
+from . import escalation, mail_commands, mail_meters, mail_probe, mail_spool
 
 log = logging.getLogger("backchannel.mail")
 
@@ -52,6 +52,7 @@ class MailGateway:
         self.pending = mail_spool.Pending(      # work num -> (address, subject, message id)
             self.spool.path + "/pending.json")
         self.meters = mail_meters.MeterMail(self)
+        self.prober = mail_probe.started(self)      # None unless settings.mail_probe_s
         self.tasks = []
         self.connected = asyncio.Event()
         self.counts = {"handled": 0, "rejected": 0, "sent": 0, "send_failures": 0}
@@ -62,6 +63,8 @@ class MailGateway:
         self.meters.start(asyncio.get_running_loop())
         self.tasks = [asyncio.create_task(self._read_loop()),
                       asyncio.create_task(self._send_loop())]
+        if self.prober is not None:
+            self.tasks.append(asyncio.create_task(self.prober.run()))
 
     async def stop(self):
         self.meters.stop()
@@ -76,7 +79,8 @@ class MailGateway:
     def status(self):
         return dict(self.counts, enabled=True, address=self.s.mail_address,
                     connected=self.connected.is_set(), outbox=len(self.spool),
-                    operators=len(self.operators), meters=dict(self.meters.counts))
+                    operators=len(self.operators), meters=dict(self.meters.counts),
+                    probes=self.prober.status() if self.prober is not None else None)
 
     # --- reading: IMAP IDLE ---
     async def _read_loop(self):

@@ -61,6 +61,7 @@ class Settings:
     mail_cafile: str | None = None    # verify the server against this CA (default: system's)
     mail_operators: dict | None = None  # {address: {"token": name, "secret": "sha256:..."}}
     mail_outbox: str | None = None    # the gateway's durable outbox (default: by the db)
+    mail_probe_s: float = 0           # probe meters on email by mail this often; 0: never
 
 
 def load_config(path):

@@ -75,9 +75,15 @@ class MailSite:
     def headend_settings(self):
         return json.loads(self.settings_path().read_text())
 
-    def serve_args(self):
-        """`serve` arguments for a head-end whose gateway reads this server."""
-        return ["--config", str(self.settings_path())]
+    def serve_args(self, **extra):
+        """`serve` arguments for a head-end whose gateway reads this server; extra: more
+        head-end settings (e.g. mail_probe_s)."""
+        if not extra:
+            return ["--config", str(self.settings_path())]
+        path = self.dir / "headend-mail-extra.json"
+        path.write_text(json.dumps(dict(self.headend_settings(), **extra)))
+        path.chmod(0o600)
+        return ["--config", str(path)]
 
     def meter_settings(self, device, pickup="imap", **extra):
         """Firmware config keys for a meter that exchanges by mail through this server."""
