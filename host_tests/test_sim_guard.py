@@ -3,6 +3,7 @@ end the head-end and meter it started and free the port; a meter that dies is re
 `make sim` exits 1; a second copy on the same state is refused; the head-end port is the
 one asked for, run after run, and a taken port is a clear error, never another port."""
 
+import json
 import os
 import shutil
 import signal
@@ -179,6 +180,25 @@ def test_over_mqtt_sigterm_ends_the_broker_too(tmp_path):
         sim.proc.send_signal(signal.SIGTERM)
         assert sim.wait() == 0, sim.stderr()
         assert alive(kids) == [], [command_line(p) for p in alive(kids)]
+        assert port_free(port)
+    finally:
+        sim.stop()
+
+
+def test_over_email_sigterm_ends_the_mail_server_too(tmp_path):
+    from headend import mail_server
+
+    if mail_server.missing():
+        pytest.skip(mail_server.missing())
+    port = processes.free_port()
+    sim = Sim(tmp_path / ".sim", port, transport="email")
+    try:
+        sim.wait_reading()
+        conf = json.loads((tmp_path / ".sim" / "headend-mail.json").read_text())
+        assert not port_free(conf["mail_imap_port"])
+        sim.proc.send_signal(signal.SIGTERM)
+        assert sim.wait() == 0, sim.stderr()
+        assert port_free(conf["mail_imap_port"]) and port_free(conf["mail_smtp_port"])
         assert port_free(port)
     finally:
         sim.stop()

@@ -1,5 +1,5 @@
 """A scenario's config (swell.json: 120 V / 60 Hz) is honoured by `make sim` over the network,
-on either transport, as `--offline` honours it (issue 13, item 5): the meter, told 230 V /
+on every transport, as `--offline` honours it (issue 13, item 5): the meter, told 230 V /
 50 Hz, saw the 120 V supply as a dip in progress from the start and never a swell."""
 
 import json
@@ -9,15 +9,18 @@ import statistics
 import pytest
 from sim_process import SCENARIOS, Sim
 
+from headend import mail_server
 from lab import processes
 
 pytestmark = pytest.mark.system
 
 
-@pytest.mark.parametrize("transport", ["http", "mqtt"])
+@pytest.mark.parametrize("transport", ["http", "mqtt", "email"])
 def test_swell_scenario_meters_120_v_60_hz_over_the_network(tmp_path, transport):
     if transport == "mqtt" and shutil.which("mosquitto", path="/usr/sbin:/usr/bin") is None:
         pytest.skip("mosquitto is not installed")
+    if transport == "email" and mail_server.missing():
+        pytest.skip(mail_server.missing())
     state = tmp_path / ".sim"
     port = processes.free_port()
     sim = Sim(state, port, SCENARIOS / "swell.json", transport=transport)
