@@ -9,6 +9,8 @@ unix port, the board interpreter), with THD off and on. Then
 one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
 Then the exchange's encodings side by side (bench/encoding_sizes.py: bytes per idle exchange
 and per 16-reading batch, the meter's parse cost and code size; --no-encodings skips it).
+Then command latency by email (bench/mail_latency.py: IMAP IDLE and POP3 beside HTTP
+long-poll, one real meter each, about 3 minutes; --no-mail skips it).
 Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
 (bench/scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
@@ -21,6 +23,7 @@ Timings are reported, never asserted; the exit status is 0 whenever the benchmar
                                     [--loopback] [--scale/--no-scale] [--scale-n N,N,...]
                                     [--ota/--no-ota] [--dashboard/--no-dashboard]
                                     [--dashboard-n N] [--encodings/--no-encodings]
+                                    [--mail/--no-mail]
 """
 
 import argparse
@@ -172,6 +175,9 @@ def main(argv=None):
                     help="registered meters for the dashboard bench")
     ap.add_argument("--encodings", action=argparse.BooleanOptionalAction, default=True,
                     help="bytes and meter cost of each encoding (bench/encoding_sizes.py)")
+    ap.add_argument("--mail", action=argparse.BooleanOptionalAction, default=True,
+                    help="command latency by IMAP IDLE and POP3 beside HTTP long-poll "
+                         "(bench/mail_latency.py; needs dovecot and postfix, as root)")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -218,6 +224,17 @@ def main(argv=None):
             if not args.json:
                 print()
                 encoding_sizes.print_table(report["encodings"])
+    if args.mail:
+        from bench import mail_latency
+
+        try:
+            report["mail"] = mail_latency.measure()
+        except (RuntimeError, subprocess.SubprocessError, AssertionError, OSError) as e:
+            print("mail bench could not run: %s" % e, file=sys.stderr)
+        else:
+            if not args.json:
+                print()
+                mail_latency.print_table(report["mail"])
     if not args.no_backchannel:
         from bench import backchannel as bench_backchannel
 
