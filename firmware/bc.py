@@ -334,7 +334,7 @@ def test_exchange(timeout_s=45):
         say("the app is running: exchange requested now; bc.status() shows the outcome")
         return None
     if not hasattr(comms, "exchange"):
-        return fail("the MQTT link runs only inside the app: start it (import main) "
+        return fail("the MQTT and email links run only inside the app: start it (import main) "
                      "and see bc.status()")
     import asyncio
 
