@@ -38,7 +38,7 @@ install: venv
 	ln -sf $(CURDIR)/tools/replay $(PREFIX)/bin/backchannel-replay
 	@echo "installed: $(PREFIX)/bin/backchannel and backchannel-replay"
 
-# make sim [SCENARIO=...] [TRANSPORT=mqtt|email] [SIM_PORT=8580] [UPDATE_KEY=keys/release-key.pub]
+# make sim [SCENARIO=...] [TRANSPORT=mqtt] [SIM_PORT=8580] [UPDATE_KEY=keys/release-key.pub]
 sim: venv
 	$(BIN)/python -m sim --transport $(TRANSPORT) --state .sim --port $(SIM_PORT) $(if $(UPDATE_KEY),--update-key $(UPDATE_KEY)) $(SCENARIO)
 
