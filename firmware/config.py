@@ -49,7 +49,7 @@ KEYS = (
     ("encoding", "json", str, 1, 8, CONSOLE),               # json, xml, soap or wbxml (HTTP)
     ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
-    ("mqtt_tls", False, bool, False, True, CONSOLE),        # TLS to the broker, CA from ca_file
+    ("mqtt_tls", True, bool, False, True, CONSOLE),         # TLS to the broker, CA from ca_file
     ("mqtt_keepalive", 60, int, 10, 1200, OPERATOR),        # s; the meter pings at half of it
     ("ha_discovery", False, bool, False, True, OPERATOR),   # Home Assistant discovery configs
     # transport "email" (docs/email.md): SMTPS to send, IMAPS (IDLE) or POP3S to collect

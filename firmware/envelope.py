@@ -62,6 +62,13 @@ def work_message(item):
     return b"|".join(parts)
 
 
+def presence_message(device, conn, n, state, note):
+    """What a signed MQTT presence message's `sig` covers (docs/protocol.md "Signed
+    presence"): typed like work, so no field runs into the next. n 0 is the Last Will."""
+    return b"|".join((b"bc-presence-2", _typed(device), _typed(conn), _typed(n),
+                      _typed(state), _typed(note)))
+
+
 def work_ok(key, item):
     sig = item.get("sig") if isinstance(item, dict) else None
     if not isinstance(sig, str):

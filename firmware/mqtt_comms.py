@@ -51,7 +51,7 @@ from mpshim import ticks_diff, ticks_ms
 from mqtt_session import MqttSession
 from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, log, simple, traceback_text
 
-WILL = b'{"state":"unavailable","note":"connection lost"}'
+WILL_STATE, WILL_NOTE = "unavailable", "connection lost"
 
 
 class MqttComms:
@@ -93,7 +93,7 @@ class MqttComms:
         self.session = MqttSession(
             device_id.encode(), envelope.sign(key, b"mqtt-password").encode(), host,
             port or (8883 if ssl is not None else 1883), ssl, keepalive,
-            self.t_presence, WILL, self.on_message, self.on_refused)
+            self.t_presence, b"", self.on_message, self.on_refused)
         self.answer_s = 2 * self.session.timeout_s  # the head-end's answer to an up
         self.new_connection()
 
@@ -101,6 +101,9 @@ class MqttComms:
         """Forget what was sent on the previous connection."""
         # a random nonce per connection, held in RAM only: no flash write per push
         self.conn = new_nonce()
+        self.presence_n = 0             # statements signed on this connection (0: the Will)
+        self.session.client.set_last_will(self.t_presence, self.presence_body(
+            WILL_STATE, WILL_NOTE), True, 1)
         self.sent_nonce = None
         self.awaiting = None            # ticks the up in flight was sent (until a down)
         self.up_at = ticks_ms()
@@ -279,8 +282,8 @@ class MqttComms:
         stated = (p.state, p.note) if p is not None else ("available", "")
         if stated != self.sent_presence:
             self.sent_presence = stated
-            body = json.dumps({"state": stated[0], "note": stated[1]}).encode()
-            publish(self.t_presence, body, True, 1)
+            self.presence_n += 1
+            publish(self.t_presence, self.presence_body(stated[0], stated[1]), True, 1)
         if self.reading is not None and (self.state_at is None or
                                          ticks_diff(now, self.state_at) >= self.state_s * 1000):
             r = self.reading()
@@ -296,6 +299,15 @@ class MqttComms:
         if (self.kicked or self.want_up or self.outbox.next_seq != self.sent_next_seq
                 or ticks_diff(now, self.up_at) >= every):
             self.send_up(now)
+
+    def presence_body(self, state, note):
+        """Signed presence, bound to this connection and numbered within it: the bridge
+        takes only the Will and statements of the meter's current connection, each once.
+        Still JSON with `state` on top, as Home Assistant's availability template reads it."""
+        sig = envelope.sign(self.key, envelope.presence_message(
+            self.device_id, self.conn, self.presence_n, state, note))
+        return json.dumps({"state": state, "note": note, "device": self.device_id,
+                           "conn": self.conn, "n": self.presence_n, "sig": sig}).encode()
 
     def send_up(self, now):
         """Publish the signed exchange request (docs/protocol.md) on up."""

@@ -16,6 +16,20 @@ from headend_fake_meter import FakeMeter, bound, hmac_hex, work_sig
 WILL = {"state": "unavailable", "note": "connection lost"}
 
 
+def _typed(v):
+    if isinstance(v, str):
+        return b"s%d:%s" % (len(v.encode()), v.encode())
+    return b"i%d" % v
+
+
+def presence_payload(key_hex, device, conn, n, state, note=""):
+    """Signed presence (docs/protocol.md "Signed presence"), computed as the meter does."""
+    msg = b"|".join((b"bc-presence-2", _typed(device), _typed(conn), _typed(n),
+                     _typed(state), _typed(note)))
+    return json.dumps({"state": state, "note": note, "device": device, "conn": conn, "n": n,
+                       "sig": hmac_hex(key_hex, msg)}).encode()
+
+
 def up_payload(key_hex, envelope=None, raw=None):
     raw = raw if raw is not None else json.dumps(envelope).encode()
     return hmac_hex(key_hex, raw).encode() + b" " + raw
@@ -48,7 +62,10 @@ class MqttFakeMeter(FakeMeter):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.device,
                         clean_session=False, protocol=mqtt.MQTTv311)
         c.username_pw_set(self.device, password or self.password)
-        c.will_set("bc/%s/presence" % self.device, json.dumps(WILL), qos=1, retain=True)
+        self.conn = secrets.token_hex(8)
+        self.presence_n = 0
+        c.will_set("bc/%s/presence" % self.device, self.presence(**WILL, n=0), qos=1,
+                   retain=True)
         if self.cafile:
             c.tls_set(ca_certs=self.cafile)
         connected = threading.Event()
@@ -62,14 +79,12 @@ class MqttFakeMeter(FakeMeter):
                 return
             self._down_mid = client.subscribe("bc/%s/down" % self.device, qos=1)[1]
             if self.stated:
-                client.publish("bc/%s/presence" % self.device,
-                               json.dumps({"state": self.stated}), qos=1, retain=True)
+                self.state(self.stated)
 
         c.on_connect = on_connect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
-        self.conn = secrets.token_hex(8)
         self.sent = set()
         c.connect(self.host, self.port, keepalive=30)
         c.loop_start()
@@ -78,6 +93,18 @@ class MqttFakeMeter(FakeMeter):
             assert not self.connack.is_failure, "connection refused: %s" % self.connack
             self._wait_suback(lambda: self._down_mid, timeout)
         return self.connack
+
+    def presence(self, state, note="", n=None):
+        """A signed presence message of this connection (n: the next statement's)."""
+        if n is None:
+            self.presence_n += 1
+            n = self.presence_n
+        return presence_payload(self.key, self.device, self.conn, n, state, note)
+
+    def state(self, state, note=""):
+        """State presence on bc/<id>/presence, signed and retained, as a meter does."""
+        self.client.publish("bc/%s/presence" % self.device, self.presence(state, note),
+                            qos=1, retain=True)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, props):
         with self._suback:

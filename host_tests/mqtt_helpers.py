@@ -252,7 +252,7 @@ class MqttMeter:
         self.config = self.dir / "config.json"
         cfg = {"device_id": device_id, "device_key": key, "transport": "mqtt",
                "mqtt_host": "127.0.0.1", "mqtt_port": port, "report_s": 1,
-               "mqtt_keepalive": 10}
+               "mqtt_keepalive": 10, "mqtt_tls": False}
         cfg.update(settings)
         self.config.write_text(json.dumps(cfg))
         self.proc = None

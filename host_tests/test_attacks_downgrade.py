@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 
 HERE = Path(__file__).resolve().parent
 HTTPS = "https://headend.example:8443"
+IMPORTS = HERE / "mp_scripts" / "config_imports.py"
 
 
 def base():
@@ -77,3 +78,19 @@ def test_micropython_refuses_it_too(tmp_path):
                                     cwd=str(tmp_path)))
     assert [o if o == "ok" else "refused" for o in out] == ["refused", "refused", "ok", "ok"]
     assert "https to http" in out[0]
+
+
+
+def test_a_meter_reaches_mqtt_over_tls_unless_told_otherwise(interpreter, tmp_path):
+    """Issue 12, 8: meters reach MQTT over TLS by default (8883, the broker's CA pinned). A
+    meter given a broker host and no CA does not fall back to plain MQTT (its broker password
+    in clear): it refuses to start, saying why. Plain MQTT (the broker's loopback listener)
+    is an explicit console choice, `mqtt_tls` false."""
+    assert config.validate({"transport": "mqtt", "mqtt_host": "broker.example"})["mqtt_tls"]
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = {"device_id": "m", "device_key": "00" * 16, "transport": "mqtt",
+           "mqtt_host": "broker.example"}
+    with pytest.raises(runner.RunnerError, match="mqtt_tls needs the broker's CA"):
+        runner.run(interpreter, IMPORTS, state, json.dumps(cfg))
+    runner.run(interpreter, IMPORTS, state, json.dumps(dict(cfg, mqtt_tls=False)))

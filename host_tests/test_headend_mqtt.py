@@ -129,8 +129,8 @@ def test_up_down_round_trip_with_ack(make_site):
     dev = s.op.get("/v1/devices/q1").json()
     assert dev["transport"] == "mqtt" and dev["presence"] == "available"
     assert s.presence("q1") == [("available", "meter", None)]
-    q.publish("bc/q1/presence", b'{"state": "available", "note": ""}', retain=True)
-    q.publish("bc/q1/presence", b'{"state": "active", "note": "relay closed"}', retain=True)
+    q.publish("bc/q1/presence", q.presence("available"), retain=True)
+    q.publish("bc/q1/presence", q.presence("active", "relay closed"), retain=True)
     wait_for(lambda: s.bridge.counts["presence"] == 3, what="the presence messages")
     assert s.presence("q1") == [("available", "meter", None),    # the same again: not twice
                                 ("active", "meter", "relay closed")]

@@ -40,7 +40,8 @@ def test_http_imports_no_mqtt_and_no_updater(interpreter, tmp_path):
 
 
 def test_mqtt_imports_no_updater(interpreter, tmp_path):
-    r = _modules(interpreter, tmp_path, {"transport": "mqtt", "mqtt_host": "127.0.0.1"})
+    r = _modules(interpreter, tmp_path, {"transport": "mqtt", "mqtt_host": "127.0.0.1",
+                                             "mqtt_tls": False})
     mods = set(r["modules"])
     assert MQTT <= mods
     assert not mods & (UPDATER | MAIL), sorted(mods & (UPDATER | MAIL))

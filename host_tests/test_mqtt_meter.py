@@ -64,16 +64,23 @@ def test_cpython_meter_round_trip(site):
         m.kill()  # metering in CPython takes a core; the later timings need it
 
 
+def stated(payload):
+    """What a signed presence message states (it also carries device, conn, n, sig)."""
+    body = json.loads(payload)
+    assert set(body) == {"state", "note", "device", "conn", "n", "sig"}, body
+    return {"state": body["state"], "note": body["note"]}
+
+
 def test_presence_retained_and_last_will_on_kill(site):
     he = site.he
     m = site.start("meter-b")
     wait_until(lambda: he.up_count("meter-b"), 20, "meter-b's first request")
     topic = "bc/meter-b/presence"
-    assert json.loads(retained(site, topic)[topic]) == {"state": "available", "note": ""}
+    assert stated(retained(site, topic)[topic]) == {"state": "available", "note": ""}
     m.kill()  # SIGKILL: no DISCONNECT, so the broker publishes the Last Will
-    wait_until(lambda: he.received(topic) and json.loads(he.received(topic)[-1][1]) == WILL,
+    wait_until(lambda: he.received(topic) and stated(he.received(topic)[-1][1]) == WILL,
                10, "meter-b's Last Will")
-    assert json.loads(retained(site, topic)[topic]) == WILL
+    assert stated(retained(site, topic)[topic]) == WILL
     m = site.start("meter-b")
     try:
         wait_until(lambda: json.loads(he.received(topic)[-1][1])["state"] == "available", 20,
@@ -89,7 +96,7 @@ def test_work_published_while_offline_arrives_on_reconnect(site):
     wait_until(lambda: he.up_count("meter-c"), 20, "meter-c's first request")
     m.kill()
     wait_until(lambda: he.received("bc/meter-c/presence") and
-               json.loads(he.received("bc/meter-c/presence")[-1][1]) == WILL, 10,
+               stated(he.received("bc/meter-c/presence")[-1][1]) == WILL, 10,
                "meter-c's Last Will")
     # published (QoS 1, PUBACKed by the broker) while meter-c is down: the broker's
     # persistent session delivers it on reconnect, but it is bound to the connection that
@@ -227,7 +234,7 @@ def test_tcp_nodelay_is_set(site, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"device_id": "meter-x", "device_key": site.keys["meter-x"],
                                "transport": "mqtt", "mqtt_host": "127.0.0.1",
-                               "mqtt_port": site.broker.port}))
+                               "mqtt_port": site.broker.port, "mqtt_tls": False}))
     cmd, env = runner.command("micropython", METER_MAIN, str(cfg),
                           str(tmp_path / "state"))
     # its own process group: killing strace alone would leave the traced meter running

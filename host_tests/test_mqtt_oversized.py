@@ -80,7 +80,8 @@ class _SlamBroker:
 def test_reconnects_back_off_when_every_link_fails_after_connack(tmp_path):
     broker = _SlamBroker()
     meter = processes.Meter(tmp_path, "meter-s", "00" * 16, "", transport="mqtt",
-                            mqtt_host="127.0.0.1", mqtt_port=broker.port, mqtt_keepalive=10)
+                            mqtt_host="127.0.0.1", mqtt_port=broker.port, mqtt_keepalive=10,
+                            mqtt_tls=False)
     try:
         meter.start()
         wait_until(lambda: len(broker.times) >= 5, 40, "five connections")

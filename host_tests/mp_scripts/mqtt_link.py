@@ -81,7 +81,7 @@ def main(state):
     out["connect_writes"] = link.writes
     tx = link.take()
     out["connect"] = packets(tx)
-    out["will_in_connect"] = M.WILL in tx
+    out["will_in_connect"] = c.presence_body(M.WILL_STATE, M.WILL_NOTE) in tx
     out["password_in_connect"] = envelope.sign(KEY, b"mqtt-password").encode() in tx
 
     # QoS 1 publish: umqtt's pieces collected into one packet; its wait for the PUBACK stopped

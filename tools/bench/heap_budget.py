@@ -56,7 +56,7 @@ class Start:
     def __init__(self, work, ca):
         self.work = work
         http = {"server_url": "http://127.0.0.1:9"}
-        mqtt = {"transport": "mqtt", "mqtt_host": "127.0.0.1"}
+        mqtt = {"transport": "mqtt", "mqtt_host": "127.0.0.1", "mqtt_tls": False}
         self.configs = {"start-none": {}, "start-http": http,
                         "start-https": {"server_url": "https://127.0.0.1:9", "ca_file": ca},
                         "start-mqtt": mqtt,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from . import broker, devices, exchange, fleet_presence
+from . import broker, devices, exchange, fleet_presence, mqtt_presence
 
 log = logging.getLogger("backchannel.mqtt")
 
@@ -79,6 +79,7 @@ class MqttBridge:
         self.connected = False
         self.ready = threading.Event()     # connected and subscribed
         self.offline = set()               # meters whose Last Will came after their last word
+        self.presence_gate = mqtt_presence.PresenceGate()   # signed presence, per connection
         self.counts = Counter()            # up, answered, pushed, presence, lwt, refused, ...
         self.refused = Counter()           # reason -> count
         self._queue = None
@@ -215,22 +216,40 @@ class MqttBridge:
         self.offline.discard(device)
         self._publish(device, key, answer)
         self.counts["answered"] += 1
+        waiting = self.presence_gate.up(device, req.conn)
+        if waiting is not None:         # a statement made before this connection's first up
+            self._record_presence(device, waiting, True)
 
     def _presence(self, device, payload, retain):
         self.counts["presence"] += 1
-        if devices.get(self.hub.db, device) is None:
+        row = devices.get(self.hub.db, device)
+        if row is None:
             return self._refuse(device, "unknown device", "presence")
         try:
             body = json.loads(payload)
         except ValueError:
             body = None
+        msg = mqtt_presence.verified(body, device, row["key"])
+        if msg is None:     # unsigned or forged: the broker login alone states nothing
+            return self._refuse(device, "unsigned or forged presence", "presence")
+        verdict = self.presence_gate.offer(device, row["conn"], msg)
+        if verdict == "take":
+            self._record_presence(device, msg, retain)
+        elif verdict != "wait":
+            self.counts["presence_dropped"] += 1
+            log.info("MQTT presence of %s dropped: %s", device, verdict)
+
+    def _record_presence(self, device, msg, retain):
+        _, n, state, note = msg
+        body = {"state": state, "note": note}
         with self.hub.tx():
             said = fleet_presence.announced(self.hub, device, body, self.hub.now())
         if said is None:
             return self._refuse(device, "malformed presence", "presence")
-        if said == "lwt" or (said == "same" and body == fleet_presence.WILL):
-            self.offline.add(device)
-            self.counts["lwt"] += said == "lwt"
+        if n == mqtt_presence.WILL_N:
+            if said in ("lwt", "same"):
+                self.offline.add(device)
+                self.counts["lwt"] += said == "lwt"
         elif not retain:
             self.offline.discard(device)
 

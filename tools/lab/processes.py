@@ -232,7 +232,9 @@ class Broker:
     def meter_settings(self, keepalive=10):
         """Firmware config keys for a Meter that talks MQTT to this broker (keepalive None:
         the firmware's default)."""
-        out = {"transport": "mqtt", "mqtt_host": self.host, "mqtt_port": self.port}
+        # the plain listener: loopback, or the lab's closed network (meters default to TLS)
+        out = {"transport": "mqtt", "mqtt_host": self.host, "mqtt_port": self.port,
+               "mqtt_tls": False}
         if keepalive is not None:
             out["mqtt_keepalive"] = keepalive
         return out
