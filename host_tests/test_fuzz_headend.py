@@ -104,6 +104,94 @@ def test_headend_exchange(exchange_app):
     stats.run(check)
 
 
+# --- peer rules (POST /v1/peer-rules, peer_rules.parse) and signed MQTT presence ---
+
+PEER_WORDS = st.sampled_from(["*", "site-a", "site-b", "nowhere", "", "read", "get_events",
+                              "set_presence", "relay", "set_config", "reboot", "rotate_key"])
+
+
+def test_headend_peer_rules(tmp_path):
+    """Arbitrary rules into peer_rules.parse: a RuleError or a rule that names groups that
+    exist (or *) and peer ops only, never one a peer may not send."""
+    from headend_harness import Headend
+
+    from headend import groups, peer_rules, policy
+
+    he = Headend(tmp_path)
+    for g in ("site-a", "site-b"):
+        groups.create(he.hub.db, g, [])
+    stats = Stats("peer_rules")
+
+    def parse(rule):
+        try:
+            out = peer_rules.parse(rule, he.hub.db)
+        except peer_rules.RuleError as e:
+            assert e.status in (400, 404) and str(e)
+            return "RuleError %d" % e.status
+        assert out["from"] in ("*", "site-a", "site-b") and out["to"] in ("*", "site-a",
+                                                                           "site-b")
+        assert out["ops"] and set(out["ops"]) <= set(policy.PEER_OPS)
+        return "ok"
+
+    rule = st.fixed_dictionaries({"from": PEER_WORDS | json_values,
+                                  "to": PEER_WORDS | json_values,
+                                  "ops": st.lists(PEER_WORDS | json_values, max_size=4)
+                                  | json_values}) | json_values
+    mutated = st.tuples(rule, st.lists(st.sampled_from(["from", "to", "ops", "x"]),
+                                       max_size=2))
+
+    @FUZZ
+    @given(mutated)
+    def check(case):
+        body, drop = case
+        if isinstance(body, dict):
+            body = dict(body)
+            for name in drop:
+                if name in body:
+                    del body[name]
+                else:
+                    body[name] = "x"
+        stats.case(parse, body)
+
+    stats.run(check)
+
+
+def test_headend_presence(tmp_path):
+    """Arbitrary messages on a meter's presence topic into mqtt_presence.verified and the
+    gate: never an exception; only a message signed with the meter's key gets through."""
+    from headend import mqtt_presence
+
+    key = "ab" * 32
+    gate = mqtt_presence.PresenceGate()
+    stats = Stats("presence")
+
+    def offer(body, current):
+        msg = mqtt_presence.verified(body, "meter-f", key)
+        if msg is None:
+            return "refused"
+        verdict = gate.offer("meter-f", current, msg)
+        gate.up("meter-f", current)
+        return verdict if verdict in ("take", "wait") else "dropped"
+
+    signed = st.builds(lambda conn, n, state, note: json.loads(mqtt_presence.sign_presence(
+        key, "meter-f", conn, n, state, note)), st.sampled_from(["c1", "c2", ""]),
+        st.integers(0, 4), st.sampled_from(["available", "unavailable", "x"]),
+        st.text(max_size=8))
+
+    @FUZZ
+    @given(signed | json_values, st.lists(st.tuples(st.sampled_from(
+        ["state", "note", "device", "conn", "n", "sig", "x"]), json_values), max_size=2),
+        st.sampled_from(["c1", "c2", None]))
+    def check(body, changes, current):
+        if isinstance(body, dict):
+            body = dict(body)
+            for name, value in changes:
+                body[name] = value
+        stats.case(offer, body, current)
+
+    stats.run(check)
+
+
 # --- the head-end API against its own OpenAPI spec (schemathesis) ---
 
 SCHEMA_EXAMPLES = int(os.environ.get("BC_SCHEMA_EXAMPLES", "10"))

@@ -339,6 +339,7 @@ from . import (  # noqa: E402
     billing_cli,
     group_cli,
     mail_cli,
+    peer_cli,
     records_cli,
     release_cli,
     token_cli,
@@ -351,6 +352,7 @@ cli.add_command(token_cli.command(db_option, _db))
 cli.add_command(audit_cli.command(api))
 cli.add_command(group_cli.command(api))
 cli.add_command(billing_cli.command(api))
+cli.add_command(peer_cli.command(api))
 for _command in alarm_cli.commands(api):
     cli.add_command(_command)
 for _command in records_cli.commands(api):

@@ -135,6 +135,10 @@ CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm, id);
 CREATE TABLE IF NOT EXISTS mail_seen (  -- Message-IDs the mail gateway acted on (replays)
     message_id TEXT PRIMARY KEY, sender TEXT NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS peer_rules (  -- the utility's allow rules (peer_rules.py)
+    id INTEGER PRIMARY KEY AUTOINCREMENT, src TEXT NOT NULL, dst TEXT NOT NULL,
+    ops TEXT NOT NULL, created REAL NOT NULL, by TEXT NOT NULL
+);
 """
 
 

@@ -3,8 +3,9 @@
 - `set_time`, like `reset_energy`, needs a utility token; so does `relay` sent to a group.
 - An operator's `relay` goes to one meter at a time: refused (409) while another relay for
   that meter is still open, and at most `relay_per_minute` per token (429, Retry-After).
-- Peers (a meter's `send`) are denied by default: only the utility's allow rules in the
-  head-end's config (`peer_rules`: sender group -> target group -> ops) let one through, never
+- Peers (a meter's `send`) are denied by default: only the utility's allow rules (sender
+  group -> target group -> ops: peer_rules.py, through the API or the head-end's config
+  `peer_rules`) let one through, never
   for the ops in NEVER_FROM_PEERS, and at most `peer_sends_per_minute` per sender.
 
 Counts come from the work table itself (durable, shared by every process on the database)."""
@@ -99,8 +100,9 @@ def peer_refusal(hub, sender, target, op):
     the sender as its result)."""
     if op in NEVER_FROM_PEERS:
         return "op %s is never allowed from a peer" % op
+    from .peer_rules import in_force
     if not any(op in r["ops"] and _member(hub.db, sender, r["from"])
-               and _member(hub.db, target, r["to"]) for r in hub.settings.peer_rules or ()):
+               and _member(hub.db, target, r["to"]) for r in in_force(hub)):
         return "no peer rule allows %s to send %s to %s" % (sender, op, target)
     limit = hub.settings.peer_sends_per_minute
     n = hub.db.one("SELECT COUNT(*) AS n FROM work WHERE origin = ? AND role = 'peer' AND "

@@ -22,6 +22,7 @@ from . import (
     api_devices,
     api_export,
     api_groups,
+    api_peer_rules,
     api_schemas,
     api_tokens,
     api_updates,
@@ -127,6 +128,7 @@ def create_app(settings=None, transform=None):
     app.include_router(api_devices.router)
     app.include_router(api_export.router)
     app.include_router(api_groups.router)
+    app.include_router(api_peer_rules.router)
     app.include_router(api_tokens.router)
     app.include_router(api_updates.router)
     app.include_router(metrics.router)

@@ -37,6 +37,8 @@ PARSERS = {       # parser: (test file in host_tests/, test id or -k expression)
     "csv": ("test_fuzz_waveform.py", "test_waveform_csv"),
     "comtrade": ("test_fuzz_waveform.py", "test_waveform_comtrade"),
     "exchange": ("test_fuzz_headend.py", "test_headend_exchange"),
+    "peer_rules": ("test_fuzz_headend.py", "test_headend_peer_rules"),
+    "presence": ("test_fuzz_headend.py", "test_headend_presence"),
     "openapi": ("test_fuzz_headend.py", "test_openapi_no_server_errors or test_openapi_report "
                 "or test_api_non_finite_and_huge_numbers"),
 }
