@@ -12,6 +12,7 @@
 #                    (0 = end of a finite source)
 #   available()      samples read() can return now without waiting (hardware boards)
 #   set_relay(closed), stats(), deinit()
+#   set_rtc(unix_ms) (optional) set the board's real-time clock (firmware/ntp.py)
 #
 # On a board the package sits in /boards/ (make deploy); on a desktop the repository root is
 # on the path (tools/lab/runner.py), so the drivers import as boards.<name> on both. No
@@ -61,3 +62,18 @@ def make_board(platform=None):
     from boards.sim_board import DEFAULT_SCENARIO, SimBoard
 
     return SimBoard(DEFAULT_SCENARIO)
+
+
+def set_rtc(unix_ms):
+    """Set machine.RTC to a Unix time in integer ms, whatever the port's epoch (1970, or 2000
+    on older ports: time.gmtime(0) says which). RTC.datetime takes (year, month, day,
+    weekday, hours, minutes, seconds, subseconds); both count weekdays from Monday = 0."""
+    import time
+
+    import machine
+
+    secs = unix_ms // 1000
+    if time.gmtime(0)[0] == 2000:
+        secs -= 946684800
+    t = time.gmtime(secs)
+    machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], unix_ms % 1000 * 1000))

@@ -23,7 +23,7 @@ import array
 import machine
 from mpshim import ticks_diff, ticks_us
 
-from boards.contract import BoardError, load_config
+from boards.contract import BoardError, load_config, set_rtc
 
 ADC_MAX = 4095
 # GPIO -> channel. ADC2 is used by the Wi-Fi driver: its readings fail or are garbage while
@@ -272,6 +272,9 @@ class Esp32Board:
     def set_relay(self, closed):
         if self.relay is not None:
             self.relay.value(1 if closed else 0)
+
+    def set_rtc(self, unix_ms):
+        set_rtc(unix_ms)
 
     def stats(self):
         return {"sample_rate": self.sample_rate, "channel_delay_us": self.channel_delay_s * 1e6,

@@ -27,7 +27,7 @@ import machine
 import rp2
 from uctypes import addressof
 
-from boards.contract import BoardError, load_config
+from boards.contract import BoardError, load_config, set_rtc
 
 ADC_BASE = 0x4004C000
 ADC_CS = ADC_BASE + 0x00
@@ -253,6 +253,9 @@ class Rp2Board:
     def set_relay(self, closed):
         if self.relay is not None:
             self.relay.value(1 if closed else 0)
+
+    def set_rtc(self, unix_ms):
+        set_rtc(unix_ms)
 
     def stats(self):
         return {"sample_rate": self.sample_rate, "channel_delay_us": self.channel_delay_s * 1e6,

@@ -379,6 +379,8 @@ class App:
             tasks.append(asyncio.create_task(self._watchdog(tasks[0], tasks[1:])))
         if self.comms is not None and self._updater is not None:
             tasks.append(asyncio.create_task(self._updater.watch()))
+        if self.cfg["ntp_host"]:    # the board's RTC from NTP (firmware/ntp.py)
+            tasks.append(asyncio.create_task(__import__("ntp").run(self, self.cfg["ntp_host"])))
         try:
             await tasks[0]
         finally:

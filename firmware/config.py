@@ -50,6 +50,8 @@ KEYS = (
     ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
     ("mqtt_tls", True, bool, False, True, CONSOLE),         # TLS to the broker, CA from ca_file
+    ("ntp_host", "", str, 0, 100, CONSOLE),                 # host[:port]: board RTC from NTP
+    ("proxy_url", "", str, 0, 200, CONSOLE),                # http://[user:pass@]host:port
     ("mqtt_keepalive", 60, int, 10, 1200, OPERATOR),        # s; the meter pings at half of it
     ("ha_discovery", False, bool, False, True, OPERATOR),   # Home Assistant discovery configs
     # transport "email" (docs/email.md): SMTPS to send, IMAPS (IDLE) or POP3S to collect
@@ -72,7 +74,7 @@ DEFAULTS = {row[0]: row[1] for row in KEYS}
 RULES = {row[0]: (row[2], row[3], row[4]) for row in KEYS}    # name: (type, low, high)
 WHO = {row[0]: row[5] for row in KEYS}
 CONSOLE_ONLY = tuple(row[0] for row in KEYS if row[5] == CONSOLE)
-SECRETS = ("device_key", "mail_password")
+SECRETS = ("device_key", "mail_password", "proxy_url")   # a proxy URL may carry a password
 ENCODINGS = ("json", "xml", "soap", "wbxml")    # the exchange's encodings (comms.codec)
 
 
@@ -151,6 +153,12 @@ def _check_text(name, value, low, high):
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_.:"):
                 raise ConfigError("%s must be a host name or an IP address" % (name,))
+    if name == "ntp_host" and value:
+        for c in value:
+            if not (c.isalpha() or c.isdigit() or c in "-_.:"):
+                raise ConfigError("ntp_host must be a host name or an IP address, :port optional")
+    if name == "proxy_url" and value:
+        proxy_check(value)
     if name == "device_id" and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_."):
@@ -166,6 +174,16 @@ def _address(text):
         if not (c.isalpha() or c.isdigit() or c in "-_.+@"):
             return False
     return True
+
+
+def proxy_check(value):
+    """An HTTP CONNECT proxy: http://[user:password@]host:port (firmware/httpc.py)."""
+    if not value.startswith("http://"):
+        raise ConfigError("proxy_url must be http://[user:password@]host:port")
+    hostport = value[7:].rstrip("/").rsplit("@", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
+        raise ConfigError("proxy_url must be http://[user:password@]host:port")
 
 
 def public(cfg):

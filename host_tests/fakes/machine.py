@@ -228,3 +228,13 @@ def reset():
     mem32.writes = []
     WDT.instances = []
     cause[0] = PWRON_RESET
+
+
+rtc_set = []         # every datetime tuple given to RTC().datetime(...)
+
+
+class RTC:
+    def datetime(self, value=None):
+        if value is not None:
+            rtc_set.append(tuple(value))
+        return rtc_set[-1] if rtc_set else (2000, 1, 1, 5, 0, 0, 0, 0)
