@@ -3,6 +3,7 @@
 
 import array
 import asyncio
+import gc
 from binascii import unhexlify
 
 import config as configuration
@@ -14,6 +15,7 @@ from clock import Clock, board_ms, stamp
 from energy import RegisterStore, SavePolicy
 from inbox import Inbox
 from kept_state import KeptState
+from loss_notices import LossNotices, startup_notices
 from memory_guard import retry_once
 from mpshim import asleep_ms, ticks_diff, ticks_ms
 from ops import Dispatcher
@@ -65,8 +67,9 @@ class App:
         self.reboot_now = False
         self.stopping = False  # stop(): bc.stop() at the REPL
         self.on_record = None  # callback for every reading and event (e.g. a console)
-        self.reported_dropped = 0
-        self.reported_overruns = 0
+        self.next_report = cfg["report_s"]     # s of samples: when the next reading goes
+        self.memory_errors = 0
+        self.losses = LossNotices(self.outbox)
         # Wall time is integers: the board's clock at the App's start in ms, plus the sample
         # clock converted with the board's rate as a ratio of ints, plus the clock's offset
         # now (so a time set by the head-end moves later stamps). float32 has a 128-s step
@@ -93,7 +96,7 @@ class App:
         self.billing = None
         if links.exists(state_dir + "/tariff"):
             self.billing_on()
-        self._report_notices()
+        startup_notices(self.outbox, self.energy_store, self.inbox, self.kept)
 
     def billing_on(self):
         """Tariff, time-of-use registers and freezes (billing.py): imported on first use."""
@@ -119,29 +122,6 @@ class App:
 
     def _latest(self):
         return self.last_reading
-
-    def _report_notices(self):
-        for what, count in (("outbox records damaged", self.outbox.dropped_corrupt),
-                            ("energy slots damaged", self.energy_store.damaged),
-                            ("outbox seq/acked files damaged", self.outbox.damaged)):
-            if count:
-                self.outbox.offer("notice", {"what": what, "count": count})
-        if self.inbox.damaged:
-            self.outbox.offer("notice", {"what": "inbox damaged", "count": 1})
-        if self.kept.damaged:
-            self.outbox.offer("notice", {"what": "relay/presence record damaged", "count": 1})
-
-    def _report_losses(self):
-        dropped = self.outbox.dropped_overflow - self.reported_dropped
-        if dropped:
-            if self.outbox.offer("notice", {"what": "readings dropped (outbox full)",
-                                            "count": dropped}) is not None:
-                self.reported_dropped += dropped
-        lost = getattr(self.board, "overruns", 0) - self.reported_overruns
-        if lost > 0:  # the app was late for a block: a gap in the metering
-            if self.outbox.offer("notice", {"what": "sample blocks lost (metering late)",
-                                            "count": lost}) is not None:
-                self.reported_overruns += lost
 
     # --- metering ---
     @property
@@ -179,6 +159,15 @@ class App:
             self.comms.kick()
 
     async def metering(self):
+        # a full heap (a board's fragments) must not end metering: collect, count, go on
+        while True:
+            try:
+                return await self._metering()
+            except MemoryError:
+                self.memory_errors += 1
+                gc.collect()
+
+    async def _metering(self):
         vb = array.array("H", [0] * BLOCK)
         ib = array.array("H", [0] * BLOCK)
         count = self.sample_count
@@ -186,7 +175,6 @@ class App:
         # move forward, so they stay small ints and ticks_diff stays within its range)
         ref = ticks_ms()
         lead = 0
-        next_report = self.cfg["report_s"]
         # A hardware board samples at its own rate: wait (without blocking) for a block
         # instead of pacing by the clock as the simulated board needs.
         hardware = hasattr(self.board, "available")
@@ -214,10 +202,10 @@ class App:
                 if self.on_record is not None:
                     self.on_record(r)
                 # the cadence counts samples: a clock set by the head-end does not move it
-                if self._elapsed_ms(at) >= next_report * 1000:
-                    next_report += self.cfg["report_s"]
+                if self._elapsed_ms(at) >= self.next_report * 1000:
+                    self.next_report += self.cfg["report_s"]
                     retry_once(self.outbox.offer, "reading", r)     # a full heap: collect
-                    self._report_losses()
+                    self.losses.check(self.board, self.memory_errors)
             if persist.due(count.seconds):      # held readings wait for `hold` of them
                 retry_once(self.save_energy, False)
             if realtime:

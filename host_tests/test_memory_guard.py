@@ -49,3 +49,12 @@ def test_transport_shrinks_its_batch_only_for_memory(out):
     assert c["batch"] == [4, 3]
     assert c["last_error"].startswith("OSError")
     assert c["depth"] == 40                   # nothing acknowledged, nothing lost
+
+
+def test_metering_goes_on_after_a_memory_error(out):
+    m = out["metering"]
+    # the board's 12 s all metered (the App ends when the board does), every reading of a
+    # run without the failure still there (11), and the head-end told of the skipped step
+    assert m["result"] == "done" and m["memory_errors"] == 1
+    assert m["readings"] == 11
+    assert m["notices"] == [["metering steps skipped (heap full)", 1]]

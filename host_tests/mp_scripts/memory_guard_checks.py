@@ -139,4 +139,59 @@ async def comms_shrinks():
 
 
 OUT["comms"] = asyncio.run(comms_shrinks())
+
+
+class FiniteBoard:
+    """12 s of a steady 50-Hz sine at 3200 Hz, then the end (read() returns 0)."""
+    sample_rate = 3200
+    channel_delay_s = 0.0
+    v_gain = 0.25
+    i_gain = 0.05
+    v_mid = i_mid = 2048
+
+    def __init__(self):
+        import math
+        self.left = 12 * 3200
+        self.v = [int(2048 + 1200 * math.sin(2 * math.pi * k / 64)) for k in range(64)]
+        self.k = 0
+
+    def read(self, vbuf, ibuf):
+        n = min(len(vbuf), self.left)
+        for j in range(n):
+            vbuf[j] = ibuf[j] = self.v[self.k]
+            self.k = (self.k + 1) % 64
+        self.left -= n
+        return n
+
+
+FAIL_AT = 40
+
+
+def metering_goes_on():
+    import config
+    from app import App
+
+    app = App(FiniteBoard(), config.validate({"report_s": 1}), STATE + "/app", realtime=False)
+    real = app.reporter.take
+    calls = [0]
+
+    def take():
+        calls[0] += 1
+        if calls[0] == FAIL_AT:   # a block some seconds in: the heap is full
+            raise MemoryError("memory allocation failed, allocating 1024 bytes")
+        return real()
+
+    app.reporter.take = take
+    result = asyncio.run(app.run())
+    items = app.outbox.peek(1000, 1 << 20)
+    return {"result": result, "memory_errors": app.memory_errors,
+            "readings": len([i for i in items if i["kind"] == "reading"]),
+            "notices": [[i["body"]["what"], i["body"]["count"]] for i in items
+                        if i["kind"] == "notice"]}
+
+
+import os  # noqa: E402
+
+os.mkdir(STATE + "/app")
+OUT["metering"] = metering_goes_on()
 print(json.dumps(OUT))

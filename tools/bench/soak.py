@@ -46,4 +46,6 @@ def soak(site, name, seconds, kib=None):
         log.close()
     text = (d / "meter.log").read_text(errors="replace")
     out["memory_errors"] = text.count("MemoryError")
+    if not out.get("alive") or out["memory_errors"]:
+        out["log_tail"] = text[-1500:]      # where it failed, for the report
     return out
