@@ -58,13 +58,14 @@ e2e: venv
 faults: venv
 	$(BIN)/python -m faults --transport $(FAULTS_TRANSPORT)
 
-# soaks (the slow lane, outside make test): 30 min per transport under the board heap cap
-# (tools/bench/soak.py; BC_SOAK_S=N for a shorter run)
+# soaks (the slow lane, outside make test): 30 min per transport under the board heap cap,
+# the firmware precompiled as deployed (tools/bench/soak.py; BC_SOAK_S=N for a shorter run)
 soak: venv
-	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow host_tests
+	BC_FIRMWARE_MPY=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
+	    host_tests/test_soak.py
 
 soak-http soak-https soak-mqtt: venv
-	$(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
+	BC_FIRMWARE_MPY=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
 	    "host_tests/test_soak.py::test_soak_under_the_heap_cap[$(@:soak-%=%)]"
 
 bench: venv
