@@ -17,7 +17,7 @@ from inbox import Inbox
 from kept_state import KeptState
 from loss_notices import LossNotices, startup_notices
 from memory_guard import retry_once
-from mpshim import asleep_ms, ticks_diff, ticks_ms
+from mpshim import asleep_ms, cancel_all, ticks_diff, ticks_ms
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
@@ -372,8 +372,7 @@ class App:
         try:
             await tasks[0]
         finally:
-            for t in tasks[1:]:
-                t.cancel()
+            await cancel_all(tasks[1:])     # a stale comms task must not outlive its App
             retry_once(self.save_energy)
         if self.reboot_now:
             return "reboot"

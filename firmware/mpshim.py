@@ -10,6 +10,7 @@
 #   asleep_ms          asyncio's sleep in integer ms (on a board: no float per call)
 #   print_exception    a traceback to a stream
 #   alias_u_modules    the u-prefixed module names older micropython-lib code imports
+#   cancel_all         cancel tasks and see them end (MicroPython can lose a cancel)
 #
 # What a port may lack as hardware (network, machine, tls, a board module) is not here: the
 # modules that need it ask for it where they use it, and say what is missing.
@@ -96,3 +97,18 @@ else:
         for name, module in (("usocket", socket), ("ustruct", struct),
                              ("ubinascii", binascii)):
             sys.modules.setdefault(name, module)
+
+
+async def cancel_all(tasks, tries=50):
+    """Cancel `tasks` and wait (up to tries x 10 ms) until each has ended. MicroPython's
+    Task.cancel() forwards a cancel to the task a task awaits (asyncio/core.py): when that
+    one has just finished and the awaiting task is not yet resumed, the cancel lands on the
+    finished task and is lost, and the awaiting task goes on. So: cancel again until done."""
+    for _ in range(tries):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return True
+        for t in pending:
+            t.cancel()
+        await asleep_ms(10)
+    return all(t.done() for t in tasks)

@@ -41,3 +41,6 @@ def test_sleeps_and_tracebacks(interpreter):
     assert 15 <= got["blocked_ms"] < 1000
     assert "ValueError: shown" in printed and "Traceback" in printed
     assert got["add_then_diff"] == [1000] * 7
+    # one cancel did not end the stubborn task; cancel_all did, and the polite one too
+    assert got["cancel_all"] == {"after_one_cancel": False, "ended": True, "swallowed": 2,
+                                 "done": [True, True]}

@@ -63,7 +63,35 @@ def main():
     import ustruct
 
     out["u_modules"] = [ustruct.pack("<H", 258).hex(), ubinascii.hexlify(b"\x01").decode()]
+    out["cancel_all"] = asyncio.run(cancel_stubborn())
     print(json.dumps(out))
+
+
+async def cancel_stubborn():
+    """A task that lets the first cancel pass, as one whose cancel MicroPython lost; and a
+    polite one: cancel_all ends both."""
+    state = {"swallowed": 0}
+
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                state["swallowed"] += 1
+                if state["swallowed"] >= 2:
+                    raise
+
+    async def polite():
+        await asyncio.sleep(1)
+
+    tasks = [asyncio.create_task(stubborn()), asyncio.create_task(polite())]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    await mpshim.asleep_ms(20)
+    after_one = tasks[0].done()
+    ended = await mpshim.cancel_all(tasks)
+    return {"after_one_cancel": after_one, "ended": ended, "swallowed": state["swallowed"],
+            "done": [t.done() for t in tasks]}
 
 
 main()
