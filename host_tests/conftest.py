@@ -32,6 +32,21 @@ def on_board(item):
     return spec is not None and "board" in spec.params.values()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--store", choices=("sqlite", "postgresql"),
+                     default=os.environ.get("BC_STORE", "sqlite"),
+                     help="the head-end tests' store (host_tests/store_harness.py)")
+
+
+def pytest_configure(config):
+    import store_harness
+    store_harness.STORE = config.getoption("--store")
+
+
+def pytest_runtest_teardown(item):
+    os.environ.pop("BACKCHANNEL_DB_KEY", None)     # store_harness sets it per test
+
+
 def pytest_runtest_setup(item):
     if on_board(item) and not runner.available("board"):
         if os.environ.get("CI"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import store_harness
 import uvicorn
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter
@@ -33,7 +34,8 @@ class Headend:
     def __init__(self, tmp_path, transform=None, **settings):
         if isinstance(transform, str):          # "module:function", as in a config file
             settings["transform"], transform = transform, None
-        self.settings = Settings(db=str(tmp_path / "headend.db"), **dict(FAST, **settings))
+        where = store_harness.location(tmp_path)      # SQLite, or PostgreSQL with --store
+        self.settings = Settings(**dict(where, **dict(FAST, **settings)))
         self.app = create_app(self.settings, transform=transform)
         self.hub = self.app.state.hub
         self.op_token = devices.add_token(self.hub.db, "alice", "operator")

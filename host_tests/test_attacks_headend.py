@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+import store_harness
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter, hmac_hex
 from headend_harness import GuardedServer, Headend
@@ -246,6 +247,7 @@ def _timed(fn, **kw):
 # --- secrets on disk ---
 
 def test_database_and_its_wal_are_private(tmp_path):
+    store_harness.sqlite_only("the file modes of the database, its WAL and shm")
     old = os.umask(0o022)           # a common default: files would be 0644
     try:
         he = Headend(tmp_path)

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 
 import pytest
+import store_harness
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter
 from headend_harness import Headend
@@ -31,6 +32,7 @@ def disk_bytes(db_path):
 
 
 def test_a_copy_of_the_database_holds_no_device_key(tmp_path, capsys):
+    store_harness.sqlite_only("the bytes of the file (test_store_postgres.py dumps the database)")
     he = Headend(tmp_path)
     with TestClient(he.app) as client:
         r = client.post("/v1/devices", json={"id": "meter-a"},
@@ -53,6 +55,7 @@ def test_a_copy_of_the_database_holds_no_device_key(tmp_path, capsys):
 
 
 def test_a_database_copied_without_its_key_file_refuses_to_open(tmp_path, capsys):
+    store_harness.sqlite_only("a copy of the file (test_store_postgres.py: a missing key file)")
     he = Headend(tmp_path)
     devices.create(he.hub.db, "meter-a")
     he.hub.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

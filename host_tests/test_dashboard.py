@@ -263,9 +263,8 @@ def test_fleet_page_at_10000_meters_renders_in_under_a_second(client, headend):
     import time as clock
     db = headend.hub.db
     with db.tx():
-        db.conn.executemany("INSERT INTO devices(id, key, created, poll, presence) VALUES "
-                            "(?, ?, 0, 0, 'available')",
-                            [("m%05d" % i, "00" * 32) for i in range(10000)])
+        db.many("INSERT INTO devices(id, key, created, poll, presence) VALUES "
+                "(?, ?, 0, 0, 'available')", [("m%05d" % i, "00" * 32) for i in range(10000)])
     login(client, headend.op_token)
     took = []
     for _ in range(3):

@@ -32,7 +32,7 @@ class Principal:
     def scope_sql(self, column):
         """(SQL condition, args) true for the meters `column` this token sees."""
         if self.groups is None:
-            return "1", ()
+            return "1 = 1", ()
         marks = ",".join("?" * len(self.groups))
         return ("%s IN (SELECT device FROM group_members WHERE name IN (%s))" % (column, marks),
                 tuple(self.groups))

@@ -2,6 +2,7 @@
 and drive the operator API (--url/--token or BACKCHANNEL_URL/BACKCHANNEL_TOKEN)."""
 
 import functools
+import os
 import sqlite3
 import sys
 import time
@@ -46,7 +47,9 @@ def api(fn):
 
 def db_option(fn):
     return click.option("--db", "db_path", envvar="BACKCHANNEL_DB", default="backchannel.db",
-                        show_default=True, help="SQLite file [env BACKCHANNEL_DB]")(fn)
+                        show_default=True, help="SQLite file or postgresql:// URL; on "
+                        "PostgreSQL set BACKCHANNEL_DB_KEY to the device-key file "
+                        "[env BACKCHANNEL_DB]")(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,6 +70,9 @@ def cli():
               help="published releases served to meters (default: `releases` next to --db)")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="JSON file of settings (docs/headend.md)")
+@click.option("--db-key", envvar="BACKCHANNEL_DB_KEY",
+              help="device-key file (default: <db>.key; required with a postgresql:// --db) "
+                   "[env BACKCHANNEL_DB_KEY]")
 @click.option("--replay-window", type=float, help="seconds (default 300)")
 @click.option("--max-wait", type=float, help="long-poll cap in seconds (default 25)")
 @click.option("--default-poll", type=PollSeconds(),
@@ -95,7 +101,7 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
     """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
     bridge when --mqtt-dir or --mqtt-host is given. Plain HTTP binds loopback only, unless
     --insecure-http."""
-    from . import exposure
+    from . import exposure, store
     from . import settings as settings_mod
     if bool(certfile) != bool(keyfile):
         raise CliError("--certfile and --keyfile go together")
@@ -121,7 +127,7 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
             mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
         from .webapp import create_app
         app = create_app(settings)
-    except sqlite3.Error as e:
+    except (sqlite3.Error, store.StoreUnavailable) as e:
         raise CliError("cannot open database %s: %s" % (db_path, e)) from None
     except (OSError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
@@ -143,9 +149,13 @@ def _log_to_stderr(level):
 
 
 def _db(path):
-    from .db import Database
+    from . import store
+    key = os.environ.get("BACKCHANNEL_DB_KEY") or None
+    if store.is_postgres(path) and not key:
+        raise CliError("a PostgreSQL database needs BACKCHANNEL_DB_KEY (the device-key file "
+                       "the head-end uses)")
     try:
-        return Database(path)
+        return store.open_store(path, key)
     except Exception as e:
         raise CliError("cannot open database %s: %s" % (path, e)) from None
 

@@ -5,7 +5,11 @@ API) is committed and on disk before the answer leaves. The connection runs with
 synchronous=NORMAL (a COMMIT writes the WAL without fsync) and the head-end fsyncs the WAL
 itself: right after COMMIT in tx() (sync=True, what synchronous=FULL does), or, for the
 exchange path (sync=False), once for a whole batch of commits before their responses leave
-(group_commit.py). A statement run outside tx() that changed rows is fsync'd at once too."""
+(group_commit.py). A statement run outside tx() that changed rows is fsync'd at once too.
+
+The same methods (tx, run, one, all, many, insert, script) are the store interface that
+pg_store.py implements for PostgreSQL; store.open() picks one by the database's name. SQL is
+written in the portable subset dialect.py describes."""
 
 import json
 import os
@@ -13,148 +17,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-from . import exposure, sealed
-
-ITEMS = """
-CREATE TABLE IF NOT EXISTS items (     -- the meter's outbox items, one per (device, epoch, seq)
-    device TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    body TEXT NOT NULL, received REAL NOT NULL,
-    PRIMARY KEY (device, epoch, seq)
-);
-CREATE INDEX IF NOT EXISTS items_recent ON items(device, kind);  -- by rowid: arrival order
-"""
-
-AUDIT = """   -- append-only (audit.py)
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
-    who TEXT NOT NULL, role TEXT NOT NULL,    -- the token's name and role, or cli:<user>
-    action TEXT NOT NULL, target TEXT,        -- e.g. add_work, device:meter-a
-    outcome TEXT NOT NULL, detail TEXT        -- ok, or "403: why"; the op and its args
-);
-CREATE INDEX IF NOT EXISTS audit_target ON audit(target, id);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY,
-    key TEXT NOT NULL,
-    created REAL NOT NULL,
-    poll INTEGER NOT NULL,
-    ack INTEGER,                       -- highest contiguous seq stored in `epoch`; NULL before any
-    epoch TEXT,                        -- the meter's current outbox epoch (docs/protocol.md)
-    last_contact REAL,
-    stated TEXT NOT NULL DEFAULT 'unknown',   -- presence the meter last stated
-    stated_note TEXT,
-    presence TEXT NOT NULL DEFAULT 'unknown', -- effective presence (stated or derived)
-    presence_note TEXT,
-    presence_at REAL,
-    derived INTEGER NOT NULL DEFAULT 0,       -- 1 while presence is derived unavailable
-    transport TEXT,                    -- http | mqtt: how it last exchanged; NULL before any
-    room INTEGER NOT NULL DEFAULT 0,   -- work it can still take (its last `room` - sent since)
-    firmware TEXT,                     -- JSON: its latest `update` report (updates.py)
-    conn TEXT,                         -- the connection nonce of its latest MQTT up (pushes)
-    work_seq INTEGER NOT NULL DEFAULT 0  -- the last work sequence assigned to it
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, created REAL NOT NULL,
-    expires REAL,                      -- NULL: never (tokens.py)
-    groups TEXT,                       -- JSON list of group names it is confined to; NULL: all
-    revoked REAL                       -- when it was revoked; NULL: not revoked
-);
-CREATE TABLE IF NOT EXISTS nonces (
-    device TEXT NOT NULL, nonce TEXT NOT NULL, seen REAL NOT NULL,
-    PRIMARY KEY (device, nonce)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nonces_seen ON nonces(seen);
-""" + ITEMS + """CREATE TABLE IF NOT EXISTS presence (
-    id INTEGER PRIMARY KEY, device TEXT NOT NULL, state TEXT NOT NULL, note TEXT,
-    at REAL NOT NULL, source TEXT NOT NULL      -- meter | derived | contact | lwt
-);
-CREATE INDEX IF NOT EXISTS presence_dev ON presence(device, id);
-CREATE TABLE IF NOT EXISTS work (
-    num INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT NOT NULL, op TEXT NOT NULL, args TEXT NOT NULL,
-    role TEXT NOT NULL, origin TEXT NOT NULL,
-    created REAL NOT NULL, expires INTEGER NOT NULL,
-    status TEXT NOT NULL,   -- queued delivered done rejected unknown_op expired cancelled
-    when_available INTEGER NOT NULL DEFAULT 0,
-    executed INTEGER NOT NULL DEFAULT 0,        -- listed in `done` or a result arrived
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    delivered_at REAL, finished_at REAL, result TEXT, reason TEXT,
-    gid INTEGER, reply_to TEXT, ref TEXT,
-    seq INTEGER                        -- the device's work sequence, set at first delivery
-);
-CREATE INDEX IF NOT EXISTS work_dev ON work(device, status, num);
-CREATE INDEX IF NOT EXISTS work_open ON work(status, expires);
-CREATE INDEX IF NOT EXISTS work_gid ON work(gid);
-CREATE TABLE IF NOT EXISTS updates (   -- the latest `update` state per (device, version)
-    device TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
-    percent INTEGER, reason TEXT, at REAL NOT NULL,
-    PRIMARY KEY (device, version)
-);
-CREATE INDEX IF NOT EXISTS updates_version ON updates(version, device);
-CREATE TABLE IF NOT EXISTS idempotency (   -- Idempotency-Key of operator POSTs (24 h)
-    operator TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    ref TEXT NOT NULL,                 -- what it produced: a work id or a group command id
-    created REAL NOT NULL,
-    PRIMARY KEY (operator, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency(created);
-CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS group_members (
-    name TEXT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (name, device)
-);
-CREATE TABLE IF NOT EXISTS group_work (
-    gid INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, op TEXT NOT NULL,
-    args TEXT NOT NULL, when_available INTEGER NOT NULL, expires INTEGER NOT NULL,
-    created REAL NOT NULL, origin TEXT NOT NULL
-);
-""" + AUDIT + """
-CREATE TABLE IF NOT EXISTS escalation_lists (  -- per group (escalation.py)
-    grp TEXT PRIMARY KEY, operators TEXT NOT NULL, timeout_s REAL NOT NULL, kinds TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS operator_duty (operator TEXT PRIMARY KEY, schedule TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alarms (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, grp TEXT NOT NULL,
-    kind TEXT NOT NULL, body TEXT NOT NULL, raised REAL NOT NULL,
-    state TEXT NOT NULL,               -- open, acked, unacknowledged
-    pos INTEGER NOT NULL, round INTEGER NOT NULL,  -- where on the list, which pass
-    operator TEXT, deadline REAL,      -- who has it now, until when
-    acked_by TEXT, acked_at REAL
-);
-CREATE INDEX IF NOT EXISTS alarms_due ON alarms(state, deadline);
-CREATE TABLE IF NOT EXISTS alarm_steps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, alarm INTEGER NOT NULL, at REAL NOT NULL,
-    step TEXT NOT NULL, operator TEXT, detail TEXT
-);
-CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm, id);
-CREATE TABLE IF NOT EXISTS mail_seen (  -- Message-IDs the mail gateway acted on (replays)
-    message_id TEXT PRIMARY KEY, sender TEXT NOT NULL, at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS peer_rules (  -- the utility's allow rules (peer_rules.py)
-    id INTEGER PRIMARY KEY AUTOINCREMENT, src TEXT NOT NULL, dst TEXT NOT NULL,
-    ops TEXT NOT NULL, created REAL NOT NULL, by TEXT NOT NULL
-);
-"""
-
-
-# Columns added after the first release: (table, column, declaration) for older files.
-MIGRATIONS = (
-    ("devices", "transport", "TEXT"),
-    ("devices", "room", "INTEGER NOT NULL DEFAULT 0"),
-    ("devices", "firmware", "TEXT"),
-    ("devices", "conn", "TEXT"),
-    ("devices", "epoch", "TEXT"),
-    ("devices", "work_seq", "INTEGER NOT NULL DEFAULT 0"),
-    ("work", "seq", "INTEGER"),
-    ("tokens", "expires", "REAL"),
-    ("tokens", "groups", "TEXT"),
-    ("tokens", "revoked", "REAL"),
-)
+from . import dialect, exposure, schema, sealed
 
 
 def dumps(obj):
@@ -168,8 +31,11 @@ def loads(text):
 class Database:
     """One connection shared by the event loop and the background task, guarded by a lock."""
 
-    def __init__(self, path):
-        self.path = str(path)
+    dialect = dialect.Sqlite()
+
+    def __init__(self, path, key_path=None):
+        """key_path: the file of the key that seals device keys (default: <path>.key)."""
+        self.path = self.name = str(path)
         _private_files(self.path)
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                     timeout=10.0)
@@ -183,23 +49,27 @@ class Database:
         self.synced_upto = 0             # commits known to be on disk (WAL fsync'd after them)
         self._wal_lock = threading.Lock()
         self._wal = None                 # (fd, st_ino) of the open -wal file
-        self.conn.executescript(SCHEMA)
-        self._migrate()
-        self.sealer = sealed.attach(self)       # device keys sealed at rest (sealed.py)
+        schema.migrate(self)
+        if key_path is None and self.path not in (":memory:", ""):
+            key_path = self.path + ".key"
+        self.sealer = sealed.attach(self, key_path)   # device keys sealed at rest (sealed.py)
         self.sync_wal()
 
-    def _migrate(self):
-        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(items)")}
-        if "epoch" not in have:     # a v1 file: items were keyed by (device, seq) alone
-            self.conn.executescript(
-                "BEGIN; ALTER TABLE items RENAME TO items_v1; DROP INDEX IF EXISTS items_recent;"
-                + ITEMS + "INSERT INTO items(device, epoch, seq, kind, body, received) "
-                "SELECT device, '', seq, kind, body, received FROM items_v1 ORDER BY rowid; "
-                "DROP TABLE items_v1; COMMIT;")
-        for table, column, decl in MIGRATIONS:
-            have = {r["name"] for r in self.conn.execute("PRAGMA table_info(%s)" % table)}
-            if column not in have:
-                self.conn.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
+    @contextmanager
+    def migration_lock(self):
+        yield           # one SQLite file, opened by one head-end: nothing to coordinate
+
+    def script(self, sql):
+        """Several statements (DDL); commits any open transaction first, as sqlite3 does."""
+        with self.lock:
+            self.conn.executescript(sql)
+
+    def compact(self):
+        """Rewrite the file so deleted text leaves the disk (after sealing plain keys)."""
+        if self.path not in (":memory:", ""):
+            with self.lock:
+                self.conn.execute("VACUUM")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def tx(self, sync=True):
@@ -265,6 +135,17 @@ class Database:
                 self.commits += 1
                 self.sync()
             return cur
+
+    def many(self, sql, rows):
+        """One statement for each tuple of `rows` (executemany), in the caller's tx."""
+        with self.lock:
+            if not (self._depth or self.conn.in_transaction):
+                raise RuntimeError("many() runs inside tx()")
+            self.conn.executemany(sql, rows)
+
+    def insert(self, sql, *args, key):
+        """Run an INSERT; the new row's `key` (its INTEGER PRIMARY KEY: the rowid)."""
+        return self.run(sql, *args).lastrowid
 
     def one(self, sql, *args):
         with self.lock:

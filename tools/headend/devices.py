@@ -55,7 +55,7 @@ def touch(db, device_id, now):
 
 def set_transport(db, device_id, transport):
     """How the meter exchanged last (http or mqtt): work is pushed to it over MQTT."""
-    db.run("UPDATE devices SET transport = ? WHERE id = ? AND transport IS NOT ?",
+    db.run("UPDATE devices SET transport = ? WHERE id = ? AND transport IS DISTINCT FROM ?",
            transport, device_id, transport)
 
 

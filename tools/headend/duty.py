@@ -63,7 +63,8 @@ def within(windows, now):
 def set_schedule(db, operator, windows):
     parse(windows)
     with db.tx():
-        db.run("INSERT OR REPLACE INTO operator_duty(operator, schedule) VALUES (?, ?)",
+        db.run("INSERT INTO operator_duty(operator, schedule) VALUES (?, ?) ON CONFLICT "
+               "(operator) DO UPDATE SET schedule = excluded.schedule",
                operator, dumps(windows))
 
 

@@ -48,8 +48,10 @@ def set_list(db, group, operators, timeout_s=DEFAULT_TIMEOUT_S, kinds=DEFAULT_KI
     if not kinds:
         raise EscalationError(400, "name at least one event kind that raises an alarm")
     with db.tx():
-        db.run("INSERT OR REPLACE INTO escalation_lists(grp, operators, timeout_s, kinds) "
-               "VALUES (?, ?, ?, ?)", group, dumps(operators), timeout_s, dumps(kinds))
+        db.run("INSERT INTO escalation_lists(grp, operators, timeout_s, kinds) "
+               "VALUES (?, ?, ?, ?) ON CONFLICT (grp) DO UPDATE SET operators = "
+               "excluded.operators, timeout_s = excluded.timeout_s, kinds = excluded.kinds",
+               group, dumps(operators), timeout_s, dumps(kinds))
     return get_list(db, group)
 
 
@@ -127,9 +129,9 @@ def on_item(hub, device, kind, body, now):
 def raise_alarm(hub, device, group, kind, body, now):
     db = hub.db
     with hub.tx():
-        aid = db.run("INSERT INTO alarms(device, grp, kind, body, raised, state, pos, round) "
-                     "VALUES (?, ?, ?, ?, ?, 'open', -1, 0)", device, group, kind, dumps(body),
-                     now).lastrowid
+        aid = db.insert("INSERT INTO alarms(device, grp, kind, body, raised, state, pos, "
+                        "round) VALUES (?, ?, ?, ?, ?, 'open', -1, 0)", device, group, kind,
+                        dumps(body), now, key="id")
         _step(db, aid, now, "raised", None, "%s on %s (group %s)" % (kind, device, group))
         _advance(hub, aid, now)
     return aid
@@ -178,12 +180,12 @@ def get(db, alarm_id, steps=False):
 
 def listing(db, state=None, groups=None, limit=100):
     """The newest alarms, optionally of one state and within some groups."""
-    where, args = ["1"], []
+    where, args = ["1 = 1"], []
     if state:
         where.append("state = ?")
         args.append(state)
     if groups is not None:
-        where.append("grp IN (%s)" % ",".join("?" * len(groups)) if groups else "0")
+        where.append("grp IN (%s)" % ",".join("?" * len(groups)) if groups else "1 = 0")
         args += list(groups)
     rows = db.all("SELECT id FROM alarms WHERE %s ORDER BY id DESC LIMIT ?" % " AND ".join(where),
                   *args, limit)

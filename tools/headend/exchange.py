@@ -129,13 +129,13 @@ def store(hub, req, transport):
     contact and the transport the meter used. Not yet on disk: handle() awaits hub.synced()."""
     with hub.tx(sync=False) as db:
         now = hub.now()
-        if not db.run("INSERT OR IGNORE INTO nonces(device, nonce, seen) VALUES (?, ?, ?)",
-                      req.device, req.nonce.lower(), now).rowcount:
+        if not db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?) "
+                      "ON CONFLICT DO NOTHING", req.device, req.nonce.lower(), now).rowcount:
             raise Refused(409, "replay: nonce already seen")
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
         if transport in ("mqtt", "email") and req.conn is not None:   # pushes bind to it
-            db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS NOT ?",
+            db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS DISTINCT FROM ?",
                    req.conn, req.device, req.conn)
 
 

@@ -31,8 +31,9 @@ FIELDS = {"readings": (READING_KINDS, READING_FIELDS), "events": (EVENT_KINDS, E
 HEAD = ["seq", "item", "received"]
 CHUNK = 500
 _INT = re.compile(r"-?\d+\Z")
-# the meter's time of an item (json_extract reads the stored body in SQLite; a body it
-# cannot read, e.g. one holding NaN, counts at its received time)
+# the meter's time of an item, read from the stored body by each store's JSON functions
+# (SQLite's json_extract; on PostgreSQL bc_json(), schema.py); a body it cannot read, e.g.
+# one holding NaN, counts at its received time
 def _exact(key, ms_key):
     # whole seconds plus the ms when they are an int 0..999 (as meter_time.record_time)
     return ("json_extract(body, '$.%s') + CASE WHEN json_type(body, '$.%s') = 'integer' "
@@ -40,8 +41,18 @@ def _exact(key, ms_key):
             "/ 1000.0 ELSE 0 END" % (key, ms_key, ms_key, ms_key))
 
 
-_WHEN = ("(CASE WHEN json_valid(body) THEN COALESCE(%s, %s, received) ELSE received END)"
-         % (_exact("t", "t_ms"), _exact("start_s", "start_ms")))
+def _exact_pg(key, ms_key):
+    number = "CASE WHEN jsonb_typeof(j->'%s') = 'number' THEN (j->>'%s')::float8 END"
+    return ("%s + CASE WHEN (j->>'%s') ~ '^[0-9]{1,3}$' THEN (j->>'%s')::float8 / 1000.0 "
+            "ELSE 0 END" % (number % (key, key), ms_key, ms_key))
+
+
+_WHEN = {
+    "sqlite": "(CASE WHEN json_valid(body) THEN COALESCE(%s, %s, received) ELSE received END)"
+    % (_exact("t", "t_ms"), _exact("start_s", "start_ms")),
+    "postgresql": "(SELECT COALESCE(%s, %s, received) FROM (SELECT bc_json(body) AS j) AS b)"
+    % (_exact_pg("t", "t_ms"), _exact_pg("start_s", "start_ms")),
+}
 
 
 def columns(what):
@@ -56,11 +67,12 @@ def rows(db, device, what, since=None, until=None, chunk=CHUNK):
     where = ["device = ?", "kind IN (%s)" % ",".join("?" * len(kinds)), "rowid > ?"]
     args = [device, *kinds]
     tail = []
+    when = _WHEN[db.dialect.name]
     if since is not None:
-        where.append("%s >= ?" % _WHEN)
+        where.append("%s >= ?" % when)
         tail.append(since)
     if until is not None:
-        where.append("%s < ?" % _WHEN)
+        where.append("%s < ?" % when)
         tail.append(until)
     # in storage order: a meter's seq restarts with each outbox epoch (docs/protocol.md)
     sql = ("SELECT rowid, seq, kind, received, body FROM items WHERE %s ORDER BY rowid LIMIT ?"

@@ -13,6 +13,7 @@ from fastapi import HTTPException
 from starlette.responses import JSONResponse
 
 from . import exchange
+from .store import RETRY_AFTER_S, NulInText, StoreUnavailable
 
 PATH = "/v1/exchange"
 
@@ -42,7 +43,17 @@ class ExchangeFastPath:
         except HTTPException as e:
             response = JSONResponse({"error": str(e.detail)}, e.status_code,
                                     headers=getattr(e, "headers", None))
+        except StoreUnavailable:        # nothing was committed, so nothing is acknowledged
+            response = unavailable()
+        except NulInText as e:          # PostgreSQL: no such device can exist
+            response = JSONResponse({"error": str(e)}, 400)
         await response(scope, receive, send)
+
+
+def unavailable():
+    """503 for a database that cannot be reached: the meter backs off and retries."""
+    return JSONResponse({"error": "database unavailable, retry later"}, 503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def read_body(length, receive, limit):

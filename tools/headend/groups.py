@@ -54,7 +54,7 @@ def add_members(db, name, members):
         _existing(db, name)
         _known(db, sorted(set(members)))
         for member in set(members):
-            db.run("INSERT OR IGNORE INTO group_members(name, device) VALUES (?, ?)",
+            db.run("INSERT INTO group_members(name, device) VALUES (?, ?) ON CONFLICT DO NOTHING",
                    name, member)
     return get(db, name)
 
@@ -100,10 +100,9 @@ def send(hub, name, op, args, expires, when_available, origin, role):
     group = _existing(hub.db, name)
     if not group["members"]:
         raise GroupError(409, "group %s has no members" % name)
-    cur = hub.db.run("INSERT INTO group_work(name, op, args, when_available, expires, created, "
-                     "origin) VALUES (?, ?, ?, ?, ?, ?, ?)", name, op, dumps(args),
-                     int(when_available), expires, hub.now(), origin)
-    gid = cur.lastrowid
+    gid = hub.db.insert("INSERT INTO group_work(name, op, args, when_available, expires, "
+                        "created, origin) VALUES (?, ?, ?, ?, ?, ?, ?)", name, op, dumps(args),
+                        int(when_available), expires, hub.now(), origin, key="gid")
     workq.enqueue_many(hub, group["members"], op, args, role, origin, expires,
                        when_available=when_available, gid=gid)
     work = {row["device"]: workq.wid(row["num"])

@@ -63,7 +63,7 @@ class Hub:
         pending, self.contacts = self.contacts, {}
         if pending:
             with self.tx() as db:
-                db.conn.executemany(
+                db.many(
                     "UPDATE devices SET last_contact = ? WHERE id = ? AND "
                     "(last_contact IS NULL OR last_contact < ?)",
                     [(t, d, t) for d, t in pending.items()])

@@ -16,9 +16,9 @@ def ingest(hub, device, req, now):
     epoch = req.epoch
     switch_epoch(db, device, epoch, now)
     for item in req.items:
-        cur = db.run("INSERT OR IGNORE INTO items(device, epoch, seq, kind, body, received) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", device, epoch, item.seq, item.kind,
-                     dumps(item.body), now)
+        cur = db.run("INSERT INTO items(device, epoch, seq, kind, body, received) "
+                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", device, epoch, item.seq,
+                     item.kind, dumps(item.body), now)
         if cur.rowcount == 1:
             apply(hub, device, item.kind, item.body, now)
     workq.mark_executed(db, device, req.done)

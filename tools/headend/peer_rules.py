@@ -40,7 +40,7 @@ def add(db, rule, by, now=None):
     """Store a checked rule; returns it with its id."""
     rule = parse(rule, db)
     with db.tx():
-        db.run("INSERT INTO peer_rules(src, dst, ops, created, by) VALUES (?, ?, ?, ?, ?)",
+        db.run("INSERT INTO peer_rules(src, dst, ops, created, \"by\") VALUES (?, ?, ?, ?, ?)",
                rule["from"], rule["to"], dbmod.dumps(rule["ops"]),
                time.time() if now is None else now, by)
         rid = db.one("SELECT MAX(id) AS id FROM peer_rules")["id"]

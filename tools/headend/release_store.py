@@ -12,10 +12,13 @@ CHUNK_MAX = 8192          # bytes per chunk, whatever `len` a meter asks for
 
 
 def directory(settings):
-    """settings.releases, or `releases` next to the database file."""
+    """settings.releases, or `releases` next to the database file (on PostgreSQL: next to
+    the device-key file)."""
     if settings.releases:
         return settings.releases
-    return os.path.join(os.path.dirname(os.path.abspath(settings.db)), "releases")
+    from .store import is_postgres
+    beside = settings.db_key if is_postgres(settings.db) and settings.db_key else settings.db
+    return os.path.join(os.path.dirname(os.path.abspath(beside)), "releases")
 
 
 def load(root, version):

@@ -6,7 +6,9 @@ row does not open. Losing the key file loses every device key: back it up apart 
 database.
 
 An older database's plain keys are sealed when it is opened, then the file is vacuumed and
-its WAL truncated so the plain text leaves the disk."""
+its WAL truncated so the plain text leaves the disk (PostgreSQL: VACUUM FULL of `devices`).
+On PostgreSQL the key file is named by the `db_key` setting: every head-end process on the
+database needs the same one."""
 
 import os
 
@@ -71,23 +73,19 @@ class Sealer:
         return found
 
 
-def attach(db):
-    """The database's sealer, its plain keys sealed (the file then rewritten without them).
-    MissingKeyFile when keys are sealed and the key file is not there."""
-    in_memory = db.path in (":memory:", "")
-    path = None if in_memory else db.path + ".key"
-    if path and not os.path.exists(path) and db.conn.execute(
-            "SELECT 1 FROM devices WHERE key LIKE 'enc1:%' LIMIT 1").fetchone():
+def attach(db, key_path):
+    """The database's sealer, its plain keys sealed (the store then rewritten without them).
+    key_path None: a key for this process only. MissingKeyFile when keys are sealed and the
+    key file is not there."""
+    if key_path and not os.path.exists(key_path) and db.one(
+            "SELECT 1 FROM devices WHERE key LIKE 'enc1:%' LIMIT 1"):
         raise MissingKeyFile("the device keys in %s are sealed with %s, which is missing "
-                             "(restore it from its backup)" % (db.path, path))
-    sealer = Sealer(path)
-    plain = db.conn.execute("SELECT id, key FROM devices WHERE key NOT LIKE 'enc1:%'").fetchall()
+                             "(restore it from its backup)" % (db.name, key_path))
+    sealer = Sealer(key_path)
+    plain = db.all("SELECT id, key FROM devices WHERE key NOT LIKE 'enc1:%'")
     if plain:
-        db.conn.execute("BEGIN IMMEDIATE")
-        db.conn.executemany("UPDATE devices SET key = ? WHERE id = ?",
-                            [(sealer.seal(r["id"], r["key"]), r["id"]) for r in plain])
-        db.conn.execute("COMMIT")
-        if not in_memory:
-            db.conn.execute("VACUUM")
-            db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with db.tx():
+            db.many("UPDATE devices SET key = ? WHERE id = ?",
+                    [(sealer.seal(r["id"], r["key"]), r["id"]) for r in plain])
+        db.compact()
     return sealer

@@ -14,7 +14,9 @@ ROLES = ("operator", "utility", "admin")
 
 @dataclass
 class Settings:
-    db: str = "backchannel.db"
+    db: str = "backchannel.db"        # a SQLite file, or a postgresql:// URL (docs/scaling.md)
+    db_key: str | None = None         # the device-key file (sealed.py): default <db>.key for
+                                      #   SQLite; required on PostgreSQL, the same for all
     replay_window: float = 300.0      # seconds either side of the head-end clock
     max_body: int = 256 * 1024        # bytes; larger exchange bodies get 413
     max_wait: float = 25.0            # long-poll cap (seconds)

@@ -43,9 +43,12 @@ def create(db, name, role, token=None, expires_in=None, groups=None, now=None):
     token = token or signing.new_token()
     expires = None if expires_in is None else now + expires_in
     with db.tx():
-        db.run("INSERT OR REPLACE INTO tokens(hash, name, role, created, expires, groups, "
-               "revoked) VALUES (?, ?, ?, ?, ?, ?, NULL)", signing.token_hash(token), name,
-               role, now, expires, None if groups is None else dumps(groups))
+        db.run("INSERT INTO tokens(hash, name, role, created, expires, groups, revoked) "
+               "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (hash) DO UPDATE SET name = "
+               "excluded.name, role = excluded.role, created = excluded.created, expires = "
+               "excluded.expires, groups = excluded.groups, revoked = NULL",
+               signing.token_hash(token), name, role, now, expires,
+               None if groups is None else dumps(groups))
     return token
 
 

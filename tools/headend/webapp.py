@@ -36,10 +36,10 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
+    store,
 )
 from . import settings as settings_mod
 from .auth import principal
-from .db import Database
 from .hub import Hub
 from .models import ExchangeRequest
 
@@ -75,7 +75,7 @@ def create_app(settings=None, transform=None):
         transform = settings_mod.load_transform(settings.transform)
     policy.check_rules(settings.peer_rules)      # a bad rule: refuse to start, say why
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
-    hub = Hub(settings, Database(settings.db), transform, tokens)
+    hub = Hub(settings, _open_store(settings), transform, tokens)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
     xmpp = None
     if settings.xmpp_component and settings.xmpp_secret:
@@ -158,6 +158,14 @@ def create_app(settings=None, transform=None):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(store.StoreUnavailable)
+    async def store_down(request: Request, exc: store.StoreUnavailable):
+        return fastpath.unavailable()
+
+    @app.exception_handler(store.NulInText)
+    async def nul_in_text(request: Request, exc: store.NulInText):
+        return JSONResponse({"error": str(exc)}, 400)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         # NaN and Infinity (Python's json reads them) would make the echoed input unencodable
@@ -169,6 +177,13 @@ def create_app(settings=None, transform=None):
 
     app.openapi = lambda: _openapi(app)
     return app
+
+
+def _open_store(settings):
+    if store.is_postgres(settings.db) and not settings.db_key:
+        raise ValueError("db_key: a head-end on PostgreSQL needs the device-key file "
+                         "(--db-key; every head-end process on the database uses the same)")
+    return store.open_store(settings.db, settings.db_key)
 
 
 def _finite_or_text(x):

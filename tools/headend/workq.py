@@ -29,13 +29,13 @@ def expiry(now, seconds):
 
 def enqueue(hub, device, op, args, role, origin, expires, when_available=False, gid=None,
             reply_to=None, ref=None):
-    cur = hub.db.run(
+    num = hub.db.insert(
         "INSERT INTO work(device, op, args, role, origin, created, expires, status, "
         "when_available, gid, reply_to, ref) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
         device, op, dumps(args), role, origin, hub.now(), int(expires), int(when_available),
-        gid, reply_to, None if ref is None else dumps(ref))
+        gid, reply_to, None if ref is None else dumps(ref), key="num")
     hub.wake(device)
-    return wid(cur.lastrowid)
+    return wid(num)
 
 
 def enqueue_many(hub, devices, op, args, role, origin, expires, when_available=False,
@@ -43,7 +43,7 @@ def enqueue_many(hub, devices, op, args, role, origin, expires, when_available=F
     """The same work for every device (a group command): one executemany, one wake each."""
     text, now = dumps(args), hub.now()
     with hub.tx() as db:          # joins the caller's transaction, if any
-        db.conn.executemany(
+        db.many(
             "INSERT INTO work(device, op, args, role, origin, created, expires, status, "
             "when_available, gid) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             [(d, op, text, role, origin, now, int(expires), int(when_available), gid)

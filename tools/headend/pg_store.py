@@ -1,0 +1,228 @@
+"""PostgreSQL as the head-end's store (psycopg 3): the same interface as db.Database (tx, run,
+one, all, many, insert, script), so every module runs unchanged on either.
+
+One connection per process, guarded by a lock, as with SQLite: the head-end's transactions
+are short and the event loop runs them one at a time. Durability: a COMMIT returns once
+PostgreSQL has flushed its WAL (synchronous_commit on; the server groups concurrent
+commits into one flush), so there is nothing for group_commit.py to wait for: `commits` and
+`synced_upto` move together.
+
+The database may go away (restart, network). Any call that cannot reach it raises
+store.StoreUnavailable (the exchange answers 503 with Retry-After) and the next call
+connects again. A transaction cut off before its COMMIT returned is rolled back by the
+server, or it committed and its answer was lost: either way nothing was acknowledged, and
+the meter's retry is deduplicated (items by (device, epoch, seq), work results by id)."""
+
+import threading
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from . import dialect, schema, sealed
+from .store import NulInText, StoreUnavailable
+
+MIGRATION_LOCK = 0x6263_0001          # pg_advisory_lock key: schema migrations ("bc" 1)
+CONNECT_TIMEOUT_S = 5
+
+
+class Row(dict):
+    """A row by column name, like sqlite3.Row, and by position."""
+    __slots__ = ("_values",)
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self._values[key]
+        return dict.__getitem__(self, key)
+
+    def __iter__(self):                 # values, as sqlite3.Row (dict(row) still works)
+        return iter(self._values)
+
+
+def _rows(cursor):
+    names = [c.name for c in cursor.description] if cursor.description else []
+
+    def make(values):
+        row = Row(zip(names, values))
+        row._values = values
+        return row
+    return make
+
+
+def safe_name(url):
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = "%s:***@%s%s" % (parts.username or "", host,
+                              ":%d" % parts.port if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PgDatabase:
+    dialect = dialect.Postgres()
+
+    def __init__(self, url, key_path=None):
+        """key_path: the file of the key that seals device keys; None: a key for this
+        process only (tests)."""
+        self.url = url
+        self.name = safe_name(url)
+        self.lock = threading.RLock()
+        self._depth = 0
+        self.commits = 0
+        self.synced_upto = 0
+        self.conn = None
+        self._connect()
+        schema.migrate(self)
+        self.sealer = sealed.attach(self, key_path)
+
+    # -- the connection -------------------------------------------------------------------
+
+    def _connect(self):
+        try:
+            self.conn = psycopg.connect(self.url, autocommit=True, row_factory=_rows,
+                                        connect_timeout=CONNECT_TIMEOUT_S,
+                                        application_name="backchannel-headend")
+        except psycopg.OperationalError as e:
+            self.conn = None
+            raise StoreUnavailable("database %s unreachable: %s"
+                                   % (self.name, _first_line(e))) from None
+
+    def _live(self):
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self._drop()
+            if self._depth:         # never finish a transaction on a new connection
+                raise StoreUnavailable("database %s: connection lost" % self.name)
+            self._connect()
+        return self.conn
+
+    def _drop(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+        self.conn = None
+
+    def _execute(self, sql, args):
+        for a in args:
+            if a.__class__ is str and "\x00" in a:
+                raise NulInText("text may not contain NUL characters")
+        conn = self._live()
+        try:
+            if args:
+                return conn.execute(self.dialect.sql(sql), args)
+            return conn.execute(self.dialect.sql(sql, False))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                self._drop()
+                raise StoreUnavailable("database %s: %s" % (self.name, _first_line(e))) \
+                    from None
+            raise
+
+    # -- the store interface (db.Database's) ----------------------------------------------
+
+    @contextmanager
+    def tx(self, sync=True):
+        """BEGIN ... COMMIT; nested calls join the outer one. `sync` is accepted for
+        db.Database's callers: a COMMIT here is durable when it returns."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._execute("BEGIN", ())
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self._rollback()
+                raise
+            self._depth = 0
+            self._execute("COMMIT", ())
+            self.commits += 1
+            self.synced_upto = self.commits
+
+    def _rollback(self):
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self._drop()
+            return
+        try:
+            self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self._drop()
+
+    @contextmanager
+    def migration_lock(self):
+        """Head-end processes starting together: one migrates, the others wait for it."""
+        with self.lock:
+            self._execute("SELECT pg_advisory_lock(%d)" % MIGRATION_LOCK, ())
+            try:
+                yield
+            finally:
+                self._execute("SELECT pg_advisory_unlock(%d)" % MIGRATION_LOCK, ())
+
+    def script(self, sql):
+        with self.tx():
+            self._execute(sql, ())
+
+    def compact(self):
+        """Rewrite `devices` so the plain keys just sealed leave its pages (VACUUM FULL)."""
+        with self.lock:
+            self._execute("VACUUM FULL devices", ())
+
+    def sync(self):
+        """Nothing to do: every COMMIT is durable when it returns."""
+
+    def sync_wal(self):
+        """Nothing to do (group_commit.py calls it for SQLite's WAL)."""
+
+    def run(self, sql, *args):
+        with self.lock:
+            cur = self._execute(sql, args)
+            if not self._depth:
+                self.commits += 1
+                self.synced_upto = self.commits
+            return cur
+
+    def many(self, sql, rows):
+        with self.lock:
+            if not self._depth:
+                raise RuntimeError("many() runs inside tx()")
+            rows = list(rows)
+            if not rows:
+                return
+            conn = self._live()
+            try:
+                with conn.cursor() as cur:
+                    cur.executemany(self.dialect.sql(sql), rows)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self._drop()
+                raise StoreUnavailable("database %s: %s" % (self.name, _first_line(e))) \
+                    from None
+
+    def insert(self, sql, *args, key):
+        """Run an INSERT; the new row's `key` column (its identity)."""
+        return self.run(sql + " RETURNING " + key, *args).fetchone()[key]
+
+    def one(self, sql, *args):
+        with self.lock:
+            return self._execute(sql, args).fetchone()
+
+    def all(self, sql, *args):
+        with self.lock:
+            return self._execute(sql, args).fetchall()
+
+    def close(self):
+        with self.lock:
+            self._drop()
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
