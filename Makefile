@@ -42,9 +42,10 @@ install: venv
 sim: venv
 	$(BIN)/python -m sim --transport $(TRANSPORT) --state .sim --port $(SIM_PORT) $(if $(UPDATE_KEY),--update-key $(UPDATE_KEY)) $(SCENARIO)
 
-# Lanes (pytest markers, see pyproject.toml): unit, system, root; each prints its duration.
+# Lanes (pytest markers, see pyproject.toml): unit, system, root, plus the postgresql store
+# lane (the head-end unit tests again on PostgreSQL: tools/lab/lanes.py); each prints its duration.
 test: venv lint
-	@$(BIN)/python -m lab.lanes unit system root
+	@$(BIN)/python -m lab.lanes unit postgresql system root
 
 test-fast: venv
 	@$(BIN)/python -m lab.lanes --fast unit

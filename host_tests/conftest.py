@@ -39,8 +39,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    import store_harness
-    store_harness.STORE = config.getoption("--store")
+    os.environ["BC_STORE"] = config.getoption("--store")     # read by store_harness
 
 
 def pytest_runtest_teardown(item):

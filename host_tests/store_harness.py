@@ -15,12 +15,12 @@ import pytest
 
 from headend import pg_server
 
-STORE = os.environ.get("BC_STORE", "sqlite")      # set by conftest from --store
 _cluster = {}
 
 
 def postgres():
-    return STORE == "postgresql"
+    """The suite's store is PostgreSQL (conftest sets BC_STORE from --store)."""
+    return os.environ.get("BC_STORE") == "postgresql"
 
 
 def base_url():

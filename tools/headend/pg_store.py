@@ -121,6 +121,16 @@ class PgDatabase:
                     from None
             raise
 
+    def _retrying(self, sql, args):
+        """A statement that changes nothing by itself (BEGIN, a read outside a transaction):
+        on a connection the server dropped (a restart), once more on a new one."""
+        if self._depth or sql.lstrip()[:6].upper() not in ("BEGIN", "SELECT"):
+            return self._execute(sql, args)
+        try:
+            return self._execute(sql, args)
+        except StoreUnavailable:
+            return self._execute(sql, args)
+
     # -- the store interface (db.Database's) ----------------------------------------------
 
     @contextmanager
@@ -135,7 +145,7 @@ class PgDatabase:
                 finally:
                     self._depth -= 1
                 return
-            self._execute("BEGIN", ())
+            self._retrying("BEGIN", ())
             self._depth = 1
             try:
                 yield self
@@ -212,11 +222,11 @@ class PgDatabase:
 
     def one(self, sql, *args):
         with self.lock:
-            return self._execute(sql, args).fetchone()
+            return self._retrying(sql, args).fetchone()
 
     def all(self, sql, *args):
         with self.lock:
-            return self._execute(sql, args).fetchall()
+            return self._retrying(sql, args).fetchall()
 
     def close(self):
         with self.lock:

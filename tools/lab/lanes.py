@@ -6,6 +6,11 @@ the unit lane alone, and each prints how long it took (CI shows where its time g
 A lane is a pytest marker (pyproject.toml); every test carries exactly one
 (host_tests/test_lanes.py). The unit lane runs on pytest-xdist workers, two per core; --fast
 runs property tests with a tenth of their examples (BC_FAST=1, host_tests/budget.py).
+
+The `postgresql` lane is a store lane: the unit tests that build a head-end
+(host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
+on one private cluster the lane starts for its workers (BC_PG_URL) and removes. Without
+PostgreSQL it is skipped, saying why (with CI set it fails instead).
 """
 
 import os
@@ -16,9 +21,40 @@ import time
 from lab.runner import ROOT
 
 LANES = ("unit", "system", "root", "slow")
+STORE_LANES = ("postgresql",)
+# uses the harness but starts clusters of its own (it stops one): the unit lane runs it
+OWN_CLUSTER = {"test_store_postgres.py"}
+
+
+def store_modules():
+    """The test modules that build their head-end with the harness (so on --store)."""
+    return sorted("host_tests/" + p.name for p in (ROOT / "host_tests").glob("test_*.py")
+                  if p.name not in OWN_CLUSTER and "headend_harness" in p.read_text())
+
+
+def run_postgresql_lane(extra):
+    from headend import pg_server
+    start = time.monotonic()
+    reason = pg_server.missing_reason()
+    if reason:
+        print("== lane postgresql: %s: %s" % ("FAILED (CI is set)" if os.environ.get("CI")
+                                              else "skipped", reason), flush=True)
+        return (1 if os.environ.get("CI") else 5), time.monotonic() - start
+    server = pg_server.temporary(fast=True).start()
+    try:
+        env = dict(os.environ, BC_PG_URL=server.url())
+        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "unit", "--store=postgresql",
+               "-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider",
+               *store_modules(), *extra]
+        rc = subprocess.call(cmd, cwd=ROOT, env=env)
+    finally:
+        pg_server.remove(server)
+    return rc, time.monotonic() - start
 
 
 def run_lane(lane, fast, extra):
+    if lane == "postgresql":
+        return run_postgresql_lane(extra)
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", lane, "host_tests", *extra]
     env = dict(os.environ)
     if lane == "unit":
@@ -45,10 +81,10 @@ def main(argv):
         k = argv.index("--")
         argv, extra = argv[:k], argv[k + 1:]
     lanes = argv or ["unit", "system", "root"]
-    unknown = [lane for lane in lanes if lane not in LANES]
+    unknown = [lane for lane in lanes if lane not in LANES + STORE_LANES]
     if unknown:
-        sys.stderr.write("lanes: unknown lane %s (one of %s)\n" % (", ".join(unknown),
-                                                                  ", ".join(LANES)))
+        sys.stderr.write("lanes: unknown lane %s (one of %s)\n" % (
+            ", ".join(unknown), ", ".join(LANES + STORE_LANES)))
         return 2
     results = []
     for lane in lanes:
