@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from headend_fake_meter import ExchangeError, FakeMeter
 from headend_harness import FAST
 
-from headend import devices, dialect, pg_server, schema, sealed, store
+from headend import datastore, devices, dialect, pg_server, schema, sealed
 from headend.cli import main
 from headend.settings import Settings
 from headend.webapp import create_app
@@ -61,7 +61,7 @@ def test_processes_starting_together_migrate_once(cluster):
 
     def open_one():
         try:
-            opened.append(store.open_store(url))
+            opened.append(datastore.open_store(url))
         except Exception as e:     # noqa: BLE001 - reported below
             errors.append(e)
     threads = [threading.Thread(target=open_one) for _ in range(4)]
@@ -81,7 +81,7 @@ def test_processes_starting_together_migrate_once(cluster):
 def test_times_and_ids_keep_their_precision(cluster, tmp_path):
     """REAL is float4 on PostgreSQL: the schema must say double precision, or a Unix time
     would be rounded to 128 s (and work ids past 2^31 would not fit INTEGER)."""
-    db = store.open_store(fresh(cluster), str(tmp_path / "k"))
+    db = datastore.open_store(fresh(cluster), str(tmp_path / "k"))
     now = 1796000000.123456
     db.run("INSERT INTO devices(id, key, created, poll) VALUES (?, ?, ?, 0)", "m", "x", now)
     assert db.one("SELECT created FROM devices WHERE id = ?", "m")["created"] == now
@@ -106,11 +106,11 @@ def test_a_dump_of_the_database_holds_no_device_key(cluster, tmp_path):
 
 def test_sealed_keys_without_their_key_file_do_not_open(cluster, tmp_path, capsys):
     url = fresh(cluster)
-    db = store.open_store(url, str(tmp_path / "hub.key"))
+    db = datastore.open_store(url, str(tmp_path / "hub.key"))
     devices.create(db, "meter-a")
     db.close()
     with pytest.raises(sealed.MissingKeyFile, match="which is missing"):
-        store.open_store(url, str(tmp_path / "elsewhere.key"))
+        datastore.open_store(url, str(tmp_path / "elsewhere.key"))
     with pytest.raises(SystemExit) as e:                 # the key file is required
         main(["serve", "--port", "0", "--db", url])
     err = capsys.readouterr().err

@@ -101,7 +101,7 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
     """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
     bridge when --mqtt-dir or --mqtt-host is given. Plain HTTP binds loopback only, unless
     --insecure-http."""
-    from . import exposure, store
+    from . import datastore, exposure
     from . import settings as settings_mod
     if bool(certfile) != bool(keyfile):
         raise CliError("--certfile and --keyfile go together")
@@ -127,7 +127,7 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
             mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
         from .webapp import create_app
         app = create_app(settings)
-    except (sqlite3.Error, store.StoreUnavailable) as e:
+    except (sqlite3.Error, datastore.StoreUnavailable) as e:
         raise CliError("cannot open database %s: %s" % (db_path, e)) from None
     except (OSError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
@@ -149,13 +149,13 @@ def _log_to_stderr(level):
 
 
 def _db(path):
-    from . import store
+    from . import datastore
     key = os.environ.get("BACKCHANNEL_DB_KEY") or None
-    if store.is_postgres(path) and not key:
+    if datastore.is_postgres(path) and not key:
         raise CliError("a PostgreSQL database needs BACKCHANNEL_DB_KEY (the device-key file "
                        "the head-end uses)")
     try:
-        return store.open_store(path, key)
+        return datastore.open_store(path, key)
     except Exception as e:
         raise CliError("cannot open database %s: %s" % (path, e)) from None
 

@@ -8,8 +8,8 @@ exchange path (sync=False), once for a whole batch of commits before their respo
 (group_commit.py). A statement run outside tx() that changed rows is fsync'd at once too.
 
 The same methods (tx, run, one, all, many, insert, script) are the store interface that
-pg_store.py implements for PostgreSQL; store.open() picks one by the database's name. SQL is
-written in the portable subset dialect.py describes."""
+pg_store.py implements for PostgreSQL; datastore.open_store() picks one by the database's
+name. SQL is written in the portable subset dialect.py describes."""
 
 import json
 import os

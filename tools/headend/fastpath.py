@@ -13,7 +13,7 @@ from fastapi import HTTPException
 from starlette.responses import JSONResponse
 
 from . import exchange
-from .store import RETRY_AFTER_S, NulInText, StoreUnavailable
+from .datastore import RETRY_AFTER_S, NulInText, StoreUnavailable
 
 PATH = "/v1/exchange"
 

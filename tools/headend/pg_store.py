@@ -8,7 +8,7 @@ commits into one flush), so there is nothing for group_commit.py to wait for: `c
 `synced_upto` move together.
 
 The database may go away (restart, network). Any call that cannot reach it raises
-store.StoreUnavailable (the exchange answers 503 with Retry-After) and the next call
+datastore.StoreUnavailable (the exchange answers 503 with Retry-After) and the next call
 connects again. A transaction cut off before its COMMIT returned is rolled back by the
 server, or it committed and its answer was lost: either way nothing was acknowledged, and
 the meter's retry is deduplicated (items by (device, epoch, seq), work results by id)."""
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from . import dialect, schema, sealed
-from .store import NulInText, StoreUnavailable
+from .datastore import NulInText, StoreUnavailable
 
 MIGRATION_LOCK = 0x6263_0001          # pg_advisory_lock key: schema migrations ("bc" 1)
 CONNECT_TIMEOUT_S = 5

@@ -27,6 +27,7 @@ from . import (
     api_tokens,
     api_updates,
     audit,
+    datastore,
     escalation,
     exchange,
     fastpath,
@@ -36,7 +37,6 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
-    store,
 )
 from . import settings as settings_mod
 from .auth import principal
@@ -158,12 +158,12 @@ def create_app(settings=None, transform=None):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(store.StoreUnavailable)
-    async def store_down(request: Request, exc: store.StoreUnavailable):
+    @app.exception_handler(datastore.StoreUnavailable)
+    async def store_down(request: Request, exc: datastore.StoreUnavailable):
         return fastpath.unavailable()
 
-    @app.exception_handler(store.NulInText)
-    async def nul_in_text(request: Request, exc: store.NulInText):
+    @app.exception_handler(datastore.NulInText)
+    async def nul_in_text(request: Request, exc: datastore.NulInText):
         return JSONResponse({"error": str(exc)}, 400)
 
     @app.exception_handler(RequestValidationError)
@@ -180,10 +180,10 @@ def create_app(settings=None, transform=None):
 
 
 def _open_store(settings):
-    if store.is_postgres(settings.db) and not settings.db_key:
+    if datastore.is_postgres(settings.db) and not settings.db_key:
         raise ValueError("db_key: a head-end on PostgreSQL needs the device-key file "
                          "(--db-key; every head-end process on the database uses the same)")
-    return store.open_store(settings.db, settings.db_key)
+    return datastore.open_store(settings.db, settings.db_key)
 
 
 def _finite_or_text(x):
