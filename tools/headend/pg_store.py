@@ -2,10 +2,14 @@
 one, all, many, insert, script), so every module runs unchanged on either.
 
 One connection per process, guarded by a lock, as with SQLite: the head-end's transactions
-are short and the event loop runs them one at a time. Durability: a COMMIT returns once
-PostgreSQL has flushed its WAL (synchronous_commit on; the server groups concurrent
-commits into one flush), so there is nothing for group_commit.py to wait for: `commits` and
-`synced_upto` move together.
+are short and the event loop runs them one at a time. Durability, as on SQLite: tx() (sync
+True, the operator API, the CLI) commits synchronously: COMMIT returns once PostgreSQL has
+flushed the WAL. The exchange path (sync=False) commits with synchronous_commit off, which
+returns at once, and group_commit.py then calls sync_wal() in its worker thread before any
+of those exchanges is answered: one synchronous commit on a second connection, whose WAL
+flush covers every commit made before it (the WAL is flushed in order). So one flush serves
+a batch of exchanges, and nothing is answered before it is on disk. (Without this, every
+exchange's COMMIT would wait for its own flush while holding the event loop.)
 
 The database may go away (restart, network). Any call that cannot reach it raises
 datastore.StoreUnavailable (the exchange answers 503 with Retry-After) and the next call
@@ -24,6 +28,7 @@ from .datastore import NulInText, StoreUnavailable
 
 MIGRATION_LOCK = 0x6263_0001          # pg_advisory_lock key: schema migrations ("bc" 1)
 CONNECT_TIMEOUT_S = 5
+ASYNC_BEGIN = "BEGIN; SET LOCAL synchronous_commit = off"
 
 
 class Row(dict):
@@ -73,6 +78,8 @@ class PgDatabase:
         self.commits = 0
         self.synced_upto = 0
         self.conn = None
+        self._flusher = None                 # sync_wal()'s own connection
+        self._flush_lock = threading.Lock()
         self._connect()
         schema.migrate(self)
         self.sealer = sealed.attach(self, key_path)
@@ -80,12 +87,15 @@ class PgDatabase:
     # -- the connection -------------------------------------------------------------------
 
     def _connect(self):
+        self.conn = None
+        self.conn = self._new_connection()
+
+    def _new_connection(self):
         try:
-            self.conn = psycopg.connect(self.url, autocommit=True, row_factory=_rows,
-                                        connect_timeout=CONNECT_TIMEOUT_S,
-                                        application_name="backchannel-headend")
+            return psycopg.connect(self.url, autocommit=True, row_factory=_rows,
+                                   connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name="backchannel-headend")
         except psycopg.OperationalError as e:
-            self.conn = None
             raise StoreUnavailable("database %s unreachable: %s"
                                    % (self.name, _first_line(e))) from None
 
@@ -145,7 +155,8 @@ class PgDatabase:
                 finally:
                     self._depth -= 1
                 return
-            self._retrying("BEGIN", ())
+            # sync=False: the caller waits for sync_wal() (group commit) before answering
+            self._retrying("BEGIN" if sync else ASYNC_BEGIN, ())
             self._depth = 1
             try:
                 yield self
@@ -156,7 +167,8 @@ class PgDatabase:
             self._depth = 0
             self._execute("COMMIT", ())
             self.commits += 1
-            self.synced_upto = self.commits
+            if sync:                # flushed, and with it every commit before it
+                self.synced_upto = self.commits
 
     def _rollback(self):
         if self.conn is None or self.conn.closed or self.conn.broken:
@@ -187,10 +199,27 @@ class PgDatabase:
             self._execute("VACUUM FULL devices", ())
 
     def sync(self):
-        """Nothing to do: every COMMIT is durable when it returns."""
+        """Every commit so far on disk (from the loop thread, outside a transaction)."""
+        target = self.commits
+        if self.synced_upto < target:
+            self.sync_wal()
+            self.synced_upto = max(self.synced_upto, target)
 
     def sync_wal(self):
-        """Nothing to do (group_commit.py calls it for SQLite's WAL)."""
+        """Flush the WAL up to now (any thread): a synchronous commit of a transaction that
+        has an id, on a connection of its own, returns once the WAL is flushed past it, so
+        past every commit made before it started."""
+        with self._flush_lock:
+            try:
+                if self._flusher is None or self._flusher.closed or self._flusher.broken:
+                    self._flusher = self._new_connection()
+                self._flusher.execute("BEGIN; SELECT txid_current(); COMMIT")
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                if self._flusher is not None:
+                    self._flusher.close()
+                self._flusher = None
+                raise StoreUnavailable("database %s: %s" % (self.name, _first_line(e))) \
+                    from None
 
     def run(self, sql, *args):
         with self.lock:
@@ -231,6 +260,10 @@ class PgDatabase:
     def close(self):
         with self.lock:
             self._drop()
+        with self._flush_lock:
+            if self._flusher is not None:
+                self._flusher.close()
+                self._flusher = None
 
 
 def _first_line(error):
