@@ -136,6 +136,14 @@ class Database:
                 self.sync()
             return cur
 
+    def announce(self, devices):
+        """Work was queued for `devices` (in this transaction): one process per SQLite file,
+        so its own wake-ups (Hub) are all there is."""
+
+    def listener(self, hub):
+        """The cross-process wake-up listener (pg_notify.py): none for SQLite."""
+        return None
+
     def many(self, sql, rows):
         """One statement for each tuple of `rows` (executemany), in the caller's tx."""
         with self.lock:

@@ -38,6 +38,8 @@ class Hub:
         try:
             with self.db.tx(sync):
                 yield self.db
+                if self.db._depth == 1 and self._wake:
+                    self.db.announce(self._wake)    # other processes' waiters (PostgreSQL)
         except BaseException:
             if not self.db._depth:
                 self._wake.clear()
@@ -71,6 +73,17 @@ class Hub:
     def wake(self, device):
         """Work may be deliverable to device: wake its long-polls after the commit."""
         self._wake.add(device)
+
+    def remote_wake(self, device):
+        """Another process committed work for device (pg_notify.py; on the loop)."""
+        self._notify(device)
+        for hook in self.wake_hooks:
+            hook(device)
+
+    def wake_all_local(self):
+        """Every held long-poll re-checks its work (notifications may have been missed)."""
+        for device in list(self.waiters):
+            self._notify(device)
 
     def listen(self, device):
         event = Waiter(asyncio.get_running_loop())

@@ -221,6 +221,15 @@ class PgDatabase:
                 raise StoreUnavailable("database %s: %s" % (self.name, _first_line(e))) \
                     from None
 
+    def announce(self, devices):
+        """NOTIFY the other head-end processes, delivered if this transaction commits."""
+        from . import pg_notify
+        pg_notify.send(self, devices)
+
+    def listener(self, hub):
+        from . import pg_notify
+        return pg_notify.Listener(hub, self.url)
+
     def run(self, sql, *args):
         with self.lock:
             cur = self._execute(sql, args)

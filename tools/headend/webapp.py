@@ -92,6 +92,10 @@ def create_app(settings=None, transform=None):
     async def lifespan(app):
         hub.loop = asyncio.get_running_loop()
         task = asyncio.create_task(sweeper(hub))
+        listener = hub.db.listener(hub)      # work queued by other processes (PostgreSQL)
+        if listener is not None:
+            listener.start()
+        app.state.listener = listener
         try:
             if bridge is not None:
                 await bridge.start()
@@ -110,6 +114,8 @@ def create_app(settings=None, transform=None):
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             hub.flush_contacts()
 
     app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,

@@ -50,13 +50,17 @@ class Headend:
     operator API client verifies the server with (default: the system store)."""
 
     def __init__(self, workdir, host="127.0.0.1", port=None, lab=None, ns="out", extra=(),
-                 certfile=None, keyfile=None, cafile=None, config=None):
+                 certfile=None, keyfile=None, cafile=None, config=None, db=None, db_key=None):
+        """db, db_key: another database (a postgresql:// URL) and its device-key file."""
         self.dir = Path(workdir)
-        self.db = str(self.dir / "hub.db")
+        self.db = db or str(self.dir / "hub.db")
+        self.db_key = db_key
         self.host = host
         self.port = port or free_port()
         self.lab, self.ns = lab, ns
         self.extra = list(extra)
+        if db_key:
+            self.extra += ["--db-key", str(db_key)]
         if config is not None:             # settings for --config (docs/headend.md)
             path = self.dir / "headend-config.json"
             path.write_text(json.dumps(config))
@@ -70,8 +74,11 @@ class Headend:
         self.url = "%s://%s:%d" % ("https" if certfile else "http", host, self.port)
 
     def cli(self, *args):
+        env = dict(os.environ)
+        if self.db_key:
+            env["BACKCHANNEL_DB_KEY"] = str(self.db_key)
         p = subprocess.run([*HEADEND, *args], capture_output=True,
-                           text=True, timeout=60)
+                           text=True, timeout=60, env=env)
         if p.returncode:
             raise RuntimeError("backchannel %s: %s" % (" ".join(args), p.stderr))
         return p.stdout.strip()
