@@ -1,6 +1,8 @@
 """Which store a head-end runs on: SQLite (the default: a file name) or PostgreSQL (a
 `postgresql://` URL), both behind the interface of db.Database (docs/scaling.md)."""
 
+import os
+
 
 class StoreUnavailable(Exception):
     """The database cannot be reached now (PostgreSQL down or restarting): the caller
@@ -18,6 +20,15 @@ RETRY_AFTER_S = 5          # what a 503 for an unreachable database tells the cl
 
 def is_postgres(location):
     return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def beside(settings, name):
+    """The path `name` next to the database file; on PostgreSQL next to the device-key file
+    (the head-end's own directory), else in the current one."""
+    anchor = settings.db
+    if is_postgres(anchor):
+        anchor = settings.db_key or os.path.join(os.getcwd(), "backchannel.key")
+    return os.path.join(os.path.dirname(os.path.abspath(anchor)), name)
 
 
 def open_store(location, key_path=None):

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from . import devices, release_store, signing
+from . import devices, leader, release_store, signing
 from .group_commit import GroupCommit
 
 
@@ -27,6 +27,7 @@ class Hub:
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
         self.releases = release_store.directory(settings)    # served by `fetch`
         self.group_commit = GroupCommit(db)
+        self.leadership = leader.SoleLeader()    # webapp: leader.for_store (PostgreSQL)
 
     def now(self):
         return time.time()

@@ -21,11 +21,11 @@ NAME = re.compile(r"^\d{19,20}-[0-9a-f]{8}\.mail$")
 
 
 def directory(settings):
-    """settings.mail_outbox, or `mail-outbox` next to the database file."""
+    """settings.mail_outbox, or `mail-outbox` next to the database file (datastore.beside)."""
     if getattr(settings, "mail_outbox", None):
         return settings.mail_outbox
-    db = settings.db if "://" not in settings.db else "backchannel.db"
-    return os.path.join(os.path.dirname(os.path.abspath(db)), "mail-outbox")
+    from .datastore import beside
+    return beside(settings, "mail-outbox")
 
 
 class Spool:

@@ -16,9 +16,8 @@ def directory(settings):
     the device-key file)."""
     if settings.releases:
         return settings.releases
-    from .datastore import is_postgres
-    beside = settings.db_key if is_postgres(settings.db) and settings.db_key else settings.db
-    return os.path.join(os.path.dirname(os.path.abspath(beside)), "releases")
+    from .datastore import beside
+    return beside(settings, "releases")
 
 
 def load(root, version):

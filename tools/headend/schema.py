@@ -200,8 +200,21 @@ def _legacy_sqlite(db):
             db.script("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, decl))
 
 
+LEASES = """
+CREATE TABLE IF NOT EXISTS leases (    -- who leads the fleet-wide timers (leader.py)
+    name TEXT PRIMARY KEY, token INTEGER NOT NULL, holder TEXT, since REAL
+);
+"""
+
+
+def _leases(db):
+    """Version 2: the fencing tokens of leader election (several processes, PostgreSQL)."""
+    db.script(db.dialect.ddl(LEASES))
+
+
 STEPS = (
     (1, "baseline", _baseline),
+    (2, "leases", _leases),
 )
 LATEST = STEPS[-1][0]
 

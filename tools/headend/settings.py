@@ -24,6 +24,7 @@ class Settings:
     margin_min: float = 10.0          # presence: unavailable after next + max(margin_min,
     margin_factor: float = 0.5        #   next * margin_factor) without contact
     sweep_interval: float = 1.0       # background expiry / presence task period (seconds)
+    leader_lease_s: float = 10.0      # PostgreSQL: a sweep leader silent this long is replaced
     peer_expires: int = 600           # expiry of work a meter sends to another meter
     message_expires: int = 3600       # expiry of routed `message` work
     transform: str | None = None      # "module:function" rendezvous hook

@@ -33,6 +33,7 @@ from . import (
     fastpath,
     fleet_presence,
     ipgate,
+    leader,
     metrics,
     mqtt_bridge,
     outcomes,
@@ -47,12 +48,17 @@ log = logging.getLogger("backchannel")
 
 
 def sweep(hub):
-    """One pass of the background task."""
-    now = hub.now()
+    """One pass of the background task: every process saves its long-polls' contacts; the
+    leader (leader.py: one process per database) runs the fleet-wide timers."""
     # nothing here is acknowledged to anyone: no fsync of its own on the event loop (the next
     # exchange's or API call's fsync covers it; lost in a power cut, it is derived again)
-    with hub.tx(sync=False) as db:
+    with hub.tx(sync=False):
         hub.flush_contacts()          # first: derive() must see every long-poll's contact
+    if not hub.leadership.lead():
+        return
+    now = hub.now()
+    with hub.tx(sync=False) as db:
+        hub.leadership.fence(db)      # a stale leader writes nothing (NotLeader)
         outcomes.expire_due(hub, now)
         fleet_presence.derive(hub, now)
         escalation.tick(hub, now)
@@ -63,6 +69,8 @@ async def sweeper(hub):
     while True:
         try:
             sweep(hub)
+        except leader.NotLeader:
+            pass                      # logged by leader.py; the next tick tries again
         except Exception:
             log.exception("background sweep failed")
         await asyncio.sleep(hub.settings.sweep_interval)
@@ -76,6 +84,7 @@ def create_app(settings=None, transform=None):
     policy.check_rules(settings.peer_rules)      # a bad rule: refuse to start, say why
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, _open_store(settings), transform, tokens)
+    hub.leadership = leader.for_store(hub.db, "sweep", settings.leader_lease_s)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
     xmpp = None
     if settings.xmpp_component and settings.xmpp_secret:
@@ -117,6 +126,7 @@ def create_app(settings=None, transform=None):
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             hub.flush_contacts()
+            hub.leadership.close()
 
     app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,
                   description="Exchange endpoint for meters and the operator API "
