@@ -140,6 +140,10 @@ class Database:
         """Work was queued for `devices` (in this transaction): one process per SQLite file,
         so its own wake-ups (Hub) are all there is."""
 
+    def lock_device(self, device):
+        """Serialise this transaction with others on the same device: BEGIN IMMEDIATE
+        already serialises every write transaction on SQLite."""
+
     def listener(self, hub):
         """The cross-process wake-up listener (pg_notify.py): none for SQLite."""
         return None

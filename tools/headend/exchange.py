@@ -128,6 +128,7 @@ def store(hub, req, transport):
     """One transaction: the nonce (Refused 409 if seen), the items, `done`, the ack, the
     contact and the transport the meter used. Not yet on disk: handle() awaits hub.synced()."""
     with hub.tx(sync=False) as db:
+        db.lock_device(req.device)        # the ack and work_seq: one exchange at a time
         now = hub.now()
         if not db.run("INSERT INTO nonces(device, nonce, seen) VALUES (?, ?, ?) "
                       "ON CONFLICT DO NOTHING", req.device, req.nonce.lower(), now).rowcount:
@@ -258,6 +259,7 @@ async def deliver(hub, req, key, wait, receive=None):
                     return _answer(hub, hub.db, req, key, [], req.room, now)
                 if not quiet or ending:
                     with hub.tx(sync=False) as db:
+                        db.lock_device(req.device)
                         now = hub.now()
                         outcomes.expire_due(hub, now, req.device)
                         rows = workq.deliverable(db, req.device, now)
@@ -303,6 +305,7 @@ def push(hub, device):
     response to send it unasked (MQTT), with the work marked delivered, or None. Delivered
     work without a result is not pushed again: the meter's next exchange redelivers it."""
     with hub.tx() as db:
+        db.lock_device(device)
         dev = devices.get(db, device)
         if dev is None or not dev["room"] or not dev["conn"]:
             return None

@@ -226,6 +226,12 @@ class PgDatabase:
         from . import pg_notify
         pg_notify.send(self, devices)
 
+    def lock_device(self, device):
+        """The device's row, locked until this transaction ends: two processes handling
+        the same meter (a retry through another process) compute its ack and work sequence
+        one after the other."""
+        self.run("SELECT 1 FROM devices WHERE id = ? FOR UPDATE", device)
+
     def listener(self, hub):
         from . import pg_notify
         return pg_notify.Listener(hub, self.url)
