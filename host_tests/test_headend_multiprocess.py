@@ -15,6 +15,7 @@ from headend import pg_server
 from lab.processes import Headend
 
 pytestmark = pytest.mark.system
+STARTUP_S = 60          # two head-ends and PostgreSQL on a loaded 2-core VM
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def pair(cluster, tmp_path):
     for he in (a, b):
         he.dir.mkdir()
     try:
-        yield a.start(), b.start()
+        yield a.start(STARTUP_S), b.start(STARTUP_S)
     finally:
         for he in (a, b):
             he.kill()
@@ -75,3 +76,54 @@ def test_a_long_poll_on_one_process_is_woken_by_work_queued_through_another(pair
         auth = {"Authorization": "Bearer %s" % token}
         for client in (to_a, to_b):
             assert client.get("/v1/work/%s" % work_id, headers=auth).json()["status"] == "done"
+
+
+def test_a_sweep_leader_stopped_past_its_lease_is_replaced_and_steps_down(cluster, tmp_path):
+    """SIGSTOP the leading process past its lease: the other takes over with a newer token;
+    resumed, the old leader finds its session ended and leads no more (headend/leader.py)."""
+    import signal
+
+    import psycopg
+    key = tmp_path / "hub.key"
+    name = "stop_" + str(int(time.time() * 1000))
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE %s" % name)
+    url = cluster.url(name)
+    config = {"leader_lease_s": 2.0, "sweep_interval": 0.2}
+    for n in "ab":
+        (tmp_path / n).mkdir()
+    heads = [Headend(tmp_path / n, db=url, db_key=key, config=config) for n in "ab"]
+    for he in heads:
+        he.start(STARTUP_S)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            def lease():
+                return conn.execute("SELECT holder, token FROM leases "
+                                    "WHERE name = 'sweep'").fetchone()
+            deadline = time.monotonic() + 15
+            while lease() is None:
+                assert time.monotonic() < deadline, "nobody leads"
+                time.sleep(0.1)
+            holder, token = lease()
+            pid = int(holder.rsplit(":", 1)[1])
+            old = next(he for he in heads if he.proc.pid == pid)
+            new = next(he for he in heads if he is not old)
+            old.proc.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 15
+                while lease()[1] == token:
+                    assert time.monotonic() < deadline, "no takeover"
+                    time.sleep(0.1)
+            finally:
+                old.proc.send_signal(signal.SIGCONT)
+            holder2, token2 = lease()
+            assert token2 == token + 1 and holder2.endswith(":%d" % new.proc.pid)
+            deadline = time.monotonic() + 15
+            while "no longer leading sweep" not in old.log():
+                assert time.monotonic() < deadline, old.log()[-2000:]
+                time.sleep(0.1)
+            time.sleep(1.0)                        # several ticks of both
+            assert lease() == (holder2, token2)    # the old leader did not come back
+    finally:
+        for he in heads:
+            he.kill()

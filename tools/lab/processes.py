@@ -89,11 +89,11 @@ class Headend:
     def add_token(self, name, role):
         return self.cli("add-token", name, "--role", role, "--db", self.db).split()[-1]
 
-    def start(self):
+    def start(self, timeout=20):
         cmd = [*HEADEND, "serve", "--db", self.db, "--host", self.host,
                "--port", str(self.port)] + self.extra
         self.proc = _spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
-        wait_until(self._healthy, 20, "the head-end to answer /v1/health")
+        wait_until(self._healthy, timeout, "the head-end to answer /v1/health")
         return self
 
     def _healthy(self):
