@@ -45,8 +45,8 @@ class MailComms:
     def __init__(self, device_id, key, host, user, password, to, outbox, inbox, dispatcher,
                  clock, ssl, smtp_port=465, pickup="imap", imap_port=993, pop3_port=995,
                  poll_every_s=60, send_every_s=60, heartbeat_s=300, answer_s=120, idle_s=25,
-                 timeout_s=15, backoff_base=1.0, backoff_cap=60.0, batch_items=32,
-                 batch_bytes=16384):
+                 timeout_s=15, backoff_base=1.0, backoff_cap=60.0, batch_items=16,
+                 batch_bytes=4096):
         self.device_id = device_id
         self.key = key
         self.host = host
@@ -96,6 +96,14 @@ class MailComms:
         self.wake = asyncio.Event()
         self.counts = {"sent": 0, "received": 0, "refused": 0, "too_large": 0,
                        "bytes_out": 0, "bytes_in": 0}
+        # The clients this meter uses, imported now, while the heap is not yet taken by a
+        # TLS session: importing one later from source can fail for want of memory on a
+        # board (the board interpreter did at 192 KiB; precompiled .mpy needs far less).
+        import smtp_client  # noqa: F401
+        if pickup == "imap":
+            import imap_idle  # noqa: F401
+        else:
+            import pop3_client  # noqa: F401
 
     # --- the interface app.py uses ---
     def kick(self):
@@ -173,13 +181,13 @@ class MailComms:
 
     async def submit(self):
         """Submit the signed request as one mail over SMTPS (then QUIT)."""
-        from smtp_client import submit
+        from smtp_client import submit  # imported already (__init__): no compile here
 
         _, done, body = request_body(self, 0)
         body["conn"] = self.conn
         raw = json.dumps(body).encode()
         payload = envelope.sign(self.key, raw).encode() + b" " + raw
-        mail = mail_mime.compose(self.user, self.to, self.device_id, self.outbox.next_seq,
+        mail = mail_mime.chunks(self.user, self.to, self.device_id, self.outbox.next_seq,
                                  body["nonce"], payload)
         self.line = LineConn(self.host, self.smtp_port, self.ssl, self.timeout_s)
         await self.line.open()

@@ -24,17 +24,27 @@ class MimeError(ValueError):
 
 def compose(sender, to, device, seq, nonce, payload):
     """The mail (bytes) carrying payload from the meter `sender` to the head-end `to`."""
+    return b"".join(chunks(sender, to, device, seq, nonce, payload))
+
+
+def chunks(sender, to, device, seq, nonce, payload, size=1024):
+    """The same mail as pieces of about `size` bytes, each ending a line, none with a line
+    that starts with '.': sent one by one, the whole mail is never held twice (a board's
+    heap, fragmented, may lack a few KB in one piece)."""
     domain = sender[sender.find("@") + 1:]
-    head = ("From: %s\r\nTo: %s\r\nSubject: bc exchange %s seq %d\r\n"
-            "Message-ID: <%s.%s@%s>\r\nX-BC-Device: %s\r\nX-BC-Seq: %d\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: %s\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-            % (sender, to, device, seq, nonce, device, domain, device, seq,
-               TYPE.decode())).encode()
-    out = [head]
-    for i in range(0, len(payload), LINE):
-        out.append(b2a_base64(payload[i:i + LINE]).strip() + b"\r\n")
-    return b"".join(out)
+    yield ("From: %s\r\nTo: %s\r\nSubject: bc exchange %s seq %d\r\n"
+           "Message-ID: <%s.%s@%s>\r\nX-BC-Device: %s\r\nX-BC-Seq: %d\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: %s\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\n"
+           % (sender, to, device, seq, nonce, device, domain, device, seq,
+              TYPE.decode())).encode()
+    step = size // 78 * LINE
+    view = memoryview(payload)
+    for start in range(0, len(payload), step):
+        out = []
+        for i in range(start, min(start + step, len(payload)), LINE):
+            out.append(b2a_base64(view[i:i + LINE]).strip())
+        yield b"\r\n".join(out) + b"\r\n"
 
 
 def split(raw):

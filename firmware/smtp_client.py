@@ -45,8 +45,10 @@ def dot_stuffed(message):
 
 
 async def submit(conn, user, password, sender, to, message, helo="meter"):
-    """Send `message` (bytes, headers and body) from `sender` to `to` on an open
-    connection; MailError on any refusal. The connection is closed by the caller."""
+    """Send `message` from `sender` to `to` on an open connection; MailError on any refusal.
+    `message` is bytes (dot-stuffed here), or an iterable of pieces that end lines and hold
+    no line starting with '.' (mail_mime.chunks), written one by one. The connection is
+    closed by the caller."""
     await reply(conn, (220,))
     await conn.write(b"EHLO " + helo.encode() + b"\r\n")
     await reply(conn, (250,))
@@ -59,7 +61,12 @@ async def submit(conn, user, password, sender, to, message, helo="meter"):
     await reply(conn, (250, 251))
     await conn.write(b"DATA\r\n")
     await reply(conn, (354,))
-    await conn.write(dot_stuffed(message))
+    if isinstance(message, bytes):
+        await conn.write(dot_stuffed(message))
+    else:
+        for piece in message:
+            await conn.write(piece)
+        await conn.write(b".\r\n")
     await reply(conn, (250,))
     try:
         await conn.write(b"QUIT\r\n")

@@ -64,9 +64,9 @@ def test_email_imports_no_mqtt_and_its_clients_only_when_used(interpreter, tmp_p
     finally:
         shutil.rmtree(short)
     mods = set(r["modules"])
-    assert {"mail_comms", "mail_mime", "mail_line"} <= mods
-    # the SMTP, IMAP and POP3 clients come when first used, one TLS connection at a time
-    assert not mods & ((MQTT - HTTP) | UPDATER | {"smtp_client", "imap_idle", "pop3_client"})
+    assert {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle"} <= mods
+    # the POP3 client only for mail_pickup pop3; no MQTT, no updater
+    assert not mods & ((MQTT - HTTP) | UPDATER | {"pop3_client"})
 
 
 def test_updater_comes_with_an_update_op(interpreter, tmp_path):

@@ -1,7 +1,8 @@
 """The heap an email meter needs on the board interpreter (32-bit, float32), measured the
 simple way: one meter per heap size, all at once, against one private mail server and a
 real head-end (loopback): each must keep exchanging for `seconds` and answer a `read`
-pushed by mail, with no MemoryError in its log. IMAP IDLE and POP3 each.
+pushed by mail, with no MemoryError in its log. IMAP IDLE and POP3 each; the firmware from
+.mpy, as deployed (BC_FIRMWARE_MPY=1).
 
     python -m bench.mail_heap [--seconds S] [--kib 96,112,128,...]
 
@@ -31,6 +32,7 @@ def measure(kibs=KIB, seconds=60):
     token = he.add_token("bench", "operator")
     procs, meters = [], {}
     saved = os.environ.get("BC_BOARD_HEAP")
+    os.environ["BC_FIRMWARE_MPY"] = "1"         # as deployed: precompiled .mpy
     try:
         mail.start()
         procs.append(he.start())
