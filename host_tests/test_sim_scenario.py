@@ -49,3 +49,12 @@ def test_swell_scenario_meters_120_v_60_hz_over_the_network(tmp_path, transport)
         assert {e["body"].get("kind") for e in events} == {"swell"}, events
     finally:
         sim.stop()
+    if transport == "email":        # Ctrl-C to the group stopped postfix's master too
+        conf = json.loads((state / "headend-mail.json").read_text())
+        processes.wait_until(lambda: processes_free(conf["mail_smtp_port"]), 10,
+                             "postfix's master to stop (its SMTPS listener)")
+
+
+def processes_free(port):
+    """Nothing listens on port any more."""
+    return not mail_server._listening(port)

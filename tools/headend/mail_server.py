@@ -239,20 +239,23 @@ def add_account(directory, address, password):
     os.replace(tmp, path)
 
 
-def start(directory, ports, timeout=20.0):
+def start(directory, ports, timeout=20.0, new_session=False):
     """Start postfix, then dovecot (its auth socket goes into postfix's queue), both in
-    the foreground; returns their Popens once every port in `ports` accepts connections."""
+    the foreground; returns their Popens once every port in `ports` accepts connections.
+    new_session: out of the caller's process group, so a terminal's Ctrl-C reaches the
+    caller alone, which then stops them with stop() (`make sim`)."""
     d = Path(directory).resolve()
     procs = []
     with open(d / "postfix.out", "ab") as out:
         procs.append(subprocess.Popen(
             [find("postfix"), "-c", str(d / "postfix"), "start-fg"], stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=new_session))
     _wait_for(d, procs, (d / "postfix" / "spool" / "private").is_dir, timeout)
     with open(d / "dovecot.out", "ab") as out:
         procs.append(subprocess.Popen([find("dovecot"), "-F", "-c", str(d / DOVECOT_CONF)],
                                       stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL))
+                                      stdin=subprocess.DEVNULL,
+                                      start_new_session=new_session))
     for port in ports:
         _wait_for(d, procs, lambda p=port: _listening(p), timeout)
     return procs

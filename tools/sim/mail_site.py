@@ -91,7 +91,7 @@ def start(children, state, certs, device, free_port):
         for address, password in passwords.items():
             mail_server.add_account(d, address, password)
         procs = mail_server.start(d, [ports["imaps_port"], ports["pop3s_port"],
-                                      ports["smtps_port"]])
+                                      ports["smtps_port"]], new_session=True)
     except (OSError, mail_server.MailServerError) as e:
         raise click.ClickException("mail server: %s" % e) from None
     children.adopt("mail server", Servers(procs), log=d / "dovecot.log")
