@@ -306,3 +306,15 @@ def test_out_of_range_ratios_and_nominal_are_refused(tmp_path, args, message):
     p = run_replay(csv, *args)
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert p.stderr.startswith("replay: error:") and message in p.stderr
+
+
+def test_primary_comtrade_feeder_at_its_true_nominal(tmp_path):
+    # a recorder on a 4.16 kV feeder: COMTRADE 2013 binary, the voltage channel in primary
+    # kV, the current channel as CT secondary amps (300/5 A): replayed at 2401.8 V nominal,
+    # its dip is classified against that nominal
+    t, v, i = feeder_signal(3200, 3.0, 2401.8, 300.0)
+    chans = [("VA", "A", "kV", 2e-4, v / 1000, 1, 1, "P"),
+             ("IA", "A", "A", 5e-4, i * 5 / 300, 300, 5, "S")]
+    cfg = write_comtrade(tmp_path / "feeder.cfg", 3200, chans, "BINARY", "2013")
+    recs = records(run_replay(cfg, "--nominal", "2401.8"))
+    check_feeder(recs, 2401.8, 300.0)
