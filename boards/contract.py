@@ -13,6 +13,8 @@
 #   available()      samples read() can return now without waiting (hardware boards)
 #   set_relay(closed), stats(), deinit()
 #   set_rtc(unix_ms) (optional) set the board's real-time clock (firmware/ntp.py)
+#   pulse_inputs(pins, debounce_us)  (optional) the board's own pulse inputs for a config's
+#                    pulse_pins; without it the App uses boards/pulse_input.py on machine.Pin
 #
 # On a board the package sits in /boards/ (make deploy); on a desktop the repository root is
 # on the path (tools/lab/runner.py), so the drivers import as boards.<name> on both. No

@@ -96,6 +96,9 @@ class App:
         self.billing = None
         if links.exists(state_dir + "/tariff"):
             self.billing_on()
+        self.pulses = links.make_pulses(self, cfg, state_dir) if cfg["pulse_pins"] else None
+        if self.pulses is not None:
+            self.watchers.append(self.pulses)
         startup_notices(self.outbox, self.energy_store, self.inbox, self.kept)
 
     def billing_on(self):
@@ -225,6 +228,8 @@ class App:
         self.energy_store.save(self.meter.registers)
         if flush:
             self.outbox.flush()
+            if self.pulses is not None:
+                self.pulses.stop()
 
     def _report_registers(self, out, key=None):
         # the saved registers, never ahead of what a restart recovers (docs/reliability.md)
@@ -249,6 +254,8 @@ class App:
         self._report_registers(out, "registers")
         if self.billing is not None:
             out["tou"] = self.billing.status()
+        if self.pulses is not None:
+            out["pulses"] = self.pulses.values()
         overruns = getattr(self.board, "overruns", None)  # blocks lost: the app was late
         if overruns is not None:
             out["overruns"] = overruns
@@ -284,12 +291,9 @@ class App:
             self.comms.kick()
 
     def _record_billing_change(self, old, new, changes, by):
-        # a change to what the bill depends on (class utility) is recorded as a notice, with
-        # who (utility, operator, console) and each key's old and new value
-        moved = {}
-        for name in changes:
-            if configuration.WHO.get(name) == configuration.UTILITY and old.get(name) != new[name]:
-                moved[name] = [old.get(name), new[name]]
+        # a change to what the bill depends on is recorded with who (utility, operator,
+        # console) and each key's old and new value
+        moved = configuration.utility_changes(old, new, changes)
         if moved:
             self.outbox.offer("notice", {"what": "utility config changed", "count": 1,
                                          "by": by, "changes": moved})

@@ -40,6 +40,10 @@ KEYS = (
     ("shed_min_off_s", 300, int, 0, 86400, UTILITY),        # a shed load stays off this long
     ("shed_min_on_s", 300, int, 0, 86400, UTILITY),         # and on this long before shedding
     ("shed_restore_window_s", 120, int, 0, 3600, UTILITY),  # restore after a random delay
+    ("pulse_pins", "", str, 0, 32, CONSOLE),                # pulse input GPIOs: "4,5" (wiring)
+    ("pulse_mwh", 1000, int, 1, 10000000, UTILITY),         # energy a pulse stands for (mWh)
+    ("pulse_debounce_ms", 20, int, 1, 1000, UTILITY),       # an input still this long first
+    ("pulse_report_s", 900, int, 10, 86400, OPERATOR),      # pulses item to the head-end every
     ("device_id", "", str, 0, 64, CONSOLE),
     ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443
@@ -215,7 +219,15 @@ def validate(changes, base=None):
                           % (cfg["encoding"], cfg["transport"]))
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
+    _check_pins(cfg["pulse_pins"])
     return cfg
+
+
+def _check_pins(text):
+    pins = [p.strip() for p in text.split(",")] if text else []
+    if not all(p.isdigit() for p in pins) or len(set(pins)) != len(pins) or len(pins) > 8:
+        raise ConfigError("pulse_pins: up to 8 distinct GPIO numbers, e.g. \"4,5\" (got %r)"
+                          % (text,))
 
 
 def _downgrade(new, old):
@@ -247,3 +259,13 @@ def load(path, defaults=None):
 
 def save(path, cfg):
     store.write_record(path, json.dumps(validate(cfg)).encode())
+
+
+def utility_changes(old, new, changes):
+    """{name: [old, new]} of the keys a bill depends on (class utility) that `changes` moved:
+    the App records them as a notice, with who changed them."""
+    moved = {}
+    for name in changes:
+        if WHO.get(name) == UTILITY and old.get(name) != new[name]:
+            moved[name] = [old.get(name), new[name]]
+    return moved

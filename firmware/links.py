@@ -65,6 +65,18 @@ def _mail_comms(app, cfg, key):
                      send_every_s=cfg["mail_send_s"])
 
 
+def make_pulses(app, cfg, state_dir):
+    """The pulse counter (pulses.py) for cfg's pulse_pins, with the board's pulse inputs
+    (boards/pulse_input.py, or the board's own pulse_inputs(), e.g. a simulated one)."""
+    from pulses import PulseCounter
+
+    make = getattr(app.board, "pulse_inputs", None)
+    if make is None:
+        from boards.pulse_input import make_inputs as make
+    return PulseCounter(make(cfg["pulse_pins"], cfg["pulse_debounce_ms"] * 1000), cfg,
+                        state_dir + "/pulses")
+
+
 def exists(path):
     try:
         os.stat(path)

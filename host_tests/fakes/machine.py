@@ -47,6 +47,18 @@ def idle():
     h()
 
 
+irq_state = [0]      # disable_irq() depth: take() must not nest or leave IRQs off
+
+
+def disable_irq():
+    irq_state[0] += 1
+    return irq_state[0]
+
+
+def enable_irq(state):
+    irq_state[0] -= 1
+
+
 def freq():
     return 240000000
 
@@ -80,13 +92,34 @@ class WDT:
 class Pin:
     IN = 1
     OUT = 3
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 4
+    IRQ_RISING = 8
     instances = {}
 
-    def __init__(self, id, mode=None, value=None, **kw):
+    def __init__(self, id, mode=None, pull=None, value=None, **kw):
         self.id = id
         self.mode = mode
-        self._value = value or 0
+        self.pull = pull
+        self._value = value if value is not None else (1 if pull == Pin.PULL_UP else 0)
+        self._irq = None
+        self._trigger = 0
         Pin.instances[id] = self
+
+    def irq(self, handler=None, trigger=0, **kw):
+        self._irq = handler
+        self._trigger = trigger
+
+    def drive(self, level):
+        """The outside world sets the pin's level: the IRQ runs on an edge it listens for
+        (as it would, at once, on a board)."""
+        if level == self._value:
+            return
+        self._value = level
+        if self._irq is not None and self._trigger & (Pin.IRQ_RISING if level
+                                                      else Pin.IRQ_FALLING):
+            self._irq(self)
 
     def value(self, v=None):
         if v is None:
