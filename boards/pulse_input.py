@@ -69,3 +69,23 @@ def make_inputs(pins, debounce_us, ticks=None):
     """PulseInputs for a config's pulse_pins ("4,5": GPIO numbers); BoardError-free: a pin
     the port refuses raises its own ValueError, which the App reports."""
     return [PulseInput(int(p), debounce_us, ticks=ticks) for p in pins.split(",") if p.strip()]
+
+
+class PulseOnlyBoard:
+    """The board of a transport box (config pulse_only): pulse inputs and no CT or PT. It
+    has the contract's figures so the App can be built, and no samples: the transport box
+    (firmware/transport_box.py) never reads any."""
+
+    sample_rate = 1600.0
+    rate_ratio = (1600, 1)
+    channel_delay_s = 0.0
+    v_gain = 1.0
+    i_gain = 1.0
+    v_mid = 2048
+    i_mid = 2048
+
+    def read(self, vbuf, ibuf):
+        return 0
+
+    def pulse_inputs(self, pins, debounce_us):
+        return make_inputs(pins, debounce_us)

@@ -44,6 +44,7 @@ KEYS = (
     ("pulse_mwh", 1000, int, 1, 10000000, UTILITY),         # energy a pulse stands for (mWh)
     ("pulse_debounce_ms", 20, int, 1, 1000, UTILITY),       # an input still this long first
     ("pulse_report_s", 900, int, 10, 86400, OPERATOR),      # pulses item to the head-end every
+    ("pulse_only", False, bool, False, True, CONSOLE),      # a transport box: no CT or PT
     ("device_id", "", str, 0, 64, CONSOLE),
     ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443
@@ -220,6 +221,8 @@ def validate(changes, base=None):
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:
         raise ConfigError("swell_pct - hysteresis_pct must stay above 100")
     _check_pins(cfg["pulse_pins"])
+    if cfg["pulse_only"] and not cfg["pulse_pins"]:
+        raise ConfigError("pulse_only needs pulse_pins: a transport box counts pulses")
     return cfg
 
 
