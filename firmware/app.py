@@ -100,6 +100,7 @@ class App:
         if self.pulses is not None:
             self.watchers.append(self.pulses)
         startup_notices(self.outbox, self.energy_store, self.inbox, self.kept)
+        self.capture = links.make_capture(self, cfg) if cfg["capture"] else None
 
     def billing_on(self):
         """Tariff, time-of-use registers and freezes (billing.py): imported on first use."""
@@ -149,6 +150,8 @@ class App:
     def _on_event(self, record):
         record = dict(record)
         stamp(record, "start_s", self._wall_ms(self.meter.pq.said_start))
+        if record["type"] == "event_start" and self.capture is not None:
+            self.capture.trigger(record)
         if record["type"] == "event":
             self.recent_events.append(record)
             self.recent_events = self.recent_events[-32:]
@@ -192,6 +195,8 @@ class App:
             if n == 0:
                 return
             self.meter.feed(vb, ib, n)
+            if self.capture is not None:
+                self.capture.feed(vb, ib, n)
             lead += count.add(n)
             r = self.reporter.take()
             if r is not None:

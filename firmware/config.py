@@ -45,6 +45,9 @@ KEYS = (
     ("pulse_debounce_ms", 20, int, 1, 1000, UTILITY),       # an input still this long first
     ("pulse_report_s", 900, int, 10, 86400, OPERATOR),      # pulses item to the head-end every
     ("pulse_only", False, bool, False, True, CONSOLE),      # a transport box: no CT or PT
+    ("capture", False, bool, False, True, OPERATOR),        # waveform capture on PQ events
+    ("capture_pre_cycles", 4, int, 0, 50, OPERATOR),        # cycles kept before the trigger
+    ("capture_post_cycles", 8, int, 0, 100, OPERATOR),      # and after it
     ("device_id", "", str, 0, 64, CONSOLE),
     ("device_key", "", str, 0, 128, CONSOLE),               # hex HMAC key (secret)
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443

@@ -77,6 +77,16 @@ def make_pulses(app, cfg, state_dir):
                         state_dir + "/pulses")
 
 
+def make_capture(app, cfg):
+    """The waveform capture (capture.py) for cfg, checked against RAM; an App watcher."""
+    from capture import Capture
+
+    spc = app.board.sample_rate / cfg["frequency"]
+    capture = Capture(cfg, app.board, spc, (app.rate_num, app.rate_den))
+    app.watchers.append(capture)
+    return capture
+
+
 def exists(path):
     try:
         os.stat(path)

@@ -312,6 +312,10 @@ def check_sampling(config, board):
     if not 32 <= spc <= 128:
         raise ValueError("sample rate %.0f Hz gives %.1f samples per cycle at %s Hz; "
                          "need 32..128" % (board.sample_rate, spc, nominal_f))
+    if config.get("capture"):               # a ring that cannot fit is refused here
+        import capture
+
+        capture.check(config, spc)
     return spc, H.check_order(config.get("harmonic_order", 0), spc)
 
 
