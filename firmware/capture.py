@@ -62,6 +62,7 @@ class Capture:
         self.head = None          # what every chunk of this capture says about it
         self.next_chunk = 0
         self.rate = [rate[0], rate[1]]
+        self.frequency = cfg["frequency"]
         self.board = board
 
     def feed(self, vb, ib, n):
@@ -87,7 +88,7 @@ class Capture:
         self.after = 0
         b = self.board
         self.head = {"event": "%d.%03d" % (event["start_s"], event.get("start_ms", 0)),
-                     "kind": event.get("kind"), "rate": self.rate,
+                     "kind": event.get("kind"), "rate": self.rate, "frequency": self.frequency,
                      "v_gain": b.v_gain, "i_gain": b.i_gain, "v_mid": b.v_mid,
                      "i_mid": b.i_mid}
         return True

@@ -354,6 +354,7 @@ from . import (  # noqa: E402
     release_cli,
     token_cli,
     update_cli,
+    waveform_cli,
     xmpp_cli,
 )
 
@@ -368,6 +369,7 @@ for _command in alarm_cli.commands(api):
 for _command in records_cli.commands(api):
     cli.add_command(_command)
 cli.add_command(update_cli.command(api))
+cli.add_command(waveform_cli.command(api))
 cli.add_command(xmpp_cli.xmpp_config)
 cli.add_command(xmpp_cli.xmpp_account)
 cli.add_command(mail_cli.mail_config)

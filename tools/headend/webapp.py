@@ -26,6 +26,7 @@ from . import (
     api_schemas,
     api_tokens,
     api_updates,
+    api_waveforms,
     audit,
     datastore,
     escalation,
@@ -147,6 +148,7 @@ def create_app(settings=None, transform=None):
     app.include_router(api_peer_rules.router)
     app.include_router(api_tokens.router)
     app.include_router(api_updates.router)
+    app.include_router(api_waveforms.router)
     app.include_router(metrics.router)
     from . import dashboard
     dashboard.install(app)
