@@ -101,6 +101,11 @@ class App:
             self.watchers.append(self.pulses)
         startup_notices(self.outbox, self.energy_store, self.inbox, self.kept)
         self.capture = links.make_capture(self, cfg) if cfg["capture"] else None
+        self.tick = None        # a transport box's clock, in place of the sampling loop
+        if cfg["pulse_only"]:
+            from transport_box import PulseTick
+
+            self.tick = PulseTick(self)
 
     def billing_on(self):
         """Tariff, time-of-use registers and freezes (billing.py): imported on first use."""
@@ -206,7 +211,7 @@ class App:
                 self.last_reading = r
                 for watcher in self.watchers:
                     for record in watcher.check(r):
-                        self._push(record)
+                        self.push(record)
                 if self.on_record is not None:
                     self.on_record(r)
                 # the cadence counts samples: a clock set by the head-end does not move it
@@ -285,7 +290,7 @@ class App:
         restart = [k for k in changes if k not in live]
         return {"config": configuration.public(new), "restart_needed": restart}
 
-    def _push(self, record):
+    def push(self, record):
         # an `alarm` or `shed` record: to the head-end at once
         if self.on_record is not None:
             self.on_record(record)
@@ -368,7 +373,7 @@ class App:
     async def run(self):
         """Runs until the board's samples end, or a `reboot` op asks for a restart: then the
         caller resets the board (machine.reset(); the simulator starts a fresh App)."""
-        tasks = [asyncio.create_task(self.metering())]
+        tasks = [asyncio.create_task(self.tick.run() if self.tick else self.metering())]
         if self.comms is not None:
             self.presence.announce()
             tasks.append(asyncio.create_task(self.comms.run()))

@@ -10,10 +10,10 @@
 import array
 from binascii import b2a_base64
 
-from mpshim import micropython, ptr16
+from mpshim import const, micropython, ptr16
 
 MAX_BYTES = 32768          # the ring's RAM at most
-CHUNK = 256                # sample pairs an item carries (1 KB raw, 1.4 KB in base64)
+CHUNK = const(256)         # sample pairs an item carries (1 KB raw, 1.4 KB in base64)
 IDLE, POST, FROZEN = 0, 1, 2
 
 

@@ -92,13 +92,11 @@ def run():
         try:
             bc.ensure_dir(bc.STATE_DIR)
             if cfg["pulse_only"]:   # a transport box: pulse inputs, no CT or PT
-                from transport_box import TransportBox
-
                 from boards.pulse_input import PulseOnlyBoard
-                app = TransportBox(PulseOnlyBoard(), cfg, bc.STATE_DIR,
-                                   config_path=bc.CONFIG_PATH)
+                board = PulseOnlyBoard()
             else:
-                app = App(bc.make_board(), cfg, bc.STATE_DIR, config_path=bc.CONFIG_PATH)
+                board = bc.make_board()
+            app = App(board, cfg, bc.STATE_DIR, config_path=bc.CONFIG_PATH)
         except (ValueError, OSError) as exc:
             print("bc: cannot start the app: %s; fix it with bc.set(...), then reset" % (exc,))
             return False

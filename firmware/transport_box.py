@@ -1,31 +1,33 @@
 # A transport box (docs/pulses.md): pulse inputs only, no CT or PT. It counts a legacy
 # meter's pulses (pulses.py) and pushes its registers on the pulse_report_s schedule over
-# the same back channel, outbox and ops as a meter: the App with a clock tick in place of the
-# sampling loop (config pulse_only; main.py picks it with boards.pulse_input.PulseOnlyBoard).
+# the same back channel, outbox and ops as a meter. Config pulse_only: main.py builds the
+# App on boards.pulse_input.PulseOnlyBoard, and the App runs this tick in place of its
+# sampling loop (App.tick).
 
-from app import App
+
 from mpshim import asleep_ms
 
 
-class TransportBox(App):
+class PulseTick:
     TICK_MS = 1000      # the pulse registers are looked at once a second
 
-    def __init__(self, board, cfg, state_dir, config_path=None, realtime=True):
-        if not cfg["pulse_pins"]:
+    def __init__(self, app):
+        if app.pulses is None:
             raise ValueError("pulse_only needs pulse_pins: a transport box counts pulses")
-        App.__init__(self, board, cfg, state_dir, config_path, realtime)
-        self.watchers = [self.pulses]     # no readings of V and I: no alarms, no shedding
+        self.app = app
+        app.watchers = [app.pulses]     # no readings of V and I: no alarms, no shedding
 
-    async def metering(self):
+    async def run(self):
         """Once a second on the wall clock: the pulse counter's check (its saves and its
         `pulses` items); `read` shows the registers."""
-        while not (self.reboot_now or self.stopping):
-            self.meter_beat.beat()
-            ms = self.clock.now_ms()
+        app = self.app
+        while not (app.reboot_now or app.stopping):
+            app.meter_beat.beat()
+            ms = app.clock.now_ms()
             tick = {"t": ms // 1000, "t_ms": ms % 1000}
-            for watcher in self.watchers:
+            for watcher in app.watchers:
                 for record in watcher.check(tick):
-                    self._push(record)
-            self.last_reading = {"t": tick["t"], "t_ms": tick["t_ms"],
-                                 "pulses": self.pulses.values()}
+                    app.push(record)
+            app.last_reading = {"t": tick["t"], "t_ms": tick["t_ms"],
+                                "pulses": app.pulses.values()}
             await asleep_ms(self.TICK_MS - ms % self.TICK_MS)

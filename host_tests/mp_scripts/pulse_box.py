@@ -1,5 +1,6 @@
-# A transport box (firmware/transport_box.py) on the fake machine: pulse inputs only, no CT
-# or PT. 35 s on a fake wall clock, 2 clean pulses a second on pin 4 and a bouncing one on
+# A transport box (config pulse_only: the App with firmware/transport_box.py's tick) on
+# the fake machine: pulse inputs only, no CT or PT. 35 s on a fake wall clock, 2 clean
+# pulses a second on pin 4 and a bouncing one on
 # pin 5; pushes a `pulses` item on the 10-s grid; then a power cut 7 s after the last save
 # and a restart. For host_tests/test_pulses.py.
 #   pulse_box.py STATE_DIR
@@ -11,7 +12,7 @@ import sys
 
 import config
 import machine  # the fake
-from transport_box import TransportBox
+from app import App
 
 from boards.pulse_input import PulseOnlyBoard, make_inputs
 
@@ -58,11 +59,11 @@ class Driver:
 
 
 def life(state, cfg, seconds, clock):
-    box = TransportBox(Board(), cfg, state, realtime=False)
+    box = App(Board(), cfg, state, realtime=False)
     box.clock = clock
-    box.TICK_MS = 1          # the fake clock moves a second a tick
+    box.tick.TICK_MS = 1     # the fake clock moves a second a tick
     box.watchers.insert(0, Driver(box, seconds))
-    asyncio.run(box.metering())
+    asyncio.run(box.tick.run())
     return box
 
 
@@ -87,7 +88,7 @@ def main(argv):
     out["modules"] = [m for m in ("alarms", "shedding", "billing") if m in sys.modules]
     # the power cut (no final save), then a restart a second later
     clock.ms += 1000
-    again = TransportBox(Board(), cfg, argv[0], realtime=False)
+    again = App(Board(), cfg, argv[0], realtime=False)
     out["restart"] = again.status_reading()["pulses"]
     print(json.dumps(out))
 
