@@ -86,8 +86,13 @@ def parse_url(url):
 
 
 class HttpClient:
-    def __init__(self, url, ssl_context=None, timeout=10):
+    def __init__(self, url, ssl_context=None, timeout=10, proxy_url=""):
         self.secure, self.host, self.port, self.prefix = parse_url(url)
+        self.proxy = None   # an HTTP CONNECT proxy (firmware/proxy.py), imported when used
+        if proxy_url:
+            from proxy import parse_proxy
+
+            self.proxy = parse_proxy(proxy_url)
         if self.secure and ssl_context is None:
             raise ValueError("https url needs a CA to pin (tls_context(cafile))")
         self.ssl = ssl_context if self.secure else None
@@ -97,7 +102,11 @@ class HttpClient:
         self.handshake_pending = False
 
     async def _connect(self):
-        if self.ssl is not None:
+        if self.proxy is not None:      # TLS, if any, runs inside the proxy's tunnel
+            from proxy import open_connection
+
+            conn = open_connection(self.proxy, self.host, self.port, self.ssl, self.timeout)
+        elif self.ssl is not None:
             # server_hostname is what the server cert must name: a DNS name (dNSName SAN)
             # or an IP literal (iPAddress SAN); see tools/lab/pki.py.
             conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl,

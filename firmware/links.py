@@ -39,7 +39,7 @@ def make_comms(app, cfg, key):
             except OSError:
                 raise ValueError("ca_file %r cannot be read: an https server_url needs "
                                  "the head-end's CA to pin" % (cfg["ca_file"],))
-        http = HttpClient(cfg["server_url"], ctx)
+        http = HttpClient(cfg["server_url"], ctx, proxy_url=cfg["proxy_url"])
         return Comms(cfg["device_id"], key, http, app.outbox, app.inbox, app.dispatcher,
                      app.clock, encoding=cfg["encoding"])
     return None

@@ -6,9 +6,8 @@
 # http:// head-end is tunnelled the same way. Runs on MicroPython and CPython.
 
 import asyncio
-from binascii import b2a_base64
-
 import sys
+from binascii import b2a_base64
 
 from httpc import HttpError
 from mpshim import MICROPYTHON

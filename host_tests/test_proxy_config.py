@@ -1,10 +1,9 @@
 """`proxy_url` (issue 12, 1 and 6): console-only, checked, and masked like a secret (it may
 carry the proxy's password); firmware/proxy.py parses it the same on every interpreter."""
 
-import pytest
-
 import config
 import proxy
+import pytest
 
 pytestmark = pytest.mark.unit
 

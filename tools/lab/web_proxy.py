@@ -79,8 +79,8 @@ class Proxy:
 
     def connects(self):
         """The CONNECT requests the proxy logged, e.g. 'CONNECT 10.0.0.1:8443 HTTP/1.1'."""
-        return [ln[ln.index("CONNECT"):].strip() for ln in self.log().splitlines()
-                if "CONNECT" in ln and "Request" in ln]
+        return [ln.split("): ", 1)[1].strip() for ln in self.log().splitlines()
+                if "Request (file descriptor" in ln and "): CONNECT " in ln]
 
     def kill(self, sig=signal.SIGKILL):
         if self.proc and self.proc.poll() is None:
