@@ -9,7 +9,7 @@ import asyncio
 import sys
 from binascii import b2a_base64
 
-from httpc import HttpError
+from httpc import HttpError, tls_reason
 from mpshim import MICROPYTHON
 
 MAX_HEADER_LINES = 32
@@ -73,6 +73,15 @@ async def open_connection(proxy, host, port, ssl, timeout):
     """(reader, writer) to host:port through the CONNECT proxy `proxy` (parse_proxy), TLS
     with `ssl` (the pinned context) inside the tunnel when it is not None."""
     phost, pport, auth = proxy
+    try:
+        return await _open(phost, pport, auth, host, port, ssl, timeout)
+    except OSError as exc:      # the proxy itself is down or unreachable: say which
+        if tls_reason(exc):     # CPython's TLS inside the tunnel: httpc reports it
+            raise
+        raise _said("proxy %s:%d unreachable: %s" % (phost, pport, exc))
+
+
+async def _open(phost, pport, auth, host, port, ssl, timeout):
     if not MICROPYTHON:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(phost, pport), timeout)
         try:
