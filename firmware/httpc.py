@@ -88,9 +88,9 @@ def parse_url(url):
 class HttpClient:
     def __init__(self, url, ssl_context=None, timeout=10, proxy_url=""):
         self.secure, self.host, self.port, self.prefix = parse_url(url)
-        self.proxy = None   # an HTTP CONNECT proxy (firmware/proxy.py), imported when used
+        self.proxy = None   # an HTTP CONNECT proxy (firmware/http_proxy.py), imported when used
         if proxy_url:
-            from proxy import parse_proxy
+            from http_proxy import parse_proxy
 
             self.proxy = parse_proxy(proxy_url)
         if self.secure and ssl_context is None:
@@ -103,7 +103,7 @@ class HttpClient:
 
     async def _connect(self):
         if self.proxy is not None:      # TLS, if any, runs inside the proxy's tunnel
-            from proxy import open_connection
+            from http_proxy import open_connection
 
             conn = open_connection(self.proxy, self.host, self.port, self.ssl, self.timeout)
         elif self.ssl is not None:

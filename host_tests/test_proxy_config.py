@@ -1,8 +1,8 @@
 """`proxy_url` (issue 12, 1 and 6): console-only, checked, and masked like a secret (it may
-carry the proxy's password); firmware/proxy.py parses it the same on every interpreter."""
+carry the proxy's password); firmware/http_proxy.py parses it the same on every interpreter."""
 
 import config
-import proxy
+import http_proxy as proxy
 import pytest
 
 pytestmark = pytest.mark.unit
