@@ -22,7 +22,7 @@ from wbxml_tokens import (
     UTF8,
     VERSION,
 )
-from xmltext import XmlError
+from xmltext import XmlError, clean
 
 CONTENT_TYPE = "application/vnd.wap.wbxml"
 
@@ -181,7 +181,8 @@ class Reader:
             raise XmlError("text beyond %d bytes (string references repeated)"
                            % self.text_limit)
         try:
-            return raw.decode()
+            # what the document's XML form could carry: control characters become U+FFFD
+            return clean(raw.decode())
         except UnicodeError:
             raise XmlError("string is not UTF-8")
 
