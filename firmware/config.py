@@ -53,7 +53,7 @@ KEYS = (
     ("server_url", "", str, 0, 200, CONSOLE),               # e.g. https://headend.example:8443
     ("ca_file", "", str, 0, 200, CONSOLE),                  # the head-end's CA, pinned
     ("poll_wait_s", 25, int, 0, 25, OPERATOR),              # long-poll wait offered
-    ("transport", "http", str, 1, 8, CONSOLE),              # "http", "mqtt" or "email"
+    ("transport", "http", str, 1, 8, CONSOLE),              # http, mqtt, email or xmpp
     ("encoding", "json", str, 1, 8, CONSOLE),               # json, xml, soap or wbxml (HTTP)
     ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
@@ -73,6 +73,11 @@ KEYS = (
     ("mail_pop3_port", 995, int, 1, 65535, CONSOLE),        # POP3S
     ("mail_poll_s", 60, int, 15, 3600, OPERATOR),           # POP3 polling (pop3_client.MIN_POLL_S)
     ("mail_send_s", 60, int, 5, 3600, OPERATOR),            # readings go at most this often
+    ("xmpp_host", "", str, 0, 100, CONSOLE),                # the IM server (docs/xmpp.md)
+    ("xmpp_port", 5223, int, 1, 65535, CONSOLE),            # its Direct TLS port (XEP-0368)
+    ("xmpp_domain", "", str, 0, 100, CONSOLE),              # the account: device_id@xmpp_domain
+    ("xmpp_component", "", str, 0, 100, CONSOLE),           # the head-end's component
+    ("xmpp_scram", "", str, 0, 200, CONSOLE),               # keys from xmpp-account --meter
     ("wdt_s", 60, int, 0, 3600, CONSOLE),                   # watchdog (rp2 caps 8.3 s); 0: off
     ("update_key", "", str, 0, 130, CONSOLE),               # release public key (docs/ota.md)
     ("update_probation_s", 300, int, 30, 3600, UTILITY),    # new firmware must exchange within
@@ -82,8 +87,9 @@ DEFAULTS = {row[0]: row[1] for row in KEYS}
 RULES = {row[0]: (row[2], row[3], row[4]) for row in KEYS}    # name: (type, low, high)
 WHO = {row[0]: row[5] for row in KEYS}
 CONSOLE_ONLY = tuple(row[0] for row in KEYS if row[5] == CONSOLE)
-SECRETS = ("device_key", "mail_password", "proxy_url")   # a proxy URL may carry a password
+SECRETS = ("device_key", "mail_password", "proxy_url", "xmpp_scram")   # a proxy URL: a password
 ENCODINGS = ("json", "xml", "soap", "wbxml")    # the exchange's encodings (comms.codec)
+TRANSPORTS = ("http", "mqtt", "email", "xmpp")
 
 
 def refusal(name, role):
@@ -134,8 +140,8 @@ def _check_text(name, value, low, high):
         raise ConfigError("%s must be text, got %r" % (name, value))
     if not low <= len(value) <= high:
         raise ConfigError("%s must be %d to %d characters long" % (name, low, high))
-    if name == "transport" and value not in ("http", "mqtt", "email"):
-        raise ConfigError("transport must be http, mqtt or email, got %r" % (value,))
+    if name == "transport" and value not in TRANSPORTS:
+        raise ConfigError("transport must be one of %s, got %r" % (", ".join(TRANSPORTS), value))
     if name == "mail_pickup" and value not in ("imap", "pop3"):
         raise ConfigError("mail_pickup must be imap or pop3, got %r" % (value,))
     if name in ("mail_user", "mail_to") and value and not _address(value):
@@ -157,7 +163,7 @@ def _check_text(name, value, low, high):
         raise ConfigError("server_url must start with http:// or https://")
     if name == "encoding" and value not in ENCODINGS:
         raise ConfigError("encoding must be one of %s, got %r" % (", ".join(ENCODINGS), value))
-    if name in ("mqtt_host", "mail_host") and value:
+    if name in ("mqtt_host", "mail_host", "xmpp_host", "xmpp_domain", "xmpp_component") and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_.:"):
                 raise ConfigError("%s must be a host name or an IP address" % (name,))
@@ -167,6 +173,13 @@ def _check_text(name, value, low, high):
                 raise ConfigError("ntp_host must be a host name or an IP address, :port optional")
     if name == "proxy_url" and value:
         proxy_check(value)
+    if name == "xmpp_scram" and value:
+        from xmpp_sasl import parse_keys  # only a meter given XMPP keys loads it
+
+        try:
+            parse_keys(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc))
     if name == "device_id" and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_."):
@@ -218,7 +231,7 @@ def validate(changes, base=None):
         raise ConfigError("interruption_pct + hysteresis_pct must stay below dip_pct")
     if cfg["dip_pct"] + cfg["hysteresis_pct"] > 100.0:
         raise ConfigError("dip_pct + hysteresis_pct must stay at or below 100")
-    if cfg["encoding"] != "json" and cfg["transport"] in ("mqtt", "email"):
+    if cfg["encoding"] != "json" and cfg["transport"] != "http":
         raise ConfigError("encoding %s needs transport http: %s carries JSON"
                           % (cfg["encoding"], cfg["transport"]))
     if cfg["swell_pct"] - cfg["hysteresis_pct"] <= 100.0:

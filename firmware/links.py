@@ -1,9 +1,9 @@
 # The meter's link to the head-end, made from its configuration; only what that configuration
 # uses is imported (a board's heap: docs/performance.md, "Memory budget"): comms and httpc
 # for HTTP, the MQTT modules (and umqtt) for MQTT, the mail modules (mail_comms: SMTP, and
-# IMAP or POP3 as mail_pickup says) for email, nothing without a transport; the updater
-# (with the manifest, P-256 and file modules) only when an update is in flight at start or
-# an `update` op arrives (App.updater).
+# IMAP or POP3 as mail_pickup says) for email, the XMPP ones for XMPP, nothing without a
+# transport; the updater (with the manifest, P-256 and file modules) only when an update
+# is in flight at start or an `update` op arrives (App.updater).
 
 import os
 
@@ -28,6 +28,8 @@ def make_comms(app, cfg, key):
                          state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
     if cfg["transport"] == "email" and cfg["mail_host"]:
         return _mail_comms(app, cfg, key)
+    if cfg["transport"] == "xmpp" and cfg["xmpp_host"]:
+        return _xmpp(app, cfg, key)
     if cfg["transport"] == "http" and cfg["server_url"]:
         from comms import Comms
         from httpc import HttpClient, tls_context
@@ -85,6 +87,24 @@ def make_capture(app, cfg):
     capture = Capture(cfg, app.board, spc, (app.rate_num, app.rate_den))
     app.watchers.append(capture)
     return capture
+
+
+def _xmpp(app, cfg, key):
+    from httpc import tls_context
+    from xmpp_comms import XmppComms
+
+    for name in ("xmpp_domain", "xmpp_component", "xmpp_scram"):
+        if not cfg[name]:
+            raise ValueError("transport xmpp needs %s (docs/xmpp.md)" % name)
+    try:
+        ctx = tls_context(cfg["ca_file"])   # Direct TLS only: never in clear
+    except OSError:
+        raise ValueError("ca_file %r cannot be read: XMPP needs the server's CA to pin"
+                         % (cfg["ca_file"],))
+    return XmppComms(cfg["device_id"], key, cfg["xmpp_host"], cfg["xmpp_port"],
+                     cfg["xmpp_domain"], cfg["xmpp_component"], cfg["xmpp_scram"],
+                     app.outbox, app.inbox, app.dispatcher, app.clock, ssl=ctx,
+                     presence=app.presence)
 
 
 def exists(path):

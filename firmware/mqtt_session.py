@@ -9,8 +9,9 @@
 
 import asyncio
 
+import netconn
 from mpshim import ticks_diff, ticks_ms
-from mqtt_wire import Link, LinkError, Net, WouldBlock, open_connection, refused_by, simple
+from mqtt_wire import Link, LinkError, Net, WouldBlock, refused_by, simple
 
 PING_MAX_MS = 25000     # below the 30 s idle limit of common NAT boxes and proxies
 CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
@@ -52,7 +53,7 @@ class MqttSession:
     async def open(self):
         """Connect and wait for the CONNACK; True if the broker kept our session."""
         self.reset()
-        connecting = open_connection(self.host, self.port, self.ssl)
+        connecting = netconn.open_connection(self.host, self.port, self.ssl)
         reader, self.writer = await asyncio.wait_for(connecting, self.timeout_s)
         self.rx_task = asyncio.create_task(self._read_loop(reader))
         self.connect_packet()
@@ -92,14 +93,7 @@ class MqttSession:
             self.rx_task.cancel()
             self.rx_task = None
         w, self.writer = self.writer, None
-        if w is not None:
-            try:
-                w.close()
-                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves the socket
-                if s is not None:
-                    s.close()
-            except OSError:
-                pass
+        netconn.close(w)
 
     def connect_packet(self):
         net = simple.socket

@@ -7,15 +7,13 @@
 #   their ack.
 # - umqtt writes a packet as 3 to 6 small writes, which with Nagle and delayed ACKs can stall
 #   ~40 ms. The link collects them and the session sends everything pending in one write (one
-#   TCP segment); TCP_NODELAY is set too (IPPROTO_TCP 6, TCP_NODELAY 1: MicroPython's socket
-#   module may lack the constants; CPython's asyncio sets it itself).
-# - TLS: the socket is wrapped here with the pinned-CA context (httpc.tls_context), handshaking
-#   without blocking.
+#   TCP segment); netconn sets TCP_NODELAY too.
+# - the connection itself (TLS, TCP_NODELAY): firmware/netconn.py.
 
 import asyncio
 import sys
 
-from mpshim import MICROPYTHON, alias_u_modules, print_exception
+from mpshim import alias_u_modules, print_exception
 
 alias_u_modules()  # umqtt.simple imports usocket, ustruct, ubinascii
 from umqtt import simple  # noqa: E402
@@ -156,35 +154,6 @@ class Net:
 
     def getaddrinfo(self, host, port, *args):
         return [(None, None, None, "", (host, port))]
-
-
-async def open_connection(host, port, ssl):
-    """(reader, writer) for a TCP (TLS if ssl) connection with TCP_NODELAY."""
-    if not MICROPYTHON:  # CPython's asyncio sets TCP_NODELAY itself
-        return await asyncio.open_connection(host, port, ssl=ssl,
-                                             server_hostname=host if ssl else None)
-    # MicroPython's open_connection, plus TCP_NODELAY before TLS hides the socket.
-    import socket
-    from errno import EINPROGRESS
-
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], ai[1], ai[2])
-    try:
-        s.setsockopt(getattr(socket, "IPPROTO_TCP", 6), getattr(socket, "TCP_NODELAY", 1), 1)
-    except (OSError, AttributeError):
-        pass
-    s.setblocking(False)
-    try:
-        s.connect(ai[-1])
-    except OSError as exc:
-        if exc.errno != EINPROGRESS:
-            s.close()
-            raise
-    if ssl is not None:
-        s = ssl.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
-        s.setblocking(False)
-    stream = asyncio.StreamReader(s)  # MicroPython: one Stream both ways; the first
-    return stream, stream             # write waits for the connect (and the handshake)
 
 
 def refused_by(rx, start, end):

@@ -54,7 +54,8 @@ def touch(db, device_id, now):
 
 
 def set_transport(db, device_id, transport):
-    """How the meter exchanged last (http or mqtt): work is pushed to it over MQTT."""
+    """How the meter exchanged last (http, mqtt, email or xmpp): work is pushed to it over
+    MQTT, email and XMPP."""
     db.run("UPDATE devices SET transport = ? WHERE id = ? AND transport IS DISTINCT FROM ?",
            transport, device_id, transport)
 
@@ -64,9 +65,9 @@ def set_room(db, device_id, room):
 
 
 def next_for(row, settings):
-    """`next` for a device: its poll; a meter on MQTT or email with poll 0 (continuous
+    """`next` for a device: its poll; a meter on MQTT, email or XMPP with poll 0 (continuous
     long-poll, meaningless without a long-poll) heartbeats every settings.mqtt_heartbeat seconds."""
-    if not row["poll"] and row["transport"] in ("mqtt", "email"):
+    if not row["poll"] and row["transport"] in ("mqtt", "email", "xmpp"):
         return int(settings.mqtt_heartbeat)
     return row["poll"]
 

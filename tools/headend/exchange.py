@@ -28,7 +28,7 @@ from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
 
-TRANSPORTS = ("http", "mqtt", "email")
+TRANSPORTS = ("http", "mqtt", "email", "xmpp")
 
 _DOC = {
     "summary": "The meter's exchange (docs/protocol.md)",
@@ -135,7 +135,7 @@ def store(hub, req, transport):
             raise Refused(409, "replay: nonce already seen")
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
-        if transport in ("mqtt", "email") and req.conn is not None:   # pushes bind to it
+        if transport in ("mqtt", "email", "xmpp") and req.conn is not None:   # pushes bind to it
             db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS DISTINCT FROM ?",
                    req.conn, req.device, req.conn)
 

@@ -9,6 +9,7 @@ a random secret, client TLS with the project's certificate, Direct TLS (XEP-0368
 meters, which cannot switch a connection to TLS midway, and no server-to-server links."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -90,6 +91,15 @@ def write(directory, domain, component, cert, key, **ports):
     return {"component": component, "secret": secret, "host": "127.0.0.1",
             "port": ports.get("component_port", 5347), "domain": domain,
             "c2s_port": ports.get("c2s_port", 5222), "tls_port": ports.get("tls_port", 5223)}
+
+
+def tls_port(directory):
+    """The Direct TLS port in DIR's config (meters connect there)."""
+    text = (Path(directory) / CONF).read_text()
+    m = re.search(r"c2s_direct_tls_ports = \{ (\d+) \}", text)
+    if m is None:
+        raise ImServerError("%s has no Direct TLS port" % (Path(directory) / CONF))
+    return int(m.group(1))
 
 
 def register(directory, user, domain, password):

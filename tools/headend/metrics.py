@@ -25,7 +25,7 @@ from . import auth
 from .fleet_presence import STATES as PRESENCE
 
 WORK_OPEN = ("queued", "delivered")
-TRANSPORTS = ("http", "mqtt", "email")
+TRANSPORTS = ("http", "mqtt", "email", "xmpp")
 # exchange work is milliseconds; a slow disk's fsync can take a second
 LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)

@@ -55,6 +55,7 @@ class Settings:
     xmpp_host: str = "127.0.0.1"
     xmpp_port: int = 5347
     xmpp_operators: dict | None = None  # {"bare JID": "token name"}: who may chat, as whom
+    xmpp_domain: str | None = None  # meters' accounts (id@domain) exchange with the component
     # the mail gateway (docs/email.md): enabled by mail_address and mail_password
     mail_address: str | None = None   # the head-end's own mailbox (IMAP login, SMTP AUTH)
     mail_password: str | None = None

@@ -1,14 +1,18 @@
 """How large a work item a meter can take: its transport's limit on one message the meter
 receives (firmware/httpc.py MAX_BODY for an HTTP response, firmware/mqtt_wire.py MAX_PACKET
-for an MQTT packet, firmware/mail_mime.py MAX_PAYLOAD for a mail's decoded payload;
-host_tests/test_work_size.py checks they agree). Work that could never fit is refused
-when it is queued (413); a response carries only as much work as fits, so no message ever
-reaches a meter that it has to refuse, again and again."""
+for an MQTT packet, firmware/mail_mime.py MAX_PAYLOAD for a mail's decoded payload,
+firmware/xmpp_stanza.py MAX_STANZA for an XMPP stanza; host_tests/test_work_size.py checks
+they agree). Work that could never fit is refused when it is queued (413); a response
+carries only as much work as fits, so no message ever reaches a meter that it has to
+refuse, again and again."""
 
 from . import release_store, signing
 from .db import loads
 
-LIMITS = {"http": 256 * 1024, "mqtt": 32 * 1024, "email": 44 * 1024}
+# XMPP: firmware/xmpp_stanza.py MAX_STANZA characters of stanza, the signed JSON inside as
+# base64 (4/3 of it) with the message's own markup around it
+LIMITS = {"http": 256 * 1024, "mqtt": 32 * 1024, "email": 44 * 1024,
+          "xmpp": (40 * 1024 - 512) * 3 // 4}
 # The rest of a message around its work items: the response's binding (v, dir, device, re,
 # conn), epoch, ack, more, next and time, its signature (MQTT: "<sig> " before the JSON),
 # MQTT's topic and packet id.

@@ -53,6 +53,7 @@ def xmpp_config(directory, domain, component, certfile, keyfile, bind, c2s_port,
     except (OSError, im_server.ImServerError) as e:
         raise CliError(str(e)) from None
     settings = {"xmpp_component": conf["component"], "xmpp_secret": conf["secret"],
+                "xmpp_domain": domain,
                 "xmpp_host": "127.0.0.1", "xmpp_port": component_port,
                 "xmpp_operators": dict(_operator(o) for o in operators)}
     path = Path(directory) / "headend-xmpp.json"
@@ -66,15 +67,34 @@ def xmpp_config(directory, domain, component, certfile, keyfile, bind, c2s_port,
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
 @click.argument("jid")
 @click.option("--password", help="default: a random one, printed")
-def xmpp_account(directory, jid, password):
+@click.option("--meter", is_flag=True,
+              help="a meter's account: print its login keys (config xmpp_scram), never the "
+                   "password; the server must be running")
+@click.option("--cacert", type=click.Path(exists=True, dir_okay=False),
+              help="with --meter: the server's CA")
+@click.option("--server", default="127.0.0.1", show_default=True,
+              help="with --meter: the server's address")
+def xmpp_account(directory, jid, password, meter, cacert, server):
     """Create (or reset) the account JID on the private Prosody of DIR."""
     bare = parse_jid(jid)
     if bare is None or "@" not in bare:
         raise CliError("not a JID: %r (user@domain)" % jid)
     user, domain = bare.split("@", 1)
+    if meter and not cacert:
+        raise CliError("--meter needs --cacert (the CA the server's certificate is from)")
     password = password or secrets.token_urlsafe(12)
     try:
         im_server.register(directory, user, domain, password)
     except im_server.ImServerError as e:
         raise CliError(str(e)) from None
-    click.echo(password)
+    if not meter:
+        click.echo(password)
+        return
+    from . import xmpp_meter_keys
+
+    try:
+        salt, iterations = xmpp_meter_keys.probe(server, im_server.tls_port(directory),
+                                                 domain, user, cacert)
+    except (OSError, im_server.ImServerError, xmpp_meter_keys.ProbeError) as e:
+        raise CliError(str(e)) from None
+    click.echo(xmpp_meter_keys.scram_config(password, salt, iterations))

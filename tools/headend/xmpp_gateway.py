@@ -11,7 +11,8 @@ the component owns (meter-1@fleet.example), so its presence has one source, the 
   groups they may see (a presence subscription from each meter's JID).
 - Chat: xmpp_chat.py; finished work is answered in the chat.
 - Alarms: a channel (a chat message from alarms@component) and a presence source (an
-  operator whose client shows available, not away/xa/dnd) for escalation.py."""
+  operator whose client shows available, not away/xa/dnd) for escalation.py.
+- Meters on XMPP (settings.xmpp_domain): their exchange and presence, xmpp_meters.py."""
 
 import asyncio
 import logging
@@ -19,7 +20,7 @@ import logging
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.jid import JID, InvalidJID
 
-from . import escalation, operator_actions, xmpp_chat
+from . import escalation, operator_actions, xmpp_chat, xmpp_meters
 
 log = logging.getLogger("backchannel.xmpp")
 
@@ -43,6 +44,8 @@ class XmppGateway:
         self.task = None
         self.connected = asyncio.Event()
         self.refused = 0
+        self._tasks = set()         # meters' exchanges in progress
+        self.meters = xmpp_meters.MeterLink(self) if settings.xmpp_domain else None
 
     # --- lifecycle (webapp.py's lifespan) ---
     async def start(self, timeout=10.0):
@@ -62,6 +65,8 @@ class XmppGateway:
         x.add_event_handler("presence_unavailable", self._on_presence)
         escalation.channels(self.hub).append(self)
         escalation.sources(self.hub).append(self.available)
+        if self.meters is not None:
+            self.meters.start()
         x.connect(s.xmpp_host, s.xmpp_port)
         self.task = asyncio.create_task(self._sync_loop())
         try:
@@ -71,6 +76,8 @@ class XmppGateway:
                         self.domain, s.xmpp_host, s.xmpp_port)
 
     async def stop(self):
+        if self.meters is not None:
+            self.meters.stop()
         if self.task is not None:
             self.task.cancel()
         if self.xmpp is not None:
@@ -78,7 +85,8 @@ class XmppGateway:
 
     def status(self):
         return {"enabled": True, "component": self.domain, "connected": self.connected.is_set(),
-                "operators": len(self.operators), "refused": self.refused}
+                "operators": len(self.operators), "refused": self.refused,
+                "meters": self.meters.status() if self.meters is not None else None}
 
     # --- meters' JIDs and operators ---
     def meter_jid(self, device):
@@ -121,10 +129,20 @@ class XmppGateway:
 
     def _on_presence(self, pres):
         bare = pres["from"].bare
-        if bare in self.operators:
+        device = self.meters.device_of(pres["from"]) if self.meters is not None else None
+        if device is not None and bare not in self.operators:
+            self.meters.on_presence(pres, device)
+        elif bare in self.operators:
             self.present[bare] = None if pres["type"] == "unavailable" else (pres["show"] or "")
 
     def _on_message(self, msg):
+        bc = xmpp_meters.MeterLink.payload(msg)
+        if bc is not None and msg["type"] != "error":
+            if self.meters is not None:
+                task = asyncio.create_task(self.meters.on_message(msg, bc))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
         if msg["type"] not in ("chat", "normal") or not msg["body"]:
             return
         sender = msg["from"]
