@@ -177,9 +177,8 @@ class XmppComms:
         a = el[ATTRS]
         frm = a.get("from", "")
         if a.get("type") == "error":    # e.g. the component is not connected to the server
-            err = child(el, "error")
             self._refuse("the head-end's component did not take a message: %s"
-                         % error_text(err if err is not None else el))
+                         % error_text(child(el, "error")))
             return
         bc = child(el, "bc", NS)
         if bc is None:

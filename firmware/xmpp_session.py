@@ -101,8 +101,7 @@ class XmppSession:
         bound = child(answer, "bind", BIND_NS)
         jid = child(bound, "jid") if bound is not None else None
         if answer[ATTRS].get("type") != "result" or jid is None:
-            raise LinkError("resource binding refused: %s" % error_text(
-                child(answer, "error") or answer))
+            raise LinkError("resource binding refused: %s" % error_text(child(answer, "error")))
         self.jid = jid[TEXT]
         self.connected = True
         self.connected_at = self.ping_at = ticks_ms()

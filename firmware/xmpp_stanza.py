@@ -80,6 +80,8 @@ class StanzaReader:
         while True:
             ev = tok.next()
             if ev is None:
+                if not self.stack and self.header is not None and tok.pos < len(tok.buf):
+                    self._keepalives()
                 return out
             kind, value, attrs = ev
             if kind == START:
@@ -99,13 +101,26 @@ class StanzaReader:
             else:
                 tok.size = len(tok.buf) - tok.pos     # whitespace keepalives cost nothing
 
+    def _keepalives(self):
+        """Whitespace between stanzas (keepalives) is dropped as it arrives, not held until
+        the next stanza: hours of them cost nothing."""
+        tok = self.tok
+        rest = tok.buf[tok.pos:]
+        lt = rest.find("<")
+        if (rest if lt < 0 else rest[:lt]).strip(" \t\r\n"):
+            raise XmlError("text between stanzas")
+        if lt < 0:
+            tok.pos = len(tok.buf)
+            tok.size = 0
+
     def _start(self, name, attrs):
         if self.header is None:
             colon = name.find(":")
             prefix = name[:colon] if colon > 0 else ""
             ns = attrs.get("xmlns:" + prefix) if prefix else attrs.get("xmlns")
             if name[colon + 1:] != "stream" or ns != STREAMS_NS:
-                raise XmlError("expected <stream:stream>, got <%s>" % name[:32])
+                raise XmlError("expected <stream:stream> in %s, got <%s>"
+                               % (STREAMS_NS, name[:32]))
             self.header = attrs
             self.prefix = prefix + ":" if prefix else ""
             self.tok.elements = 0
@@ -130,6 +145,8 @@ class StanzaReader:
 
 def error_text(el):
     """The condition (and text) of a stream or stanza error element, in one line."""
+    if el is None:
+        return "unspecified"
     cond = ""
     said = ""
     for c in el[CHILDREN]:

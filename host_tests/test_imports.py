@@ -7,14 +7,17 @@ import json
 
 import pytest
 
-from lab import runner
+from lab import pki, runner
 
 pytestmark = pytest.mark.unit
 
 DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "config_imports.py"
 KEY = "00112233445566778899aabbccddeeff"
-MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple"}
+MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple",
+        "netconn"}
 HTTP = {"comms", "httpc"}
+XMPP = {"xmpp_comms", "xmpp_session", "xmpp_stanza", "xmpp_sasl", "xmlmini"}
+SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)
 UPDATER = {"updater", "fw_manifest", "fw_files", "fw_image", "p256"}
 MAIL = {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle", "pop3_client"}
 
@@ -22,21 +25,23 @@ MAIL = {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle", "pop
 def _modules(interpreter, tmp_path, settings, *extra):
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
-    cfg = dict(settings, device_id="m", device_key=KEY)
-    out = runner.run(interpreter, DRIVER, state, json.dumps(cfg), *extra)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(dict(settings, device_id="m", device_key=KEY)))
+    out = runner.run(interpreter, DRIVER, state, "@%s" % cfg, *extra)
     return runner.records(out)[0]
 
 
 def test_no_transport_imports_no_link(interpreter, tmp_path):
     mods = set(_modules(interpreter, tmp_path, {})["modules"])
     assert "metering" in mods and "ops" in mods
-    assert not mods & (MQTT | HTTP | UPDATER), sorted(mods & (MQTT | HTTP | UPDATER))
+    assert not mods & (MQTT | HTTP | XMPP | UPDATER), sorted(mods & (MQTT | HTTP | UPDATER))
 
 
 def test_http_imports_no_mqtt_and_no_updater(interpreter, tmp_path):
     mods = set(_modules(interpreter, tmp_path, {"server_url": "http://127.0.0.1:9"})["modules"])
     assert HTTP <= mods
-    assert not mods & ((MQTT - HTTP) | UPDATER | MAIL), sorted(mods & (MQTT | UPDATER | MAIL))
+    assert not mods & ((MQTT - HTTP) | XMPP | UPDATER | MAIL), sorted(
+        mods & (MQTT | XMPP | UPDATER | MAIL))
 
 
 def test_mqtt_imports_no_updater(interpreter, tmp_path):
@@ -44,7 +49,7 @@ def test_mqtt_imports_no_updater(interpreter, tmp_path):
                                              "mqtt_tls": False})
     mods = set(r["modules"])
     assert MQTT <= mods
-    assert not mods & (UPDATER | MAIL), sorted(mods & (UPDATER | MAIL))
+    assert not mods & (UPDATER | MAIL | XMPP), sorted(mods & (UPDATER | MAIL | XMPP))
 
 
 def test_email_imports_no_mqtt_and_its_clients_only_when_used(interpreter, tmp_path):
@@ -67,6 +72,17 @@ def test_email_imports_no_mqtt_and_its_clients_only_when_used(interpreter, tmp_p
     assert {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle"} <= mods
     # the POP3 client only for mail_pickup pop3; no MQTT, no updater
     assert not mods & ((MQTT - HTTP) | UPDATER | {"pop3_client"})
+
+
+def test_xmpp_imports_no_mqtt_and_no_updater(interpreter, tmp_path):
+    pki.init(tmp_path / "pki", hosts=["im.test"])
+    r = _modules(interpreter, tmp_path, {
+        "transport": "xmpp", "xmpp_host": "127.0.0.1", "xmpp_domain": "im.test",
+        "xmpp_component": "fleet.im.test", "xmpp_scram": SCRAM,
+        "ca_file": str(pki.paths(tmp_path / "pki")["ca_pem"])})
+    mods = set(r["modules"])
+    assert XMPP <= mods, sorted(XMPP - mods)
+    assert not mods & ((MQTT - HTTP - {"netconn"}) | UPDATER), sorted(mods & (MQTT | UPDATER))
 
 
 def test_updater_comes_with_an_update_op(interpreter, tmp_path):

@@ -1,13 +1,15 @@
 """Work never larger than the meter's transport can carry (issue 13, item 2): the head-end
 refuses it when queued (413, the limit in the message), for one meter, a group and a meter's
 `send`; a response carries only as much queued work as fits one message. The limits are the
-firmware's own (httpc.MAX_BODY, mqtt_wire.MAX_PACKET, mail_mime.MAX_PAYLOAD)."""
+firmware's own (httpc.MAX_BODY, mqtt_wire.MAX_PACKET, mail_mime.MAX_PAYLOAD,
+xmpp_stanza.MAX_STANZA)."""
 
 import json
 import re
 
 import httpc
 import pytest
+import xmpp_stanza
 from fastapi.testclient import TestClient
 from headend_harness import ALLOW_PEERS, Api, Headend
 
@@ -26,9 +28,16 @@ def test_limits_are_the_meters():
     text = (runner.FIRMWARE / "mqtt_wire.py").read_text()
     factors = re.search(r"^MAX_PACKET = (\d+) \* (\d+)\b", text, re.M).groups()
     mime = runner.import_firmware("mail_mime")
+    # XMPP: the signed JSON travels as base64 (4/3) in a stanza of at most MAX_STANZA, with
+    # 512 characters of message markup around it
     assert work_size.LIMITS == {"http": httpc.MAX_BODY,
                                 "mqtt": int(factors[0]) * int(factors[1]),
-                                "email": mime.MAX_PAYLOAD}
+                                "email": mime.MAX_PAYLOAD,
+                                "xmpp": (xmpp_stanza.MAX_STANZA - 512) * 3 // 4}
+    body = 4 * (work_size.limit("xmpp") + 2) // 3
+    stanza = ('<message from="fleet.im.test" to="m@im.test/meter" id="x"><bc xmlns='
+              '"urn:backchannel:exchange" sig="%s">%s</bc></message>' % ("0" * 64, "A" * body))
+    assert len(stanza) <= xmpp_stanza.MAX_STANZA
 
 
 def test_oversized_work_is_refused_with_the_limit(tmp_path):
@@ -36,11 +45,12 @@ def test_oversized_work_is_refused_with_the_limit(tmp_path):
     with TestClient(h.app) as c:
         op = Api(c, h.op_token)
         m = h.meter(c, "m-1")
-        # before any exchange the transport is unknown: MQTT's limit holds
+        # before any exchange the transport is unknown: the smallest limit (XMPP's) holds
         r = op.post("/v1/devices/m-1/work", json={"op": "message", "args": _pad(40000)})
         assert r.status_code == 413, r.text
         msg = r.json()["error"]
-        assert "work too large" in msg and "32768" in msg and "m-1" in msg, msg
+        assert "work too large" in msg and str(work_size.LIMITS["xmpp"]) in msg, msg
+        assert "m-1" in msg, msg
         assert h.count("work") == 0
         m.exchange()                                 # now it is an HTTP meter
         assert op.work("m-1", "message", _pad(40000))["status"] == "queued"
@@ -84,9 +94,9 @@ def test_group_and_rendezvous_refuse_what_a_member_cannot_take(tmp_path):
         a.exchange()
         assert op.post("/v1/groups", json={"name": "g", "members": ["m-a", "m-b"]}).status_code \
             == 201
-        # m-b has not called in: its limit is MQTT's, and the group's with it
+        # m-b has not called in: its limit is the smallest (XMPP's), and the group's with it
         r = op.post("/v1/groups/g/work", json={"op": "message", "args": _pad(40000)})
-        assert r.status_code == 413 and "32768" in r.json()["error"], r.text
+        assert r.status_code == 413 and str(work_size.LIMITS["xmpp"]) in r.json()["error"], r.text
         # a meter's send to a peer that cannot take it: rejected back to the sender
         a.add("send", {"to": "m-b", "ref": "big", "op": "read", "args": _pad(40000)})
         a.exchange()

@@ -1,6 +1,9 @@
 # Which firmware modules an App imports for a configuration, for host_tests/test_imports.py.
 #
-#   micropython config_imports.py STATE_DIR CONFIG_JSON [update]
+#   micropython config_imports.py STATE_DIR CONFIG_JSON|@CONFIG_FILE [update]
+#
+# (@CONFIG_FILE for a long config: the unix port dies with "FATAL: uncaught NLR" on an
+# argument of more than about 250 bytes, before running anything)
 #
 # Builds the App (no network is touched: the transport connects when run() starts) and
 # prints one JSON line: the modules loaded, and the heap it holds after a collection.
@@ -17,7 +20,11 @@ from boards.sim_board import DEFAULT_SCENARIO, SimBoard
 
 
 def main(argv):
-    cfg = config.validate(json.loads(argv[1]))
+    text = argv[1]
+    if text.startswith("@"):
+        with open(text[1:]) as f:
+            text = f.read()
+    cfg = config.validate(json.loads(text))
     app = App(SimBoard(DEFAULT_SCENARIO), cfg, argv[0], realtime=False)
     gc.collect()
     out = {"modules": sorted(sys.modules), "alloc": getattr(gc, "mem_alloc", int)()}

@@ -171,6 +171,11 @@ def create_app(settings=None, transform=None):
         the meters' exchanges by mail (answered, pushed, refused)."""
         return mail.status() if mail is not None else {"enabled": False}
 
+    @app.get("/v1/xmpp", tags=["operator"], dependencies=[Depends(principal)])
+    async def xmpp_status() -> dict:
+        """The XMPP component: connected, operators, meters online and refused (by reason)."""
+        return xmpp.status() if xmpp is not None else {"enabled": False}
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, exc.status_code,

@@ -44,7 +44,7 @@ class XmppGateway:
         self.task = None
         self.connected = asyncio.Event()
         self.refused = 0
-        self._tasks = set()         # meters' exchanges in progress
+        self.stopping = False
         self.meters = xmpp_meters.MeterLink(self) if settings.xmpp_domain else None
 
     # --- lifecycle (webapp.py's lifespan) ---
@@ -57,7 +57,7 @@ class XmppGateway:
         x.register_plugin("xep_0030")
         x.register_plugin("xep_0199")
         x.add_event_handler("session_start", self._on_start)
-        x.add_event_handler("disconnected", lambda _e: self.connected.clear())
+        x.add_event_handler("disconnected", self._on_disconnected)
         x.add_event_handler("message", self._on_message)
         x.add_event_handler("presence_subscribe", self._on_subscribe)
         x.add_event_handler("presence_probe", self._on_probe)
@@ -75,7 +75,19 @@ class XmppGateway:
             log.warning("XMPP component %s: no connection to %s:%d yet; retrying",
                         self.domain, s.xmpp_host, s.xmpp_port)
 
+    def _on_disconnected(self, _event):
+        """slixmpp does not reconnect a lost stream itself (only a first connect is
+        retried): connect again, and send every presence afresh once connected."""
+        self.connected.clear()
+        self.sent.clear()
+        if self.stopping:
+            return
+        log.warning("XMPP component %s lost the server; reconnecting", self.domain)
+        s = self.settings
+        asyncio.get_running_loop().call_later(1.0, self.xmpp.connect, s.xmpp_host, s.xmpp_port)
+
     async def stop(self):
+        self.stopping = True
         if self.meters is not None:
             self.meters.stop()
         if self.task is not None:
@@ -136,13 +148,8 @@ class XmppGateway:
             self.present[bare] = None if pres["type"] == "unavailable" else (pres["show"] or "")
 
     def _on_message(self, msg):
-        bc = xmpp_meters.MeterLink.payload(msg)
-        if bc is not None and msg["type"] != "error":
-            if self.meters is not None:
-                task = asyncio.create_task(self.meters.on_message(msg, bc))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            return
+        if xmpp_meters.MeterLink.payload(msg) is not None:
+            return          # a meter's exchange (with a body too): xmpp_meters.py has it
         if msg["type"] not in ("chat", "normal") or not msg["body"]:
             return
         sender = msg["from"]

@@ -24,6 +24,9 @@ from collections import Counter
 from contextlib import suppress
 from xml.etree import ElementTree as ET
 
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
 from . import devices, exchange, fleet_presence
 
 log = logging.getLogger("backchannel.xmpp")
@@ -44,10 +47,21 @@ class MeterLink:
         self.refused = Counter()        # reason -> count
         self.loop = None
         self._pending = set()
+        self._tasks = set()             # exchanges in progress
 
     def start(self):
         self.loop = asyncio.get_running_loop()
         self.hub.wake_hooks.append(self._on_wake)
+        x = self.gw.xmpp      # slixmpp's own "message" event is only for messages with a body
+        x.register_handler(Callback("backchannel exchange", MatchXPath(
+            "{%s}message/{%s}bc" % (x.default_ns, NS)), self._on_stanza))
+
+    def _on_stanza(self, msg):
+        if msg["type"] == "error":
+            return
+        task = asyncio.create_task(self.on_message(msg, self.payload(msg)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stop(self):
         with suppress(ValueError):
