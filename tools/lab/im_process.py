@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from lab import pki
-from lab.processes import HEADEND, _spawn, free_port, wait_until
+from lab.processes import HEADEND, free_port, spawn, wait_until
 
 DOMAIN, COMPONENT = "im.test", "fleet.im.test"
 
@@ -51,7 +51,7 @@ class ImServer:
     def start(self):
         self.configure()
         cmd = ["prosody", "-F", "--config", str((self.dir / "prosody.cfg.lua").resolve())]
-        self.proc = _spawn(cmd, dict(os.environ), self.dir / "prosody.out", self.lab, self.ns)
+        self.proc = spawn(cmd, dict(os.environ), self.dir / "prosody.out", self.lab, self.ns)
         wait_until(self._listening, 20, "prosody to listen")
         return self
 

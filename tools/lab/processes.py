@@ -28,7 +28,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _spawn(cmd, env, log, lab=None, ns=None):
+def spawn(cmd, env, log, lab=None, ns=None):
     out = open(log, "ab")
     if lab is not None:
         return lab.run(ns, cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -92,7 +92,7 @@ class Headend:
     def start(self, timeout=20):
         cmd = [*HEADEND, "serve", "--db", self.db, "--host", self.host,
                "--port", str(self.port)] + self.extra
-        self.proc = _spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
+        self.proc = spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
         wait_until(self._healthy, timeout, "the head-end to answer /v1/health")
         return self
 
@@ -251,7 +251,7 @@ class Broker:
             self.configure()
         self._logged = len(self.log())
         cmd = [*HEADEND, "broker", "--dir", str(self.dir)]
-        self.proc = _spawn(cmd, dict(os.environ), self.dir / "mosquitto.log", self.lab,
+        self.proc = spawn(cmd, dict(os.environ), self.dir / "mosquitto.log", self.lab,
                            self.ns)
         wait_until(self._listening, 15, "mosquitto to listen on %s:%d" % (self.host, self.port))
         return self
@@ -309,7 +309,7 @@ class Meter:
         if self.clock_offset:
             args.append("--clock-offset=%d" % self.clock_offset)
         cmd, env = runner.command(self.interpreter, METER_MAIN, *args)
-        self.proc = _spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
+        self.proc = spawn(cmd, env, self.dir / "meter.log", self.lab, self.ns)
         return self
 
     def log(self):
