@@ -159,14 +159,21 @@ class XmppSession:
                 data = await reader.read(1024)
                 if not data:
                     raise LinkError("the server closed the connection")
-                for el in self.reader.feed(data):
-                    if len(self.inbox) >= MAX_INBOX:
-                        raise LinkError("more than %d stanzas waiting" % MAX_INBOX)
-                    self.inbox.append(el)
+                self._arrived(self.reader.feed(data))
                 self.wake.set()
         except Exception as exc:    # noqa: BLE001 - handed to the session's owner
+            try:
+                self._arrived(getattr(exc, "stanzas", ()))  # what came before a bad stanza
+            except LinkError:
+                pass
             self.rx_error = exc
             self.wake.set()
+
+    def _arrived(self, stanzas):
+        for el in stanzas:
+            if len(self.inbox) >= MAX_INBOX:
+                raise LinkError("more than %d stanzas waiting" % MAX_INBOX)
+            self.inbox.append(el)
 
     def send(self, text):
         self.out.append(text)
@@ -197,8 +204,8 @@ class XmppSession:
     # --- after the login ---
     def take(self, now):
         """The stanzas that arrived (pings and queries answered here), after the timers.
-        Raises what the reader found."""
-        if self.rx_error is not None:
+        Raises what the reader found, once the stanzas that came before it are taken."""
+        if self.rx_error is not None and not self.inbox:
             raise self.rx_error
         got, self.inbox = self.inbox, []
         out = []

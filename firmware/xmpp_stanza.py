@@ -35,6 +35,23 @@ def child(el, name, xmlns=None):
     return None
 
 
+def utf8_valid(data, end):
+    """How many of data's first end bytes are whole, valid UTF-8 characters."""
+    i = 0
+    while i < end:
+        b = data[i]
+        n = 1 if b < 0x80 else 2 if 0xC2 <= b < 0xE0 else 3 if 0xE0 <= b < 0xF0 else \
+            4 if 0xF0 <= b < 0xF5 else 0
+        if not n or i + n > end:
+            return i
+        try:
+            str(data[i:i + n], "utf-8")
+        except UnicodeError:
+            return i
+        i += n
+    return i
+
+
 def utf8_cut(data):
     """Where data ends in a complete UTF-8 character: len(data), or the start of a trailing
     multi-byte sequence that the next read completes."""
@@ -57,7 +74,9 @@ class StanzaReader:
 
     def restart(self):
         """A new stream: after SASL success the server starts again from a new header."""
-        self.tok = Tokenizer(max_size=self.max_stanza, max_depth=self.max_depth,
+        # the size limit is checked here, per stanza, as events come (_size): the same
+        # stanzas pass or fail however the network cuts the stream into reads
+        self.tok = Tokenizer(max_size=1 << 30, max_depth=self.max_depth,
                              max_elements=self.max_elements, max_attrs=8, max_name=64)
         self.header = None      # the <stream:stream> attributes, once read
         self.prefix = None      # the stream namespace's prefix + ":" (Prosody: "stream:")
@@ -65,24 +84,39 @@ class StanzaReader:
         self.tail = b""         # an incomplete UTF-8 character from the last read
 
     def feed(self, data):
-        """The stanzas completed by data (bytes), in order. Raises XmlError or StreamEnded."""
+        """The stanzas completed by data (bytes), in order. Raises XmlError or StreamEnded,
+        with the stanzas completed before the fault in its `stanzas` (nothing before a
+        fault is lost, whatever the reads' boundaries)."""
         if self.tail:
             data = self.tail + data
         cut = utf8_cut(data)
         self.tail = data[cut:]
+        bad = False
         try:
             text = str(data[:cut], "utf-8")
-        except UnicodeError:
-            raise XmlError("stream is not UTF-8")
+        except UnicodeError:        # parse up to the fault, as if it came in the next read
+            bad = True
+            text = str(data[:utf8_valid(data, cut)], "utf-8")
+        out = []
+        try:
+            self._parse(text, out)
+            if bad:
+                raise XmlError("stream is not UTF-8")
+        except (XmlError, StreamEnded) as exc:
+            exc.stanzas = out
+            raise
+        return out
+
+    def _parse(self, text, out):
         tok = self.tok
         tok.feed(text)
-        out = []
         while True:
             ev = tok.next()
+            self._size()
             if ev is None:
                 if not self.stack and self.header is not None and tok.pos < len(tok.buf):
                     self._keepalives()
-                return out
+                return
             kind, value, attrs = ev
             if kind == START:
                 self._start(value, attrs)
@@ -100,6 +134,13 @@ class StanzaReader:
                 raise XmlError("text between stanzas")
             else:
                 tok.size = len(tok.buf) - tok.pos     # whitespace keepalives cost nothing
+
+    def _size(self):
+        """The stanza read so far, or one token still arriving, over max_stanza: refused."""
+        tok = self.tok
+        left = len(tok.buf) - tok.pos
+        if tok.size - left > self.max_stanza or left > self.max_stanza:
+            raise XmlError("stanza larger than %d characters" % self.max_stanza)
 
     def _keepalives(self):
         """Whitespace between stanzas (keepalives) is dropped as it arrives, not held until

@@ -299,7 +299,56 @@ MAIL_STRATEGIES = {
     "pop3": _talk(_POP3_LINES).map(lambda b: hexlify(b).decode()),
 }
 
+# --- the meter's XMPP stream: stanzas a server (or someone through it) may send ---
+
+_STREAM_HEAD = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
+                b"'http://etherx.jabber.org/streams' id='s' from='im.test' version='1.0'>")
+
+
+@st.composite
+def _exchange_message(draw):
+    """A message with the exchange payload, signed with the fuzz meter's key (so binding and
+    the JSON inside are reached), from the component or someone else."""
+    import base64
+    import hashlib
+    import hmac
+
+    raw = json.dumps(draw(_answer)).encode()
+    sig = hmac.new(b"k" * 16, raw, hashlib.sha256).hexdigest()
+    frm = draw(st.sampled_from([b"fleet.im.test", b"mallory@im.test/x", b"fleet.im.test/r"]))
+    return (b"<message from='%s'><bc xmlns='urn:backchannel:exchange' sig='%s'>%s</bc>"
+            b"</message>" % (frm, sig.encode(), base64.b64encode(raw)))
+
+
+_STANZAS = [b"<presence from='a@im.test/x'><show>away</show></presence>",
+            b"<iq type='result' id='p1'/>", b"<iq type='get' id='q'><ping xmlns='urn:xmpp:ping'/>"
+            b"</iq>", b"<message type='error' from='fleet.im.test'><error type='cancel'>"
+            b"<remote-server-timeout xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+            b"</message>", b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'"
+            b"/></stream:error>", b"</stream:stream>", b" ", b"<message><body>hi</body></message>"]
+
+
+@st.composite
+def stanza_streams(draw):
+    parts = draw(st.lists(_exchange_message() | st.sampled_from(_STANZAS), max_size=4))
+    data = bytearray(draw(st.sampled_from([_STREAM_HEAD, b"", b"<stream:stream>"]))
+                     + b"".join(parts))
+    for _ in range(draw(st.integers(0, 3))):
+        pos = draw(st.integers(0, len(data)))
+        how = draw(st.integers(0, 3))
+        if how == 0:
+            data[pos:pos] = draw(st.sampled_from(_SNIPPETS))
+        elif how == 1 and pos < len(data):
+            data[pos] = draw(st.integers(0, 255))
+        elif how == 2:
+            del data[pos:pos + draw(st.integers(1, 16))]
+        else:
+            data = data[:pos]
+    return hexlify(bytes(data)).decode()
+
+
 STRATEGIES = {
+    "stanza": stanza_streams(),
     "http": http_responses().map(lambda b: hexlify(b).decode()),
     "work": work_cases,
     "response": response_cases,

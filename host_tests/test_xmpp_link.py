@@ -24,7 +24,7 @@ def test_xmpp_link(interpreter, tmp_path):
     assert message[2][0][3] == "h\u00e9llo & \u20acA" and iq[1] == {"type": "get", "id": "p"}
     assert out["bytewise_same"] is True
     # hostile input: one clear line each, never an expansion or an unbounded buffer
-    assert out["oversized"] == "XmlError: document larger than 40960 bytes"
+    assert out["oversized"] == "XmlError: stanza larger than 40960 characters"
     assert out["deep"] == "XmlError: elements nested deeper than 8"
     assert "DTD refused" in out["laughs"] and "only the five predefined" in out["entity"]
     assert out["text_between"] == "XmlError: text between stanzas"
@@ -32,6 +32,7 @@ def test_xmpp_link(interpreter, tmp_path):
     assert out["stream_error"] == "StreamEnded: stream error: conflict (Replaced)"
     assert out["closed"] == "StreamEnded: the server closed the stream"
     assert "does not match" in out["mismatch"] and "not UTF-8" in out["not_utf8"]
+    assert out["before_fault"] == ["XmlError", ["presence", "iq"]]
     assert out["after_keepalives"] == [["presence", {}, [], ""]]
     assert out["many_stanzas"] == 50        # the limit is per stanza, not per stream
     # SCRAM-SHA-1 from ClientKey/ServerKey alone gives RFC 5802's exact messages

@@ -20,6 +20,8 @@
 #             the tokenizer in pieces (mp_scripts/fuzz_encodings.py)
 #   mime, imap, pop3  hex bytes: a received mail, or what an IMAP or POP3 server sends
 #             (mp_scripts/fuzz_mail.py)
+#   stanza    hex bytes: an XMPP server's stream for the meter's stanza reader and its
+#             XMPP transport (mp_scripts/fuzz_stanza.py)
 
 import json
 import sys
@@ -36,6 +38,7 @@ import envelope
 import fuzz_encodings
 import fuzz_mail
 import fuzz_manifest
+import fuzz_stanza
 import httpc
 import ops
 import store
@@ -61,6 +64,7 @@ ALLOWED = {
     "mime": fuzz_mail.ALLOWED,
     "imap": fuzz_mail.ALLOWED,
     "pop3": fuzz_mail.ALLOWED,
+    "stanza": fuzz_stanza.ALLOWED,
 }
 
 
@@ -361,6 +365,8 @@ def run_case(parser, value, tmp="/tmp"):
             run_outbox(value, tmp)
         elif parser == "manifest":
             fuzz_manifest.run_manifest(value)
+        elif parser == "stanza":
+            fuzz_stanza.run(unhexlify(value), tmp)
         elif parser in fuzz_encodings.PARSERS:
             fuzz_encodings.run(parser, unhexlify(value))
         elif parser in fuzz_mail.PARSERS:

@@ -69,6 +69,12 @@ def reader_findings(out):
     r = StanzaReader()
     r.feed(HEAD.encode())
     out["not_utf8"] = err(r.feed, b"<message>\xff\xfe</message>")
+    # what came before a fault in the same read is kept, with the error
+    r = StanzaReader()
+    try:
+        r.feed(HEAD.encode() + b"<presence/><iq type='result' id='1'/><message>\xff")
+    except Exception as exc:
+        out["before_fault"] = [type(exc).__name__, [el[0] for el in exc.stanzas]]
     # keepalives between stanzas cost nothing: 100 KB of whitespace, then a stanza
     r = StanzaReader()
     r.feed(HEAD.encode())
