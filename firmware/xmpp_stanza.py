@@ -59,7 +59,7 @@ def utf8_cut(data):
     i = n - 1
     while i >= 0 and n - i <= 4 and data[i] & 0xC0 == 0x80:
         i -= 1
-    if i < 0 or data[i] < 0xC0:
+    if i < 0 or data[i] < 0xC2 or data[i] > 0xF4:    # not a lead byte: decoding says so
         return n
     need = 2 if data[i] < 0xE0 else 3 if data[i] < 0xF0 else 4
     return i if n - i < need else n
