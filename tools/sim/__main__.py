@@ -232,7 +232,7 @@ def load_scenario(path):
 @click.option("--offline", is_flag=True, help="Metering only: no head-end, no back channel.")
 @click.option("--port", type=click.IntRange(1, 65535), default=PORT, show_default=True,
               help="Head-end port (`make sim SIM_PORT=...`); never silently another one.")
-@click.option("--transport", type=click.Choice(["http", "mqtt", "email"]), default="http",
+@click.option("--transport", type=click.Choice(["http", "mqtt", "email", "xmpp"]), default="http",
               show_default=True, help="How the meter reaches the head-end.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False), default=str(STATE),
               show_default=True, help="Where the database, the meter's flash, the CA and the "
@@ -283,6 +283,12 @@ def run_site(children, state, doc, scenario, seconds, port, transport, update_ke
 
         extra, mail_cfg = mail_site.start(children, state, certs, DEVICE, _any_port)
         meter_cfg.update(mail_cfg)
+    if transport == "xmpp":
+        from sim import im_site
+
+        xmpp_cfg, headend_cfg = im_site.start_im(children, state, DEVICE, _any_port)
+        meter_cfg.update(xmpp_cfg)
+        extra = ["--config", str(headend_cfg)]
     url = start_headend(children, state, port, certs, extra)
     if transport == "http":
         meter_cfg["server_url"] = url
