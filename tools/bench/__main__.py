@@ -29,6 +29,7 @@ Timings are reported, never asserted; the exit status is 0 whenever the benchmar
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--mail", action=argparse.BooleanOptionalAction, default=True,
                     help="command latency by IMAP IDLE and POP3 beside HTTP long-poll "
                          "(bench/mail_latency.py; needs dovecot and postfix, as root)")
+    ap.add_argument("--xmpp", action=argparse.BooleanOptionalAction, default=True,
+                    help="the XMPP transport through a real Prosody (bench/xmpp.py)")
     args = ap.parse_args(argv)
     try:
         mp = summarize(run_side("micropython", args.runs, args.seconds))
@@ -235,6 +238,19 @@ def main(argv=None):
             if not args.json:
                 print()
                 mail_latency.print_table(report["mail"])
+    if args.xmpp and shutil.which("prosody"):
+        from bench import xmpp as bench_xmpp
+
+        try:
+            report["xmpp"] = bench_xmpp.measure()
+        except (RuntimeError, subprocess.SubprocessError, ValueError, OSError,
+                AssertionError) as e:
+            print("xmpp bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        else:
+            if not args.json:
+                print()
+                bench_xmpp.print_table(report["xmpp"])
     if not args.no_backchannel:
         from bench import backchannel as bench_backchannel
 

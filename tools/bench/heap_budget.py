@@ -5,12 +5,13 @@ the board interpreter (32-bit, float32; lab/board_build.py), found by bisection 
     python -m bench.heap_budget [--json] [--seconds S] [SCENARIO ...]
 
 Scenarios: start-up with the modules of one configuration (start-none, start-http,
-start-https, start-mqtt, start-mqtts: tools/bench/heap_mp.py), and a meter process
+start-https, start-mqtt, start-mqtts, start-xmpp: tools/bench/heap_mp.py), and a meter process
 (tools/sim/meter_main.py) metering and exchanging with a real head-end for S seconds
 (default 20, report_s 1, one `read` work item): steady-http, steady-https (TLS, pinned
-CA), steady-mqtt (mosquitto), and batch-http (an outbox filled beforehand, so the first
-exchange carries a full batch: 32 items or 16 KB). A probe passes when the process is alive
-at the end with no MemoryError, the head-end stored readings from it and the work finished.
+CA), steady-mqtt (mosquitto), steady-xmpp (Prosody, Direct TLS), and batch-http (an
+outbox filled beforehand, so the first exchange carries a full batch: 32 items or 16 KB).
+A probe passes when the process is alive at the end with no MemoryError, the head-end
+stored readings from it and the work finished.
 Each figure is from source (.py), as `make sim` runs the firmware. About 25 minutes for all;
 figures in docs/performance.md ("Memory budget"). `make heap-budget` runs it."""
 
@@ -29,8 +30,9 @@ from lab import pki, processes, runner
 HEAP_MP = runner.ROOT / "tools" / "bench" / "heap_mp.py"
 KEY = "00112233445566778899aabbccddeeff"
 STEP = 2
-START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts")
-RUNNING = ("steady-http", "steady-https", "steady-mqtt", "batch-http")
+START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts", "start-xmpp")
+RUNNING = ("steady-http", "steady-https", "steady-mqtt", "steady-xmpp", "batch-http")
+SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)     # start-up only: never logs in
 
 
 def _board_cmd(kib, script, *args):
@@ -60,12 +62,16 @@ class Start:
         self.configs = {"start-none": {}, "start-http": http,
                         "start-https": {"server_url": "https://127.0.0.1:9", "ca_file": ca},
                         "start-mqtt": mqtt,
-                        "start-mqtts": dict(mqtt, mqtt_tls=True, ca_file=ca)}
+                        "start-mqtts": dict(mqtt, mqtt_tls=True, ca_file=ca),
+                        "start-xmpp": {"transport": "xmpp", "xmpp_host": "127.0.0.1",
+                                       "xmpp_domain": "im.test", "ca_file": ca,
+                                       "xmpp_component": "fleet.im.test", "xmpp_scram": SCRAM}}
 
     def passes(self, name, kib):
         state = Path(tempfile.mkdtemp(dir=self.work))
-        cfg = dict(self.configs[name], device_id="m", device_key=KEY)
-        cmd, env = _board_cmd(kib, HEAP_MP, state, json.dumps(cfg))
+        cfg = state / "config.json"
+        cfg.write_text(json.dumps(dict(self.configs[name], device_id="m", device_key=KEY)))
+        cmd, env = _board_cmd(kib, HEAP_MP, state, "@%s" % cfg)
         p = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
         return p.returncode == 0 and b'"ok"' in p.stdout
@@ -81,15 +87,25 @@ class Site:
         pki.init(self.pki)
         for d in ("tls", "plain"):
             (work / d).mkdir()
+        self.im = None
+        xmpp = None
+        if shutil.which("prosody"):          # steady-xmpp: Prosody, the head-end its component
+            from lab.im_process import ImServer
+
+            self.im = ImServer(work)
+            self.im.configure()
+            xmpp = self.im.headend_config()
         self.tls = processes.Headend(work / "tls", certfile=self.pki / "server.pem",
                                      keyfile=self.pki / "server.key",
-                                     cafile=self.pki / "ca.pem")
+                                     cafile=self.pki / "ca.pem", config=xmpp)
         self.plain = processes.Headend(work / "plain")
         self.broker = processes.Broker(work, self.tls.db)
         self.n = 0
         self.template = None
 
     def start(self):
+        if self.im is not None:
+            self.im.start()
         self.broker.start()
         self.tls.extra += self.broker.serve_args()
         self.api = {}
@@ -102,6 +118,8 @@ class Site:
         for p in (self.plain, self.tls):
             p.kill()
         self.broker.stop()
+        if self.im is not None:
+            self.im.stop()
 
     def _prefill(self):
         """A state dir whose outbox holds more readings than a batch carries."""
@@ -130,6 +148,11 @@ class Site:
         elif name == "steady-mqtt":
             self.broker.reload()
             settings.update(self.broker.meter_settings(), server_url="")
+        elif name == "steady-xmpp":
+            if self.im is None:
+                raise RuntimeError("steady-xmpp needs prosody (apt-get install prosody)")
+            self.im.add_meter(device)
+            settings.update(self.im.meter_settings(device), server_url="")
         else:
             settings["server_url"] = he.url
         d = self.work / device
