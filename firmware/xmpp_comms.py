@@ -30,6 +30,7 @@ from binascii import a2b_base64, b2a_base64
 import envelope
 from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
 from httpc import tls_reason
+from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 from xmlmini import escape
 from xmpp_sasl import SaslError, parse_keys
@@ -61,8 +62,7 @@ class XmppComms:
         self.heartbeat_s = heartbeat_s
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.batch_items = batch_items
-        self.batch_bytes = batch_bytes
+        self.batch = Batch(batch_items, batch_bytes)    # halved after a MemoryError
         self.wait_s = 0                 # interface parity with Comms (no long-poll)
         self.poll_s = 0
         self.failures = 0
@@ -117,6 +117,8 @@ class XmppComms:
                 self.link_failures += 1
                 self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
+                if isinstance(exc, MemoryError):
+                    self.batch.shrink()
                 if not (isinstance(exc, EXPECTED_ERRORS) or s.ssl is not None and
                         tls_reason(exc)):
                     from mpshim import print_exception
@@ -218,6 +220,7 @@ class XmppComms:
         self.exchanges += 1
         self.last_ok = self.clock.now()
         self.failures = 0
+        self.batch.exchanged()
         rtt_ms = 0
         if answer:
             self.time_refusals = 0
