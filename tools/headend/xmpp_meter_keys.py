@@ -81,3 +81,34 @@ def probe(host, port, domain, user, cafile, timeout=10.0):
         return base64.b64decode(fields["s"]), int(fields["i"])
     except (KeyError, ValueError):
         raise ProbeError("malformed SCRAM challenge from %s:%d" % (host, port)) from None
+
+
+def main(argv=None):
+    """For a meter's account on a server this project does not run: read its password from
+    stdin, print the meter's xmpp_scram (the password is not kept)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m headend.xmpp_meter_keys",
+                                 description="a meter's XMPP login keys (xmpp_scram); the "
+                                             "account's password on stdin")
+    ap.add_argument("jid", help="the meter's account, ID@DOMAIN")
+    ap.add_argument("--server", required=True, help="the server's address")
+    ap.add_argument("--port", type=int, default=5223, help="its Direct TLS port")
+    ap.add_argument("--cacert", required=True, help="the CA its certificate is from")
+    a = ap.parse_args(argv)
+    user, _, domain = a.jid.partition("@")
+    if not user or not domain:
+        ap.error("not a JID: %r (ID@DOMAIN)" % a.jid)
+    password = sys.stdin.readline().rstrip("\n")
+    try:
+        salt, iterations = probe(a.server, a.port, domain, user, a.cacert)
+    except ProbeError as e:
+        print("xmpp_meter_keys: %s" % e, file=sys.stderr)
+        return 1
+    print(scram_config(password, salt, iterations))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
