@@ -174,7 +174,7 @@ def _check_text(name, value, low, high):
     if name == "proxy_url" and value:
         proxy_check(value)
     if name == "xmpp_scram" and value:
-        from xmpp_sasl import parse_keys  # only a meter given XMPP keys loads it
+        from xmpp_session import parse_keys  # only a meter given XMPP keys loads it
 
         try:
             parse_keys(value)

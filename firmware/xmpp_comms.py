@@ -33,8 +33,7 @@ from httpc import tls_reason
 from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 from xmlmini import escape
-from xmpp_sasl import SaslError, parse_keys
-from xmpp_session import EXPECTED_ERRORS, XmppSession
+from xmpp_session import EXPECTED_ERRORS, SaslError, XmppSession, parse_keys
 from xmpp_stanza import ATTRS, NAME, TEXT, StreamEnded, child, error_text
 
 NS = "urn:backchannel:exchange"

@@ -16,7 +16,7 @@ KEY = "00112233445566778899aabbccddeeff"
 MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple",
         "netconn"}
 HTTP = {"comms", "httpc"}
-XMPP = {"xmpp_comms", "xmpp_session", "xmpp_stanza", "xmpp_sasl", "xmlmini"}
+XMPP = {"xmpp_comms", "xmpp_session", "xmpp_stanza", "xmlmini"}
 SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)
 UPDATER = {"updater", "fw_manifest", "fw_files", "fw_image", "p256"}
 MAIL = {"mail_comms", "mail_mime", "mail_line", "smtp_client", "imap_idle", "pop3_client"}

@@ -1,6 +1,6 @@
 # Drives the meter's XMPP transport without a network (argv: state dir): the stream reader
 # (firmware/xmpp_stanza.py) on good and hostile input, SCRAM from deploy-time keys
-# (xmpp_sasl.py, RFC 5802's own example), the session's pings and queries, and XmppComms
+# (xmpp_session.Scram, RFC 5802's own example), the session's pings and queries, and XmppComms
 # taking signed, forged and misdirected exchanges. Prints one JSON object of findings;
 # host_tests/test_xmpp_link.py checks them on all three interpreters.
 
@@ -14,7 +14,7 @@ from clock import Clock
 from inbox import Inbox
 from ops import Dispatcher
 from outbox import Outbox
-from xmpp_sasl import Scram, parse_keys
+from xmpp_session import Scram, parse_keys
 from xmpp_stanza import StanzaReader
 
 KEY = b"k" * 16
