@@ -7,7 +7,7 @@ from binascii import unhexlify
 import p256
 import version as fwversion
 
-MAX_FILES = 64
+MAX_FILES = 96     # the firmware tree is 68 files with the XMPP transport (was 64)
 MAX_PATH = 64
 MAX_FILE_LEN = 1 << 20      # one module file
 MAX_IMAGE_LEN = 16 << 20    # a whole ESP32 image

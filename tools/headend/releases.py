@@ -19,7 +19,7 @@ VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0
 PATH = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # The meter's limits (firmware/fw_manifest.py): the signer refuses what a meter would.
-MAX_FILES = 64
+MAX_FILES = 96     # as firmware/fw_manifest.py: what a meter accepts
 MAX_PATH = 64                                # characters
 MAX_FILE_LEN = 1 << 20                       # one module file
 MAX_IMAGE_LEN = 16 << 20                     # a whole ESP32 image
