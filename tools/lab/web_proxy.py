@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .processes import _spawn, free_port, wait_until
+from .processes import free_port, spawn, wait_until
 
 BINARY = "tinyproxy"
 
@@ -56,7 +56,7 @@ class Proxy:
         return "http://%s%s:%d" % (cred, self.host, self.port)
 
     def start(self):
-        self.proc = _spawn([binary(), "-d", "-c", str(self.conf)], dict(os.environ),
+        self.proc = spawn([binary(), "-d", "-c", str(self.conf)], dict(os.environ),
                            self.dir / "stdout.log", self.lab, self.ns)
         wait_until(self._listening, 15, "tinyproxy to listen on %s:%d" % (self.host, self.port))
         return self
