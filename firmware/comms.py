@@ -99,6 +99,40 @@ def request_body(link, wait):
     return items, done, body
 
 
+def accept_down(link, resp):
+    """A signed message the head-end sent down a push transport (MQTT, XMPP), bound to this
+    connection: the answer to the latest request, or a push. Counts it, confirms what that
+    request reported done, and applies it; another request goes up at once when it asks."""
+    answer = resp.get("re") is not None
+    link.exchanges += 1
+    link.last_ok = link.clock.now()
+    link.failures = 0
+    link.batch.exchanged()
+    rtt_ms = 0
+    if answer:
+        link.time_refusals = 0
+    if answer and link.awaiting is not None:  # it stored what we sent
+        rtt_ms = ticks_diff(ticks_ms(), link.awaiting)
+        link.awaiting = None
+        if link.sent_done:
+            link.inbox.confirm(link.sent_done)
+            link.sent_done = []
+    if apply_response(link, resp, answer, rtt_ms):
+        link.want_up = True
+    if link.after_exchange is not None:
+        link.after_exchange()
+
+
+def answer_overdue(link, now):
+    """No answer to the request in flight within answer_s: a failure, then a back-off."""
+    if link.awaiting is not None and ticks_diff(now, link.awaiting) > link.answer_s * 1000:
+        link.awaiting = None
+        link.failures += 1
+        link.last_error = "no answer from the head-end within %g s" % link.answer_s
+        link.hold_at = now
+        link.hold_ms = int(link.backoff_s() * 1000)
+
+
 def time_refusal(link, resp, nonce):
     """The head-end's signed refusal of our request's `ts` (docs/protocol.md "Time refusal"):
     adopt its time when it answers this very request; True if adopted. Not twice in a row:

@@ -28,7 +28,7 @@ import random
 from binascii import a2b_base64, b2a_base64
 
 import envelope
-from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
+from comms import ALIVE_MARGIN_S, accept_down, answer_overdue, new_nonce, request_body, time_refusal
 from httpc import tls_reason
 from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
@@ -215,32 +215,10 @@ class XmppComms:
         if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
             self._refuse("message answers no request of this connection; refused")
             return
-        answer = resp.get("re") is not None
-        self.exchanges += 1
-        self.last_ok = self.clock.now()
-        self.failures = 0
-        self.batch.exchanged()
-        rtt_ms = 0
-        if answer:
-            self.time_refusals = 0
-        if answer and self.awaiting is not None:
-            rtt_ms = ticks_diff(ticks_ms(), self.awaiting)
-            self.awaiting = None
-            if self.sent_done:
-                self.inbox.confirm(self.sent_done)
-                self.sent_done = []
-        if apply_response(self, resp, answer, rtt_ms):
-            self.want_up = True
-        if self.after_exchange is not None:
-            self.after_exchange()
+        accept_down(self, resp)
 
     def _answer_timer(self, now):
-        if self.awaiting is not None and ticks_diff(now, self.awaiting) > self.answer_s * 1000:
-            self.awaiting = None
-            self.failures += 1
-            self.last_error = "no answer from the head-end within %g s" % self.answer_s
-            self.hold_at = now
-            self.hold_ms = int(self.backoff_s() * 1000)
+        answer_overdue(self, now)
 
     # --- what to send ---
     def _outbound(self, now):
