@@ -9,6 +9,7 @@
 import asyncio
 import os
 import random
+import sys
 from binascii import hexlify
 
 import envelope
@@ -231,7 +232,10 @@ class Comms:
                     self.http.close()
                     continue
                 self.failures += 1
-                self.last_error = "%s: %s" % (type(exc).__name__, exc)
+                error = "%s: %s" % (type(exc).__name__, exc)
+                if error != self.last_error:    # on the console once, not every retry
+                    sys.stderr.write("comms: exchange failed: %s\n" % error)
+                self.last_error = error
                 self.http.close()
                 if isinstance(exc, MemoryError):
                     self.batch.shrink()

@@ -3,6 +3,7 @@
 
 import pytest
 
+from headend import work_size
 from lab import netlab, processes
 
 pytestmark = pytest.mark.system
@@ -161,7 +162,8 @@ def test_oversized_work_is_refused_and_the_meter_carries_on(site):
     pad = {"pad": "x" * 300000}
     r = api.post("/v1/devices/meter-a/work", json={"op": "message", "args": pad})
     assert r.status_code == 413 and "262144" in r.json()["error"], r.text
-    # the CLI (argv holds at most 128 KB): a meter that has not called in yet takes MQTT's 32 KB
+    # the CLI (argv holds at most 128 KB): a meter that has not called in yet takes the
+    # smallest of the transports' limits (XMPP's: its stanza carries base64)
     site["headend"].add_device("meter-new")
     token = api.headers["Authorization"].split()[-1]
     p = subprocess.run([str(runner.ROOT / "tools" / "backchannel"), "send", "meter-new",
@@ -171,7 +173,8 @@ def test_oversized_work_is_refused_and_the_meter_carries_on(site):
                             "BACKCHANNEL_TOKEN": token})
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith("backchannel: error: HTTP 413: work too large") and \
-        "32768" in p.stderr, p.stderr
+        "(%d with the envelope)" % min(work_size.LIMITS.values()) in p.stderr and \
+        "XMPP's" in p.stderr, p.stderr
     # work the meter cannot run gets its outcome, and the next work runs
     assert processes.run_work(api, "meter-a", "no_such_op")["status"] == "unknown_op"
     w = processes.run_work(site["util"], "meter-a", "set_time", {"unix": "soon"})

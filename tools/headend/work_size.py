@@ -52,8 +52,9 @@ def refusal(size, transport, device):
     room = budget(transport)
     if size <= room:
         return None
+    smallest = min(LIMITS, key=LIMITS.get)
     how = ("over %s" % transport) if transport in LIMITS else \
-        "(transport not known yet: the smaller limit, MQTT's)"
+        "(transport not known yet: the smallest limit, %s's)" % smallest.upper()
     return ("work too large: %d bytes encoded, but %s takes at most %d bytes of work per "
             "message %s (%d with the envelope)" % (size, device, room, how, limit(transport)))
 
