@@ -81,7 +81,7 @@ def mpy_tree():
         raise RunnerError(board_missing_reason())
     sources = sorted(FIRMWARE.glob("*.py")) + sorted(BOARDS.glob("*.py"))
     h = hashlib.sha256(cross.read_bytes())
-    for src in sources:
+    for src in sources + [BOARDS / "boards.json"]:
         h.update(str(src.relative_to(ROOT)).encode() + b"\0" + src.read_bytes())
     out = MPY_DIR / h.hexdigest()[:16]
     if (out / "firmware").is_dir():
@@ -97,6 +97,8 @@ def mpy_tree():
             shutil.rmtree(tmp, ignore_errors=True)
             raise RunnerError("mpy-cross failed on %s: %s" % (src.relative_to(ROOT),
                                                              (p.stderr or p.stdout).strip()))
+    # the drivers read boards.json beside them, as make deploy installs it
+    shutil.copyfile(BOARDS / "boards.json", tmp / "boards" / "boards.json")
     try:
         os.rename(tmp, out)
     except OSError:  # another worker finished it first
