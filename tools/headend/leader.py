@@ -19,7 +19,10 @@ import os
 import socket
 import time
 
-LOCK_KEY = 0x6263_0002                  # pg advisory lock: the sweep ("bc" 2)
+# pg advisory lock (class, key): advisory locks are per database, so the key also names the
+# schema; fleets in two schemas of one database (or two tests) each elect their own leader
+LOCK_CLASS = 0x6263_0002                # "bc" 2: the sweep
+LOCK_SQL = "SELECT pg_try_advisory_lock(%d, hashtext(current_schema() || '/' || %%s))" % LOCK_CLASS
 log = logging.getLogger("backchannel.leader")
 
 
@@ -73,7 +76,7 @@ class PgLeader:
             if self.token is not None:
                 self.conn.execute("SELECT 1")          # keeps the session, and the lock
                 return True
-            got = self.conn.execute("SELECT pg_try_advisory_lock(%d)" % LOCK_KEY).fetchone()
+            got = self.conn.execute(LOCK_SQL, (self.name,)).fetchone()
             if not got[0]:
                 return False
             self.token = self.conn.execute(
