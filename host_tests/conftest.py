@@ -61,6 +61,7 @@ def pytest_collection_modifyitems(config, items):
             config.hook.pytest_deselected(items=slow_board)
             gone = set(slow_board)
             items[:] = [item for item in items if item not in gone]
+    _deselect_e2e(config, items)
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
              if len(lanes_of(item)) != 1]
     if wrong:
@@ -68,14 +69,31 @@ def pytest_collection_modifyitems(config, items):
                                 % (", ".join(LANES), "\n  ".join(wrong)))
 
 
+def _deselect_e2e(config, items):
+    """The e2e scenarios run over xmpp and email only where e2e_env.selected says so."""
+    def env_param(item):
+        spec = getattr(item, "callspec", None)
+        return spec.params.get("env") if spec is not None else None
+    if not any(env_param(item) for item in items):
+        return
+    import e2e_env
+    gone = [item for item in items if env_param(item) and not e2e_env.selected(
+        getattr(item, "originalname", item.name), env_param(item))]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        drop = set(gone)
+        items[:] = [item for item in items if item not in drop]
+
+
 @pytest.fixture(params=runner.INTERPRETERS)
 def interpreter(request):
     return request.param
 
 
-@pytest.fixture(scope="session", params=("http", "mqtt", "xml", "soap", "wbxml"))
+@pytest.fixture(scope="session", params=("http", "mqtt", "xml", "soap", "wbxml", "xmpp", "email"))
 def env(request, tmp_path_factory):
     """The end-to-end lab (host_tests/e2e_env.py), shared by the test_e2e*.py modules: over
-    each transport with JSON, then over HTTP in each other encoding (issue 17)."""
+    each transport with JSON, then over HTTP in each other encoding (issue 17), then over
+    XMPP and email (their scenarios: e2e_env.MESSAGING_SCENARIOS)."""
     import e2e_env
     yield from e2e_env.make_env(request.param, tmp_path_factory)

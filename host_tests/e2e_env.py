@@ -4,7 +4,10 @@ is parametrized over the transport: `http` (the meters long-poll the head-end) a
 (mosquitto runs in the outside namespace next to the head-end and its bridge; the meters
 connect to the broker), so every scenario runs once for each (test ids `[http]`, `[mqtt]`);
 then over HTTP with the meters speaking XML, SOAP and WBXML (`[xml]`, `[soap]`, `[wbxml]`):
-only the encoding varies, not a cross product with the transports."""
+only the encoding varies, not a cross product with the transports. Over `xmpp` and `email`
+the private Prosody, or dovecot + postfix, run in the outside namespace beside the head-end
+(lab/servers.py) and each site may connect only to their ports; those two run the scenarios
+of MESSAGING_SCENARIOS (the rest stay with http and mqtt: the root lane's time)."""
 
 
 import json
@@ -19,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from headend import broker as headend_broker  # noqa: E402
-from lab import netlab, processes, runner
+from lab import netlab, processes, runner, servers
 
 MARGIN = 3                 # head-end presence margin_min (s) for scenario 7
 REPORT_S = 1               # meter reading interval (s)
@@ -31,6 +34,13 @@ SEED = int(os.environ.get("BC_E2E_SEED", "20250105"))
 BLOCKED_TIMEOUT = 2.0      # an inbound probe gives up after this long
 METERS = {"meter-a": "a", "meter-b": "b"}
 TRANSPORTS = ("http", "mqtt")
+MESSAGING = ("xmpp", "email")   # a messaging server beside the head-end; sites confined to it
+# what runs over MESSAGING: the firewall, a read round trip, work queued while a meter is
+# down, and the server's restart (test_e2e_restart.py, which runs over MESSAGING only)
+MESSAGING_SCENARIOS = ("test_1_nothing_outside_can_connect_in",
+                       "test_2_operator_command_round_trip",
+                       "test_4_work_queued_while_down_is_delivered",
+                       "test_9_server_restart_loses_and_duplicates_nothing")
 ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
 MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
                            # broker drops a silent client after 1.5 x this (scenario 7)
@@ -67,15 +77,24 @@ def _why_skip_mqtt():
 SKIP = _why_skip()
 
 
+def selected(test, param):
+    """Whether scenario `test` (its function name) runs for the env param."""
+    if param in MESSAGING:
+        return test in MESSAGING_SCENARIOS
+    return test != "test_9_server_restart_loses_and_duplicates_nothing"
+
+
 class Env:
     """The lab, the head-end (and for mqtt the broker), the two meters and an operator API
-    client (from `out`). `endpoint` is the (address, port) the meters connect to: the
-    head-end's for http, the broker's for mqtt."""
+    client (from `out`). `endpoints` are the (address, port)s the meters may connect to:
+    the head-end's for http, the broker's for mqtt, the server's (lab/servers.py) for xmpp
+    and email, whose sites may connect nowhere else."""
 
     def __init__(self, work, lab, transport, encoding="json"):
         self.dir, self.lab, self.transport = work, lab, transport
         self.encoding = encoding    # the meters' (docs/protocol.md "Encodings")
-        self.headend = self.broker = self.api = self.admin = self.endpoint = None
+        self.headend = self.broker = self.api = self.admin = self.server = None
+        self.endpoints = set()
         self.meters = {}
 
     def wait(self, predicate, timeout, what, interval=0.2):
@@ -89,6 +108,8 @@ class Env:
         parts = [("head-end", self.headend.log() if self.headend else "")]
         if self.broker is not None:
             parts.append(("mosquitto", self.broker.log()))
+        if self.server is not None:
+            parts.append((self.transport + " server", self.server.log()))
         parts += [(name, m.log()) for name, m in self.meters.items()]
         return "\n".join("--- %s log (last %d lines):\n%s" % (name, lines, "\n".join(
             text.splitlines()[-lines:])) for name, text in parts)
@@ -107,13 +128,16 @@ class Env:
     def work(self, wid):
         return self.get("/v1/work/%s" % wid)
 
-    def finished(self, wid, timeout=30):
+    def finished(self, wid, timeout=None):
+        """The work's final record; timeout (s) defaults to 30, 60 over a messaging server
+        (a meter coming back logs in to it first)."""
         def final():
             w = self.work(wid)
             return w if w["status"] not in ("queued", "held", "delivered") else None
+        timeout = timeout or (60 if self.server is not None else 30)
         return self.wait(final, timeout, "work %s to finish" % wid)
 
-    def run(self, device, op, args=None, timeout=30, **extra):
+    def run(self, device, op, args=None, timeout=None, **extra):
         return self.finished(self.queue(device, op, args, **extra), timeout)
 
     def device(self, device):
@@ -171,14 +195,25 @@ def make_env(param, tmp_path_factory):
         pytest.skip(SKIP)
     if transport == "mqtt" and _why_skip_mqtt():
         pytest.skip(_why_skip_mqtt())
+    if servers.missing(transport):
+        pytest.skip(servers.missing(transport))
     work = tmp_path_factory.mktemp("e2e-%s" % param)
     lab = netlab.Lab("bc-e%s" % uuid.uuid4().hex[:6])
     e = Env(work, lab, transport, encoding)
     try:
         lab.up()
+        config = {"margin_min": MARGIN, "peer_rules": [
+            {"from": "*", "to": "*", "ops": ["read"]}]}         # the rendezvous test's send
+        srv = e.server = servers.for_transport(transport, work, lab)
+        if srv is not None:
+            srv.start()
+            config.update(srv.headend_settings())
+            e.endpoints = {(lab.headend_ip, port) for port in srv.ports}
+            for site in METERS.values():
+                srv.confine(site)
         settings = work / "headend.json"
-        settings.write_text(json.dumps({"margin_min": MARGIN, "peer_rules": [
-            {"from": "*", "to": "*", "ops": ["read"]}]}))       # the rendezvous test's send
+        settings.write_text(json.dumps(config))
+        settings.chmod(0o600)                   # the server's passwords
         he = e.headend = processes.Headend(work, host=lab.headend_ip, lab=lab,
                                          extra=["--config", str(settings)])
         token = e.headend_token = he.add_token("alice", "operator")
@@ -187,9 +222,9 @@ def make_env(param, tmp_path_factory):
             e.broker = processes.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")
             e.broker.start()
             he.extra += e.broker.serve_args()
-            e.endpoint = (lab.headend_ip, e.broker.port)
-        else:
-            e.endpoint = (lab.headend_ip, he.port)
+            e.endpoints = {(lab.headend_ip, e.broker.port)}
+        elif srv is None:
+            e.endpoints = {(lab.headend_ip, he.port)}
         he.start()
         e.api = he.api(token)
         e.admin = he.api(he.add_token("ada", "admin"))     # registering needs admin/utility
@@ -201,16 +236,20 @@ def make_env(param, tmp_path_factory):
         if transport == "mqtt":
             e.broker.reload()                # the meters' logins and ACLs, now registered
             e.wait(lambda: e.get("/v1/mqtt")["connected"], 30, "the bridge to connect")
-            mqtt_cfg = e.broker.meter_settings(keepalive=MQTT_KEEPALIVE)
+            link = dict.fromkeys(METERS, e.broker.meter_settings(keepalive=MQTT_KEEPALIVE))
             url = ""
+        elif srv is not None:
+            for name in METERS:
+                srv.add_meter(name)
+            link, url = {name: srv.meter_settings(name) for name in METERS}, ""
         else:
-            mqtt_cfg, url = {"encoding": encoding}, he.url
+            link, url = dict.fromkeys(METERS, {"encoding": encoding}), he.url
         for name, site in METERS.items():
             e.meters[name] = processes.Meter(work, name, keys[name], url, lab=lab, ns=site,
-                                          report_s=REPORT_S, **mqtt_cfg)
+                                          report_s=REPORT_S, **link[name])
             e.start(name)
         for name in METERS:
-            e.wait(lambda name=name: e.readings(name), 30, "the first reading from %s" % name)
+            e.wait(lambda name=name: e.readings(name), 60, "the first reading from %s" % name)
             got = e.device(name)["transport"]
             assert got == transport, (name, "exchanges over %s, not %s" % (got, transport))
         if encoding != "json":      # the head-end answered the meters in their encoding
@@ -222,6 +261,8 @@ def make_env(param, tmp_path_factory):
         try:
             if e.broker is not None:
                 e.broker.stop()
+            if e.server is not None:
+                e.server.close()
         finally:
             lab.down()  # kills the head-end, broker, meters and the API helper; removes the lab
 

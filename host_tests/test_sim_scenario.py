@@ -57,4 +57,4 @@ def test_swell_scenario_meters_120_v_60_hz_over_the_network(tmp_path, transport)
 
 def processes_free(port):
     """Nothing listens on port any more."""
-    return not mail_server._listening(port)
+    return not mail_server._listening("127.0.0.1", port)

@@ -101,13 +101,14 @@ def mail_serve(directory):
     try:
         conf = json.loads(path.read_text())
         ports = [int(conf["mail_imap_port"]), int(conf["mail_smtp_port"])]
+        host = str(conf.get("mail_host") or "127.0.0.1")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CliError("%s: not a mail-config settings file (%s)" % (path, e)) from None
     reason = mail_server.missing()
     if reason:
         raise CliError(reason)
     try:
-        procs = mail_server.start(directory, ports)
+        procs = mail_server.start(directory, ports, host=host)
     except mail_server.MailServerError as e:
         raise CliError(str(e)) from None
     click.echo("mail server running (IMAPS %d, SMTPS %d); Ctrl-C stops it"

@@ -239,9 +239,10 @@ def add_account(directory, address, password):
     os.replace(tmp, path)
 
 
-def start(directory, ports, timeout=20.0, new_session=False):
+def start(directory, ports, timeout=20.0, new_session=False, host="127.0.0.1"):
     """Start postfix, then dovecot (its auth socket goes into postfix's queue), both in
-    the foreground; returns their Popens once every port in `ports` accepts connections.
+    the foreground; returns their Popens once every port in `ports` accepts connections
+    on host (the address mail-config bound them to).
     new_session: out of the caller's process group, so a terminal's Ctrl-C reaches the
     caller alone, which then stops them with stop() (`make sim`)."""
     d = Path(directory).resolve()
@@ -257,13 +258,13 @@ def start(directory, ports, timeout=20.0, new_session=False):
                                       stdin=subprocess.DEVNULL,
                                       start_new_session=new_session))
     for port in ports:
-        _wait_for(d, procs, lambda p=port: _listening(p), timeout)
+        _wait_for(d, procs, lambda p=port: _listening(host, p), timeout)
     return procs
 
 
-def _listening(port):
+def _listening(host, port):
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        socket.create_connection((host, port), timeout=0.5).close()
         return True
     except OSError:
         return False

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its eight scenarios,
-each over both transports (http, mqtt), then over http in the XML, SOAP and WBXML encodings
-(xml, soap, wbxml: only the encoding varies).
+"""`make e2e`: the end-to-end firewall proof, as a PASS/FAIL table of its scenarios, each
+over both transports (http, mqtt), then over http in the XML, SOAP and WBXML encodings
+(xml, soap, wbxml: only the encoding varies), then the firewall, a read round trip, work
+queued while a meter is down and a server restart over xmpp and email (Prosody, or postfix
+and dovecot, beside the head-end; the sites may connect only to them: lab/servers.py).
 
     python -m lab.e2e [PYTEST ARGS...]  (make e2e)
         e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
@@ -28,7 +30,8 @@ from lab.runner import ROOT
 
 TESTS = sorted((ROOT / "host_tests").glob("test_e2e*.py"))
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "SKIP": "yellow", "NOT RUN": "red"}
-TRANSPORTS = ("http", "mqtt", "xml", "soap", "wbxml")   # the last three: http in that encoding
+# xml, soap, wbxml: http in that encoding
+TRANSPORTS = ("http", "mqtt", "xml", "soap", "wbxml", "xmpp", "email")
 
 
 class Scenarios:
@@ -79,7 +82,7 @@ def main(argv):
     rank = {t: i for i, t in enumerate(TRANSPORTS)}
     rows.sort(key=lambda r: (r["test"], rank.get(r["transport"], 99), r["order"]))
 
-    table = Table(title="backchannel end to end: head-end (and MQTT broker) outside, "
+    table = Table(title="backchannel end to end: head-end (and its broker or server) outside, "
                         "meters behind firewalls", show_lines=False)
     table.add_column("scenario")
     table.add_column("transport")

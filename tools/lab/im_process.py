@@ -64,9 +64,11 @@ class ImServer:
 
     def add_meter(self, device_id):
         """An account for device_id; its login keys (the meter's xmpp_scram)."""
+        # it logs in to measure the salt: from the namespace the server listens in
         self.keys[device_id] = _cli("xmpp-account", "--dir", str(self.dir),
                                     "%s@%s" % (device_id, DOMAIN), "--meter",
-                                    "--cacert", self.ca_file, "--server", self.host)
+                                    "--cacert", self.ca_file, "--server", self.host,
+                                    lab=self.lab, ns=self.ns)
         return self.keys[device_id]
 
     def add_account(self, jid, password):
@@ -97,8 +99,11 @@ class ImServer:
                 self.proc.wait(timeout=10)
 
 
-def _cli(*args):
-    p = subprocess.run([*HEADEND, *args], capture_output=True, text=True, timeout=60)
+def _cli(*args, lab=None, ns=None):
+    cmd = [*HEADEND, *args]
+    if lab is not None:
+        cmd = ["ip", "netns", "exec", lab.nsname(ns), *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if p.returncode:
         raise RuntimeError("backchannel %s: %s" % (" ".join(args[:2]), p.stderr.strip()))
     return p.stdout.strip().splitlines()[-1]

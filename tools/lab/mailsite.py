@@ -5,17 +5,22 @@ and headend.mail_server runs both. TLS from the project's PKI (lab/pki.py); free
 
     site = MailSite(workdir, pki_dir).configure(["m1"])
     site.start()
-    Headend(..., extra=site.serve_args()); Meter(..., **site.meter_settings("m1"))"""
+    Headend(..., extra=site.serve_args()); Meter(..., **site.meter_settings("m1"))
+
+In a netlab namespace (lab=, ns=: the e2e lab's head-end side, host= an address there) it
+runs as `backchannel mail-serve` inside the namespace, stopped by SIGINT (which stops
+postfix's master and dovecot), so a test can restart it mid-run."""
 
 import json
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 from lab import pki
-from lab.processes import HEADEND, free_port
+from lab.processes import HEADEND, free_port, spawn, wait_until
 
 DOMAIN = "mail.test"
 PORTS = ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")
@@ -29,10 +34,11 @@ def missing():
 
 
 class MailSite:
-    def __init__(self, pki_dir, domain=DOMAIN, host="127.0.0.1"):
+    def __init__(self, pki_dir, domain=DOMAIN, host="127.0.0.1", lab=None, ns="out"):
         self.pki = pki.paths(pki_dir)
         self.domain = domain
         self.host = host
+        self.lab, self.ns = lab, ns
         self.ports = {k: free_port() for k in PORTS}
         # postfix's user must reach it: a directory of its own under /tmp (o+x), not the
         # caller's private tmp dir
@@ -100,17 +106,48 @@ class MailSite:
     def start(self):
         from headend import mail_server
 
+        if self.lab is not None:
+            return self._start_in_lab()
         self.procs = mail_server.start(self.dir, [self.ports["imaps_port"],
                                                   self.ports["pop3s_port"],
                                                   self.ports["smtps_port"]])
         return self
 
+    def _start_in_lab(self):
+        out = self.dir / "serve.out"
+        seen = self.log().count("mail server running")
+        proc = spawn([*HEADEND, "mail-serve", "--dir", str(self.dir)], None, out, self.lab,
+                     self.ns)
+        self.procs = [proc]
+
+        def running():
+            if proc.poll() is not None:
+                raise AssertionError("mail-serve exited %s: %s" % (proc.returncode, self.log()))
+            return self.log().count("mail server running") > seen
+        wait_until(running, 30, "the mail server to listen in %s" % self.ns)
+        return self
+
+    def log(self):
+        path = self.dir / "serve.out"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def stop(self):
         from headend import mail_server
 
-        if self.procs is not None:
+        if self.procs is None:
+            return
+        if self.lab is None:
             mail_server.stop(self.procs)
-            self.procs = None
+        else:                       # mail-serve stops postfix's master and dovecot on SIGINT
+            proc = self.procs[0]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        self.procs = None
 
     kill = stop
 

@@ -1,0 +1,128 @@
+"""The messaging servers of the XMPP and email transports on the head-end side of a netlab
+lab (docs/e2e.md): the private Prosody (lab/im_process.py) or the private dovecot + postfix
+(lab/mailsite.py) run in the lab's outside namespace on the head-end's address, and each
+meter site may open connections only to their ports (lab/egress.py): its firewall lets
+XMPP, or mail, out and nothing else.
+
+    srv = servers.for_transport("email", workdir, lab)    # None for http and mqtt
+    srv.start(); settings.update(srv.headend_settings())   # the head-end's --config
+    srv.add_meter("meter-a"); Meter(..., **srv.meter_settings("meter-a"))
+    srv.confine("a")                                        # site a: out to srv.ports only
+    srv.restart()                                           # mid-run, as a scenario does
+    srv.close()
+"""
+
+from lab import egress, mailsite, pki
+from lab.im_process import ImServer
+
+MAIL_SEND_S = 5         # the firmware's minimum: an email meter mails its readings this often
+
+
+class LabServer:
+    """What both servers share: the site allow-list and a restart."""
+
+    lab = None
+    ports = ()
+
+    def confine(self, site):
+        """The site may open connections only to this server's ports on the head-end."""
+        egress.restrict(self.lab, site, self.lab.headend_ip, self.ports)
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+class LabIm(LabServer):
+    """The private Prosody in `out`; meters log in over Direct TLS."""
+
+    transport = "xmpp"
+
+    def __init__(self, workdir, lab):
+        self.lab = lab
+        self.im = ImServer(workdir, host=lab.headend_ip, lab=lab, ns="out")
+        self.im.configure()
+
+    @property
+    def ports(self):
+        return [self.im.ports["tls_port"]]
+
+    def headend_settings(self):
+        return self.im.headend_config()
+
+    def start(self):
+        self.im.start()
+        return self
+
+    def stop(self):
+        self.im.stop()
+
+    def add_meter(self, device):
+        self.im.add_meter(device)
+
+    def meter_settings(self, device):
+        return self.im.meter_settings(device)
+
+    def log(self):
+        return self.im.log()
+
+    def close(self):
+        self.im.stop()
+
+
+class LabMail(LabServer):
+    """The private mail server in `out`; meters submit by SMTPS and pick up by IMAP IDLE."""
+
+    transport = "email"
+
+    def __init__(self, workdir, lab):
+        self.lab = lab
+        pki.init(workdir / "mail-pki", hosts=[mailsite.DOMAIN], ips=[lab.headend_ip])
+        self.mail = mailsite.MailSite(workdir / "mail-pki", host=lab.headend_ip, lab=lab,
+                                      ns="out").configure()
+
+    @property
+    def ports(self):
+        return [self.mail.ports["smtps_port"], self.mail.ports["imaps_port"]]
+
+    def headend_settings(self):
+        return self.mail.headend_settings()
+
+    def start(self):
+        self.mail.start()
+        return self
+
+    def stop(self):
+        self.mail.stop()
+
+    def add_meter(self, device):
+        self.mail.add_meter(device)
+
+    def meter_settings(self, device):
+        return self.mail.meter_settings(device, "imap", mail_send_s=MAIL_SEND_S)
+
+    def log(self):
+        return self.mail.log()
+
+    def close(self):
+        self.mail.remove()
+
+
+def missing(transport):
+    """Why this transport's server cannot run here, or None."""
+    import shutil
+
+    if transport == "xmpp":
+        return None if shutil.which("prosody") else "prosody is not installed (apt-get " \
+                                                    "install prosody)"
+    if transport == "email":
+        why = mailsite.missing()
+        return "no private mail server here: %s" % why if why else None
+    return None
+
+
+def for_transport(transport, workdir, lab):
+    """The server for xmpp or email, configured (not started); None for other transports."""
+    kind = {"xmpp": LabIm, "email": LabMail}.get(transport)
+    return kind(workdir, lab) if kind else None
+
