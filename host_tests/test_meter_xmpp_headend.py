@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.system,
                                  reason="prosody is not installed (apt-get install prosody)")]
 
 XM, OTHER = "meter-xm", "meter-two"
+PROBE_S = 5                 # the head-end pings meters on XMPP this often (xmpp_probe_s)
 NS = "urn:backchannel:exchange"
 
 
@@ -28,7 +29,7 @@ def site(tmp_path_factory):
     work = tmp_path_factory.mktemp("xmpp-site")
     im = ImServer(work, operators=["alice@%s=alice" % DOMAIN])
     im.configure()
-    he = processes.Headend(work, config=im.headend_config())
+    he = processes.Headend(work, config=dict(im.headend_config(), xmpp_probe_s=PROBE_S))
     keys = {XM: he.add_device(XM), OTHER: he.add_device(OTHER),
             "mallory": he.add_device("mallory")}       # her account is a meter's too
     he.add_token("alice", "operator")
@@ -93,6 +94,33 @@ def test_operator_sees_presence_changes_and_reads_from_the_chat(site):
         processes.run_work(api, XM, "set_presence", {"state": "available"})
         alice.say(jid, "read")
         assert "vrms=" in alice.wait_message(jid, "read: done", timeout=20)
+    finally:
+        alice.close()
+
+
+def test_presence_is_probed_on_a_schedule_and_on_demand(site):
+    """Issue 15 item 5: XEP-0199 pings through the meter's own session, every PROBE_S and
+    on demand (the API, an operator's `ping` in the chat); no session is `unavailable`."""
+    api, im = site["api"], site["im"]
+
+    def answered():
+        m = api.get("/v1/xmpp").json()["probes"]["meters"].get(XM, {})
+        return m if m.get("answered", 0) >= 2 else None
+    m = processes.wait_until(answered, 4 * PROBE_S + 30, "two scheduled probes answered")
+    assert m["last_rtt_ms"] > 0 and api.get("/v1/xmpp").json()["probes"]["every_s"] == PROBE_S
+    r = api.post("/v1/devices/%s/probe" % XM)
+    assert r.status_code == 200, r.text
+    assert r.json()["answered"] and r.json()["presence"] == "available", r.json()
+    r = api.post("/v1/devices/%s/probe" % OTHER)        # an account, but no meter logged in
+    assert r.status_code == 200 and not r.json()["answered"], r.text
+    assert r.json()["presence"] == "unavailable", r.json()
+    assert presence(api, OTHER)[-1][0] == "unavailable"
+    assert api.post("/v1/devices/nobody/probe").status_code == 404
+    alice = Operator("alice@" + DOMAIN, "alice-pw", im.ports["c2s_port"], im.ca_file)
+    try:
+        jid = "%s@%s" % (XM, COMPONENT)
+        alice.say(jid, "ping")
+        assert "presence available" in alice.wait_message(jid, "answered in", timeout=20)
     finally:
         alice.close()
 

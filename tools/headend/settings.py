@@ -56,6 +56,7 @@ class Settings:
     xmpp_port: int = 5347
     xmpp_operators: dict | None = None  # {"bare JID": "token name"}: who may chat, as whom
     xmpp_domain: str | None = None  # meters' accounts (id@domain) exchange with the component
+    xmpp_probe_s: float = 0         # ping meters on XMPP through their session this often; 0: never
     # the mail gateway (docs/email.md): enabled by mail_address and mail_password
     mail_address: str | None = None   # the head-end's own mailbox (IMAP login, SMTP AUTH)
     mail_password: str | None = None

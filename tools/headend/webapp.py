@@ -41,7 +41,7 @@ from . import (
     policy,
 )
 from . import settings as settings_mod
-from .auth import principal
+from .auth import Principal, principal
 from .hub import Hub
 from .models import ExchangeRequest
 
@@ -175,6 +175,17 @@ def create_app(settings=None, transform=None):
     async def xmpp_status() -> dict:
         """The XMPP component: connected, operators, meters online and refused (by reason)."""
         return xmpp.status() if xmpp is not None else {"enabled": False}
+
+    @app.post("/v1/devices/{device_id}/probe", tags=["operator"])
+    async def probe(device_id: str, who: Principal = Depends(principal)) -> dict:
+        """Probe a meter's presence now (docs/xmpp.md "Presence probes"): an XEP-0199 ping
+        through its XMPP session. An answer is a contact; none records it unavailable."""
+        if hub.db.one("SELECT id FROM devices WHERE id = ?", device_id) is None \
+                or not who.sees(hub.db, device_id):
+            raise StarletteHTTPException(404, "unknown device %s" % device_id)
+        if xmpp is None or xmpp.prober is None:
+            raise StarletteHTTPException(409, "no meters on XMPP here (xmpp_domain unset)")
+        return await xmpp.prober.probe(device_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

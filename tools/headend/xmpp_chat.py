@@ -1,5 +1,6 @@
 """What an operator may type in a chat with a meter's JID (docs/xmpp.md): `read`,
-`relay open|close`, `presence`, `events`, `ack ALARM`, `help`. Work goes through the same
+`relay open|close`, `presence`, `events`, `ack ALARM`, `help` (and `ping`, which the
+gateway answers itself: xmpp_probe.py). Work goes through the same
 queue, roles, policy and audit as the REST API (operator_actions.py); the answer to `read`
 and `relay` comes back in the chat when the meter has run it (xmpp_gateway.py)."""
 
@@ -8,7 +9,8 @@ import time
 from . import devices, escalation, operator_actions, workq
 from .db import loads
 
-HELP = ("commands: read | relay open | relay close | presence | events | ack ALARM-ID | help")
+HELP = ("commands: read | relay open | relay close | presence | ping | events | ack ALARM-ID"
+        " | help")
 RELAY = {"open": "open", "close": "closed", "closed": "closed"}
 EVENTS_SHOWN = 5
 

@@ -12,7 +12,9 @@ the component owns (meter-1@fleet.example), so its presence has one source, the 
 - Chat: xmpp_chat.py; finished work is answered in the chat.
 - Alarms: a channel (a chat message from alarms@component) and a presence source (an
   operator whose client shows available, not away/xa/dnd) for escalation.py.
-- Meters on XMPP (settings.xmpp_domain): their exchange and presence, xmpp_meters.py."""
+- Meters on XMPP (settings.xmpp_domain): their exchange and presence, xmpp_meters.py; their
+  presence probed by XEP-0199 ping on a schedule (settings.xmpp_probe_s) and on demand (an
+  operator's `ping` in the chat, POST /v1/devices/ID/probe), xmpp_probe.py."""
 
 import asyncio
 import logging
@@ -20,7 +22,7 @@ import logging
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.jid import JID, InvalidJID
 
-from . import escalation, operator_actions, xmpp_chat, xmpp_meters
+from . import devices, escalation, operator_actions, xmpp_chat, xmpp_meters, xmpp_probe
 
 log = logging.getLogger("backchannel.xmpp")
 
@@ -46,6 +48,9 @@ class XmppGateway:
         self.refused = 0
         self.stopping = False
         self.meters = xmpp_meters.MeterLink(self) if settings.xmpp_domain else None
+        self.prober = None if self.meters is None else \
+            xmpp_probe.Prober(self.meters, settings.xmpp_probe_s or 0)
+        self.probe_task = None
 
     # --- lifecycle (webapp.py's lifespan) ---
     async def start(self, timeout=10.0):
@@ -67,6 +72,8 @@ class XmppGateway:
         escalation.sources(self.hub).append(self.available)
         if self.meters is not None:
             self.meters.start()
+            if self.prober.every_s > 0:
+                self.probe_task = asyncio.create_task(self.prober.run())
         x.connect(s.xmpp_host, s.xmpp_port)
         self.task = asyncio.create_task(self._sync_loop())
         try:
@@ -90,15 +97,17 @@ class XmppGateway:
         self.stopping = True
         if self.meters is not None:
             self.meters.stop()
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.probe_task):
+            if task is not None:
+                task.cancel()
         if self.xmpp is not None:
             self.xmpp.disconnect()
 
     def status(self):
         return {"enabled": True, "component": self.domain, "connected": self.connected.is_set(),
                 "operators": len(self.operators), "refused": self.refused,
-                "meters": self.meters.status() if self.meters is not None else None}
+                "meters": self.meters.status() if self.meters is not None else None,
+                "probes": self.prober.status() if self.prober is not None else None}
 
     # --- meters' JIDs and operators ---
     def meter_jid(self, device):
@@ -162,10 +171,22 @@ class XmppGateway:
             msg.reply("refused: a command is at most %d characters" % MAX_BODY).send()
             return
         meter = self._meter_of(msg["to"]) or ""
+        if msg["body"].strip().lower() == "ping" and self.prober is not None:
+            if devices.get(self.hub.db, meter) is None or not who.sees(self.hub.db, meter):
+                msg.reply("refused: unknown meter %s" % meter).send()
+            else:
+                asyncio.ensure_future(self._chat_ping(msg, meter))
+            return
         reply, row = xmpp_chat.handle(self.hub, who, meter, msg["body"])
         msg.reply(reply).send()
         if row is not None:
             self.pending[row["num"]] = (str(sender), msg["to"].bare)
+
+    async def _chat_ping(self, msg, meter):
+        r = await self.prober.probe(meter)
+        msg.reply("%s: %s; presence %s" % (
+            meter, "answered in %.0f ms" % r["rtt_ms"] if r["answered"] else "no answer",
+            r["presence"])).send()
 
     # --- every second: presence changes, finished work ---
     async def _sync_loop(self):
