@@ -140,3 +140,44 @@ class ReplayBoard:
             vbuf[k] = _adc(v, self.v_gain, 2048)
             ibuf[k] = _adc(i, self.i_gain, 2048)
         return pairs
+
+
+class PolyReplayBoard:
+    """Replays physical samples for polyphase.py: frames of `channels` little-endian float32
+    values (voltages then currents, the wiring's channel order)."""
+
+    def __init__(self, stream, sample_rate, v_gain, i_gain, channels, nv, offsets_s=None):
+        self.stream = stream
+        self.sample_rate = sample_rate
+        self.v_gain = v_gain
+        self.i_gain = i_gain
+        self.v_mid = 2048
+        self.i_mid = 2048
+        self.channels = channels
+        self.nv = nv
+        self.channel_offsets_s = offsets_s or [0.0] * channels
+        self.raw = None
+
+    def read(self, bufs):
+        import struct
+
+        c = self.channels
+        size = 4 * c * len(bufs[0])
+        if self.raw is None or len(self.raw) != size:
+            self.raw = bytearray(size)
+        view = memoryview(self.raw)
+        got = 0
+        while got < size:
+            r = self.stream.readinto(view[got:])
+            if not r:
+                break
+            got += r
+        frames = got // (4 * c)
+        for k in range(frames):
+            for j in range(c):
+                x = struct.unpack_from("<f", self.raw, 4 * (c * k + j))[0]
+                if j < self.nv:
+                    bufs[j][k] = _adc(x, self.v_gain, 2048)
+                else:
+                    bufs[j][k] = _adc(x, self.i_gain, 2048)
+        return frames

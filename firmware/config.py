@@ -45,6 +45,8 @@ KEYS = (
     ("pulse_debounce_ms", 20, int, 1, 1000, UTILITY),       # an input still this long first
     ("pulse_report_s", 900, int, 10, 86400, OPERATOR),      # pulses item to the head-end every
     ("pulse_only", False, bool, False, True, CONSOLE),      # a transport box: no CT or PT
+    ("wiring", "1p2w", str, 4, 5, CONSOLE),                 # 1p2w, 3p4w, 3p3w, 1vnct: polyphase.py
+    ("circuits", 1, int, 1, 8, CONSOLE),                    # current channels of 1vnct
     ("capture", False, bool, False, True, OPERATOR),        # waveform capture on PQ events
     ("capture_pre_cycles", 4, int, 0, 50, OPERATOR),        # cycles kept before the trigger
     ("capture_post_cycles", 8, int, 0, 100, OPERATOR),      # and after it
@@ -142,6 +144,8 @@ def _check_text(name, value, low, high):
         raise ConfigError("%s must be %d to %d characters long" % (name, low, high))
     if name == "transport" and value not in TRANSPORTS:
         raise ConfigError("transport must be one of %s, got %r" % (", ".join(TRANSPORTS), value))
+    if name == "wiring" and value not in ("1p2w", "3p4w", "3p3w", "1vnct"):
+        raise ConfigError("wiring must be 1p2w, 3p4w, 3p3w or 1vnct, got %r" % (value,))
     if name == "mail_pickup" and value not in ("imap", "pop3"):
         raise ConfigError("mail_pickup must be imap or pop3, got %r" % (value,))
     if name in ("mail_user", "mail_to") and value and not _address(value):

@@ -88,6 +88,7 @@ class Meter:
         self.ready = False
         self.readings_merged = 0
         self.urms_half_msq = 0  # latest Urms(1/2) mean square (counts^2), when screened
+        self.follower = False
 
     def set_phase(self, frequency, channel_delay_s):
         """Coefficients that move v to the instant i[n-1] was read, exact for the fundamental."""
@@ -110,22 +111,37 @@ class Meter:
         """Samples since start (a Python int; may allocate, so only used on events)."""
         return self.st[K.CLOCK_HI] * wide.LOW + self.st[K.CLOCK_LO]
 
-    def feed(self, vbuf, ibuf, n):
-        """Consume n sample pairs (array('H') of ADC counts). Allocates nothing."""
-        st = self.st
-        harm = self.harm
-        thd = self.harmonic_order >= 2  # order 1: no harmonic analysis at all
-        k = 0
+    def feed(self, vbuf, ibuf, n, k=0):
+        """Consume sample pairs k..n-1 (array('H') of ADC counts). Allocates nothing."""
         while k < n:
-            ph = st[K.PH]
-            end = K.run(st, vbuf, ibuf, k, n)
-            if thd:
-                H.accumulate(harm, st, vbuf, ibuf, k, end, ph)
-            k = end
-            attn = st[K.ATTN]
-            if attn:
-                st[K.ATTN] = 0
-                self._attend(attn)
+            k = self.step(vbuf, ibuf, k, n)
+            self.attend()
+
+    def step(self, vbuf, ibuf, k, n):
+        """Run the kernel from k until n or until Python must look (attend()); returns the
+        next k. polyphase.py steps its leader, then its followers to the same sample."""
+        st = self.st
+        ph = st[K.PH]
+        end = K.run(st, vbuf, ibuf, k, n)
+        if self.harmonic_order >= 2:  # order 1: no harmonic analysis at all
+            H.accumulate(self.harm, st, vbuf, ibuf, k, end, ph)
+        return end
+
+    def attend(self):
+        st = self.st
+        attn = st[K.ATTN]
+        if attn:
+            st[K.ATTN] = 0
+            self._attend(attn)
+
+    def follow(self, pq=True):
+        """A follower takes its reference frequency from a leader (polyphase.py copies the
+        leader's INC after every step), so all fundamental phasors share one reference; with
+        pq False its voltage is the leader's and it never looks for events."""
+        self.follower = True
+        if not pq:
+            self.st[K.PQ_LOW] = 0
+            self.st[K.PQ_HIGH] = 1 << 22  # a mean square above full scale: never
 
     def _attend(self, attn):
         st = self.st
@@ -201,7 +217,7 @@ class Meter:
         # far in this reading (interpolated zero crossings, in 1/256 sample; small ints only).
         st = self.st
         cycles = st[K.CYCLES]
-        if cycles < 2 or st[K.FROZEN]:
+        if cycles < 2 or st[K.FROZEN] or self.follower:
             return
         first = _crossing256(st[K.FIRST_K], st[K.FIRST_A], st[K.FIRST_B])
         last = _crossing256(st[K.LAST_K], st[K.LAST_A], st[K.LAST_B])

@@ -5,8 +5,9 @@ signed-update signature check (bench/ota.py), then the back channel
 Launches bench/metering_mp.py under MicroPython and under CPython, takes the median of
 repeated runs and prints one table: figure, plain-Python baseline, target, met or not. Then
 the hot path on all three interpreters side by side (bench/interpreters.py: CPython, the
-unix port, the board interpreter), with THD off and on. Then
-one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
+unix port, the board interpreter), with THD off and on. Then each wiring's cost
+(bench/poly.py: 1p2w, 3p4w, 3p3w, one voltage and five circuits) against the board budget.
+Then one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
 Then the exchange's encodings side by side (bench/encoding_sizes.py: bytes per idle exchange
 and per 16-reading batch, the meter's parse cost and code size; --no-encodings skips it).
 Then command latency by email (bench/mail_latency.py: IMAP IDLE and POP3 beside HTTP
@@ -203,6 +204,17 @@ def main(argv=None):
                                        "of signal (CPython %d s); THD on: harmonic_order 0"
                                        % (args.runs, args.seconds, max(1, args.seconds // 5)))
     status = 0
+    from bench import poly as bench_poly
+
+    try:
+        report["polyphase"] = bench_poly.measure()
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+        print("polyphase bench could not run: %s" % e, file=sys.stderr)
+        status = 1
+    else:
+        if not args.json:
+            print()
+            bench_poly.print_table(report["polyphase"])
     if args.ota:
         from bench import ota as bench_ota
 

@@ -76,6 +76,13 @@ def main(argv):
             key, _, val = a.partition("=")
             opts[key] = val
         cfg = config.validate(json.loads(opts["config"]))
+        if cfg["wiring"] != "1p2w":
+            import poly_main
+
+            offsets = [float(x) * 1e-6 for x in opts.get("offsets_us", "").split(",") if x]
+            poly_main.replay(sys.stdin.buffer, cfg, float(opts["rate"]), float(opts["v_gain"]),
+                             float(opts["i_gain"]), offsets, _emit)
+            return 0
         board = ReplayBoard(sys.stdin.buffer, float(opts["rate"]), float(opts["v_gain"]),
                             float(opts["i_gain"]))
         board.channel_delay_s = float(opts["delay_us"]) * 1e-6

@@ -28,7 +28,7 @@ import comtrade  # noqa: F401  (checked here so a missing package is caught up f
 import numpy as np
 
 from lab import runner
-from sim import METERING_MAIN, waveform
+from sim import METERING_MAIN, waveform, waveform3
 
 MAX_UNITS_PER_MWH = runner.import_firmware("energy").MAX_UNITS_PER_MWH
 
@@ -45,6 +45,7 @@ V_KEYS = ("vrms", "v1", "vmin", "vmax", "residual_v")
 I_KEYS = ("irms", "i1", "imin", "imax")
 POWER_KEYS = ("p", "q", "s", "n", "d", "p1", "pmin", "pmax", "demand_w", "import_wh",
               "export_wh", "import_varh", "export_varh")
+PHASE_KEYS = ("a", "b", "c")
 EVENT_KEYS = ("type", "kind", "start_s", "duration_ms", "residual_v", "extreme_pct", "category")
 
 
@@ -111,8 +112,28 @@ def replay_samples(v, i, rate, v_gain, i_gain, interpreter="micropython", delay_
     return runner.records(p.stdout.decode())
 
 
-def _feed(proc, v, i):
-    raw = memoryview(samples_bytes(v, i))
+def replay_channels(channels, rate, v_gain, i_gain, interpreter="micropython", config=None,
+                    offsets_us=None):
+    """Polyphase or multi-circuit replay (config["wiring"] not 1p2w): channels are physical
+    samples in the wiring's channel order (firmware/polyphase.py), offsets_us each channel's
+    sampling instant in the round-robin frame. Returns the JSON records printed."""
+    data = np.empty((len(channels[0]), len(channels)), dtype="<f4")
+    for j, x in enumerate(channels):
+        data[:, j] = x
+    args = ["--replay", "rate=%r" % float(rate), "v_gain=%r" % float(v_gain),
+            "i_gain=%r" % float(i_gain), "config=" + json.dumps(config or {})]
+    if offsets_us:
+        args.append("offsets_us=" + ",".join("%r" % float(x) for x in offsets_us))
+    cmd, env = runner.command(interpreter, METERING_MAIN, *args)
+    p = subprocess.run(cmd, input=data.tobytes(), capture_output=True, env=env, timeout=600)
+    if p.returncode != 0:
+        raise runner.RunnerError("%s failed (%d):\n%s%s" % (cmd, p.returncode, p.stderr.decode(),
+                                                            p.stdout.decode()[-2000:]))
+    return runner.records(p.stdout.decode())
+
+
+def _feed(proc, v, i, data=None):
+    raw = memoryview(samples_bytes(v, i) if data is None else data)
     step = 8 * CHUNK_PAIRS
     try:
         for k in range(0, len(raw), step):
@@ -137,6 +158,9 @@ class Scale:
         return cls(v, i)
 
     def to_primary(self, record):
+        for key in PHASE_KEYS:  # three-phase readings: per-phase objects
+            if isinstance(record.get(key), dict):
+                self.to_primary(record[key])
         for keys, k in ((V_KEYS, self.v), (I_KEYS, self.i), (POWER_KEYS, self.v * self.i)):
             if k != 1.0:
                 for key in keys:
@@ -155,18 +179,31 @@ def _tidy(record, t0, events_start, scale=None):
     for key in ("t", "start_s"):
         if isinstance(record.get(key), (int, float)):
             record[key] = record[key] + t0
+    for key in PHASE_KEYS:
+        if isinstance(record.get(key), dict) and isinstance(record[key].get("t"), (int, float)):
+            record[key]["t"] += t0
     first = READING_KEYS if kind == "reading" else EVENT_KEYS if kind == "event" else ("type",)
+    ordered = _ordered(record, first + ("u2_pct", "sequence", "wiring"))
+    for key in PHASE_KEYS:  # three phases: each phase's keys in the same order, last
+        if isinstance(record.get(key), dict):
+            ordered[key] = _ordered(ordered.pop(key), READING_KEYS)
+    return ordered
+
+
+def _ordered(record, first):
     ordered = {k: record[k] for k in first if k in record}
     ordered.update((k, val) for k, val in record.items() if k not in ordered)
     return ordered
 
 
-def replay(cmd, env, v, i, t0, events_start, out=sys.stdout, scale=None):
+def replay(cmd, env, v, i, t0, events_start, out=sys.stdout, scale=None, data=None):
+    """Stream (v, i) pairs, or `data` (frames already packed), into the engine; print its
+    records, tidied."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     errors = []
     other = []  # stdout lines that are not JSON (MicroPython prints tracebacks there)
-    threads = [threading.Thread(target=_feed, args=(proc, v, i), daemon=True),
+    threads = [threading.Thread(target=_feed, args=(proc, v, i, data), daemon=True),
                threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)]
     for th in threads:
         th.start()
@@ -243,6 +280,14 @@ def _signal_name(number):
 def cli(file, nominal, frequency, interpreter, events_start, v_channel, i_channel, pt_ratio,
         ct_ratio):
     frequency = int(frequency)
+    if not (v_channel or i_channel) and waveform3.is_three_phase(file):
+        from sim import replay3
+
+        try:
+            return replay3.run(file, nominal, frequency, interpreter, events_start, pt_ratio,
+                               ct_ratio)
+        except waveform.WaveformError as e:
+            raise ReplayError(str(e)) from None
     try:
         rate, v, i, t0 = waveform.load_timed(file, v_channel, i_channel)
     except waveform.WaveformError as e:

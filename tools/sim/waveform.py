@@ -219,6 +219,16 @@ def _unit(ch):
     return _UNITS.get(ch.uu.strip().lower(), (None, 1.0))
 
 
+def channel_unit(ch):
+    """"V", "A" or None: what a COMTRADE analog channel measures, by its unit."""
+    return _unit(ch)[0]
+
+
+def primary(ch, values):
+    """A COMTRADE channel's values in primary volts or amps."""
+    return _primary(ch, values)
+
+
 def _pick(chans, unit, name, what, path, like=None):
     option = "--%s-channel" % ("v" if unit == "V" else "i")
     names = ", ".join("%s (%s)" % (c.name, c.uu) for c in chans)

@@ -1,0 +1,147 @@
+# Three-phase and multi-circuit metering (issue 14, item 1): one single-phase engine
+# (metering.Meter, the integer kernel and its harmonics) per measuring element, a voltage
+# channel paired with a current channel, all on one frequency-locked reference.
+#
+#   3p4w   three elements (Va, Ia), (Vb, Ib), (Vc, Ic): phase-to-neutral voltages
+#   3p3w   two elements (Vab, Ia), (Vcb, Ic): the two-wattmeter (Aron) connection; only
+#          totals exist (and the line voltages and the two currents measured)
+#   1vnct  one voltage and N current channels (circuits), N = config "circuits"
+#
+# Sampling contract: a block holds every channel's samples, one array('H') per channel, in
+# the board's channel order: voltages first (va, vb, vc / vab, vcb / v), then currents
+# (ia, ib, ic / ia, ic / i1..iN). board.channel_offsets_s gives each channel's sampling
+# instant within a round-robin frame (seconds after the first voltage): each element
+# corrects its own V-to-I delay (as the single-phase engine does), and a voltage sampled
+# after the reference phase's has its phasor turned back by that delay (poly_reading.py).
+#
+# The first element leads: its zero crossings lock the reference frequency. After every
+# kernel step of the leader, the followers run to the same sample and take its phase step,
+# so the phases of all fundamental phasors are on one reference (phase A voltage's).
+# Nothing here allocates per sample or per cycle: the loop indexes preallocated lists.
+
+import metering
+
+WIRINGS = ("1p2w", "3p4w", "3p3w", "1vnct")
+PHASES = {"3p4w": ("a", "b", "c"), "3p3w": ("ab", "cb")}
+
+
+def layout(config):
+    """[(voltage channel, current channel)] per element, and the number of voltage
+    channels, for the config's wiring (ValueError with the reason if it cannot work)."""
+    wiring = config.get("wiring", "1p2w")
+    if wiring == "3p4w":
+        return [(0, 3), (1, 4), (2, 5)], 3
+    if wiring == "3p3w":
+        return [(0, 2), (1, 3)], 2
+    if wiring == "1vnct":
+        n = config.get("circuits", 1)
+        return [(0, 1 + j) for j in range(n)], 1
+    raise ValueError("wiring %r is not polyphase (one of %s)" % (wiring, ", ".join(WIRINGS)))
+
+
+def channel_count(config):
+    pairs, nv = layout(config)
+    return nv + len(pairs)
+
+
+def check_board(config, board):
+    """The number of channels the wiring needs, or ValueError if the board has fewer."""
+    need = channel_count(config)
+    have = getattr(board, "channels", 2)
+    if need > have:
+        raise ValueError("wiring %s with %d circuit(s) needs %d ADC channels; this board has "
+                         "%d" % (config.get("wiring"), config.get("circuits", 1), need, have))
+    return need
+
+
+class _Element:
+    """What metering.Meter reads of a board, for one element."""
+
+    def __init__(self, board, delay_s):
+        self.sample_rate = board.sample_rate
+        self.channel_delay_s = delay_s
+        self.v_gain = board.v_gain
+        self.i_gain = board.i_gain
+        self.v_mid = board.v_mid
+        self.i_mid = board.i_mid
+
+
+class PolyMeter:
+    def __init__(self, config, board):
+        check_board(config, board)
+        self.config = config
+        self.wiring = config["wiring"]
+        pairs, nv = layout(config)
+        offsets = getattr(board, "channel_offsets_s", None) or [0.0] * (nv + len(pairs))
+        self.v_channel = [v for v, _ in pairs]
+        self.i_channel = [i for _, i in pairs]
+        # each voltage's sampling instant after the reference voltage's
+        self.v_offset_s = [offsets[v] - offsets[0] for v, _ in pairs]
+        self.meters = []
+        for v, i in pairs:
+            m = metering.Meter(config, _Element(board, offsets[i] - offsets[v]))
+            if self.meters:
+                m.follow(pq=self.wiring != "1vnct")  # one voltage: the leader's events only
+            self.meters.append(m)
+        self.count = len(self.meters)
+        self.leader = self.meters[0]
+        self.ts = self.leader.ts
+        self.harmonic_order = self.leader.harmonic_order
+        self.on_event = None
+
+    def set_event_handler(self, handler):
+        """handler(record): every element's PQ events, tagged with its phase, and the
+        polyphase events of IEC 61000-4-30 (poly_events.py) with phase "poly"."""
+        self.on_event = handler
+        names = PHASES.get(self.wiring)
+        if not names:  # one voltage: the leader's events as they are
+            self.leader.on_event = handler
+            return
+        from poly_events import PolyEvents
+
+        c = self.config
+        poly = PolyEvents(handler, names, c["nominal_v"], c["frequency"])
+        for j in range(self.count):
+            self.meters[j].on_event = _Tagger(poly, names[j])
+
+    def feed(self, bufs, n):
+        """Consume n frames: bufs is a list of array('H'), one per channel (board order)."""
+        meters = self.meters
+        lead = self.leader
+        vb = bufs[self.v_channel[0]]
+        ib = bufs[self.i_channel[0]]
+        st = lead.st
+        k = 0
+        while k < n:
+            end = lead.step(vb, ib, k, n)
+            j = 1
+            while j < self.count:
+                m = meters[j]
+                m.feed(bufs[self.v_channel[j]], bufs[self.i_channel[j]], end, k)
+                j += 1
+            lead.attend()
+            inc = st[metering.K.INC]
+            j = 1
+            while j < self.count:
+                meters[j].st[metering.K.INC] = inc
+                j += 1
+            k = end
+
+    def finish(self):
+        for m in self.meters:
+            m.finish()
+
+    def fold_energy(self):
+        for m in self.meters:
+            m.fold_energy()
+
+
+class _Tagger:
+    def __init__(self, handler, phase):
+        self.handler = handler
+        self.phase = phase
+
+    def __call__(self, record):
+        if self.phase is not None:
+            record["phase"] = self.phase
+        self.handler(record)
