@@ -113,7 +113,8 @@ class App:
             from billing import Billing
 
             self.billing = Billing(self, self.state_dir + "/tariff")
-            self.watchers.append(self.billing)
+            # before protection: the reading's rate is what a shed_on_rate rule looks at
+            self.watchers.insert(0, self.billing)
         return self.billing
 
     @property

@@ -37,6 +37,7 @@ KEYS = (
     ("shed_on_alarm", "", str, 0, 64, UTILITY),             # alarm kinds that shed, e.g. load_95
     ("shed_demand_w", 0.0, float, 0.0, 1e7, UTILITY),       # shed at this block demand; 0: off
     ("shed_price", 0.0, float, 0.0, 1e6, UTILITY),          # shed at this price signal; 0: off
+    ("shed_on_rate", "", str, 0, 64, UTILITY),              # tariff rates that shed, e.g. peak
     ("shed_min_off_s", 300, int, 0, 86400, UTILITY),        # a shed load stays off this long
     ("shed_min_on_s", 300, int, 0, 86400, UTILITY),         # and on this long before shedding
     ("shed_restore_window_s", 120, int, 0, 3600, UTILITY),  # restore after a random delay

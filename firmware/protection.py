@@ -6,7 +6,7 @@
 ALARM_KEYS = ("rated_a", "demand_alarm_w", "f_alarm_pct", "alarm_delay_s", "alarm_hysteresis_pct")
 ALARM_SWITCHES = ALARM_KEYS[:3]
 SHED_KEYS = ("shed_on_alarm", "shed_demand_w", "shed_price", "shed_min_off_s", "shed_min_on_s",
-             "shed_restore_window_s")
+             "shed_restore_window_s", "shed_on_rate")
 SHED_STATE = ("shed", "since", "restore_at", "price", "override", "override_applied")
 LIVE_KEYS = ALARM_KEYS + SHED_KEYS      # applied at once, no restart
 
@@ -24,7 +24,8 @@ class Protection:
             import alarms
 
             self.alarms = alarms.Alarms(cfg, self.alarms)
-        wanted = cfg["shed_on_alarm"] or cfg["shed_demand_w"] > 0 or cfg["shed_price"] > 0
+        wanted = (cfg["shed_on_alarm"] or cfg["shed_demand_w"] > 0 or cfg["shed_price"] > 0
+                  or cfg["shed_on_rate"])
         if self.shedder is not None or wanted or any(k in changes for k in SHED_KEYS):
             self.load_shedder()
 

@@ -1,6 +1,7 @@
 # Load shedding (docs/alarms.md "Load shedding"): rules that open the relay on a meter alarm
-# (e.g. load_95), a block demand over a threshold, or a price signal from the utility at or
-# above a threshold, and restore it afterwards. Minimum on and off times keep the relay from
+# (e.g. load_95), a block demand over a threshold, a price signal from the utility at or
+# above a threshold, or a tariff rate in force (the reading's "rate", billing.py), and
+# restore it afterwards. Minimum on and off times keep the relay from
 # chattering; the restore waits a random delay within a window, so a fleet shed together
 # never switches back on at once. A utility override (open, closed or auto) holds until it
 # expires. Every action is a `shed` item with its cause.
@@ -10,7 +11,7 @@
 
 import random
 
-CAUSES = ("alarm", "demand", "price")
+CAUSES = ("alarm", "demand", "price", "rate")
 
 
 class Shedder:
@@ -18,6 +19,7 @@ class Shedder:
         self.alarm_kinds = [k for k in cfg["shed_on_alarm"].split(",") if k]
         self.demand_w = cfg["shed_demand_w"]
         self.price_at = cfg["shed_price"]
+        self.rates = [r for r in cfg.get("shed_on_rate", "").split(",") if r]
         self.min_off = cfg["shed_min_off_s"]
         self.min_on = cfg["shed_min_on_s"]
         self.window = cfg["shed_restore_window_s"]
@@ -48,6 +50,9 @@ class Shedder:
             return "demand %.0f W >= %.0f W" % (d, self.demand_w)
         if self.price is not None and self.price_at > 0 and self.price[0] >= self.price_at:
             return "price %g >= %g" % (self.price[0], self.price_at)
+        rate = reading.get("rate")
+        if rate is not None and rate in self.rates:
+            return "rate " + rate
         return None
 
     def check(self, reading, active_alarms):

@@ -55,6 +55,12 @@ def test_defaults_never_shed(out):
     assert out[4] == [[], []]
 
 
+def test_a_tariff_rate_sheds_while_in_force(out):
+    actions, relay = out[5]
+    assert actions == [[2, "open", "rate peak"], [5, "restore", "cause cleared"]]
+    assert relay == ["open", "closed"]
+
+
 def test_price_and_shed_are_utility_only_at_the_head_end(tmp_path):
     from fastapi.testclient import TestClient
     from headend_harness import Api, Headend

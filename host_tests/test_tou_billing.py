@@ -99,6 +99,8 @@ def test_the_app_meters_per_rate_and_keeps_the_tariff(app_out):
     assert "overlapping or unordered" in o["refused"]
     assert o["readings"] == [[1, "offpeak"], [2, "offpeak"], [3, "peak"], [4, "peak"],
                              [5, "peak"]]
+    # shed_on_rate "peak": the relay opens on the first peak reading, by the rate
+    assert o["shed"] == [["open", "rate peak"]]
     (item,) = o["billing_items"]
     snap = item["body"]
     assert snap["id"] == o["freeze"]["id"] and snap["cause"] == "utility"

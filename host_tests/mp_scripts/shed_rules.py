@@ -24,7 +24,10 @@ def run(cfg, steps, actions=()):
             if at == k:
                 # ints are seconds after T0 (expiry times); the rest as given
                 getattr(s, what)(*[T0 + a if isinstance(a, int) else a for a in args])
-        for rec in s.check({"t": T0 + k, "demand_w": demand}, alarms):
+        reading = {"t": T0 + k, "demand_w": demand}
+        if isinstance(alarms, str):         # a tariff rate, not alarms
+            reading["rate"], alarms = alarms, ()
+        for rec in s.check(reading, alarms):
             out.append([rec["at_s"] - T0, rec["action"], rec["cause"]])
     return out, relay
 
@@ -50,6 +53,11 @@ def main():
     print(json.dumps(run(price, steps, [(1, "set_price", (0.35, 4)),
                                         (6, "set_override", ("open", 9))])))
     print(json.dumps(run({}, [(1e9, ("load_95",))] * 3)))    # defaults: never sheds
+    # a tariff rate named in shed_on_rate sheds while it is in force; another rate does not
+    rate = dict(base, shed_demand_w=0.0, shed_on_rate="peak,critical", shed_restore_window_s=0,
+                shed_min_off_s=0, shed_min_on_s=0)
+    steps = [(0.0, "offpeak")] * 2 + [(0.0, "peak")] * 3 + [(0.0, "shoulder")] * 2
+    print(json.dumps(run(rate, steps)))
 
 
 main()

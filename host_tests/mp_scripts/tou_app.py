@@ -32,7 +32,9 @@ class Seconds:
 
 
 def main(argv):
-    cfg = config.validate({"device_id": "m", "persist_s": 60})
+    cfg = config.validate({"device_id": "m", "persist_s": 60, "shed_on_rate": "peak",
+                           "shed_min_off_s": 0, "shed_min_on_s": 0,
+                           "shed_restore_window_s": 0})
     app = App(Seconds(6), cfg, argv[0], realtime=False)
     out = {"billing_before": "billing" in sys.modules or "tou" in sys.modules}
     t0 = app.clock.now()
@@ -49,6 +51,8 @@ def main(argv):
         if r.get("type", "reading") == "reading" and "vrms" in r else None
     asyncio.run(app.metering())
     out["readings"] = readings
+    out["shed"] = [[i["body"]["action"], i["body"]["cause"]]
+                   for i in app.outbox.peek(64, 1 << 20) if i["kind"] == "shed"]
     out["freeze"] = ops.op_freeze(app, {})
     out["billing_items"] = [i for i in app.outbox.peek(64, 1 << 20) if i["kind"] == "billing"]
     out["status"] = app.status_reading()["tou"]
