@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from . import billing_export, devices, operator_actions, workq
+from . import billing_export, devices, operator_actions, tariff_renew, workq
 from . import tariff as tariffs
 from .auth import Principal, principal
 from .models import ErrorOut, WorkOut
@@ -43,6 +43,8 @@ async def set_tariff(device_id: str, body: TariffIn, request: Request,
                                      body.expires_in)
     except operator_actions.ActionRefused as e:
         raise HTTPException(e.status, e.reason) from None
+    with hub.tx() as db:                  # the head-end renews its horizon (tariff_renew.py)
+        tariff_renew.remember(db, device_id, body.tariff, body.days, args, who, row["num"])
     dev = devices.get(hub.db, device_id)
     return workq.view(row, dev["presence"])
 

@@ -212,9 +212,23 @@ def _leases(db):
     db.script(db.dialect.ddl(LEASES))
 
 
+TARIFFS = """
+CREATE TABLE IF NOT EXISTS tariffs (   -- each meter's local-time tariff, renewed (tariff_renew.py)
+    device TEXT PRIMARY KEY, spec TEXT NOT NULL, days INTEGER NOT NULL, until REAL NOT NULL,
+    set_by TEXT NOT NULL, work INTEGER
+);
+"""
+
+
+def _tariffs(db):
+    """Version 3: tariffs whose horizon the head-end renews."""
+    db.script(db.dialect.ddl(TARIFFS))
+
+
 STEPS = (
     (1, "baseline", _baseline),
     (2, "leases", _leases),
+    (3, "tariffs", _tariffs),
 )
 LATEST = STEPS[-1][0]
 

@@ -39,6 +39,7 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
+    tariff_renew,
 )
 from . import settings as settings_mod
 from .auth import Principal, principal
@@ -63,6 +64,7 @@ def sweep(hub):
         outcomes.expire_due(hub, now)
         fleet_presence.derive(hub, now)
         escalation.tick(hub, now)
+        tariff_renew.tick(hub, now)
         db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
 
 
