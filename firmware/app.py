@@ -84,6 +84,7 @@ class App:
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
         self.comms = links.make_comms(self, cfg, key)
+        self.rekey = links.make_rekey(self, state_dir, key)     # key rotation: both keys
         if self.comms is not None:
             self._apply_comms_config()
             self.comms.after_exchange = self._after_exchange

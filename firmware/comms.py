@@ -149,6 +149,14 @@ def time_refusal(link, resp, nonce):
     return True
 
 
+def signed_by(sig, data, keys):
+    """The key among `keys` whose signature over `data` is `sig`, or None."""
+    for key in keys:
+        if envelope.same(sig, envelope.sign(key, data)):
+            return key
+    return None
+
+
 def codec(name):
     """The encoding module for `name` (config ENCODINGS): imported only when chosen, so a
     meter holds only its own encoding's code (docs/performance.md)."""
@@ -199,6 +207,7 @@ class Comms:
         self.heartbeat = None  # callback(s): "alive; next sign within s" (health.Heartbeat)
         self.updater = None  # firmware download: a `fetch` on each request while one runs
         self.time_refusals = 0  # signed time refusals adopted since the last answer
+        self.rekey = None       # a key rotation in flight (rekey.py)
 
     def kick(self):
         """Exchange now: cut a waiting long-poll short (nothing is lost; see protocol.md)."""
@@ -286,8 +295,10 @@ class Comms:
         backlog = self.outbox.depth() > self.batch.items
         items, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()
+        rekey = self.rekey      # a key rotation in flight (rekey.py): both keys
+        key = self.key if rekey is None else rekey.sign_key(self.key)
         headers = {"Content-Type": self.codec.CONTENT_TYPE,
-                   "X-BC-Signature": envelope.sign(self.key, raw)}
+                   "X-BC-Signature": envelope.sign(key, raw)}
         self.waiting = True
         try:
             status, hdrs, data = await self.http.request(
@@ -295,7 +306,9 @@ class Comms:
         finally:
             self.waiting = False
         rtt_ms = ticks_diff(ticks_ms(), self.poll_started)
-        signed = envelope.same(hdrs.get("x-bc-signature", ""), envelope.sign(self.key, data))
+        used = signed_by(hdrs.get("x-bc-signature", ""), data,
+                         (self.key,) if rekey is None else rekey.keys(self.key))
+        signed = used is not None
         if status == 409 and signed and time_refusal(self, self._decode(data), self.nonce):
             return True     # our clock was off: the head-end's time is adopted; again at once
         if status != 200:
@@ -313,6 +326,8 @@ class Comms:
         self.last_ok = self.clock.now()
         if done:
             self.inbox.confirm(done)
+        if rekey is not None:
+            rekey.answered(resp, used, self.key)
         return apply_response(self, resp, rtt_ms=rtt_ms)
 
     def _decode(self, data):

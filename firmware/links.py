@@ -67,6 +67,32 @@ def _mail_comms(app, cfg, key):
                      send_every_s=cfg["mail_send_s"])
 
 
+def make_rekey(app, state_dir, key):
+    """Key rotation (rekey.py): its record, and the commit that saves the new key in
+    config.json (console-only, so not through set_config) and starts using it."""
+    from binascii import hexlify
+
+    from config import save
+    from rekey import Rekey
+
+    def commit(new):
+        cfg = dict(app.cfg)
+        cfg["device_key"] = hexlify(new).decode()
+        if app.config_path:
+            save(app.config_path, cfg)
+        app.cfg = cfg
+        app.dispatcher.key = new
+        if app.comms is not None:
+            app.comms.key = new
+
+    rk = Rekey(state_dir + "/rekey", app.cfg["device_id"], commit)
+    rk.settled(key)
+    app.dispatcher.rekey = rk
+    if app.comms is not None:
+        app.comms.rekey = rk
+    return rk
+
+
 def make_pulses(app, cfg, state_dir):
     """The pulse counter (pulses.py) for cfg's pulse_pins, with the board's pulse inputs
     (boards/pulse_input.py, or the board's own pulse_inputs(), e.g. a simulated one)."""

@@ -17,7 +17,8 @@ _OPERATOR = ("read", "get_config", "set_config", "relay", "set_presence", "get_e
              "reboot", "message", "send", "get_messages", "update")
 ROLE_OPS = {
     "operator": _OPERATOR,
-    "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed", "tariff", "freeze"),
+    "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed", "tariff", "freeze",
+                            "rotate_key"),
     # never relay, config, update or time from a peer (the head-end's rules deny by default)
     "peer": ("read", "get_events", "set_presence", "message"),
 }
@@ -186,13 +187,23 @@ def op_update(app, args):
         raise Rejected(str(exc))
 
 
+def op_rotate_key(app, args):
+    """A guarded key rotation (rekey.py): our ECDH public key for the head-end's."""
+    rid = _args(args, "rid", str)
+    pub = _args(args, "pub", str)
+    try:
+        return {"pub": app.rekey.start(rid, pub)}
+    except ValueError as exc:
+        raise Rejected(str(exc))
+
+
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
     "set_config": op_set_config, "relay": op_relay, "price": op_price, "shed": op_shed,
     "tariff": op_tariff, "freeze": op_freeze,
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
-    "get_messages": op_get_messages, "update": op_update,
+    "get_messages": op_get_messages, "update": op_update, "rotate_key": op_rotate_key,
 }
 
 
@@ -200,6 +211,7 @@ class Dispatcher:
     def __init__(self, app, key, outbox, inbox, room=4, device_id=None):
         self.app = app
         self.key = key
+        self.rekey = None   # a key rotation in flight: work under either key (rekey.py)
         self.outbox = outbox
         self.inbox = inbox
         self.device_id = device_id if device_id is not None else app.cfg["device_id"]
@@ -233,7 +245,8 @@ class Dispatcher:
             return self._result(None, "rejected", "work item without an id")
         # every field with its type is signed (envelope.WORK_FIELDS): a missing, extra or
         # retyped field (say `expires` as a string) fails here
-        if not envelope.work_ok(self.key, item):
+        keys = (self.key,) if self.rekey is None else self.rekey.keys(self.key)
+        if not any(envelope.work_ok(k, item) for k in keys):
             return self._result(wid, "rejected", "bad signature")
         if item["device"] != self.device_id:
             return self._result(wid, "rejected", "work for device %r" % (item["device"],))

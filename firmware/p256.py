@@ -139,3 +139,23 @@ def signature_from_hex(text):
         return unhexlify(text)
     except ValueError:
         raise ValueError("signature is not hex")
+
+
+def public_of(k):
+    """k*G as the 65-byte uncompressed point (04||X||Y): the public half of scalar k."""
+    if not 0 < k < N:
+        raise ValueError("scalar out of range")
+    x, y = _to_affine(*_shamir(k, 0, GX, GY))
+    return b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
+
+
+def shared_x(k, public_key):
+    """ECDH: the X coordinate (32 bytes) of k times the peer's public key, which is checked
+    to be on the curve first (an off-curve point would leak k); ValueError when it is not."""
+    q = _point(bytes(public_key)) if not isinstance(public_key, str) else None
+    if q is None or not 0 < k < N:
+        raise ValueError("peer key is not a point on P-256")
+    x, y, z = _shamir(0, k, q[0], q[1])
+    if z == 0:
+        raise ValueError("peer key gives the point at infinity")
+    return _to_affine(x, y, z)[0].to_bytes(32, "big")

@@ -3,7 +3,17 @@
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from . import audit, devices, fleet_presence, idempotency, outcomes, policy, work_size, workq
+from . import (
+    audit,
+    devices,
+    fleet_presence,
+    idempotency,
+    key_rotation,
+    outcomes,
+    policy,
+    work_size,
+    workq,
+)
 from .auth import Principal, principal, registrar
 from .db import dumps, loads
 from .meter_time import record_time
@@ -125,6 +135,28 @@ async def add_work(device_id: str, body: WorkIn, request: Request, response: Res
             idempotency.remember(db, who.name, key, fp, work_id, hub.now())
         else:
             response.headers[idempotency.REPLAYED] = "true"
+        row = workq.get(db, work_id)
+    return workq.view(row, dev["presence"])
+
+
+@router.post("/devices/{device_id}/rotate-key", response_model=WorkOut, status_code=202,
+             responses={403: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+async def rotate_key(device_id: str, request: Request, who: Principal = Depends(principal),
+                     expires_in: int = Query(key_rotation.EXPIRES_S, ge=10, le=86400)):
+    """Rotate the meter's key by ECDH (a utility token; docs/protocol.md "Key rotation"):
+    queues the guarded `rotate_key` work item. The old key stops working once the meter
+    exchanges under the new one; both work until then."""
+    hub = _hub(request)
+    audit.note(request, {"op": "rotate_key"})
+    dev = _device(request, device_id)
+    if who.role != "utility":
+        raise HTTPException(403, "rotating a meter's key needs a utility token")
+    with hub.tx() as db:
+        try:
+            work_id = key_rotation.start(hub, devices.get(db, device_id), who.origin, hub.now(),
+                                  expires_in)
+        except key_rotation.Refused as e:
+            raise HTTPException(e.status, e.reason) from None
         row = workq.get(db, work_id)
     return workq.view(row, dev["presence"])
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .policy import UTILITY_OPS
+from .policy import GUARDED_OPS, UTILITY_OPS
 
 _bearer = HTTPBearer(auto_error=False, description="an operator, utility or admin token")
 
@@ -52,6 +52,9 @@ class Principal:
 
     def may_send(self, op):
         """None, or why this token may not queue `op`."""
+        if op in GUARDED_OPS:
+            return ("%s is a guarded op: POST /v1/devices/{id}/rotate-key (a utility "
+                    "token) starts it" % op)
         if op in UTILITY_OPS and self.role != "utility":
             return "%s requires a utility token" % op
         return None

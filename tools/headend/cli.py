@@ -352,6 +352,7 @@ from . import (  # noqa: E402
     peer_cli,
     records_cli,
     release_cli,
+    rotate_cli,
     token_cli,
     update_cli,
     waveform_cli,
@@ -364,6 +365,7 @@ cli.add_command(audit_cli.command(api))
 cli.add_command(group_cli.command(api))
 cli.add_command(billing_cli.command(api))
 cli.add_command(peer_cli.command(api))
+cli.add_command(rotate_cli.command(api))
 for _command in alarm_cli.commands(api):
     cli.add_command(_command)
 for _command in records_cli.commands(api):

@@ -17,6 +17,7 @@ from . import (
     devices,
     encodings,
     ingest,
+    key_rotation,
     metrics,
     outcomes,
     release_store,
@@ -107,7 +108,10 @@ def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
     # so the answer does not tell which device ids exist
     key = row["key"] if row is not None and row["key"] else _NO_DEVICE_KEY
     if not signing.verify(key, raw, signature) or row is None or not row["key"]:
-        raise Refused(401, DENIED)
+        key = key_rotation.next_key(hub.db, obj["device"]) if row is not None else None
+        if key is None or not signing.verify(key, raw, signature):
+            raise Refused(401, DENIED)
+        key_rotation.promote(hub, obj["device"], key)      # the meter holds the new key: old stops
     try:
         req = ExchangeRequest.model_validate(obj)
     except ValidationError as e:
@@ -120,8 +124,8 @@ def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
         now_s = hub.now()
         answer = dict(bind(req.device, req.nonce, req.conn), error=reason, time=now_s,
                       time_ms=int(now_s * 1000))
-        raise Refused(409, reason, answer, row["key"])
-    return req, row["key"]
+        raise Refused(409, reason, answer, key)
+    return req, key
 
 
 def store(hub, req, transport):
@@ -333,10 +337,14 @@ def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
     if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
         devices.set_room(db, device, room - len(sent))
     now_s = hub.now()
-    return dict(binding, epoch=dev["epoch"], ack=dev["ack"] or 0,
-                work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
-                more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
-                time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
+    out = dict(binding, epoch=dev["epoch"], ack=dev["ack"] or 0,
+               work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
+               more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
+               time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
+    said = key_rotation.directive(db, device) if dev["transport"] == "http" else None
+    if said is not None:        # a key rotation: the head-end holds the new key too
+        out["rekey"] = said
+    return out
 
 
 def _fit(hub, rows, transport, fetch, now):

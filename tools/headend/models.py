@@ -98,6 +98,8 @@ class ExchangeResponse(BaseModel):
     time_ms: int = Field(description="server time, Unix ms: exact where a meter's float32 "
                                      "rounds `time` (to 128 s)")
     chunk: Chunk | None = Field(None, description="the answer to the request's `fetch`")
+    rekey: dict[str, str] | None = Field(None, description="a key rotation the head-end "
+                                         "holds the new key of: rid and check value")
 
 
 # --- operator API ---

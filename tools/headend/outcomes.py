@@ -1,7 +1,7 @@
 """How work ends: results from the meter, expiry, cancellation, and their side effects
 (routed work answers its sender)."""
 
-from . import devices, routing, workq
+from . import devices, key_rotation, routing, workq
 
 _REASONS = {
     "queued": "expired before delivery",
@@ -25,8 +25,12 @@ def on_result(hub, device, body, now):
     if row is None or row["device"] != device or status not in workq.RESULT_STATUSES:
         return False
     reason = body.get("reason")
-    return settle(hub, row, status, now, body.get("body"),
-                  reason if isinstance(reason, str) else None)
+    if not settle(hub, row, status, now, body.get("body"),
+                  reason if isinstance(reason, str) else None):
+        return False
+    if row["op"] == "rotate_key":      # the meter's ECDH half: the new key beside the old
+        key_rotation.on_result(hub.db, device, row, status, body.get("body"), now)
+    return True
 
 
 def expire_due(hub, now, device=None):

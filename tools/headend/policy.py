@@ -13,6 +13,7 @@ Counts come from the work table itself (durable, shared by every process on the 
 from . import workq
 
 UTILITY_OPS = ("reset_energy", "set_time", "price", "shed", "tariff", "freeze")
+GUARDED_OPS = ("rotate_key",)     # only through their own endpoint (key_rotation.py)
 PEER_OPS = ("read", "get_events", "set_presence")       # what a rule may allow
 NEVER_FROM_PEERS = ("relay", "set_config", "update", "reset_energy", "reboot", "set_time",
                     "price", "shed", "tariff", "freeze",

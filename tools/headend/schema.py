@@ -225,10 +225,18 @@ def _tariffs(db):
     db.script(db.dialect.ddl(TARIFFS))
 
 
+def _rekeys(db):
+    """Version 4: device key rotations in flight (key_rotation.py)."""
+    from .key_rotation import TABLE
+
+    db.script(db.dialect.ddl(TABLE))
+
+
 STEPS = (
     (1, "baseline", _baseline),
     (2, "leases", _leases),
     (3, "tariffs", _tariffs),
+    (4, "rekeys", _rekeys),
 )
 LATEST = STEPS[-1][0]
 
