@@ -25,6 +25,7 @@ KEYS = (
     ("demand_block_s", 900, int, 60, 3600, UTILITY),        # block demand period (s)
     ("harmonic_order", 0, int, 0, 50, OPERATOR),            # THD to this order; 0: the highest
                                                             # the sampling supports, 1: none
+    ("harmonic_spectrum", False, bool, False, True, OPERATOR),  # readings carry hv, hi per order
     ("phase_cal_deg", 0.0, float, -20.0, 20.0, UTILITY),    # sensor phase error (+ = I lags)
     ("v_cal", 1.0, float, 0.5, 2.0, UTILITY),               # gain trims on the board's gains
     ("i_cal", 1.0, float, 0.5, 2.0, UTILITY),

@@ -20,7 +20,8 @@ WPH = const(0)           # window phase: 2**22 spans the whole window
 WINC = const(1)          # its step per sample
 ORDERS = const(2)        # H, the highest order analysed
 HEAD = const(4)
-# energy sums (array('i'), 4 wide values): V order 1, V orders 2..H, I order 1, I 2..H
+# energy sums (array('i'), 4 wide values): V order 1, V orders 2..H, I order 1, I 2..H;
+# with the spectrum on, then per order h = 2..H: V order h, I order h (wide values)
 E_SIZE = const(8)
 MAX_ORDER = const(50)    # IEC 61000-4-30 class A goes to the 50th
 
@@ -123,9 +124,15 @@ def accumulate(acc: ptr32, st: ptr32, vb: ptr16, ib: ptr16, k: int, n: int, ph: 
     acc[WPH] = wph
 
 
+def energy_size(order, spectrum):
+    """Words of the energy sums: per order too when `spectrum`."""
+    return E_SIZE + (4 * (order - 1) if spectrum and order >= 2 else 0)
+
+
 @micropython.viper
-def close(acc: ptr32, en: ptr32, shift: int):
-    """End of a window: add its squared bin magnitudes into en, clear the bins."""
+def close(acc: ptr32, en: ptr32, shift: int, spectrum: int):
+    """End of a window: add its squared bin magnitudes into en (and per order from 2 with
+    `spectrum`), clear the bins."""
     m = 1
     m = m << 31
     mask = (m << 1) - 1
@@ -142,9 +149,16 @@ def close(acc: ptr32, en: ptr32, shift: int):
             x1 = x >> 10
             x0 = x & 1023
             t = 2 * x1 * x0
-            lo = int(en[e + 1]) + ((t & 1023) << 10) + x0 * x0
-            en[e] = (((int(en[e]) & mask) ^ m) - m) + x1 * x1 + (t >> 10) + (lo >> 20)
+            sq_lo = ((t & 1023) << 10) + x0 * x0
+            sq_hi = x1 * x1 + (t >> 10)
+            lo = int(en[e + 1]) + sq_lo
+            en[e] = (((int(en[e]) & mask) ^ m) - m) + sq_hi + (lo >> 20)
             en[e + 1] = lo & 0xFFFFF
+            if spectrum and a > HEAD:  # this order's own sums: E_SIZE + 4 (h - 2)
+                e = E_SIZE + a - HEAD - 4 + (2 if j >= 2 else 0)
+                lo = int(en[e + 1]) + sq_lo
+                en[e] = (((int(en[e]) & mask) ^ m) - m) + sq_hi + (lo >> 20)
+                en[e + 1] = lo & 0xFFFFF
             acc[a + j] = 0
             j += 1
         a += 4

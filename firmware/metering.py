@@ -63,8 +63,10 @@ class Meter:
         self.harm[H.WINC] = st[K.INC] // self.window_cycles
         self.harm_shift = H.sum_shift(st[K.HALVES_PER_WINDOW] * max(
             st[K.NORMAL_HALF], st[K.FORCED_HALF]))
-        self.harm_energy = array.array("i", [0] * H.E_SIZE)
-        self.ready_harm = array.array("i", [0] * H.E_SIZE)
+        self.spectrum = 1 if config.get("harmonic_spectrum") and order >= 2 else 0
+        self.e_size = H.energy_size(order, self.spectrum)
+        self.harm_energy = array.array("i", [0] * self.e_size)
+        self.ready_harm = array.array("i", [0] * self.e_size)
         st[K.INTERVAL] = int(config["interval_s"] * board.sample_rate)
         self.channel_delay_s = board.channel_delay_s
         self.set_phase(nominal_f, board.channel_delay_s)
@@ -205,7 +207,7 @@ class Meter:
         K.copy(self.last_window, st, w, 2 * F)
         K.clear(st, w, w + 2 * F)
         st[K.HALVES] = 0
-        H.close(self.harm, self.harm_energy, self.harm_shift)
+        H.close(self.harm, self.harm_energy, self.harm_shift, self.spectrum)
         self._lock_frequency()
         self.harm[H.WINC] = st[K.INC] // self.window_cycles
         # only orders below the Nyquist frequency at the frequency now measured
@@ -237,7 +239,7 @@ class Meter:
             K.copy(self.ready_ext, st, K.EXT, K.EXT_SIZE)
             self.ready_ext[X_SAMPLES] = st[K.POS]
             K.copy(self.ready_minmax, self.minmax, 0, 7)
-            K.copy(self.ready_harm, self.harm_energy, 0, H.E_SIZE)
+            K.copy(self.ready_harm, self.harm_energy, 0, self.e_size)
         x = self.ready_ext
         x[X_CLOCK_HI] = st[K.CLOCK_HI]
         x[X_CLOCK_LO] = st[K.CLOCK_LO]
@@ -261,7 +263,7 @@ class Meter:
         e = K.EXT
         self.readings_merged += 1
         K.merge(self.ready_sums, st, K.READING, F)
-        K.merge(self.ready_harm, self.harm_energy, 0, H.E_SIZE // 2)
+        K.merge(self.ready_harm, self.harm_energy, 0, self.e_size // 2)
         x[X_SAMPLES] += st[K.POS]
         if (x[0] and st[e] and st[K.FIRST_K] <= 0 and not x[K.FROZEN - e]
                 and not st[K.FORCED]):
@@ -289,7 +291,7 @@ class Meter:
         K.clear(st, K.READING, K.READING + 2 * F)
         K.clear(st, K.EXT, K.EXT + K.EXT_SIZE)
         K.clear(self.minmax, 0, 7)
-        K.clear(self.harm_energy, 0, H.E_SIZE)
+        K.clear(self.harm_energy, 0, self.e_size)
         if st[K.BOUNDARY] == K.RISING:
             st[K.HAVE_FIRST] = 1
             st[K.FIRST_K] = st[K.CROSS_K] - st[K.POS]

@@ -3,6 +3,7 @@
 
 import math
 
+import harmonics
 import kernel as K
 import metering as M
 import wide
@@ -50,6 +51,17 @@ def thd_pct(e, fundamental_at):
     if e1 <= 0:
         return None
     return 100.0 * math.sqrt(max(wide.value(e, fundamental_at + 2), 0) / e1)
+
+
+def spectrum_pct(e, order):
+    """Per order 2..H: V and I harmonic magnitudes in percent of their fundamental."""
+    out = ([], [])
+    for side, first in ((0, 0), (1, 4)):
+        e1 = wide.value(e, first)
+        for h in range(2, order + 1):
+            eh = wide.value(e, harmonics.E_SIZE + 4 * (h - 2) + 2 * side)
+            out[side].append(round(100.0 * math.sqrt(max(eh, 0) / e1), 4) if e1 > 0 else None)
+    return out
 
 
 class Reporter:
@@ -114,6 +126,12 @@ class Reporter:
         if m.harmonic_order >= 2:
             r["thd_v"] = thd_pct(m.ready_harm, 0)
             r["thd_i"] = thd_pct(m.ready_harm, 4)
+            rated = m.config.get("rated_a", 0)
+            if rated > 0 and r["thd_i"] is not None:
+                # TDD (IEEE 519): harmonic current against the rated (maximum demand) current
+                r["tdd"] = r["thd_i"] * i1 / rated
+            if m.spectrum:
+                r["hv"], r["hi"] = spectrum_pct(m.ready_harm, m.harmonic_order)
         mm = m.ready_minmax
         if mm[M.M_WINDOWS]:
             r["vmin"] = gv * math.sqrt(max(mm[M.M_VMIN], 0))

@@ -141,7 +141,8 @@ def test_harmonic_order_config_is_checked(value):
 # ---- integer ranges and the numpy twin ----
 
 def _meter(spc, order=0, nominal=50):
-    cfg = config.validate({"harmonic_order": order, "frequency": nominal})
+    cfg = config.validate({"harmonic_order": order, "frequency": nominal,
+                           "harmonic_spectrum": True})
     return metering.Meter(cfg, Board(spc * nominal))
 
 
@@ -149,10 +150,10 @@ def test_full_scale_windows_stay_small_ints(monkeypatch):
     seen = []
     close = harmonics.close
 
-    def spy(acc, en, shift):
+    def spy(acc, en, shift, spectrum):
         seen.append(max(abs(x) for x in acc))
         assert all(abs(x) < 2**30 for x in en)
-        close(acc, en, shift)
+        close(acc, en, shift, spectrum)
         seen.append(max(abs(x) for x in en))
 
     monkeypatch.setattr(harmonics, "close", spy)
