@@ -16,6 +16,7 @@ from mpshim import ticks_diff, ticks_ms
 
 MAX_MAILS = 16          # per drain; the rest wait for the next one
 MAX_RESPONSES = 64      # untagged lines before a tagged answer
+DRAIN_ROUNDS = 4        # a drain goes round again while mail keeps arriving during it
 MAX_DEPTH = 4
 
 
@@ -116,6 +117,13 @@ class Imap:
         self.conn = conn
         self.max_bytes = max_bytes
         self.n = 0
+        # a mail arrived (an untagged EXISTS) during a command: the server has told us, so
+        # IDLE will not tell us again; drain() goes round once more, idle() returns at once
+        self.grew = False
+
+    def _note(self, line):
+        if line.upper().endswith(b" EXISTS"):
+            self.grew = True
 
     async def response(self):
         """(line, literal or None): a server line with its literal, if any."""
@@ -144,6 +152,7 @@ class Imap:
                 return
             if line[:2] != b"* ":
                 raise MailError("IMAP: unexpected %r" % (line[:80],))
+            self._note(line)
             if on_line is not None:
                 on_line(line, literal)
         raise MailError("IMAP: no tagged answer to %r" % (text[:20],))
@@ -156,7 +165,21 @@ class Imap:
         await self.command(b"SELECT INBOX")
 
     async def drain(self, handle):
-        """handle(raw) for each mail that fits, then delete them all; (handled, refused)."""
+        """handle(raw) for each mail that fits, then delete them all; (handled, refused).
+        A mail that arrives meanwhile is announced by an EXISTS among the answers, and IDLE
+        would not announce it again: it is taken in another round (up to DRAIN_ROUNDS;
+        past that, the next idle() returns at once)."""
+        handled = refused = 0
+        for _ in range(DRAIN_ROUNDS):
+            self.grew = False
+            h, r = await self._drain_once(handle)
+            handled += h
+            refused += r
+            if not self.grew:
+                break
+        return handled, refused
+
+    async def _drain_once(self, handle):
         uids = []
 
         def found(line, _literal):
@@ -196,7 +219,11 @@ class Imap:
         return handled, refused
 
     async def idle(self, idle_s, stop):
-        """IDLE until a new mail EXISTS (True), stop() is true, or idle_s passes (False)."""
+        """IDLE until a new mail EXISTS (True), stop() is true, or idle_s passes (False).
+        True at once when a mail arrived during the last drain and is still unread."""
+        if self.grew:
+            self.grew = False
+            return True
         self.n += 1
         tag = ("a%d" % self.n).encode()
         await self.conn.write(tag + b" IDLE\r\n")
@@ -206,9 +233,11 @@ class Imap:
                 break
             if line[:2] != b"* ":
                 raise MailError("IMAP: IDLE refused: %r" % (line[:80],))
+            self._note(line)
         else:
             raise MailError("IMAP: no IDLE continuation")
-        new = False
+        new = self.grew
+        self.grew = False
         start = ticks_ms()
         while not new and not stop() and ticks_diff(ticks_ms(), start) < idle_s * 1000:
             try:

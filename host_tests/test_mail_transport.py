@@ -52,6 +52,7 @@ def test_imap_drains_expunges_idles_and_bounds_literals(checks):
     assert checks["imap_counts"] == [2, 1] and checks["imap_bodies"] == [True, True]
     assert checks["imap_expunged"] == [3, 7, 9]     # the refused one too: nothing blocks
     assert checks["imap_idle_new"] is True
+    assert checks["imap_arrived"] == [2, 0, 3, 5]   # the one that came mid-drain too
     assert checks["imap_literal"] == "IMAP: a literal of 1000100 bytes (at most 4096)"
     assert checks["fetch_fields"] == [True, False, False, False, False]
     assert checks["literal_size"][0] is None and "at most 100" in checks["literal_size"][1]

@@ -42,8 +42,9 @@ def pop3_server(box):
     return serve, deleted
 
 
-def imap_server(box, lie=0):
-    """box: {uid: raw}; lie: bytes added to every literal's announced size."""
+def imap_server(box, lie=0, arrive=None):
+    """box: {uid: raw}; lie: bytes added to every literal's announced size; arrive: {uid:
+    raw} delivered while the first mail's body is fetched (announced by an EXISTS)."""
     state = {"expunged": [], "flagged": []}
 
     def serve(line):
@@ -61,8 +62,13 @@ def imap_server(box, lie=0):
         if rest.startswith(b"UID FETCH"):
             uid = int(rest.split()[2])
             raw = box[uid]
+            news = b""
+            if arrive:
+                box.update(arrive)
+                arrive.clear()
+                news = b"* %d EXISTS\r\n" % len(box)
             return (("* 1 FETCH (UID %d BODY[] {%d}\r\n" % (uid, len(raw) + lie)).encode()
-                    + raw + b")\r\n" + tag + b" OK\r\n")
+                    + raw + b")\r\n" + news + tag + b" OK\r\n")
         if rest.startswith(b"UID STORE"):
             state["flagged"].append(int(rest.split()[2]))
             return tag + b" OK\r\n"
@@ -70,6 +76,7 @@ def imap_server(box, lie=0):
             for u in state["flagged"]:
                 box.pop(u, None)
             state["expunged"] += state["flagged"]
+            state["flagged"] = []
             return b"* 1 EXPUNGE\r\n" + tag + b" OK\r\n"
         if rest == b"IDLE":
             state["idle"] = tag
@@ -164,6 +171,12 @@ def imap_checks(r):
     r["imap_bodies"] = [got[0] == good, got[1] == box.get(9, b"junk\r\n\r\njunk")]
     r["imap_expunged"] = sorted(state["expunged"])
     r["imap_idle_new"] = run(client.idle(5, lambda: False))
+    # a mail delivered in the middle of a drain: taken by the same drain, not left for an
+    # IDLE that would never announce it again
+    serve, state = imap_server({3: good}, arrive={5: good})
+    client = imap_idle.Imap(FakeConn(serve, b"* OK ready\r\n"), 4096)
+    run(client.login("m1@x.y", "pw"))
+    r["imap_arrived"] = list(run(client.drain(got.append))) + sorted(state["expunged"])
     serve, _ = imap_server({1: b"Z" * 100}, lie=10 ** 6)   # a literal larger than announced
     client = imap_idle.Imap(FakeConn(serve, b"* OK ready\r\n"), 4096)
     r["imap_literal"] = error_of(lambda: run(client.drain(got.append)))

@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from lab import netlab, processes, runner
+from lab import netlab, processes, runner, servers
 
 ROOT = runner.ROOT
 
@@ -23,7 +23,7 @@ PERSIST_S = 5          # the meters' persist_s (the firmware's minimum): energy 
 HOLD = PERSIST_S // REPORT_S  # readings the meters' outboxes hold in RAM (app.outbox_hold): a
                                # power cut loses those the head-end had not stored yet
 MQTT_KEEPALIVE = 10    # the MQTT meters' keepalive (the firmware's minimum)
-TRANSPORTS = ("http", "mqtt")
+TRANSPORTS = ("http", "mqtt", "email", "xmpp")
 
 
 class CampaignFailed(AssertionError):
@@ -36,7 +36,10 @@ def check(cond, *what):
 
 
 def why_skip(transport="http"):
-    """None if a lab can be built here (with mosquitto for mqtt), else the reason."""
+    """None if a lab can be built here (with mosquitto for mqtt, the private mail server for
+    email, Prosody for xmpp), else the reason."""
+    if servers.missing(transport):
+        return servers.missing(transport)
     if transport == "mqtt":
         from headend import broker
         try:
@@ -68,7 +71,9 @@ def why_skip(transport="http"):
 
 class Rig:
     """transport "http": the meters long-poll the head-end; "mqtt": they talk to mosquitto
-    in `out` (on the head-end's address), which the head-end's bridge subscribes to."""
+    in `out` (on the head-end's address), which the head-end's bridge subscribes to;
+    "email", "xmpp": to the private mail server or Prosody in `out` (lab/servers.py), site a
+    allowed out only to its ports."""
 
     def __init__(self, work, log=print, transport="http"):
         if transport not in TRANSPORTS:
@@ -77,7 +82,7 @@ class Rig:
         self.log = log
         self.transport = transport
         self.lab = netlab.Lab("bc-f%s" % uuid.uuid4().hex[:6])
-        self.headend = self.api = self.admin = self.broker = None
+        self.headend = self.api = self.admin = self.broker = self.server = None
         self.meters = {}
 
     def __enter__(self):
@@ -92,6 +97,13 @@ class Rig:
                                             lab=self.lab, ns="out")
                 self.broker.start()
                 he.extra += self.broker.serve_args()
+            self.server = servers.for_transport(self.transport, self.dir, self.lab)
+            if self.server is not None:
+                self.server.start()
+                link = self.dir / "headend-link.json"
+                link.write_text(json.dumps(self.server.headend_settings()))
+                link.chmod(0o600)
+                he.extra += ["--config", str(link)]
             he.start()
             self.api = he.api(token)
             self.admin = he.api(admin)
@@ -107,6 +119,8 @@ class Rig:
         try:
             if self.broker is not None:
                 self.broker.stop()
+            if self.server is not None:
+                self.server.close()
         finally:
             self.lab.down()
 
@@ -124,6 +138,11 @@ class Rig:
             self.wait(self.bridge_connected, 30, "the MQTT bridge to connect")
             cfg.update(self.broker.meter_settings(keepalive=MQTT_KEEPALIVE))
             url = ""
+        elif self.server is not None:
+            self.server.add_meter(name)
+            self.server.confine(site)
+            cfg.update(self.server.meter_settings(name))
+            url = ""
         cfg.update(settings)
         m = processes.Meter(self.dir, name, r.json()["key"], url, lab=self.lab, ns=site, **cfg)
         m.name = name
@@ -136,6 +155,7 @@ class Rig:
         except AssertionError as e:
             logs = [("head-end", self.headend.log())] + \
                 ([("mosquitto", self.broker.log())] if self.broker else []) + \
+                ([(self.transport, self.server.log())] if self.server else []) + \
                 [(n, m.log()) for n, m in self.meters.items()]
             tails = "\n".join("--- %s:\n%s" % (n, "\n".join(t.splitlines()[-8:]))
                                for n, t in logs)

@@ -176,19 +176,20 @@ def campaign_corrupt(rig, rng, rounds=4, offline=(5.0, 7.0), say=print):
         top = max([r["seq"] for r in before["records"]] + [before["acked"]])
         segs = sorted((m.state / "outbox").glob("*.seg"), key=lambda p: int(p.stem))
         check(segs, "no outbox segment on flash")
-        seg = segs[-1]
-        recs = [(o, n, it) for o, n, it in seg_records(seg)
+        # the unsent records of the newest segment, and of the one before when a segment
+        # began just before the kill (a transport that batches, email, holds more on flash)
+        recs = [(seg, o, n, it) for seg in segs[-2:] for o, n, it in seg_records(seg)
                 if it["seq"] > before["acked"] and it["seq"] not in stored]
         check(len(recs) >= 3, "round %d: too few unsent records (%d)" % (rnd, len(recs)))
         damaged = set()
         # a. a byte inside a middle record's payload (its CRC no longer matches)
         mid = rng.randrange(1, len(recs) - 1)
-        o, n, it = recs[mid]
+        seg, o, n, it = recs[mid]
         _flip(seg, o + 7 + rng.randrange(n - 11))
         regions = 1 if mid == len(recs) - 2 else 2   # adjacent damage is one region
         damaged.add(it["seq"])
-        # b. the newest record torn: the segment truncated inside it
-        o, n, it = recs[-1]
+        # b. the newest record torn: its segment truncated inside it
+        seg, o, n, it = recs[-1]
         with open(seg, "r+b") as f:
             f.truncate(o + rng.randrange(1, n))
         damaged.add(it["seq"])
