@@ -67,12 +67,17 @@ class SimBoard:
             self.events.append((e["at_s"], e["at_s"] + dur, e["residual_pct"] / 100.0))
         self.n = 0
         self.theta = 0.0
+        self.closed = True      # the relay; with "relay_cuts_load" open means no load
+        self.relay_cuts = bool(s.get("relay_cuts_load", False))
         random.seed(seed)
+
+    def set_relay(self, closed):
+        self.closed = closed or not self.relay_cuts
 
     def _at(self, t):
         va, phi = 0.0, 0.0
         for at, load in self.loads:
-            if at <= t:
+            if at <= t and self.closed:
                 va, phi = load
         scale = 1.0
         for start, end, residual in self.events:

@@ -1,7 +1,6 @@
 # The meter application: metering, reporting, persistence and the back channel as asyncio
 # tasks. Board-independent: a board object supplies samples (and optionally a relay).
 
-import array
 import asyncio
 import gc
 from binascii import unhexlify
@@ -10,7 +9,6 @@ import config as configuration
 import health
 import links  # the transport and the updater: imported only when used
 import metering
-import reading
 from clock import Clock, board_ms, stamp
 from energy import RegisterStore, SavePolicy
 from inbox import Inbox
@@ -47,8 +45,7 @@ class App:
         self.config_path = config_path
         self.realtime = realtime
         self.clock = Clock()
-        self.meter = metering.Meter(cfg, board)
-        self.reporter = reading.Reporter(self.meter, cfg["demand_block_s"])
+        self.meter, self.reporter = links.make_meter(cfg, board)
         self.protection = Protection(cfg, self.set_relay)
         self.watchers = [self.protection]   # each checks every reading: records to push
         self.outbox = Outbox(state_dir + "/outbox", hold=outbox_hold(cfg))
@@ -181,8 +178,6 @@ class App:
                 gc.collect()
 
     async def _metering(self):
-        vb = array.array("H", [0] * BLOCK)
-        ib = array.array("H", [0] * BLOCK)
         count = self.sample_count
         # pacing a simulated board: `lead` ms of signal metered since the tick `ref` (both
         # move forward, so they stay small ints and ticks_diff stays within its range)
@@ -193,15 +188,15 @@ class App:
         hardware = hasattr(self.board, "available")
         realtime = self.realtime and not hardware
         persist = SavePolicy(self.cfg["persist_s"], self.meter)
+        vb, ib, read_feed = links.block_reader(self.board, self.meter, self.cfg, BLOCK)
         while not (self.reboot_now or self.stopping):
             self.meter_beat.beat()
             if hardware:
                 while self.board.available() < BLOCK:
                     await asleep_ms(POLL_MS)
-            n = self.board.read(vb, ib)
+            n = read_feed()
             if n == 0:
                 return
-            self.meter.feed(vb, ib, n)
             if self.capture is not None:
                 self.capture.feed(vb, ib, n)
             lead += count.add(n)

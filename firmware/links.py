@@ -8,6 +8,50 @@
 import os
 
 
+def make_meter(cfg, board):
+    """(meter, reporter) for cfg's wiring: a polyphase or multi-circuit meter imports its
+    code only then (polyphase.py)."""
+    if cfg["wiring"] == "1p2w":
+        import metering
+        import reading
+
+        meter = metering.Meter(cfg, board)
+        return meter, reading.Reporter(meter, cfg["demand_block_s"])
+    import poly_reading
+    import polyphase
+
+    meter = polyphase.PolyMeter(cfg, board)
+    return meter, poly_reading.PolyReporter(meter, cfg["demand_block_s"])
+
+
+def block_reader(board, meter, cfg, block):
+    """(vb, ib, read_feed): read_feed() reads a block from the board into preallocated
+    buffers and feeds it to the meter, returning the samples read (no allocation per call);
+    vb, ib are the (first) voltage and current channels, for waveform capture."""
+    from array import array
+
+    if cfg["wiring"] == "1p2w":
+        vb = array("H", [0] * block)
+        ib = array("H", [0] * block)
+
+        def read_feed():
+            n = board.read(vb, ib)
+            if n:
+                meter.feed(vb, ib, n)
+            return n
+
+        return vb, ib, read_feed
+    bufs = [array("H", [0] * block) for _ in range(meter.channels)]
+
+    def read_poly():
+        n = board.read(bufs)
+        if n:
+            meter.feed(bufs, n)
+        return n
+
+    return bufs[0], bufs[meter.nv], read_poly
+
+
 def make_comms(app, cfg, key):
     """The App's Comms or MqttComms for cfg, or None when no transport is configured."""
     if cfg["transport"] == "mqtt" and cfg["mqtt_host"]:

@@ -25,6 +25,7 @@ class PolyEvents:
         self.run = {}   # kind -> [start_s, extreme_v, phases involved, incomplete]
 
     def __call__(self, record):
+        n = record.get("_n")
         self.notify(record)
         phase = record.get("phase")
         kind = record.get("kind")
@@ -33,26 +34,27 @@ class PolyEvents:
         opened = self.open[kind]
         if record["type"] == "event_start":
             opened[phase] = record["start_s"]
-            self._started(kind, phase, record["start_s"])
+            self._started(kind, phase, record["start_s"], n)
         elif record["type"] == "event":
             opened.pop(phase, None)
             self._ended(kind, phase, record)
 
-    def _say_start(self, kind, start_s):
-        self.notify({"type": "event_start", "kind": kind, "start_s": start_s, "phase": "poly"})
+    def _say_start(self, kind, start_s, n):
+        self.notify({"type": "event_start", "kind": kind, "start_s": start_s, "phase": "poly",
+                     "_n": n})
 
-    def _started(self, kind, phase, start_s):
+    def _started(self, kind, phase, start_s, n):
         opened = self.open[kind]
         if kind == "interruption":
             if len(opened) == len(self.phases) and kind not in self.run:
                 # every channel is now interrupted: it began with the last of them
-                self.run[kind] = [start_s, None, "".join(self.phases), False]
-                self._say_start(kind, start_s)
+                self.run[kind] = [start_s, None, "".join(self.phases), False, n]
+                self._say_start(kind, start_s, n)
             return
         run = self.run.get(kind)
         if run is None:
-            self.run[kind] = [start_s, None, phase, False]
-            self._say_start(kind, start_s)
+            self.run[kind] = [start_s, None, phase, False, n]
+            self._say_start(kind, start_s, n)
         elif phase not in run[2]:
             run[2] += phase
 
@@ -77,12 +79,13 @@ class PolyEvents:
         self._record(kind, run, end_s)
 
     def _record(self, kind, run, end_s):
-        start, v, phases, incomplete = run
+        start, v, phases, incomplete, n = run
         seconds = end_s - start
         rec = {"type": "event", "kind": kind, "start_s": start, "duration_ms": seconds * 1000.0,
                "residual_v": v, "extreme_pct": 100.0 * v / self.declared_v,
                "category": pq.ieee1159_category(kind, seconds, seconds * self.frequency),
-               "phase": "poly", "phases": "".join(p for p in self.phases if p in phases)}
+               "phase": "poly", "phases": "".join(p for p in self.phases if p in phases),
+               "_n": n}
         if incomplete:
             rec["incomplete"] = True
         self.notify(rec)

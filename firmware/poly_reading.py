@@ -4,16 +4,14 @@
 #
 # Totals: P and Q (the fundamental's reactive power, IEEE 1459 Q1) add over the elements.
 # S is the arithmetic sum of the elements' S for 3p4w and 1vnct, and sqrt(P^2 + Q^2) for
-# 3p3w, where per-phase apparent powers do not exist. Total energy registers net the
-# elements over each reading interval before splitting into import and export (so the two
-# wattmeters of 3p3w, one of which reads negative below PF 0.5, give the true direction).
+# 3p3w, where per-phase apparent powers do not exist. The total energy registers are
+# polyphase.PolyMeter's (the elements netted at each fold); demand is on their import.
 
 import math
 
 import kernel as K
 import reading
 import wide
-from energy import Registers
 
 DEG = reading.DEG
 _FVC = 2 * (K.FVC - K.N)
@@ -58,10 +56,12 @@ class PolyReporter:
     def __init__(self, poly, demand_block_s=900):
         self.poly = poly
         self.reporters = [reading.Reporter(m, demand_block_s) for m in poly.meters]
-        self.totals = Registers(1)  # mWh and mvarh, netted per interval
-        self.last_net = [[0, 0] for _ in poly.meters]
         self.last_samples = 0
         self.merged = 0
+        self.block_s = demand_block_s
+        self.block_end = demand_block_s
+        self.block_start_mwh = 0
+        self.demand_w = None
 
     def _ready(self):
         ms = self.poly.meters
@@ -90,12 +90,13 @@ class PolyReporter:
         out = {"type": "reading", "t": lead["t"], "f": lead["f"], "wiring": poly.wiring}
         ref = angles[0]
         p = q = s = 0.0
-        dp = dq = 0
         phasors = []
+        live = []
         for j, r in enumerate(rs):
             if r is None:
                 phasors.append(None)
                 continue
+            live.append(r)
             p += r["p"]
             q += r["q"]
             s += r["s"]
@@ -104,19 +105,29 @@ class PolyReporter:
             if r.get("i1_deg") is not None:
                 r["i1_deg"] = _wrap(r["i1_deg"] + DEG * ang)  # I against phase A voltage
             phasors.append((r["v1"] * math.cos(ang), r["v1"] * math.sin(ang)))
-            ep, eq = self._delta(j)
-            dp += ep
-            dq += eq
         if poly.wiring == "3p3w":
             s = math.sqrt(p * p + q * q)
+        # for the App's alarms and screens: the voltages' mean, the largest current
+        out["vrms"] = sum(r["vrms"] for r in live) / len(live)
+        out["irms"] = max(r["irms"] for r in live)
         out["p"] = p
         out["q"] = q
         out["s"] = s
         out["pf"] = p / s if s > 0 else 0.0
         self._phases(out, rs, phasors)
-        self._add(dp, dq)
-        out.update(self.totals.as_wh())
+        poly.fold_energy()
+        regs = poly.registers
+        self._demand(self.last_samples * poly.ts, regs.import_wh.total_mwh())
+        out.update(regs.as_wh())
+        out["demand_w"] = self.demand_w
         return out
+
+    def _demand(self, t, import_mwh):
+        if t >= self.block_end:
+            self.demand_w = (import_mwh - self.block_start_mwh) / 1000.0 * 3600.0 / self.block_s
+            self.block_start_mwh = import_mwh
+            while self.block_end <= t:
+                self.block_end += self.block_s
 
     def _phases(self, out, rs, phasors):
         wiring = self.poly.wiring
@@ -142,29 +153,6 @@ class PolyReporter:
             vab, vcb = phasors
             out["u2_pct"], out["sequence"] = sequence(vab, (-vcb[0], -vcb[1]),
                                                       (vcb[0] - vab[0], vcb[1] - vab[1]))
-
-    def _delta(self, j):
-        """Element j's net active and reactive energy since the last reading (exact mWh)."""
-        regs = self.poly.meters[j].registers
-        p = regs.import_wh.total_mwh() - regs.export_wh.total_mwh()
-        q = regs.import_varh.total_mwh() - regs.export_varh.total_mwh()
-        last = self.last_net[j]
-        dp = p - last[0]
-        dq = q - last[1]
-        last[0] = p
-        last[1] = q
-        return dp, dq
-
-    def _add(self, dp, dq):
-        t = self.totals
-        if dp > 0:
-            t.import_wh.add_mwh(dp)
-        elif dp < 0:
-            t.export_wh.add_mwh(-dp)
-        if dq > 0:
-            t.import_varh.add_mwh(dq)
-        elif dq < 0:
-            t.export_varh.add_mwh(-dq)
 
 
 def _keep(r):

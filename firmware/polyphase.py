@@ -20,6 +20,7 @@
 # Nothing here allocates per sample or per cycle: the loop indexes preallocated lists.
 
 import metering
+from energy import Registers
 
 WIRINGS = ("1p2w", "3p4w", "3p3w", "1vnct")
 PHASES = {"3p4w": ("a", "b", "c"), "3p3w": ("ab", "cb")}
@@ -84,25 +85,41 @@ class PolyMeter:
                 m.follow(pq=self.wiring != "1vnct")  # one voltage: the leader's events only
             self.meters.append(m)
         self.count = len(self.meters)
+        self.nv = nv
+        self.channels = nv + self.count
         self.leader = self.meters[0]
         self.ts = self.leader.ts
         self.harmonic_order = self.leader.harmonic_order
-        self.on_event = None
+        self.handler = None
+        self.said_start = 0     # the sample an event said last started at (App stamps it)
+        self.pq = self          # App reads meter.pq.said_start
+        # the totals: exact mWh and mvarh, the elements netted at each fold (see fold_energy)
+        self.registers = Registers(1)
+        self.last_net = [[0, 0] for _ in self.meters]
+
+    @property
+    def on_event(self):
+        return self.handler
+
+    @on_event.setter
+    def on_event(self, handler):
+        self.set_event_handler(handler)
 
     def set_event_handler(self, handler):
         """handler(record): every element's PQ events, tagged with its phase, and the
         polyphase events of IEC 61000-4-30 (poly_events.py) with phase "poly"."""
-        self.on_event = handler
+        self.handler = handler
+        final = _Final(self, handler)
         names = PHASES.get(self.wiring)
         if not names:  # one voltage: the leader's events as they are
-            self.leader.on_event = handler
+            self.leader.on_event = _Tagger(final, None, self.leader.pq)
             return
         from poly_events import PolyEvents
 
         c = self.config
-        poly = PolyEvents(handler, names, c["nominal_v"], c["frequency"])
+        poly = PolyEvents(final, names, c["nominal_v"], c["frequency"])
         for j in range(self.count):
-            self.meters[j].on_event = _Tagger(poly, names[j])
+            self.meters[j].on_event = _Tagger(poly, names[j], self.meters[j].pq)
 
     def feed(self, bufs, n):
         """Consume n frames: bufs is a list of array('H'), one per channel (board order)."""
@@ -132,16 +149,59 @@ class PolyMeter:
             m.finish()
 
     def fold_energy(self):
-        for m in self.meters:
+        """Fold each element's energy into its registers, then net the elements' energy
+        since the last fold into the totals before splitting it into import and export (so
+        the two wattmeters of 3p3w give the load's direction). Exact mWh."""
+        dp = dq = 0
+        for j in range(self.count):
+            m = self.meters[j]
             m.fold_energy()
+            regs = m.registers
+            p = regs.import_wh.total_mwh() - regs.export_wh.total_mwh()
+            q = regs.import_varh.total_mwh() - regs.export_varh.total_mwh()
+            last = self.last_net[j]
+            dp += p - last[0]
+            dq += q - last[1]
+            last[0] = p
+            last[1] = q
+        t = self.registers
+        if dp > 0:
+            t.import_wh.add_mwh(dp)
+        elif dp < 0:
+            t.export_wh.add_mwh(-dp)
+        if dq > 0:
+            t.import_varh.add_mwh(dq)
+        elif dq < 0:
+            t.export_varh.add_mwh(-dq)
+
+    def restore_energy(self, state):
+        """Load persisted total registers (the elements' own start from zero)."""
+        self.fold_energy()
+        self.registers.restore(state)
 
 
 class _Tagger:
-    def __init__(self, handler, phase):
+    """An element's events: tagged with its phase, and with the sample its detector said the
+    event started at (an int, "_n": _Final takes it off)."""
+
+    def __init__(self, handler, phase, detector):
         self.handler = handler
         self.phase = phase
+        self.detector = detector
 
     def __call__(self, record):
         if self.phase is not None:
             record["phase"] = self.phase
+        record["_n"] = self.detector.said_start
         self.handler(record)
+
+
+class _Final:
+    def __init__(self, poly, handler):
+        self.poly = poly
+        self.handler = handler
+
+    def __call__(self, record):
+        self.poly.said_start = record.pop("_n", self.poly.said_start)
+        if self.handler is not None:
+            self.handler(record)

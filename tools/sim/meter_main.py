@@ -46,8 +46,8 @@ def _boot(state_dir):
     import app
     import config
 
-    from boards import sim_board
-    return app.App, config, sim_board.SimBoard
+    from boards import sim_poly
+    return app.App, config, sim_poly.board_for   # SimBoard, or a polyphase one by wiring
 
 
 def _term_as_interrupt():
@@ -105,7 +105,7 @@ def main(argv):
     while True:
         # a `reboot` op ends app.run(); a new App then starts from what is on "flash"
         try:
-            app = App(SimBoard(scenario), cfg, args[1], config_path=args[0],
+            app = App(SimBoard(scenario, cfg), cfg, args[1], config_path=args[0],
                       realtime="--fast" not in argv)
         except (ValueError, OSError) as exc:
             sys.stderr.write("sim_meter: cannot start: %s\n" % (exc,))
