@@ -80,7 +80,8 @@ class App:
         self.watchdog = None
         key = unhexlify(cfg["device_key"]) if cfg["device_key"] else b""
         self.dispatcher = Dispatcher(self, key, self.outbox, self.inbox)
-        self.comms = links.make_comms(self, cfg, key)
+        self.trial = links.make_trial(self, state_dir)   # a guarded change on trial (trial.py)
+        self.comms = links.make_comms(self, self.cfg, key)
         self.rekey = links.make_rekey(self, state_dir, key)     # key rotation: both keys
         if self.comms is not None:
             self._apply_comms_config()
@@ -343,6 +344,7 @@ class App:
 
     # --- run ---
     def _after_exchange(self):
+        self.trial.healthy(self)
         updater = self._updater
         if updater is not None:
             updater.healthy()

@@ -111,6 +111,27 @@ def _mail_comms(app, cfg, key):
                      send_every_s=cfg["mail_send_s"])
 
 
+def make_trial(app, state_dir):
+    """A guarded change with fallback (trial.py): the App's config with the value on trial,
+    the watcher that ends the trial past its time, a notice when one ended at start."""
+    from trial import Trial
+
+    trial = Trial(state_dir + "/trial")
+    trial.app = app
+    trial.main_inbox = app.inbox.path
+    app.cfg = trial.apply(app.cfg)
+    if trial.record is None and trial.settle(app.inbox):   # a move cut short by a power cut
+        app.inbox = app.dispatcher.inbox = type(app.inbox)(trial.main_inbox)
+    path = trial.inbox_path(app.inbox.path)
+    if path != app.inbox.path:          # a head-end on trial numbers its work from 1
+        app.inbox = app.dispatcher.inbox = type(app.inbox)(path)
+    if trial.reverted:
+        app.outbox.offer("notice", {"what": trial.reverted, "count": 1})
+    if trial.record is not None:
+        app.watchers.append(trial)
+    return trial
+
+
 def make_rekey(app, state_dir, key):
     """Key rotation (rekey.py): its record, and the commit that saves the new key in
     config.json (console-only, so not through set_config) and starts using it."""

@@ -18,7 +18,7 @@ _OPERATOR = ("read", "get_config", "set_config", "relay", "set_presence", "get_e
 ROLE_OPS = {
     "operator": _OPERATOR,
     "utility": _OPERATOR + ("reset_energy", "set_time", "price", "shed", "tariff", "freeze",
-                            "rotate_key"),
+                            "rotate_key", "set_url", "set_encoding"),
     # never relay, config, update or time from a peer (the head-end's rules deny by default)
     "peer": ("read", "get_events", "set_presence", "message"),
 }
@@ -197,6 +197,26 @@ def op_rotate_key(app, args):
         raise Rejected(str(exc))
 
 
+def _guarded(app, key, value, args):
+    """A guarded change with fallback (trial.py): tried after a restart, kept only after a
+    healthy exchange with it, else undone."""
+    within_s = args.get("within_s", 600)
+    try:
+        app.trial.begin(app.cfg, key, value, within_s)
+    except ValueError as exc:
+        raise Rejected(str(exc))
+    app.reboot_requested = True     # once this result is out: the trial starts
+    return {"trial": key, "value": value, "within_s": within_s}
+
+
+def op_set_url(app, args):
+    return _guarded(app, "server_url", _args(args, "url", str), args)
+
+
+def op_set_encoding(app, args):
+    return _guarded(app, "encoding", _args(args, "encoding", str), args)
+
+
 OPS = {
     "read": op_read, "set_time": op_set_time, "get_config": op_get_config,
     "set_config": op_set_config, "relay": op_relay, "price": op_price, "shed": op_shed,
@@ -204,6 +224,7 @@ OPS = {
     "set_presence": op_set_presence, "get_events": op_get_events, "reboot": op_reboot,
     "reset_energy": op_reset_energy, "message": op_message, "send": op_send,
     "get_messages": op_get_messages, "update": op_update, "rotate_key": op_rotate_key,
+    "set_url": op_set_url, "set_encoding": op_set_encoding,
 }
 
 

@@ -12,12 +12,13 @@ Counts come from the work table itself (durable, shared by every process on the 
 
 from . import workq
 
-UTILITY_OPS = ("reset_energy", "set_time", "price", "shed", "tariff", "freeze")
+UTILITY_OPS = ("reset_energy", "set_time", "price", "shed", "tariff", "freeze",
+               "set_url", "set_encoding")     # the last two: guarded, with fallback
 GUARDED_OPS = ("rotate_key",)     # only through their own endpoint (key_rotation.py)
 PEER_OPS = ("read", "get_events", "set_presence")       # what a rule may allow
 NEVER_FROM_PEERS = ("relay", "set_config", "update", "reset_energy", "reboot", "set_time",
                     "price", "shed", "tariff", "freeze",
-                    "send", "message", "update_key", "rotate_key", "set_url")
+                    "send", "message", "update_key", "rotate_key", "set_url", "set_encoding")
 ANY = "*"
 
 
