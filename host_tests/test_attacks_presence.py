@@ -106,3 +106,41 @@ def test_genuine_statements_and_will_still_count(make_site):  # noqa: F811
     q.kill()
     wait_for(lambda: s.op.get("/v1/devices/q1").json()["presence"] == "unavailable",
              what="the genuine Last Will")
+
+
+def test_a_statement_replayed_after_a_head_end_restart_is_dropped(make_site):  # noqa: F811
+    """What the gate has taken is durable (presence_seen): a head-end that restarts (here its
+    gate's memory, started afresh over the same database) still drops the replay."""
+    from headend import mqtt_presence
+
+    s = make_site()
+    q = s.mqtt("q1")
+    q.exchange()
+    first = q.presence("available")
+    q.publish("bc/q1/presence", first)
+    q.state("available_restricted", "critical process")
+    wait_for(lambda: s.op.get("/v1/devices/q1").json()["presence"] == "available_restricted",
+             what="the restricted statement")
+    w = s.op.work("q1", "read", when_available=True)
+    s.bridge.presence_gate = mqtt_presence.PresenceGate(mqtt_presence.seen_in(s.h.hub.db))
+    dropped = s.bridge.counts["presence_dropped"]
+    q.publish("bc/q1/presence", first)          # its n is behind the latest, on record
+    wait_for(lambda: s.bridge.counts["presence_dropped"] > dropped, what="the replay dropped")
+    still_held(s, w)
+
+
+def test_a_dead_connections_statement_after_a_restart_is_dropped(make_site):  # noqa: F811
+    from headend import mqtt_presence
+
+    s = make_site()
+    q = s.mqtt("q1")
+    q.exchange()
+    said = q.presence("available")
+    q.publish("bc/q1/presence", q.presence("unavailable", "connection lost", n=0))
+    wait_for(lambda: s.op.get("/v1/devices/q1").json()["presence"] == "unavailable",
+             what="the Will")
+    s.bridge.presence_gate = mqtt_presence.PresenceGate(mqtt_presence.seen_in(s.h.hub.db))
+    dropped = s.bridge.counts["presence_dropped"]
+    q.publish("bc/q1/presence", said)           # its connection has ended, on record
+    wait_for(lambda: s.bridge.counts["presence_dropped"] > dropped, what="the replay dropped")
+    assert s.op.get("/v1/devices/q1").json()["presence"] == "unavailable"

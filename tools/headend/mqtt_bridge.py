@@ -79,7 +79,8 @@ class MqttBridge:
         self.connected = False
         self.ready = threading.Event()     # connected and subscribed
         self.offline = set()               # meters whose Last Will came after their last word
-        self.presence_gate = mqtt_presence.PresenceGate()   # signed presence, per connection
+        self.presence_gate = mqtt_presence.PresenceGate(    # signed presence, per connection
+            mqtt_presence.seen_in(hub.db))
         self.counts = Counter()            # up, answered, pushed, presence, lwt, refused, ...
         self.refused = Counter()           # reason -> count
         self._queue = None
@@ -242,7 +243,8 @@ class MqttBridge:
     def _record_presence(self, device, msg, retain):
         _, n, state, note = msg
         body = {"state": state, "note": note}
-        with self.hub.tx():
+        with self.hub.tx() as db:       # what was taken, durable with it (a restart replays)
+            db.run(mqtt_presence.SAVE_SEEN, device, msg[0], n)
             said = fleet_presence.announced(self.hub, device, body, self.hub.now())
         if said is None:
             return self._refuse(device, "malformed presence", "presence")

@@ -9,14 +9,30 @@ statement on that connection) and `sig`, the HMAC over presence_message(). A mes
 only if its signature holds, it names the topic's device, and it belongs to the meter's
 current connection (the `conn` of its latest verified up): a statement that arrives before
 that up waits for it, an old connection's statement or Will is dropped, and within a
-connection each `n` counts once. What it remembers is in memory: after a head-end restart
-the retained statement waits for the meter's next up, as on a new connection."""
+connection each `n` counts once. The last (conn, n) taken per device is also kept in the
+database (table presence_seen, written in the transaction that records the statement), so a
+head-end restart forgets nothing: a statement replayed after it is dropped as before."""
 
 import json
 
 from . import signing
 
 WILL_N = 0
+SEEN_TABLE = """
+CREATE TABLE IF NOT EXISTS presence_seen (   -- the last signed presence taken (mqtt_presence.py)
+    device TEXT PRIMARY KEY, conn TEXT NOT NULL, n INTEGER NOT NULL
+);
+"""
+SAVE_SEEN = ("INSERT INTO presence_seen(device, conn, n) VALUES (?, ?, ?) ON CONFLICT (device) "
+             "DO UPDATE SET conn = excluded.conn, n = excluded.n")
+
+
+def seen_in(db):
+    """The gate's `seen` over a database."""
+    def seen(device):
+        row = db.one("SELECT conn, n FROM presence_seen WHERE device = ?", device)
+        return (row["conn"], row["n"]) if row is not None else None
+    return seen
 
 
 def presence_message(device, conn, n, state, note):
@@ -55,14 +71,26 @@ class PresenceGate:
     """Per device: the last (conn, n) taken, a statement waiting for its connection's up,
     and connections whose Will was taken (dead: nothing of theirs counts again)."""
 
-    def __init__(self):
+    def __init__(self, seen=None):
+        """seen(device): the durable last (conn, n) taken, or None (SEEN_TABLE)."""
         self.last = {}
         self.waiting = {}
         self.dead = {}
+        self.seen = seen
+
+    def _recall(self, device):
+        if device in self.last or self.seen is None:
+            return
+        rec = self.seen(device)
+        if rec is not None:
+            self.last[device] = rec
+            if rec[1] == WILL_N:
+                self.dead[device] = rec[0]
 
     def offer(self, device, current_conn, msg):
         """msg from verified(). Returns "take" (record it now), "wait" (held until an up on
         its connection), or a reason it is dropped."""
+        self._recall(device)
         conn, n, _, _ = msg
         if self.dead.get(device) == conn:
             return "its connection has ended"
@@ -90,6 +118,7 @@ class PresenceGate:
         waiting = self.waiting.get(device)
         if waiting is None or waiting[0] != conn:
             return None
+        self._recall(device)
         del self.waiting[device]
         last = self.last.get(device)
         if last is not None and last[0] == conn and waiting[1] <= last[1]:

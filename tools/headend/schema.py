@@ -232,11 +232,19 @@ def _rekeys(db):
     db.script(db.dialect.ddl(TABLE))
 
 
+def _presence_seen(db):
+    """Version 5: the last signed MQTT presence taken per meter (mqtt_presence.py)."""
+    from .mqtt_presence import SEEN_TABLE
+
+    db.script(db.dialect.ddl(SEEN_TABLE))
+
+
 STEPS = (
     (1, "baseline", _baseline),
     (2, "leases", _leases),
     (3, "tariffs", _tariffs),
     (4, "rekeys", _rekeys),
+    (5, "presence_seen", _presence_seen),
 )
 LATEST = STEPS[-1][0]
 
