@@ -347,7 +347,30 @@ def stanza_streams(draw):
     return hexlify(bytes(data)).decode()
 
 
+_PUB = "04" + "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296" \
+    "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"     # G itself
+
+
+def _guarded(values):
+    """(op, args, answer) for mp_scripts/fuzz_guarded.py: rotate_key, set_url, set_encoding
+    with arguments near and far from valid, then an answer's `rekey` directive."""
+    rid = st.sampled_from(["0123456789abcdef", "ZZ", "", "0" * 33, "ab" * 8]) | values
+    pub = st.sampled_from([_PUB, "04" + "00" * 64, "04" + "1" * 128, _PUB[:-2] + "f6", "",
+                           "02" + _PUB[2:66]]) | values
+    args = st.fixed_dictionaries({}, optional={
+        "rid": rid, "pub": pub,
+        "url": st.sampled_from(["https://new.example:8443", "http://new.example", "",
+                                "https://" + "a" * 300, "https://old.example:8443"]) | values,
+        "encoding": st.sampled_from(["xml", "json", "soap", "wbxml", "yaml", ""]) | values,
+        "within_s": st.integers(-5, 10 ** 6) | values}) | values
+    answer = st.fixed_dictionaries({}, optional={
+        "rekey": st.fixed_dictionaries({}, optional={
+            "rid": rid, "check": st.text(max_size=20) | values}) | values}) | values
+    return st.tuples(st.sampled_from(["rotate_key", "set_url", "set_encoding"]), args, answer)
+
+
 STRATEGIES = {
+    "guarded": _guarded(json_values),
     "stanza": stanza_streams(),
     "http": http_responses().map(lambda b: hexlify(b).decode()),
     "work": work_cases,
@@ -360,4 +383,4 @@ STRATEGIES = {
     **MAIL_STRATEGIES,
 }
 MP_STRATEGIES = dict(STRATEGIES, work=mp_work_cases, response=mp_response_cases,
-                     config=mp_config_cases)
+                     config=mp_config_cases, guarded=_guarded(mp_json))

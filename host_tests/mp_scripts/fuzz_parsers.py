@@ -36,6 +36,7 @@ import comms
 import config
 import envelope
 import fuzz_encodings
+import fuzz_guarded
 import fuzz_mail
 import fuzz_manifest
 import fuzz_stanza
@@ -65,6 +66,7 @@ ALLOWED = {
     "imap": fuzz_mail.ALLOWED,
     "pop3": fuzz_mail.ALLOWED,
     "stanza": fuzz_stanza.ALLOWED,
+    "guarded": fuzz_guarded.ALLOWED,
 }
 
 
@@ -367,6 +369,8 @@ def run_case(parser, value, tmp="/tmp"):
             fuzz_manifest.run_manifest(value)
         elif parser == "stanza":
             fuzz_stanza.run(unhexlify(value), tmp)
+        elif parser == "guarded":
+            fuzz_guarded.run(value, tmp)
         elif parser in fuzz_encodings.PARSERS:
             fuzz_encodings.run(parser, unhexlify(value))
         elif parser in fuzz_mail.PARSERS:

@@ -28,7 +28,8 @@ from lab.runner import ROOT
 
 TESTS = ROOT / "host_tests"
 FIRMWARE_PARSERS = ["cfgfile", "config", "http", "manifest", "outbox", "response", "work",
-                    "xml", "soap", "wbxml", "xmlstream", "mime", "imap", "pop3", "stanza"]
+                    "xml", "soap", "wbxml", "xmlstream", "mime", "imap", "pop3", "stanza",
+                    "guarded"]
 PARSERS = {       # parser: (test file in host_tests/, test id or -k expression)
     **{p: ("test_fuzz_firmware.py", "test_firmware_parser_cpython[%s]" % p)
        for p in FIRMWARE_PARSERS},
