@@ -228,3 +228,17 @@ def test_the_head_end_renews_a_tariff_horizon_before_it_ends(client, headend):
     assert tick(now + 120) == []
     audit = hub.db.all("SELECT action, outcome FROM audit WHERE action = 'renew:add_work'")
     assert [a["outcome"] for a in audit] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("hm", [(10, 0), (23, 57), (23, 58), (23, 59), (0, 0)])
+def test_the_sim_tariff_day_peaks_a_minute_after_start(hm):
+    # make sim SCENARIO=tools/sim/scenarios/tariff_day.json: peak for 2 minutes from the
+    # next minute, whatever the time of day (the peak may run over midnight)
+    from sim import tariff_demo
+
+    now = utc(2027, 3, 2, *hm) + 17
+    args = tariff.compile_tariff(tariff_demo.spec(now), now, 2)
+    at = switches(args)
+    peak = [t for t, rate in at if rate == "peak" and t > now][0]
+    assert peak == (now // 60 + 1) * 60
+    assert [t for t, rate in at if t > peak][0] == peak + 120

@@ -56,6 +56,15 @@ def site_setup(state, update_key=None):
     return info
 
 
+def utility_token(state, info):
+    """A utility token for the sim's own tariff (made once, kept in sim.json)."""
+    if "utility_token" not in info:
+        info["utility_token"] = backchannel(state, "add-token", "sim-utility", "--role",
+                                            "utility").split()[-1]
+        exposure.write_private(state / "sim.json", json.dumps(info))
+    return info["utility_token"]
+
+
 def read_update_key(path):
     """The 130-hex public key of `release keygen`'s release-key.pub, checked here so that a
     wrong file is a clear error, not a meter that refuses to start."""
@@ -306,6 +315,12 @@ def run_site(children, state, doc, scenario, seconds, port, transport, update_ke
         meter = children.start("meter", cmd, signal.SIGINT, log=log_path, env=env,
                                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                text=True)
+    if doc.get("tariff_demo"):   # tariff_day.json: a utility token sets the day's tariff
+        from sim import tariff_demo
+
+        util = httpx.Client(base_url=url, timeout=5, verify=certs["ca_pem"], headers={
+            "Authorization": "Bearer " + utility_token(state, info)})
+        tariff_demo.send(util, DEVICE)
     click.echo("make sim: head-end %s (log %s), meter %s, update key %s; for the CLI: . %s"
                % (url, state / "headend.log", DEVICE,
                   "set" if info.get("update_key") else "none (UPDATE_KEY=...)",

@@ -106,6 +106,12 @@ def main(argv):
             k += 1
         k += 1
     cfg = config.validate(scenario.get("config", {}))
+    if cfg["wiring"] != "1p2w":   # three_phase.json, multi_circuit.json
+        import poly_main
+
+        from boards.sim_poly import board_for
+        poly_main.run(board_for(scenario, cfg), cfg, _emit, opts["seconds"], opts["realtime"])
+        return 0
     run(SimBoard(scenario), cfg, opts["seconds"], opts["realtime"], opts["state"])
     return 0
 

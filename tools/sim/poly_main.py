@@ -15,11 +15,23 @@ def replay(stream, cfg, rate, v_gain, i_gain, offsets_s, emit):
     pairs, nv = polyphase.layout(cfg)
     channels = nv + len(pairs)
     board = PolyReplayBoard(stream, rate, v_gain, i_gain, channels, nv, offsets_s or None)
+    return run(board, cfg, emit)
+
+
+def run(board, cfg, emit, seconds=None, realtime=False):
+    """Meter a polyphase board (its read(bufs) returns 0 at the end) and emit records;
+    `make sim --offline` paces a simulated one in real time."""
+    import time
+
+    channels = board.channels
     poly = polyphase.PolyMeter(cfg, board)
     reporter = poly_reading.PolyReporter(poly, cfg["demand_block_s"])
     poly.set_event_handler(emit)
     bufs = [array.array("H", [0] * BLOCK) for _ in range(channels)]
-    while True:
+    limit = int(seconds * board.sample_rate) if seconds else None
+    done = 0
+    started = time.ticks_ms() if realtime else 0
+    while limit is None or done < limit:
         n = board.read(bufs)
         if n == 0:
             poly.finish()
@@ -28,7 +40,13 @@ def replay(stream, cfg, rate, v_gain, i_gain, offsets_s, emit):
                 emit(r)
             break
         poly.feed(bufs, n)
+        done += n
         r = reporter.take()
         if r is not None:
             emit(r)
+        if realtime:
+            ahead = int(done * 1000 / board.sample_rate) - time.ticks_diff(time.ticks_ms(),
+                                                                           started)
+            if ahead > 0:
+                time.sleep_ms(ahead)
     return poly
