@@ -24,6 +24,8 @@ import json
 
 DRIVERS = {"esp32": ("boards.esp32_board", "Esp32Board"),
            "rp2": ("boards.rp2_board", "Rp2Board")}
+# three-phase and multi-circuit wirings (firmware/polyphase.py)
+POLY_DRIVERS = {"esp32": ("boards.esp32_poly", "Esp32PolyBoard")}
 
 
 class BoardError(ValueError):
@@ -53,15 +55,28 @@ def meter_defaults(platform=None):
         return {}
 
 
-def make_board(platform=None):
-    """The board for this port (sys.platform "esp32" or "rp2"), else the simulated board."""
+def make_board(platform=None, wiring="1p2w"):
+    """The board for this port (sys.platform "esp32" or "rp2") and the config's wiring, else
+    the simulated board."""
     if platform is None:
         import sys
         platform = sys.platform
-    if platform in DRIVERS:
-        module, name = DRIVERS[platform]
+    drivers = DRIVERS
+    if wiring != "1p2w" and platform in DRIVERS:
+        if platform not in POLY_DRIVERS:
+            raise BoardError("wiring %s: no %s driver reads several channels yet (an RP2040 "
+                             "needs an external ADC for them)" % (wiring, platform))
+        drivers = POLY_DRIVERS
+    if platform in drivers:
+        module, name = drivers[platform]
         return getattr(__import__(module, None, None, (name,)), name)()
-    from boards.sim_board import DEFAULT_SCENARIO, SimBoard
+    from boards.sim_board import DEFAULT_SCENARIO
+
+    if wiring != "1p2w":
+        from boards.sim_poly import board_for
+
+        return board_for(DEFAULT_SCENARIO, {"wiring": wiring})
+    from boards.sim_board import SimBoard
 
     return SimBoard(DEFAULT_SCENARIO)
 

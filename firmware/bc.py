@@ -102,7 +102,8 @@ def _get_app(metering_only=False):
         from app import App
 
         ensure_dir(STATE_DIR)
-        app = App(make_board(), cfg, STATE_DIR, config_path=CONFIG_PATH, realtime=False)
+        app = App(make_board(wiring=cfg["wiring"]), cfg, STATE_DIR, config_path=CONFIG_PATH,
+                  realtime=False)
     except (ValueError, OSError, ImportError) as exc:
         return fail("cannot start the app: %s" % (exc,))
     if not metering_only:

@@ -30,7 +30,7 @@ def ensure_dir(path):
         pass
 
 
-def make_board(platform=None):
+def make_board(platform=None, wiring="1p2w"):
     """The board: a `board` module's board.make() (an override on the path), else the
     driver for this port chosen by boards/contract.py (sys.platform "esp32" or "rp2", with
     boards/boards.json beside it), else the simulated board."""
@@ -42,7 +42,7 @@ def make_board(platform=None):
         return board.make()
     from boards.contract import make_board as choose
 
-    return choose(platform)
+    return choose(platform, wiring)
 
 
 def board_meter_defaults(platform=None):

@@ -95,7 +95,7 @@ def run():
                 from boards.pulse_input import PulseOnlyBoard
                 board = PulseOnlyBoard()
             else:
-                board = bc.make_board()
+                board = bc.make_board(wiring=cfg["wiring"])
             app = App(board, cfg, bc.STATE_DIR, config_path=bc.CONFIG_PATH)
         except (ValueError, OSError) as exc:
             print("bc: cannot start the app: %s; fix it with bc.set(...), then reset" % (exc,))

@@ -56,15 +56,21 @@ def check_board(config, board):
 
 
 class _Element:
-    """What metering.Meter reads of a board, for one element."""
+    """What metering.Meter reads of a board, for one element: a board may give per-channel
+    gains and bias points (v_gains, i_gains, v_mids, i_mids; else v_gain, i_gain, ...)."""
 
-    def __init__(self, board, delay_s):
+    def __init__(self, board, delay_s, v, i):
         self.sample_rate = board.sample_rate
         self.channel_delay_s = delay_s
-        self.v_gain = board.v_gain
-        self.i_gain = board.i_gain
-        self.v_mid = board.v_mid
-        self.i_mid = board.i_mid
+        self.v_gain = _of(board, "v_gains", v, board.v_gain)
+        self.i_gain = _of(board, "i_gains", i, board.i_gain)
+        self.v_mid = _of(board, "v_mids", v, board.v_mid)
+        self.i_mid = _of(board, "i_mids", i, board.i_mid)
+
+
+def _of(board, name, k, default):
+    values = getattr(board, name, None)
+    return default if values is None else values[k]
 
 
 class PolyMeter:
@@ -80,7 +86,7 @@ class PolyMeter:
         self.v_offset_s = [offsets[v] - offsets[0] for v, _ in pairs]
         self.meters = []
         for v, i in pairs:
-            m = metering.Meter(config, _Element(board, offsets[i] - offsets[v]))
+            m = metering.Meter(config, _Element(board, offsets[i] - offsets[v], v, i - nv))
             if self.meters:
                 m.follow(pq=self.wiring != "1vnct")  # one voltage: the leader's events only
             self.meters.append(m)
