@@ -22,7 +22,7 @@ def board_for(scenario, cfg=None):
     wiring = (cfg or {}).get("wiring", "1p2w")
     if wiring == "1p2w":
         return SimBoard(scenario)
-    return SimPolyBoard(scenario, wiring)
+    return SimPolyBoard(scenario, wiring, cfg)
 
 
 def _merged(scenario, over):
@@ -32,8 +32,9 @@ def _merged(scenario, over):
 
 
 class SimPolyBoard:
-    def __init__(self, scenario, wiring):
+    def __init__(self, scenario, wiring, cfg=None):
         self.wiring = wiring
+        self.neutral = wiring == "3p4w" and bool((cfg or {}).get("neutral_ct"))
         base = dict(scenario)
         if wiring == "3p3w":
             # phases at nominal / sqrt(3); the ADC spans the line voltage
@@ -58,6 +59,7 @@ class SimPolyBoard:
         if wiring == "3p3w":
             self.nominal_v = float(scenario.get("nominal_v", 400.0))
         ni = len(self.parts) if wiring != "3p3w" else 2
+        ni += 1 if self.neutral else 0
         self.channels = self.nv + ni
         # each element's I is read channel_delay_s after its V, all at the frame's instant
         self.channel_offsets_s = [0.0] * self.nv + [self.channel_delay_s] * ni
@@ -74,6 +76,11 @@ class SimPolyBoard:
         if self.wiring == "3p4w":
             for k in range(3):
                 self.parts[k].read(bufs[k], bufs[3 + k])
+            if self.neutral:  # In = Ia + Ib + Ic (a four-wire load returns it)
+                mid = self.i_mid
+                ia, ib, ic, out = bufs[3], bufs[4], bufs[5], bufs[6]
+                for k in range(n):
+                    out[k] = max(0, min(4095, ia[k] + ib[k] + ic[k] - 2 * mid))
         elif self.wiring == "1vnct":
             self.parts[0].read(bufs[0], bufs[1])
             for j in range(1, len(self.parts)):

@@ -49,6 +49,7 @@ KEYS = (
     ("pulse_only", False, bool, False, True, CONSOLE),      # a transport box: no CT or PT
     ("wiring", "1p2w", str, 4, 5, CONSOLE),                 # 1p2w, 3p4w, 3p3w, 1vnct: polyphase.py
     ("circuits", 1, int, 1, 8, CONSOLE),                    # current channels of 1vnct
+    ("neutral_ct", False, bool, False, True, CONSOLE),      # 3p4w: a CT on the neutral too
     ("capture", False, bool, False, True, OPERATOR),        # waveform capture on PQ events
     ("capture_pre_cycles", 4, int, 0, 50, OPERATOR),        # cycles kept before the trigger
     ("capture_post_cycles", 8, int, 0, 100, OPERATOR),      # and after it

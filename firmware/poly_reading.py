@@ -92,7 +92,7 @@ class PolyReporter:
         p = q = s = 0.0
         phasors = []
         live = []
-        for j, r in enumerate(rs):
+        for j, r in enumerate(rs[:poly.elements]):
             if r is None:
                 phasors.append(None)
                 continue
@@ -115,6 +115,10 @@ class PolyReporter:
         out["s"] = s
         out["pf"] = p / s if s > 0 else 0.0
         self._phases(out, rs, phasors)
+        if poly.count > poly.elements and rs[-1] is not None:   # the neutral CT
+            out["in"] = rs[-1]["irms"]
+            if "thd_i" in rs[-1]:
+                out["thd_in"] = rs[-1]["thd_i"]
         poly.fold_energy()
         regs = poly.registers
         self._demand(self.last_samples * poly.ts, regs.import_wh.total_mwh())

@@ -2,7 +2,8 @@
 # (metering.Meter, the integer kernel and its harmonics) per measuring element, a voltage
 # channel paired with a current channel, all on one frequency-locked reference.
 #
-#   3p4w   three elements (Va, Ia), (Vb, Ib), (Vc, Ic): phase-to-neutral voltages
+#   3p4w   three elements (Va, Ia), (Vb, Ib), (Vc, Ic): phase-to-neutral voltages; with
+#          neutral_ct a fourth current channel In, metered for its rms and THD only
 #   3p3w   two elements (Vab, Ia), (Vcb, Ic): the two-wattmeter (Aron) connection; only
 #          totals exist (and the line voltages and the two currents measured)
 #   1vnct  one voltage and N current channels (circuits), N = config "circuits"
@@ -31,6 +32,8 @@ def layout(config):
     channels, for the config's wiring (ValueError with the reason if it cannot work)."""
     wiring = config.get("wiring", "1p2w")
     if wiring == "3p4w":
+        if config.get("neutral_ct"):  # In rides on an element of its own, out of the totals
+            return [(0, 3), (1, 4), (2, 5), (0, 6)], 3
         return [(0, 3), (1, 4), (2, 5)], 3
     if wiring == "3p3w":
         return [(0, 2), (1, 3)], 2
@@ -88,9 +91,12 @@ class PolyMeter:
         for v, i in pairs:
             m = metering.Meter(config, _Element(board, offsets[i] - offsets[v], v, i - nv))
             if self.meters:
-                m.follow(pq=self.wiring != "1vnct")  # one voltage: the leader's events only
+                # one voltage (or the neutral's element): the leader's events only
+                m.follow(pq=self.wiring != "1vnct" and len(self.meters) < 3)
             self.meters.append(m)
         self.count = len(self.meters)
+        # the elements that meter power (not the neutral current's)
+        self.elements = 3 if self.wiring == "3p4w" else self.count
         self.nv = nv
         self.channels = nv + self.count
         self.leader = self.meters[0]
@@ -124,7 +130,7 @@ class PolyMeter:
 
         c = self.config
         poly = PolyEvents(final, names, c["nominal_v"], c["frequency"])
-        for j in range(self.count):
+        for j in range(self.elements):
             self.meters[j].on_event = _Tagger(poly, names[j], self.meters[j].pq)
 
     def feed(self, bufs, n):
@@ -159,7 +165,7 @@ class PolyMeter:
         since the last fold into the totals before splitting it into import and export (so
         the two wattmeters of 3p3w give the load's direction). Exact mWh."""
         dp = dq = 0
-        for j in range(self.count):
+        for j in range(self.elements):
             m = self.meters[j]
             m.fold_energy()
             regs = m.registers

@@ -37,6 +37,7 @@ def test_three_phase_scenario(interpreter, tmp_path):
     assert r["p"] == pytest.approx(8200, rel=0.01)
     assert r["a"]["hi"][1] == pytest.approx(40.0, rel=0.05)         # the 3rd on phase a
     assert r["irms"] == pytest.approx(r["a"]["irms"])                # the largest current
+    assert r["in"] > 5 and r["thd_in"] > 0                          # the unbalance returns
     assert r["b"]["v1_deg"] == pytest.approx(-120, abs=0.5)
     kinds = {(e["phase"], e["kind"]) for e in o["events"] if e["type"] == "event"}
     assert kinds == {("b", "dip"), ("poly", "dip")}

@@ -324,3 +324,21 @@ def test_polyphase_dips_and_interruption(interpreter):
     assert intr[0]["start_s"] == pytest.approx(2.6, abs=0.04)
     assert end == pytest.approx(2.9, abs=0.04)
     assert len([e for e in poly if e["kind"] == "swell"]) == 0
+
+
+def test_3p4w_neutral_ct(interpreter):
+    """The optional neutral CT: In's rms (and THD) beside the phases, out of the totals. An
+    unbalanced load with triplen harmonics returns them on the neutral."""
+    vs, is_ = three_phase(irms=(20, 12, 6), lag=(0.3, 0.5, 0.1), i_harm=((3, 0.3, 0.0),))
+    f = 50.0
+    rate, v_gain, sampled, true = make(f, vs, is_)
+    n_sampled = adc(sampled[3] + sampled[4] + sampled[5], I_GAIN)
+    out = replay_channels(sampled + [n_sampled], rate, v_gain, I_GAIN, interpreter,
+                          {"wiring": "3p4w", "neutral_ct": True})
+    rs = [r for r in out if r["type"] == "reading"][1:-1]
+    assert rs
+    for r in rs:
+        assert r["in"] == pytest.approx(float(n_sampled.std()), rel=I_LIMIT)
+        assert r["thd_in"] > 30   # the triplens add up on the neutral
+        assert r["p"] == pytest.approx(sum(r[k]["p"] for k in "abc"))
+        assert "n" not in r or not isinstance(r.get("n"), dict)
