@@ -68,7 +68,7 @@ def print_table(result):
     for r in rows(result):
         t.add_row(r["config"], "on" if r["thd"] else "off", str(r["channels"]),
                   "%.0f" % r["ns"], "%.2f%%" % r["share_pct"],
-                  "%.0f-%.0f%%" % tuple(r["board_pct"]),
+                  "%.1f-%.0f%%" % tuple(r["board_pct"]),
                   "n/a" if r["held_b"] is None else "%.1f KB" % (r["held_b"] / 1000),
                   "n/a" if r["heap_b_per_cycle"] is None else "%g B" % r["heap_b_per_cycle"],
                   "yes" if r["within"] else "no")
