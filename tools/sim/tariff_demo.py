@@ -1,5 +1,6 @@
 """The `tariff_day` scenario's tariff (make sim): a UTC time-of-use day whose `peak` starts
-`after_min` minutes after the sim starts and lasts `peak_min` minutes, so a tariff day and a
+at the first whole minute `after_min` minutes or more after the sim starts and lasts
+`peak_min` minutes, so a tariff day and a
 shed_on_rate rule show within minutes. The head-end compiles it and queues op `tariff` as a
 utility token, as POST /v1/devices/{id}/tariff does for a real tariff (docs/billing.md)."""
 
@@ -11,8 +12,9 @@ def _hm(minute):
 
 
 def spec(now=None, after_min=1, peak_min=2):
-    t = time.gmtime(int(now if now is not None else time.time()))
-    start = (t.tm_hour * 60 + t.tm_min + after_min) % 1440
+    now = int(now if now is not None else time.time())
+    # the first whole minute at least after_min minutes from now
+    start = ((now + 60 * after_min + 59) // 60) % 1440
     end = (start + peak_min) % 1440
     if end > start:
         day = [[_hm(start), "peak"], [_hm(end), "offpeak"]]
