@@ -5,11 +5,12 @@ the board interpreter (32-bit, float32; lab/board_build.py), found by bisection 
     python -m bench.heap_budget [--json] [--seconds S] [SCENARIO ...]
 
 Scenarios: start-up with the modules of one configuration (start-none, start-http,
-start-https, start-mqtt, start-mqtts, start-xmpp: tools/bench/heap_mp.py), and a meter process
-(tools/sim/meter_main.py) metering and exchanging with a real head-end for S seconds
-(default 20, report_s 1, one `read` work item): steady-http, steady-https (TLS, pinned
-CA), steady-mqtt (mosquitto), steady-xmpp (Prosody, Direct TLS), and batch-http (an
-outbox filled beforehand, so the first exchange carries a full batch: 32 items or 16 KB).
+start-https, start-mqtt, start-mqtts, start-xmpp, start-email: tools/bench/heap_mp.py), and a
+meter process (tools/sim/meter_main.py) metering and exchanging with a real head-end for S
+seconds (default 20, report_s 1, one `read` work item): steady-http, steady-https (TLS,
+pinned CA), steady-mqtt (mosquitto), steady-xmpp (Prosody, Direct TLS), steady-email (the
+private postfix + dovecot, SMTPS and IMAP IDLE, mail_send_s 5; needs root), and batch-http
+(an outbox filled beforehand, so the first exchange carries a full batch: 32 items or 16 KB).
 A probe passes when the process is alive at the end with no MemoryError, the head-end
 stored readings from it and the work finished.
 Each figure is from source (.py), as `make sim` runs the firmware. About 25 minutes for all;
@@ -25,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import pki, processes, runner
+from lab import mailsite, pki, processes, runner
 
 HEAP_MP = runner.ROOT / "tools" / "bench" / "heap_mp.py"
 KEY = "00112233445566778899aabbccddeeff"
 STEP = 2
-START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts", "start-xmpp")
-RUNNING = ("steady-http", "steady-https", "steady-mqtt", "steady-xmpp", "batch-http")
+START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts", "start-xmpp",
+         "start-email")
+RUNNING = ("steady-http", "steady-https", "steady-mqtt", "steady-xmpp", "steady-email",
+           "batch-http")
 SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)     # start-up only: never logs in
 
 
@@ -65,7 +68,11 @@ class Start:
                         "start-mqtts": dict(mqtt, mqtt_tls=True, ca_file=ca),
                         "start-xmpp": {"transport": "xmpp", "xmpp_host": "127.0.0.1",
                                        "xmpp_domain": "im.test", "ca_file": ca,
-                                       "xmpp_component": "fleet.im.test", "xmpp_scram": SCRAM}}
+                                       "xmpp_component": "fleet.im.test", "xmpp_scram": SCRAM},
+                        "start-email": {"transport": "email", "server_url": "",
+                                        "mail_host": "127.0.0.1", "mail_user": "m@mail.test",
+                                        "mail_password": "x", "mail_to": "he@mail.test",
+                                        "ca_file": ca}}
 
     def passes(self, name, kib):
         state = Path(tempfile.mkdtemp(dir=self.work))
@@ -95,6 +102,10 @@ class Site:
             self.im = ImServer(work)
             self.im.configure()
             xmpp = self.im.headend_config()
+        self.mail = None
+        if mailsite.missing() is None:      # steady-email: the private postfix + dovecot
+            self.mail = mailsite.MailSite(self.pki).configure()
+            xmpp = dict(xmpp or {}, **self.mail.headend_settings())
         self.tls = processes.Headend(work / "tls", certfile=self.pki / "server.pem",
                                      keyfile=self.pki / "server.key",
                                      cafile=self.pki / "ca.pem", config=xmpp)
@@ -106,6 +117,8 @@ class Site:
     def start(self):
         if self.im is not None:
             self.im.start()
+        if self.mail is not None:
+            self.mail.start()
         self.broker.start()
         self.tls.extra += self.broker.serve_args()
         self.api = {}
@@ -120,6 +133,8 @@ class Site:
         self.broker.stop()
         if self.im is not None:
             self.im.stop()
+        if self.mail is not None:
+            self.mail.remove()
 
     def _prefill(self):
         """A state dir whose outbox holds more readings than a batch carries."""
@@ -153,6 +168,11 @@ class Site:
                 raise RuntimeError("steady-xmpp needs prosody (apt-get install prosody)")
             self.im.add_meter(device)
             settings.update(self.im.meter_settings(device), server_url="")
+        elif name == "steady-email":
+            if self.mail is None:
+                raise RuntimeError("steady-email: %s" % mailsite.missing())
+            self.mail.add_meter(device)
+            settings.update(self.mail.meter_settings(device, "imap", mail_send_s=5))
         else:
             settings["server_url"] = he.url
         d = self.work / device

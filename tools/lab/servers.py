@@ -19,18 +19,33 @@ MAIL_SEND_S = 5         # the firmware's minimum: an email meter mails its readi
 
 
 class LabServer:
-    """What both servers share: the site allow-list and a restart."""
+    """What both servers share: the wrapped server (`inner`: an ImServer or a MailSite),
+    started, stopped and restarted in `out`, and the site allow-list."""
 
     lab = None
+    inner = None
     ports = ()
 
-    def confine(self, site):
-        """The site may open connections only to this server's ports on the head-end."""
-        egress.restrict(self.lab, site, self.lab.headend_ip, self.ports)
+    def start(self):
+        self.inner.start()
+        return self
+
+    def stop(self):
+        self.inner.stop()
 
     def restart(self):
         self.stop()
         self.start()
+
+    def add_meter(self, device):
+        self.inner.add_meter(device)
+
+    def log(self):
+        return self.inner.log()
+
+    def confine(self, site):
+        """The site may open connections only to this server's ports on the head-end."""
+        egress.restrict(self.lab, site, self.lab.headend_ip, self.ports)
 
 
 class LabIm(LabServer):
@@ -40,34 +55,18 @@ class LabIm(LabServer):
 
     def __init__(self, workdir, lab):
         self.lab = lab
-        self.im = ImServer(workdir, host=lab.headend_ip, lab=lab, ns="out")
-        self.im.configure()
-
-    @property
-    def ports(self):
-        return [self.im.ports["tls_port"]]
+        self.inner = ImServer(workdir, host=lab.headend_ip, lab=lab, ns="out")
+        self.inner.configure()
+        self.ports = [self.inner.ports["tls_port"]]
 
     def headend_settings(self):
-        return self.im.headend_config()
-
-    def start(self):
-        self.im.start()
-        return self
-
-    def stop(self):
-        self.im.stop()
-
-    def add_meter(self, device):
-        self.im.add_meter(device)
+        return self.inner.headend_config()
 
     def meter_settings(self, device):
-        return self.im.meter_settings(device)
-
-    def log(self):
-        return self.im.log()
+        return self.inner.meter_settings(device)
 
     def close(self):
-        self.im.stop()
+        self.inner.stop()
 
 
 class LabMail(LabServer):
@@ -78,34 +77,18 @@ class LabMail(LabServer):
     def __init__(self, workdir, lab):
         self.lab = lab
         pki.init(workdir / "mail-pki", hosts=[mailsite.DOMAIN], ips=[lab.headend_ip])
-        self.mail = mailsite.MailSite(workdir / "mail-pki", host=lab.headend_ip, lab=lab,
-                                      ns="out").configure()
-
-    @property
-    def ports(self):
-        return [self.mail.ports["smtps_port"], self.mail.ports["imaps_port"]]
+        self.inner = mailsite.MailSite(workdir / "mail-pki", host=lab.headend_ip, lab=lab,
+                                       ns="out").configure()
+        self.ports = [self.inner.ports["smtps_port"], self.inner.ports["imaps_port"]]
 
     def headend_settings(self):
-        return self.mail.headend_settings()
-
-    def start(self):
-        self.mail.start()
-        return self
-
-    def stop(self):
-        self.mail.stop()
-
-    def add_meter(self, device):
-        self.mail.add_meter(device)
+        return self.inner.headend_settings()
 
     def meter_settings(self, device):
-        return self.mail.meter_settings(device, "imap", mail_send_s=MAIL_SEND_S)
-
-    def log(self):
-        return self.mail.log()
+        return self.inner.meter_settings(device, "imap", mail_send_s=MAIL_SEND_S)
 
     def close(self):
-        self.mail.remove()
+        self.inner.remove()
 
 
 def missing(transport):
