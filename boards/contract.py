@@ -25,7 +25,8 @@ import json
 DRIVERS = {"esp32": ("boards.esp32_board", "Esp32Board"),
            "rp2": ("boards.rp2_board", "Rp2Board")}
 # three-phase and multi-circuit wirings (firmware/polyphase.py)
-POLY_DRIVERS = {"esp32": ("boards.esp32_poly", "Esp32PolyBoard")}
+POLY_DRIVERS = {"esp32": ("boards.esp32_poly", "Esp32PolyBoard"),
+                "rp2": ("boards.rp2_poly", "Rp2PolyBoard")}
 
 
 class BoardError(ValueError):

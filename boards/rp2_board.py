@@ -154,13 +154,7 @@ class Rp2Board:
         for ch in (self.v_adc, self.i_adc):
             machine.ADC(machine.Pin(ADC_PINS[ch]))  # pad to analogue, ADC block enabled
         m = machine.mem32
-        m[ADC_CS] = CS_EN  # stop any free-running conversions
-        m[ADC_FCS] = 0
-        while m[ADC_FCS] >> FCS_LEVEL_SHIFT & 0xF:  # drain the FIFO
-            m[ADC_FIFO]
-        m[ADC_DIV] = self.div
-        m[ADC_FCS] = FCS_OVER | FCS_UNDER  # clear stale flags (write 1 to clear)
-        m[ADC_FCS] = FCS_EN | FCS_DREQ_EN | (1 << FCS_THRESH_SHIFT)
+        self._prepare_adc(m)
         a = rp2.DMA()
         b = rp2.DMA()
         self.dma = (a, b)
@@ -178,6 +172,18 @@ class Rp2Board:
         m[ADC_CS] = (CS_EN | (self.v_adc << CS_AINSEL_SHIFT) | (rrobin << CS_RROBIN_SHIFT)
                      | CS_START_MANY)
         self.started = True
+
+    def _prepare_adc(self, m):
+        m[ADC_CS] = CS_EN  # stop any free-running conversions
+        m[ADC_FCS] = 0
+        while m[ADC_FCS] >> FCS_LEVEL_SHIFT & 0xF:  # drain the FIFO
+            m[ADC_FIFO]
+        m[ADC_DIV] = self.div
+        m[ADC_FCS] = FCS_OVER | FCS_UNDER  # clear stale flags (write 1 to clear)
+        m[ADC_FCS] = FCS_EN | FCS_DREQ_EN | (1 << FCS_THRESH_SHIFT)
+
+    def _half_words(self):
+        return 2 * self.block
 
     def stop(self):
         if self.dma is not None:
@@ -205,7 +211,7 @@ class Rp2Board:
             self.fifo_overflows += 1
             machine.mem32[ADC_FCS] = fcs  # write-1-to-clear OVER
         k = self._taken
-        self._base = self._off + (k & 1) * 2 * self.block
+        self._base = self._off + (k & 1) * self._half_words()
         self._taken = k + 1
         self._pos = 0
 
