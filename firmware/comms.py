@@ -79,9 +79,12 @@ def add_fetch(link, body):
         body["wait"] = 0
 
 
-def request_body(link, wait):
-    """(items, done, body): the exchange request either transport sends (docs/protocol.md)."""
-    items = link.outbox.peek(link.batch.items, link.batch.bytes)
+def request_body(link, wait, raw=False):
+    """(items, done, body): the exchange request any transport sends (docs/protocol.md);
+    raw: the items as the outbox's JSON records (bytes, outbox.peek_raw), for a codec's
+    parts(), which splices them in rather than parsing and serialising each again."""
+    peek = link.outbox.peek_raw if raw else link.outbox.peek
+    items = peek(link.batch.items, link.batch.bytes)
     done = link.inbox.ids()
     body = {
         "v": 2,
@@ -285,15 +288,17 @@ class Comms:
             pass
 
     def build(self, wait):
-        items, done, body = request_body(self, wait)
+        """(items, done, body): the body as a list of bytes-like pieces (codec.parts), each
+        written to the connection in turn, so no one block holds the whole request."""
+        items, done, body = request_body(self, wait, raw=True)
         self.poll_wait = body["wait"]
         self.nonce = body["nonce"]
-        return items, done, self.codec.encode(body)
+        return items, done, self.codec.parts(body)
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""
         backlog = self.outbox.depth() > self.batch.items
-        items, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
+        _, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()
         rekey = self.rekey      # a key rotation in flight (rekey.py): both keys
         key = self.key if rekey is None else rekey.sign_key(self.key)

@@ -4,6 +4,8 @@
 # carries the SOAP *response* to it (<reversed>: `done` and the results). The fields are
 # the XML encoding's (xmlvalue.py); the head-end's WSDL is at /schemas/exchange.wsdl.
 
+import json
+
 import enc_xml
 import xmlmini
 import xmlvalue
@@ -15,19 +17,19 @@ _CLOSE = "</env:Body></env:Envelope>"
 LIMITS = dict(enc_xml.LIMITS, max_depth=16)
 
 
-def encode(body):
-    """A SOAP request: the body's fields, with `done` and the result items (the answers to
-    the head-end's reversed requests) in a SOAP response inside <reversed>."""
+def _split(body, kind):
+    """(rest, reply): the request's fields, and `done` with the result items (kind(item)
+    is "result") for the SOAP response inside <reversed>; reply is None when it has none."""
     items = body.get("items") or ()
-    answers = [it for it in items if it.get("kind") == "result"]
+    answers = [it for it in items if kind(it) == "result"]
     done = body.get("done")
     if not (answers or done):
-        return (_OPEN + xmlvalue.document("request", body, enc_xml.ORDER) + _CLOSE).encode()
+        return body, None
     rest = {}
     for k in body:
         if k != "done" and k != "items":
             rest[k] = body[k]
-    others = [it for it in items if it.get("kind") != "result"]
+    others = [it for it in items if kind(it) != "result"]
     if others or ("items" in body and not answers):
         rest["items"] = others
     reply = {}
@@ -35,6 +37,15 @@ def encode(body):
         reply["done"] = done
     if answers:
         reply["items"] = answers
+    return rest, reply
+
+
+def encode(body):
+    """A SOAP request: the body's fields, with `done` and the result items (the answers to
+    the head-end's reversed requests) in a SOAP response inside <reversed>."""
+    rest, reply = _split(body, lambda it: it.get("kind"))
+    if reply is None:
+        return (_OPEN + xmlvalue.document("request", body, enc_xml.ORDER) + _CLOSE).encode()
     out = ["<reversed>", _OPEN, "<executeResponse>"]
     for k in reply:
         xmlvalue.write(out, k, reply[k])
@@ -43,6 +54,22 @@ def encode(body):
     out.append("</reversed>")
     return (_OPEN + xmlvalue.document("request", rest, enc_xml.ORDER, "".join(out))
             + _CLOSE).encode()
+
+
+def parts(body):
+    """encode(body) in pieces, body["items"] being the outbox's JSON records (enc_json):
+    each is parsed once to learn its kind, and again, one at a time, as it is written."""
+    rest, reply = _split(body, lambda raw: json.loads(raw).get("kind"))
+    out = xmlvalue.Parts()
+    out.add(_OPEN + '<request xmlns="%s">' % xmlvalue.NS)
+    out.fields(rest, enc_xml.ORDER)
+    if reply is not None:
+        out.add("<reversed>" + _OPEN + "<executeResponse>")
+        for k in reply:
+            out.field(k, reply[k])
+        out.add("</executeResponse>" + _CLOSE + "</reversed>")
+    out.add("</request>" + _CLOSE)
+    return out.done()
 
 
 def body_of(envelope):

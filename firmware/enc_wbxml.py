@@ -6,6 +6,8 @@
 # depth, element count, and tokens it does not use (entities, PIs, extensions, opaque).
 # Same interface as enc_json; the tokens are wbxml_tokens.py's, shared with the head-end.
 
+import json
+
 import xmlvalue
 from wbxml_tokens import (
     ATTRS,
@@ -80,7 +82,9 @@ class Writer:
             self.page = tok[0]
         self.body.append(tok[1] | flags)
 
-    def element(self, key, value):
+    def element(self, key, value, raw=False):
+        """Write key: value; raw: value is a list of JSON records (bytes), parsed one at a
+        time as each is written (parts)."""
         body = self.body
         plain = xmlvalue.plain_name(key)
         name = key if plain else "_"
@@ -124,26 +128,34 @@ class Writer:
                     self.element(k, value[k])
             else:
                 for v in value:
-                    self.element("e", v)
+                    self.element("e", json.loads(v) if raw else v)
         if text or nested:
             body.append(END)
 
-    def document(self, root, body, order=()):
+    def document(self, root, body, order=(), raw=None):
+        """[header, string table, body]: the document in three bytes-like pieces; the
+        array under the key `raw` holds JSON records (element)."""
         self.tag(root, False, True)
         for k in order:
             if k in body:
-                self.element(k, body[k])
+                self.element(k, body[k], k == raw)
         for k in body:
             if k not in order:
-                self.element(k, body[k])
+                self.element(k, body[k], k == raw)
         self.body.append(END)
         head = bytearray((VERSION, PUBLIC_ID, UTF8))
         mb_u_int32(head, len(self.table))
-        return bytes(head + self.table + self.body)
+        return [bytes(head), bytes(self.table), self.body]
 
 
 def encode(body):
-    return Writer().document("request", body, xmlvalue.ORDER)
+    head, table, rest = Writer().document("request", body, xmlvalue.ORDER)
+    return bytes(head + table + rest)
+
+
+def parts(body):
+    """encode(body) in pieces, body["items"] being the outbox's JSON records (enc_json)."""
+    return Writer().document("request", body, xmlvalue.ORDER, "items")
 
 
 class Reader:

@@ -18,5 +18,14 @@ def encode(body):
     return xmlvalue.document("request", body, ORDER).encode()
 
 
+def parts(body):
+    """encode(body) in pieces, body["items"] being the outbox's JSON records (enc_json)."""
+    out = xmlvalue.Parts()
+    out.add('<request xmlns="%s">' % xmlvalue.NS)
+    out.fields(body, ORDER)
+    out.add("</request>")
+    return out.done()
+
+
 def decode(data):
     return xmlvalue.root_value(xmlmini.parse(data, **LIMITS), "response")

@@ -7,12 +7,17 @@ _BLOCK = 64
 
 
 def hmac_sha256(key, msg):
-    """RFC 2104 HMAC with SHA-256 (MicroPython has no hmac module)."""
+    """RFC 2104 HMAC with SHA-256 (MicroPython has no hmac module). msg: bytes, or a list of
+    bytes-like pieces (a request body written in pieces, comms), signed as if joined."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + b"\x00" * (_BLOCK - len(key))
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
+    if isinstance(msg, list):
+        for part in msg:
+            inner.update(part)
+    else:
+        inner.update(msg)
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
     outer.update(inner.digest())
     return outer.digest()

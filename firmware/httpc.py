@@ -150,7 +150,8 @@ class HttpClient:
 
     async def request(self, method, path, body=b"", headers=None, timeout=None):
         """(status, headers, body). Reconnects once if a kept-alive connection went stale.
-        timeout covers waiting for the response (long-polls need more than connecting)."""
+        timeout covers waiting for the response (long-polls need more than connecting).
+        body: bytes, or a list of bytes-like pieces, written one after another."""
         for attempt in (0, 1):
             fresh = self.writer is None
             if fresh:
@@ -171,13 +172,22 @@ class HttpClient:
                 raise
 
     async def _exchange(self, method, path, body, headers, timeout):
+        pieces = body if isinstance(body, list) else [body]
+        size = 0
+        for p in pieces:
+            size += len(p)
         head = "%s %s%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (
-            method, self.prefix, path, self.host, len(body))
+            method, self.prefix, path, self.host, size)
         for k in headers:
             head += "%s: %s\r\n" % (k, headers[k])
         try:
-            self.writer.write(head.encode() + b"\r\n" + body)  # may run the whole handshake
+            # the head with the first piece (one TLS record for a small request); the first
+            # write may run the whole handshake
+            self.writer.write(head.encode() + b"\r\n" + pieces[0])
             await asyncio.wait_for(self.writer.drain(), self.timeout)
+            for i in range(1, len(pieces)):
+                self.writer.write(pieces[i])
+                await asyncio.wait_for(self.writer.drain(), self.timeout)
         except Exception as exc:
             if self.handshake_pending:
                 self._check_tls(exc)

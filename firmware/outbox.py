@@ -1,9 +1,9 @@
 """Outbox: the meter's durable queue of items for the head-end, oldest first.
 
 On disk, in one directory:
-  <n>.seg  append-only segments of records store.encode(JSON {"seq","kind","body"}): b"BC1",
-           u32 LE length, payload, u32 LE crc32. A record that would take the newest segment
-           past seg_bytes starts a new one. A segment is deleted once all of it is acked.
+  <n>.seg  append-only segments of records, each at most seg_bytes, scanned and recovered
+           as firmware/outbox_segments.py says (a damaged record is dropped, the intact
+           ones after it kept, each damaged region counted in dropped_corrupt).
   seq      store record (write-then-rename), a reserved ceiling: every seq handed out is
            below it, it is raised by RESERVE before it is reached, and each start continues
            from it. So a seq is never reused even if the newest records were lost, at the cost
@@ -12,12 +12,6 @@ On disk, in one directory:
   epoch    store record: 16 random hex digits naming this outbox's life (docs/protocol.md).
            A wiped or new outbox starts a new epoch at seq 1, so the head-end, which keys
            items by (device, epoch, seq), keeps the new items apart from the old ones.
-
-Recovery: a record with a bad magic, length, CRC or JSON starts a damaged region; the scan
-resyncs on the next b"BC1" whose record checks out, so intact records after it are kept.
-Each region adds one to dropped_corrupt and the segment is rewritten without it (a record
-lost whole at a segment's end cannot be seen). A record whose seq is not above the one
-before it (a copy left by a merge cut short) is skipped.
 
 Overflow policy: when an append would take the unacked records past max_bytes or max_items,
 readings are dropped, oldest first: the oldest segment holding readings is rewritten without
@@ -40,18 +34,23 @@ gap, which the head-end's ack skips).
 
 import json
 import os
-import struct
-from binascii import crc32, hexlify
+from binascii import hexlify
 
 import store
+from outbox_segments import (
+    BYTES,
+    DROPPABLE,
+    FIRST,
+    ITEMS,
+    LAST,
+    NUM,
+    READINGS,
+    SIZE,
+    Segments,
+    records,
+)
 
-MAGIC = store.MAGIC
-DROPPABLE = ("reading",)
 RESERVE = 32
-
-# A segment's summary: [num, items, reading bytes, bytes, first, last, file size]; all but
-# num and file size are over the intact unacked records (first/last: their seqs).
-NUM, ITEMS, READINGS, BYTES, FIRST, LAST, SIZE = range(7)
 
 
 class OutboxFull(Exception):
@@ -67,58 +66,10 @@ def _random_hex():
         return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
 
 
-def _find(f, pos):
-    """Offset of the next MAGIC at or after pos, -1 if none."""
-    while True:
-        f.seek(pos)
-        chunk = f.read(256)
-        if len(chunk) < 3:
-            return -1
-        i = chunk.find(MAGIC)
-        if i >= 0:
-            return pos + i
-        pos += len(chunk) - 2
-
-
-def _records(f, max_record):
-    """Yield (item, payload) for each intact record, (None, None) once per damaged region."""
-    pos = 0
-    bad = False
-    while True:
-        f.seek(pos)
-        hdr = f.read(7)
-        if not hdr:
-            return
-        item = None
-        if len(hdr) == 7 and hdr[:3] == MAGIC:
-            n = struct.unpack("<I", hdr[3:])[0]
-            if n <= max_record:
-                data = f.read(n + 4)
-                if len(data) == n + 4 and struct.pack("<I", crc32(data[:n])) == data[n:]:
-                    payload = data[:n]
-                    try:
-                        item = json.loads(payload)
-                        if not isinstance(item["seq"], int) or "kind" not in item:
-                            item = None
-                    except (ValueError, TypeError, KeyError):   # not a dict with a seq
-                        item = None
-        if item is not None:
-            yield item, payload
-            pos += n + 11
-            bad = False
-        else:
-            if not bad:
-                bad = True
-                yield None, None
-            pos = _find(f, pos + 1)
-            if pos < 0:
-                return
-
-
-class Outbox:
+class Outbox(Segments):
     def __init__(self, dirpath, max_bytes=64 * 1024, max_items=None, seg_bytes=8192,
                  max_record=4096, hold=1, hold_bytes=4096):
-        self.dir = dirpath
+        Segments.__init__(self, dirpath, max_record)
         self.hold = hold
         # RAM is the board's scarcest resource: however many readings `hold` allows (a short
         # report_s makes it large), no more than hold_bytes of them wait in RAM
@@ -128,8 +79,6 @@ class Outbox:
         self.max_bytes = max_bytes
         self.max_items = max_items
         self.seg_bytes = seg_bytes
-        self.max_record = max_record
-        self.dropped_corrupt = 0
         self.refused = 0
         self.dropped_overflow = 0
         self.damaged = 0            # seq/acked files found damaged (and ignored)
@@ -142,15 +91,14 @@ class Outbox:
         nums = []
         for name in os.listdir(dirpath):
             if name.endswith(".tmp"):
-                os.remove(self._path(name))
+                os.remove(self.path(name))
             elif name.endswith(".seg"):
                 nums.append(int(name[:-4]))
         nums.sort()
         self._num = nums[-1] if nums else 0
-        self._segs = []
         top = self.acked
         for num in nums:
-            top = max(top, self._load(num, top))
+            top = max(top, self.load(num, top))
         nxt = top + 1
         if hi is not None:
             nxt = max(nxt, hi)
@@ -161,7 +109,7 @@ class Outbox:
         self._reserve()
 
     def _epoch(self):
-        path = self._path("epoch")
+        path = self.path("epoch")
         try:
             data = store.read_record(path)
         except ValueError:          # damaged: a new life (the head-end records it)
@@ -177,15 +125,9 @@ class Outbox:
         store.write_record(path, epoch.encode())
         return epoch
 
-    def _path(self, name):
-        return self.dir + "/" + name
-
-    def _seg(self, num):
-        return self._path("%d.seg" % num)
-
     def _meta(self, name):
         try:
-            data = store.read_record(self._path(name))
+            data = store.read_record(self.path(name))
             return None if data is None else int(data)
         except ValueError:          # store.CorruptRecord is a ValueError
             self.damaged += 1
@@ -193,79 +135,16 @@ class Outbox:
 
     def _reserve(self):
         self._hi = self.next_seq + RESERVE
-        store.write_record(self._path("seq"), str(self._hi).encode())
-
-    def _scan(self, nums, out=None, drop=(), floor=0):
-        """Summarise the records of segments nums, in order, above acked, floor and the one
-        before (so copies left by a merge cut short are skipped); copy them to out unless
-        their kind is in drop. Returns (summary, highest seq seen, damaged regions, dropped)."""
-        floor = max(floor, self.acked)
-        st = [nums[-1], 0, 0, 0, 0, 0, 0]
-        top = bad = dropped = 0
-        for num in nums:
-            with open(self._seg(num), "rb") as f:
-                for item, payload in _records(f, self.max_record):
-                    if item is None:
-                        bad += 1
-                        continue
-                    seq = item["seq"]
-                    top = max(top, seq)
-                    if seq <= floor:
-                        continue
-                    floor = seq
-                    if item["kind"] in drop:
-                        dropped += 1
-                        continue
-                    if out is not None:
-                        out.write(store.encode(payload))
-                    self._count(st, item["kind"], seq, len(payload) + 11)
-        return st, top, bad, dropped
-
-    def _count(self, st, kind, seq, size):
-        if not st[ITEMS]:
-            st[FIRST] = seq
-        st[ITEMS] += 1
-        if kind in DROPPABLE:
-            st[READINGS] += size
-        st[BYTES] += size
-        st[LAST] = seq
-
-    def _rewrite(self, nums, drop=(), floor=0):
-        """Write-then-rename what _scan keeps of segments nums into the last of them, then
-        remove the others."""
-        path = self._seg(nums[-1])
-        with open(path + ".tmp", "wb") as out:
-            st, top, bad, dropped = self._scan(nums, out, drop, floor)
-        if st[ITEMS]:
-            os.rename(path + ".tmp", path)
-            st[SIZE] = st[BYTES]
-        else:
-            os.remove(path + ".tmp")
-            os.remove(path)
-        for num in nums[:-1]:
-            os.remove(self._seg(num))
-        return st, dropped
-
-    def _load(self, num, floor):
-        st, top, bad, _ = self._scan([num], floor=floor)
-        self.dropped_corrupt += bad
-        if not st[ITEMS]:
-            os.remove(self._seg(num))
-        elif bad:
-            self._segs.append(self._rewrite([num], floor=floor)[0])
-        else:
-            st[SIZE] = os.stat(self._seg(num))[6]
-            self._segs.append(st)
-        return top
+        store.write_record(self.path("seq"), str(self._hi).encode())
 
     def depth(self):
-        return sum(st[ITEMS] for st in self._segs) + len(self._held)
+        return sum(st[ITEMS] for st in self.segs) + len(self._held)
 
     def bytes_used(self):
-        return sum(st[BYTES] for st in self._segs)
+        return sum(st[BYTES] for st in self.segs)
 
     def _make_room(self, size):
-        segs = self._segs
+        segs = self.segs
         while (self.bytes_used() + size > self.max_bytes
                or (self.max_items is not None and self.depth() >= self.max_items)):
             for i in range(len(segs)):
@@ -278,7 +157,7 @@ class Outbox:
             if i and segs[i - 1][BYTES] + segs[i][BYTES] - segs[i][READINGS] <= self.seg_bytes:
                 j = i - 1
             floor = segs[j - 1][LAST] if j else 0
-            st, dropped = self._rewrite([x[NUM] for x in segs[j:i + 1]], DROPPABLE, floor)
+            st, dropped = self.rewrite([x[NUM] for x in segs[j:i + 1]], DROPPABLE, floor)
             self.dropped_overflow += dropped
             for _ in range(i + 1 - j):
                 segs.pop(j)
@@ -331,7 +210,7 @@ class Outbox:
         """Append records (seq order, above everything on flash): one write per segment."""
         self._make_room(sum(len(r[3]) + 11 for r in recs))
         buf = []
-        st = self._segs[-1] if self._segs else None
+        st = self.segs[-1] if self.segs else None
         for seq, kind, _, payload in recs:
             size = len(payload) + 11
             if st is None or (st[SIZE] and st[SIZE] + size > self.seg_bytes):
@@ -339,15 +218,15 @@ class Outbox:
                 buf = []
                 self._num += 1
                 st = [self._num, 0, 0, 0, 0, 0, 0]
-                self._segs.append(st)
+                self.segs.append(st)
             buf.append(store.encode(payload))
-            self._count(st, kind, seq, size)
+            self.count(st, kind, seq, size)
             st[SIZE] += size
         self._append_file(st, buf)
 
     def _append_file(self, st, buf):
         if buf:
-            with open(self._seg(st[NUM]), "ab") as f:
+            with open(self.seg_path(st[NUM]), "ab") as f:
                 f.write(b"".join(buf))
                 f.flush()
             self.appends += 1
@@ -364,25 +243,30 @@ class Outbox:
     def peek(self, limit_items=16, limit_bytes=4096):
         """Unacked items, oldest first, as dicts {"seq","kind","body"}: at most limit_items and
         limit_bytes of JSON, but always the oldest one if there is any."""
+        return [json.loads(p) for p in self.peek_raw(limit_items, limit_bytes)]
+
+    def peek_raw(self, limit_items=16, limit_bytes=4096):
+        """peek() as the records' JSON, the bytes stored (an exchange splices them into its
+        request: enc_json.parts)."""
         out = []
         used = 0
         prev = self.acked
-        for st in self._segs:
-            with open(self._seg(st[NUM]), "rb") as f:
-                for item, payload in _records(f, self.max_record):
+        for st in self.segs:
+            with open(self.seg_path(st[NUM]), "rb") as f:
+                for item, payload in records(f, self.max_record):
                     if item is None or item["seq"] <= prev:
                         continue
                     prev = item["seq"]
                     if len(out) >= limit_items or (out and used + len(payload) > limit_bytes):
                         return out
-                    out.append(item)
+                    out.append(payload)
                     used += len(payload)
         for seq, _, _, payload in self._held:
             if seq <= prev:
                 continue
             if len(out) >= limit_items or (out and used + len(payload) > limit_bytes):
                 break
-            out.append(json.loads(payload))
+            out.append(payload)
             used += len(payload)
         return out
 
@@ -394,12 +278,12 @@ class Outbox:
         self.acked = seq
         while self._held and self._held[0][0] <= seq:
             self._held.pop(0)       # stored by the head-end: never written
-        if not (self._segs and self._segs[0][FIRST] <= seq):
+        if not (self.segs and self.segs[0][FIRST] <= seq):
             return                  # nothing on flash was acked: `acked` stays as it is
-        store.write_record(self._path("acked"), str(seq).encode())
-        while self._segs and self._segs[0][LAST] <= seq:
-            os.remove(self._seg(self._segs.pop(0)[NUM]))
-        if self._segs and self._segs[0][FIRST] <= seq:
-            size = self._segs[0][SIZE]
-            self._segs[0] = self._scan([self._segs[0][NUM]])[0]
-            self._segs[0][SIZE] = size
+        store.write_record(self.path("acked"), str(seq).encode())
+        while self.segs and self.segs[0][LAST] <= seq:
+            os.remove(self.seg_path(self.segs.pop(0)[NUM]))
+        if self.segs and self.segs[0][FIRST] <= seq:
+            size = self.segs[0][SIZE]
+            self.segs[0] = self.scan([self.segs[0][NUM]])[0]
+            self.segs[0][SIZE] = size

@@ -4,6 +4,8 @@
 # child elements); array members are <e> elements; a key that is not a plain name travels
 # as <_ k="key">. So every field keeps its JSON type (`expires` stays an int, `args` text).
 
+import json
+
 from xmltext import XmlError, clean, escape  # noqa: F401 (clean: for enc_wbxml)
 
 NS = "urn:backchannel:exchange:2"
@@ -178,6 +180,47 @@ def document(root, body, order=(), tail=""):
     out.append(tail)
     out.append("</%s>" % root)
     return "".join(out)
+
+
+class Parts:
+    """An XML document written as a list of bytes pieces (comms sends them one by one): the
+    array under `raw` (the request's items) arrives as the outbox's JSON records (bytes),
+    each parsed only while it is written, one at a time, and each a piece of its own."""
+
+    def __init__(self, raw="items"):
+        self.raw = raw
+        self.out = []
+        self.pieces = []
+
+    def add(self, text):
+        self.out.append(text)
+
+    def field(self, key, value):
+        if key != self.raw or not value:
+            write(self.out, key, value)
+            return
+        self.out.append('<%s t="arr">' % key)
+        for payload in value:
+            write(self.out, "e", json.loads(payload))
+            self.flush()
+        self.out.append("</%s>" % key)
+
+    def fields(self, body, order):
+        for k in order:
+            if k in body:
+                self.field(k, body[k])
+        for k in body:
+            if k not in order:
+                self.field(k, body[k])
+
+    def flush(self):
+        if self.out:
+            self.pieces.append("".join(self.out).encode())
+            self.out = []
+
+    def done(self):
+        self.flush()
+        return self.pieces
 
 
 def root_value(el, root):

@@ -306,15 +306,16 @@ def _read_result(body):
 
 def _outbox_on_flash(state_dir):
     """(acked seq, every intact record) in a meter's outbox directory, read with
-    firmware/outbox.py and store.py on CPython. Read-only; only while the meter is stopped."""
-    import outbox
+    firmware/outbox_segments.py and store.py on CPython. Read-only; only while the meter is
+    stopped."""
+    import outbox_segments
     import store
     d = Path(state_dir) / "outbox"
     acked = store.read_record(str(d / "acked"))
     records = []
     for seg in sorted(d.glob("*.seg"), key=lambda p: int(p.stem)):
         with open(seg, "rb") as f:
-            records += [item for item, _ in outbox._records(f, 4096) if item is not None]
+            records += [item for item, _ in outbox_segments.records(f, 4096) if item is not None]
     return (int(acked) if acked else 0), records
 
 

@@ -34,6 +34,7 @@ class InProcessHttp:
         self.answer_with = None
 
     async def request(self, method, path, body, headers, timeout=None):
+        body = b"".join(body) if isinstance(body, list) else body   # comms sends pieces
         r = self.client.request(method, path, content=body, headers=headers)
         answer = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
         self.seen.append(answer)

@@ -30,6 +30,7 @@ class HeldBackHttp:
         self.bodies = []
 
     async def request(self, method, path, body, headers, timeout=None):
+        body = b"".join(body) if isinstance(body, list) else body   # comms sends pieces
         r = self.client.request(method, path, content=body, headers=headers)
         await asyncio.sleep(self.hold_s)
         self.bodies.append(r.json())

@@ -25,6 +25,7 @@ def test_power_cut_before_any_segment_removal(tmp_path, monkeypatch):
     """Cut the power (raise) just before each segment file removal an append or ack makes,
     then restart: no duplicates, nothing but readings lost, the counters match the files."""
     import outbox
+    import outbox_segments
     armed = [False]
 
     def remove(path):
@@ -32,8 +33,10 @@ def test_power_cut_before_any_segment_removal(tmp_path, monkeypatch):
             raise PowerCut(path)
         os.remove(path)
 
-    monkeypatch.setattr(outbox, "os", SimpleNamespace(
-        remove=remove, rename=os.rename, listdir=os.listdir, mkdir=os.mkdir, stat=os.stat))
+    cut_os = SimpleNamespace(remove=remove, rename=os.rename, listdir=os.listdir,
+                             mkdir=os.mkdir, stat=os.stat)
+    for module in (outbox, outbox_segments):    # the queue and its segment files
+        monkeypatch.setattr(module, "os", cut_os)
     d = str(tmp_path / "ob")
 
     def boot():

@@ -38,7 +38,7 @@ RUNNING = ("steady-http", "steady-https", "steady-mqtt", "steady-xmpp", "steady-
 SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)     # start-up only: never logs in
 
 
-def _board_cmd(kib, script, *args):
+def board_cmd(kib, script, *args):
     cmd, env = runner.command("board", script, *args)
     cmd[2] = "heapsize=%dK" % kib  # [binary, "-X", "heapsize=...", script, ...]
     return cmd, env
@@ -78,7 +78,7 @@ class Start:
         state = Path(tempfile.mkdtemp(dir=self.work))
         cfg = state / "config.json"
         cfg.write_text(json.dumps(dict(self.configs[name], device_id="m", device_key=KEY)))
-        cmd, env = _board_cmd(kib, HEAP_MP, state, "@%s" % cfg)
+        cmd, env = board_cmd(kib, HEAP_MP, state, "@%s" % cfg)
         p = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
         return p.returncode == 0 and b'"ok"' in p.stdout
@@ -182,7 +182,7 @@ class Site:
                 self.template = self._prefill()
             shutil.copytree(self.template, d / "state")
         (d / "config.json").write_text(json.dumps(settings))
-        cmd, env = _board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state")
+        cmd, env = board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state")
         log = open(d / "meter.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return device, self.api[he], d, proc, log

@@ -10,7 +10,7 @@ from faults.campaign import REPORT_S, CampaignFailed, check
 from headend.meter_time import record_time
 from lab import runner
 
-fw_outbox = runner.import_firmware("outbox")   # the firmware's own readers of its flash
+fw_segments = runner.import_firmware("outbox_segments")  # the firmware's own flash readers
 fw_store = runner.import_firmware("store")
 
 
@@ -34,7 +34,7 @@ def seg_records(path):
 
 
 def flash(state):
-    """What a stopped meter has on flash: acked seq, intact records (outbox._records, as the
+    """What a stopped meter has on flash: acked seq, intact records (outbox_segments.records, as the
     firmware reads them), energy state, and signs of a write cut short."""
     d = Path(state) / "outbox"
     try:
@@ -45,7 +45,7 @@ def flash(state):
     segs = sorted(d.glob("*.seg"), key=lambda p: int(p.stem)) if d.exists() else []
     for seg in segs:
         with open(seg, "rb") as f:
-            for item, _ in fw_outbox._records(f, 4096):
+            for item, _ in fw_segments.records(f, 4096):
                 if item is None:
                     torn += 1
                 else:
