@@ -144,6 +144,11 @@ class _Outbox:
     def peek(self, n, size):
         return list(self.items)
 
+    def peek_raw(self, n, size):   # what comms sends: the records' JSON, spliced (enc_*.parts)
+        import json
+
+        return [json.dumps(i, separators=(",", ":")).encode() for i in self.items]
+
     def depth(self):
         return len(self.items)
 

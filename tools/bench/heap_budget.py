@@ -10,9 +10,11 @@ meter process (tools/sim/meter_main.py) metering and exchanging with a real head
 seconds (default 20, report_s 1, one `read` work item): steady-http, steady-https (TLS,
 pinned CA), steady-mqtt (mosquitto), steady-xmpp (Prosody, Direct TLS), steady-email (the
 private postfix + dovecot, SMTPS and IMAP IDLE, mail_send_s 5; needs root), and batch-http
-(an outbox filled beforehand, so the first exchange carries a full batch: 32 items or 16 KB).
+(an outbox filled beforehand, so the first exchange carries a full batch: 32 items or 16 KB),
+and update-http (an OTA update while metering: a signed release of 20 KB in 4 KiB chunks,
+each with its sha256, the manifest's P-256 verify, the switch).
 A probe passes when the process is alive at the end with no MemoryError, the head-end
-stored readings from it and the work finished.
+stored readings from it and the work finished (update-http: it reached `installing`).
 Each figure is from source (.py), as `make sim` runs the firmware. About 25 minutes for all;
 figures in docs/performance.md ("Memory budget"). `make heap-budget` runs it."""
 
@@ -34,7 +36,9 @@ STEP = 2
 START = ("start-none", "start-http", "start-https", "start-mqtt", "start-mqtts", "start-xmpp",
          "start-email")
 RUNNING = ("steady-http", "steady-https", "steady-mqtt", "steady-xmpp", "steady-email",
-           "batch-http")
+           "batch-http", "update-http")
+PLAIN = ("steady-http", "batch-http", "update-http")   # on the plain HTTP head-end
+RELEASE = "0.2.0"
 SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)     # start-up only: never logs in
 
 
@@ -113,6 +117,7 @@ class Site:
         self.broker = processes.Broker(work, self.tls.db)
         self.n = 0
         self.template = None
+        self.update_key = None
 
     def start(self):
         if self.im is not None:
@@ -155,7 +160,7 @@ class Site:
         head-end (or broker): (device, api, its directory, the process, its log file)."""
         self.n += 1
         device = "%s-%d-%d" % (name, kib, self.n)
-        he = self.plain if name in ("steady-http", "batch-http") else self.tls
+        he = self.plain if name in PLAIN else self.tls
         key = he.add_device(device)
         settings = {"device_id": device, "device_key": key, "report_s": 1}
         if name == "steady-https":
@@ -175,6 +180,8 @@ class Site:
             settings.update(self.mail.meter_settings(device, "imap", mail_send_s=5))
         else:
             settings["server_url"] = he.url
+        if name == "update-http":
+            settings["update_key"] = self._release()
         d = self.work / device
         d.mkdir()
         if name == "batch-http":
@@ -193,28 +200,72 @@ class Site:
             self.broker.stop()
             self.broker.start(configure=False)
             return
-        he = self.plain if name in ("steady-http", "batch-http") else self.tls
+        he = self.plain if name in PLAIN else self.tls
         he.kill()
         he.start()
+
+    def _release(self):
+        """Sign and publish release RELEASE on the plain head-end (once): this firmware's
+        version.py with the new version and 20 KB of data (five chunks). Its update_key."""
+        if self.update_key is None:
+            rel = self.work / "release"
+            src = rel / "src"
+            src.mkdir(parents=True)
+            text = (runner.FIRMWARE / "version.py").read_text()
+            (src / "version.py").write_text(text.replace('VERSION = "0.1.0"',
+                                                         'VERSION = "%s"' % RELEASE))
+            (src / "data.bin").write_bytes(bytes((i * 7919 + 13) % 251 for i in range(20000)))
+            out = self.plain.cli("release", "keygen", "--out", str(rel / "keys"))
+            self.update_key = out.split("update_key:")[1].split()[0]
+            self.plain.cli("release", "sign", "--key", str(rel / "keys" / "release-key.pem"),
+                           "--version", RELEASE, "--out", str(rel / "out"), str(src))
+            self.plain.cli("release", "publish", str(rel / "out" / RELEASE), "--pub",
+                           str(rel / "keys" / "release-key.pub"), "--db", self.plain.db)
+        return self.update_key
+
+    def _updated(self, api, device):
+        """Offer RELEASE as an `update` op while the meter meters; whether it got as far as
+        `installing` (every chunk fetched and hashed, the manifest verified, the switch made,
+        the head-end told) in time."""
+        release = api.get("/v1/releases/%s" % RELEASE).json()
+        w = processes.run_work(api, device, "update", {"manifest": release["manifest"],
+                                                      "sig": release["sig"]},
+                               timeout=self.seconds)
+        if w["status"] != "done":
+            return False
+
+        def switched():
+            got = api.get("/v1/updates?device=%s" % device).json()
+            return any(u["state"] in ("installing", "installed") for u in got)
+
+        processes.wait_until(switched, self.seconds * 3, "%s installing" % RELEASE)
+        return True
 
     def passes(self, name, kib):
         device, api, d, proc, log = self.launch(name, kib)
         ok = False
         try:
             end = time.monotonic() + self.seconds
-            w = processes.run_work(api, device, "read", timeout=self.seconds)
-            time.sleep(max(0.0, end - time.monotonic()))
-            got = api.get("/v1/devices/%s/readings?limit=1000" % device).json()
-            # a batch: more readings than the meter made itself meanwhile
-            need = self.seconds + 16 if name == "batch-http" else self.seconds // 3
-            ok = proc.poll() is None and w["status"] == "done" and len(got) >= need
+            if name == "update-http":
+                ok = self._updated(api, device)     # (the reboot may follow at once)
+            else:
+                w = processes.run_work(api, device, "read", timeout=self.seconds)
+                time.sleep(max(0.0, end - time.monotonic()))
+                got = api.get("/v1/devices/%s/readings?limit=1000" % device).json()
+                # a batch: more readings than the meter made itself meanwhile
+                need = self.seconds + 16 if name == "batch-http" else self.seconds // 3
+                ok = proc.poll() is None and w["status"] == "done" and len(got) >= need
         except AssertionError:  # the work did not finish in time
             ok = False
         finally:
             proc.kill()
             proc.wait()
             log.close()
-        text = (d / "meter.log").read_text(errors="replace")
+            text = (d / "meter.log").read_text(errors="replace")
+            if name == "update-http":
+                # up to the reboot: the simulator's reboot starts a new App in the same
+                # process and heap, where a board resets and starts on an empty heap
+                text = "".join(text.split('"type": "started"')[:2])
         return ok and "MemoryError" not in text
 
 
