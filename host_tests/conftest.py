@@ -4,7 +4,8 @@ system, root or slow; pyproject.toml), set by its module's `pytestmark`.
 Interpreters: a test parametrized over runner.INTERPRETERS (the `interpreter` fixture, or a
 fixture of its own) runs on "micropython", "cpython" and "board" (32-bit, float32). Without
 the board binary its "board" cases skip with the reason; with CI set they fail instead. The
-fast lane (BC_FAST) keeps only a slice of the board cases (BOARD_FAST_SLICE)."""
+fast lane (BC_FAST) keeps only a slice of the board cases (BOARD_FAST_SLICE), and runs each
+test's cases on CPython and MicroPython by turns (fast_interpreter_turns)."""
 
 import os
 
@@ -61,12 +62,47 @@ def pytest_collection_modifyitems(config, items):
             config.hook.pytest_deselected(items=slow_board)
             gone = set(slow_board)
             items[:] = [item for item in items if item not in gone]
+        _deselect(config, items, fast_interpreter_turns(items))
     _deselect_e2e(config, items)
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
              if len(lanes_of(item)) != 1]
     if wrong:
         raise pytest.UsageError("every test needs exactly one lane marker (%s):\n  %s"
                                 % (", ".join(LANES), "\n  ".join(wrong)))
+
+
+def _deselect(config, items, gone):
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        drop = set(gone)
+        items[:] = [item for item in items if item not in drop]
+
+
+TURNS = ("micropython", "cpython")
+
+
+def fast_interpreter_turns(items):
+    """The fast lane's cut: each run of a test that make test repeats per interpreter goes to
+    one interpreter, taking turns. The test functions of a module alternate (so each module's
+    tests run on CPython and on MicroPython) and so do the cases of one function."""
+    modules = {}
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None:
+            continue
+        interp = [v for v in spec.params.values() if v in TURNS]
+        if len(interp) != 1:
+            continue
+        others = tuple(sorted((k, repr(v)) for k, v in spec.params.items() if v not in TURNS))
+        functions = modules.setdefault(item.path, {})
+        cases = functions.setdefault(getattr(item, "originalname", item.name), {})
+        cases.setdefault(others, []).append((interp[0], item))
+    gone = []
+    for functions in modules.values():
+        for f, cases in enumerate(functions.values()):
+            for k, runs in enumerate(cases.values()):
+                gone += [item for interp, item in runs if interp != TURNS[(f + k) % 2]]
+    return gone
 
 
 def _deselect_e2e(config, items):

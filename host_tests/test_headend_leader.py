@@ -11,7 +11,7 @@ import pytest
 
 from headend import datastore, leader, pg_server
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.system      # real PostgreSQL clusters: the system lane
 
 
 @pytest.fixture(scope="module")

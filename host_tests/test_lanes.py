@@ -209,3 +209,31 @@ def test_firmware_classes_are_collaborators_not_mixins():
              if any(b in classes and "Error" not in b and "Exception" not in b
                     for b in bases)}
     assert not mixed
+
+
+def test_the_fast_lane_takes_interpreters_by_turns_and_keeps_both_per_module():
+    from types import SimpleNamespace as Item
+
+    from conftest import fast_interpreter_turns
+
+    def item(module, fn, interp, **cases):
+        return Item(path=Path(module), originalname=fn, name=fn,
+                    callspec=Item(params=dict(cases, interpreter=interp)))
+    items = [item(m, fn, i, **cases) for m in ("test_a.py", "test_b.py")
+             for fn, cases in (("t_one", {}), ("t_cases", {"n": 1}), ("t_cases", {"n": 2}),
+                               ("t_cases", {"n": 3}))
+             for i in ("micropython", "cpython", "board")]
+    items.append(Item(path=Path("test_c.py"), originalname="plain", name="plain"))
+    gone = fast_interpreter_turns(items)
+    kept = [i for i in items if i not in gone]
+    # each (function, case) once among CPython and MicroPython; board cases are not its cut
+    for m in ("test_a.py", "test_b.py"):
+        runs = [(i.originalname, i.callspec.params.get("n"), i.callspec.params["interpreter"])
+                for i in kept if str(i.path) == m and i.callspec.params["interpreter"] != "board"]
+        assert sorted(runs) == sorted({(f, n, i) for f, n, i in runs}) and len(runs) == 4
+        assert {i for _, _, i in runs} == {"micropython", "cpython"}
+        cases = [i for f, _, i in runs if f == "t_cases"]
+        assert set(cases) == {"micropython", "cpython"}, "a function's cases alternate"
+    assert len([i for i in kept if getattr(i, "callspec", None) and
+                i.callspec.params["interpreter"] == "board"]) == 8
+    assert items[-1] in kept

@@ -20,7 +20,7 @@ from headend.cli import main
 from headend.settings import Settings
 from headend.webapp import create_app
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.system      # real PostgreSQL clusters: the system lane
 
 
 def test_placeholders_are_rewritten_outside_quoted_text_only():

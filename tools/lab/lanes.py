@@ -5,7 +5,9 @@ the unit lane alone, and each prints how long it took (CI shows where its time g
 
 A lane is a pytest marker (pyproject.toml); every test carries exactly one
 (host_tests/test_lanes.py). The unit lane runs on pytest-xdist workers, two per core; --fast
-runs property tests with a tenth of their examples (BC_FAST=1, host_tests/budget.py).
+(BC_FAST=1) runs property tests with a twentieth of their examples (host_tests/budget.py),
+a slice of the board cases, and each test's CPython and MicroPython runs by turns
+(host_tests/conftest.py): every module's tests still run on both.
 
 The `postgresql` lane is a store lane: the unit tests that build a head-end
 (host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
@@ -18,11 +20,25 @@ import subprocess
 import sys
 import time
 
-from lab.runner import ROOT
+from lab.runner import ROOT, VENV
+
+# pytest's own plugins the suite uses, loaded by name: autoloading every installed plugin
+# (schemathesis, anyio, ...) costs each xdist worker a second of imports
+PLUGINS = ("-p", "xdist.plugin", "-p", "_hypothesis_pytestplugin")
+
+
+def pytest_environment():
+    """The lanes' pytest environment: plugins by name, and compiled bytecode (test modules
+    rewritten by pytest, the head-end, the tools) cached under .venv, never in the tree, even
+    where the shell sets PYTHONDONTWRITEBYTECODE (each worker compiled everything again)."""
+    env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+               PYTHONPYCACHEPREFIX=str(VENV / "host-pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 LANES = ("unit", "system", "root", "slow")
 STORE_LANES = ("postgresql",)
-# uses the harness but starts clusters of its own (it stops one): the unit lane runs it
+# uses the harness but starts clusters of its own (it stops one): the system lane runs it
 OWN_CLUSTER = {"test_store_postgres.py"}
 
 
@@ -42,8 +58,8 @@ def run_postgresql_lane(extra):
         return (1 if os.environ.get("CI") else 5), time.monotonic() - start
     server = pg_server.temporary(fast=True).start()
     try:
-        env = dict(os.environ, BC_PG_URL=server.url())
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "unit", "--store=postgresql",
+        env = dict(pytest_environment(), BC_PG_URL=server.url())
+        cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", "unit", "--store=postgresql",
                "-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider",
                *store_modules(), *extra]
         rc = subprocess.call(cmd, cwd=ROOT, env=env)
@@ -55,8 +71,8 @@ def run_postgresql_lane(extra):
 def run_lane(lane, fast, extra):
     if lane == "postgresql":
         return run_postgresql_lane(extra)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", lane, "host_tests", *extra]
-    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane, "host_tests", *extra]
+    env = pytest_environment()
     if lane == "unit":
         # two workers per core: many unit tests mostly wait on MicroPython subprocesses; the
         # system and root lanes share ports, brokers and namespaces, so they run one by one
@@ -65,9 +81,9 @@ def run_lane(lane, fast, extra):
                 "-p", "no:cacheprovider"]
     if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
-        env.setdefault("BC_FUZZ_EXAMPLES", "30")
-        env.setdefault("BC_FUZZ_MP_EXAMPLES", "40")
-        env.setdefault("BC_SCHEMA_EXAMPLES", "2")
+        env.setdefault("BC_FUZZ_EXAMPLES", "15")
+        env.setdefault("BC_FUZZ_MP_EXAMPLES", "20")
+        env.setdefault("BC_SCHEMA_EXAMPLES", "1")
     start = time.monotonic()
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     return rc, time.monotonic() - start

@@ -156,6 +156,7 @@ def environment(interpreter, extra=(), base=None):
         # must hold exactly its files); the bytecode cache lives in the venv instead, so the
         # many short CPython runs of the tests do not compile every module again
         env["PYTHONPYCACHEPREFIX"] = str(VENV / "firmware-pycache")
+        env.pop("PYTHONDONTWRITEBYTECODE", None)   # else every run compiles every module
     else:
         raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter,
                                                                  ", ".join(INTERPRETERS)))
