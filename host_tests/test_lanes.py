@@ -12,7 +12,8 @@ import pytest
 
 from lab import runner
 
-pytestmark = pytest.mark.unit
+# one xdist worker for the module: the house rules share parsed() syntax trees
+pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("house_rules")]
 
 ROOT = runner.ROOT
 HOST_TEST_MODULES = {p.stem for p in (ROOT / "host_tests").rglob("*.py")}
