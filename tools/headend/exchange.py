@@ -108,8 +108,9 @@ def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
     # so the answer does not tell which device ids exist
     key = row["key"] if row is not None and row["key"] else _NO_DEVICE_KEY
     if not signing.verify(key, raw, signature) or row is None or not row["key"]:
-        key = key_rotation.next_key(hub.db, obj["device"]) if row is not None else None
-        if key is None or not signing.verify(key, raw, signature):
+        # a key rotation in flight: the new key too (looked up for an unknown id as well)
+        key = key_rotation.next_key(hub.db, obj["device"])
+        if row is None or key is None or not signing.verify(key, raw, signature):
             raise Refused(401, DENIED)
         key_rotation.promote(hub, obj["device"], key)      # the meter holds the new key: old stops
     try:
