@@ -15,7 +15,9 @@ class PulseTick:
         if app.pulses is None:
             raise ValueError("pulse_only needs pulse_pins: a transport box counts pulses")
         self.app = app
-        app.watchers = [app.pulses]     # no readings of V and I: no alarms, no shedding
+        # no readings of V and I: no alarms, no shedding; a guarded change on trial still
+        # ends on time (trial.py)
+        app.watchers = [w for w in app.watchers if w is app.pulses or w is app.trial]
 
     async def run(self):
         """Once a second on the wall clock: the pulse counter's check (its saves and its
