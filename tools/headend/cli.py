@@ -94,10 +94,16 @@ def cli():
 @click.option("--insecure-http", is_flag=True,
               help="serve plain HTTP on a non-loopback --host (tokens travel in clear): "
                    "for a closed test network only")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="head-end processes behind a private HAProxy on --host/--port "
+                   "(more than 1 needs a postgresql:// --db)")
+@click.option("--lb-dir", type=click.Path(file_okay=False),
+              help="with --workers: HAProxy's config, log and workers.json here "
+                   "(default: a temporary directory)")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecure_http,
-          **opts):
+          workers, lb_dir, **opts):
     """Run the head-end (HTTP, or HTTPS with --certfile and --keyfile), with the MQTT
     bridge when --mqtt-dir or --mqtt-host is given. Plain HTTP binds loopback only, unless
     --insecure-http."""
@@ -125,6 +131,14 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
         from . import mqtt_bridge
         if mqtt_bridge.enabled(settings):
             mqtt_bridge.resolve(settings)       # missing or unreadable settings: fail now
+        if workers > 1:
+            from . import lb_server
+            from . import workers as workers_mod
+            try:
+                return workers_mod.serve(settings, workers, host, port, certfile, keyfile,
+                                         lb_dir, log_level, _log_to_stderr)
+            except lb_server.LbError as e:
+                raise CliError(str(e)) from None
         from .webapp import create_app
         app = create_app(settings)
     except (sqlite3.Error, datastore.StoreUnavailable) as e:
@@ -241,25 +255,6 @@ def broker_config(db_path, directory, **opts):
     click.echo("then: backchannel serve --db %s --mqtt-dir %s" % (db_path, out["dir"]))
 
 
-@cli.command("broker")
-@click.option("--dir", "directory", required=True, type=click.Path(exists=True,
-                                                                   file_okay=False),
-              help="a `broker-config` directory")
-@click.option("--mosquitto", help="the mosquitto program (default: found on PATH or sbin)")
-def run_broker(directory, mosquitto):
-    """Run mosquitto (in the foreground) with the files of `broker-config`."""
-    import os
-
-    from . import broker
-    try:
-        argv = broker.command(directory, mosquitto)
-    except broker.BrokerError as e:
-        raise CliError(str(e)) from None
-    if not os.path.isfile(argv[-1]):
-        raise CliError("%s: no such file (run `backchannel broker-config` first)" % argv[-1])
-    os.execv(argv[0], argv)
-
-
 @cli.command("devices")
 @api
 @render.json_option
@@ -347,6 +342,7 @@ from . import (  # noqa: E402
     alarm_cli,
     audit_cli,
     billing_cli,
+    broker_cli,
     group_cli,
     mail_cli,
     peer_cli,
@@ -377,6 +373,7 @@ cli.add_command(xmpp_cli.xmpp_account)
 cli.add_command(mail_cli.mail_config)
 cli.add_command(mail_cli.mail_account)
 cli.add_command(mail_cli.mail_serve)
+cli.add_command(broker_cli.run_broker)
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
+    singleton,
     tariff_renew,
 )
 from . import settings as settings_mod
@@ -108,21 +109,13 @@ def create_app(settings=None, transform=None):
         if listener is not None:
             listener.start()
         app.state.listener = listener
+        # once per fleet: on PostgreSQL the process holding the `gateways` lease runs them
+        gateways = singleton.Gateways(hub, [bridge, xmpp, mail], settings.leader_lease_s)
         try:
-            if bridge is not None:
-                await bridge.start()
-            if xmpp is not None:
-                await xmpp.start()
-            if mail is not None:
-                await mail.start()
+            await gateways.start()
             yield
         finally:
-            if mail is not None:
-                await mail.stop()
-            if xmpp is not None:
-                await xmpp.stop()
-            if bridge is not None:
-                await bridge.stop()
+            await gateways.stop()
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
