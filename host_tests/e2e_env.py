@@ -261,10 +261,12 @@ def make_env(param, tmp_path_factory):
         try:
             if e.broker is not None:
                 e.broker.stop()
-            if e.server is not None:
-                e.server.close()
         finally:
-            lab.down()  # kills the head-end, broker, meters and the API helper; removes the lab
+            try:
+                lab.down()      # kills the head-end, broker, server, meters and the API helper
+            finally:            # then the server's files, when nothing can write there again
+                if e.server is not None:
+                    e.server.close()
 
 
 def _sockets(pid):

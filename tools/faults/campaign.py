@@ -119,10 +119,12 @@ class Rig:
         try:
             if self.broker is not None:
                 self.broker.stop()
-            if self.server is not None:
-                self.server.close()
         finally:
-            self.lab.down()
+            try:
+                self.lab.down()
+            finally:    # after every process in the lab is gone (none writes there again)
+                if self.server is not None:
+                    self.server.close()
 
     def bridge_connected(self):
         r = self.api.get("/v1/mqtt")
