@@ -16,6 +16,10 @@ hit with faults, every campaign checked against a ledger of what the meters prod
      link; the meter buffers, backs off, reconnects and delivers everything in order
   5  hostile network: long-polls through a middlebox that closes connections idle for 30 s
      (tools/lab/middlebox.py), plus tc netem latency/loss where the kernel has sch_netem
+  6  kill -9 one of two head-end processes (`serve --workers 2` on PostgreSQL behind
+     HAProxy) at random moments under load; the meter fails over through the proxy
+  7  restart PostgreSQL (fast or immediate stop) at random moments under load
+     (6 and 7: http only, on loopback, tools/faults/scale_campaigns.py)
   every campaign also checks that no register value the head-end stored (readings and read
   results of every meter) decreased within an outbox epoch, and each new epoch is an event
 
@@ -48,6 +52,7 @@ from faults.headend_campaigns import campaign_headend_crash
 from faults.ledger import check_registers_never_decrease
 from faults.meter_campaigns import campaign_corrupt, campaign_power_loss
 from faults.network_campaigns import campaign_hostile, campaign_partitions
+from faults.scale_campaigns import SCALE_CAMPAIGNS, run_scale
 
 __all__ = ["CAMPAIGNS", "CampaignFailed", "Rig", "main", "run", "verdict", "why_skip",
            "HTTP_ONLY", "NOT_OVER"]
@@ -85,38 +90,48 @@ def run(seed, only=None, smoke=False, long=False, work=None, say=print, transpor
     results = {}
     tmp = work or tempfile.mkdtemp(prefix="bc-faults-")
     try:
-        with Rig(tmp, log=say, transport=transport) as rig:
-            for num, (name, fn, full, short) in CAMPAIGNS.items():
-                if (only and num not in only) or (transport != "http" and num in HTTP_ONLY):
-                    continue
-                if num in NOT_OVER.get(transport, {}):
-                    say("campaign %d: not over %s: %s" % (num, transport,
-                                                        NOT_OVER[transport][num]))
-                    continue
-                kwargs = dict(short if smoke else full)
-                if num == 4 and long and not smoke:
-                    kwargs["long"] = True
-                rng = random.Random("%s-%d" % (seed, num))
-                say("campaign %d: %s over %s (seed %s%s)" % (num, name, transport, seed,
-                                                            ", smoke" if smoke else ""))
-                t0 = time.monotonic()
-                try:
-                    fig = verdict(rig, fn(rig, rng, say=say, **kwargs))
-                    ok = True
-                except CampaignFailed as e:
-                    fig, ok = str(e), False
-                    for mm in rig.meters.values():
-                        mm.kill(signal.SIGKILL)
-                    rig.lab.partition("a", on=False)
-                    if rig.headend.proc.poll() is not None:
-                        rig.headend.start()
-                dt = time.monotonic() - t0
-                results[num] = (ok, fig, dt)
-                say("campaign %d: %s in %.0f s\n  %s" % (num, "PASS" if ok else "FAIL", dt,
-                                                        json.dumps(fig) if ok else fig))
+        if not only or only & set(CAMPAIGNS):
+            results.update(_run_lab(seed, only, smoke, long, tmp, say, transport))
+        if transport == "http":
+            results.update(run_scale(seed, only, smoke, tmp, verdict, say))
     finally:
         if work is None:
             shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def _run_lab(seed, only, smoke, long, tmp, say, transport):
+    """Campaigns 1-5 in a network lab."""
+    results = {}
+    with Rig(tmp, log=say, transport=transport) as rig:
+        for num, (name, fn, full, short) in CAMPAIGNS.items():
+            if (only and num not in only) or (transport != "http" and num in HTTP_ONLY):
+                continue
+            if num in NOT_OVER.get(transport, {}):
+                say("campaign %d: not over %s: %s" % (num, transport,
+                                                    NOT_OVER[transport][num]))
+                continue
+            kwargs = dict(short if smoke else full)
+            if num == 4 and long and not smoke:
+                kwargs["long"] = True
+            rng = random.Random("%s-%d" % (seed, num))
+            say("campaign %d: %s over %s (seed %s%s)" % (num, name, transport, seed,
+                                                        ", smoke" if smoke else ""))
+            t0 = time.monotonic()
+            try:
+                fig = verdict(rig, fn(rig, rng, say=say, **kwargs))
+                ok = True
+            except CampaignFailed as e:
+                fig, ok = str(e), False
+                for mm in rig.meters.values():
+                    mm.kill(signal.SIGKILL)
+                rig.lab.partition("a", on=False)
+                if rig.headend.proc.poll() is not None:
+                    rig.headend.start()
+            dt = time.monotonic() - t0
+            results[num] = (ok, fig, dt)
+            say("campaign %d: %s in %.0f s\n  %s" % (num, "PASS" if ok else "FAIL", dt,
+                                                    json.dumps(fig) if ok else fig))
     return results
 
 
@@ -155,13 +170,14 @@ def main(argv=None):
     print("\nSUMMARY (seed %s, %.0f s)" % (a.seed, time.monotonic() - t0))
     for transport, results in res.items():
         for num, (ok, fig, dt) in results.items():
+            name = (CAMPAIGNS.get(num) or SCALE_CAMPAIGNS[num])[0]
             if ok:
                 print("  %d %-20s %-5s PASS %4.0f s  runs %s, faults %s, produced %s, lost %s, "
-                      "duplicated %s" % (num, CAMPAIGNS[num][0], transport, dt, fig["runs"],
+                      "duplicated %s" % (num, name, transport, dt, fig["runs"],
                                          fig["faults"], fig["produced"], fig["lost"],
                                          fig["duplicated"]))
             else:
-                print("  %d %-20s %-5s FAIL %4.0f s" % (num, CAMPAIGNS[num][0], transport, dt))
+                print("  %d %-20s %-5s FAIL %4.0f s" % (num, name, transport, dt))
     return 0 if all(ok for r in res.values() for ok, _, _ in r.values()) else 1
 
 
