@@ -341,6 +341,7 @@ def presence(client, meter, limit):
 from . import (  # noqa: E402
     alarm_cli,
     audit_cli,
+    backup_cli,
     billing_cli,
     broker_cli,
     group_cli,
@@ -374,6 +375,8 @@ cli.add_command(mail_cli.mail_config)
 cli.add_command(mail_cli.mail_account)
 cli.add_command(mail_cli.mail_serve)
 cli.add_command(broker_cli.run_broker)
+cli.add_command(backup_cli.backup)
+cli.add_command(backup_cli.restore)
 
 
 def main(argv=None):
