@@ -21,7 +21,13 @@ from . import daemon
 
 # a long-poll is held up to max_wait (25 s by default): the server timeout must outlast it
 TIMEOUT_SERVER_S = 90
-CHECK_INTER_MS = 500
+CHECK_INTER_MS = 1000
+# a loaded process can hold its event loop a while (a database round trip, a GC pass): a
+# health check is failed only after 5 s without an answer, and a server marked down after 3
+# failures; a killed process refuses connections at once (a layer-4 failure), and a request
+# refused at connect is retried on another server meanwhile
+CHECK_TIMEOUT_S = 5
+CHECK_FALL = 3
 
 
 class LbError(Exception):
@@ -65,6 +71,7 @@ def config(host, port, backends, pem=None):
         "    timeout http-request 15s",
         "    timeout http-keep-alive %ds" % TIMEOUT_SERVER_S,
         "    timeout queue 10s",
+        "    timeout check %ds" % CHECK_TIMEOUT_S,
         "frontend headend",
         "    " + bind,
         "    default_backend workers",
@@ -76,8 +83,8 @@ def config(host, port, backends, pem=None):
         "    retry-on conn-failure empty-response response-timeout",
     ]
     for i, (bhost, bport) in enumerate(backends):
-        lines.append("    server w%d %s:%d check inter %dms fall 2 rise 1"
-                     % (i, bhost, bport, CHECK_INTER_MS))
+        lines.append("    server w%d %s:%d check inter %dms fall %d rise 1"
+                     % (i, bhost, bport, CHECK_INTER_MS, CHECK_FALL))
     return "\n".join(lines) + "\n"
 
 
