@@ -81,13 +81,14 @@ class Trial:
         """After a good exchange: the value on trial becomes the config's."""
         if self.record is None or self.started is None or not app.comms.exchanges:
             return
+        moved = self.record["key"] == "server_url"
+        if moved:       # on flash first: once the record goes, a restart renames it (settle)
+            app.inbox.save()
         if app.config_path:
             configuration.save(app.config_path, app.cfg)
-        moved = self.record["key"] == "server_url"
         self.record = None
         self._remove(self.path)
         if moved:           # the new head-end's work window is the meter's from now on
-            app.inbox.save()
             self.settle(app.inbox)
 
     def check(self, reading):

@@ -54,5 +54,7 @@ def test_a_healthy_exchange_keeps_the_move_and_its_work_window(out):
 
 
 def test_a_power_cut_mid_commit_is_settled_and_damage_is_no_trial(out):
+    assert out["inbox_saved_while_record"] == [True]    # [False] before: a cut between
+    assert out["cut_before_rename"] == [True, "new"]    # the two left the old window
     assert out["settled"] == [True, 7, False]
     assert out["damaged"] is None

@@ -23,6 +23,14 @@ class App:
         self.reboot_now = False
 
 
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def error(fn, *args):
     try:
         fn(*args)
@@ -84,6 +92,29 @@ def main():
     out["kept_url"] = config.load(d + "/config.json")["server_url"]
     out["after"] = [trial.Trial(d + "/trial").record, app.inbox.path == d + "/inbox",
                     Inbox(d + "/inbox").check(1)]
+    # a power cut right after the record went, before the rename, with no work from the new
+    # head-end yet: its window (empty) must still replace the old head-end's at the next start
+    store.write_record(d + "/inbox", b'{"hi":5,"mask":31,"pending":[]}')
+    t = trial.Trial(d + "/trial")
+    t.begin(cfg, "server_url", "https://other.example:8443", 60)
+    t = trial.Trial(d + "/trial")
+    t.main_inbox = d + "/inbox"
+    app = App(t.apply(cfg), d)
+    app.exchanges = 1
+    t.settle = lambda inbox: False      # the power cut
+    order = []
+    save = app.inbox.save
+
+    def saved():                        # the window must be on flash while the record is
+        order.append(exists(d + "/trial"))
+        save()
+
+    app.inbox.save = saved
+    t.healthy(app)
+    out["inbox_saved_while_record"] = order
+    t = trial.Trial(d + "/trial")
+    t.main_inbox = d + "/inbox"
+    out["cut_before_rename"] = [t.settle(Inbox(d + "/inbox")), Inbox(d + "/inbox").check(1)]
     # a power cut between removing the record and the rename: settled at the next start
     store.write_record(d + "/trial.inbox", b'{"hi":7,"mask":0,"pending":[]}')
     t = trial.Trial(d + "/trial")
