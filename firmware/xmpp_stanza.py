@@ -112,7 +112,7 @@ class StanzaReader:
         tok.feed(text)
         while True:
             ev = tok.next()
-            self._size()
+            self._size(ev is None)
             if ev is None:
                 if not self.stack and self.header is not None and tok.pos < len(tok.buf):
                     self._keepalives()
@@ -135,11 +135,14 @@ class StanzaReader:
             else:
                 tok.size = len(tok.buf) - tok.pos     # whitespace keepalives cost nothing
 
-    def _size(self):
-        """The stanza read so far, or one token still arriving, over max_stanza: refused."""
+    def _size(self, waiting=False):
+        """The stanza read so far over max_stanza, or (waiting: what is held is no complete
+        token) one token still arriving over it: refused. What is held after a complete
+        token may be more stanzas of the same read: they are counted as they come, so one
+        read carrying several stanzas passes as the same bytes in many reads do."""
         tok = self.tok
         left = len(tok.buf) - tok.pos
-        if tok.size - left > self.max_stanza or left > self.max_stanza:
+        if tok.size - left > self.max_stanza or (waiting and left > self.max_stanza):
             raise XmlError("stanza larger than %d characters" % self.max_stanza)
 
     def _keepalives(self):

@@ -35,6 +35,7 @@ def test_xmpp_link(interpreter, tmp_path):
     assert out["before_fault"] == ["XmlError", ["presence", "iq"]]
     assert out["after_keepalives"] == [["presence", {}, [], ""]]
     assert out["many_stanzas"] == 50        # the limit is per stanza, not per stream
+    assert out["one_read"] == 3             # one read with three of them: as in pieces
     # SCRAM-SHA-1 from ClientKey/ServerKey alone gives RFC 5802's exact messages
     assert out["scram_first"] == "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
     assert out["scram_final"].endswith(",p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")

@@ -88,6 +88,11 @@ def reader_findings(out):
     for _ in range(50):
         n += len(r.feed(b"<message><body>" + b"y" * 1500 + b"</body></message>"))
     out["many_stanzas"] = n
+    # ... also when one read carries several of them (more than the limit in all): the
+    # same stanzas as byte by byte (the stanza fuzzer found this one)
+    one = b"<message><body>" + b"y" * 1500 + b"</body></message>"
+    r = StanzaReader(max_stanza=2048)
+    out["one_read"] = len(r.feed(HEAD.encode() + one * 3))
 
 
 def scram_findings(out):
