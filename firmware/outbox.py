@@ -66,10 +66,12 @@ def _random_hex():
         return "%08x%08x" % (random.getrandbits(32), random.getrandbits(32))
 
 
-class Outbox(Segments):
+class Outbox:
     def __init__(self, dirpath, max_bytes=64 * 1024, max_items=None, seg_bytes=8192,
                  max_record=4096, hold=1, hold_bytes=4096):
-        Segments.__init__(self, dirpath, max_record)
+        self.files = Segments(dirpath, max_record)
+        self.segs = self.files.segs     # the same list: Segments fills it, the queue trims it
+        self.max_record = max_record
         self.hold = hold
         # RAM is the board's scarcest resource: however many readings `hold` allows (a short
         # report_s makes it large), no more than hold_bytes of them wait in RAM
@@ -91,14 +93,14 @@ class Outbox(Segments):
         nums = []
         for name in os.listdir(dirpath):
             if name.endswith(".tmp"):
-                os.remove(self.path(name))
+                os.remove(self.files.path(name))
             elif name.endswith(".seg"):
                 nums.append(int(name[:-4]))
         nums.sort()
         self._num = nums[-1] if nums else 0
         top = self.acked
         for num in nums:
-            top = max(top, self.load(num, top))
+            top = max(top, self.files.load(num, top))
         nxt = top + 1
         if hi is not None:
             nxt = max(nxt, hi)
@@ -108,8 +110,13 @@ class Outbox(Segments):
         self.epoch = self._epoch()
         self._reserve()
 
+    @property
+    def dropped_corrupt(self):
+        """Damaged regions found on flash (each one dropped, see outbox_segments)."""
+        return self.files.dropped_corrupt
+
     def _epoch(self):
-        path = self.path("epoch")
+        path = self.files.path("epoch")
         try:
             data = store.read_record(path)
         except ValueError:          # damaged: a new life (the head-end records it)
@@ -127,7 +134,7 @@ class Outbox(Segments):
 
     def _meta(self, name):
         try:
-            data = store.read_record(self.path(name))
+            data = store.read_record(self.files.path(name))
             return None if data is None else int(data)
         except ValueError:          # store.CorruptRecord is a ValueError
             self.damaged += 1
@@ -135,7 +142,7 @@ class Outbox(Segments):
 
     def _reserve(self):
         self._hi = self.next_seq + RESERVE
-        store.write_record(self.path("seq"), str(self._hi).encode())
+        store.write_record(self.files.path("seq"), str(self._hi).encode())
 
     def depth(self):
         return sum(st[ITEMS] for st in self.segs) + len(self._held)
@@ -157,7 +164,8 @@ class Outbox(Segments):
             if i and segs[i - 1][BYTES] + segs[i][BYTES] - segs[i][READINGS] <= self.seg_bytes:
                 j = i - 1
             floor = segs[j - 1][LAST] if j else 0
-            st, dropped = self.rewrite([x[NUM] for x in segs[j:i + 1]], DROPPABLE, floor)
+            st, dropped = self.files.rewrite([x[NUM] for x in segs[j:i + 1]], DROPPABLE,
+                                             max(floor, self.acked))
             self.dropped_overflow += dropped
             for _ in range(i + 1 - j):
                 segs.pop(j)
@@ -220,13 +228,13 @@ class Outbox(Segments):
                 st = [self._num, 0, 0, 0, 0, 0, 0]
                 self.segs.append(st)
             buf.append(store.encode(payload))
-            self.count(st, kind, seq, size)
+            self.files.count(st, kind, seq, size)
             st[SIZE] += size
         self._append_file(st, buf)
 
     def _append_file(self, st, buf):
         if buf:
-            with open(self.seg_path(st[NUM]), "ab") as f:
+            with open(self.files.seg_path(st[NUM]), "ab") as f:
                 f.write(b"".join(buf))
                 f.flush()
             self.appends += 1
@@ -252,7 +260,7 @@ class Outbox(Segments):
         used = 0
         prev = self.acked
         for st in self.segs:
-            with open(self.seg_path(st[NUM]), "rb") as f:
+            with open(self.files.seg_path(st[NUM]), "rb") as f:
                 for item, payload in records(f, self.max_record):
                     if item is None or item["seq"] <= prev:
                         continue
@@ -280,10 +288,10 @@ class Outbox(Segments):
             self._held.pop(0)       # stored by the head-end: never written
         if not (self.segs and self.segs[0][FIRST] <= seq):
             return                  # nothing on flash was acked: `acked` stays as it is
-        store.write_record(self.path("acked"), str(seq).encode())
+        store.write_record(self.files.path("acked"), str(seq).encode())
         while self.segs and self.segs[0][LAST] <= seq:
-            os.remove(self.seg_path(self.segs.pop(0)[NUM]))
+            os.remove(self.files.seg_path(self.segs.pop(0)[NUM]))
         if self.segs and self.segs[0][FIRST] <= seq:
             size = self.segs[0][SIZE]
-            self.segs[0] = self.scan([self.segs[0][NUM]])[0]
+            self.segs[0] = self.files.scan([self.segs[0][NUM]], floor=seq)[0]
             self.segs[0][SIZE] = size

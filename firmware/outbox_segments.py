@@ -80,12 +80,11 @@ def records(f, max_record):
 
 class Segments:
     """The segment files of one outbox directory and their summaries (`segs`, oldest
-    first); the base of outbox.Outbox, which sets `acked` before it loads them."""
+    first), held by outbox.Outbox; every floor it passes is at or above its acked seq."""
 
     def __init__(self, dirpath, max_record):
         self.dir = dirpath
         self.max_record = max_record
-        self.acked = 0
         self.segs = []
         self.dropped_corrupt = 0
 
@@ -96,10 +95,9 @@ class Segments:
         return self.path("%d.seg" % num)
 
     def scan(self, nums, out=None, drop=(), floor=0):
-        """Summarise the records of segments nums, in order, above acked, floor and the one
+        """Summarise the records of segments nums, in order, above floor and the one
         before (so copies left by a merge cut short are skipped); copy them to out unless
         their kind is in drop. Returns (summary, highest seq seen, damaged regions, dropped)."""
-        floor = max(floor, self.acked)
         st = [nums[-1], 0, 0, 0, 0, 0, 0]
         top = bad = dropped = 0
         for num in nums:
