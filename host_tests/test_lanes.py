@@ -31,6 +31,16 @@ def test_every_collected_test_has_exactly_one_lane(request):
     assert lanes.get("unit", 0) > 0
 
 
+def test_every_test_module_names_its_lane():
+    """A lane collects only the modules that name it (lab.lanes.lane_modules): a module that
+    named none would never run in any lane."""
+    from lab.lanes import LANES, lane_modules
+
+    named = set().union(*(lane_modules(lane) for lane in LANES))
+    every = {"host_tests/" + p.name for p in (ROOT / "host_tests").glob("test_*.py")}
+    assert every - named == set()
+
+
 @functools.cache
 def parsed(path):
     """A module's syntax tree, parsed once for all the house rules below."""
