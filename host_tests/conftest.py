@@ -8,6 +8,7 @@ fast lane (BC_FAST) keeps only a slice of the board cases (BOARD_FAST_SLICE), an
 test's cases on CPython and MicroPython by turns (fast_interpreter_turns)."""
 
 import os
+import sys
 
 import pytest
 
@@ -119,6 +120,19 @@ def _deselect_e2e(config, items):
         config.hook.pytest_deselected(items=gone)
         drop = set(gone)
         items[:] = [item for item in items if item not in drop]
+
+
+@pytest.fixture(autouse=True)
+def close_test_headends():
+    """After each test, the in-process head-ends it made (headend_harness): closed, so their
+    database connections do not wait for the garbage collector. Those of a module's fixture
+    were made before this test began, and stay."""
+    harness = sys.modules.get("headend_harness")
+    mark = len(harness.OPEN) if harness else 0
+    yield
+    harness = sys.modules.get("headend_harness")
+    if harness:
+        harness.close_since(mark)
 
 
 @pytest.fixture(params=runner.INTERPRETERS)

@@ -28,6 +28,16 @@ FAST = dict(sweep_interval=0.05, max_wait=25.0, unauth_per_minute=0)
 ALLOW_PEERS = [{"from": "*", "to": "*", "ops": ["read", "get_events", "set_presence"]}]
 
 
+OPEN = []   # every Headend not closed yet (conftest closes a test's own after it)
+
+
+def close_since(mark):
+    """Close the Headends made since len(OPEN) was mark: on PostgreSQL each holds server
+    connections, and waiting for the garbage collector ran the cluster out of them."""
+    while len(OPEN) > mark:
+        OPEN.pop().close()
+
+
 class Headend:
     """An app plus helpers: register meters, operator/utility/admin tokens."""
 
@@ -41,6 +51,11 @@ class Headend:
         self.op_token = devices.add_token(self.hub.db, "alice", "operator")
         self.util_token = devices.add_token(self.hub.db, "uma", "utility")
         self.admin_token = devices.add_token(self.hub.db, "ada", "admin")
+        OPEN.append(self)
+
+    def close(self):
+        self.hub.leadership.close()
+        self.hub.db.close()
 
     def meter(self, http, device_id, **kw):
         key = devices.create(self.hub.db, device_id, poll=self.settings.default_poll)
