@@ -136,8 +136,9 @@ class Streams:
 
     def __init__(self, url, token, devices, log):
         self.events, self.ready = [], threading.Event()
+        # --token=T: a token may start with "-", which argparse takes for an option
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sse_clients", "--url", url, "--token", token,
+            [sys.executable, "-m", "bench.sse_clients", "--url", url, "--token=" + token,
              *devices], stdout=subprocess.PIPE, stderr=log, text=True)
         threading.Thread(target=self._read, daemon=True).start()
         if not self.ready.wait(60) or self.proc.poll() is not None:
