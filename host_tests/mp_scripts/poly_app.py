@@ -4,6 +4,7 @@
 #   poly_app.py STATE_DIR SCENARIO.json SECONDS
 
 import asyncio
+import gc
 import json
 import sys
 
@@ -39,6 +40,10 @@ def main(argv):
     asyncio.run(app.metering())
     app.save_energy()
     out["saved"] = app.meter.registers.as_wh()
+    # a board starts once: free the first App (its sample buffers) before the second, or a
+    # 512K board heap can be too fragmented for the second App's buffers
+    app = None
+    gc.collect()
     again = App(Seconds(board_for(scenario, cfg), 0), cfg, argv[0], realtime=False)
     out["restored"] = again.meter.registers.as_wh()
     print(json.dumps(out))
