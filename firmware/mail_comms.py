@@ -6,12 +6,14 @@
 # One TLS connection at a time (a plain ESP32 cannot hold two): the IMAP IDLE connection is
 # closed while a mail is submitted, and opened again after it.
 #
-# As over MQTT (mqtt_comms.py): one request in flight until its answer arrives (or answer_s
-# passes: a counted failure, then a back-off); a mail is applied only when its signature
-# matches and it is bound (v2) to our latest request (`re`) or pushed for this run's random
-# `conn`; time only from an answer. Every mail taken from the box is deleted, good or bad, so
-# none blocks the ones after it; a mail read twice (a drop before the delete) is bound to an
-# old nonce or carries work the inbox has run already: one effect.
+# As over MQTT (mqtt_comms.py): one request in flight until its answer arrives (or the answer
+# wait passes: a counted failure, then a back-off; AnswerWait follows the round trips seen,
+# within ANSWER_MIN_S..answer_s, so a lost answer costs seconds, not answer_s); a mail is
+# applied only when its signature matches and it is bound (v2) to our latest request (`re`)
+# or pushed for this run's random `conn`; time only from an answer. Every mail taken from the
+# box is deleted, good or bad, so none blocks the ones after it; a mail read twice (a drop
+# before the delete) is bound to an old nonce or carries work the inbox has run already: one
+# effect.
 #
 # When to send: at once after work arrived (its results), when the head-end says more is
 # waiting, or on a time refusal; new readings and kicks at most every send_every_s (a mail
@@ -32,6 +34,39 @@ from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 
 ANSWER_POLL_S = 3       # POP3: how often to look for the answer to a request in flight
+ANSWER_MIN_S = 15       # the adaptive answer wait never goes below this
+
+
+class AnswerWait:
+    """How long to wait for the answer to a request in flight: the cap (answer_s) until an
+    answer has been timed, then SRTT + 4 RTTVAR of the round trips seen (RFC 6298's
+    retransmission timeout, in whole ms), at least floor_s; doubled after each unanswered
+    request (up to the cap), back to the estimate at the next answer."""
+
+    def __init__(self, cap_s, floor_s=ANSWER_MIN_S):
+        self.cap_ms = int(cap_s * 1000)
+        self.floor_ms = min(int(floor_s * 1000), self.cap_ms)
+        self.srtt_ms = None
+        self.rttvar_ms = 0
+        self.misses = 0
+
+    def sample(self, rtt_ms):
+        rtt_ms = max(0, min(int(rtt_ms), self.cap_ms))
+        if self.srtt_ms is None:
+            self.srtt_ms, self.rttvar_ms = rtt_ms, rtt_ms // 2
+        else:
+            self.rttvar_ms = (3 * self.rttvar_ms + abs(self.srtt_ms - rtt_ms)) // 4
+            self.srtt_ms = (7 * self.srtt_ms + rtt_ms) // 8
+        self.misses = 0
+
+    def missed(self):
+        self.misses = min(self.misses + 1, 8)
+
+    def ms(self):
+        if self.srtt_ms is None:
+            return self.cap_ms
+        return min(self.cap_ms, max(self.floor_ms, self.srtt_ms + 4 * self.rttvar_ms)
+                   << self.misses)
 
 
 def log(msg):
@@ -64,7 +99,8 @@ class MailComms:
         self.poll_every_s = poll_every_s
         self.send_every_s = send_every_s
         self.heartbeat_s = heartbeat_s
-        self.answer_s = answer_s
+        self.answer_s = answer_s        # the cap of the adaptive wait (AnswerWait)
+        self.answer_wait = AnswerWait(answer_s)
         self.idle_s = idle_s
         self.timeout_s = timeout_s
         self.backoff_base = backoff_base
@@ -162,11 +198,13 @@ class MailComms:
     # --- sending ---
     def send_due(self, now):
         if self.awaiting is not None:
-            if ticks_diff(now, self.awaiting) <= self.answer_s * 1000:
+            waited = self.answer_wait.ms()
+            if ticks_diff(now, self.awaiting) <= waited:
                 return False
             self.awaiting = None        # unanswered: a failure, then a back-off
+            self.answer_wait.missed()
             self.failures += 1
-            self.last_error = "no answer from the head-end within %d s" % self.answer_s
+            self.last_error = "no answer from the head-end within %d s" % (waited // 1000)
             self.hold_at = now
             self.hold_ms = int(self.backoff_s() * 1000)
         if self.hold_at is not None and ticks_diff(now, self.hold_at) < self.hold_ms:
@@ -298,7 +336,9 @@ class MailComms:
         rtt_ms = 0
         if answer:
             self.time_refusals = 0
-            rtt_ms = ticks_diff(ticks_ms(), self.awaiting) if self.awaiting is not None else 0
+            if self.awaiting is not None:
+                rtt_ms = ticks_diff(ticks_ms(), self.awaiting)
+                self.answer_wait.sample(rtt_ms)
             self.awaiting = None
             self.sent_nonce = None      # one effect: the same answer read again is refused
             if self.sent_done:
