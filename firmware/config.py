@@ -60,7 +60,7 @@ KEYS = (
     ("poll_wait_s", 25, int, 0, 25, OPERATOR),              # long-poll wait offered
     ("transport", "http", str, 1, 8, CONSOLE),              # http, mqtt, email or xmpp
     ("encoding", "json", str, 1, 8, CONSOLE),               # json, xml, soap or wbxml (HTTP)
-    ("mqtt_host", "", str, 0, 100, CONSOLE),                # the broker (docs/protocol.md)
+    ("mqtt_host", "", str, 0, 100, CONSOLE),                # broker, or nodes "a,b:1884,c"
     ("mqtt_port", 0, int, 0, 65535, CONSOLE),               # 0: 1883, or 8883 with mqtt_tls
     ("mqtt_tls", True, bool, False, True, CONSOLE),         # TLS to the broker, CA from ca_file
     ("ntp_host", "", str, 0, 100, CONSOLE),                 # host[:port]: board RTC from NTP
@@ -170,7 +170,9 @@ def _check_text(name, value, low, high):
         raise ConfigError("server_url must start with http:// or https://")
     if name == "encoding" and value not in ENCODINGS:
         raise ConfigError("encoding must be one of %s, got %r" % (", ".join(ENCODINGS), value))
-    if name in ("mqtt_host", "mail_host", "xmpp_host", "xmpp_domain", "xmpp_component") and value:
+    if name == "mqtt_host" and value:
+        mqtt_hosts_check(value)
+    elif name in ("mail_host", "xmpp_host", "xmpp_domain", "xmpp_component") and value:
         for c in value:
             if not (c.isalpha() or c.isdigit() or c in "-_.:"):
                 raise ConfigError("%s must be a host name or an IP address" % (name,))
@@ -202,6 +204,21 @@ def _address(text):
         if not (c.isalpha() or c.isdigit() or c in "-_.+@"):
             return False
     return True
+
+
+def mqtt_hosts_check(value):
+    """mqtt_host: a broker, or a cluster's nodes separated by ',', each host or host:port."""
+    for part in value.split(","):
+        ok = len(part) > 0
+        for c in part:
+            if not (c.isalpha() or c.isdigit() or c in "-_.:"):
+                ok = False
+        if ok and part.count(":") == 1:
+            host, port = part.split(":")
+            ok = len(host) > 0 and port.isdigit() and 0 < int(port) < 65536
+        if not ok:
+            raise ConfigError("mqtt_host must be a host name or an IP address, or several "
+                              "separated by ',' (a cluster), each with :port optional")
 
 
 def proxy_check(value):

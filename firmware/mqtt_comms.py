@@ -151,6 +151,7 @@ class MqttComms:
                     traceback_text(exc)
             finally:
                 s.close()
+            s.next_broker()     # a cluster (mqtt_host "a,b,c"): the next node
             delay = self.backoff_s(self.link_failures)
             self._alive(delay)
             await asyncio.sleep(delay)

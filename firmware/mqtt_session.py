@@ -14,6 +14,23 @@ from mpshim import ticks_diff, ticks_ms
 from mqtt_wire import Link, LinkError, Net, WouldBlock, refused_by, simple
 
 PING_MAX_MS = 25000     # below the 30 s idle limit of common NAT boxes and proxies
+
+
+def brokers(host, port):
+    """[(host, port)] from mqtt_host: one broker, or a cluster's nodes separated by ','
+    (tried in turn: the next after each failed link), each `host` or `host:port` (one ':'
+    only: an IPv6 literal keeps its colons and takes `port`)."""
+    out = []
+    for part in host.split(","):
+        part = part.strip()
+        if part.count(":") == 1:
+            name, num = part.split(":")
+            out.append((name, int(num)))
+        elif part:
+            out.append((part, port))
+    return out
+
+
 CONNACK_REFUSED = {1: "protocol version refused", 2: "client id refused",
                    3: "broker unavailable", 4: "bad user name or password",
                    5: "not authorised"}
@@ -24,8 +41,9 @@ class MqttSession:
                  on_message, on_refused):
         """on_message(topic, msg): each PUBLISH received; on_refused(size): a PUBLISH larger
         than MAX_PACKET was refused (and acknowledged, so the broker drops it)."""
-        self.host = host
-        self.port = port
+        self.brokers = brokers(host, port)
+        self.broker_i = 0
+        self.host, self.port = self.brokers[0]
         self.ssl = ssl
         self.keepalive = keepalive
         self.timeout_s = min(10.0, max(2.0, keepalive / 4))  # acks, CONNACK, PINGRESP, writes
@@ -42,6 +60,11 @@ class MqttSession:
         self.writer = None
         self.rx_task = None
         self.reset()
+
+    def next_broker(self):
+        """The next node of a cluster (mqtt_host "a,b,c"), for the next open()."""
+        self.broker_i = (self.broker_i + 1) % len(self.brokers)
+        self.host, self.port = self.brokers[self.broker_i]
 
     def reset(self):
         self.link = Link()

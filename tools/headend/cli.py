@@ -9,8 +9,8 @@ import time
 
 import click
 
+from . import broker_cli, render
 from . import poll as poll_rule
-from . import render
 from .client import Client, CliError, parse_args
 from .settings import ROLES
 
@@ -78,19 +78,7 @@ def cli():
 @click.option("--default-poll", type=PollSeconds(),
               help="`next` for new devices (default 0: continuous long-poll)")
 @click.option("--sweep-interval", type=float, help="background task period (default 1)")
-@click.option("--mqtt-dir", type=click.Path(exists=True, file_okay=False),
-              help="MQTT bridge: connect as in this `broker-config` directory")
-@click.option("--mqtt-host", help="MQTT bridge: the broker's host (enables the bridge)")
-@click.option("--mqtt-port", type=click.IntRange(1, 65535),
-              help="default 1883, 8883 with TLS")
-@click.option("--mqtt-user", help="default backchannel-headend")
-@click.option("--mqtt-password", envvar="BACKCHANNEL_MQTT_PASSWORD",
-              help="[env BACKCHANNEL_MQTT_PASSWORD]")
-@click.option("--mqtt-password-file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--mqtt-cafile", type=click.Path(exists=True, dir_okay=False),
-              help="TLS to the broker, verified against this CA")
-@click.option("--mqtt-tls", is_flag=True, default=None,
-              help="TLS to the broker with the system's CAs")
+@broker_cli.bridge_options
 @click.option("--insecure-http", is_flag=True,
               help="serve plain HTTP on a non-loopback --host (tokens travel in clear): "
                    "for a closed test network only")
@@ -343,9 +331,9 @@ from . import (  # noqa: E402
     audit_cli,
     backup_cli,
     billing_cli,
-    broker_cli,
     group_cli,
     mail_cli,
+    nats_cli,
     peer_cli,
     records_cli,
     release_cli,
@@ -375,6 +363,8 @@ cli.add_command(mail_cli.mail_config)
 cli.add_command(mail_cli.mail_account)
 cli.add_command(mail_cli.mail_serve)
 cli.add_command(broker_cli.run_broker)
+for _command in nats_cli.commands(db_option, _db):
+    cli.add_command(_command)
 cli.add_command(backup_cli.backup)
 cli.add_command(backup_cli.restore)
 

@@ -11,162 +11,109 @@ running in the head-end's process next to the HTTP endpoint, on the same hub.
   Will has not been seen since), the response carrying it is published at once, up to the
   room the meter has left from its last request (exchange.push()).
 
-paho-mqtt runs its network loop in its own thread; received messages are handed to the
-asyncio loop with call_soon_threadsafe and handled one at a time, in order, each in one
-short transaction, and acknowledged to the broker (manual PUBACK) only once handled: the
-bridge's session is persistent, so messages that arrive while the head-end is down wait in
-the broker."""
+The link (paho_link.py for mosquitto, nats_link.py for a NATS cluster) hands received
+messages to the asyncio loop; they are handled one at a time, in order, each in one short
+transaction, and acknowledged to the broker only once handled (paho_link: manual PUBACK on
+a persistent session, so messages that arrive while the head-end is down wait in the
+broker). On NATS every head-end process runs a bridge and the cluster gives each message
+to one of them (a queue group): a message lost with a process is sent again by its meter,
+which keeps its readings until they are acknowledged."""
 
 import asyncio
 import json
 import logging
-import socket
-import threading
 from collections import Counter
 from contextlib import suppress
-from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
-from . import broker, devices, exchange, fleet_presence, mqtt_presence
+from . import devices, exchange, fleet_presence, mqtt_presence, nats_link, paho_link
 
 log = logging.getLogger("backchannel.mqtt")
 
 UP, DOWN, PRESENCE = "bc/%s/up", "bc/%s/down", "bc/%s/presence"
-SUBSCRIPTIONS = [("bc/+/up", 1), ("bc/+/presence", 1)]
+# shared (NATS): a statement waiting for its connection's first up looks again this often
+PRESENCE_RETRY_S, PRESENCE_TRIES = 0.5, 20
 
 
 def enabled(settings):
-    return bool(settings.mqtt_host or settings.mqtt_dir)
+    return bool(settings.mqtt_host or settings.mqtt_dir) or nats_link.enabled(settings)
 
 
 def resolve(settings):
-    """Where and how the bridge connects: {"host", "port", "user", "password", "tls",
-    "cafile"}. mqtt_dir (a `broker-config` directory) gives defaults; the other mqtt_*
-    settings override them. ValueError if something is missing or unreadable."""
-    cfg = {"host": None, "port": None, "user": broker.BRIDGE_USER, "password": None}
-    if settings.mqtt_dir:
-        cfg.update(broker.bridge_credentials(settings.mqtt_dir))
-    for name in ("host", "port", "user", "password"):
-        value = getattr(settings, "mqtt_" + name)
-        if value is not None:
-            cfg[name] = value
-    if settings.mqtt_password_file:
-        try:
-            cfg["password"] = Path(settings.mqtt_password_file).read_text().strip()
-        except OSError as e:
-            raise ValueError("%s: %s" % (settings.mqtt_password_file, e.strerror or e)) from None
-    if not cfg["host"]:
-        raise ValueError("MQTT bridge: no broker host (mqtt_host or mqtt_dir)")
-    if not cfg["password"]:
-        raise ValueError("MQTT bridge: no password (mqtt_password, mqtt_password_file or "
-                         "mqtt_dir)")
-    cfg["cafile"] = settings.mqtt_cafile
-    if cfg["cafile"] and not Path(cfg["cafile"]).is_file():
-        raise ValueError("%s: no such CA file" % cfg["cafile"])
-    cfg["tls"] = bool(settings.mqtt_tls or cfg["cafile"])
-    if cfg["port"] is None:
-        cfg["port"] = 8883 if cfg["tls"] else 1883
-    return cfg
+    """The bridge's broker settings, checked (ValueError: what is missing or unreadable)."""
+    if nats_link.enabled(settings):
+        if settings.mqtt_host or settings.mqtt_dir:
+            raise ValueError("the MQTT bridge takes one broker: mosquitto (mqtt_dir, "
+                             "mqtt_host) or a NATS cluster (nats_dir, nats_servers), not both")
+        return nats_link.resolve(settings)
+    return paho_link.resolve(settings)
+
+
+def make_link(settings):
+    if nats_link.enabled(settings):
+        return nats_link.NatsLink(settings)
+    return paho_link.PahoLink(settings)
 
 
 class MqttBridge:
-    def __init__(self, hub, settings):
+    """link: how the bridge reaches the broker (paho_link.PahoLink, one MQTT client and its
+    persistent session; or nats_link.NatsLink, a queue-group member on a NATS cluster,
+    `shared`: several head-end processes each run one and split the meters' messages)."""
+
+    def __init__(self, hub, settings, link=None):
         self.hub = hub
         self.settings = settings
-        self.client = None
+        self.link = link if link is not None else make_link(settings)
         self.loop = None
-        self.connected = False
-        self.ready = threading.Event()     # connected and subscribed
         self.offline = set()               # meters whose Last Will came after their last word
         self.presence_gate = mqtt_presence.PresenceGate(    # signed presence, per connection
-            mqtt_presence.seen_in(hub.db))
+            mqtt_presence.seen_in(hub.db), fresh=self.link.shared)
         self.counts = Counter()            # up, answered, pushed, presence, lwt, refused, ...
         self.refused = Counter()           # reason -> count
         self._queue = None
         self._task = None
         self._pending = set()              # devices with a push scheduled
 
+    @property
+    def connected(self):
+        return self.link.connected
+
     # --- lifecycle (called on the event loop, from the app's lifespan) ---
 
     async def start(self):
-        cfg = resolve(self.settings)
         self.loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._consume())
         self.hub.wake_hooks.append(self._on_wake)
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_client_id,
-                        clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-        c.username_pw_set(cfg["user"], cfg["password"])
-        if cfg["tls"]:
-            c.tls_set(ca_certs=cfg["cafile"])
-        c.reconnect_delay_set(1, 30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_subscribe = self._on_subscribe
-        c.on_message = self._on_message
-        self.client = c
-        self.where = "%s:%d" % (cfg["host"], cfg["port"])
-        c.connect_async(cfg["host"], cfg["port"], self.settings.mqtt_keepalive)
-        c.loop_start()
-        log.info("MQTT bridge connecting to %s as %s%s", self.where, cfg["user"],
-                 " (TLS)" if cfg["tls"] else "")
+        await self.link.start(self)
 
     async def stop(self):
         with suppress(ValueError):
             self.hub.wake_hooks.remove(self._on_wake)
-        if self.client is not None:
-            self.client.disconnect()
-            await asyncio.get_running_loop().run_in_executor(None, self.client.loop_stop)
+        await self.link.stop()
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        self.connected = False
-        self.ready.clear()
 
     def wait_ready(self, timeout=10.0):
         """Block (not on the event loop) until connected and subscribed."""
-        return self.ready.wait(timeout)
+        return self.link.ready.wait(timeout)
 
     def status(self):
-        return {"enabled": True, "broker": getattr(self, "where", None),
+        return {"enabled": True, "broker": self.link.where,
                 "connected": self.connected, "counts": dict(self.counts),
                 "refused": dict(self.refused), "offline": sorted(self.offline)}
 
-    # --- paho's thread ---
+    # --- called by the link (from any thread) ---
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            log.error("MQTT broker %s refused the bridge: %s", self.where, reason_code)
-            return
-        self.connected = True
-        sock = client.socket()
-        if sock is not None:  # paho leaves Nagle on: pushes would wait for delayed ACKs
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
-        log.info("MQTT bridge connected to %s", self.where)
-        client.subscribe(SUBSCRIPTIONS)
+    def received(self, topic, payload, retain, token):
+        """A message on bc/<id>/up or bc/<id>/presence; token: what link.ack() takes once
+        it is handled (None: nothing to acknowledge)."""
+        self._call(self._queue.put_nowait, (topic, payload, retain, token, 0))
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
-        if failed:
-            log.error("MQTT broker refused the bridge's subscriptions: %s", ", ".join(failed))
-            return
-        self.ready.set()
+    def link_ready(self):
+        """(Re)connected and subscribed: push what was queued meanwhile."""
         self._call(self._push_all)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self.connected = False
-        self.ready.clear()
-        if reason_code != 0:
-            log.warning("MQTT bridge lost %s: %s (reconnecting)", self.where, reason_code)
-
-    def _on_message(self, client, userdata, msg):
-        self._call(self._queue.put_nowait, (msg.topic, msg.payload, msg.retain, msg.mid,
-                                            msg.qos))
 
     def _call(self, fn, *args):
         try:
@@ -178,16 +125,16 @@ class MqttBridge:
 
     async def _consume(self):
         while True:
-            topic, payload, retain, mid, qos = await self._queue.get()
+            topic, payload, retain, token, tries = await self._queue.get()
             try:
-                await self._dispatch(topic, payload, retain)
+                await self._dispatch(topic, payload, retain, tries)
             except Exception:
                 log.exception("MQTT message on %s failed", topic)
             finally:
-                if qos:
-                    self.client.ack(mid, qos)
+                if token is not None:
+                    self.link.ack(token)
 
-    async def _dispatch(self, topic, payload, retain):
+    async def _dispatch(self, topic, payload, retain, tries=0):
         parts = topic.split("/")
         if len(parts) != 3 or parts[0] != "bc":
             return
@@ -195,7 +142,7 @@ class MqttBridge:
         if kind == "up":
             await self._up(device, payload)
         elif kind == "presence":
-            self._presence(device, payload, retain)
+            self._presence(device, payload, retain, tries)
 
     def _refuse(self, device, reason, what="up"):
         self.counts["refused"] += 1
@@ -221,8 +168,8 @@ class MqttBridge:
         if waiting is not None:         # a statement made before this connection's first up
             self._record_presence(device, waiting, True)
 
-    def _presence(self, device, payload, retain):
-        self.counts["presence"] += 1
+    def _presence(self, device, payload, retain, tries=0):
+        self.counts["presence"] += not tries
         row = devices.get(self.hub.db, device)
         if row is None:
             return self._refuse(device, "unknown device", "presence")
@@ -236,7 +183,14 @@ class MqttBridge:
         verdict = self.presence_gate.offer(device, row["conn"], msg)
         if verdict == "take":
             self._record_presence(device, msg, retain)
-        elif verdict != "wait":
+        elif verdict == "wait":
+            # shared ups: this statement's connection may begin with an up that another
+            # process handles; look at the device's connection again shortly
+            if self.link.shared and tries < PRESENCE_TRIES:
+                topic = PRESENCE % device
+                self.loop.call_later(PRESENCE_RETRY_S, self._queue.put_nowait,
+                                     (topic, payload, retain, None, tries + 1))
+        elif not tries:     # a retry finding it taken meanwhile is no news
             self.counts["presence_dropped"] += 1
             log.info("MQTT presence of %s dropped: %s", device, verdict)
 
@@ -257,9 +211,7 @@ class MqttBridge:
 
     def _publish(self, device, key, answer):
         body, sig = exchange.signed(key, answer)
-        info = self.client.publish(DOWN % device, sig.encode() + b" " + body, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-            log.error("MQTT publish to %s failed: %s", device, mqtt.error_string(info.rc))
+        self.link.publish(DOWN % device, sig.encode() + b" " + body)
 
     # --- push ---
 

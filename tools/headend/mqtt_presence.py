@@ -71,15 +71,18 @@ class PresenceGate:
     """Per device: the last (conn, n) taken, a statement waiting for its connection's up,
     and connections whose Will was taken (dead: nothing of theirs counts again)."""
 
-    def __init__(self, seen=None):
-        """seen(device): the durable last (conn, n) taken, or None (SEEN_TABLE)."""
+    def __init__(self, seen=None, fresh=False):
+        """seen(device): the durable last (conn, n) taken, or None (SEEN_TABLE). fresh: read
+        it for every message (several processes share the meters' messages: another one
+        may have taken a statement since)."""
         self.last = {}
         self.waiting = {}
         self.dead = {}
         self.seen = seen
+        self.fresh = fresh
 
     def _recall(self, device):
-        if device in self.last or self.seen is None:
+        if self.seen is None or (device in self.last and not self.fresh):
             return
         rec = self.seen(device)
         if rec is not None:

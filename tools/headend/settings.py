@@ -42,6 +42,11 @@ class Settings:
     mqtt_client_id: str = "backchannel-headend"
     mqtt_keepalive: int = 30
     mqtt_heartbeat: int = 60          # `next` for an MQTT meter whose poll is 0
+    # MQTT over a NATS cluster (docs/scaling.md "A NATS cluster"), instead of mosquitto
+    nats_dir: str | None = None       # a `nats-config` directory: servers, user, password
+    nats_servers: str | None = None   # nats://host:port,... (default: nats_dir's)
+    nats_user: str | None = None      # default "backchannel-headend"
+    nats_password_file: str | None = None
     # power and time (policy.py): peers denied unless a rule allows; relay rate per token
     peer_rules: list | None = None    # [{"from": group or "*", "to": ..., "ops": [...]}]
     peer_sends_per_minute: int = 30   # a meter's `send`s that become peer work

@@ -110,12 +110,19 @@ def create_app(settings=None, transform=None):
             listener.start()
         app.state.listener = listener
         # once per fleet: on PostgreSQL the process holding the `gateways` lease runs them
-        gateways = singleton.Gateways(hub, [bridge, xmpp, mail], settings.leader_lease_s)
+        # ... except a bridge on a NATS cluster: every process runs one (a queue group)
+        shared = bridge if bridge is not None and bridge.link.shared else None
+        gateways = singleton.Gateways(hub, [None if shared else bridge, xmpp, mail],
+                                      settings.leader_lease_s)
         try:
+            if shared is not None:
+                await shared.start()
             await gateways.start()
             yield
         finally:
             await gateways.stop()
+            if shared is not None:
+                await shared.stop()
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task

@@ -1,0 +1,106 @@
+"""MQTT at scale on a three-node NATS cluster (issue 19, item 3; docs/scaling.md "A NATS
+cluster"): Debian's nats-server with JetStream and its MQTT gateway, configured by
+`backchannel nats-config`, a head-end bridging with `serve --nats-dir` (nats-py, a queue
+group), and the real firmware under MicroPython speaking MQTT to node 1 first.
+
+kill -9 of node 1: the meter moves to the next node of its mqtt_host list, its session
+(JetStream, 3 replicas) is still there, and nothing is lost or stored twice; its retained
+presence is still served by the nodes left. Real processes throughout."""
+
+import json
+import os
+import sqlite3
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from lab import nats_site, processes
+
+pytestmark = pytest.mark.system
+
+
+def _require_nats():
+    reason = nats_site.missing_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set: " + reason, pytrace=False)
+        pytest.skip(reason)
+
+
+def _readings(api):
+    return [r["seq"] for r in api.get("/v1/devices/meter-m/readings?limit=1000").json()]
+
+
+def _retained_presence(site, node):
+    """The retained bc/meter-m/presence a new MQTT client gets from `node` (the bridge's
+    user may read every topic)."""
+    info = json.loads((site.dir / "nats.json").read_text())
+    got, done = [], threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="presence-reader",
+                    clean_session=True, protocol=mqtt.MQTTv311)
+    c.username_pw_set(info["user"], info["password"])
+    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe("bc/meter-m/presence", 1)
+
+    def on_message(cl, ud, msg):
+        got.append((msg.retain, json.loads(msg.payload)))
+        done.set()
+    c.on_message = on_message
+    c.connect("127.0.0.1", site.mqtt_port(node), 30)
+    c.loop_start()
+    try:
+        done.wait(20)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got
+
+
+def test_the_meter_fails_over_to_another_node_and_nothing_is_lost(tmp_path):
+    _require_nats()
+    he = processes.Headend(tmp_path)
+    site = meter = None
+    try:
+        key = he.add_device("meter-m")
+        api = he.api(he.add_token("alice", "operator"))
+        site = nats_site.NatsSite(tmp_path, he.db).start()
+        he.extra += site.serve_args()
+        he.start(60)
+        meter = processes.Meter(tmp_path, "meter-m", key, "",
+                                **site.meter_settings(first="node1")).start()
+        assert processes.run_work(api, "meter-m", "read", timeout=90)["status"] == "done"
+        port1 = site.mqtt_port("node1")
+        assert "connected to 127.0.0.1:%d" % port1 in meter.log()
+        before = set(processes.wait_until(lambda: _readings(api) or None, 30, "readings"))
+
+        site.kill("node1")
+        # the next node of the list takes the meter, with its session (JetStream, R3)
+        assert processes.run_work(api, "meter-m", "read", timeout=90)["status"] == "done"
+        # node 2, or node 3 when node 2 did not answer in time (JetStream electing new
+        # leaders for the streams node 1 led)
+        moved = meter.log().split("link down", 1)[-1]
+        assert any("connected to 127.0.0.1:%d (session resumed)" % site.mqtt_port(n) in moved
+                   for n in ("node2", "node3")), meter.log()[-2000:]
+        processes.wait_until(lambda: len(_readings(api)) > len(before) + 2, 60,
+                             "readings after the failover")
+        seqs = _readings(api)
+        assert len(seqs) == len(set(seqs)), "a reading stored twice"
+        assert before <= set(seqs), "a reading lost"
+        # every outbox item the meter numbered (readings, results, presence) is stored
+        with sqlite3.connect(he.db) as db:
+            items = [r[0] for r in db.execute(
+                "SELECT seq FROM items WHERE device = 'meter-m' ORDER BY seq")]
+        assert items == list(range(1, max(items) + 1)), "an item lost: %s" % items
+        # the retained presence outlived the node the meter had published it on
+        retained = _retained_presence(site, "node3")
+        assert retained and retained[0][0] is True
+        assert retained[0][1]["device"] == "meter-m"
+        assert retained[0][1]["state"] == "available"
+        bridge = api.get("/v1/mqtt").json()
+        assert bridge["connected"] and bridge["counts"]["answered"] >= 2
+    finally:
+        if meter is not None:
+            meter.kill()
+        he.kill()
+        if site is not None:
+            site.stop()

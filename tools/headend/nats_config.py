@@ -1,0 +1,222 @@
+"""A NATS cluster with JetStream and its MQTT gateway, for the MQTT transport at scale (issue
+19, item 3; docs/scaling.md "A NATS cluster"): the nodes' configs, users and permissions
+generated from the head-end's device registry, as broker.py does for mosquitto.
+
+`write(db, directory, nodes=...)` produces, in `directory`:
+
+    node<i>.conf  one per node: its name, client port (the bridges' nats://), cluster port
+                  (routes to every other node), MQTT listener (meters; TLS with a cert and
+                  key), JetStream in node<i>/ (MQTT sessions, QoS 1 messages and retained
+                  messages are JetStream streams with 3 replicas: one node can die), pid file
+    users.conf    (0600, included by every node) the account `BC`: every meter (user = its
+                  id, password = hex(HMAC-SHA256(key, "mqtt-password")), as for mosquitto)
+                  with the protocol's ACL as NATS permissions, and the bridge's user
+    nats.json     (0600) what `serve --nats-dir` connects with: the nodes' nats:// URLs,
+                  user and the bridge's random password (kept when written again), and
+                  each node's MQTT address
+
+MQTT topics become NATS subjects with `/` -> `.` (bc/<id>/up is bc.<id>.up). NATS refuses
+a `.` inside an MQTT topic level, so a device id with a `.` cannot use the cluster: it is
+left out of users.conf and reported in the summary. Run `write` again after adding meters;
+it sends SIGHUP to the running nodes of that directory (their pid files), which reread
+users.conf."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from . import broker, devices, signing
+from .exposure import is_loopback, write_private
+from .ids import check_device_id
+
+ACCOUNT = "BC"
+USERS, INFO = "users.conf", "nats.json"
+DEFAULT_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 1883, "http": 8222}
+# NATS needs these for a meter's QoS 1 subscription: the server delivers the session's
+# JetStream consumer on $MQTT.sub.<random>; MQTT clients cannot name $MQTT topics themselves
+MQTT_DELIVERY = "$MQTT.sub.>"
+
+
+def node_conf(name):
+    return "%s.conf" % name
+
+
+def plan(hosts, ports=None):
+    """[{"name", "host", "client", "cluster", "mqtt", "http"}] for nodes on `hosts` (one
+    per entry). ports: base ports by kind (DEFAULT_PORTS), or for each kind a list with one
+    port per node; nodes sharing a host get consecutive ports from a base port."""
+    ports = dict(DEFAULT_PORTS, **{k: v for k, v in (ports or {}).items() if v})
+    base = {k: v for k, v in ports.items() if not isinstance(v, list)}
+    given = {k: v for k, v in ports.items() if isinstance(v, list)}
+    for kind, values in given.items():
+        if len(values) != len(hosts):
+            raise ValueError("%d %s ports for %d nodes" % (len(values), kind, len(hosts)))
+    seen = {}
+    out = []
+    for i, host in enumerate(hosts):
+        k = seen.get(host, 0)
+        seen[host] = k + 1
+        node = {p: base[p] + k for p in base}
+        node.update({p: values[i] for p, values in given.items()})
+        out.append(dict(node, name="node%d" % (i + 1), host=host))
+    return out
+
+
+def _q(text):
+    return json.dumps(text)       # a quoted NATS config string (JSON's escapes are NATS's)
+
+
+def meter_permissions(device):
+    """docs/protocol.md "ACL" as NATS subjects (bc/<id>/up -> bc.<id>.up)."""
+    return {"publish": {"allow": ["bc.%s.up" % device, "bc.%s.presence" % device,
+                                  "bc.%s.state" % device,
+                                  "homeassistant.sensor.%s.>" % device]},
+            "subscribe": {"allow": ["bc.%s.down" % device, "homeassistant.status",
+                                    MQTT_DELIVERY]}}
+
+
+def users_text(meters, bridge_user, bridge_password):
+    """users.conf: meters is [(id, password)]."""
+    users = ["    {user: %s, password: %s}" % (_q(bridge_user), _q(bridge_password))]
+    for device, password in meters:
+        users.append("    {user: %s, password: %s, permissions: %s}"
+                     % (_q(device), _q(password), json.dumps(meter_permissions(device))))
+    return "\n".join([
+        "# backchannel NATS users, written by `backchannel nats-config` from the head-end's",
+        "# devices (docs/scaling.md). Regenerate, do not edit.",
+        "accounts {",
+        "  %s {" % ACCOUNT,
+        "    jetstream: enabled",
+        "    users: [",
+        ",\n".join(users),
+        "    ]",
+        "  }",
+        "}",
+    ]) + "\n"
+
+
+def node_text(directory, node, nodes, certfile=None, keyfile=None, store_max="1G"):
+    d = Path(directory).resolve()
+    routes = ", ".join("nats-route://%s:%d" % (n["host"], n["cluster"]) for n in nodes
+                       if n["name"] != node["name"])
+    mqtt = ["mqtt {", "  listen: %s" % _q("%s:%d" % (node["host"], node["mqtt"])),
+            # sessions, QoS 1 messages and retained messages: 3 copies (one node can die)
+            "  stream_replicas: %d" % min(3, len(nodes))]
+    if certfile:
+        mqtt += ["  tls {", "    cert_file: %s" % _q(str(Path(certfile).resolve())),
+                 "    key_file: %s" % _q(str(Path(keyfile).resolve())), "  }"]
+    mqtt.append("}")
+    return "\n".join([
+        "# backchannel NATS node, written by `backchannel nats-config`. Run it with",
+        "#   nats-server -c %s   (or `backchannel nats --dir %s --node %s`)"
+        % (d / node_conf(node["name"]), d, node["name"]),
+        "server_name: %s" % _q(node["name"]),
+        "listen: %s" % _q("%s:%d" % (node["host"], node["client"])),
+        "http: %s" % _q("%s:%d" % (node["host"], node["http"])),     # /healthz
+        "pid_file: %s" % _q(str(d / ("%s.pid" % node["name"]))),
+        "jetstream {",
+        "  store_dir: %s" % _q(str(d / node["name"])),
+        "  max_memory_store: 256M",
+        "  max_file_store: %s" % store_max,
+        "}",
+        "cluster {",
+        "  name: backchannel",
+        "  listen: %s" % _q("%s:%d" % (node["host"], node["cluster"])),
+        "  routes: [%s]" % routes,
+        "}",
+        *mqtt,
+        "include ./%s" % USERS,
+    ]) + "\n"
+
+
+def info(directory):
+    """{"servers", "user", "password", "mqtt"} from DIR/nats.json."""
+    path = Path(directory) / INFO
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ValueError("%s: %s (run `backchannel nats-config` first)"
+                         % (path, e.strerror or e)) from None
+    except ValueError as e:
+        raise ValueError("%s: not valid JSON: %s" % (path, e)) from None
+    if not (isinstance(data, dict) and isinstance(data.get("servers"), list)
+            and data["servers"] and isinstance(data.get("user"), str)
+            and isinstance(data.get("password"), str)):
+        raise ValueError("%s: needs servers, user and password" % path)
+    return data
+
+
+def write(db, directory, hosts=("127.0.0.1",) * 3, ports=None, certfile=None, keyfile=None,
+          bridge_user=broker.BRIDGE_USER, insecure_plain=False, reload=True):
+    """Write the cluster's files for every registered device; returns a summary dict."""
+    hosts = list(hosts)
+    if len(hosts) < 3:
+        raise ValueError("a JetStream cluster needs 3 nodes or more (with 2, one node's "
+                         "death loses the quorum), got %d" % len(hosts))
+    if bool(certfile) != bool(keyfile):
+        raise ValueError("a TLS listener needs both a certfile and a keyfile")
+    for path in (certfile, keyfile):
+        if path and not os.path.isfile(path):
+            raise ValueError("%s: no such file" % path)
+    if not certfile and not insecure_plain and not all(is_loopback(h) for h in hosts):
+        raise ValueError("plain MQTT (passwords in clear) on a non-loopback address: give "
+                         "--certfile/--keyfile, or --insecure-plain on a closed network")
+    nodes = plan(hosts, ports)
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    rows = db.all("SELECT id, key FROM devices ORDER BY id")
+    meters, skipped = [], []
+    for r in rows:
+        try:
+            check_device_id(r["id"])
+        except ValueError as e:
+            raise ValueError("registered device refused for the cluster: %s" % e) from None
+        if r["id"] == bridge_user:
+            raise ValueError("a device is named %s, the bridge's user name" % bridge_user)
+        if "." in r["id"]:      # NATS: '.' is not allowed in an MQTT topic level
+            skipped.append(r["id"])
+            continue
+        meters.append((r["id"], broker.meter_password(devices.key_of(db, r))))
+    try:
+        old = info(d)
+    except ValueError:
+        old = {}
+    password = old.get("password") if old.get("user") == bridge_user else None
+    password = password or signing.new_token()
+    write_private(d / USERS, users_text(meters, bridge_user, password))
+    for node in nodes:
+        (d / node["name"]).mkdir(exist_ok=True)
+        (d / node_conf(node["name"])).write_text(node_text(d, node, nodes, certfile, keyfile))
+    write_private(d / INFO, json.dumps({
+        "servers": ["nats://%s:%d" % (n["host"], n["client"]) for n in nodes],
+        "user": bridge_user, "password": password,
+        "nodes": nodes, "mqtt": [[n["host"], n["mqtt"]] for n in nodes],
+        "tls": bool(certfile)}, indent=1) + "\n")
+    reloaded = reload_running(d, nodes) if reload else []
+    return {"dir": str(d.resolve()), "nodes": [n["name"] for n in nodes],
+            "meters": len(meters), "skipped": skipped, "bridge_user": bridge_user,
+            "servers": ["nats://%s:%d" % (n["host"], n["client"]) for n in nodes],
+            "reloaded": reloaded}
+
+
+def running_pid(directory, name):
+    """The pid of a nats-server running with this node's pid file, or None."""
+    try:
+        pid = int((Path(directory) / ("%s.pid" % name)).read_text().strip())
+        comm = Path("/proc/%d/comm" % pid).read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "nats-server" else None
+
+
+def reload_running(directory, nodes):
+    """SIGHUP the directory's running nodes (they reread users.conf); their pids."""
+    pids = []
+    for node in nodes:
+        pid = running_pid(directory, node["name"])
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+            pids.append(pid)
+    return pids
