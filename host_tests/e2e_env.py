@@ -41,6 +41,12 @@ MESSAGING_SCENARIOS = ("test_1_nothing_outside_can_connect_in",
                        "test_2_operator_command_round_trip",
                        "test_4_work_queued_while_down_is_delivered",
                        "test_9_server_restart_loses_and_duplicates_nothing")
+# over xmpp only: an operator's XMPP client beside the server (test_e2e_xmpp.py)
+XMPP_SCENARIOS = ("test_10_operator_sees_each_presence_change",
+                  "test_11_operator_reads_a_meter_from_the_chat",
+                  "test_12_alarm_escalates_past_an_unavailable_operator")
+# and over xmpp besides MESSAGING_SCENARIOS (a few seconds each)
+XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_6_group_command_reports_each_outcome")
 ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
 MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
                            # broker drops a silent client after 1.5 x this (scenario 7)
@@ -79,6 +85,10 @@ SKIP = _why_skip()
 
 def selected(test, param):
     """Whether scenario `test` (its function name) runs for the env param."""
+    if test in XMPP_SCENARIOS:
+        return param == "xmpp"
+    if param == "xmpp" and test in XMPP_ALSO:
+        return True
     if param in MESSAGING:
         return test in MESSAGING_SCENARIOS
     return test != "test_9_server_restart_loses_and_duplicates_nothing"
@@ -217,6 +227,8 @@ def make_env(param, tmp_path_factory):
         he = e.headend = processes.Headend(work, host=lab.headend_ip, lab=lab,
                                          extra=["--config", str(settings)])
         token = e.headend_token = he.add_token("alice", "operator")
+        for name in sorted(set(getattr(srv, "OPERATORS", ())) - {"alice"}):  # xmpp: bob
+            he.add_token(name, "operator")
         if transport == "mqtt":
             # the broker in `out` on the head-end's address, beside the head-end (its bridge)
             e.broker = processes.Broker(work, he.db, host=lab.headend_ip, lab=lab, ns="out")

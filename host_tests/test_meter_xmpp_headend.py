@@ -10,10 +10,10 @@ import shutil
 import time
 
 import pytest
-from xmpp_client import Operator
 
 from lab import processes
 from lab.im_process import COMPONENT, DOMAIN, ImServer
+from lab.xmpp_client import Operator
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(shutil.which("prosody") is None,

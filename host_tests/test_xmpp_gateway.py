@@ -12,12 +12,12 @@ import time
 import pytest
 from headend_fake_meter import FakeMeter
 from headend_harness import Headend, Server
-from xmpp_client import Operator
 
 from headend import devices, escalation, groups, im_server
 from headend.cli import main
 from lab import pki
 from lab.processes import free_port
+from lab.xmpp_client import Operator
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(shutil.which("prosody") is None,
@@ -97,6 +97,18 @@ def test_operator_sees_presence_and_chats_a_read(site):
     alice.wait_message(m1, "queued relay")
     alice.say(m1, "help")
     alice.wait_message(m1, "commands: read")
+
+
+def test_a_meter_registered_later_is_offered_to_its_operators(site):
+    """A meter registered after the component connected (as `make e2e` registers them) is
+    offered to the operators who may see it within a second or so (a subscription request
+    from its JID, which alice's client accepts), and its presence follows."""
+    he, login, meter = site
+    alice = login("alice")
+    key = devices.create(he.hub.db, "m2", poll=0)
+    alice.wait_presence("m2@" + COMPONENT, "unavailable")   # never heard from yet
+    FakeMeter(meter.http, "m2", key).exchange()
+    alice.wait_presence("m2@" + COMPONENT, "")
 
 
 def test_config_errors_are_one_line(tmp_path, capsys):

@@ -7,8 +7,10 @@ the component owns (meter-1@fleet.example), so its presence has one source, the 
   second), and on a probe or a new subscription.
 - Operators: settings.xmpp_operators maps a bare JID to a token name; that token's role
   and group scope apply to everything the JID does. A JID that is not mapped gets a refusal
-  and nothing else. On start, each mapped operator is asked to subscribe to the meters of the
-  groups they may see (a presence subscription from each meter's JID).
+  and nothing else. Each mapped operator is asked to subscribe to the meters of the groups
+  they may see (a presence subscription from each meter's JID): on start, and for a meter
+  that becomes visible later (registered, or added to a group) within a second. An operator
+  who adds a meter's JID by hand is asked back, so the component hears their presence.
 - Chat: xmpp_chat.py; finished work is answered in the chat.
 - Alarms: a channel (a chat message from alarms@component) and a presence source (an
   operator whose client shows available, not away/xa/dnd) for escalation.py.
@@ -41,6 +43,7 @@ class XmppGateway:
         self.operators = {JID(j).bare: name for j, name in (settings.xmpp_operators or {}).items()}
         self.xmpp = None
         self.sent = {}              # (operator bare JID, meter) -> (show, status) last sent
+        self.asked = set()          # (operator bare JID, meter): a subscription request sent
         self.present = {}           # operator bare JID -> show of its latest presence
         self.pending = {}           # work num -> (operator full JID, meter JID)
         self.task = None
@@ -128,11 +131,11 @@ class XmppGateway:
     # --- handlers ---
     def _on_start(self, _event):
         self.connected.set()
+        self.asked.clear()          # asked again on every connection, as on start
         for bare in self.operators:
             who = self._principal(JID(bare))
             for device in self._visible(who) if who else ():
-                self.xmpp.send_presence(pto=bare, pfrom=self.meter_jid(device),
-                                        ptype="subscribe", pnick=device)
+                self._ask(bare, device)
         log.info("XMPP component %s connected", self.domain)
 
     def _on_subscribe(self, pres):
@@ -142,6 +145,7 @@ class XmppGateway:
                                 ptype="subscribed" if ok else "unsubscribed")
         if ok:
             self._send_presence(pres["from"].bare, meter, force=True)
+            self._ask(pres["from"].bare, meter, again=True)     # their presence, for escalation
 
     def _on_probe(self, pres):
         who, meter = self._principal(pres["from"]), self._meter_of(pres["to"])
@@ -203,6 +207,7 @@ class XmppGateway:
         for bare in self.operators:
             who = self._principal(JID(bare))
             for device in self._visible(who) if who else ():
+                self._ask(bare, device)
                 self._send_presence(bare, device)
         for num, (to, meter_jid) in list(self.pending.items()):
             row = self.hub.db.one("SELECT * FROM work WHERE num = ?", num)
@@ -211,6 +216,13 @@ class XmppGateway:
                 if row is not None:
                     self.xmpp.send_message(mto=to, mfrom=meter_jid, mtype="chat",
                                            mbody=xmpp_chat.result_text(row))
+
+    def _ask(self, operator, device, again=False):
+        """A subscription request from the meter's JID to the operator, once (or again)."""
+        if again or (operator, device) not in self.asked:
+            self.asked.add((operator, device))
+            self.xmpp.send_presence(pto=operator, pfrom=self.meter_jid(device),
+                                    ptype="subscribe", pnick=device)
 
     def _send_presence(self, operator, device, force=False):
         d = self.hub.db.one("SELECT presence, presence_note FROM devices WHERE id = ?", device)

@@ -3,7 +3,9 @@
 over both transports (http, mqtt), then over http in the XML, SOAP and WBXML encodings
 (xml, soap, wbxml: only the encoding varies), then the firewall, a read round trip, work
 queued while a meter is down and a server restart over xmpp and email (Prosody, or postfix
-and dovecot, beside the head-end; the sites may connect only to them: lab/servers.py).
+and dovecot, beside the head-end; the sites may connect only to them: lab/servers.py), and
+over xmpp also the rendezvous, a group command and an operator's XMPP client (each
+presence change, `read` in the chat, an alarm escalated past an operator who is away).
 
     python -m lab.e2e [PYTEST ARGS...]  (make e2e)
         e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
@@ -70,6 +72,12 @@ class Scenarios:
             row["why"] = "; ".join(v for k, v in report.user_properties if k == "evidence")
 
 
+def _number(test):
+    """A scenario's number (test_10_... after test_9_...); 0 for a name without one."""
+    digits = test.split("_")[1] if test.count("_") else ""
+    return int(digits) if digits.isdigit() else 0
+
+
 def main(argv):
     console = Console(width=None if sys.stdout.isatty() else 132)
     plugin = Scenarios()
@@ -80,7 +88,8 @@ def main(argv):
     # pytest runs all of one transport, then the other; the table pairs them per scenario,
     # in scenario order (test_<n>_...)
     rank = {t: i for i, t in enumerate(TRANSPORTS)}
-    rows.sort(key=lambda r: (r["test"], rank.get(r["transport"], 99), r["order"]))
+    rows.sort(key=lambda r: (_number(r["test"]), r["test"], rank.get(r["transport"], 99),
+                             r["order"]))
 
     table = Table(title="backchannel end to end: head-end (and its broker or server) outside, "
                         "meters behind firewalls", show_lines=False)

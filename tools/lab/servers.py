@@ -13,7 +13,7 @@ XMPP, or mail, out and nothing else.
 """
 
 from lab import egress, mailsite, pki
-from lab.im_process import ImServer
+from lab.im_process import DOMAIN, ImServer
 
 MAIL_SEND_S = 5         # the firmware's minimum: an email meter mails its readings this often
 
@@ -49,15 +49,27 @@ class LabServer:
 
 
 class LabIm(LabServer):
-    """The private Prosody in `out`; meters log in over Direct TLS."""
+    """The private Prosody in `out`; meters log in over Direct TLS. OPERATORS have accounts
+    (NAME@im.test, password NAME-pw) mapped to the head-end's token NAME; operator(NAME) is
+    how their client logs in (c2s STARTTLS, from `out`)."""
 
     transport = "xmpp"
+    OPERATORS = ("alice", "bob")
 
     def __init__(self, workdir, lab):
         self.lab = lab
-        self.inner = ImServer(workdir, host=lab.headend_ip, lab=lab, ns="out")
+        self.inner = ImServer(workdir, host=lab.headend_ip, lab=lab, ns="out",
+                              operators=["%s@%s=%s" % (n, DOMAIN, n) for n in self.OPERATORS])
         self.inner.configure()
+        for name in self.OPERATORS:
+            self.inner.add_account("%s@%s" % (name, DOMAIN), name + "-pw")
         self.ports = [self.inner.ports["tls_port"]]
+
+    def operator(self, name):
+        """Keyword arguments for an XMPP client of operator `name` (lab/xmpp_client.py)."""
+        return {"jid": "%s@%s" % (name, DOMAIN), "password": name + "-pw",
+                "host": self.lab.headend_ip, "port": self.inner.ports["c2s_port"],
+                "ca": self.inner.ca_file, "netns": self.lab.nsname("out")}
 
     def headend_settings(self):
         return self.inner.headend_config()
