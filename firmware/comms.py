@@ -103,10 +103,31 @@ def request_body(link, wait, raw=False):
     return items, done, body
 
 
-def accept_down(link, resp):
+def sign_key(link):
+    """The key a request is signed with: the new one once the head-end holds it (rekey.py)."""
+    rk = getattr(link, "rekey", None)
+    return link.key if rk is None else rk.sign_key(link.key)
+
+
+def down_keys(link):
+    """Every key a message from the head-end may be signed with (both, mid-rotation)."""
+    rk = getattr(link, "rekey", None)
+    return (link.key,) if rk is None else rk.keys(link.key)
+
+
+def rekey_answered(link, resp, used):
+    """A verified, bound message signed with `used`: the key rotation's steps 2 and 3."""
+    rk = getattr(link, "rekey", None)
+    if rk is not None and used is not None:
+        rk.answered(resp, used, link.key)
+
+
+def accept_down(link, resp, used=None):
     """A signed message the head-end sent down a push transport (MQTT, XMPP), bound to this
     connection: the answer to the latest request, or a push. Counts it, confirms what that
-    request reported done, and applies it; another request goes up at once when it asks."""
+    request reported done, and applies it; another request goes up at once when it asks.
+    used: the key it was signed with (a key rotation in flight, rekey.py)."""
+    rekey_answered(link, resp, used)
     answer = resp.get("re") is not None
     link.exchanges += 1
     link.last_ok = link.clock.now()
@@ -300,10 +321,8 @@ class Comms:
         backlog = self.outbox.depth() > self.batch.items
         _, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()
-        rekey = self.rekey      # a key rotation in flight (rekey.py): both keys
-        key = self.key if rekey is None else rekey.sign_key(self.key)
         headers = {"Content-Type": self.codec.CONTENT_TYPE,
-                   "X-BC-Signature": envelope.sign(key, raw)}
+                   "X-BC-Signature": envelope.sign(sign_key(self), raw)}
         self.waiting = True
         try:
             status, hdrs, data = await self.http.request(
@@ -311,8 +330,7 @@ class Comms:
         finally:
             self.waiting = False
         rtt_ms = ticks_diff(ticks_ms(), self.poll_started)
-        used = signed_by(hdrs.get("x-bc-signature", ""), data,
-                         (self.key,) if rekey is None else rekey.keys(self.key))
+        used = signed_by(hdrs.get("x-bc-signature", ""), data, down_keys(self))
         signed = used is not None
         if status == 409 and signed and time_refusal(self, self._decode(data), self.nonce):
             return True     # our clock was off: the head-end's time is adopted; again at once
@@ -331,8 +349,7 @@ class Comms:
         self.last_ok = self.clock.now()
         if done:
             self.inbox.confirm(done)
-        if rekey is not None:
-            rekey.answered(resp, used, self.key)
+        rekey_answered(self, resp, used)
         return apply_response(self, resp, rtt_ms=rtt_ms)
 
     def _decode(self, data):

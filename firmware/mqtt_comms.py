@@ -26,8 +26,12 @@
 #   - a 16-bit packet id that never wraps: wrapped here before it reaches 65536.
 #
 # Session: client id and user name are the device id, the password is
-# hex(HMAC-SHA256(key, "mqtt-password")); clean_session=False with bc/<id>/down at QoS 1, so
-# work published while the meter is offline waits in the broker. The Last Will sets the
+# hex(HMAC-SHA256(key, "mqtt-password")); while a key rotation is in flight (rekey.py) the
+# broker holds the password of one of the meter's two keys (the head-end switches it to the
+# new key's just before it drops the old key): a login refused for its password is tried
+# next time with the other key's (docs/protocol.md "Key rotation"). clean_session=False
+# with bc/<id>/down at QoS 1, so work published while the meter is offline waits in the
+# broker. The Last Will sets the
 # retained presence to unavailable; on connect the meter publishes its stated presence.
 #
 # Exchange: a signed request `<sig> <json>` on bc/<id>/up when the outbox has new items,
@@ -44,7 +48,17 @@ import random
 
 import envelope
 import ha_discovery as hass
-from comms import ALIVE_MARGIN_S, accept_down, answer_overdue, new_nonce, request_body, time_refusal
+from comms import (
+    ALIVE_MARGIN_S,
+    accept_down,
+    answer_overdue,
+    down_keys,
+    new_nonce,
+    request_body,
+    sign_key,
+    signed_by,
+    time_refusal,
+)
 from httpc import tls_reason
 from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
@@ -86,16 +100,27 @@ class MqttComms:
         self.updater = None  # firmware download (docs/ota.md)
         self.time_refusals = 0  # signed time refusals adopted since the last answer
         self.kicked = False
+        self.rekey = None               # a key rotation in flight (rekey.py): both keys
+        self.login_other = False        # log in with the rotation's other key (refused)
         self.t_up = ("bc/%s/up" % device_id).encode()
         self.t_down = ("bc/%s/down" % device_id).encode()
         self.t_presence = hass.presence_topic(device_id).encode()
         self.t_state = hass.state_topic(device_id).encode()
         self.session = MqttSession(
-            device_id.encode(), envelope.sign(key, b"mqtt-password").encode(), host,
+            device_id.encode(), self.login_password(), host,
             port or (8883 if ssl is not None else 1883), ssl, keepalive,
             self.t_presence, b"", self.on_message, self.on_refused)
         self.answer_s = 2 * self.session.timeout_s  # the head-end's answer to an up
         self.new_connection()
+
+    def login_password(self):
+        """The broker password: of our key, or mid-rotation of the key the broker last took
+        (the other one after a login refused for its password)."""
+        keys = down_keys(self)
+        if len(keys) == 1:
+            self.login_other = False
+        key = keys[-1] if self.login_other and len(keys) > 1 else keys[0]
+        return envelope.sign(key, b"mqtt-password").encode()
 
     def new_connection(self):
         """Forget what was sent on the previous connection."""
@@ -143,6 +168,8 @@ class MqttComms:
                 self.link_failures += 1
                 self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
+                if s.refused_code in (4, 5):    # bad password: mid-rotation, the other key
+                    self.login_other = not self.login_other
                 if isinstance(exc, MemoryError):
                     self.batch.shrink()
                 expected = isinstance(exc, EXPECTED_ERRORS)
@@ -179,6 +206,7 @@ class MqttComms:
     async def _connected(self):
         s = self.session
         self.new_connection()
+        s.client.pswd = self.login_password()
         present = await s.open()
         log("connected to %s:%d (session %s)" % (s.host, s.port,
                                                   "resumed" if present else "new"))
@@ -223,10 +251,10 @@ class MqttComms:
         i = msg.find(b" ")
         sig, raw = msg[:i], msg[i + 1:]
         try:
-            ok = i == 64 and envelope.same(sig.decode(), envelope.sign(self.key, raw))
+            used = signed_by(sig.decode(), raw, down_keys(self)) if i == 64 else None
         except (UnicodeError, ValueError):
-            ok = False
-        if not ok:
+            used = None
+        if used is None:
             self.last_error = "response signature does not match; ignored"
             return
         try:
@@ -245,7 +273,7 @@ class MqttComms:
         if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
             self.last_error = "down answers no request of this connection; ignored"
             return
-        accept_down(self, resp)
+        accept_down(self, resp, used)
 
     def _answer_timer(self, now):
         answer_overdue(self, now)
@@ -283,7 +311,7 @@ class MqttComms:
         """Signed presence, bound to this connection and numbered within it: the bridge
         takes only the Will and statements of the meter's current connection, each once.
         Still JSON with `state` on top, as Home Assistant's availability template reads it."""
-        sig = envelope.sign(self.key, envelope.presence_message(
+        sig = envelope.sign(sign_key(self), envelope.presence_message(
             self.device_id, self.conn, self.presence_n, state, note))
         return json.dumps({"state": state, "note": note, "device": self.device_id,
                            "conn": self.conn, "n": self.presence_n, "sig": sig}).encode()
@@ -299,5 +327,5 @@ class MqttComms:
         self.sent_done = done
         self.awaiting = self.up_at = now
         self.hold_at = None
-        self.session.publish(self.t_up, envelope.sign(self.key, raw).encode() + b" " + raw,
-                             False, 1)
+        self.session.publish(self.t_up, envelope.sign(sign_key(self), raw).encode() + b" "
+                             + raw, False, 1)

@@ -68,6 +68,7 @@ class MqttSession:
 
     def reset(self):
         self.link = Link()
+        self.refused_code = None        # the CONNACK's refusal (4: bad user name or password)
         self.rx_error = None
         self.inflight = {}              # pid: (ticks sent, what) awaiting PUBACK/SUBACK
         self.ping_at = ticks_ms()
@@ -133,10 +134,10 @@ class MqttSession:
         link = self.link
         while True:
             self.wake.clear()
+            if link.packet_size():      # before a close that follows it (a refusal)
+                break
             if self.rx_error is not None:
                 raise self.rx_error
-            if link.packet_size():
-                break
             left = self.timeout_s - ticks_diff(ticks_ms(), start) / 1000
             if left <= 0:
                 raise LinkError("no CONNACK within %g s" % self.timeout_s)
@@ -147,6 +148,7 @@ class MqttSession:
         rx, p = link.rx, link.pos
         if rx[p] != 0x20 or link.packet_size() != 4:
             raise LinkError("MQTT protocol error: expected CONNACK")
+        self.refused_code = rx[p + 3]
         if rx[p + 3]:
             raise LinkError("broker refused the connection: %s"
                             % CONNACK_REFUSED.get(rx[p + 3], rx[p + 3]))

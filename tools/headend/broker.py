@@ -18,8 +18,10 @@ head-end bridge's own credentials, and starting the broker.
                      the bridge's random password (kept when the files are written again)
 
 Run `write` again (`backchannel broker-config`) after adding meters; it sends SIGHUP to a
-running broker of that directory (its pid file), which rereads passwd and acl."""
+running broker of that directory (its pid file), which rereads passwd and acl. A key rotation
+(key_rotation.py) rewrites passwd alone (rewrite_passwd) when it switches a meter's key."""
 
+import fcntl
 import getpass
 import json
 import os
@@ -27,7 +29,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import daemon, devices, signing
@@ -37,6 +39,7 @@ from .ids import check_device_id
 BRIDGE_USER = "backchannel-headend"
 CONF, PASSWD, ACL, BRIDGE, PIDFILE, DATA = ("mosquitto.conf", "passwd", "acl", "bridge.json",
                                              "mosquitto.pid", "data")
+LOCK = ".passwd.lock"
 
 
 class BrokerError(RuntimeError):
@@ -175,7 +178,34 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     write_private(d / BRIDGE, json.dumps({"host": host, "port": port, "user": bridge_user,
                                            "password": password}, indent=1) + "\n")
 
-    plain = "".join("%s:%s\n" % (r["id"], meter_password(devices.key_of(db, r)))
+    with passwd_lock(d):
+        _write_passwd(db, d, rows, bridge_user, password)
+    write_private(d / ACL, acl_text([r["id"] for r in rows], bridge_user))
+    (d / CONF).write_text(conf_text(d, port, bind, tls_port, tls_bind, certfile, keyfile,
+                                    cafile, run_as))
+    reloaded = reload_running(d) if reload else None
+    return {"dir": str(d.resolve()), "conf": str((d / CONF).resolve()), "meters": len(rows),
+            "bind": bind, "port": port, "tls_port": tls_port, "bridge_user": bridge_user,
+            "reloaded": reloaded}
+
+
+@contextmanager
+def passwd_lock(directory):
+    """Held while DIR/passwd is written from the registry, and by a key rotation from the
+    password it writes until its key change has committed (key_rotation.promote), so a
+    `broker-config` run in between cannot put the old key's password back."""
+    fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_passwd(db, d, rows, bridge_user, password, keys=None):
+    keys = keys or {}
+    plain = "".join("%s:%s\n" % (r["id"], meter_password(keys.get(r["id"])
+                                                         or devices.key_of(db, r)))
                     for r in rows)
     plain += "%s:%s\n" % (bridge_user, password)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".passwd-")
@@ -192,13 +222,20 @@ def write(db, directory, port=1883, bind="127.0.0.1", tls_port=None, tls_bind=No
     finally:
         with suppress(OSError):
             os.unlink(tmp)
-    write_private(d / ACL, acl_text([r["id"] for r in rows], bridge_user))
-    (d / CONF).write_text(conf_text(d, port, bind, tls_port, tls_bind, certfile, keyfile,
-                                    cafile, run_as))
-    reloaded = reload_running(d) if reload else None
-    return {"dir": str(d.resolve()), "conf": str((d / CONF).resolve()), "meters": len(rows),
-            "bind": bind, "port": port, "tls_port": tls_port, "bridge_user": bridge_user,
-            "reloaded": reloaded}
+
+
+def rewrite_passwd(db, directory, keys=None):
+    """Write DIR/passwd again from the registry, with `keys` ({device: key hex}) in place of
+    those devices' stored keys, and SIGHUP the running broker (it rereads the file and
+    disconnects a client whose password no longer holds). The caller holds passwd_lock.
+    The bridge keeps its password (bridge.json); BrokerError or ValueError if it cannot."""
+    d = Path(directory)
+    creds = bridge_credentials(d)
+    rows = db.all("SELECT id, key FROM devices ORDER BY id")
+    for r in rows:
+        check_device_id(r["id"])
+    _write_passwd(db, d, rows, creds["user"], creds["password"], keys)
+    return reload_running(d)
 
 
 def running_pid(directory):

@@ -112,7 +112,9 @@ def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
         key = key_rotation.next_key(hub.db, obj["device"])
         if row is None or key is None or not signing.verify(key, raw, signature):
             raise Refused(401, DENIED)
-        key_rotation.promote(hub, obj["device"], key)      # the meter holds the new key: old stops
+        # the meter holds the new key: the old one stops (the answer is under the new one),
+        # unless the broker's password could not follow (both kept; the answer under the old)
+        key = key_rotation.promote(hub, obj["device"], key, row["key"])
     try:
         req = ExchangeRequest.model_validate(obj)
     except ValidationError as e:
@@ -342,7 +344,7 @@ def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
                work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
                more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
                time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
-    said = key_rotation.directive(db, device) if dev["transport"] == "http" else None
+    said = key_rotation.directive(db, device)
     if said is not None:        # a key rotation: the head-end holds the new key too
         out["rekey"] = said
     return out

@@ -9,16 +9,27 @@ give it. The head-end then holds both keys and says so in every answer (`rekey`:
 a check value); the first request signed with the new key promotes it and drops the old one.
 Every step is one transaction: a crash anywhere loses neither key.
 
-A rotation only runs over HTTP for now: the MQTT, XMPP and mail logins follow the key."""
+Over MQTT the meter's broker password follows its key (broker.meter_password), and the broker
+holds one password per user. So the head-end switches the broker's password file to the new
+key's password (broker.rewrite_passwd, under its lock) *before* the transaction that drops the
+old key, and answers under the new key only after both: until the meter has an answer under
+the new key it holds both keys, and a login refused for one key's password is tried with the
+other's (firmware/mqtt_comms.py). A file that cannot be written leaves both keys in place
+(logged; tried again on the next request). A rotation for an MQTT meter therefore needs a
+head-end that writes the broker's files (`serve --mqtt-dir`); XMPP and mail logins are
+credentials of their own, not derived from the key."""
 
 import hashlib
 import hmac
+import logging
 import os
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from . import audit, workq
+from . import audit, broker, workq
+
+log = logging.getLogger("backchannel.rekey")
 
 LABEL = b"bc-rekey-2"
 EXPIRES_S = 3600
@@ -55,12 +66,16 @@ def _secret_aad(device):
 
 def start(hub, dev, origin, now, expires_in=EXPIRES_S):
     """Queue a rotation for the device row `dev`; returns the work id. Refused (409) while
-    one is in flight, or when the meter last exchanged over another transport than HTTP."""
+    one is in flight, before the meter's first exchange, and for an MQTT meter when this
+    head-end does not write the broker's password file (its password follows the key)."""
     device = dev["id"]
-    if dev["transport"] != "http":
-        raise Refused(409, "key rotation runs over HTTP only for now (%s last exchanged "
-                           "over %s): the MQTT, XMPP and mail logins follow the key"
-                           % (device, dev["transport"] or "nothing yet"))
+    if dev["transport"] is None:
+        raise Refused(409, "%s has not exchanged yet: a key rotation needs its answer; "
+                           "set its first key at the console" % device)
+    if dev["transport"] == "mqtt" and not hub.settings.mqtt_dir:
+        raise Refused(409, "%s talks MQTT, whose broker password follows its key, and this "
+                           "head-end does not write the broker's password file (serve "
+                           "--mqtt-dir): rotate its key at the console" % device)
     db = hub.db
     row = db.one("SELECT * FROM rekeys WHERE device = ?", device)
     if row is not None:
@@ -118,8 +133,25 @@ def directive(db, device):
     return {"rid": rk["rid"], "check": check_value(db.sealer.open(device, rk["next_key"]))}
 
 
-def promote(hub, device, key_hex):
-    """A request signed with the new key: it becomes the device's key; the old one stops."""
+def promote(hub, device, key_hex, old_hex):
+    """A request signed with the new key: it becomes the device's key; the old one stops.
+    Returns the key to answer with: the new one, or the old one (both kept) when the
+    broker's password file could not be switched to the new key first."""
+    directory = hub.settings.mqtt_dir
+    if not directory:
+        return _promote(hub, device) or key_hex
+    try:
+        with broker.passwd_lock(directory):
+            broker.rewrite_passwd(hub.db, directory, {device: key_hex})
+            _promote(hub, device)
+    except (OSError, ValueError, broker.BrokerError) as e:
+        log.error("key rotation of %s waits: the broker's password file in %s: %s (both "
+                  "keys kept; tried again on its next request)", device, directory, e)
+        return old_hex if old_hex else key_hex
+    return key_hex
+
+
+def _promote(hub, device):
     with hub.tx() as db:
         rk = db.one("SELECT rid, next_key FROM rekeys WHERE device = ?", device)
         if rk is None or not rk["next_key"]:

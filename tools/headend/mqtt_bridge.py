@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from contextlib import suppress
 
-from . import devices, exchange, fleet_presence, mqtt_presence, nats_link, paho_link
+from . import devices, exchange, fleet_presence, key_rotation, mqtt_presence, nats_link, paho_link
 
 log = logging.getLogger("backchannel.mqtt")
 
@@ -178,6 +178,8 @@ class MqttBridge:
         except ValueError:
             body = None
         msg = mqtt_presence.verified(body, device, row["key"])
+        if msg is None and (nxt := key_rotation.next_key(self.hub.db, device)):
+            msg = mqtt_presence.verified(body, device, nxt)    # mid-rotation: the new key
         if msg is None:     # unsigned or forged: the broker login alone states nothing
             return self._refuse(device, "unsigned or forged presence", "presence")
         verdict = self.presence_gate.offer(device, row["conn"], msg)

@@ -246,14 +246,16 @@ class Broker:
             out["mqtt_keepalive"] = keepalive
         return out
 
-    def start(self, configure=True):
+    def start(self, configure=True, timeout=60):
+        """timeout: `backchannel broker` is Python, slow to start on a loaded machine."""
         if configure or not (self.dir / "mosquitto.conf").exists():
             self.configure()
         self._logged = len(self.log())
         cmd = [*HEADEND, "broker", "--dir", str(self.dir)]
         self.proc = spawn(cmd, dict(os.environ), self.dir / "mosquitto.log", self.lab,
                            self.ns)
-        wait_until(self._listening, 15, "mosquitto to listen on %s:%d" % (self.host, self.port))
+        wait_until(self._listening, timeout, "mosquitto to listen on %s:%d"
+                   % (self.host, self.port))
         return self
 
     def _listening(self):
