@@ -122,6 +122,12 @@ class MqttComms:
         key = keys[-1] if self.login_other and len(keys) > 1 else keys[0]
         return envelope.sign(key, b"mqtt-password").encode()
 
+    def login_refused(self, code):
+        """The broker's CONNACK refusal (None: none): a bad password mid-rotation means the
+        broker holds the other key's."""
+        if code in (4, 5):
+            self.login_other = not self.login_other
+
     def new_connection(self):
         """Forget what was sent on the previous connection."""
         # a random nonce per connection, held in RAM only: no flash write per push
@@ -168,8 +174,7 @@ class MqttComms:
                 self.link_failures += 1
                 self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
-                if s.refused_code in (4, 5):    # bad password: mid-rotation, the other key
-                    self.login_other = not self.login_other
+                self.login_refused(s.refused_code)
                 if isinstance(exc, MemoryError):
                     self.batch.shrink()
                 expected = isinstance(exc, EXPECTED_ERRORS)

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from . import audit, broker, workq
 
 log = logging.getLogger("backchannel.rekey")
+LOG_EVERY_S = 60        # a switch that keeps failing is logged once a minute per meter
+_told = {}
 
 LABEL = b"bc-rekey-2"
 EXPIRES_S = 3600
@@ -145,8 +148,10 @@ def promote(hub, device, key_hex, old_hex):
             broker.rewrite_passwd(hub.db, directory, {device: key_hex})
             _promote(hub, device)
     except (OSError, ValueError, broker.BrokerError) as e:
-        log.error("key rotation of %s waits: the broker's password file in %s: %s (both "
-                  "keys kept; tried again on its next request)", device, directory, e)
+        if time.monotonic() - _told.get(device, -LOG_EVERY_S) >= LOG_EVERY_S:
+            _told[device] = time.monotonic()
+            log.error("key rotation of %s waits: the broker's password file in %s: %s (both "
+                      "keys kept; tried again on its next request)", device, directory, e)
         return old_hex if old_hex else key_hex
     return key_hex
 
