@@ -115,3 +115,32 @@ def test_head_end_ends_a_rotation_whose_answer_is_not_a_key(body):
     db = _Db(secret.to_bytes(32, "big").hex())
     he_rekey.on_result(db, "m", {"num": 1}, "done", body, 0)
     assert db.rk is None and db.audit            # ended, and the log says so
+
+
+class _Hub:
+    def __init__(self, mqtt_dir=None):
+        self.settings = type("S", (), {"mqtt_dir": mqtt_dir})()
+        self.db = None
+        self.promoted = 0
+
+    def tx(self):
+        self.promoted += 1
+        raise AssertionError("no key change may be committed here")
+
+
+@pytest.mark.parametrize("transport, mqtt_dir, says", [
+    (None, None, "has not exchanged yet"), ("xmpp", None, "http and mqtt"),
+    ("email", "/d", "http and mqtt"), ("mqtt", None, "--mqtt-dir")])
+def test_head_end_refuses_a_rotation_it_cannot_finish_with_the_reason(transport, mqtt_dir,
+                                                                      says):
+    with pytest.raises(he_rekey.Refused) as e:
+        he_rekey.start(_Hub(mqtt_dir), {"id": "m", "transport": transport}, "u", 0)
+    assert e.value.status == 409 and says in e.value.reason and "\n" not in e.value.reason
+
+
+def test_head_end_keeps_both_keys_when_the_broker_password_cannot_follow(tmp_path):
+    """A broker directory without its bridge credentials: the switch fails before the key
+    change, the answer goes under the old key."""
+    hub = _Hub(str(tmp_path))
+    assert he_rekey.promote(hub, "m", "22" * 32, "11" * 32) == "11" * 32
+    assert hub.promoted == 0
