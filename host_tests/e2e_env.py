@@ -6,8 +6,9 @@ connect to the broker), so every scenario runs once for each (test ids `[http]`,
 then over HTTP with the meters speaking XML, SOAP and WBXML (`[xml]`, `[soap]`, `[wbxml]`):
 only the encoding varies, not a cross product with the transports. Over `xmpp` and `email`
 the private Prosody, or dovecot + postfix, run in the outside namespace beside the head-end
-(lab/servers.py) and each site may connect only to their ports; those two run the scenarios
-of MESSAGING_SCENARIOS (the rest stay with http and mqtt: the root lane's time)."""
+(lab/servers.py) and each site may connect only to their ports; xmpp runs the scenarios of
+MESSAGING_SCENARIOS (the rest stay with http and mqtt: the root lane's time), email those of
+SCENARIOS["email"] (all but the firmware update, and its own in test_e2e_email.py)."""
 
 
 import json
@@ -83,15 +84,27 @@ def _why_skip_mqtt():
 SKIP = _why_skip()
 
 
+# over email: every scenario but 8 (a firmware update by mail is some 60 round trips of 8 KB
+# chunks, minutes), and the email-only ones (test_e2e_email.py: presence polled by email, an
+# alarm mailed to an operator)
+SCENARIOS = {"email": MESSAGING_SCENARIOS + (
+    "test_3_rendezvous_a_asks_b", "test_5_kill_9_loses_and_duplicates_nothing",
+    "test_6_group_command_reports_each_outcome", "test_7_presence_unavailable_and_back",
+    "test_email_a_presence_polled_by_email", "test_email_b_alarm_mailed_to_operator_and_acked")}
+
+
 def selected(test, param):
     """Whether scenario `test` (its function name) runs for the env param."""
     if test in XMPP_SCENARIOS:
         return param == "xmpp"
     if param == "xmpp" and test in XMPP_ALSO:
         return True
+    if param in SCENARIOS:
+        return test in SCENARIOS[param]
     if param in MESSAGING:
         return test in MESSAGING_SCENARIOS
-    return test != "test_9_server_restart_loses_and_duplicates_nothing"
+    return test != "test_9_server_restart_loses_and_duplicates_nothing" \
+        and not test.startswith("test_email_")
 
 
 class Env:
@@ -237,7 +250,7 @@ def make_env(param, tmp_path_factory):
             e.endpoints = {(lab.headend_ip, e.broker.port)}
         elif srv is None:
             e.endpoints = {(lab.headend_ip, he.port)}
-        he.start()
+        he.start(timeout=60)     # a loaded machine (make test beside other builds)
         e.api = he.api(token)
         e.admin = he.api(he.add_token("ada", "admin"))     # registering needs admin/utility
         keys = {}

@@ -12,6 +12,7 @@ runs as `backchannel mail-serve` inside the namespace, stopped by SIGINT (which 
 postfix's master and dovecot), so a test can restart it mid-run."""
 
 import json
+import re
 import secrets
 import shutil
 import signal
@@ -55,12 +56,16 @@ class MailSite:
         return p.stdout.strip()
 
     def configure(self, meters=(), operators=()):
-        """mail-config, then one mailbox per meter id; returns self."""
+        """mail-config, then one mailbox per meter id; returns self. operators: ADDRESS=TOKEN
+        (their secrets in self.operator_secrets)."""
         ports = [x for k in PORTS for x in ("--" + k.replace("_", "-"), self.ports[k])]
         ops = [x for o in operators for x in ("--operator", o)]
-        self._cli("mail-config", "--dir", self.dir, "--domain", self.domain, "--bind",
+        shown = self._cli("mail-config", "--dir", self.dir, "--domain", self.domain, "--bind",
                   self.host, "--certfile", self.pki["server_pem"], "--keyfile",
                   self.pki["server_key"], "--cafile", self.pki["ca_pem"], *ports, *ops)
+        # each operator's secret, printed once: {address: secret}
+        self.operator_secrets = dict(re.findall(r"operator secret, shown once: (\S+) \(\S+\): "
+                                       r"token: (\S+)", shown))
         for device in meters:
             self.add_meter(device)
         return self

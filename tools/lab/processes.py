@@ -194,6 +194,9 @@ class LabHttp:
     def patch(self, path, json=None):
         return self.request("PATCH", path, json)
 
+    def put(self, path, json=None):
+        return self.request("PUT", path, json)
+
     def delete(self, path):
         return self.request("DELETE", path)
 

@@ -16,6 +16,12 @@ from lab import egress, mailsite, pki
 from lab.im_process import DOMAIN, ImServer
 
 MAIL_SEND_S = 5         # the firmware's minimum: an email meter mails its readings this often
+# the email lab's head-end: probes every meter by mail this often (presence polled by email),
+# and expects an email meter at least every MAIL_HEARTBEAT_S (`next`; 60 s by default), so a
+# silent one goes `unavailable` within seconds (scenario 7)
+MAIL_PROBE_S = 20
+MAIL_HEARTBEAT_S = 10
+OPERATOR = "bob"        # an operator with a mailbox and a secret (alarms, commands by mail)
 
 
 class LabServer:
@@ -90,11 +96,24 @@ class LabMail(LabServer):
         self.lab = lab
         pki.init(workdir / "mail-pki", hosts=[mailsite.DOMAIN], ips=[lab.headend_ip])
         self.inner = mailsite.MailSite(workdir / "mail-pki", host=lab.headend_ip, lab=lab,
-                                       ns="out").configure()
+                                       ns="out")
+        self.inner.configure(operators=["%s=%s" % (self.inner.address(OPERATOR), OPERATOR)])
         self.ports = [self.inner.ports["smtps_port"], self.inner.ports["imaps_port"]]
 
     def headend_settings(self):
-        return self.inner.headend_settings()
+        return dict(self.inner.headend_settings(), mail_probe_s=MAIL_PROBE_S,
+                    mqtt_heartbeat=MAIL_HEARTBEAT_S)
+
+    def operator(self, name=OPERATOR):
+        """(the operator's mail client in `out`, their secret); the mailbox made here."""
+        from lab.mail_client import LabMailbox
+
+        address = self.inner.address(name)
+        if name not in self.inner.passwords:
+            self.inner.add_meter(name)              # a mailbox like any other
+        return LabMailbox(self.lab, "out", self.inner.host, self.inner.ports,
+                          self.inner.pki["ca_pem"], address, self.inner.passwords[name]), \
+            self.inner.operator_secrets[address]
 
     def meter_settings(self, device):
         return self.inner.meter_settings(device, "imap", mail_send_s=MAIL_SEND_S)
