@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from e2e_env import REPORT_S
+from e2e_env import MAIL_PROBE_S, REPORT_S
 
 from lab import processes, servers
 
@@ -40,10 +40,10 @@ def test_email_a_presence_polled_by_email(env, bob, record_property):
         probes = env.get("/v1/mail")["probes"]["meters"]
         return probes if all(probes.get(m, {}).get("answered") for m in ("meter-a",
                                                                             "meter-b")) else None
-    probes = env.wait(answered, 3 * servers.MAIL_PROBE_S + 30, "both meters to answer a probe")
-    assert env.get("/v1/mail")["probes"]["every_s"] == servers.MAIL_PROBE_S
+    probes = env.wait(answered, 3 * MAIL_PROBE_S + 30, "both meters to answer a probe")
+    assert env.get("/v1/mail")["probes"]["every_s"] == MAIL_PROBE_S
     rtts = [probes[m]["last_rtt_s"] for m in ("meter-a", "meter-b")]
-    assert all(0 < r < servers.MAIL_PROBE_S for r in rtts), probes
+    assert all(0 < r < MAIL_PROBE_S for r in rtts), probes
 
     box, secret = bob
     nosecret = box.send(env.server.inner.headend_settings()["mail_address"],
@@ -60,7 +60,7 @@ def test_email_a_presence_polled_by_email(env, bob, record_property):
     assert not replies, ("a mail without the secret was answered", replies)
     record_property("evidence", "probe round trips %s s (every %d s); `presence meter-a` "
                     "answered by mail in %.1f s; no answer without the secret"
-                    % ("/".join("%.1f" % r for r in rtts), servers.MAIL_PROBE_S, took))
+                    % ("/".join("%.1f" % r for r in rtts), MAIL_PROBE_S, took))
 
 
 def test_email_b_alarm_mailed_to_operator_and_acked(env, bob, record_property):

@@ -16,11 +16,6 @@ from lab import egress, mailsite, pki
 from lab.im_process import DOMAIN, ImServer
 
 MAIL_SEND_S = 5         # the firmware's minimum: an email meter mails its readings this often
-# the email lab's head-end: probes every meter by mail this often (presence polled by email),
-# and expects an email meter at least every MAIL_HEARTBEAT_S (`next`; 60 s by default), so a
-# silent one goes `unavailable` within seconds (scenario 7)
-MAIL_PROBE_S = 20
-MAIL_HEARTBEAT_S = 10
 OPERATOR = "bob"        # an operator with a mailbox and a secret (alarms, commands by mail)
 
 
@@ -101,8 +96,7 @@ class LabMail(LabServer):
         self.ports = [self.inner.ports["smtps_port"], self.inner.ports["imaps_port"]]
 
     def headend_settings(self):
-        return dict(self.inner.headend_settings(), mail_probe_s=MAIL_PROBE_S,
-                    mqtt_heartbeat=MAIL_HEARTBEAT_S)
+        return self.inner.headend_settings()
 
     def operator(self, name=OPERATOR):
         """(the operator's mail client in `out`, their secret); the mailbox made here."""
