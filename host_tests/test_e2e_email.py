@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from e2e_env import MAIL_PROBE_S, REPORT_S
+from e2e_env import MAIL_PROBE_S, METERS, REPORT_S, _read_result
 
 from lab import processes, servers
 
@@ -33,17 +33,21 @@ def test_email_a_presence_polled_by_email(env, bob, record_property):
     a. The head-end probes each meter by mail every MAIL_PROBE_S (a `read` pushed into the
        meter's mailbox through the mail server, taken by IMAP IDLE through the site's
        firewall, its result mailed back): both meters have answered probes, with a round
-       trip, and none was missed while they ran.
+       trip; each answered probe is a `read` done by the meter in its work history.
     b. The operator mails `presence meter-a` with their secret and gets a reply naming A as
        available with its last contact; a mail without the secret gets no answer at all."""
     def answered():
         probes = env.get("/v1/mail")["probes"]["meters"]
-        return probes if all(probes.get(m, {}).get("answered") for m in ("meter-a",
-                                                                            "meter-b")) else None
+        return probes if all(probes.get(m, {}).get("answered") for m in METERS) else None
     probes = env.wait(answered, 3 * MAIL_PROBE_S + 30, "both meters to answer a probe")
     assert env.get("/v1/mail")["probes"]["every_s"] == MAIL_PROBE_S
-    rtts = [probes[m]["last_rtt_s"] for m in ("meter-a", "meter-b")]
-    assert all(0 < r < MAIL_PROBE_S for r in rtts), probes
+    rtts = [probes[m]["last_rtt_s"] for m in METERS]
+    assert all(r > 0 for r in rtts), probes
+    for name in METERS:     # each probe is work like any other: a `read` the meter ran
+        done = [w for w in env.get("/v1/devices/%s/work?limit=500" % name)
+                if w["from"] == "probe:email" and w["status"] == "done"]
+        assert len(done) >= probes[name]["answered"], (name, probes[name], done)
+        assert all(_read_result(w["result"]) for w in done), done
 
     box, secret = bob
     nosecret = box.send(env.server.inner.headend_settings()["mail_address"],
