@@ -55,6 +55,7 @@ class Headend:
 
     def close(self):
         self.hub.leadership.close()
+        self.hub.retention.close()
         self.hub.db.close()
 
     def meter(self, http, device_id, **kw):

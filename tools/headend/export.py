@@ -16,6 +16,7 @@ import json
 import math
 import re
 
+from . import retention
 from .db import loads
 
 READING_KINDS = ("reading",)
@@ -62,7 +63,10 @@ def columns(what):
 def rows(db, device, what, since=None, until=None, chunk=CHUNK):
     """The stored items of `what` ("readings" or "events") in seq order, as
     {"seq", "kind", "received", "body"}; read `chunk` at a time (an export of a year of
-    readings is never held in memory)."""
+    readings is never held in memory). Readings downsampled by retention come first, as
+    their aggregates (retention.records: kind reading_15m or reading_1d, by bucket start)."""
+    if what == "readings":
+        yield from retention.records(db, device, since, until, chunk)
     kinds = FIELDS[what][0]
     where = ["device = ?", "kind IN (%s)" % ",".join("?" * len(kinds)), "rowid > ?"]
     args = [device, *kinds]

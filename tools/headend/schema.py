@@ -239,12 +239,20 @@ def _presence_seen(db):
     db.script(db.dialect.ddl(SEEN_TABLE))
 
 
+def _readings_agg(db):
+    """Version 6: downsampled readings and the retention horizon (downsample.py)."""
+    from .downsample import TABLE
+
+    db.script(db.dialect.ddl(TABLE))
+
+
 STEPS = (
     (1, "baseline", _baseline),
     (2, "leases", _leases),
     (3, "tariffs", _tariffs),
     (4, "rekeys", _rekeys),
     (5, "presence_seen", _presence_seen),
+    (6, "readings_agg", _readings_agg),
 )
 LATEST = STEPS[-1][0]
 

@@ -25,6 +25,13 @@ class Settings:
     margin_factor: float = 0.5        #   next * margin_factor) without contact
     sweep_interval: float = 1.0       # background expiry / presence task period (seconds)
     leader_lease_s: float = 10.0      # PostgreSQL: a sweep leader silent this long is replaced
+    # retention of readings (retention.py, docs/scaling.md): raw this many days after they
+    # arrive, then 15-minute and daily aggregates; 15-minute rows kept this many days, daily
+    # rows for good; 0 raw days: readings are never downsampled
+    retention_raw_days: float = 7.0
+    retention_15m_days: float = 400.0   # 0: kept for good
+    retention_batch: int = 2000       # readings per transaction (one per sweep tick)
+    retention_interval_s: float = 300.0   # how often the leader looks once caught up
     peer_expires: int = 600           # expiry of work a meter sends to another meter
     message_expires: int = 3600       # expiry of routed `message` work
     transform: str | None = None      # "module:function" rendezvous hook

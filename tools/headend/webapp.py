@@ -39,6 +39,7 @@ from . import (
     mqtt_bridge,
     outcomes,
     policy,
+    retention,
     singleton,
     tariff_renew,
 )
@@ -58,7 +59,7 @@ def sweep(hub):
     with hub.tx(sync=False):
         hub.flush_contacts()          # first: derive() must see every long-poll's contact
     if not hub.leadership.lead():
-        return
+        return False
     now = hub.now()
     with hub.tx(sync=False) as db:
         hub.leadership.fence(db)      # a stale leader writes nothing (NotLeader)
@@ -67,12 +68,15 @@ def sweep(hub):
         escalation.tick(hub, now)
         tariff_renew.tick(hub, now)
         db.run("DELETE FROM nonces WHERE seen < ?", now - 2 * hub.settings.replay_window)
+    return True
 
 
 async def sweeper(hub):
     while True:
         try:
-            sweep(hub)
+            if sweep(hub):
+                # retention.py: one batch of readings folded, in a fenced transaction of its own
+                await hub.retention.tick(hub, hub.now())
         except leader.NotLeader:
             pass                      # logged by leader.py; the next tick tries again
         except Exception:
@@ -89,6 +93,7 @@ def create_app(settings=None, transform=None):
     tokens = settings_mod.load_token_file(settings.token_file) if settings.token_file else ()
     hub = Hub(settings, _open_store(settings), transform, tokens)
     hub.leadership = leader.for_store(hub.db, "sweep", settings.leader_lease_s)
+    hub.retention = retention.Retention(settings)
     bridge = mqtt_bridge.MqttBridge(hub, settings) if mqtt_bridge.enabled(settings) else None
     xmpp = None
     if settings.xmpp_component and settings.xmpp_secret:
@@ -130,6 +135,7 @@ def create_app(settings=None, transform=None):
                 await asyncio.to_thread(listener.stop)
             hub.flush_contacts()
             hub.leadership.close()
+            hub.retention.close()
 
     app = FastAPI(title="backchannel head-end", version="1.0", lifespan=lifespan,
                   description="Exchange endpoint for meters and the operator API "
