@@ -7,14 +7,17 @@ kill -9 of node 1: the meter moves to the next node of its mqtt_host list, its s
 (JetStream, 3 replicas) is still there, and nothing is lost or stored twice; its retained
 presence is still served by the nodes left. Real processes throughout."""
 
+import asyncio
 import json
 import os
 import sqlite3
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from headend import broker
 from lab import nats_site, processes
 
 pytestmark = pytest.mark.system
@@ -32,28 +35,54 @@ def _readings(api):
     return [r["seq"] for r in api.get("/v1/devices/meter-m/readings?limit=1000").json()]
 
 
-def _retained_presence(site, node):
-    """The retained bc/meter-m/presence a new MQTT client gets from `node` (the bridge's
-    user may read every topic)."""
-    info = json.loads((site.dir / "nats.json").read_text())
-    got, done = [], threading.Event()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="presence-reader",
-                    clean_session=True, protocol=mqtt.MQTTv311)
-    c.username_pw_set(info["user"], info["password"])
-    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe("bc/meter-m/presence", 1)
-
-    def on_message(cl, ud, msg):
-        got.append((msg.retain, json.loads(msg.payload)))
-        done.set()
-    c.on_message = on_message
+def _mqtt(site, node, user, password, client_id):
+    """A connected paho client (None if refused) and the SUBACK codes it gets."""
+    subacks, done = [], threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(user, password)
+    c.on_connect = lambda cl, ud, fl, rc, pr: done.set()
+    c.on_subscribe = lambda cl, ud, mid, rcs, pr: subacks.append([rc.is_failure for rc in rcs])
     c.connect("127.0.0.1", site.mqtt_port(node), 30)
     c.loop_start()
-    try:
-        done.wait(20)
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return got
+    done.wait(20)
+    return c, subacks
+
+
+def _retained_presence(site, node, timeout=60):
+    """The retained bc/meter-m/presence a new MQTT client gets from `node` (the bridge's
+    user may read every topic). QoS 0: no JetStream consumer to make; tried again while
+    the cluster is still electing leaders after the kill (JetStream requests time out)."""
+    info = json.loads((site.dir / "nats.json").read_text())
+    deadline = time.monotonic() + timeout
+    while True:
+        got, done = [], threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="presence-reader",
+                        clean_session=True, protocol=mqtt.MQTTv311)
+        c.username_pw_set(info["user"], info["password"])
+        c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe("bc/meter-m/presence", 0)
+
+        def on_message(cl, ud, msg, got=got, done=done):
+            got.append((msg.retain, json.loads(msg.payload)))
+            done.set()
+        c.on_message = on_message
+        c.connect("127.0.0.1", site.mqtt_port(node), 30)
+        c.loop_start()
+        try:
+            done.wait(5)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        if got or time.monotonic() > deadline:
+            return got
+
+
+async def _nats_login(site, user, password):
+    import nats
+    nc = await nats.connect("nats://127.0.0.1:%d" % site.ports["client"][2], user=user,
+                            password=password, allow_reconnect=False, connect_timeout=5,
+                            max_reconnect_attempts=0)
+    await nc.close()
 
 
 def test_the_meter_fails_over_to_another_node_and_nothing_is_lost(tmp_path):
@@ -96,6 +125,18 @@ def test_the_meter_fails_over_to_another_node_and_nothing_is_lost(tmp_path):
         assert retained and retained[0][0] is True
         assert retained[0][1]["device"] == "meter-m"
         assert retained[0][1]["state"] == "available"
+        # the meter's login reads its own down only, and only over MQTT
+        c, subacks = _mqtt(site, "node3", "meter-m", broker.meter_password(key), "meter-m-spy")
+        try:
+            for topic in ("bc/+/down", "$MQTT/sub/#", "bc/meter-m/down"):
+                c.subscribe(topic, 1)
+            processes.wait_until(lambda: len(subacks) == 3, 20, "three SUBACKs")
+            assert subacks == [[True], [True], [False]]
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        with pytest.raises(Exception, match="[Aa]uthorization"):
+            asyncio.run(_nats_login(site, "meter-m", broker.meter_password(key)))
         bridge = api.get("/v1/mqtt").json()
         assert bridge["connected"] and bridge["counts"]["answered"] >= 2
     finally:

@@ -20,6 +20,10 @@ hit with faults, every campaign checked against a ledger of what the meters prod
      HAProxy) at random moments under load; the meter fails over through the proxy
   7  restart PostgreSQL (fast or immediate stop) at random moments under load
      (6 and 7: http only, on loopback, tools/faults/scale_campaigns.py)
+  8  kill -9 one node of a three-node NATS cluster (JetStream, MQTT gateway) at random
+     moments under load: a meter on MQTT moves to another node, two head-end processes
+     share the ups through a NATS queue group (once, in the http pass, on loopback,
+     tools/faults/nats_campaigns.py)
   every campaign also checks that no register value the head-end stored (readings and read
   results of every meter) decreased within an outbox epoch, and each new epoch is an event
 
@@ -51,6 +55,7 @@ from faults.campaign import TRANSPORTS, CampaignFailed, Rig, why_skip
 from faults.headend_campaigns import campaign_headend_crash
 from faults.ledger import check_registers_never_decrease
 from faults.meter_campaigns import campaign_corrupt, campaign_power_loss
+from faults.nats_campaigns import NATS_CAMPAIGNS, run_nats
 from faults.network_campaigns import campaign_hostile, campaign_partitions
 from faults.scale_campaigns import SCALE_CAMPAIGNS, run_scale
 
@@ -94,6 +99,7 @@ def run(seed, only=None, smoke=False, long=False, work=None, say=print, transpor
             results.update(_run_lab(seed, only, smoke, long, tmp, say, transport))
         if transport == "http":
             results.update(run_scale(seed, only, smoke, tmp, verdict, say))
+            results.update(run_nats(seed, only, smoke, tmp, verdict, say))
     finally:
         if work is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -170,14 +176,15 @@ def main(argv=None):
     print("\nSUMMARY (seed %s, %.0f s)" % (a.seed, time.monotonic() - t0))
     for transport, results in res.items():
         for num, (ok, fig, dt) in results.items():
-            name = (CAMPAIGNS.get(num) or SCALE_CAMPAIGNS[num])[0]
+            name = (CAMPAIGNS.get(num) or SCALE_CAMPAIGNS.get(num) or NATS_CAMPAIGNS[num])[0]
+            over = "nats" if num in NATS_CAMPAIGNS else transport
             if ok:
                 print("  %d %-20s %-5s PASS %4.0f s  runs %s, faults %s, produced %s, lost %s, "
-                      "duplicated %s" % (num, name, transport, dt, fig["runs"],
+                      "duplicated %s" % (num, name, over, dt, fig["runs"],
                                          fig["faults"], fig["produced"], fig["lost"],
                                          fig["duplicated"]))
             else:
-                print("  %d %-20s %-5s FAIL %4.0f s" % (num, name, transport, dt))
+                print("  %d %-20s %-5s FAIL %4.0f s" % (num, name, over, dt))
     return 0 if all(ok for r in res.values() for ok, _, _ in r.values()) else 1
 
 

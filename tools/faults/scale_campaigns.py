@@ -58,6 +58,7 @@ class ScaleRig(Rig):
                        "--lb-dir", str(self.lb_dir)])
             token = he.add_token("faults", "operator")
             admin = he.add_token("faults-admin", "admin")
+            he.extra += self._serve_extra()
             he.start(120)
             self.api = he.api(token)
             self.admin = he.api(admin)
@@ -65,6 +66,10 @@ class ScaleRig(Rig):
             self._down()
             raise
         return self
+
+    def _serve_extra(self):
+        """More `serve` arguments, once the database exists (campaign 8: the NATS bridge)."""
+        return []
 
     def _down(self):
         for m in self.meters.values():

@@ -10,7 +10,8 @@ generated from the head-end's device registry, as broker.py does for mosquitto.
                   messages are JetStream streams with 3 replicas: one node can die), pid file
     users.conf    (0600, included by every node) the account `BC`: every meter (user = its
                   id, password = hex(HMAC-SHA256(key, "mqtt-password")), as for mosquitto)
-                  with the protocol's ACL as NATS permissions, and the bridge's user
+                  with the protocol's ACL as NATS permissions, MQTT connections only, and
+                  the bridge's user
     nats.json     (0600) what `serve --nats-dir` connects with: the nodes' nats:// URLs,
                   user and the bridge's random password (kept when written again), and
                   each node's MQTT address
@@ -80,8 +81,10 @@ def users_text(meters, bridge_user, bridge_password):
     """users.conf: meters is [(id, password)]."""
     users = ["    {user: %s, password: %s}" % (_q(bridge_user), _q(bridge_password))]
     for device, password in meters:
-        users.append("    {user: %s, password: %s, permissions: %s}"
-                     % (_q(device), _q(password), json.dumps(meter_permissions(device))))
+        # MQTT only: a meter's login cannot be used on a node's NATS client port
+        users.append("    {user: %s, password: %s, allowed_connection_types: [\"MQTT\"], "
+                     "permissions: %s}" % (_q(device), _q(password),
+                                           json.dumps(meter_permissions(device))))
     return "\n".join([
         "# backchannel NATS users, written by `backchannel nats-config` from the head-end's",
         "# devices (docs/scaling.md). Regenerate, do not edit.",
