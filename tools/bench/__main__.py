@@ -254,7 +254,7 @@ def main(argv=None):
         from bench import xmpp as bench_xmpp
 
         try:
-            report["xmpp"] = bench_xmpp.measure()
+            report["xmpp"] = bench_xmpp.measure(loopback=args.loopback)
         except (RuntimeError, subprocess.SubprocessError, ValueError, OSError,
                 AssertionError) as e:
             print("xmpp bench could not run: %s" % e, file=sys.stderr)

@@ -1,6 +1,8 @@
 """The XMPP transport's figures (`make bench`; docs/xmpp.md, docs/performance.md): a real
 Prosody, the head-end as its component and a meter on the MicroPython unix port over Direct
-TLS, on loopback (not through the firewall lab yet).
+TLS. As root, through the firewall lab (bench/xmpp_lab.py: the meter behind its site's
+firewall, the baseline's echo client beside it, and the delay of presence changes to an
+operator's client); otherwise, or with --loopback, on loopback as below.
 
 - command latency: sequential `read` commands, created -> finished as the head-end stores
   them (the component pushes the work, the meter answers with the result in its next
@@ -11,7 +13,7 @@ TLS, on loopback (not through the firewall lab yet).
   counting relay, with no command for 60 s: keepalive pings, heartbeat exchanges and the
   readings of the firmware's default interval (report_s 10).
 
-    python -m bench.xmpp [--json] [--commands N] [--idle S]"""
+    python -m bench.xmpp [--json] [--commands N] [--idle S] [--loopback]"""
 
 import argparse
 import asyncio
@@ -115,7 +117,19 @@ def prosody_round_trip(im, n):
     return out
 
 
-def measure(commands=100, idle_s=60):
+def measure(commands=100, idle_s=60, loopback=False):
+    """Through the firewall lab when it can run here (root), else on loopback."""
+    if not loopback:
+        from bench import xmpp_lab
+
+        why = xmpp_lab.missing()
+        if why is None:
+            return xmpp_lab.measure(commands, idle_s)
+        print("xmpp bench: %s; on loopback" % why, file=sys.stderr)
+    return measure_loopback(commands, idle_s)
+
+
+def measure_loopback(commands=100, idle_s=60):
     work = Path(tempfile.mkdtemp(prefix="bench-xmpp-"))
     im = ImServer(work)
     procs = []
@@ -164,17 +178,28 @@ def print_table(report):
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="XMPP transport: a MicroPython meter through a real Prosody (loopback)",
+    lab = report["path"] == "firewall lab"
+    t = Table(title="XMPP transport: a MicroPython meter through a real Prosody (%s)"
+                    % report["path"],
               caption="commands created -> finished at the head-end; baseline: Prosody's own "
-                      "client-to-client round trip in the same run; timings not asserted")
+                      "client-to-client round trip in the same run%s; timings not asserted"
+                      % (" (operator in out, echo client behind the meter's firewall)"
+                         if lab else ""))
     for name, justify in (("measure", "left"), ("value", "right"), ("baseline", "right")):
         t.add_column(name, justify=justify)
     c, b = report["commands"], report["prosody_round_trip"]
     for q in ("p50", "p99"):
         t.add_row("command latency %s (n = %d)" % (q, c["n"]), "%.1f ms" % c[q],
                   "%.1f ms" % b[q])
+    for key, what in (("presence_to_operator", "recorded at the head-end"),
+                      ("presence_from_command", "set_presence queued")):
+        p = report.get(key)
+        if p and p["n"]:
+            t.add_row("presence change at the operator's client, from %s (n = %d)"
+                      % (what, p["n"]), "p50 %.0f ms, p99 %.0f ms" % (p["p50"], p["p99"]), "")
     i = report["idle"]
-    t.add_row("bytes per idle minute (TLS, both ways, a reading every 10 s)",
+    t.add_row("bytes per idle minute (%s, both ways, a reading every 10 s)"
+              % ("site uplink frames" if lab else "TLS"),
               "%d B" % report["idle_bytes_per_minute"],
               "up %d B, down %d B in %d s" % (i["up"], i["down"], i["seconds"]))
     Console(width=120).print(t)
@@ -185,11 +210,12 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--commands", type=int, default=100)
     ap.add_argument("--idle", type=int, default=60, help="seconds of idle traffic measured")
+    ap.add_argument("--loopback", action="store_true", help="on loopback even as root")
     a = ap.parse_args(argv)
     if shutil.which("prosody") is None:
         print("xmpp bench: prosody is not installed (apt-get install prosody)", file=sys.stderr)
         return 2
-    report = measure(a.commands, a.idle)
+    report = measure(a.commands, a.idle, a.loopback)
     if a.json:
         print(json.dumps(report))
     else:
