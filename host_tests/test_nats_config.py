@@ -1,0 +1,77 @@
+"""`backchannel nats-config` (issue 19, item 3; headend/nats_config.py): the three nodes'
+configs, the users with the protocol's ACL as NATS permissions, and what it refuses. Where
+Debian's nats-server is installed it checks every file it writes (`nats-server -t`)."""
+
+import json
+import re
+import stat
+import subprocess
+
+import pytest
+
+from headend import broker, devices, nats_cluster, nats_config
+from headend.db import Database
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def db(tmp_path):
+    db = Database(str(tmp_path / "hub.db"))
+    for name in ("meter-a", "meter-b", "meter.x"):
+        devices.create(db, name)
+    return db
+
+
+def test_three_nodes_with_routes_replicas_and_a_user_per_meter(db, tmp_path):
+    d = tmp_path / "nats"
+    out = nats_config.write(db, d, ports={"client": 14000, "mqtt": [1883, 1884, 1885]})
+    assert out["nodes"] == ["node1", "node2", "node3"] and out["meters"] == 2
+    assert out["skipped"] == ["meter.x"]        # NATS refuses '.' in an MQTT topic level
+    confs = [(d / ("node%d.conf" % i)).read_text() for i in (1, 2, 3)]
+    assert [re.search(r'listen: "127.0.0.1:(\d+)"\nhttp', c).group(1) for c in confs] == \
+        ["14000", "14001", "14002"]             # nodes on one host: consecutive ports
+    assert 'listen: "127.0.0.1:1884"\n  stream_replicas: 3' in confs[1]
+    routes = re.search(r"routes: \[(.*)\]", confs[0]).group(1)
+    assert routes == "nats-route://127.0.0.1:6223, nats-route://127.0.0.1:6224"
+    users = (d / "users.conf").read_text()
+    key_a = devices.key_of(db, db.one("SELECT id, key FROM devices WHERE id = 'meter-a'"))
+    line = next(x for x in users.splitlines() if '"meter-a"' in x)
+    assert '"%s"' % broker.meter_password(key_a) in line       # mosquitto's password
+    assert 'allowed_connection_types: ["MQTT"]' in line
+    perms = json.JSONDecoder().raw_decode(line.split("permissions: ", 1)[1])[0]
+    assert perms["publish"]["allow"] == ["bc.meter-a.up", "bc.meter-a.presence",
+                                         "bc.meter-a.state", "homeassistant.sensor.meter-a.>"]
+    assert perms["subscribe"]["allow"] == ["bc.meter-a.down", "homeassistant.status",
+                                           "$MQTT.sub.>"]
+    assert "meter.x" not in users
+    for name in ("users.conf", "nats.json"):
+        assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
+    info = nats_config.info(d)
+    assert info["servers"] == ["nats://127.0.0.1:%d" % p for p in (14000, 14001, 14002)]
+    assert info["user"] == broker.BRIDGE_USER
+    # written again (a meter added): the bridge keeps its password
+    nats_config.write(db, d, ports={"client": 14000, "mqtt": [1883, 1884, 1885]})
+    assert nats_config.info(d)["password"] == info["password"]
+
+
+def test_fewer_than_three_nodes_and_plain_mqtt_beyond_loopback_are_refused(db, tmp_path):
+    with pytest.raises(ValueError, match="3 nodes or more"):
+        nats_config.write(db, tmp_path / "n", hosts=["127.0.0.1", "127.0.0.2"])
+    with pytest.raises(ValueError, match="plain MQTT"):
+        nats_config.write(db, tmp_path / "n", hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+    out = nats_config.write(db, tmp_path / "n", hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+                            insecure_plain=True)
+    assert out["servers"] == ["nats://10.0.0.%d:4222" % i for i in (1, 2, 3)]  # one per host
+    with pytest.raises(ValueError, match="2 mqtt ports for 3 nodes"):
+        nats_config.write(db, tmp_path / "n", ports={"mqtt": [1883, 1884]})
+
+
+@pytest.mark.skipif(nats_cluster.binary() is None, reason="nats-server is not installed")
+def test_nats_server_accepts_every_file_it_writes(db, tmp_path):
+    d = tmp_path / "nats"
+    nats_config.write(db, d)
+    for i in (1, 2, 3):
+        p = subprocess.run([nats_cluster.binary(), "-t", "-c", str(d / ("node%d.conf" % i))],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr + p.stdout
