@@ -27,7 +27,17 @@ import sys
 
 import envelope
 import mail_mime
-from comms import ALIVE_MARGIN_S, apply_response, new_nonce, request_body, time_refusal
+from comms import (
+    ALIVE_MARGIN_S,
+    apply_response,
+    down_keys,
+    new_nonce,
+    rekey_answered,
+    request_body,
+    sign_key,
+    signed_by,
+    time_refusal,
+)
 from httpc import tls_reason
 from mail_line import LineConn
 from memory_guard import Batch
@@ -117,6 +127,7 @@ class MailComms:
         self.updater = None
         self.time_refusals = 0
         self.kicked = False
+        self.rekey = None               # a key rotation in flight (rekey.py): both keys
         self.want_up = True
         self.conn = new_nonce()         # pushes of this run are bound to it (RAM only)
         self.sent_nonce = None
@@ -224,7 +235,7 @@ class MailComms:
         _, done, body = request_body(self, 0)
         body["conn"] = self.conn
         raw = json.dumps(body).encode()
-        payload = envelope.sign(self.key, raw).encode() + b" " + raw
+        payload = envelope.sign(sign_key(self), raw).encode() + b" " + raw
         mail = mail_mime.chunks(self.user, self.to, self.device_id, self.outbox.next_seq,
                                  body["nonce"], payload)
         self.line = LineConn(self.host, self.smtp_port, self.ssl, self.timeout_s)
@@ -313,7 +324,8 @@ class MailComms:
             sig, body = mail_mime.envelope_of(payload)
         except mail_mime.MimeError as exc:
             return self._refuse(str(exc))
-        if not envelope.same(sig, envelope.sign(self.key, body)):
+        used = signed_by(sig, body, down_keys(self))
+        if used is None:
             return self._refuse("signature does not match")
         try:
             resp = json.loads(body)
@@ -328,6 +340,7 @@ class MailComms:
             return None
         if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
             return self._refuse("answers no request of this run (late, or read twice)")
+        rekey_answered(self, resp, used)
         answer = resp.get("re") is not None
         self.exchanges += 1
         self.last_ok = self.clock.now()

@@ -28,7 +28,17 @@ import random
 from binascii import a2b_base64, b2a_base64
 
 import envelope
-from comms import ALIVE_MARGIN_S, accept_down, answer_overdue, new_nonce, request_body, time_refusal
+from comms import (
+    ALIVE_MARGIN_S,
+    accept_down,
+    answer_overdue,
+    down_keys,
+    new_nonce,
+    request_body,
+    sign_key,
+    signed_by,
+    time_refusal,
+)
 from httpc import tls_reason
 from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
@@ -75,6 +85,7 @@ class XmppComms:
         self.updater = None
         self.time_refusals = 0
         self.kicked = False
+        self.rekey = None               # a key rotation in flight (rekey.py): both keys
         self.session = XmppSession(device_id, domain, parse_keys(scram), host, port, ssl,
                                    new_nonce, timeout_s=timeout_s)
         self.answer_s = 2 * timeout_s
@@ -194,7 +205,8 @@ class XmppComms:
             self._refuse("exchange message is not base64; refused")
             return
         sig = bc[ATTRS].get("sig", "")
-        if len(sig) != 64 or not envelope.same(sig, envelope.sign(self.key, raw)):
+        used = signed_by(sig, raw, down_keys(self)) if len(sig) == 64 else None
+        if used is None:
             self._refuse("response signature does not match; refused")
             return
         try:
@@ -204,9 +216,9 @@ class XmppComms:
         if not isinstance(resp, dict):
             self._refuse("response is not a JSON object; refused")
             return
-        self._apply(resp)
+        self._apply(resp, used)
 
-    def _apply(self, resp):
+    def _apply(self, resp, used=None):
         if "error" in resp:     # the signed time refusal of our request (docs/protocol.md)
             if self.awaiting is not None and time_refusal(self, resp, self.sent_nonce):
                 self.awaiting = None
@@ -215,7 +227,7 @@ class XmppComms:
         if not envelope.bound(resp, self.device_id, self.sent_nonce, self.conn):
             self._refuse("message answers no request of this connection; refused")
             return
-        accept_down(self, resp)
+        accept_down(self, resp, used)
 
     def _answer_timer(self, now):
         answer_overdue(self, now)
@@ -249,7 +261,8 @@ class XmppComms:
         self.ids += 1
         self.session.send('<message to="%s" id="u%d"><bc xmlns="%s" sig="%s">%s</bc></message>'
                           % (escape(self.component, True), self.ids, NS,
-                             envelope.sign(self.key, raw), b2a_base64(raw).decode().strip()))
+                             envelope.sign(sign_key(self), raw),
+                             b2a_base64(raw).decode().strip()))
 
 
 def presence_stanza(to, state, note):

@@ -129,8 +129,8 @@ class _Hub:
 
 
 @pytest.mark.parametrize("transport, mqtt_dir, says", [
-    (None, None, "has not exchanged yet"), ("xmpp", None, "http and mqtt"),
-    ("email", "/d", "http and mqtt"), ("mqtt", None, "--mqtt-dir")])
+    (None, None, "has not exchanged yet"), ("sms", "/d", "http, mqtt, xmpp, email"),
+    ("mqtt", None, "--mqtt-dir")])
 def test_head_end_refuses_a_rotation_it_cannot_finish_with_the_reason(transport, mqtt_dir,
                                                                       says):
     with pytest.raises(he_rekey.Refused) as e:

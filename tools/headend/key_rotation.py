@@ -35,7 +35,7 @@ LOG_EVERY_S = 60        # a switch that keeps failing is logged once a minute pe
 _told = {}
 
 LABEL = b"bc-rekey-2"
-ROTATES_OVER = ("http", "mqtt")
+ROTATES_OVER = ("http", "mqtt", "xmpp", "email")
 EXPIRES_S = 3600
 TABLE = """
 CREATE TABLE IF NOT EXISTS rekeys (    -- a device key rotation in flight (key_rotation.py)
@@ -77,9 +77,9 @@ def start(hub, dev, origin, now, expires_in=EXPIRES_S):
         raise Refused(409, "%s has not exchanged yet: a key rotation needs its answer; "
                            "set its first key at the console" % device)
     if dev["transport"] not in ROTATES_OVER:
-        raise Refused(409, "key rotation runs over %s for now (%s last exchanged over %s): "
+        raise Refused(409, "key rotation runs over %s (%s last exchanged over %s): "
                            "rotate its key at the console"
-                      % (" and ".join(ROTATES_OVER), device, dev["transport"]))
+                      % (", ".join(ROTATES_OVER), device, dev["transport"]))
     if dev["transport"] == "mqtt" and not hub.settings.mqtt_dir:
         raise Refused(409, "%s talks MQTT, whose broker password follows its key, and this "
                            "head-end does not write the broker's password file (serve "
