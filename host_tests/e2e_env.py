@@ -47,7 +47,8 @@ XMPP_SCENARIOS = ("test_10_operator_sees_each_presence_change",
                   "test_11_operator_reads_a_meter_from_the_chat",
                   "test_12_alarm_escalates_past_an_unavailable_operator")
 # and over xmpp besides MESSAGING_SCENARIOS (a few seconds each)
-XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_6_group_command_reports_each_outcome")
+XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_6_group_command_reports_each_outcome",
+             "test_7_presence_unavailable_and_back")
 ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
 # the email lab's head-end probes every meter by mail this often (presence polled by email),
 # and expects an email meter at least every 10 s (`next`; 60 s by default), so a silent one
@@ -56,6 +57,8 @@ MAIL_PROBE_S = 20
 EMAIL_SETTINGS = {"mail_probe_s": MAIL_PROBE_S, "mqtt_heartbeat": 10}
 MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
                            # broker drops a silent client after 1.5 x this (scenario 7)
+XMPP_PROBE_S = 5           # over xmpp the head-end pings each meter this often (xmpp_probe_s);
+PING_TIMEOUT_S = 10        # one unanswered for this long records `unavailable` (scenario 7)
 
 
 
@@ -236,6 +239,8 @@ def make_env(param, tmp_path_factory):
         if srv is not None:
             srv.start()
             config.update(srv.headend_settings())
+            if transport == "xmpp":     # presence polled (issue 15, item 5): scenario 7
+                config["xmpp_probe_s"] = XMPP_PROBE_S
             if transport == "email":
                 config.update(EMAIL_SETTINGS)
             e.endpoints = {(lab.headend_ip, port) for port in srv.ports}

@@ -30,7 +30,9 @@ from e2e_env import (
     MARGIN,
     METERS,
     MQTT_KEEPALIVE,
+    PING_TIMEOUT_S,
     REPORT_S,
+    XMPP_PROBE_S,
     _drop_counters,
     _read_result,
     _sockets,
@@ -245,20 +247,27 @@ def test_7_presence_unavailable_and_back(env, record_property):
       mqtt_keepalive (10 s) it drops B's connection and publishes B's Last Will, recorded
       as `unavailable` with source `lwt`, no sooner than the keepalive after the cut and
       with no `derived` before it (the head-end's own derivation waits for mqtt_heartbeat
-      60 s + margin, so it cannot be what fired).
+      60 s + margin, so it cannot be what fired);
+    - xmpp: the head-end's presence probe (xmpp_probe_s 5 s: an XEP-0199 ping through B's
+      session) goes unanswered for 10 s and records `unavailable` with source `lwt`, no
+      sooner than that after the cut (the derivation waits for the heartbeat here too).
 
     The cut is restored: B comes back `available` (http: its next exchange restores its
     stated presence, source `contact`; mqtt: B reconnects to the broker and states its
-    presence on its presence topic, source `meter`, or its first `up` does, `contact`).
-    Both changes are in B's presence history with their times."""
+    presence on its presence topic, source `meter`, or its first `up` does, `contact`;
+    xmpp: B's next stanza or probe answer, `contact`, or its presence after a new login,
+    `meter`). Both changes are in B's presence history with their times."""
     device = "meter-b"
     mqtt = env.transport == "mqtt"
-    mechanism = "lwt" if mqtt else "derived"
+    xmpp = env.transport == "xmpp"
+    mechanism = "lwt" if mqtt or xmpp else "derived"
     env.wait(lambda: env.presence(device)["state"] == "available", 30, "B available")
+    missed = _probes_missed(env, device) if xmpp else 0
     cut = time.time()
     env.lab.partition("b")
     try:
-        limit = 1.5 * MQTT_KEEPALIVE + 15 if mqtt else MARGIN + 20
+        limit = 1.5 * MQTT_KEEPALIVE + 15 if mqtt else \
+            XMPP_PROBE_S + PING_TIMEOUT_S + 15 if xmpp else MARGIN + 20
         env.wait(lambda: env.presence(device)["state"] == "unavailable", limit,
                  "B unavailable (%s)" % mechanism)
         gone = time.time() - cut
@@ -274,13 +283,21 @@ def test_7_presence_unavailable_and_back(env, record_property):
     assert ("unavailable", mechanism) in states, states
     i = states.index(("unavailable", mechanism))
     assert all(st != "unavailable" for st, _ in states[:i]), ("another mechanism first", states)
-    sources = ("meter", "contact") if mqtt else ("contact",)
+    sources = ("meter", "contact") if mqtt or xmpp else ("contact",)
     assert any(st == "available" and src in sources for st, src in states[i + 1:]), states
     again = next(src for st, src in states[i + 1:] if st == "available" and src in sources)
     down = hist[i]["at"]
-    earliest = MQTT_KEEPALIVE if mqtt else MARGIN - REPORT_S - 0.5
+    earliest = MQTT_KEEPALIVE if mqtt else PING_TIMEOUT_S - 0.5 if xmpp else \
+        MARGIN - REPORT_S - 0.5
     assert down - cut >= earliest, ("unavailable before the %s could fire" % mechanism, hist)
-    if mqtt:
+    if mqtt or xmpp:
         assert env.presence("meter-a")["state"] == "available"
+    if xmpp:
+        assert _probes_missed(env, device) > missed, "no probe of B went unanswered"
     record_property("evidence", "B unavailable (source %s) %.1f s after the cut, available "
                     "(source %s) %.1f s after the restore" % (mechanism, gone, again, back))
+
+
+def _probes_missed(env, device):
+    """Presence probes of device that went unanswered so far (GET /v1/xmpp)."""
+    return env.get("/v1/xmpp")["probes"]["meters"].get(device, {}).get("missed", 0)
