@@ -75,3 +75,18 @@ def test_nats_server_accepts_every_file_it_writes(db, tmp_path):
         p = subprocess.run([nats_cluster.binary(), "-t", "-c", str(d / ("node%d.conf" % i))],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr + p.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mqtt-port", "18a3"], "--mqtt-port takes a port or one per node"),
+    (["--client-port", "0"], "--client-port: ports are 1 to 65535"),
+    (["--node", "127.0.0.1"], "a JetStream cluster needs 3 nodes or more"),
+])
+def test_nats_config_refuses_in_one_line(db, tmp_path, capsys, args, message):
+    from headend.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["nats-config", "--db", str(tmp_path / "hub.db"), "--dir", str(tmp_path / "n"),
+              *args])
+    err = capsys.readouterr().err
+    assert e.value.code != 0 and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
