@@ -48,7 +48,8 @@ XMPP_SCENARIOS = ("test_10_operator_sees_each_presence_change",
                   "test_12_alarm_escalates_past_an_unavailable_operator")
 # and over xmpp besides MESSAGING_SCENARIOS (a few seconds each)
 XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_6_group_command_reports_each_outcome",
-             "test_7_presence_unavailable_and_back")
+             "test_7_presence_unavailable_and_back",
+             "test_8_signed_update_reaches_a_meter_behind_its_firewall")
 ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
 # the email lab's head-end probes every meter by mail this often (presence polled by email),
 # and expects an email meter at least every 10 s (`next`; 60 s by default), so a silent one

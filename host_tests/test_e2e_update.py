@@ -1,9 +1,9 @@
 """End-to-end scenario 8 (docs/e2e.md, docs/ota.md): a signed firmware update rolled out by
 `backchannel update` from outside reaches a meter behind its site firewall over its own
-outbound channel (HTTP long-poll or MQTT), downloads in chunks, reboots into the release and
-confirms it. Shares the lab and head-end of test_e2e.py (the session fixture `env`); the
-update goes to a third meter, meter-u in site a, so the other scenarios' meters keep the
-factory firmware."""
+outbound channel (HTTP long-poll, MQTT or its XMPP session), downloads in chunks, reboots
+into the release and confirms it. Shares the lab and head-end of test_e2e.py (the session
+fixture `env`); the update goes to a third meter, meter-u in site a, so the other
+scenarios' meters keep the factory firmware."""
 
 import hashlib
 import os
@@ -62,6 +62,9 @@ def test_8_signed_update_reaches_a_meter_behind_its_firewall(env, record_propert
     if env.transport == "mqtt":
         env.broker.reload()                      # meter-u's login and ACL
         link, url = env.broker.meter_settings(keepalive=MQTT_KEEPALIVE), ""
+    elif env.transport == "xmpp":                # its own account on the lab's Prosody
+        env.server.add_meter(DEVICE)
+        link, url = env.server.meter_settings(DEVICE), ""
     else:
         link, url = {}, env.headend.url
     meter = env.meters[DEVICE] = processes.Meter(env.dir, DEVICE, reg.json()["key"], url,

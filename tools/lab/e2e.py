@@ -4,9 +4,9 @@ over both transports (http, mqtt), then over http in the XML, SOAP and WBXML enc
 (xml, soap, wbxml: only the encoding varies), then the firewall, a read round trip, work
 queued while a meter is down and a server restart over xmpp and email (Prosody, or postfix
 and dovecot, beside the head-end; the sites may connect only to them: lab/servers.py), and
-over xmpp also the rendezvous, a group command, presence on a cut uplink (probed) and an
-operator's XMPP client (each
-presence change, `read` in the chat, an alarm escalated past an operator who is away).
+over xmpp also the rendezvous, a group command, presence on a cut uplink (probed), a signed
+update and an operator's XMPP client (each presence change, `read` in the chat, an alarm
+escalated past an operator who is away).
 
     python -m lab.e2e [PYTEST ARGS...]  (make e2e)
         e.g. -x, -k test_5, -k mqtt, -k "test_7 and http"
