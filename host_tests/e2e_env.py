@@ -54,7 +54,7 @@ ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON 
 # the email lab's head-end probes every meter by mail this often (presence polled by email),
 # and expects an email meter at least every 10 s (`next`; 60 s by default), so a silent one
 # goes `unavailable` within seconds (scenario 7)
-MAIL_PROBE_S = 20
+MAIL_PROBE_S = 60
 EMAIL_SETTINGS = {"mail_probe_s": MAIL_PROBE_S, "mqtt_heartbeat": 10}
 MQTT_KEEPALIVE = 10        # the meters' mqtt_keepalive (s; the firmware's minimum): the
                            # broker drops a silent client after 1.5 x this (scenario 7)
