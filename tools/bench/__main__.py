@@ -10,8 +10,9 @@ unix port, the board interpreter), with THD off and on. Then each wiring's cost
 Then one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
 Then the exchange's encodings side by side (bench/encoding_sizes.py: bytes per idle exchange
 and per 16-reading batch, the meter's parse cost and code size; --no-encodings skips it).
-Then command latency by email (bench/mail_latency.py: IMAP IDLE and POP3 beside HTTP
-long-poll, one real meter each, about 3 minutes; --no-mail skips it).
+Then command latency and bytes on the wire by email (bench/mail_latency.py: IMAP IDLE and
+POP3 beside HTTPS long-poll, one real meter each, through counting relays, about 6 minutes;
+--no-mail skips it).
 Then runs the back-channel bench (about 2.5 minutes: real head-end and meters, through the netlab
 firewall as root, over loopback otherwise) and prints its table. Then the head-end at scale
 (bench/scale.py: 1,000 / 5,000 / 10,000 simulated meters in long-poll against one
