@@ -170,6 +170,9 @@ def main(argv=None):
                     help="run the head-end at scale bench (tools/bench/scale.py)")
     ap.add_argument("--scale-n", default=os.environ.get("BENCH_SCALE_N", "1000,5000,10000"),
                     help="meter counts for the scale bench [env BENCH_SCALE_N]")
+    ap.add_argument("--scale-workers", action=argparse.BooleanOptionalAction, default=True,
+                    help="compare serve --workers 2 on PostgreSQL with 1 process on SQLite at "
+                         "the largest scale-n (tools/bench/scale_workers.py)")
     ap.add_argument("--ota", action=argparse.BooleanOptionalAction, default=True,
                     help="run the signed-update verify bench (bench/ota.py)")
     ap.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True,
@@ -295,6 +298,22 @@ def main(argv=None):
             if not args.json:
                 print()
                 bench_scale.print_table(report["scale"])
+    if args.scale_workers:
+        from bench import scale_workers
+
+        try:
+            n = max(int(x) for x in args.scale_n.split(",") if x.strip())
+            report["scale_workers"] = scale_workers.measure(n)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, OSError) as e:
+            print("scale_workers bench could not run: %s" % e, file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("scale_workers bench interrupted (torn down)", file=sys.stderr)
+            return 130
+        else:
+            if not args.json:
+                print()
+                scale_workers.print_table(report["scale_workers"])
     if args.dashboard:
         from bench import dashboard_scale
 

@@ -26,9 +26,7 @@ Figures are reported, never asserted. Everything is torn down on exit, failure o
 """
 
 import argparse
-import asyncio
 import json
-import os
 import random
 import sqlite3
 import subprocess
@@ -48,18 +46,20 @@ from bench.procs import (
     raise_nofile,
 )
 from bench.scale_report import fmt_s, print_table  # noqa: F401  (__main__ calls print_table)
+from bench.scale_store import store_ceiling
 from bench.stats import percentile
 
 REPORT_S = 10.0
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
 
 
-def register(db_path, n):
+def register(db_path, n, key_path=None):
     """n meters (one transaction, through the head-end's devices module) and an operator
-    token; returns ({device: key}, token)."""
+    token in the store at db_path (a SQLite file or a postgresql:// URL); returns
+    ({device: key}, token)."""
     from headend import devices, signing
-    from headend.db import Database
-    db = Database(db_path)
+    from headend.datastore import open_store
+    db = open_store(str(db_path), key_path)
     keys = {}
     with db.tx():
         for i in range(n):
@@ -100,17 +100,29 @@ class Run:
         self.status = {}
         self.rss_peak = 0
         self._sampling = False
+        self.start_s = 30.0               # for the head-end to answer /v1/health
+        self.preexec = raise_nofile       # run in the head-end's process before exec
+
+    def setup_store(self):
+        self.keys, self.token = register(self.db_path, self.n)
+
+    def head_argv(self):
+        return [sys.executable, "-m", "headend", "serve", "--db", str(self.db_path),
+                "--port", str(self.port), "--log-level", "warning"]
+
+    def reader(self):
+        """Read-only queries on the store ("?" placeholders): single_commands, group_command."""
+        return _ro(self.db_path)
 
     def start(self, duration):
-        self.keys, self.token = register(self.db_path, self.n)
+        self.setup_store()
         (self.dir / "keys.json").write_text(json.dumps(self.keys))
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.head_log = open(self.dir / "headend.log", "w+b")
         head = subprocess.Popen(
-            [sys.executable, "-m", "headend", "serve", "--db", str(self.db_path),
-             "--port", str(self.port), "--log-level", "warning"],
-            stdout=self.head_log, stderr=subprocess.STDOUT, preexec_fn=raise_nofile, cwd=self.dir)
+            self.head_argv(),
+            stdout=self.head_log, stderr=subprocess.STDOUT, preexec_fn=self.preexec, cwd=self.dir)
         self.procs.append(head)
         self.head = head
         self._wait_health(head)
@@ -128,7 +140,7 @@ class Run:
 
     def _wait_health(self, head):
         import httpx
-        end = time.monotonic() + 30
+        end = time.monotonic() + self.start_s
         while time.monotonic() < end:
             if head.poll() is not None:
                 raise RuntimeError("head-end exited: %s" % self._log_tail())
@@ -138,7 +150,7 @@ class Run:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("head-end did not answer /v1/health in 30 s")
+        raise RuntimeError("head-end did not answer /v1/health in %.0f s" % self.start_s)
 
     def _log_tail(self):
         self.head_log.seek(0)
@@ -242,8 +254,9 @@ def group_command(run, api, conn, timeout):
         time.sleep(0.1)
     wall = time.monotonic() - t1
     created, last, done = conn.execute(
-        "SELECT g.created, MAX(w.finished_at), SUM(w.status = 'done') FROM group_work g "
-        "JOIN work w ON w.gid = g.gid WHERE g.gid = ?", (gid,)).fetchone()
+        "SELECT MIN(g.created), MAX(w.finished_at), SUM(CASE WHEN w.status = 'done' THEN 1 "
+        "ELSE 0 END) FROM group_work g JOIN work w ON w.gid = g.gid WHERE g.gid = ?",
+        (gid,)).fetchone()
     complete = final >= run.n
     return {"group_s": (last - created) if complete and last else None,
             "group_wall_s": wall if complete else None, "group_final": final,
@@ -305,54 +318,6 @@ def measure_n(n, window, commands, group_timeout, seed):
                         db_bytes=db_bytes, items=readings)
         finally:
             run.stop()
-
-
-def store_ceiling(seconds=3.0, devices_n=1000, concurrency=32):
-    """Exchanges/s through the exchange core (authenticate + store + deliver, wait 0, one
-    reading each) against a fresh SQLite file, in this process: the store's ceiling without
-    HTTP. `concurrency` exchanges are in flight at once (distinct meters), as on a busy
-    head-end, so their commits share fsyncs (group commit). Also bytes per stored reading."""
-    from headend import exchange, settings, signing
-    from headend.db import Database
-    from headend.hub import Hub
-    with tempfile.TemporaryDirectory(prefix="bc-store-") as tmp:
-        path = os.path.join(tmp, "store.db")
-        keys, _ = register(path, devices_n)
-        hub = Hub(settings.Settings(db=path), Database(path))
-        seqs = dict.fromkeys(keys, 0)
-        devs = list(keys)
-        count = [0]
-
-        async def worker(k, end):
-            i = k
-            while time.perf_counter() < end:
-                dev = devs[i % len(devs)]
-                i += concurrency
-                seqs[dev] += 1
-                body = json.dumps({"v": 2, "device": dev, "epoch": "0" * 16, "ts": int(time.time()),
-                                   "nonce": os.urandom(8).hex(), "wait": 0, "room": 4,
-                                   "done": [], "items": [{"seq": seqs[dev], "kind": "reading",
-                                   "body": {"t": time.time(), "vrms": 230.1, "irms": 4.2,
-                                            "p": 918.0, "q": 120.5, "s": 966.4, "pf": 0.95,
-                                            "f": 50.0, "import_wh": 1234.5}}]},
-                                  separators=(",", ":")).encode()
-                await exchange.handle(hub, body, signing.sign(keys[dev], body), "mqtt")
-                count[0] += 1
-
-        async def go():
-            hub.loop = asyncio.get_running_loop()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker(k, t0 + seconds) for k in range(concurrency)))
-            return count[0] / (time.perf_counter() - t0)
-
-        rate = asyncio.run(go())
-        fsyncs = hub.group_commit.fsyncs
-        hub.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        hub.db.close()
-        size = os.path.getsize(path)
-        return {"store_exchanges_s": rate, "store_bytes_per_exchange": size / count[0],
-                "store_exchanges": count[0], "store_fsyncs": fsyncs,
-                "store_concurrency": concurrency}
 
 
 def measure(ns=(1000, 5000, 10000), window=30.0, commands=50, group_timeout=45.0, seed=None):

@@ -61,6 +61,8 @@ def config(host, port, backends, pem=None):
         "    maxconn %d" % maxconn(),
         "defaults",
         "    mode http",
+        # a frontend's own limit, explicit: meters in long-poll each hold a connection
+        "    maxconn %d" % maxconn(),
         "    option http-keep-alive",
         "    option forwardfor",
         "    option redispatch",
