@@ -49,11 +49,10 @@ class Retention:
         """The leader's step, from the sweeper: one batch in its own fenced transaction."""
         if not self.raw_s or now < self.due:
             return
-        db = self.store(hub)
-        if db is hub.db:
-            self.step(hub, db, now)
-        else:
-            await asyncio.to_thread(self.step, hub, db, now)
+        if hub.db.dialect.name != "postgresql":
+            self.step(hub, hub.db, now)
+        else:      # connecting (the first time) and the batch, both off the event loop
+            await asyncio.to_thread(lambda: self.step(hub, self.store(hub), now))
 
     def step(self, hub, db, now):
         # on the head-end's connection through hub.tx (its group commit, its wake-ups)
