@@ -40,6 +40,7 @@ from . import (
     outcomes,
     policy,
     retention,
+    shared_routes,
     singleton,
     tariff_renew,
 )
@@ -145,19 +146,11 @@ def create_app(settings=None, transform=None):
     app.state.bridge = bridge
     app.state.xmpp = xmpp
     app.state.mail = mail
-    app.include_router(exchange.router)
-    app.include_router(api_alarms.router)
-    app.include_router(api_audit.router)
-    app.include_router(api_billing.router)
-    app.include_router(api_schemas.router)
-    app.include_router(api_devices.router)
-    app.include_router(api_export.router)
-    app.include_router(api_groups.router)
-    app.include_router(api_peer_rules.router)
-    app.include_router(api_tokens.router)
-    app.include_router(api_updates.router)
-    app.include_router(api_waveforms.router)
-    app.include_router(metrics.router)
+    shared_routes.add(app, exchange.router, api_alarms.router, api_audit.router,
+                      api_billing.router, api_schemas.router, api_devices.router,
+                      api_export.router, api_groups.router, api_peer_rules.router,
+                      api_tokens.router, api_updates.router, api_waveforms.router,
+                      metrics.router)
     from . import dashboard
     dashboard.install(app)
     app.add_middleware(audit.Recorder, hub=hub)

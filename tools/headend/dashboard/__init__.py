@@ -3,7 +3,7 @@ sessions and CSRF; assets.py: uPlot from npm, pinned and checked; templates/, st
 
 from fastapi.responses import RedirectResponse
 
-from .. import escalation
+from .. import escalation, shared_routes
 from .session import Sessions
 
 PRESENT_S = 90      # a dashboard open in a browser makes a request at least this often
@@ -25,10 +25,8 @@ def install(app):
 
     escalation.sources(app.state.hub).append(dashboard_open)
     escalation.channels(app.state.hub).append(alarm_pages.DashboardChannel(dashboard_open))
-    app.include_router(pages.router)
-    app.include_router(alarm_pages.router)
-    app.include_router(fleet_history_pages.router)
-    app.include_router(group_pages.router)
+    shared_routes.add(app, pages.router, alarm_pages.router, fleet_history_pages.router,
+                      group_pages.router)
 
     @app.exception_handler(pages.Refused)
     async def refused(request, exc):
