@@ -89,7 +89,8 @@ class Headend:
     def add_token(self, name, role):
         return self.cli("add-token", name, "--role", role, "--db", self.db).split()[-1]
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
+        """timeout: Python starts slowly on a loaded machine (20 s was seen to run out)."""
         cmd = [*HEADEND, "serve", "--db", self.db, "--host", self.host,
                "--port", str(self.port)] + self.extra
         self.proc = spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
