@@ -15,6 +15,7 @@ kept)."""
 
 import asyncio
 import logging
+import time
 
 from .db import loads
 from .downsample import KIND, MAXES, MEANS, MINS, REGISTERS, downsample
@@ -29,7 +30,8 @@ class Retention:
         self.agg_s = max(0.0, settings.retention_15m_days) * DAY
         self.batch = max(1, settings.retention_batch)
         self.interval = settings.retention_interval_s
-        self.due = 0.0                    # when the next pass starts
+        # the first pass a minute after start (not in every short-lived process, test or CLI)
+        self.due = time.time() + min(60.0, self.interval)
         self.cursor = ""                  # the pass is past this device id
         self.folded = 0                   # readings folded by this process (metrics, logs)
         self.own = None                   # PostgreSQL: the batches' own connection
