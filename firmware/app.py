@@ -267,6 +267,9 @@ class App:
         overruns = getattr(self.board, "overruns", None)  # blocks lost: the app was late
         if overruns is not None:
             out["overruns"] = overruns
+        heap = health.HEAP.report()
+        if heap is not None:
+            out["heap"] = heap
         if self.last_reading is not None:
             out["reading"] = self.last_reading
         return out

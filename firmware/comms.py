@@ -318,6 +318,7 @@ class Comms:
 
     async def exchange(self):
         """One request/response. Returns True when the meter should call again at once."""
+        await self.http.connect()   # before the batch is built: TLS buffers first
         backlog = self.outbox.depth() > self.batch.items
         _, done, raw = self.build(0 if backlog else min(self.wait_s, self.wait_cap))
         self.poll_started = ticks_ms()

@@ -62,6 +62,43 @@ class Uptime:
 
 UPTIME = Uptime()
 
+HEAP_EVERY_MS = 5000    # how often the watchdog loop collects and samples the free heap
+
+
+class HeapWatch:
+    """The GC heap's free space after a collection, sampled every HEAP_EVERY_MS from the
+    watchdog loop, and its low-water mark since start (the `read` op's `heap`; the soaks'
+    margin check, docs/performance.md). A sample, not the exact minimum: a TLS handshake's
+    peak lasts milliseconds. Nothing on CPython (no gc.mem_free)."""
+
+    def __init__(self):
+        self.free = self.min_free = None
+        self.samples = 0
+        self.at = ticks_ms()
+
+    def sample(self, now, force=False):
+        if not force and self.samples and ticks_diff(now, self.at) < HEAP_EVERY_MS:
+            return
+        import gc
+
+        if not hasattr(gc, "mem_free"):
+            return
+        self.at = now
+        gc.collect()
+        self.free = free = gc.mem_free()
+        self.samples += 1
+        if self.min_free is None or free < self.min_free:
+            self.min_free = free
+
+    def report(self):
+        """{"free", "min_free", "samples"} in bytes, or None before the first sample."""
+        if self.free is None:
+            return None
+        return {"free": self.free, "min_free": self.min_free, "samples": self.samples}
+
+
+HEAP = HeapWatch()
+
 
 class Heartbeat:
     """A task's sign of progress: beat(allow_s) says "expect my next beat within allow_s"."""
@@ -121,6 +158,7 @@ class Watchdog:
         self.wdt = self.make_wdt(self.timeout_ms)  # started here: it cannot be stopped
         while True:
             UPTIME.tick()
+            HEAP.sample(ticks_ms())
             if self.starved is None:
                 reason = self.check(ticks_ms())
                 if reason is None:

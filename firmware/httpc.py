@@ -3,6 +3,7 @@
 
 import asyncio
 
+import netconn
 from mpshim import ticks_diff, ticks_ms
 
 MAX_HEADER_LINES = 64
@@ -54,6 +55,7 @@ def tls_context(cafile):
     ctx.verify_mode = tls.CERT_REQUIRED
     # Mbed TLS takes DER (PEM only NUL-terminated); tls' method takes no keywords.
     ctx.load_verify_locations(der)
+    netconn.ROOM.start()    # a block kept for the TLS buffers (firmware/netconn.py)
     return ctx
 
 
@@ -101,18 +103,24 @@ class HttpClient:
         self.writer = None
         self.handshake_pending = False
 
+    async def connect(self):
+        """Open the connection now if none is open (a kept-alive one is reused). The meter
+        connects before it builds a request: a TLS connection's buffers (Mbed TLS: a 16 KB
+        record in, 4 KB out, one block each) then find room before a batch's pieces are
+        spread over the heap (docs/performance.md, "Soaks under the cap")."""
+        if self.writer is None:
+            await self._connect()
+
     async def _connect(self):
         if self.proxy is not None:      # TLS, if any, runs inside the proxy's tunnel
             from http_proxy import open_connection
 
             conn = open_connection(self.proxy, self.host, self.port, self.ssl, self.timeout)
-        elif self.ssl is not None:
-            # server_hostname is what the server cert must name: a DNS name (dNSName SAN)
-            # or an IP literal (iPAddress SAN); see tools/lab/pki.py.
-            conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl,
-                                           server_hostname=self.host)
         else:
-            conn = asyncio.open_connection(self.host, self.port)
+            # server_hostname is what the server cert must name: a DNS name (dNSName SAN)
+            # or an IP literal (iPAddress SAN); see tools/lab/pki.py. TCP_NODELAY: the
+            # request goes out in pieces.
+            conn = netconn.open_connection(self.host, self.port, self.ssl, self.host)
         try:
             self.reader, self.writer = await asyncio.wait_for(conn, self.timeout)
         except Exception as exc:  # CPython does the handshake here
@@ -138,14 +146,7 @@ class HttpClient:
 
     def close(self):
         if self.writer is not None:
-            try:
-                self.writer.close()
-                # MicroPython's Stream.close() leaves the socket open until wait_closed()
-                sock = getattr(self.writer, "s", None)
-                if sock is not None:
-                    sock.close()
-            except OSError:
-                pass
+            netconn.close(self.writer)  # the socket too (MicroPython's Stream.close() does not)
         self.reader = self.writer = None
 
     async def request(self, method, path, body=b"", headers=None, timeout=None):

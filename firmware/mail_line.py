@@ -7,6 +7,7 @@
 
 import asyncio
 
+import netconn
 from mpshim import MICROPYTHON
 
 MAX_LINE = 2048         # SMTP replies 512, POP3 512, IMAP lines are short but for literals
@@ -31,6 +32,7 @@ class LineConn:
 
     async def open(self):
         if self.ssl is not None:
+            netconn.ROOM.release()  # the block kept for TLS buffers (firmware/netconn.py)
             # server_hostname: what the server's certificate must name (DNS name or IP)
             conn = asyncio.open_connection(self.host, self.port, ssl=self.ssl,
                                            server_hostname=self.host)
@@ -53,14 +55,7 @@ class LineConn:
         w, self.writer = self.writer, None
         self.reader = None
         self.buf = b""
-        if w is not None:
-            try:
-                w.close()
-                s = getattr(w, "s", None)  # MicroPython's Stream.close() leaves the socket
-                if s is not None:
-                    s.close()
-            except OSError:
-                pass
+        netconn.close(w)    # the socket too; the block for TLS buffers taken back
 
     async def _more(self, timeout_s):
         data = await asyncio.wait_for(self.reader.read(CHUNK), timeout_s)

@@ -33,6 +33,9 @@ class InProcessHttp:
         self.seen = []              # (status, headers, body) of every genuine answer
         self.answer_with = None
 
+    async def connect(self):  # comms connects before building a request (httpc)
+        pass
+
     async def request(self, method, path, body, headers, timeout=None):
         body = b"".join(body) if isinstance(body, list) else body   # comms sends pieces
         r = self.client.request(method, path, content=body, headers=headers)

@@ -29,6 +29,9 @@ class HeldBackHttp:
         self.client, self.hold_s = client, hold_s
         self.bodies = []
 
+    async def connect(self):  # comms connects before building a request (httpc)
+        pass
+
     async def request(self, method, path, body, headers, timeout=None):
         body = b"".join(body) if isinstance(body, list) else body   # comms sends pieces
         r = self.client.request(method, path, content=body, headers=headers)

@@ -123,6 +123,9 @@ class _Http:
     def __init__(self, key, data):
         self.key, self.data, self.times = key, data, []
 
+    async def connect(self):  # comms connects before building a request (httpc)
+        pass
+
     async def request(self, method, path, body, headers, timeout=None):
         import hashlib
         import hmac

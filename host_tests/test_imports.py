@@ -15,7 +15,7 @@ DRIVER = runner.ROOT / "host_tests" / "mp_scripts" / "config_imports.py"
 KEY = "00112233445566778899aabbccddeeff"
 MQTT = {"comms", "mqtt_comms", "mqtt_session", "mqtt_wire", "ha_discovery", "umqtt.simple",
         "netconn"}
-HTTP = {"comms", "httpc"}
+HTTP = {"comms", "httpc", "netconn"}
 XMPP = {"xmpp_comms", "xmpp_session", "xmpp_stanza", "xmlmini"}
 SCRAM = "10000:c2FsdA==:%s:%s" % ("11" * 20, "22" * 20)
 UPDATER = {"updater", "fw_manifest", "fw_files", "fw_image", "p256"}

@@ -1,6 +1,7 @@
 """30-minute soaks per transport under the board heap cap (tools/bench/soak.py): the meter
 stays up with no MemoryError, answers every work item, keeps sending readings, and
-reconnects after its head-end (or broker) restarts. The slow lane: `make soak`, or one
+reconnects after its head-end (or broker) restarts, and its free heap after a collection (the
+`read` op's heap.min_free) never falls below the margin. The slow lane: `make soak`, or one
 transport with `make soak-http`, `soak-https`, `soak-mqtt`; BC_SOAK_S shortens a run."""
 
 import os
@@ -35,3 +36,5 @@ def test_soak_under_the_heap_cap(site, transport):
     assert r["restarted"], r
     assert r["work_done"] >= r["work_sent"] - 1, r  # the one sent across the restart may lapse
     assert r["readings"] >= SECONDS * 0.8, r
+    assert r["min_free"] is not None and r["min_free"] >= soak.MARGIN_KIB * 1024, r
+    assert r["passed"], r

@@ -41,6 +41,9 @@ class PieceHttp:
         self.sizes = []
         self.comms = None
 
+    async def connect(self):  # comms connects before building a request (httpc)
+        pass
+
     async def request(self, method, path, body, headers, timeout=None):
         pieces = body if isinstance(body, list) else [body]
         top = size = 0

@@ -10,6 +10,8 @@ unix port, the board interpreter), with THD off and on. Then each wiring's cost
 Then one ECDSA P-256 verify under both interpreters beside OpenSSL (a second; --no-ota skips it).
 Then the exchange's encodings side by side (bench/encoding_sizes.py: bytes per idle exchange
 and per 16-reading batch, the meter's parse cost and code size; --no-encodings skips it).
+Then the soaks under the board heap cap as `make soak` last recorded them
+(tools/bench/soak_results.json; 30 minutes per transport, so not re-run here).
 Then command latency and bytes on the wire by email (bench/mail_latency.py: IMAP IDLE and
 POP3 beside HTTPS long-poll, one real meter each, through counting relays, about 6 minutes;
 --no-mail skips it).
@@ -243,6 +245,12 @@ def main(argv=None):
             if not args.json:
                 print()
                 encoding_sizes.print_table(report["encodings"])
+    from bench import soak as bench_soak  # recorded by `make soak`, not run here (30 min each)
+
+    report["soak"] = bench_soak.load()
+    if not args.json:
+        print()
+        bench_soak.print_table(report["soak"])
     if args.mail:
         from bench import mail_latency
 

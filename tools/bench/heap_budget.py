@@ -124,11 +124,11 @@ class Site:
             self.im.start()
         if self.mail is not None:
             self.mail.start()
-        self.broker.start()
+        self.broker.start(timeout=90)   # a loaded machine: it may take a while
         self.tls.extra += self.broker.serve_args()
         self.api = {}
         for he in (self.tls, self.plain):
-            he.start()
+            he.start(timeout=90)    # a loaded machine: the head-end may take a while
             self.api[he] = he.api(he.add_token("bench", "operator"))
         return self
 
@@ -198,11 +198,11 @@ class Site:
         """Restart what the scenario's meter talks to (the meter reconnects)."""
         if name == "steady-mqtt":
             self.broker.stop()
-            self.broker.start(configure=False)
+            self.broker.start(configure=False, timeout=90)
             return
         he = self.plain if name in PLAIN else self.tls
         he.kill()
-        he.start()
+        he.start(timeout=90)
 
     def _release(self):
         """Sign and publish release RELEASE on the plain head-end (once): this firmware's
