@@ -23,7 +23,7 @@ def site():
     if not runner.available("board"):
         pytest.skip(runner.board_missing_reason())
     work = Path(tempfile.mkdtemp(prefix="soak-"))
-    s = heap_budget.Site(work, SECONDS).start()
+    s = heap_budget.Site(work, SECONDS, servers=False).start()     # no Prosody, no mail
     yield s
     s.stop()
 

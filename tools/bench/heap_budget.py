@@ -91,7 +91,8 @@ class Start:
 class Site:
     """Two head-ends (HTTPS with the MQTT bridge and its broker; plain HTTP) for the probes."""
 
-    def __init__(self, work, seconds):
+    def __init__(self, work, seconds, servers=True):
+        """servers=False: no Prosody and no mail servers (HTTP, HTTPS and MQTT only)."""
         self.work = work
         self.seconds = seconds
         self.pki = work / "pki"
@@ -100,14 +101,14 @@ class Site:
             (work / d).mkdir()
         self.im = None
         xmpp = None
-        if shutil.which("prosody"):          # steady-xmpp: Prosody, the head-end its component
+        if servers and shutil.which("prosody"):  # steady-xmpp: Prosody, the head-end its component
             from lab.im_process import ImServer
 
             self.im = ImServer(work)
             self.im.configure()
             xmpp = self.im.headend_config()
         self.mail = None
-        if mailsite.missing() is None:      # steady-email: the private postfix + dovecot
+        if servers and mailsite.missing() is None:  # steady-email: private postfix + dovecot
             self.mail = mailsite.MailSite(self.pki).configure()
             xmpp = dict(xmpp or {}, **self.mail.headend_settings())
         self.tls = processes.Headend(work / "tls", certfile=self.pki / "server.pem",
