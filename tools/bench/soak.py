@@ -15,6 +15,8 @@ import json
 import subprocess
 import time
 
+import httpx
+
 from lab import processes, runner
 
 MARGIN_KIB = 16
@@ -65,7 +67,7 @@ def soak(site, name, seconds, kib=None):
                 w = processes.run_work(api, device, "read", timeout=WORK_EVERY_S * 2)
                 out["work_done"] += w["status"] == "done"
                 _heap(out, w)
-            except AssertionError:
+            except (AssertionError, httpx.HTTPError):  # not done in time; head-end restarting
                 pass
             time.sleep(max(0.0, WORK_EVERY_S - (time.monotonic() - start) % WORK_EVERY_S))
         out["alive"] = proc.poll() is None
