@@ -215,11 +215,36 @@ class Outbox:
                 raise
 
     def _write(self, recs):
-        """Append records (seq order, above everything on flash): one write per segment."""
+        """Append records (seq order, above everything on flash): one write per segment.
+        A full heap (MemoryError) or a failed write part way leaves the list of segments
+        as it was, so nothing is listed that has no file (a listed segment without its file
+        made every later peek raise ENOENT: no exchange went out again) and the caller may
+        write the same records again (a record on flash twice is read once: peek_raw takes
+        only seqs above the last)."""
         self._make_room(sum(len(r[3]) + 11 for r in recs))
+        n = len(self.segs)
+        last = list(self.segs[-1]) if n else None
+        num = self._num
+        try:
+            encoded = [store.encode(r[3]) for r in recs]    # the allocations, before any change
+            self._write_encoded(recs, encoded)
+        except BaseException:
+            for st in self.segs[n:]:        # new segments this write began: not listed
+                try:
+                    os.remove(self.files.seg_path(st[NUM]))
+                except OSError:
+                    pass
+            del self.segs[n:]
+            if last is not None:
+                self.segs[-1][:] = last
+            self._num = num
+            raise
+
+    def _write_encoded(self, recs, encoded):
         buf = []
         st = self.segs[-1] if self.segs else None
-        for seq, kind, _, payload in recs:
+        for i in range(len(recs)):
+            seq, kind, _, payload = recs[i]
             size = len(payload) + 11
             if st is None or (st[SIZE] and st[SIZE] + size > self.seg_bytes):
                 self._append_file(st, buf)
@@ -227,7 +252,7 @@ class Outbox:
                 self._num += 1
                 st = [self._num, 0, 0, 0, 0, 0, 0]
                 self.segs.append(st)
-            buf.append(store.encode(payload))
+            buf.append(encoded[i])
             self.files.count(st, kind, seq, size)
             st[SIZE] += size
         self._append_file(st, buf)
@@ -235,7 +260,8 @@ class Outbox:
     def _append_file(self, st, buf):
         if buf:
             with open(self.files.seg_path(st[NUM]), "ab") as f:
-                f.write(b"".join(buf))
+                for b in buf:       # piece by piece: no block the size of the segment
+                    f.write(b)
                 f.flush()
             self.appends += 1
 
