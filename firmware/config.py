@@ -26,6 +26,7 @@ KEYS = (
     ("harmonic_order", 0, int, 0, 50, OPERATOR),            # THD to this order; 0: the highest
                                                             # the sampling supports, 1: none
     ("harmonic_spectrum", False, bool, False, True, OPERATOR),  # readings carry hv, hi per order
+    ("harmonic_groups", False, bool, False, True, OPERATOR),  # IEC 61000-4-7 groups, subgroups
     ("phase_cal_deg", 0.0, float, -20.0, 20.0, UTILITY),    # sensor phase error (+ = I lags)
     ("v_cal", 1.0, float, 0.5, 2.0, UTILITY),               # gain trims on the board's gains
     ("i_cal", 1.0, float, 0.5, 2.0, UTILITY),

@@ -55,15 +55,30 @@ def highest_order(samples_per_cycle):
     return min(h, MAX_ORDER)
 
 
-def check_order(order, samples_per_cycle):
+def highest_group_order(samples_per_cycle):
+    """The highest order whose IEC 61000-4-7 group (up to h + 1/2 times the fundamental)
+    lies below the Nyquist frequency (it needs > 2h + 1 samples per cycle), capped."""
+    h = int((samples_per_cycle - 1) / 2)
+    if 2 * h + 1 >= samples_per_cycle:
+        h -= 1
+    return min(h, MAX_ORDER)
+
+
+def check_order(order, samples_per_cycle, groups=False):
     """The order to analyse (0: the highest supported), or ValueError with the reason."""
     top = highest_order(samples_per_cycle)
     if order == 0:
-        return top
+        return highest_group_order(samples_per_cycle) if groups else top
     if order > top:
         raise ValueError("harmonic_order %d needs more than %d samples per cycle; the sample "
                          "rate gives %.1f, which supports orders up to %d"
                          % (order, 2 * order, samples_per_cycle, top))
+    if groups and order > highest_group_order(samples_per_cycle):
+        raise ValueError("harmonic_groups to order %d need more than %d samples per cycle (the "
+                         "group reaches order %d.5); the sample rate gives %.1f, which supports "
+                         "groups up to order %d" % (order, 2 * order + 1, order,
+                                                    samples_per_cycle,
+                                                    highest_group_order(samples_per_cycle)))
     return order
 
 

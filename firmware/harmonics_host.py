@@ -9,7 +9,7 @@ import kernel as K
 import numpy as np
 
 
-def _cos(table, phase):
+def table_cos(table, phase):
     j = phase >> K.TAB_SHIFT
     c = table[j]
     frac = phase & ((1 << K.TAB_SHIFT) - 1)
@@ -29,7 +29,7 @@ def accumulate(acc, st, vb, ib, k, n, ph):
     wph0, winc = acc[H.WPH], acc[H.WINC]
     wphs = wph0 + (steps - 1) * winc
     live = wphs < (1 << K.PHASE_BITS)
-    w = np.where(live, (K.TAB_ONE - _cos(table, np.minimum(wphs, K.PHASE_MASK)) + 1) >> 1, 0)
+    w = np.where(live, (K.TAB_ONE - table_cos(table, np.minimum(wphs, K.PHASE_MASK)) + 1) >> 1, 0)
     acc[H.WPH] = int(wph0 + winc * int(np.count_nonzero(live)))
     vw = (v * w + 256) >> 9
     iw = (i * w + 256) >> 9
@@ -38,8 +38,8 @@ def accumulate(acc, st, vb, ib, k, n, ph):
         return
     # (h * ph) & mask is what the firmware's running sum (hph + ph) & mask gives
     hph = np.outer(np.arange(1, orders + 1, dtype=np.int64), phases) & K.PHASE_MASK
-    c = _cos(table, hph)
-    s = _cos(table, (hph - (K.TAB_QUARTER << K.TAB_SHIFT)) & K.PHASE_MASK)
+    c = table_cos(table, hph)
+    s = table_cos(table, (hph - (K.TAB_QUARTER << K.TAB_SHIFT)) & K.PHASE_MASK)
     sums = np.stack([((vw * c + 64) >> 7).sum(axis=1), ((vw * s + 64) >> 7).sum(axis=1),
                      ((iw * c + 64) >> 7).sum(axis=1), ((iw * s + 64) >> 7).sum(axis=1)], axis=1)
     for index, value in enumerate(sums.ravel().tolist()):

@@ -65,6 +65,14 @@ class Meter:
             st[K.NORMAL_HALF], st[K.FORCED_HALF]))
         self.spectrum = 1 if config.get("harmonic_spectrum") and order >= 2 else 0
         self.e_size = H.energy_size(order, self.spectrum)
+        self.groups = None  # IEC 61000-4-7 groups and subgroups (harmonic_groups.py)
+        if config.get("harmonic_groups") and order >= 2:
+            import harmonic_groups
+
+            self.groups = harmonic_groups
+            self.grp = harmonic_groups.make(order, self.window_cycles, self.harm_shift)
+            self.g_off = self.e_size
+            self.e_size += harmonic_groups.E_PER_ORDER * order
         self.harm_energy = array.array("i", [0] * self.e_size)
         self.ready_harm = array.array("i", [0] * self.e_size)
         st[K.INTERVAL] = int(config["interval_s"] * board.sample_rate)
@@ -125,7 +133,15 @@ class Meter:
         st = self.st
         ph = st[K.PH]
         end = K.run(st, vbuf, ibuf, k, n)
-        if self.harmonic_order >= 2:  # order 1: no harmonic analysis at all
+        if self.groups is not None:  # the groups' sums give the per-order ones too
+            G = self.groups
+            g = self.grp
+            while k < end:
+                k = G.accumulate(g, self.harm, st, vbuf, ibuf, k, end, ph)
+                if k < end:  # an interval of the window is complete
+                    G.rotate(g, self.harm)
+                    ph = g[G.PH]
+        elif self.harmonic_order >= 2:  # order 1: no harmonic analysis at all
             H.accumulate(self.harm, st, vbuf, ibuf, k, end, ph)
         return end
 
@@ -159,6 +175,8 @@ class Meter:
             K.clear(st, K.WINDOW, K.WINDOW + 2 * F)
             K.clear(self.harm, H.HEAD, self.harm_top)
             self.harm[H.WPH] = 0
+            if self.groups is not None:
+                self.groups.reset(self.grp)
             st[K.HALVES] = 0
             self._restart_reading()
             return
@@ -207,6 +225,9 @@ class Meter:
         K.copy(self.last_window, st, w, 2 * F)
         K.clear(st, w, w + 2 * F)
         st[K.HALVES] = 0
+        if self.groups is not None:
+            self.groups.flush(self.grp, self.harm)
+            self.groups.close(self.grp, self.harm_energy, self.g_off, self.harm[H.ORDERS])
         H.close(self.harm, self.harm_energy, self.harm_shift, self.spectrum)
         self._lock_frequency()
         self.harm[H.WINC] = st[K.INC] // self.window_cycles
@@ -219,7 +240,10 @@ class Meter:
         # far in this reading (interpolated zero crossings, in 1/256 sample; small ints only).
         st = self.st
         cycles = st[K.CYCLES]
-        if cycles < 2 or st[K.FROZEN] or self.follower:
+        # Only over a window's cycles or more: over fewer (a reading that began just before
+        # this window's end) a harmonic or interharmonic moving the crossings would pull the
+        # reference enough to spread a high order over the next bins; the last lock stays.
+        if cycles < self.window_cycles or st[K.FROZEN] or self.follower:
             return
         first = _crossing256(st[K.FIRST_K], st[K.FIRST_A], st[K.FIRST_B])
         last = _crossing256(st[K.LAST_K], st[K.LAST_A], st[K.LAST_B])
@@ -334,7 +358,8 @@ def check_sampling(config, board):
         import capture
 
         capture.check(config, spc)
-    return spc, H.check_order(config.get("harmonic_order", 0), spc)
+    return spc, H.check_order(config.get("harmonic_order", 0), spc,
+                              bool(config.get("harmonic_groups")))
 
 
 def _crossing256(k, a, b):

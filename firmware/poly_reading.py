@@ -18,7 +18,8 @@ _FVC = 2 * (K.FVC - K.N)
 _FVS = 2 * (K.FVS - K.N)
 # phase keys each element reading keeps (the single-phase keys)
 KEYS = ("t", "vrms", "irms", "p", "q", "s", "pf", "n", "d", "v1", "i1", "p1", "i1_deg", "thd_v",
-        "thd_i", "tdd", "hv", "hi", "vmin", "vmax", "imin", "imax", "pmin", "pmax", "import_wh",
+        "thd_i", "tdd", "hv", "hi", "gv", "gi", "sgv", "sgi", "thdg_v", "thdg_i", "thds_v",
+        "thds_i", "vmin", "vmax", "imin", "imax", "pmin", "pmax", "import_wh",
         "export_wh", "import_varh", "export_varh", "v1_deg")
 C120 = -0.5                  # the 120 degree operator a = C120 + j S120
 S120 = 0.8660254037844386

@@ -132,6 +132,8 @@ class Reporter:
                 r["tdd"] = r["thd_i"] * i1 / rated
             if m.spectrum:
                 r["hv"], r["hi"] = spectrum_pct(m.ready_harm, m.harmonic_order)
+            if m.groups is not None:
+                r.update(m.groups.readout(m.ready_harm, m.g_off, m.harmonic_order))
         mm = m.ready_minmax
         if mm[M.M_WINDOWS]:
             r["vmin"] = gv * math.sqrt(max(mm[M.M_VMIN], 0))

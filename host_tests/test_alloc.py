@@ -42,6 +42,14 @@ SCENARIOS = {
         "noise_v": 2.0, "noise_i": 0.2,
         "loads": [{"p_w": 1200, "pf": 0.97, "lagging": True}],
     },
+    "60hz_64spc_harmonic_groups": {  # IEC 61000-4-7 groups and subgroups to order 31
+        "nominal_v": 120, "frequency": 60, "samples_per_cycle": 64,
+        "v_harmonics": [[3, 0.03, 0.0], [5, 0.035, 0.5]],
+        "i_harmonics": [[3, 0.7, 0.0], [5, 0.45, 0.0], [13, 0.04, 0.0]],
+        "noise_v": 0.5, "noise_i": 0.05,
+        "loads": [{"p_w": 1200, "pf": 0.97, "lagging": True}],
+        "config": {"harmonic_groups": True},
+    },
 }
 
 

@@ -270,12 +270,13 @@ def test_wiring_needs_the_channels_the_board_has():
 
 def test_no_allocation_per_cycle_in_any_configuration():
     """bench/poly_mp.py under the unix port: gc.mem_alloc() growth over one second of
-    frames, after warm-up, for every wiring with THD off and on."""
+    frames, after warm-up, for every wiring with THD off and on, and with harmonic groups
+    (not 3P3W)."""
     from lab import runner
 
     out = runner.run("micropython", runner.ROOT / "tools" / "bench" / "poly_mp.py", 1)
     rows = json.loads(out.strip().splitlines()[-1])["rows"]
-    assert len(rows) == 8
+    assert len(rows) == 11 and sum(r["groups"] for r in rows) == 3
     for r in rows:
         assert r["heap_b_per_cycle"] == 0, r
 

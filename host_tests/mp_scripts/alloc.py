@@ -47,7 +47,9 @@ def feed(meter, vbs, ibs, count):
 def run_case(case):
     sc = case["scenario"]
     board = SimBoard(sc)
-    cfg = config.validate({"frequency": sc["frequency"], "nominal_v": sc["nominal_v"]})
+    extra = sc.get("config", {})
+    cfg = config.validate(dict({"frequency": sc["frequency"], "nominal_v": sc["nominal_v"]},
+                               **extra))
     meter = metering.Meter(cfg, board)
     seen = []   # PQ events (a steady case has none)
     meter.on_event = seen.append

@@ -1,5 +1,6 @@
 """Per-configuration metering cost (`make bench`, after the interpreters table; issue 14):
-1p2w, 3p4w, 3p3w and one voltage with five circuits, THD off and on, on each interpreter
+1p2w, 3p4w, 3p3w and one voltage with five circuits, THD off and on, and with IEC 61000-4-7
+harmonic groups and subgroups (not 3P3W, whose line voltages are as any other), on each interpreter
 (bench/poly_mp.py). Per configuration: ns per frame (one sample of every channel), its CPU
 share at 50 Hz x 64 samples per cycle on this core and as estimated for a board, the heap the
 meter holds and the heap allocated per cycle.
@@ -47,6 +48,7 @@ def rows(result):
     for r in board:
         s = share(r["ns_per_frame"])
         out.append({"config": r["config"], "thd": r["thd"], "channels": r["channels"],
+                    "groups": r.get("groups", False),
                     "ns": r["ns_per_frame"], "share_pct": 100 * s,
                     "board_pct": [100 * s * k for k in BOARD_SLOWER],
                     "held_b": r["held_b"], "heap_b_per_cycle": r["heap_b_per_cycle"],
@@ -66,7 +68,8 @@ def print_table(result):
                 "heap held", "heap/cycle", "fits"):
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for r in rows(result):
-        t.add_row(r["config"], "on" if r["thd"] else "off", str(r["channels"]),
+        t.add_row(r["config"], "groups" if r["groups"] else "on" if r["thd"] else "off",
+                  str(r["channels"]),
                   "%.0f" % r["ns"], "%.2f%%" % r["share_pct"],
                   "%.1f-%.0f%%" % tuple(r["board_pct"]),
                   "n/a" if r["held_b"] is None else "%.1f KB" % (r["held_b"] / 1000),

@@ -1,8 +1,9 @@
 # Per-configuration metering cost (issue 14, item 1), launched by make bench
 # (bench/poly.py) under each interpreter: 1p2w, 3p4w, 3p3w and one voltage with five
 # circuits, THD off (harmonic_order 1) and on (the highest order 64 samples per cycle
-# support). Prints one JSON line: per configuration, ns per frame (one sample of every
-# channel), heap allocated per cycle in steady state, and the heap the meter holds.
+# support), and with IEC 61000-4-7 groups and subgroups (harmonic_groups) to that order.
+# Prints one JSON line: per configuration, ns per frame (one sample of every channel), heap
+# allocated per cycle in steady state, and the heap the meter holds.
 #
 #   micropython tools/bench/poly_mp.py [seconds]
 #
@@ -115,11 +116,15 @@ def main(argv):
     seconds = int(argv[0]) if argv else 2
     out = []
     for name, cfg in CONFIGS:
-        for order in (1, 0):
+        for order, groups in ((1, False), (0, False), (0, True)):
+            if groups and name == "3p3w":
+                continue
             c = dict(cfg)
             c["harmonic_order"] = order
+            c["harmonic_groups"] = groups
             r = one(name, c, seconds)
             r["thd"] = order == 0
+            r["groups"] = groups
             out.append(r)
     sys.stdout.write(json.dumps({"implementation": sys.implementation.name, "rows": out}))
     sys.stdout.write("\n")
