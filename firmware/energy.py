@@ -72,6 +72,9 @@ class Registers:
         # billing.Billing when a tariff or a freeze is in use: its per-rate registers are
         # saved in the same record as these, so a power cut never splits them from the totals
         self.extra = None
+        # a polyphase meter's totals: each element's (phase's, circuit's) Registers, saved
+        # in the same record under "elements" (polyphase.py restores them)
+        self.parts = None
 
     def add_active(self, units):
         if units >= 0:
@@ -95,6 +98,8 @@ class Registers:
         out = {n: getattr(self, n).state() for n in NAMES}
         if self.extra is not None:
             out["tou"] = self.extra.state()
+        if self.parts is not None:
+            out["elements"] = [p.state() for p in self.parts]
         return out
 
     def restore(self, state):

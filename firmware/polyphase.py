@@ -21,7 +21,7 @@
 # Nothing here allocates per sample or per cycle: the loop indexes preallocated lists.
 
 import metering
-from energy import Registers
+from energy import NAMES, Registers
 
 WIRINGS = ("1p2w", "3p4w", "3p3w", "1vnct")
 PHASES = {"3p4w": ("a", "b", "c"), "3p3w": ("ab", "cb")}
@@ -107,6 +107,7 @@ class PolyMeter:
         self.pq = self          # App reads meter.pq.said_start
         # the totals: exact mWh and mvarh, the elements netted at each fold (see fold_energy)
         self.registers = Registers(1)
+        self.registers.parts = [m.registers for m in self.meters[:self.elements]]
         self.last_net = [[0, 0] for _ in self.meters]
 
     @property
@@ -187,8 +188,20 @@ class PolyMeter:
             t.export_varh.add_mwh(-dq)
 
     def restore_energy(self, state):
-        """Load persisted total registers (the elements' own start from zero)."""
+        """Load persisted registers: the totals, and each element's from the same record
+        (zero where the record has none: saved before they were, or a reset). The netting
+        then starts from the elements' restored values, so they are not counted twice."""
         self.fold_energy()
+        parts = state.get("elements")
+        if not isinstance(parts, list) or len(parts) != self.elements:
+            parts = None  # none saved, or another wiring's (a console change): from zero
+        zero = {n: [0, 0, 0] for n in NAMES}
+        for j in range(self.elements):
+            m = self.meters[j]
+            m.restore_energy(parts[j] if parts is not None else zero)
+            regs = m.registers
+            self.last_net[j][0] = regs.import_wh.total_mwh() - regs.export_wh.total_mwh()
+            self.last_net[j][1] = regs.import_varh.total_mwh() - regs.export_varh.total_mwh()
         self.registers.restore(state)
 
 

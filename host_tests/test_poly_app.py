@@ -2,7 +2,8 @@
 scenarios three_phase.json and multi_circuit.json on the simulated polyphase board
 (boards/sim_poly.py), metered by the App on all three interpreters: readings with per-phase
 (per-circuit) objects and totals, the phase-B dip as a phase event and a polyphase one with
-wall-clock start times, the netted total registers saved and read back at start."""
+wall-clock start times, the netted total registers and each element's saved and read back at
+start."""
 
 import json
 import math
@@ -45,10 +46,24 @@ def test_three_phase_scenario(interpreter, tmp_path):
     assert dip["extreme_pct"] == pytest.approx(60, abs=1.5) and dip["start_s"] > 1.7e9
     assert o["saved"]["import_wh"] == pytest.approx(8200 * 6 / 3600, rel=0.2)
     assert o["restored"] == o["saved"]
+    check_elements_saved(o, [4000, 3000, 1200], 8200)
+
+
+def check_elements_saved(o, powers, total):
+    """Each element's registers are saved with the totals and read back at start, exactly;
+    the next two seconds add to both once (the restored elements are not netted into the
+    totals again)."""
+    assert o["restored_elements"] == o["saved_elements"]
+    for saved, after, p in zip(o["saved_elements"], o["after_elements"], powers):
+        key = "import_wh" if p >= 0 else "export_wh"
+        assert saved[key] == pytest.approx(abs(p) * 6 / 3600, rel=0.2, abs=0.01)
+        assert after[key] - saved[key] == pytest.approx(abs(p) * 2 / 3600, rel=0.05, abs=0.01)
+    grew = o["after"]["import_wh"] - o["saved"]["import_wh"]
+    assert grew == pytest.approx(total * 2 / 3600, rel=0.05)
 
 
 def test_multi_circuit_scenario(interpreter, tmp_path):
-    o = run(interpreter, tmp_path, "multi_circuit.json", 4)
+    o = run(interpreter, tmp_path, "multi_circuit.json", 6)
     r = o["readings"][-2]
     assert r["wiring"] == "1vnct" and len(r["circuits"]) == 5
     want = [1800, 0, 150, -2500, 7000]
@@ -58,3 +73,4 @@ def test_multi_circuit_scenario(interpreter, tmp_path):
     assert r["circuits"][3]["export_wh"] > 0 and r["export_wh"] == 0   # netted: imports
     assert r["vrms"] == pytest.approx(230, rel=0.005)
     assert not math.isnan(r["pf"])
+    check_elements_saved(o, want, sum(want))

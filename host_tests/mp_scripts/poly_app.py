@@ -1,6 +1,7 @@
 # The App on a simulated polyphase board (boards/sim_poly.py), for host_tests/test_poly_app.py:
 # meters `seconds` of a scenario (not in real time) with the scenario's wiring, prints its
-# readings, events and the saved total registers, then starts again from "flash".
+# readings, events and the saved registers (totals and each element's), then starts again
+# from "flash" and meters two seconds more.
 #   poly_app.py STATE_DIR SCENARIO.json SECONDS
 
 import asyncio
@@ -40,13 +41,25 @@ def main(argv):
     asyncio.run(app.metering())
     app.save_energy()
     out["saved"] = app.meter.registers.as_wh()
+    out["saved_elements"] = elements(app)
     # a board starts once: free the first App (its sample buffers) before the second, or a
     # 512K board heap can be too fragmented for the second App's buffers
     app = None
     gc.collect()
-    again = App(Seconds(board_for(scenario, cfg), 0), cfg, argv[0], realtime=False)
+    # started again from flash, then metering two more seconds
+    again = App(Seconds(board_for(scenario, cfg), 2), cfg, argv[0], realtime=False)
     out["restored"] = again.meter.registers.as_wh()
+    out["restored_elements"] = elements(again)
+    asyncio.run(again.metering())
+    again.save_energy()
+    out["after"] = again.meter.registers.as_wh()
+    out["after_elements"] = elements(again)
     print(json.dumps(out))
+
+
+def elements(app):
+    m = app.meter
+    return [e.registers.as_wh() for e in m.meters[:m.elements]]
 
 
 main(sys.argv[1:])
