@@ -27,6 +27,8 @@ DRIVERS = {"esp32": ("boards.esp32_board", "Esp32Board"),
 # three-phase and multi-circuit wirings (firmware/polyphase.py)
 POLY_DRIVERS = {"esp32": ("boards.esp32_poly", "Esp32PolyBoard"),
                 "rp2": ("boards.rp2_poly", "Rp2PolyBoard")}
+# ... or, when the port's section names its inputs, an external ADC's driver
+EXTERNAL_ADC = {"rp2": ("mcp_channels", "boards.rp2_mcp3208", "Rp2Mcp3208Board")}
 
 
 class BoardError(ValueError):
@@ -70,6 +72,10 @@ def make_board(platform=None, wiring="1p2w"):
         drivers = POLY_DRIVERS
     if platform in drivers:
         module, name = drivers[platform]
+        if drivers is POLY_DRIVERS and platform in EXTERNAL_ADC:
+            key, external, external_name = EXTERNAL_ADC[platform]
+            if load_config(platform).get(key):
+                module, name = external, external_name
         return getattr(__import__(module, None, None, (name,)), name)()
     from boards.sim_board import DEFAULT_SCENARIO
 

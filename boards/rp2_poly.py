@@ -6,7 +6,8 @@
 # four conversions a frame, in the RP2040's RROBIN order (ascending, wrapping) from AINSEL =
 # the voltage's input, so the voltage is first. Each channel's instant in the frame is its
 # slot times the conversion period (channel_offsets_s), corrected by the metering. More
-# channels (3P4W) need an external ADC (an MCP3208 paced by PIO and DMA): not written.
+# channels (3P4W) need an external ADC: boards/rp2_mcp3208.py (an MCP3208 paced by PIO and
+# DMA), which reuses this frame reader.
 #
 # Config (boards.json "rp2" section or overrides): v_adc, i_adcs (a list; default [i_adc]).
 
@@ -55,6 +56,7 @@ class Rp2PolyBoard(Rp2Board):
             int(c["sample_rate"]), int(c["adc_clock_hz"]), FRAME)
         self.channel_offsets_s = [s * period_s for s in self.slot]
         self.channel_delay_s = self.channel_offsets_s[1]
+        self.frame = FRAME
         self._area(FRAME)
 
     def _area(self, frame):
@@ -88,7 +90,7 @@ class Rp2PolyBoard(Rp2Board):
         a = rp2.DMA()
         b = rp2.DMA()
         self.dma = (a, b)
-        n = FRAME * self.block
+        n = self.frame * self.block
         for me, other, half in ((a, b, self._halves[0]), (b, a, self._halves[1])):
             ctrl = me.pack_ctrl(size=1, inc_read=False, inc_write=True,
                                 ring_size=self.ring_size, ring_sel=True, treq_sel=DREQ_ADC,
@@ -106,7 +108,7 @@ class Rp2PolyBoard(Rp2Board):
         self.started = True
 
     def _half_words(self):
-        return FRAME * self.block
+        return self.frame * self.block
 
     def read(self, bufs):
         """Fill bufs (one array('H') per channel: v, i1, i2) with the next frames; returns
@@ -118,6 +120,7 @@ class Rp2PolyBoard(Rp2Board):
         raw = self._raw
         lut = self.lut
         slot = self.slot
+        frame = self.frame
         got = 0
         while got < n:
             if self._pos >= h:
@@ -125,7 +128,7 @@ class Rp2PolyBoard(Rp2Board):
             take = n - got
             if take > h - self._pos:
                 take = h - self._pos
-            start = self._base + FRAME * self._pos
+            start = self._base + frame * self._pos
             ch = 0
             while ch < self.channels:
                 out = bufs[ch]
@@ -134,7 +137,7 @@ class Rp2PolyBoard(Rp2Board):
                 while k < got + take:
                     x = raw[j] & 0xFFF
                     out[k] = x if lut is None else lut[x]
-                    j += FRAME
+                    j += frame
                     k += 1
                 ch += 1
             self._pos += take

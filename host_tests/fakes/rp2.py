@@ -26,6 +26,21 @@ _FIELDS = (  # name, shift, width (RP2040 datasheet, DMA CHx_CTRL_TRIG)
     ("busy", 24, 1), ("write_err", 29, 1), ("read_err", 30, 1), ("ahb_err", 31, 1),
 )
 
+# PIO0 (boards/rp2_mcp3208.py): a running state machine converts one command word from its
+# TX FIFO into one RX FIFO word per conversion, so the data channel paced by its RX DREQ
+# moves the canned fifo_source as the ADC's would, and the command channel paced by its TX
+# DREQ moves as many words from its (read-ring) table, the last TX_LOG of them kept.
+PIO0_BASE = 0x50200000
+TXF0 = PIO0_BASE + 0x010
+RXF0 = PIO0_BASE + 0x020
+TX_LOG = 64
+_TXF = [TXF0 + 4 * k for k in range(4)]   # made once: above 2**30 they are heap objects on
+_RXF = [RXF0 + 4 * k for k in range(4)]   # a 32-bit port, and the fake must not allocate
+tx_log = array.array("I", [0] * TX_LOG)
+tx_count = [0]
+tx_logging = [True]   # off while a test counts allocation (reading a word may allocate)
+state_machines = {}
+
 channels = {}
 fifo_source = [array.array("H", [2048])]
 _fifo_index = [0]
@@ -39,6 +54,9 @@ def feed_fifo(codes):
 
 def reset():
     channels.clear()
+    state_machines.clear()
+    tx_count[0] = 0
+    tx_logging[0] = True
     fifo_source[0] = array.array("H", [2048])
     _fifo_index[0] = 0
     halves_per_idle[0] = 1
@@ -63,6 +81,7 @@ class DMA:
         self._active = False
         self._buf = None
         self._pos = 0
+        self._rpos = 0
         self._reload = 0
         self.closed = False
         machine.hook[0] = _step
@@ -95,6 +114,7 @@ class DMA:
                              "trigger": trigger})
         if read is not None:
             self.read = read
+            self._rpos = 0
         if write is not None:
             self.write = write
             self._buf = write
@@ -123,9 +143,13 @@ class DMA:
     def _run(self):
         """Run this channel's whole transfer from the fake FIFO, as the hardware would."""
         c = self.ctrl
-        if not (c & 1) or ((c >> 15) & 0x3F) != DREQ_ADC or self.read != ADC_FIFO:
-            raise RuntimeError("fake DMA: channel %d is not an enabled ADC FIFO reader"
-                               % (self.channel,))
+        treq = (c >> 15) & 0x3F
+        ok = treq == DREQ_ADC and self.read == ADC_FIFO
+        if 4 <= treq < 8:
+            ok = (treq - 4) in state_machines and self.read == _RXF[treq - 4]
+        if not (c & 1) or not ok:
+            raise RuntimeError("fake DMA: channel %d is not an enabled ADC or PIO RX FIFO "
+                               "reader" % (self.channel,))
         buf = self._buf
         n = len(buf)
         src = fifo_source[0]
@@ -150,7 +174,99 @@ class DMA:
             channels[nxt]._active = True
 
 
+    def _run_tx(self):
+        """A command channel: this transfer's words from its read buffer (wrapping in its
+        read ring) into the state machine's TX FIFO, the last TX_LOG logged."""
+        c = self.ctrl
+        treq = (c >> 15) & 0x3F
+        if (not (c & 1) or treq >= 4 or self.write != _TXF[treq] or (c >> 10) & 1
+                or not (c >> 4) & 1 or (c >> 5) & 1 or (c >> 2) & 3 != 2):
+            raise RuntimeError("fake DMA: channel %d is not a 32-bit PIO TX feeder with a read "
+                               "ring" % (self.channel,))
+        ring = (1 << ((c >> 6) & 0xF)) // 4  # words
+        src = self.read
+        if ring > len(src):
+            raise RuntimeError("fake DMA: read ring larger than the table")
+        p = self._rpos
+        k = tx_count[0]
+        if tx_logging[0]:
+            for _ in range(self._reload):
+                tx_log[k % TX_LOG] = src[p]
+                k += 1
+                p += 1
+                if p == ring:
+                    p = 0
+        else:  # a command word above 2**30 is a heap object on a 32-bit port: not read
+            k += self._reload
+            p = (p + self._reload) % ring
+        tx_count[0] = k
+        self._rpos = p
+        self._active = False
+        nxt = (c >> 11) & 0xF
+        if nxt != self.channel:
+            channels[nxt]._active = True
+
+
+class PIO:
+    OUT_LOW = 0
+    OUT_HIGH = 1
+    IN_LOW = 0
+    IN_HIGH = 1
+    SHIFT_LEFT = 0
+    SHIFT_RIGHT = 1
+
+
+def asm_pio(**kw):
+    """A PIO program: the settings recorded, the body (the rp2 assembler's) not run."""
+    def wrap(fn):
+        return {"asm_pio": kw, "name": fn.__name__}
+    return wrap
+
+
+class StateMachine:
+    def __init__(self, id, prog=None, freq=None, **kw):
+        if prog is None or "asm_pio" not in prog:
+            raise ValueError("fake StateMachine: not an asm_pio program")
+        self.id = id
+        self.prog = prog
+        self.freq = freq
+        self.kw = kw
+        self._active = False
+
+    def active(self, value=None):
+        if value is None:
+            return self._active
+        self._active = bool(value)
+        if value:
+            state_machines[self.id] = self
+            machine.hook[0] = _step
+        else:
+            state_machines.pop(self.id, None)
+
+
+def _step_pio():
+    for _ in range(halves_per_idle[0]):
+        rx = tx = None
+        ch = 0
+        while ch < 12:
+            d = channels.get(ch)
+            if d is not None and d._active:
+                if (d.ctrl >> 15) & 0x3F < 4:
+                    tx = d
+                else:
+                    rx = d
+            ch += 1
+        if rx is None or tx is None:
+            raise RuntimeError("fake DMA: the state machine runs without its command and "
+                               "data channels active")
+        tx._run_tx()
+        rx._run()
+
+
 def _step():
+    if state_machines:
+        _step_pio()
+        return
     cs = machine.mem32[ADC_CS]
     fcs = machine.mem32[ADC_FCS]
     if not (cs & 1 and cs & 8 and fcs & 1 and fcs & 8):
