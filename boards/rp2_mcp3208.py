@@ -1,7 +1,7 @@
 # Raspberry Pi Pico W / RP2040 with an external MCP3208 (8 channels, 12 bits, SPI) for the
 # polyphase wirings its three ADC inputs cannot take (3P4W with or without a neutral CT,
 # 3P3W, one voltage with up to 7 CT circuits: firmware/polyphase.py). Per-sample SPI reads
-# from MicroPython would not keep up, so a PIO state machine (boards/mcp3208_pio.py) runs
+# from MicroPython would not keep up, so a PIO state machine (boards/rp2_mcp3208_pio.py) runs
 # the SPI transactions at a fixed number of cycles each, paced by its clock divider, and
 # four DMA channels move the data without the CPU:
 #   - two command channels, chained to each other, copy the frame's command words (one per
@@ -27,7 +27,7 @@ import array
 import machine
 import rp2
 
-from boards import mcp3208_pio
+from boards import rp2_mcp3208_pio as mcp3208_pio
 from boards.contract import BoardError, load_config
 from boards.rp2_board import Rp2Board
 from boards.rp2_poly import Rp2PolyBoard
