@@ -216,7 +216,8 @@ def mqtt_hosts_check(value):
                 ok = False
         if ok and part.count(":") == 1:
             host, port = part.split(":")
-            ok = len(host) > 0 and port.isdigit() and 0 < int(port) < 65536
+            ok = len(host) > 0 and 0 < len(port) < 6 and \
+                all(c in "0123456789" for c in port) and 0 < int(port) < 65536
         if not ok:
             raise ConfigError("mqtt_host must be a host name or an IP address, or several "
                               "separated by ',' (a cluster), each with :port optional")

@@ -36,3 +36,8 @@ def test_a_malformed_node_list_is_refused_with_the_form(value):
 def test_a_node_list_is_accepted():
     assert config.validate({"mqtt_host": "nats-a,nats-b:1884,10.0.0.3"})["mqtt_host"] == \
         "nats-a,nats-b:1884,10.0.0.3"
+
+
+def test_a_port_in_other_digits_is_refused_not_a_crash():
+    with pytest.raises(config.ConfigError, match="separated by ','"):
+        config.validate({"mqtt_host": "a:\u00b2\u00b3"})        # str.isdigit() says yes
