@@ -65,6 +65,7 @@ def pytest_collection_modifyitems(config, items):
             items[:] = [item for item in items if item not in gone]
         _deselect(config, items, fast_interpreter_turns(items))
     _deselect_e2e(config, items)
+    group_e2e_by_lab(items)
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
              if len(lanes_of(item)) != 1]
     if wrong:
@@ -106,11 +107,22 @@ def fast_interpreter_turns(items):
     return gone
 
 
+def env_param(item):
+    spec = getattr(item, "callspec", None)
+    return spec.params.get("env") if spec is not None else None
+
+
+def group_e2e_by_lab(items):
+    """The e2e scenarios share one lab per transport (the session fixture `env`): on xdist
+    workers (the root lane, --dist loadgroup) each transport's scenarios go to one worker,
+    which sets that lab up once, while the other labs run on the other workers."""
+    for item in items:
+        if env_param(item):
+            item.add_marker(pytest.mark.xdist_group("e2e-" + env_param(item)))
+
+
 def _deselect_e2e(config, items):
     """The e2e scenarios run over xmpp and email only where e2e_env.selected says so."""
-    def env_param(item):
-        spec = getattr(item, "callspec", None)
-        return spec.params.get("env") if spec is not None else None
     if not any(env_param(item) for item in items):
         return
     import e2e_env

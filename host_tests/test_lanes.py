@@ -248,3 +248,31 @@ def test_the_fast_lane_takes_interpreters_by_turns_and_keeps_both_per_module():
     assert len([i for i in kept if getattr(i, "callspec", None) and
                 i.callspec.params["interpreter"] == "board"]) == 8
     assert items[-1] in kept
+
+
+def test_lanes_spread_over_workers_unless_told_one_by_one(monkeypatch):
+    from lab import lanes
+    monkeypatch.setattr(lanes.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("BC_SYSTEM_WORKERS", raising=False)
+    assert lanes.workers("unit")[:4] == ["-n", "4", "--dist", "loadgroup"]
+    assert lanes.workers("system")[:4] == ["-n", "2", "--dist", "loadfile"]
+    assert lanes.workers("root")[:4] == ["-n", "2", "--dist", "loadgroup"]
+    monkeypatch.setenv("BC_SYSTEM_WORKERS", "1")
+    assert lanes.workers("system") == []
+    assert lanes.workers("slow") == []
+
+
+def test_each_e2e_labs_scenarios_share_one_worker():
+    from types import SimpleNamespace as Item
+
+    from conftest import group_e2e_by_lab
+
+    class Scenario(Item):
+        def add_marker(self, mark):
+            self.marks.append(mark)
+    items = [Scenario(callspec=Item(params={"env": env}), marks=[])
+             for env in ("http", "mqtt", "http", "email")] + [Scenario(marks=[])]
+    group_e2e_by_lab(items)
+    groups = [[m.args[0] for m in i.marks if m.name == "xdist_group"] for i in items]
+    assert groups == [["e2e-http"], ["e2e-mqtt"], ["e2e-http"], ["e2e-email"], []]
+    assert all(isinstance(m, pytest.MarkDecorator) for i in items for m in i.marks)

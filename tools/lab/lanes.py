@@ -4,7 +4,7 @@ the unit lane alone, and each prints how long it took (CI shows where its time g
     python -m lab.lanes [--fast] LANE [LANE ...] [-- PYTEST ARGS]
 
 A lane is a pytest marker (pyproject.toml); every test carries exactly one
-(host_tests/test_lanes.py). The unit lane runs on pytest-xdist workers, two per core; --fast
+(host_tests/test_lanes.py). Each lane runs on pytest-xdist workers (DIST below); --fast
 (BC_FAST=1) runs property tests with a twentieth of their examples (host_tests/budget.py),
 a slice of the board cases, and each test's CPython and MicroPython runs by turns
 (host_tests/conftest.py): every module's tests still run on both.
@@ -87,18 +87,30 @@ def memory_scratch():
     return tempfile.mkdtemp(prefix="bc-unit-", dir="/dev/shm")
 
 
+# How each lane spreads over pytest-xdist workers. unit: two per core, since many unit tests
+# mostly wait on MicroPython subprocesses (loadgroup: tests marked xdist_group share one
+# worker, and so its cached runs). system: one per core, each test module whole on one
+# worker (its servers are module fixtures), every server on a free port. root: one per core;
+# each e2e transport's scenarios on one worker, which sets its lab up once (conftest
+# group_e2e_by_lab); every lab is a set of namespaces with a prefix of its own.
+# BC_<LANE>_WORKERS=N overrides (1: one by one, no xdist).
+DIST = {"unit": ("loadgroup", 2), "system": ("loadfile", 1), "root": ("loadgroup", 1)}
+
+
+def workers(lane):
+    dist, per_core = DIST.get(lane, (None, 0))
+    n = int(os.environ.get("BC_%s_WORKERS" % lane.upper(), per_core * (os.cpu_count() or 1)))
+    if dist is None or n < 2:
+        return []
+    return ["-n", str(n), "--dist", dist, "-p", "no:cacheprovider"]
+
+
 def run_lane(lane, fast, extra):
     if lane == "postgresql":
         return run_postgresql_lane(extra)
     cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane, *lane_modules(lane),
-           *extra]
+           *workers(lane), *extra]
     env = pytest_environment()
-    if lane == "unit":
-        # two workers per core: many unit tests mostly wait on MicroPython subprocesses; the
-        # system and root lanes share ports, brokers and namespaces, so they run one by one
-        # (loadgroup: tests marked xdist_group share one worker, and so its cached runs)
-        cmd += ["-n", str(2 * (os.cpu_count() or 1)), "--dist", "loadgroup",
-                "-p", "no:cacheprovider"]
     if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
         env.setdefault("BC_FUZZ_EXAMPLES", "15")
