@@ -64,6 +64,7 @@ def pytest_collection_modifyitems(config, items):
             gone = set(slow_board)
             items[:] = [item for item in items if item not in gone]
         _deselect(config, items, fast_interpreter_turns(items))
+        _deselect(config, items, fast_case_spread(items))
     _deselect_e2e(config, items)
     group_e2e_by_lab(items)
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
@@ -104,6 +105,28 @@ def fast_interpreter_turns(items):
         for f, cases in enumerate(functions.values()):
             for k, runs in enumerate(cases.values()):
                 gone += [item for interp, item in runs if interp != TURNS[(f + k) % 2]]
+    return gone
+
+
+# the fast lane's cap on a test function's data cases (beyond the interpreter), and the modules
+# it keeps whole: test_mpy_cross compiles each firmware module, which is what an edit breaks
+FAST_CASES = 3
+FAST_EVERY_CASE = {"test_mpy_cross.py"}
+
+
+def fast_case_spread(items):
+    """The fast lane's second cut: a test function with more than FAST_CASES data cases
+    keeps its first, middle and last (make test runs them all)."""
+    functions = {}
+    for item in items:
+        if getattr(item, "callspec", None) is not None and item.path.name not in FAST_EVERY_CASE:
+            functions.setdefault((item.path, getattr(item, "originalname", item.name)),
+                                 []).append(item)
+    gone = []
+    for cases in functions.values():
+        if len(cases) > FAST_CASES:
+            keep = {round(k * (len(cases) - 1) / (FAST_CASES - 1)) for k in range(FAST_CASES)}
+            gone += [case for k, case in enumerate(cases) if k not in keep]
     return gone
 
 

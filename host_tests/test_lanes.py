@@ -276,3 +276,22 @@ def test_each_e2e_labs_scenarios_share_one_worker():
     groups = [[m.args[0] for m in i.marks if m.name == "xdist_group"] for i in items]
     assert groups == [["e2e-http"], ["e2e-mqtt"], ["e2e-http"], ["e2e-email"], []]
     assert all(isinstance(m, pytest.MarkDecorator) for i in items for m in i.marks)
+
+
+def test_the_fast_lane_keeps_a_spread_of_each_functions_cases():
+    from types import SimpleNamespace as Item
+
+    from conftest import FAST_CASES, fast_case_spread
+
+    def item(module, fn, n):
+        return Item(path=Path(module), originalname=fn, name="%s[%d]" % (fn, n),
+                    callspec=Item(params={"n": n}))
+    many = [item("test_a.py", "t_many", n) for n in range(10)]
+    few = [item("test_a.py", "t_few", n) for n in range(FAST_CASES)]
+    compiles = [item("test_mpy_cross.py", "test_compiles", n) for n in range(10)]
+    plain = Item(path=Path("test_b.py"), originalname="plain", name="plain")
+    gone = fast_case_spread(many + few + compiles + [plain])
+    gone_ids = {id(i) for i in gone}
+    kept = [i.callspec.params["n"] for i in many if id(i) not in gone_ids]
+    assert kept == [0, 4, 9] or kept == [0, 5, 9]
+    assert not gone_ids & {id(i) for i in few + compiles + [plain]}
