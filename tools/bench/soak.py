@@ -118,7 +118,7 @@ def print_table(kept, file=None):
         print("  none recorded yet: run `make soak`", file=file)
         return
     print("  %-13s %5s %6s %5s %9s %9s %9s %6s %6s  %s" % (
-        "scenario", "cap", "min", "MemE", "min free", "end free", "readings", "work",
+        "scenario", "cap", "time", "MemE", "min free", "end free", "readings", "work",
         "result", "when, commit"), file=file)
     for name in sorted(kept):
         r = kept[name]
