@@ -47,7 +47,8 @@ XMPP_SCENARIOS = ("test_10_operator_sees_each_presence_change",
                   "test_11_operator_reads_a_meter_from_the_chat",
                   "test_12_alarm_escalates_past_an_unavailable_operator")
 # and over xmpp besides MESSAGING_SCENARIOS (a few seconds each)
-XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_6_group_command_reports_each_outcome",
+XMPP_ALSO = ("test_3_rendezvous_a_asks_b", "test_5_kill_9_loses_and_duplicates_nothing",
+             "test_6_group_command_reports_each_outcome",
              "test_7_presence_unavailable_and_back",
              "test_8_signed_update_reaches_a_meter_behind_its_firewall")
 ENCODINGS = ("xml", "soap", "wbxml")   # over http, beside the transports' JSON runs
