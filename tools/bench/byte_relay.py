@@ -18,6 +18,7 @@ class Relay:
         self.up = self.down = 0
         self.connections = 0
         self.port = None
+        self._writers = set()        # every open stream, both sides: closed at stop
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -32,24 +33,35 @@ class Relay:
         return {"up": self.up, "down": self.down, "connections": self.connections}
 
     def stop(self):
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        """Close the listener and every connection still open (so the target sees each
+        one end, as it would when the meter goes), then end the thread."""
+        def close_all():
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            # a transport closes its socket in a callback of its own: stop after those run
+            self._loop.call_soon(self._loop.stop)
+        self._loop.call_soon_threadsafe(close_all)
         self._thread.join(10)
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
+        self._server = self._loop.run_until_complete(
             asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
 
     async def _serve(self, reader, writer):
         self.connections += 1
+        self._writers.add(writer)
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
+            self._writers.discard(writer)
             return
+        self._writers.add(up_w)
         await asyncio.gather(self._pipe(reader, up_w, "up"), self._pipe(up_r, writer, "down"))
 
     async def _pipe(self, reader, writer, way):
@@ -67,6 +79,7 @@ class Relay:
         except OSError:
             pass
         finally:
+            self._writers.discard(writer)
             try:
                 writer.close()
             except OSError:
