@@ -317,7 +317,20 @@ def readout(en, off, orders):
 if not MICROPYTHON:  # the viper source runs slowly as plain Python: use its numpy twin
     source_accumulate = accumulate  # what a board runs (test_harmonic_groups.py compares)
     source_rotate = rotate
-    try:
-        from harmonic_groups_host import accumulate, rotate  # noqa: F811
-    except ImportError:  # no numpy
-        pass
+
+    def use_host_twin():
+        """Put the numpy twin (harmonic_groups_host) in place of accumulate and rotate, or
+        keep the source without numpy; at the first call, as harmonics.use_host_twin."""
+        global accumulate, rotate
+        try:
+            from harmonic_groups_host import accumulate, rotate
+        except ImportError:  # no numpy
+            accumulate, rotate = source_accumulate, source_rotate
+
+    def accumulate(g, acc, st, vb, ib, k, n, ph):  # noqa: F811
+        use_host_twin()
+        return accumulate(g, acc, st, vb, ib, k, n, ph)
+
+    def rotate(g, acc):  # noqa: F811
+        use_host_twin()
+        return rotate(g, acc)

@@ -182,7 +182,18 @@ def close(acc: ptr32, en: ptr32, shift: int, spectrum: int):
 
 if not MICROPYTHON:  # the viper source above runs slowly as plain Python: use its numpy twin
     source_accumulate = accumulate  # what a board runs (test_harmonics.py compares them)
-    try:
-        from harmonics_host import accumulate  # noqa: F811
-    except ImportError:  # no numpy
-        pass
+
+    def use_host_twin():
+        """Put the numpy twin (harmonics_host) in accumulate's place, or keep the source
+        without numpy; done at the first call, since importing numpy costs a CPython run
+        about 0.1 s of CPU and most runs (the CLI, most tests) never meter harmonics."""
+        global accumulate
+        try:
+            from harmonics_host import accumulate as twin
+        except ImportError:  # no numpy
+            twin = source_accumulate
+        accumulate = twin
+        return twin
+
+    def accumulate(acc, st, vb, ib, k, n, ph):  # noqa: F811
+        return use_host_twin()(acc, st, vb, ib, k, n, ph)

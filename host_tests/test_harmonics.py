@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_accuracy import I_GAIN, signals, wave
 
+from lab import runner
 from sim.replay import replay_samples
 
 pytestmark = pytest.mark.unit
@@ -189,8 +190,27 @@ def test_numpy_twin_gives_the_firmware_integers(seed):
     b[harmonics.WPH] = a[harmonics.WPH]
     ph = rnd.randint(0, K.PHASE_MASK)
     k = rnd.randint(0, 4)
+    harmonics.use_host_twin()         # what the first call does
     assert harmonics.accumulate is harmonics_host.accumulate  # CPython with numpy
     harmonics.source_accumulate(a, st_, vb, ib, k, n, ph)
     harmonics_host.accumulate(b, st_, vb, ib, k, n, ph)
     assert list(a) == list(b)
     assert any(a[harmonics.HEAD:])
+
+
+def test_numpy_waits_for_the_first_harmonics(tmp_path):
+    """A CPython run of the firmware imports numpy only when it first meters harmonics (its
+    import cost each short run ~0.1 s of CPU); the first call puts the twin in place."""
+    script = tmp_path / "first_call.py"
+    script.write_text(
+        "import sys, array\n"
+        "import app, harmonics, kernel as K, metering\n"
+        "before = 'numpy' in sys.modules\n"
+        "lazy = harmonics.accumulate\n"
+        "acc = array.array('i', [0] * 64)\n"
+        "st = array.array('i', [0] * (K.TAB + K.TAB_SIZE + 1))\n"
+        "lazy(acc, st, array.array('H', [0] * 4), array.array('H', [0] * 4), 0, 0, 0)\n"
+        "import harmonics_host\n"
+        "twin = harmonics.accumulate is harmonics_host.accumulate\n"
+        "print(before, twin, 'numpy' in sys.modules)\n")
+    assert runner.run("cpython", script).split() == ["False", "True", "True"]
