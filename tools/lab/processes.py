@@ -94,7 +94,11 @@ class Headend:
         cmd = [*HEADEND, "serve", "--db", self.db, "--host", self.host,
                "--port", str(self.port)] + self.extra
         self.proc = spawn(cmd, dict(os.environ), self.dir / "headend.log", self.lab, self.ns)
-        wait_until(self._healthy, timeout, "the head-end to answer /v1/health")
+        try:
+            wait_until(self._healthy, timeout, "the head-end to answer /v1/health")
+        except BaseException:
+            self.kill()     # a head-end that never answered must not outlive its test
+            raise
         return self
 
     def _healthy(self):
