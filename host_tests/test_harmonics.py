@@ -21,9 +21,9 @@ import kernel as K
 import metering
 import pytest
 from budget import examples
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from test_accuracy import I_GAIN, signals, wave
+from test_accuracy import ADC_PEAK, I_GAIN, signals, wave
 
 from lab import runner
 from sim.replay import replay_samples
@@ -48,12 +48,23 @@ def thd_readings(w, interpreter, config=None):
     return rs
 
 
+def quantisation_pct(fill):
+    """The 12-bit ADC's own distortion, in percent of a fundamental of peak `fill` (of
+    ADC_PEAK): rounding noise of 1/sqrt(12) counts rms, which a signal locked to the sample
+    rate folds onto the harmonic orders; the analytic oracle has none of it (a clean sine
+    at half scale reads about 0.04 % THD)."""
+    return 100 * (1 / math.sqrt(12)) / (fill * ADC_PEAK / math.sqrt(2))
+
+
 def check(w, interpreter):
     # the floor is 0.05 % of nominal: the declared voltage, and for current the full scale,
-    # so in percent of a current fundamental below full scale it is larger
+    # so in percent of a current fundamental below full scale it is larger; plus what the
+    # ADC's rounding adds to a THD summed over every order
     i_floor = ABS_PCT * (1 + sum(m for _, m, _ in w.i_harm)) / w.i_fill
+    v_floor = ABS_PCT + quantisation_pct(w.v_fill)
+    i_floor += quantisation_pct(w.i_fill)
     for r in thd_readings(w, interpreter):
-        for key, harm, floor in (("thd_v", w.v_harm, ABS_PCT), ("thd_i", w.i_harm, i_floor)):
+        for key, harm, floor in (("thd_v", w.v_harm, v_floor), ("thd_i", w.i_harm, i_floor)):
             want = thd(harm)
             assert abs(r[key] - want) <= REL * want + floor, (key, r[key], want, repr(w))
 
@@ -82,6 +93,10 @@ def waves(draw):
           phases=(Phase.explicit, Phase.reuse, Phase.generate),  # seconds per example: no shrink
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(w=waves())
+# found by CI: a clean sine at half scale, 32 samples a cycle, reads 0.052 % THD, all of it
+# the ADC's rounding (quantisation_pct)
+@example(w=wave(f=50.0, spc=32, vrms=100.0, v_fill=0.5148, i_fill=0.5148, phi=3.1147,
+                theta=0.0, delay_us=18.975, seed=7236480))
 def test_thd_against_analytic_oracle(interpreter, w):
     check(w, interpreter)
 
