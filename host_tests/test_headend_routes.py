@@ -10,31 +10,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from headend_harness import Headend
 
-from headend import (
-    api_alarms,
-    api_audit,
-    api_billing,
-    api_devices,
-    api_export,
-    api_groups,
-    api_peer_rules,
-    api_schemas,
-    api_tokens,
-    api_updates,
-    api_waveforms,
-    exchange,
-    metrics,
-    shared_routes,
-)
-from headend.dashboard import alarm_pages, fleet_history_pages, group_pages, pages
+from headend import dashboard, shared_routes, webapp
 
 pytestmark = pytest.mark.unit
 
-ROUTERS = (exchange.router, api_alarms.router, api_audit.router, api_billing.router,
-           api_schemas.router, api_devices.router, api_export.router, api_groups.router,
-           api_peer_rules.router, api_tokens.router, api_updates.router, api_waveforms.router,
-           metrics.router, pages.router, alarm_pages.router, fleet_history_pages.router,
-           group_pages.router)
+ROUTERS = webapp.API_ROUTERS + dashboard.routers()
 
 
 def spec(app):

@@ -85,6 +85,13 @@ async def sweeper(hub):
         await asyncio.sleep(hub.settings.sweep_interval)
 
 
+# the API's routers, in the order the app serves them (the dashboard adds its own)
+API_ROUTERS = (exchange.router, api_alarms.router, api_audit.router, api_billing.router,
+               api_schemas.router, api_devices.router, api_export.router, api_groups.router,
+               api_peer_rules.router, api_tokens.router, api_updates.router,
+               api_waveforms.router, metrics.router)
+
+
 def create_app(settings=None, transform=None):
     """The head-end app. transform: a callable overriding settings.transform."""
     settings = settings or settings_mod.Settings()
@@ -146,11 +153,7 @@ def create_app(settings=None, transform=None):
     app.state.bridge = bridge
     app.state.xmpp = xmpp
     app.state.mail = mail
-    shared_routes.add(app, exchange.router, api_alarms.router, api_audit.router,
-                      api_billing.router, api_schemas.router, api_devices.router,
-                      api_export.router, api_groups.router, api_peer_rules.router,
-                      api_tokens.router, api_updates.router, api_waveforms.router,
-                      metrics.router)
+    shared_routes.add(app, *API_ROUTERS)
     from . import dashboard
     dashboard.install(app)
     app.add_middleware(audit.Recorder, hub=hub)

@@ -9,9 +9,15 @@ from .session import Sessions
 PRESENT_S = 90      # a dashboard open in a browser makes a request at least this often
 
 
+def routers():
+    """The dashboard's routers, in the order the app serves them."""
+    from . import alarm_pages, fleet_history_pages, group_pages, pages
+    return (pages.router, alarm_pages.router, fleet_history_pages.router, group_pages.router)
+
+
 def install(app):
     """Add the dashboard's routes to the head-end app."""
-    from . import alarm_pages, fleet_history_pages, group_pages, pages
+    from . import alarm_pages, pages
 
     app.state.sessions = Sessions()
 
@@ -25,8 +31,7 @@ def install(app):
 
     escalation.sources(app.state.hub).append(dashboard_open)
     escalation.channels(app.state.hub).append(alarm_pages.DashboardChannel(dashboard_open))
-    shared_routes.add(app, pages.router, alarm_pages.router, fleet_history_pages.router,
-                      group_pages.router)
+    shared_routes.add(app, *routers())
 
     @app.exception_handler(pages.Refused)
     async def refused(request, exc):
