@@ -378,13 +378,16 @@ class App:
         tasks = [asyncio.create_task(self.tick.run() if self.tick else self.metering())]
         if self.comms is not None:
             self.presence.announce()
-            tasks.append(asyncio.create_task(self.comms.run()))
+            talk = self.comms.run()
+            if self.cfg["ntp_host"]:    # the board's RTC from NTP first (firmware/ntp.py)
+                talk = __import__("ntp").first(self, self.cfg["ntp_host"], talk)
+            tasks.append(asyncio.create_task(talk))
+        elif self.cfg["ntp_host"]:
+            tasks.append(asyncio.create_task(__import__("ntp").run(self, self.cfg["ntp_host"])))
         if self.cfg["wdt_s"]:
             tasks.append(asyncio.create_task(self._watchdog(tasks[0], tasks[1:])))
         if self.comms is not None and self._updater is not None:
             tasks.append(asyncio.create_task(self._updater.watch()))
-        if self.cfg["ntp_host"]:    # the board's RTC from NTP (firmware/ntp.py)
-            tasks.append(asyncio.create_task(__import__("ntp").run(self, self.cfg["ntp_host"])))
         try:
             await tasks[0]
         finally:

@@ -120,9 +120,10 @@ def log(msg):
         pass
 
 
-async def run(app, host):
+async def run(app, host, asked=None):
     """The App's NTP task: set the time at start, then every PERIOD_S (RETRY_S after a
-    failure, said once on stderr)."""
+    failure, said once on stderr). `asked` (an asyncio.Event) is set once the first query
+    has an answer or has failed: the comms wait for it before their first exchange."""
     failed = False
     while True:
         try:
@@ -134,4 +135,19 @@ async def run(app, host):
                 log("%s: %s" % (host, exc))
             failed = True
             wait = RETRY_S
+        if asked is not None:
+            asked.set()
         await asyncio.sleep(wait)
+
+
+async def first(app, host, talk):
+    """Await the coroutine `talk` (the comms) once NTP's first query has answered or failed,
+    so that a board that woke in 2000 is not refused its first exchange; NTP keeps the time
+    beside it for as long as `talk` runs."""
+    asked = asyncio.Event()
+    task = asyncio.create_task(run(app, host, asked))
+    try:
+        await asked.wait()
+        await talk
+    finally:
+        task.cancel()

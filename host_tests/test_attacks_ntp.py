@@ -24,10 +24,10 @@ Y2000 = 946684800
 
 class SntpServer:
     """Answers every request on 127.0.0.1 as `mode` says: "ok" (the time now + shift_s),
-    "kod" (stratum 0), "spoof" (another originate timestamp), "silent"."""
+    "kod" (stratum 0), "spoof" (another originate timestamp), "silent"; `delay_s` late."""
 
-    def __init__(self, mode="ok", shift_s=0):
-        self.mode, self.shift_s = mode, shift_s
+    def __init__(self, mode="ok", shift_s=0, delay_s=0):
+        self.mode, self.shift_s, self.delay_s = mode, shift_s, delay_s
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
@@ -46,6 +46,7 @@ class SntpServer:
             self.requests += 1
             if self.mode == "silent" or len(data) < 48:
                 continue
+            time.sleep(self.delay_s)
             now = time.time() + self.shift_s + NTP_EPOCH
             secs = int(now) & 0xFFFFFFFF
             frac = int((now % 1) * 2 ** 32)

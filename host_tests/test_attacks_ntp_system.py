@@ -15,8 +15,9 @@ pytestmark = pytest.mark.system
 def test_a_meter_whose_board_starts_in_2000_joins_at_its_first_exchange_with_ntp(tmp_path,
                                                                                  sntp):  # noqa: F811
     """The real head-end and a real meter (MicroPython): with NTP the first request is
-    already inside the replay window, so the head-end never refuses its time."""
-    server = sntp()
+    already inside the replay window, so the head-end never refuses its time. The NTP server
+    answers 1.2 s late: the comms wait for it (ntp.first) instead of racing it."""
+    server = sntp("ok", 0, 1.2)
     he = processes.Headend(tmp_path).start()
     try:
         key = he.add_device("meter-a")
@@ -27,6 +28,8 @@ def test_a_meter_whose_board_starts_in_2000_joins_at_its_first_exchange_with_ntp
         api = he.api(he.add_token("op", "operator"))
         processes.wait_until(lambda: api.get("/v1/devices/meter-a/readings").json(), 30,
                              "the first reading")
+        # uvicorn logs an exchange after its answer has gone: wait for the line too
+        processes.wait_until(lambda: "/v1/exchange" in he.log(), 10, "the exchange logged")
         exchanges = [ln for ln in he.log().splitlines() if "/v1/exchange" in ln]
         assert exchanges and not [ln for ln in exchanges if " 409" in ln], exchanges[:5]
         assert server.requests >= 1
