@@ -12,7 +12,7 @@ FAULTS_TRANSPORT ?= both
 PREFIX ?= $(HOME)/.local
 PYTEST := $(BIN)/python -m pytest -q
 
-.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak soak-http soak-https soak-mqtt deploy hil clean
+.PHONY: venv install sim test test-fast lint e2e faults bench heap-budget soak soak-http soak-https soak-mqtt soak-xmpp soak-email deploy hil clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,13 +59,14 @@ e2e: venv
 faults: venv
 	$(BIN)/python -m faults --transport $(FAULTS_TRANSPORT)
 
-# soaks (the slow lane, outside make test): 30 min per transport under the board heap cap,
-# the firmware precompiled as deployed (tools/bench/soak.py; BC_SOAK_S=N for a shorter run)
+# soaks (the slow lane, outside make test): 30 min per transport under the board heap cap
+# (the Pico 2 W's free heap less the margin, tools/bench/soak.py), the firmware precompiled as
+# deployed; BC_SOAK_S=N for a shorter run; side by side: make -j3 soak-http soak-https soak-mqtt
 soak: venv
 	BC_FIRMWARE_MPY=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
 	    host_tests/test_soak.py
 
-soak-http soak-https soak-mqtt: venv
+soak-http soak-https soak-mqtt soak-xmpp soak-email: venv
 	BC_FIRMWARE_MPY=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider -m slow \
 	    "host_tests/test_soak.py::test_soak_under_the_heap_cap[$(@:soak-%=%)]"
 

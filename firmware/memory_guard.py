@@ -6,8 +6,19 @@
 
 import gc
 
+from mpshim import mem_info
+
 GROW_AFTER = 8      # good exchanges before a shrunk batch doubles again
 MIN_BYTES = 512
+# debugging a heap (off in the field; tools/sim/meter_main.py --heap-dump sets it): at each
+# MemoryError a transport meets, print micropython.mem_info(1), the heap's block map, which
+# tells a peak (little free) from fragmentation (much free, no hole large enough)
+DUMP = False
+
+
+def dump():
+    """Print the heap's state and block map (MicroPython; nothing on CPython)."""
+    mem_info(1)
 
 
 class Batch:
@@ -25,6 +36,8 @@ class Batch:
         self.bytes = max(MIN_BYTES, self.bytes // 2)
         self.good = 0
         self.shrinks += 1
+        if DUMP:    # before the collection: the heap as the failed exchange left it
+            dump()
         gc.collect()
 
     def exchanged(self):

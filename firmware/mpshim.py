@@ -9,6 +9,7 @@
 #   sleep_ms           a blocking sleep in ms (before asyncio runs: boot, Wi-Fi connect)
 #   asleep_ms          asyncio's sleep in integer ms (on a board: no float per call)
 #   print_exception    a traceback to a stream
+#   mem_info           micropython.mem_info (the heap's block map with 1); nothing on CPython
 #   alias_u_modules    the u-prefixed module names older micropython-lib code imports
 #   cancel_all         cancel tasks and see them end (MicroPython can lose a cancel)
 #
@@ -40,6 +41,8 @@ if MICROPYTHON:
     def print_exception(exc, file=sys.stderr):
         sys.print_exception(exc, file)
 
+    mem_info = micropython.mem_info
+
     def alias_u_modules():
         pass  # built in
 
@@ -61,6 +64,9 @@ else:
             return x
 
     const = micropython.const
+
+    def mem_info(verbose=0):
+        pass  # CPython has no GC heap to map
 
     _TICKS_MASK = 0x3FFFFFFF  # MicroPython's ticks wrap at 2**30, as here
     _TICKS_HALF = 0x20000000

@@ -259,10 +259,17 @@ class XmppComms:
         self.awaiting = self.up_at = now
         self.hold_at = None
         self.ids += 1
-        self.session.send('<message to="%s" id="u%d"><bc xmlns="%s" sig="%s">%s</bc></message>'
-                          % (escape(self.component, True), self.ids, NS,
-                             envelope.sign(sign_key(self), raw),
-                             b2a_base64(raw).decode().strip()))
+        sig = envelope.sign(sign_key(self), raw)
+        # the body as base64 bytes, sent as a piece of its own: never decoded, stripped,
+        # formatted into the stanza and joined again, each a block as large (a backlog's
+        # 20 KB up needed five; the XMPP soak's MemoryError, docs/performance.md)
+        b64 = b2a_base64(raw, newline=False)
+        raw = body = None
+        s = self.session
+        s.send('<message to="%s" id="u%d"><bc xmlns="%s" sig="%s">'
+               % (escape(self.component, True), self.ids, NS, sig))
+        s.send(b64)
+        s.send("</bc></message>")
 
 
 def presence_stanza(to, state, note):

@@ -296,16 +296,26 @@ class XmppSession:
             self.inbox.append(el)
 
     def send(self, text):
+        """Queue a stanza (str) or a piece of one (bytes: a large body, written as it is)."""
         self.out.append(text)
 
     def pending(self):
         return len(self.out) > 0
 
     async def flush(self):
-        data = "".join(self.out).encode()
-        self.out = []
+        out, self.out = self.out, []
         self.flushes += 1
-        self.writer.write(data)
+        text = []   # small stanzas go out joined, in one write; bytes pieces are not copied
+        for piece in out:
+            if isinstance(piece, str):
+                text.append(piece)
+                continue
+            if text:
+                self.writer.write("".join(text).encode())
+                text = []
+            self.writer.write(piece)
+        if text:
+            self.writer.write("".join(text).encode())
         await asyncio.wait_for(self.writer.drain(), self.timeout_s)
 
     def close(self):

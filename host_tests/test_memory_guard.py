@@ -58,3 +58,20 @@ def test_metering_goes_on_after_a_memory_error(out):
     assert m["result"] == "done" and m["memory_errors"] == 1
     assert m["readings"] == 11
     assert m["notices"] == [["metering steps skipped (heap full)", 1]]
+
+
+DUMP = runner.ROOT / "host_tests" / "mp_scripts" / "heap_dump_check.py"
+
+
+def test_heap_dump_only_when_asked(interpreter):
+    """The debug hook (meter_main --heap-dump) prints MicroPython's heap map at a shrink, where
+    mem_info exists; off (the field's default), the shrink prints nothing."""
+    on = runner.run(interpreter, DUMP, "on")
+    off = runner.run(interpreter, DUMP, "off")
+    assert off == "BEFORE\nAFTER 2 1024\n"
+    assert on.startswith("BEFORE\n") and on.endswith("AFTER 2 1024\n")
+    if interpreter == "cpython":
+        assert on == off
+    else:
+        body = on[len("BEFORE\n"):-len("AFTER 2 1024\n")]
+        assert "GC: total:" in body and "GC memory layout" in body

@@ -48,6 +48,7 @@ def test_xmpp_link(interpreter, tmp_path):
     assert out["sent"] == [["presence", {"to": "fleet.im.test"}],
                            ["message", {"to": "fleet.im.test", "id": "u1"}]]
     assert out["up_signed"] is True and out["up_device"] == "meter-x"
+    assert out["up_body_bytes"] is True      # the body a piece of its own, not copied
     # refused, each with its reason; nothing applied, nothing deleted from the outbox
     assert out["from_mallory"][:2] == [0, 1] and "not the head-end's component" in \
         out["from_mallory"][2]

@@ -119,7 +119,9 @@ def comms_findings(out, state):
     s = c.session
     outbox.append("reading", {"v": 1})
     c.step(0)       # presence and the first request, queued in the session
-    sent = "".join(s.out)
+    # the up's body is queued as bytes of its own (never copied into the stanza's text)
+    out["up_body_bytes"] = [isinstance(piece, bytes) for piece in s.out].count(True) == 1
+    sent = "".join(p if isinstance(p, str) else p.decode() for p in s.out)
     s.out = []
     got = stanzas(HEAD + sent)
     out["sent"] = [[el[0], el[1]] for el in got]

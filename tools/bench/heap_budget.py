@@ -21,6 +21,7 @@ figures in docs/performance.md ("Memory budget"). `make heap-budget` runs it."""
 import argparse
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -190,7 +191,8 @@ class Site:
                 self.template = self._prefill()
             shutil.copytree(self.template, d / "state")
         (d / "config.json").write_text(json.dumps(settings))
-        cmd, env = board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state")
+        dump = ("--heap-dump",) if os.environ.get("BC_HEAP_DUMP") else ()
+        cmd, env = board_cmd(kib, processes.METER_MAIN, d / "config.json", d / "state", *dump)
         log = open(d / "meter.log", "wb")
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         return device, self.api[he], d, proc, log

@@ -6,6 +6,8 @@
 # server_url, ca_file, ...). STATE_DIR holds the outbox, inbox and energy registers.
 # --fast runs the simulated signal as fast as possible instead of in real time.
 # --print writes every reading and event as a JSON line on stdout (for make sim).
+# --heap-dump prints micropython.mem_info(1) at each MemoryError a transport meets
+# (firmware/memory_guard.py DUMP; BC_HEAP_DUMP=1 in bench.heap_budget and the soaks).
 # --clock-offset=S starts the board's clock S seconds off (a board that lost its RTC starts
 # in 2000: S = 946684800 - now), as on a board after a power cut.
 # Run it through tools/lab/runner.py, which puts firmware/ and the boards package on the path.
@@ -90,6 +92,9 @@ def main(argv):
     _mkdir(args[1])
     _term_as_interrupt()
     App, config, SimBoard = _boot(args[1])
+    if "--heap-dump" in argv:
+        import memory_guard
+        memory_guard.DUMP = True
     try:
         cfg = config.load(args[0])
     except (ValueError, OSError) as exc:
