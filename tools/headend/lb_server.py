@@ -23,10 +23,13 @@ from . import daemon
 TIMEOUT_SERVER_S = 90
 CHECK_INTER_MS = 1000
 # a loaded process can hold its event loop a while (a database round trip, a GC pass): a
-# health check is failed only after 5 s without an answer, and a server marked down after 3
-# failures; a killed process refuses connections at once (a layer-4 failure), and a request
-# refused at connect is retried on another server meanwhile
-CHECK_TIMEOUT_S = 5
+# health check is failed only after 20 s without an answer, and a server marked down after 3
+# failures; a killed process refuses connections at once (a layer-4 failure: down in about
+# 3 s), and a request refused at connect is retried on another server meanwhile. With 5 s,
+# two PostgreSQL workers that were only slow (1,000-2,000 meters on two starved cores) were
+# both marked down within a minute and the proxy answered every request 503 ("no server
+# available"), turning an overload into an outage
+CHECK_TIMEOUT_S = 20
 CHECK_FALL = 3
 
 
@@ -59,11 +62,23 @@ def config(host, port, backends, pem=None):
     lines = [
         "global",
         "    maxconn %d" % maxconn(),
+        # failed requests only (dontlog-normal), to stdout: haproxy.log says which side
+        # closed and when (the termination state, e.g. SH-- or SD--)
+        "    log stdout format raw local0 info",
         "defaults",
         "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",
         # a frontend's own limit, explicit: meters in long-poll each hold a connection
         "    maxconn %d" % maxconn(),
-        "    option http-keep-alive",
+        # keep-alive with the meters, but a new connection to a process for each request:
+        # uvicorn closes an idle connection after 5 s (timeout_keep_alive), and a request
+        # the proxy sends on it as it closes (on a loaded machine, or while the process's
+        # event loop is busy, that window is wide) was answered 502 or its client's
+        # connection cut without an answer (termination state SD--/SH--); a POST cannot be
+        # retried (test_lb_reuse.py)
+        "    option http-server-close",
         "    option forwardfor",
         "    option redispatch",
         "    retries 3",
