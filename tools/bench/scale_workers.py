@@ -155,6 +155,7 @@ def measure_case(run, window, commands, group_timeout, seed):
             peaks = dict.fromkeys(heads, 0)
             every = [p for v in procs.values() for p in v] + [run.gen.pid]
             wal0 = wal_bytes(conn)
+            load0 = os.getloadavg()[0]
             c0, t0, st0, busy0 = cpu_of(every), time.monotonic(), dict(run.status), machine_busy()
             lat, missing = single_commands(run, api, conn, commands, rng, t0 + window + 15)
             while True:
@@ -170,6 +171,7 @@ def measure_case(run, window, commands, group_timeout, seed):
             except RuntimeError as e:       # e.g. 503 from the proxy: every worker marked down
                 g = {"group_s": None, "group_final": 0, "group_error": str(e)[:300]}
             c2, t2 = cpu_of(every), time.monotonic()
+            load1 = os.getloadavg()[0]
         finally:
             conn.close()
             api.close()
@@ -189,6 +191,7 @@ def measure_case(run, window, commands, group_timeout, seed):
         server = [k for k in per if k != "loadgen"]
         errors = {k: v for k, v in st1.get("errors", {}).items() if v}
         return dict(g, n=run.n, setup_s=setup_s, window_s=t1 - t0, exchanges_s=rate,
+                    load=(load0, load1),
                     expected_s=run.n / REPORT_S, processes=per,
                     server_cpu_ms_per_exchange=sum(per[k]["cpu_ms_per_exchange"] or 0
                                                    for k in server),
@@ -216,7 +219,13 @@ def measure(n=10000, workers=2, window=30.0, commands=40, group_timeout=90.0, se
             ("1 process, SQLite", lambda d: Run(n, d, seed)),
             ("%d processes, PostgreSQL" % workers, lambda d: PgRun(n, d, seed, workers)))):
         with tempfile.TemporaryDirectory(prefix="bc-scalew-") as tmp:
-            r = measure_case(make(tmp), window, commands, group_timeout, seed + i)
+            try:
+                r = measure_case(make(tmp), window, commands, group_timeout, seed + i)
+            except RuntimeError as e:       # this case could not run: the other still does
+                out["cases"][name] = {"n": n, "error": str(e)[:500],
+                                      "load": os.getloadavg()[0]}
+                print("%s: could not run: %s" % (name, e), file=sys.stderr, flush=True)
+                continue
         out["cases"][name] = r
         print("%s: %.0f exchanges/s, p99 %.3f s, group %s s, server CPU %.2f ms/exchange"
               % (name, r["exchanges_s"], r["p99_s"], r["group_s"],
@@ -230,6 +239,10 @@ def print_table(report):
     print("load average before %.1f, after %.1f" % (report["load_before"][0],
                                                     report["load_after"][0]))
     for name, r in report["cases"].items():
+        if "error" in r:
+            print("\n%s, %d meters: could not run (load average %.1f): %s"
+                  % (name, r["n"], r["load"], r["error"]))
+            continue
         g = "%.1f s" % r["group_s"] if r["group_s"] else "incomplete (%d final%s)" % (
             r["group_final"], ": " + r["group_error"].splitlines()[0] if r.get("group_error")
             else "")
@@ -238,6 +251,10 @@ def print_table(report):
               % (name, r["n"], r["exchanges_s"], r["expected_s"], r["p50_s"], r["p99_s"], g,
                  r["headend_rss"] / 2**20, r["server_cpu_ms_per_exchange"],
                  r["other_cpu_pct"]))
+        print("  load average %.1f at the window's start, %.1f after the group; %d commands "
+              "answered, %d not; load generator errors %s"
+              % (r["load"][0], r["load"][1], r["commands"], r["commands_missing"],
+                 r["loadgen_errors"] or "none"))
         if r.get("wal_bytes_per_exchange"):
             print("  WAL written: %.0f bytes per exchange" % r["wal_bytes_per_exchange"])
         for pname, p in r["processes"].items():
