@@ -71,7 +71,13 @@ class OneRequestPerConnection:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     def close(self):
+        """Stop listening now: a close() alone leaves the socket open while the accepting
+        thread waits in accept(); shutdown() ends that wait."""
         self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
