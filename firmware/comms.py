@@ -73,7 +73,7 @@ def apply_response(link, resp, answer=True, rtt_ms=0):
 def add_fetch(link, body):
     """While a firmware download runs: ask for the next chunk, and for no long-poll."""
     updater = getattr(link, "updater", None)
-    fetch = updater.fetch() if updater is not None else None
+    fetch = updater.fetch(getattr(link, "fetch_len", None)) if updater is not None else None
     if fetch is not None:
         body["fetch"] = fetch
         body["wait"] = 0

@@ -45,6 +45,11 @@ from mpshim import ticks_diff, ticks_ms
 
 ANSWER_POLL_S = 3       # POP3: how often to look for the answer to a request in flight
 ANSWER_MIN_S = 15       # the adaptive answer wait never goes below this
+# A firmware download asks for this much per mail (updater.fetch): each chunk is a round
+# trip of two mails, two TLS handshakes and a login (about 1.5 s), so twice FETCH_LEN, the
+# head-end's cap (release_store.CHUNK_MAX). Its answer carries 8 KiB as base64 in the JSON,
+# base64 again in the mail: about 15 KB, well inside MAX_PAYLOAD and MAX_MAIL.
+FETCH_LEN = 8192
 
 
 class AnswerWait:
@@ -125,6 +130,7 @@ class MailComms:
         self.after_exchange = None
         self.heartbeat = None
         self.updater = None
+        self.fetch_len = FETCH_LEN      # updater.fetch's length over this link
         self.time_refusals = 0
         self.kicked = False
         self.rekey = None               # a key rotation in flight (rekey.py): both keys

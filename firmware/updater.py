@@ -21,6 +21,8 @@ from fw_image import ImageSink
 from mpshim import ticks_diff, ticks_ms
 
 FETCH_LEN = 4096  # block-aligned, so an image resumes on a flash block boundary
+# A link whose round trip is dear asks for more at once (its `fetch_len`, a multiple of
+# FETCH_LEN up to the head-end's cap, release_store.CHUNK_MAX): email (mail_comms.py)
 ROLLED_BACK_IMAGE = "image not confirmed; the bootloader rolled back"
 
 Refused = fw_manifest.Refused
@@ -87,14 +89,15 @@ class Updater:
         return {"version": ver, "state": "downloading"}
 
     # --- the exchange ---
-    def fetch(self):
-        """The next `fetch` for the request, None when nothing is downloading."""
+    def fetch(self, most=None):
+        """The next `fetch` for the request (at most `most` bytes, FETCH_LEN by default),
+        None when nothing is downloading."""
         f = self._current()
         if f is None:
             return None
         have = self._have(f)
         return {"version": self.job["version"], "path": f["path"], "offset": have,
-                "len": min(FETCH_LEN, f["len"] - have)}
+                "len": min(most or FETCH_LEN, f["len"] - have)}
 
     def chunk(self, c):
         """Take a response's `chunk`. True when it moved the download on (exchange again)."""

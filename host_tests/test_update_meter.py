@@ -79,6 +79,26 @@ def test_interrupted_download_resumes(interpreter, tmp_path):
     assert states(third["items"])[-2:] == ["verified", "installing"]
 
 
+def test_a_link_asks_for_longer_chunks(interpreter, tmp_path):
+    """A link whose round trips are dear (email: mail_comms.FETCH_LEN) asks for more per
+    fetch; a download resumes where it stopped whatever length the boot before asked for,
+    and lands byte for byte."""
+    m = Meter(interpreter, tmp_path)
+    first = m.boot(m.offer(), ["download", 2, 8192])
+    assert first["served"]["offsets"][:2] == [["big.bin", 0], ["big.bin", 8192]]
+    second = m.boot(["download", 1])                  # the default length, then longer again
+    third = m.boot(["download", None, 8192], ["ack"], ["state"])
+    assert second["served"]["offsets"] == [["big.bin", 16384]]
+    assert third["served"]["offsets"][0] == ["big.bin", 16384 + 4096]
+    total = sum(len(d) for d in m.files.values())
+    served = [b["served"] for b in (first, second, third)]
+    assert sum(s["bytes"] for s in served) == total   # no byte fetched twice
+    big = len(m.files["big.bin"])
+    assert sum(1 for p, _ in first["served"]["offsets"] + third["served"]["offsets"]
+               if p == "big.bin") == 2 + -(-(big - 16384 - 4096) // 8192)
+    assert third["results"][2]["reboot_due"] is True and m.landed("0.2.0")
+
+
 @pytest.mark.parametrize("point", ["before_install", "before_rename", "after_rename",
                                    "before_pointer", "after_pointer"])
 def test_crash_during_switch_leaves_a_bootable_meter(interpreter, tmp_path, point):

@@ -13,7 +13,7 @@ import xmpp_stanza
 from fastapi.testclient import TestClient
 from headend_harness import ALLOW_PEERS, Api, Headend
 
-from headend import signing, work_size
+from headend import release_store, signing, work_size
 from lab import runner
 
 pytestmark = pytest.mark.unit
@@ -38,6 +38,12 @@ def test_limits_are_the_meters():
     stanza = ('<message from="fleet.im.test" to="m@im.test/meter" id="x"><bc xmlns='
               '"urn:backchannel:exchange" sig="%s">%s</bc></message>' % ("0" * 64, "A" * body))
     assert len(stanza) <= xmpp_stanza.MAX_STANZA
+    # a download over email asks for longer chunks: never above the head-end's cap, whole
+    # flash blocks (an image resumes on a block boundary), and the answer fits a mail
+    mail_len = runner.import_firmware("mail_comms").FETCH_LEN
+    block = runner.import_firmware("updater").FETCH_LEN
+    assert mail_len <= release_store.CHUNK_MAX and mail_len % block == 0
+    assert work_size.ENVELOPE + (mail_len + 2) // 3 * 4 + 256 <= mime.MAX_PAYLOAD
 
 
 def test_oversized_work_is_refused_with_the_limit(tmp_path):

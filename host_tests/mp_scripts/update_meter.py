@@ -114,10 +114,10 @@ def step(up, app, s):
             return ["done", up.start(s[1], s[2])]
         except updater_mod.Refused as exc:
             return ["rejected", str(exc)]
-    if op == "download":  # s[1]: at most this many chunks (None: until done)
-        n = 0
+    if op == "download":  # s[1]: at most this many chunks (None: until done); s[2]: the
+        n = 0             # link's fetch_len (None: the updater's FETCH_LEN)
         while s[1] is None or n < s[1]:
-            f = up.fetch()
+            f = up.fetch(s[2] if len(s) > 2 else None)
             if f is None:
                 break
             up.chunk(serve(f))

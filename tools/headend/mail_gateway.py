@@ -54,13 +54,16 @@ class MailGateway:
         self.meters = mail_meters.MeterMail(self)
         self.prober = mail_probe.started(self)      # None unless settings.mail_probe_s
         self.tasks = []
+        self.loop = None
+        self.send_now = asyncio.Event()     # a mail was spooled: send it now, not next tick
         self.connected = asyncio.Event()
         self.counts = {"handled": 0, "rejected": 0, "sent": 0, "send_failures": 0}
 
     # --- lifecycle (webapp.py's lifespan) ---
     async def start(self):
         escalation.channels(self.hub).append(self)
-        self.meters.start(asyncio.get_running_loop())
+        self.loop = asyncio.get_running_loop()
+        self.meters.start(self.loop)
         self.tasks = [asyncio.create_task(self._read_loop()),
                       asyncio.create_task(self._send_loop())]
         if self.prober is not None:
@@ -198,9 +201,30 @@ class MailGateway:
     def send_raw(self, to, raw):
         """Keep a mail (bytes) for `to` on disk until the SMTP server accepts it."""
         self.spool.put(to, raw)
+        self._wake_sender()
+
+    def _wake_sender(self):
+        """Send at once rather than at the send loop's next tick (RETRY_S): a meter's round
+        trip waits on its answer, and a firmware download is a hundred round trips. Safe from
+        any thread."""
+        loop = self.loop
+        if loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            self.send_now.set()
+            return
+        try:
+            loop.call_soon_threadsafe(self.send_now.set)
+        except RuntimeError:        # the loop is closed: shutting down
+            pass
 
     async def _send_loop(self):
         while True:
+            self.send_now.clear()   # set from here on: flushed in this round or the next
             try:
                 self._collect_results()
                 await self._flush()
@@ -208,7 +232,10 @@ class MailGateway:
                 raise
             except Exception:
                 log.exception("mail: send loop failed")
-            await asyncio.sleep(RETRY_S)
+            try:
+                await asyncio.wait_for(self.send_now.wait(), RETRY_S)
+            except TimeoutError:
+                pass
 
     async def _flush(self):
         for name in self.spool.names():
