@@ -90,3 +90,33 @@ def test_nats_config_refuses_in_one_line(db, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert e.value.code != 0 and err.count("\n") == 1 and "Traceback" not in err
     assert message in err
+
+
+def test_a_key_rotation_rewrites_one_meters_password_and_keeps_the_rest(db, tmp_path):
+    """rewrite_users (key_rotation.promote on a NATS cluster): the new key's password for
+    that meter only, the other meters' and the bridge's as they were; no node running here,
+    so nothing to reload (a node started later reads the file)."""
+    d = tmp_path / "nats"
+    nats_config.write(db, d)
+    before = (d / "users.conf").read_text()
+    bridge = nats_config.info(d)["password"]
+    key_a = devices.key_of(db, db.one("SELECT id, key FROM devices WHERE id = 'meter-a'"))
+    new = "ab" * 32
+    with nats_config.users_lock(d):
+        assert nats_config.rewrite_users(db, d, {"meter-a": new}) == []
+    after = (d / "users.conf").read_text()
+    assert broker.meter_password(key_a) in before and broker.meter_password(key_a) not in after
+    assert broker.meter_password(new) in after and '"%s"' % bridge in after
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(changed) == 1 and '"meter-a"' in changed[0][1]
+    assert stat.S_IMODE((d / "users.conf").stat().st_mode) == 0o600
+    (d / "nats.json").unlink()
+    with pytest.raises(ValueError, match="nats-config"):
+        nats_config.rewrite_users(db, d, {"meter-a": new})
+
+
+def test_nats_servers_config_load_time_reads_as_unix_time():
+    assert nats_config.load_time("2026-12-07T04:04:03.942389854Z") == pytest.approx(
+        1796616243.942389854)
+    assert nats_config.load_time("2026-12-07T05:04:03+01:00") == 1796616243.0
+    assert nats_config.load_time("") is None and nats_config.load_time("yesterday") is None

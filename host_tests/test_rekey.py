@@ -118,8 +118,8 @@ def test_head_end_ends_a_rotation_whose_answer_is_not_a_key(body):
 
 
 class _Hub:
-    def __init__(self, mqtt_dir=None):
-        self.settings = type("S", (), {"mqtt_dir": mqtt_dir})()
+    def __init__(self, mqtt_dir=None, nats_dir=None):
+        self.settings = type("S", (), {"mqtt_dir": mqtt_dir, "nats_dir": nats_dir})()
         self.db = None
         self.promoted = 0
 
@@ -130,7 +130,7 @@ class _Hub:
 
 @pytest.mark.parametrize("transport, mqtt_dir, says", [
     (None, None, "has not exchanged yet"), ("sms", "/d", "http, mqtt, xmpp, email"),
-    ("mqtt", None, "--mqtt-dir")])
+    ("mqtt", None, "--mqtt-dir"), ("mqtt", None, "--nats-dir")])
 def test_head_end_refuses_a_rotation_it_cannot_finish_with_the_reason(transport, mqtt_dir,
                                                                       says):
     with pytest.raises(he_rekey.Refused) as e:
@@ -138,9 +138,10 @@ def test_head_end_refuses_a_rotation_it_cannot_finish_with_the_reason(transport,
     assert e.value.status == 409 and says in e.value.reason and "\n" not in e.value.reason
 
 
-def test_head_end_keeps_both_keys_when_the_broker_password_cannot_follow(tmp_path):
-    """A broker directory without its bridge credentials: the switch fails before the key
-    change, the answer goes under the old key."""
-    hub = _Hub(str(tmp_path))
+@pytest.mark.parametrize("where", ["mqtt_dir", "nats_dir"])
+def test_head_end_keeps_both_keys_when_the_broker_password_cannot_follow(tmp_path, where):
+    """A broker (or NATS cluster) directory without its bridge credentials: the switch fails
+    before the key change, the answer goes under the old key."""
+    hub = _Hub(**{where: str(tmp_path)})
     assert he_rekey.promote(hub, "m", "22" * 32, "11" * 32) == "11" * 32
     assert hub.promoted == 0

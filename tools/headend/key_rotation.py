@@ -15,9 +15,11 @@ key's password (broker.rewrite_passwd, under its lock) *before* the transaction 
 old key, and answers under the new key only after both: until the meter has an answer under
 the new key it holds both keys, and a login refused for one key's password is tried with the
 other's (firmware/mqtt_comms.py). A file that cannot be written leaves both keys in place
-(logged; tried again on the next request). A rotation for an MQTT meter therefore needs a
-head-end that writes the broker's files (`serve --mqtt-dir`); XMPP and mail logins are
-credentials of their own, not derived from the key."""
+(logged; tried again on the next request). On a NATS cluster (`serve --nats-dir`) the same
+step rewrites the meters' users.conf (nats_config.rewrite_users) and waits until every
+running node has reloaded it. A rotation for an MQTT meter therefore needs a head-end that
+writes the broker's files (`serve --mqtt-dir`) or the cluster's (`serve --nats-dir`); XMPP
+and mail logins are credentials of their own, not derived from the key."""
 
 import hashlib
 import hmac
@@ -28,7 +30,7 @@ import time
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from . import audit, broker, workq
+from . import audit, broker, nats_config, workq
 
 log = logging.getLogger("backchannel.rekey")
 LOG_EVERY_S = 60        # a switch that keeps failing is logged once a minute per meter
@@ -71,7 +73,7 @@ def _secret_aad(device):
 def start(hub, dev, origin, now, expires_in=EXPIRES_S):
     """Queue a rotation for the device row `dev`; returns the work id. Refused (409) while
     one is in flight, before the meter's first exchange, and for an MQTT meter when this
-    head-end does not write the broker's password file (its password follows the key)."""
+    head-end writes no broker's or cluster's passwords (its password follows the key)."""
     device = dev["id"]
     if dev["transport"] is None:
         raise Refused(409, "%s has not exchanged yet: a key rotation needs its answer; "
@@ -80,10 +82,11 @@ def start(hub, dev, origin, now, expires_in=EXPIRES_S):
         raise Refused(409, "key rotation runs over %s (%s last exchanged over %s): "
                            "rotate its key at the console"
                       % (", ".join(ROTATES_OVER), device, dev["transport"]))
-    if dev["transport"] == "mqtt" and not hub.settings.mqtt_dir:
+    if dev["transport"] == "mqtt" and login_files(hub.settings) is None:
         raise Refused(409, "%s talks MQTT, whose broker password follows its key, and this "
-                           "head-end does not write the broker's password file (serve "
-                           "--mqtt-dir): rotate its key at the console" % device)
+                           "head-end writes neither the broker's password file (serve "
+                           "--mqtt-dir) nor a NATS cluster's users (serve --nats-dir): "
+                           "rotate its key at the console" % device)
     db = hub.db
     row = db.one("SELECT * FROM rekeys WHERE device = ?", device)
     if row is not None:
@@ -141,22 +144,35 @@ def directive(db, device):
     return {"rid": rk["rid"], "check": check_value(db.sealer.open(device, rk["next_key"]))}
 
 
+def login_files(settings):
+    """(directory, lock, rewrite) for the MQTT logins this head-end writes: mosquitto's
+    password file (serve --mqtt-dir) or a NATS cluster's users.conf (serve --nats-dir);
+    None when it writes neither."""
+    if settings.mqtt_dir:
+        return settings.mqtt_dir, broker.passwd_lock, broker.rewrite_passwd
+    if getattr(settings, "nats_dir", None):
+        return settings.nats_dir, nats_config.users_lock, nats_config.rewrite_users
+    return None
+
+
 def promote(hub, device, key_hex, old_hex):
     """A request signed with the new key: it becomes the device's key; the old one stops.
     Returns the key to answer with: the new one, or the old one (both kept) when the
-    broker's password file could not be switched to the new key first."""
-    directory = hub.settings.mqtt_dir
-    if not directory:
+    broker's password file, or the NATS nodes' users, could not be switched to the new key
+    first."""
+    files = login_files(hub.settings)
+    if files is None:
         return _promote(hub, device) or key_hex
+    directory, lock, rewrite = files
     try:
-        with broker.passwd_lock(directory):
-            broker.rewrite_passwd(hub.db, directory, {device: key_hex})
+        with lock(directory):
+            rewrite(hub.db, directory, {device: key_hex})
             _promote(hub, device)
-    except (OSError, ValueError, broker.BrokerError) as e:
+    except (OSError, ValueError, broker.BrokerError, nats_config.ReloadError) as e:
         if time.monotonic() - _told.get(device, -LOG_EVERY_S) >= LOG_EVERY_S:
             _told[device] = time.monotonic()
-            log.error("key rotation of %s waits: the broker's password file in %s: %s (both "
-                      "keys kept; tried again on its next request)", device, directory, e)
+            log.error("key rotation of %s waits: the MQTT logins in %s: %s (both keys kept; "
+                      "tried again on its next request)", device, directory, e)
         return old_hex if old_hex else key_hex
     return key_hex
 

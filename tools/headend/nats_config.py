@@ -20,11 +20,17 @@ MQTT topics become NATS subjects with `/` -> `.` (bc/<id>/up is bc.<id>.up). NAT
 a `.` inside an MQTT topic level, so a device id with a `.` cannot use the cluster: it is
 left out of users.conf and reported in the summary. Run `write` again after adding meters;
 it sends SIGHUP to the running nodes of that directory (their pid files), which reread
-users.conf."""
+users.conf. A key rotation (key_rotation.py) rewrites users.conf alone (rewrite_users) when
+it switches a meter's key, and waits until every running node has reloaded it; both hold
+users_lock, so neither writes over the other's password."""
 
 import json
 import os
+import re
 import signal
+import time
+import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 from . import broker, devices, signing
@@ -37,6 +43,11 @@ DEFAULT_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 1883, "http": 8222}
 # NATS needs these for a meter's QoS 1 subscription: the server delivers the session's
 # JetStream consumer on $MQTT.sub.<random>; MQTT clients cannot name $MQTT topics themselves
 MQTT_DELIVERY = "$MQTT.sub.>"
+RELOAD_WAIT_S = 10.0    # how long a key rotation waits for every running node to reload
+
+
+class ReloadError(RuntimeError):
+    """A running node did not take the new users.conf in time (one line)."""
 
 
 def node_conf(name):
@@ -169,26 +180,15 @@ def write(db, directory, hosts=("127.0.0.1",) * 3, ports=None, certfile=None, ke
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    rows = db.all("SELECT id, key FROM devices ORDER BY id")
-    meters, skipped = [], []
-    for r in rows:
-        try:
-            check_device_id(r["id"])
-        except ValueError as e:
-            raise ValueError("registered device refused for the cluster: %s" % e) from None
-        if r["id"] == bridge_user:
-            raise ValueError("a device is named %s, the bridge's user name" % bridge_user)
-        if "." in r["id"]:      # NATS: '.' is not allowed in an MQTT topic level
-            skipped.append(r["id"])
-            continue
-        meters.append((r["id"], broker.meter_password(devices.key_of(db, r))))
     try:
         old = info(d)
     except ValueError:
         old = {}
     password = old.get("password") if old.get("user") == bridge_user else None
     password = password or signing.new_token()
-    write_private(d / USERS, users_text(meters, bridge_user, password))
+    with users_lock(d):
+        meters, skipped = _meters(db, bridge_user)
+        write_private(d / USERS, users_text(meters, bridge_user, password))
     for node in nodes:
         (d / node["name"]).mkdir(exist_ok=True)
         (d / node_conf(node["name"])).write_text(node_text(d, node, nodes, certfile, keyfile))
@@ -204,6 +204,49 @@ def write(db, directory, hosts=("127.0.0.1",) * 3, ports=None, certfile=None, ke
             "reloaded": reloaded}
 
 
+def _meters(db, bridge_user, keys=None):
+    """([(id, password)], [ids left out]) from the registry; `keys` ({device: key hex})
+    in place of those devices' stored keys."""
+    keys = keys or {}
+    meters, skipped = [], []
+    for r in db.all("SELECT id, key FROM devices ORDER BY id"):
+        try:
+            check_device_id(r["id"])
+        except ValueError as e:
+            raise ValueError("registered device refused for the cluster: %s" % e) from None
+        if r["id"] == bridge_user:
+            raise ValueError("a device is named %s, the bridge's user name" % bridge_user)
+        if "." in r["id"]:      # NATS: '.' is not allowed in an MQTT topic level
+            skipped.append(r["id"])
+            continue
+        meters.append((r["id"], broker.meter_password(keys.get(r["id"])
+                                                      or devices.key_of(db, r))))
+    return meters, skipped
+
+
+def users_lock(directory):
+    """Held while DIR/users.conf is written from the registry (write), and by a key rotation
+    from the password it writes until its key change has committed, so a `nats-config` run
+    in between cannot put the old key's password back (the same lock file as broker.py's)."""
+    return broker.passwd_lock(directory)
+
+
+def rewrite_users(db, directory, keys=None, wait=RELOAD_WAIT_S):
+    """Write DIR/users.conf again from the registry, with `keys` ({device: key hex}) in
+    place of those devices' stored keys, SIGHUP the directory's running nodes and wait until
+    each has reloaded it (a node that is down reads it when it starts). The caller holds
+    users_lock. The bridge keeps its password (nats.json). ValueError or ReloadError if it
+    cannot; the pids reloaded."""
+    d = Path(directory)
+    cfg = info(d)
+    if not isinstance(cfg.get("nodes"), list):
+        raise ValueError("%s: no nodes (run `backchannel nats-config` again)" % (d / INFO))
+    meters, _ = _meters(db, cfg["user"], keys)
+    written = time.time()
+    write_private(d / USERS, users_text(meters, cfg["user"], cfg["password"]))
+    return reload_running(d, cfg["nodes"], wait=wait, since=written)
+
+
 def running_pid(directory, name):
     """The pid of a nats-server running with this node's pid file, or None."""
     try:
@@ -214,12 +257,45 @@ def running_pid(directory, name):
     return pid if comm == "nats-server" else None
 
 
-def reload_running(directory, nodes):
-    """SIGHUP the directory's running nodes (they reread users.conf); their pids."""
-    pids = []
+def reload_running(directory, nodes, wait=None, since=None):
+    """SIGHUP the directory's running nodes (they reread users.conf); their pids. With
+    `wait` (seconds): until each running node says (its /varz config_load_time) that it
+    loaded its config at `since` (a Unix time) or later, else ReloadError."""
+    pids = {}
     for node in nodes:
         pid = running_pid(directory, node["name"])
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
-            pids.append(pid)
-    return pids
+            pids[node["name"]] = (pid, node)
+    if wait is not None:
+        deadline = time.monotonic() + wait
+        for name, (pid, node) in pids.items():
+            while not _loaded_since(node, since):
+                if running_pid(directory, name) != pid:
+                    break       # it stopped: it reads the file when it starts again
+                if time.monotonic() > deadline:
+                    raise ReloadError("nats-server %s (pid %d) did not reload %s within %g s "
+                                      "(its log says why)" % (name, pid, USERS, wait))
+                time.sleep(0.05)
+    return [pid for pid, _ in pids.values()]
+
+
+def _loaded_since(node, since):
+    """The node's config was (re)loaded at `since` or later, by its monitoring port."""
+    url = "http://%s:%d/varz" % (node["host"], node["http"])
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            loaded = load_time(json.loads(r.read()).get("config_load_time", ""))
+    except (OSError, ValueError, AttributeError):
+        return False
+    return loaded is not None and loaded >= since
+
+
+def load_time(text):
+    """A Unix time from nats-server's RFC 3339 time (nanoseconds, Z or an offset), or None."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        return None
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    t = datetime.fromisoformat(m.group(1) + zone).timestamp()
+    return t + float("0" + m.group(2)) if m.group(2) else t
