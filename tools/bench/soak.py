@@ -75,8 +75,8 @@ def soak(site, name, seconds, kib=None):
     device, api, d, proc, log = site.launch(name, kib)
     out = {"scenario": name, "heap_kib": kib, "margin_kib": MARGIN_KIB, "seconds": seconds,
            "work_sent": 0, "work_done": 0, "restarted": False, "min_free": None,
-           "mpy": runner.firmware_mpy(), "started": time.strftime("%Y-%m-%dT%H:%MZ",
-                                                                   time.gmtime())}
+           "mpy": runner.firmware_mpy(), "commit": _commit(),    # the tree the run began on
+           "started": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     start = time.monotonic()
     loads = []
     try:
@@ -123,7 +123,7 @@ def record(r, path=RESULTS):
         fcntl.flock(lock, fcntl.LOCK_EX)
         kept = {_key(v): v for v in load(path).values()}   # older caps keep name@NNNK
         kept[_key(r)] = dict({k: v for k, v in r.items() if k != "log_tail"},
-                             commit=_commit())
+                             commit=r.get("commit") or _commit())
         path.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
 
 
