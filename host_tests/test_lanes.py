@@ -295,3 +295,13 @@ def test_the_fast_lane_keeps_a_spread_of_each_functions_cases():
     kept = [i.callspec.params["n"] for i in many if id(i) not in gone_ids]
     assert kept == [0, 4, 9] or kept == [0, 5, 9]
     assert not gone_ids & {id(i) for i in few + compiles + [plain]}
+
+
+def test_a_lane_collects_its_folder_less_the_other_modules():
+    from lab.lanes import collect_only, lane_modules
+    unit = lane_modules("unit")
+    args = collect_only(unit)
+    assert args[0] == "host_tests"
+    ignored = {a.split("=", 1)[1] for a in args[1:]}
+    every = {"host_tests/" + p.name for p in (ROOT / "host_tests").glob("test_*.py")}
+    assert ignored == every - set(unit) and ignored and not ignored & set(unit)

@@ -22,7 +22,7 @@ class StubUpdater:
         self.next = None
         self.chunks = []
 
-    def fetch(self):
+    def fetch(self, most=None):
         return self.next
 
     def chunk(self, c):
