@@ -5,7 +5,7 @@ Interpreters: a test parametrized over runner.INTERPRETERS (the `interpreter` fi
 fixture of its own) runs on "micropython", "cpython" and "board" (32-bit, float32). Without
 the board binary its "board" cases skip with the reason; with CI set they fail instead. The
 fast lane (BC_FAST) keeps only a slice of the board cases (BOARD_FAST_SLICE), and runs each
-test's cases on CPython and MicroPython by turns (fast_interpreter_turns)."""
+module's first interpreter case on CPython and the rest on MicroPython (fast_interpreter_turns)."""
 
 import os
 import sys
@@ -86,8 +86,10 @@ TURNS = ("micropython", "cpython")
 
 def fast_interpreter_turns(items):
     """The fast lane's cut: each run of a test that make test repeats per interpreter goes to
-    one interpreter, taking turns. The test functions of a module alternate (so each module's
-    tests run on CPython and on MicroPython) and so do the cases of one function."""
+    one interpreter. In each module the first such run goes to CPython and every other to
+    MicroPython, so each module still runs on both; MicroPython is the meter's own
+    interpreter, and it runs the firmware several times faster than CPython does (a CPython
+    run cost 0.42 CPU-s on average, a MicroPython run 0.17)."""
     modules = {}
     for item in items:
         spec = getattr(item, "callspec", None)
@@ -97,14 +99,13 @@ def fast_interpreter_turns(items):
         if len(interp) != 1:
             continue
         others = tuple(sorted((k, repr(v)) for k, v in spec.params.items() if v not in TURNS))
-        functions = modules.setdefault(item.path, {})
-        cases = functions.setdefault(getattr(item, "originalname", item.name), {})
-        cases.setdefault(others, []).append((interp[0], item))
+        key = (getattr(item, "originalname", item.name), others)
+        modules.setdefault(item.path, {}).setdefault(key, []).append((interp[0], item))
     gone = []
-    for functions in modules.values():
-        for f, cases in enumerate(functions.values()):
-            for k, runs in enumerate(cases.values()):
-                gone += [item for interp, item in runs if interp != TURNS[(f + k) % 2]]
+    for runs_by_case in modules.values():
+        for k, runs in enumerate(runs_by_case.values()):
+            keep = "cpython" if k == 0 else "micropython"
+            gone += [item for interp, item in runs if interp != keep]
     return gone
 
 

@@ -6,8 +6,8 @@ the unit lane alone, and each prints how long it took (CI shows where its time g
 A lane is a pytest marker (pyproject.toml); every test carries exactly one
 (host_tests/test_lanes.py). Each lane runs on pytest-xdist workers (DIST below); --fast
 (BC_FAST=1) runs property tests with a twentieth of their examples (host_tests/budget.py),
-a slice of the board cases, and each test's CPython and MicroPython runs by turns
-(host_tests/conftest.py): every module's tests still run on both.
+a slice of the board cases, and each module's first CPython-or-MicroPython run on CPython,
+the others on MicroPython (host_tests/conftest.py): every module still runs on both.
 
 The `postgresql` lane is a store lane: the unit tests that build a head-end
 (host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
