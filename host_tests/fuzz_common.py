@@ -7,12 +7,14 @@ Examples per parser: BC_FUZZ_EXAMPLES (default 200, for `make test`); tools/fuzz
 the long campaign with 100000. BC_FUZZ_MP_EXAMPLES (default 300): inputs per parser under
 MicroPython. BC_SCHEMA_EXAMPLES (default 10): schemathesis examples per API operation and
 mode. BC_FUZZ_STATS names a file to which each test appends a JSON
-line {"parser", "examples", "outcomes", "seconds"} (tools/fuzz prints them).
+line {"parser", "examples", "outcomes", "seconds"} (tools/fuzz prints them). SIGTERM stops a
+parser's run (tools/fuzz --stop-after): the inputs it ran are reported, marked "stopped".
 """
 
 import collections
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -26,6 +28,14 @@ MP_EXAMPLES = int(os.environ.get("BC_FUZZ_MP_EXAMPLES", "300"))
 CASE_SECONDS = 5.0          # the hang bound: no single input may take longer
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck), derandomize=False)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM during a run: the campaign's time is up (not a failure of the parser)."""
+
+
+def _stop(signum, frame):
+    raise Stopped()
 
 
 class Stats:
@@ -47,24 +57,32 @@ class Stats:
         self.outcomes[out] += 1
         return out
 
-    def report(self, runtime="cpython", failed=False):
+    def report(self, runtime="cpython", failed=False, stopped=False):
         n = sum(self.outcomes.values())
         path = os.environ.get("BC_FUZZ_STATS")
         if path:
+            row = {"parser": self.parser, "runtime": runtime, "examples": n, "failed": failed,
+                   "outcomes": dict(self.outcomes), "slowest_s": round(self.slowest, 4),
+                   "seconds": round(time.monotonic() - self.start, 2)}
+            if stopped:
+                row["stopped"] = True
             with open(path, "a") as f:
-                f.write(json.dumps({"parser": self.parser, "runtime": runtime, "examples": n,
-                                    "failed": failed, "outcomes": dict(self.outcomes),
-                                    "slowest_s": round(self.slowest, 4),
-                                    "seconds": round(time.monotonic() - self.start, 2)}) + "\n")
+                f.write(json.dumps(row) + "\n")
         return n
 
     def run(self, check, runtime="cpython"):
-        """check(), then report (also when it failed)."""
+        """check(), then report (also when it failed, or SIGTERM stopped it)."""
+        previous = signal.signal(signal.SIGTERM, _stop)
         try:
             check()
+        except Stopped:
+            self.report(runtime, stopped=True)
+            raise
         except BaseException:
             self.report(runtime, failed=True)
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return self.report(runtime)
 
 

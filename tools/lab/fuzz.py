@@ -12,6 +12,7 @@ if anything failed.
     tools/fuzz                      # the whole campaign
     tools/fuzz --examples 5000 --only http,work
     tools/fuzz --report             # only the security checks' counts
+    tools/fuzz --stop-after 3600    # then stop: each parser running reports how far it got
 """
 
 import argparse
@@ -79,7 +80,14 @@ def campaign(args):
     running = {}
     failed = {}
     took = {}
+    stopped, not_run = set(), []
+    deadline = time.monotonic() + args.stop_after if args.stop_after else None
     while pending or running:
+        if deadline is not None and time.monotonic() > deadline:
+            deadline, not_run, pending = None, pending, []
+            for name, (p, _, _) in running.items():
+                stopped.add(name)
+                p.terminate()       # SIGTERM: it reports the inputs it ran (fuzz_common)
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             log = open(tmp / ("%s.log" % name), "w")
@@ -93,10 +101,14 @@ def campaign(args):
             log.close()
             del running[name]
             took[name] = time.monotonic() - start
-            if p.returncode != 0:
+            if name in stopped:
+                outcome = "stopped"
+            elif p.returncode != 0:
                 failed[name] = tail(tmp / ("%s.log" % name))
-            print("  %-10s %s in %.0f s" % (name, "FAILED" if p.returncode else "passed",
-                                            took[name]), flush=True)
+                outcome = "FAILED"
+            else:
+                outcome = "passed"
+            print("  %-10s %s in %.0f s" % (name, outcome, took[name]), flush=True)
     print()
     rows = [json.loads(line) for line in stats.read_text().splitlines()] if stats.exists() else []
     print("%-10s %-12s %9s %8s %9s  outcomes" % ("parser", "runtime", "inputs", "seconds",
@@ -108,9 +120,12 @@ def campaign(args):
         print("%-10s %-12s %9d %8s %9s  %s%s" % (
             r["parser"], r["runtime"], r["examples"], r.get("seconds", "-"),
             "%.3f s" % r["slowest_s"] if "slowest_s" in r else "-", outcomes,
-            "  FAILED" if r.get("failed") else ""))
+            "  FAILED" if r.get("failed") else "  (stopped)" if r.get("stopped") else ""))
     print("\n%d inputs, %d failure%s; logs in %s" % (total, len(failed),
                                                      "" if len(failed) == 1 else "s", tmp))
+    if stopped or not_run:
+        print("--stop-after: stopped %s; not run %s" % (", ".join(sorted(stopped)) or "none",
+                                                       ", ".join(not_run) or "none"))
     for name, text in failed.items():
         print("\n--- %s failed ---\n%s" % (name, text))
     return 1 if failed else 0
@@ -147,6 +162,9 @@ def main():
                     help="schemathesis examples per API operation and mode (default 200)")
     ap.add_argument("--only", help="comma-separated parsers: " + ", ".join(PARSERS))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--stop-after", type=float, metavar="SECONDS",
+                    help="then stop the parsers running (each reports the inputs it ran, "
+                    "marked stopped) and start no more")
     ap.add_argument("--report", action="store_true",
                     help="run the security checks and print their counts (no fuzzing)")
     args = ap.parse_args()
