@@ -47,6 +47,22 @@ def parsed(path):
     return ast.parse(path.read_text(), str(path))
 
 
+@functools.cache
+def nodes(path):
+    """A module's import, from-import, attribute and class nodes, from one walk of its tree
+    (walking each tree once per rule cost seconds)."""
+    kinds = (ast.Import, ast.ImportFrom, ast.Attribute, ast.ClassDef)
+    found = {kind: [] for kind in kinds}
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, kinds):
+            found[type(node)].append(node)
+    return found
+
+
+# the rules that read every module's tree share one worker, and so its parsed trees
+HOUSE_RULES = pytest.mark.xdist_group("house_rules")
+
+
 def bare_pytest_env():
     """The environment for a nested pytest on a tiny test tree: without the installed plugins
     (hypothesis, schemathesis, xdist), whose import costs seconds and is not under test."""
@@ -97,14 +113,14 @@ def test_board_cases_fail_in_ci_when_the_binary_is_absent(tmp_path):
 
 
 def _imports(path):
-    tree = parsed(path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+    for node in nodes(path)[ast.Import]:
+        yield from (a.name.split(".")[0] for a in node.names)
+    for node in nodes(path)[ast.ImportFrom]:
+        if node.module and not node.level:
             yield node.module.split(".")[0]
 
 
+@HOUSE_RULES
 def test_tools_never_import_host_tests():
     offenders = []
     for path in (ROOT / "tools").rglob("*.py"):
@@ -159,6 +175,7 @@ def test_ruff_is_clean():
     assert p.returncode == 0, p.stdout[-3000:]
 
 
+@HOUSE_RULES
 def test_no_private_names_cross_a_module_boundary():
     """Seams at natural boundaries: no `from X import _name`, and no `X._name` on a module X
     of the project, in firmware/, boards/ and tools/."""
@@ -168,18 +185,15 @@ def test_no_private_names_cross_a_module_boundary():
     offenders = []
     for folder in ("firmware", "boards", "tools"):
         for path in (ROOT / folder).rglob("*.py"):
-            tree = parsed(path)
-            modules = set()
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    if node.module.split(".")[0] in project:
-                        offenders += ["%s: from %s import %s" % (path.name, node.module, a.name)
-                                      for a in node.names if a.name.startswith("_")]
-                elif isinstance(node, ast.Import):
-                    modules |= {(a.asname or a.name) for a in node.names
-                                if a.name.split(".")[0] in project}
-            for node in ast.walk(tree):
-                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            found = nodes(path)
+            for node in found[ast.ImportFrom]:
+                if node.module and not node.level and node.module.split(".")[0] in project:
+                    offenders += ["%s: from %s import %s" % (path.name, node.module, a.name)
+                                  for a in node.names if a.name.startswith("_")]
+            modules = {(a.asname or a.name) for node in found[ast.Import] for a in node.names
+                       if a.name.split(".")[0] in project}
+            for node in found[ast.Attribute]:
+                if (isinstance(node.value, ast.Name)
                         and node.value.id in modules and node.attr.startswith("_")
                         and not node.attr.startswith("__")):
                     offenders.append("%s: %s.%s" % (path.name, node.value.id, node.attr))
@@ -207,15 +221,15 @@ def test_interpreter_differences_live_in_mpshim():
     assert not hits
 
 
+@HOUSE_RULES
 def test_firmware_classes_are_collaborators_not_mixins():
     """A firmware class inherits from no other project class (exceptions aside): a helper is
     an object it holds, with its own state, not a mixin working on the host's attributes."""
     classes = {}
     for path in (ROOT / "firmware").glob("*.py"):
-        for node in ast.walk(parsed(path)):
-            if isinstance(node, ast.ClassDef):
-                classes[node.name] = [b.id if isinstance(b, ast.Name) else
-                                      getattr(b, "attr", "?") for b in node.bases]
+        for node in nodes(path)[ast.ClassDef]:
+            classes[node.name] = [b.id if isinstance(b, ast.Name) else
+                                  getattr(b, "attr", "?") for b in node.bases]
     mixed = {name: bases for name, bases in classes.items()
              if any(b in classes and "Error" not in b and "Exception" not in b
                     for b in bases)}
