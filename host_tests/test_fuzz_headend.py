@@ -210,19 +210,26 @@ def api_headend(tmp_path_factory):
     return he
 
 
+@pytest.fixture(scope="module")
+def api_operations(api_headend):
+    """The head-end's OpenAPI operations as schemathesis reads them, once for both modes."""
+    api = schemathesis.openapi.from_asgi("/openapi.json", api_headend.app)
+    return [r.ok() for r in api.get_all_operations()]
+
+
+@pytest.mark.xdist_group("openapi")    # both modes on one worker: one head-end, one schema
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_openapi_no_server_errors(api_headend, mode):
+def test_openapi_no_server_errors(api_headend, api_operations, mode):
     """Every operation of /openapi.json, with schema-valid (positive) and -invalid
     (negative) inputs, operator, utility and admin tokens: never a 5xx, and every error is
     {"error": ...}. (Schemathesis strategies driven by hypothesis directly: its pytest
     plugin does not load under this pytest.)"""
     from schemathesis.generation.modes import GenerationMode
 
-    api = schemathesis.openapi.from_asgi("/openapi.json", api_headend.app)
     tokens = {"operator": api_headend.op_token, "utility": api_headend.util_token,
               "admin": api_headend.admin_token}
     failures = []
-    operations = [r.ok() for r in api.get_all_operations()]
+    operations = api_operations
     assert len(operations) >= 15
     for operation in operations:
         strategy = operation.as_strategy(GenerationMode(mode))
