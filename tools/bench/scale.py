@@ -102,6 +102,12 @@ class Run:
         self._sampling = False
         self.start_s = 30.0               # for the head-end to answer /v1/health
         self.preexec = raise_nofile       # run in the head-end's process before exec
+        # load generator processes, each holding its share of the meters, and the seconds
+        # over which the meters start (bench.scale_workers: several, and a longer ramp)
+        self.gen_procs = 1
+        self.ramp = REPORT_S
+        self.gens = []
+        self._gen_status = {}
 
     def setup_store(self):
         self.keys, self.token = register(self.db_path, self.n)
@@ -126,15 +132,21 @@ class Run:
         self.procs.append(head)
         self.head = head
         self._wait_health(head)
-        gen = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", "--url", self.url, "--keys",
-             str(self.dir / "keys.json"), "--report", str(REPORT_S), "--ramp", str(REPORT_S),
-             "--duration", str(duration), "--seed", str(self.seed)],
-            stdout=subprocess.PIPE, stderr=open(self.dir / "loadgen.log", "wb"),
-            preexec_fn=raise_nofile, cwd=self.dir)
-        self.procs.append(gen)
-        self.gen = gen
-        threading.Thread(target=self._read_status, daemon=True).start()
+        devices = list(self.keys)
+        for i in range(self.gen_procs):
+            keys = self.dir / ("keys.json" if self.gen_procs == 1 else "keys-%d.json" % i)
+            if self.gen_procs > 1:
+                keys.write_text(json.dumps({d: self.keys[d] for d in devices[i::self.gen_procs]}))
+            gen = subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", "--url", self.url, "--keys",
+                 str(keys), "--report", str(REPORT_S), "--ramp", str(self.ramp),
+                 "--duration", str(duration), "--seed", str(self.seed + i)],
+                stdout=subprocess.PIPE, stderr=open(self.dir / ("loadgen-%d.log" % i), "wb"),
+                preexec_fn=raise_nofile, cwd=self.dir)
+            self.procs.append(gen)
+            self.gens.append(gen)
+            threading.Thread(target=self._read_status, args=(i, gen), daemon=True).start()
+        self.gen = self.gens[0]
         self._sampling = True
         threading.Thread(target=self._sample_rss, daemon=True).start()
 
@@ -156,12 +168,24 @@ class Run:
         self.head_log.seek(0)
         return self.head_log.read().decode(errors="replace")[-1500:]
 
-    def _read_status(self):
-        for line in self.gen.stdout:
+    def _read_status(self, i, gen):
+        for line in gen.stdout:
             try:
-                self.status = json.loads(line)
+                self._gen_status[i] = json.loads(line)
             except ValueError:
-                pass
+                continue
+            self.status = self._merged()
+
+    def _merged(self):
+        """The load generators' counters added up; `t` the least advanced one's."""
+        parts = [self._gen_status.get(i, {}) for i in range(len(self.gens))]
+        out = {"t": min(p.get("t", 0) for p in parts), "errors": {}}
+        for key in ("meters", "connected", "exchanges", "items", "work"):
+            out[key] = sum(p.get(key, 0) for p in parts)
+        for p in parts:
+            for k, v in p.get("errors", {}).items():
+                out["errors"][k] = out["errors"].get(k, 0) + v
+        return out
 
     def _sample_rss(self):
         while self._sampling:
@@ -196,8 +220,9 @@ class Run:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        if getattr(self, "gen", None) is not None and self.gen.stdout:
-            self.gen.stdout.close()
+        for gen in self.gens:
+            if gen.stdout:
+                gen.stdout.close()
         self.head_log.close()
 
 

@@ -148,12 +148,12 @@ def spent(before, after):
 def measure_case(run, window, commands, group_timeout, seed):
     """One case, steady window then commands then a group to all; figures per process."""
     rng = random.Random(seed)
-    budget = REPORT_S + 90 + window + group_timeout + 60
+    budget = run.ramp + 90 + window + group_timeout + 60
     try:
         t_setup = time.monotonic()
         run.start(duration=budget)
         try:
-            run.wait_connected(timeout=REPORT_S + 90)
+            run.wait_connected(timeout=run.ramp + 90)
         except RuntimeError as e:
             # on a loaded machine not every meter has its connection yet: measure what runs
             # (each meter keeps trying) and say how many had one; a process that exited is
@@ -168,7 +168,7 @@ def measure_case(run, window, commands, group_timeout, seed):
             heads = [p for k, v in procs.items() if k.startswith(("headend", "worker"))
                      for p in v]
             peaks = dict.fromkeys(heads, 0)
-            every = [p for v in procs.values() for p in v] + [run.gen.pid]
+            every = [p for v in procs.values() for p in v] + [g.pid for g in run.gens]
             wal0 = wal_bytes(conn)
             load0 = os.getloadavg()[0]
             c0, t0, st0, busy0 = cpu_of(every), time.monotonic(), dict(run.status), machine_busy()
@@ -200,7 +200,7 @@ def measure_case(run, window, commands, group_timeout, seed):
         exch = st1.get("exchanges", 0) - st0.get("exchanges", 0)
         rate = exch / span if span > 0 else 0.0
         per = {}
-        for name, pids in list(procs.items()) + [("loadgen", [run.gen.pid])]:
+        for name, pids in list(procs.items()) + [("loadgen", [g.pid for g in run.gens])]:
             s = spent({p: c0[p] for p in pids if p in c0}, {p: c1[p] for p in pids if p in c1})
             sg = spent({p: c1[p] for p in pids if p in c1}, {p: c2[p] for p in pids if p in c2})
             # time runnable but not running: how much the rest of the machine held it back
@@ -214,7 +214,8 @@ def measure_case(run, window, commands, group_timeout, seed):
             per[name]["rss"] = peaks[p]
         server = [k for k in per if k != "loadgen"]
         errors = {k: v for k, v in st1.get("errors", {}).items() if v}
-        return dict(g, n=run.n, connected=connected, setup_s=setup_s, window_s=t1 - t0,
+        return dict(g, n=run.n, connected=connected, loadgen_procs=run.gen_procs,
+                    ramp_s=run.ramp, setup_s=setup_s, window_s=t1 - t0,
                     exchanges_s=rate,
                     load=(load0, load1),
                     expected_s=run.n / REPORT_S, processes=per,
@@ -231,7 +232,21 @@ def measure_case(run, window, commands, group_timeout, seed):
         run.stop()
 
 
-def measure(n=10000, workers=2, window=30.0, commands=40, group_timeout=90.0, seed=None):
+def lighter(run, gen_procs=None):
+    """The simulated meters' own cost, spread: one load generator process per 2,500 meters
+    (at most 4) and the meters' starts over n/250 s (at least one report interval). With
+    10,000 meters in one process starting within 10 s on the shared 2-core VM (load average
+    10-13), the load generator got 27 % of a core and waited for one 73 % of the time: it
+    opened connections and sent their requests more than 10 s later, the head-end cut them
+    as slow (server.HEADER_TIMEOUT; HAProxy's `timeout http-request` answered 408), and
+    the meters spent the run reconnecting: 0 exchanges/s while the head-end idled at 5 %."""
+    run.gen_procs = gen_procs or max(1, min(4, run.n // 2500))
+    run.ramp = max(REPORT_S, run.n / 250)
+    return run
+
+
+def measure(n=10000, workers=2, window=30.0, commands=40, group_timeout=90.0, seed=None,
+            gen_procs=None):
     from headend import lb_server, pg_server
     for what, reason in (("PostgreSQL", pg_server.missing_reason()),
                          ("HAProxy", lb_server.missing_reason())):
@@ -241,8 +256,9 @@ def measure(n=10000, workers=2, window=30.0, commands=40, group_timeout=90.0, se
     out = {"machine": machine(("tools/headend",)), "seed": seed, "load_before": os.getloadavg(),
            "cases": {}}
     for i, (name, make) in enumerate((
-            ("1 process, SQLite", lambda d: Run(n, d, seed)),
-            ("%d processes, PostgreSQL" % workers, lambda d: PgRun(n, d, seed, workers)))):
+            ("1 process, SQLite", lambda d: lighter(Run(n, d, seed), gen_procs)),
+            ("%d processes, PostgreSQL" % workers,
+             lambda d: lighter(PgRun(n, d, seed, workers), gen_procs)))):
         with tempfile.TemporaryDirectory(prefix="bc-scalew-") as tmp:
             try:
                 r = measure_case(make(tmp), window, commands, group_timeout, seed + i)
@@ -301,10 +317,11 @@ def main(argv=None):
     ap.add_argument("--commands", type=int, default=40)
     ap.add_argument("--group-timeout", type=float, default=90.0)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--loadgen-procs", type=int, help="default: one per 2,500 meters, up to 4")
     args = ap.parse_args(argv)
     try:
         report = measure(args.n, args.workers, args.window, args.commands, args.group_timeout,
-                         args.seed)
+                         args.seed, args.loadgen_procs)
     except KeyboardInterrupt:
         print("scale_workers bench interrupted (torn down)", file=sys.stderr)
         return 130
