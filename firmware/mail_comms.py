@@ -48,8 +48,12 @@ ANSWER_MIN_S = 15       # the adaptive answer wait never goes below this
 # A firmware download asks for this much per mail (updater.fetch): each chunk is a round
 # trip of two mails, two TLS handshakes and a login (about 1.5 s), so twice FETCH_LEN, the
 # head-end's cap (release_store.CHUNK_MAX). Its answer carries 8 KiB as base64 in the JSON,
-# base64 again in the mail: about 15 KB, well inside MAX_PAYLOAD and MAX_MAIL.
+# base64 again in the mail: about 15 KB, well inside MAX_PAYLOAD and MAX_MAIL, but parsing
+# it holds about 44 KB of heap where a 4 KiB chunk's holds 23 KB (docs/email.md): a mail
+# refused for a MemoryError halves the length, down to FETCH_MIN (updater.FETCH_LEN), so a
+# tight heap slows a download rather than stalls it on the same chunk for ever.
 FETCH_LEN = 8192
+FETCH_MIN = 4096
 
 
 class AnswerWait:
@@ -95,8 +99,8 @@ class MailComms:
     def __init__(self, device_id, key, host, user, password, to, outbox, inbox, dispatcher,
                  clock, ssl, smtp_port=465, pickup="imap", imap_port=993, pop3_port=995,
                  poll_every_s=60, send_every_s=60, heartbeat_s=300, answer_s=120, idle_s=25,
-                 timeout_s=15, backoff_base=1.0, backoff_cap=60.0, batch_items=16,
-                 batch_bytes=4096):
+                 timeout_s=15, backoff_base=1.0, backoff_cap=60.0, batch_items=32,
+                 batch_bytes=16384):
         self.device_id = device_id
         self.key = key
         self.host = host
@@ -322,6 +326,8 @@ class MailComms:
         try:
             self._down(raw)
         except Exception as exc:    # a bug, or a MemoryError: logged, the mail still goes
+            if isinstance(exc, MemoryError):
+                self.fetch_len = max(FETCH_MIN, self.fetch_len // 2)
             self._refuse("%s: %s" % (type(exc).__name__, exc))
 
     def _down(self, raw):
