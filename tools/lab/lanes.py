@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from lab import runner
 from lab.runner import ROOT, VENV
 
 # pytest's own plugins the suite uses, loaded by name: autoloading every installed plugin
@@ -119,6 +120,8 @@ def workers(lane):
 
 
 def run_lane(lane, fast, extra):
+    if runner.unix_mpy():   # the unix port's precompiled firmware, built once, not per worker
+        runner.mpy_tree(runner.UNIX_ARCH)
     if lane == "postgresql":
         return run_postgresql_lane(extra)
     cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane,

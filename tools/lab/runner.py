@@ -18,11 +18,20 @@ Precompiled, as deployed: with BC_FIRMWARE_MPY=1 the board interpreter imports f
 and boards/ from .mpy files that the board build's mpy-cross made for its architecture
 (x86, 32-bit; mpy_tree(), cached by content in .venv/board-micropython/mpy), as `make
 deploy` ships them for xtensawin and armv6m.
+
+The stock unix port imports them precompiled too (for x64, unix_mpy()), wherever that
+mpy-cross exists and emits the .mpy version the unix port reads: a run then starts in about
+a quarter of the CPU (0.04 s instead of 0.16 s to import the app), and mpy-cross is
+MicroPython's own compiler, so nothing but the compile step is skipped. The board
+interpreter (by default) and CPython run the sources. BC_UNIX_MPY=0: the unix port from
+source as well.
 """
 
+import functools
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -44,6 +53,8 @@ BOARD_DIR = VENV / "board-micropython"
 BOARD_LIB = BOARD_DIR / "lib"  # aiorepl from the same MicroPython source (lab/board_build.py)
 MPY_DIR = BOARD_DIR / "mpy"    # firmware/ and boards/ precompiled for the board interpreter
 BOARD_ARCH = "x86"             # the board interpreter's native code (gcc -m32)
+# the stock unix port's native code, by the machine it runs on (mpy-cross's -march names)
+UNIX_ARCH = {"x86_64": "x64", "amd64": "x64"}.get(platform.machine().lower())
 
 
 class RunnerError(RuntimeError):
@@ -72,15 +83,34 @@ def firmware_mpy():
     return os.environ.get("BC_FIRMWARE_MPY") == "1"
 
 
-def mpy_tree():
-    """firmware/*.py and boards/*.py compiled by the board build's mpy-cross for its
-    architecture, into MPY_DIR/<hash of the sources>/ (firmware/ flat, boards/ as the
-    package); built once per content, safe under parallel test workers."""
+@functools.cache
+def unix_mpy():
+    """Whether the stock unix port imports the firmware precompiled (see the top): not with
+    BC_UNIX_MPY=0, nor on a machine whose arch is not known here, nor without the board
+    build's mpy-cross, nor when the two disagree on the .mpy version."""
+    cross = BOARD_DIR / "mpy-cross-board"
+    if os.environ.get("BC_UNIX_MPY", "1") != "1" or UNIX_ARCH is None or not cross.is_file():
+        return False
+    try:
+        emits = subprocess.run([str(cross), "--version"], capture_output=True, text=True,
+                               timeout=30).stdout.rsplit("mpy v", 1)[1].split()[0]
+        reads = int(subprocess.run([micropython_binary(), "-c",
+                                    "import sys; print(sys.implementation._mpy)"],
+                                   capture_output=True, text=True, timeout=30).stdout)
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError, RunnerError):
+        return False
+    return emits == "%d.%d" % (reads & 0xFF, (reads >> 8) & 3)
+
+
+def mpy_tree(arch=BOARD_ARCH):
+    """firmware/*.py and boards/*.py compiled by the board build's mpy-cross for `arch` (the
+    board interpreter's by default), into MPY_DIR/<hash of the sources>/ (firmware/ flat,
+    boards/ as the package); built once per content, safe under parallel test workers."""
     cross = BOARD_DIR / "mpy-cross-board"
     if not cross.is_file():
         raise RunnerError(board_missing_reason())
     sources = sorted(FIRMWARE.glob("*.py")) + sorted(BOARDS.glob("*.py"))
-    h = hashlib.sha256(cross.read_bytes())
+    h = hashlib.sha256(cross.read_bytes() + arch.encode())
     for src in sources + [BOARDS / "boards.json"]:
         h.update(str(src.relative_to(ROOT)).encode() + b"\0" + src.read_bytes())
     out = MPY_DIR / h.hexdigest()[:16]
@@ -91,7 +121,7 @@ def mpy_tree():
     for src in sources:
         dest = tmp / ("firmware" if src.parent == FIRMWARE else "boards") / (src.stem + ".mpy")
         dest.parent.mkdir(exist_ok=True)
-        p = subprocess.run([str(cross), "-march=" + BOARD_ARCH, "-s", src.name, "-o",
+        p = subprocess.run([str(cross), "-march=" + arch, "-s", src.name, "-o",
                             str(dest), str(src)], capture_output=True, text=True, timeout=120)
         if p.returncode:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -134,11 +164,11 @@ def interpreter_argv(interpreter):
     raise RunnerError("unknown interpreter %r (one of %s)" % (interpreter, ", ".join(INTERPRETERS)))
 
 
-def firmware_path(extra=(), mpy=False):
+def firmware_path(extra=(), mpy=None):
     """The directories firmware code imports from, `extra` (e.g. fake hardware modules) first;
-    mpy: the precompiled tree (mpy_tree) instead of the sources."""
+    mpy: an arch whose precompiled tree (mpy_tree) comes instead of the sources."""
     if mpy:
-        tree = mpy_tree()
+        tree = mpy_tree(mpy)
         return [str(p) for p in extra] + [str(tree / "firmware"), str(tree), str(MPLIB)]
     return [str(p) for p in extra] + [str(FIRMWARE), str(ROOT), str(MPLIB)]
 
@@ -146,7 +176,12 @@ def firmware_path(extra=(), mpy=False):
 def environment(interpreter, extra=(), base=None):
     """The environment for running firmware code under `interpreter`."""
     env = dict(os.environ if base is None else base)
-    path = os.pathsep.join(firmware_path(extra, interpreter == "board" and firmware_mpy()))
+    mpy = None
+    if interpreter == "board" and firmware_mpy():
+        mpy = BOARD_ARCH
+    elif interpreter == "micropython" and unix_mpy():
+        mpy = UNIX_ARCH
+    path = os.pathsep.join(firmware_path(extra, mpy))
     if interpreter in MICROPYTHONS:
         env["MICROPYPATH"] = ".frozen" + os.pathsep + path
     elif interpreter == "cpython":
