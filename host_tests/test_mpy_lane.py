@@ -45,3 +45,28 @@ def test_board_slice_passes_from_mpy(mpy_env):
     tail = p.stdout[-3000:]
     assert p.returncode == 0, tail
     assert " passed" in tail and "skipped" not in tail, tail
+
+
+def test_the_unix_port_loads_the_firmware_precompiled_unless_told(monkeypatch):
+    """The stock unix port imports the x64 .mpy tree (runner.unix_mpy), viper included, and
+    the sources with BC_UNIX_MPY=0; the board interpreter keeps the sources by default."""
+    if not runner.available("board"):   # its mpy-cross makes the tree
+        if os.environ.get("CI"):
+            pytest.fail("CI is set: " + runner.board_missing_reason())
+        pytest.skip(runner.board_missing_reason())
+    monkeypatch.delenv("BC_FIRMWARE_MPY", raising=False)
+    runner.unix_mpy.cache_clear()
+    assert runner.unix_mpy()
+    tree = runner.mpy_tree(runner.UNIX_ARCH)
+    files = json.loads(runner.run("micropython", WHICH))
+    assert files["app"] == str(tree / "firmware" / "app.mpy")
+    assert files["kernel"] == str(tree / "firmware" / "kernel.mpy")
+    assert json.loads(runner.run("board", WHICH))["app"] == str(runner.FIRMWARE / "app.py")
+    monkeypatch.setenv("BC_UNIX_MPY", "0")
+    runner.unix_mpy.cache_clear()
+    try:
+        assert json.loads(runner.run("micropython", WHICH))["app"] == str(
+            runner.FIRMWARE / "app.py")
+    finally:
+        monkeypatch.delenv("BC_UNIX_MPY")
+        runner.unix_mpy.cache_clear()
