@@ -233,14 +233,15 @@ def measure_case(run, window, commands, group_timeout, seed):
 
 
 def lighter(run, gen_procs=None):
-    """The simulated meters' own cost, spread: one load generator process per 2,500 meters
-    (at most 4) and the meters' starts over n/250 s (at least one report interval). With
+    """The simulated meters' own cost, spread: one load generator process per 5,000 meters
+    (at most 2, each a session of its own: bench.scale.Run) and the meters' starts over
+    n/250 s (at least one report interval). With
     10,000 meters in one process starting within 10 s on the shared 2-core VM (load average
     10-13), the load generator got 27 % of a core and waited for one 73 % of the time: it
     opened connections and sent their requests more than 10 s later, the head-end cut them
     as slow (server.HEADER_TIMEOUT; HAProxy's `timeout http-request` answered 408), and
     the meters spent the run reconnecting: 0 exchanges/s while the head-end idled at 5 %."""
-    run.gen_procs = gen_procs or max(1, min(4, run.n // 2500))
+    run.gen_procs = gen_procs or max(1, min(2, run.n // 5000))
     run.ramp = max(REPORT_S, run.n / 250)
     return run
 
@@ -317,7 +318,7 @@ def main(argv=None):
     ap.add_argument("--commands", type=int, default=40)
     ap.add_argument("--group-timeout", type=float, default=90.0)
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--loadgen-procs", type=int, help="default: one per 2,500 meters, up to 4")
+    ap.add_argument("--loadgen-procs", type=int, help="default: one per 5,000 meters, up to 2")
     args = ap.parse_args(argv)
     try:
         report = measure(args.n, args.workers, args.window, args.commands, args.group_timeout,
