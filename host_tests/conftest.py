@@ -94,10 +94,11 @@ TURNS = ("micropython", "cpython")
 
 def fast_interpreter_turns(items):
     """The fast lane's cut: each run of a test that make test repeats per interpreter goes to
-    one interpreter. In each module the first such run goes to CPython and every other to
-    MicroPython, so each module still runs on both; MicroPython is the meter's own
-    interpreter, and it runs the firmware several times faster than CPython does (a CPython
-    run cost 0.42 CPU-s on average, a MicroPython run 0.17)."""
+    one interpreter. In each module one such run goes to CPython (the first that is not a
+    property test, whose many examples cost most on CPython) and every other to MicroPython,
+    so each module still runs on both; MicroPython is the meter's own interpreter, and it
+    runs the firmware several times faster than CPython does (a CPython run cost 0.42 CPU-s
+    on average, a MicroPython run 0.17)."""
     modules = {}
     for item in items:
         spec = getattr(item, "callspec", None)
@@ -111,10 +112,17 @@ def fast_interpreter_turns(items):
         modules.setdefault(item.path, {}).setdefault(key, []).append((interp[0], item))
     gone = []
     for runs_by_case in modules.values():
-        for k, runs in enumerate(runs_by_case.values()):
-            keep = "cpython" if k == 0 else "micropython"
+        cases = list(runs_by_case.values())
+        plain = [k for k, runs in enumerate(cases) if not is_property_test(runs[0][1])]
+        on_cpython = plain[0] if plain else 0
+        for k, runs in enumerate(cases):
+            keep = "cpython" if k == on_cpython else "micropython"
             gone += [item for interp, item in runs if interp != keep]
     return gone
+
+
+def is_property_test(item):
+    return getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
 
 
 # the fast lane's cap on a test function's data cases (beyond the interpreter), and the modules

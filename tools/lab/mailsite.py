@@ -12,6 +12,7 @@ runs as `backchannel mail-serve` inside the namespace, stopped by SIGINT (which 
 postfix's master and dovecot), so a test can restart it mid-run."""
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -152,7 +153,22 @@ class MailSite:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+            self._kill_stragglers()
         self.procs = None
+
+    def _kill_stragglers(self):
+        """postfix's children finish the sessions they hold after their master has gone (an
+        smtpd with an open connection): a stopped server must not carry mail, so what is left
+        of postfix and dovecot in this server's namespace is killed, as a crash would."""
+        pids = subprocess.run(["ip", "netns", "pids", self.lab.nsname(self.ns)],
+                              capture_output=True, text=True, timeout=20).stdout.split()
+        for pid in pids:
+            try:
+                exe = os.readlink("/proc/%s/exe" % pid)
+                if "postfix" in exe or "dovecot" in exe:
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass                # gone already
 
     kill = stop
 
