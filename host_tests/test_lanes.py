@@ -271,7 +271,9 @@ def test_lanes_spread_over_workers_unless_told_one_by_one(monkeypatch):
     from lab import lanes
     monkeypatch.setattr(lanes.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("BC_SYSTEM_WORKERS", raising=False)
+    monkeypatch.delenv("BC_UNIT_WORKERS", raising=False)
     assert lanes.workers("unit")[:4] == ["-n", "4", "--dist", "loadgroup"]
+    assert lanes.workers("unit", fast=True)[:2] == ["-n", "3"]
     assert lanes.workers("system")[:4] == ["-n", "3", "--dist", "loadfile"]
     assert lanes.workers("root")[:4] == ["-n", "2", "--dist", "loadgroup"]
     monkeypatch.setenv("BC_SYSTEM_WORKERS", "1")
