@@ -14,7 +14,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-import psycopg
+import gateways_lease
 import pytest
 from test_mail_gateway import DOMAIN, Mailbox
 
@@ -29,11 +29,6 @@ pytestmark = [pytest.mark.system,
                                         "them)" % mail_server.missing())]
 pytest.importorskip("aioimaplib", reason="aioimaplib is not installed: run make venv")
 STARTUP_S = 120
-
-
-def _lease(url):
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT holder, token FROM leases WHERE name = 'gateways'").fetchone()
 
 
 def _cli(*argv):
@@ -73,19 +68,12 @@ def test_the_mail_reader_runs_on_one_worker_and_moves_when_it_dies(tmp_path, cap
         he.add_device("m1")
         he.add_token("alice", "operator")
         he.start(STARTUP_S)
-        workers = lambda: json.loads((lb_dir / "workers.json").read_text())  # noqa: E731
-        holder, token = processes.wait_until(lambda: _lease(cluster.url()), 60,
-                                             "a worker to take the gateways lease")
-        pid = int(holder.rsplit(":", 1)[1])
-        assert pid in {w["pid"] for w in workers()["workers"]}
+        pid, token = gateways_lease.holder(cluster.url(), lb_dir)
         alice = Mailbox("alice@" + DOMAIN, "alice-pw", ports, p["ca_pem"])
         alice.send("presence m1\ntoken: %s\n" % secret, subject="before")
         alice.wait("Re: before", "m1:", timeout=90)
         os.kill(pid, signal.SIGKILL)
-        holder2, _ = processes.wait_until(
-            lambda: (lambda r: r if r and r[1] > token else None)(_lease(cluster.url())),
-            60, "another process to take the gateways lease")
-        assert int(holder2.rsplit(":", 1)[1]) != pid
+        assert gateways_lease.holder(cluster.url(), lb_dir, after=token)[0] != pid
         alice.send("presence m1\ntoken: %s\n" % secret, subject="after")
         alice.wait("Re: after", "m1:", timeout=120)
         assert len(_answers(alice, "before")) == 1 and len(_answers(alice, "after")) == 1

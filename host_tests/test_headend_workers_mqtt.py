@@ -4,11 +4,10 @@ the lease, and the bridge, move (to the other worker or to the restarted one), a
 MQTT meter's work is done before and after. Real processes: PostgreSQL, mosquitto, haproxy,
 the supervisor and its workers, a MicroPython meter."""
 
-import json
 import os
 import signal
 
-import psycopg
+import gateways_lease
 import pytest
 
 from headend import lb_server, pg_server
@@ -16,11 +15,6 @@ from lab import processes
 
 pytestmark = pytest.mark.system
 STARTUP_S = 120
-
-
-def _lease(url):
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT holder, token FROM leases WHERE name = 'gateways'").fetchone()
 
 
 def test_the_bridge_runs_on_one_worker_and_moves_when_it_dies(tmp_path, monkeypatch):
@@ -46,20 +40,12 @@ def test_the_bridge_runs_on_one_worker_and_moves_when_it_dies(tmp_path, monkeypa
         broker.start()
         he.extra += broker.serve_args()
         he.start(STARTUP_S)
-        workers = lambda: json.loads((lb_dir / "workers.json").read_text())  # noqa: E731
-        holder, token = processes.wait_until(lambda: _lease(cluster.url()), 60,
-                                             "a worker to take the gateways lease")
-        pid = int(holder.rsplit(":", 1)[1])
-        assert pid in {w["pid"] for w in workers()["workers"]}
+        pid, token = gateways_lease.holder(cluster.url(), lb_dir)
         meter = processes.Meter(tmp_path, "meter-m", device_key, "",
                                 **broker.meter_settings()).start()
         assert processes.run_work(api, "meter-m", "read", timeout=90)["status"] == "done"
         os.kill(pid, signal.SIGKILL)
-        holder2, token2 = processes.wait_until(
-            lambda: (lambda r: r if r and r[1] > token else None)(_lease(cluster.url())),
-            60, "another process to take the gateways lease")
-        assert int(holder2.rsplit(":", 1)[1]) in {w["pid"] for w in workers()["workers"]}
-        assert int(holder2.rsplit(":", 1)[1]) != pid
+        assert gateways_lease.holder(cluster.url(), lb_dir, after=token)[0] != pid
         assert processes.run_work(api, "meter-m", "read", timeout=120)["status"] == "done"
         # one bridge at a time: the gateways log says so once per lease taken
         assert he.log().count("gateways: this process runs them") == 2, he.log()[-3000:]

@@ -10,7 +10,7 @@ import os
 import shutil
 import signal
 
-import psycopg
+import gateways_lease
 import pytest
 
 from headend import im_server, lb_server, pg_server
@@ -25,11 +25,6 @@ pytestmark = [pytest.mark.system,
                                         "apt-get install prosody)")]
 STARTUP_S = 120
 DOMAIN, COMPONENT = "im.test", "fleet.im.test"
-
-
-def _lease(url):
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT holder, token FROM leases WHERE name = 'gateways'").fetchone()
 
 
 def _cli(*argv):
@@ -62,20 +57,13 @@ def test_the_component_runs_on_one_worker_and_moves_when_it_dies(tmp_path):
         he.add_device("m1")
         he.add_token("alice", "operator")
         he.start(STARTUP_S)
-        workers = lambda: json.loads((lb_dir / "workers.json").read_text())  # noqa: E731
-        holder, token = processes.wait_until(lambda: _lease(cluster.url()), 60,
-                                             "a worker to take the gateways lease")
-        pid = int(holder.rsplit(":", 1)[1])
-        assert pid in {w["pid"] for w in workers()["workers"]}
+        pid, token = gateways_lease.holder(cluster.url(), lb_dir)
         alice = Operator("alice@" + DOMAIN, "alice-pw", ports["c2s_port"], p["ca_pem"])
         m1 = "m1@" + COMPONENT
         alice.say(m1, "help")
         alice.wait_message(m1, "commands: read", timeout=30)
         os.kill(pid, signal.SIGKILL)
-        holder2, _ = processes.wait_until(
-            lambda: (lambda r: r if r and r[1] > token else None)(_lease(cluster.url())),
-            60, "another process to take the gateways lease")
-        assert int(holder2.rsplit(":", 1)[1]) != pid
+        assert gateways_lease.holder(cluster.url(), lb_dir, after=token)[0] != pid
         # the new holder's component answers (Prosody took its connection: the old one died)
         processes.wait_until(lambda: _asked_and_answered(alice, m1), 60,
                              "the component to answer through the new lease holder")
