@@ -23,6 +23,7 @@ import time
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from test_nats_cluster import require_nats
 
 from lab import nats_site, processes
 
@@ -31,14 +32,6 @@ pytestmark = pytest.mark.system
 M = "meter-rn"
 NODES = ("node1", "node2", "node3")
 STOLEN_EPOCH = "e" * 16
-
-
-def _require_nats():
-    reason = nats_site.missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set: " + reason, pytrace=False)
-        pytest.skip(reason)
 
 
 def _password(key_hex):
@@ -96,7 +89,7 @@ def _readings(api):
 
 
 def test_a_meter_on_the_nats_cluster_rotates_through_a_node_restart(tmp_path):
-    _require_nats()
+    require_nats()
     he = processes.Headend(tmp_path)
     site = meter = None
     try:

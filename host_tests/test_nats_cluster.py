@@ -23,7 +23,8 @@ from lab import nats_site, processes
 pytestmark = pytest.mark.system
 
 
-def _require_nats():
+def require_nats():
+    """Skip without nats-server (fail when CI is set): shared by the NATS cluster tests."""
     reason = nats_site.missing_reason()
     if reason:
         if os.environ.get("CI"):
@@ -86,7 +87,7 @@ async def _nats_login(site, user, password):
 
 
 def test_the_meter_fails_over_to_another_node_and_nothing_is_lost(tmp_path):
-    _require_nats()
+    require_nats()
     he = processes.Headend(tmp_path)
     site = meter = None
     try:
