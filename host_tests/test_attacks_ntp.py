@@ -101,6 +101,17 @@ def test_a_hostile_or_silent_ntp_server_changes_nothing(interpreter, sntp, mode,
     assert r["rtc"] == [] and r["moved_ms"] == 0
 
 
+def test_the_comms_start_once_ntp_has_answered(interpreter, sntp):
+    """ntp.first: the comms' first exchange waits for NTP's first answer (here 0.8 s late),
+    so a board that woke in 2000 signs it with the right time."""
+    server = sntp("ok", 0, 0.8)
+    out = runner.run(interpreter, CHECKS, "127.0.0.1:%d" % server.port,
+                     str(int(Y2000 - time.time())), "0", "first", extra=[FAKES])
+    r = runner.records(out)[0]
+    assert abs(r["talk_started_ms"] - time.time() * 1000) < 3000, r
+    assert len(r["rtc"]) == 1 and server.requests == 1
+
+
 def test_ntp_never_overrules_the_head_ends_signed_time(interpreter, sntp):
     """A spoofed NTP answer on the path says 2040: the RTC follows, the wall time the meter
     signs with (set by the head-end) does not move."""
