@@ -63,6 +63,7 @@ def pytest_runtest_setup(item):
         pytest.skip(runner.board_missing_reason())
 
 
+@pytest.hookimpl(tryfirst=True)    # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("BC_FAST") == "1":
         slow_board = [item for item in items
@@ -73,6 +74,7 @@ def pytest_collection_modifyitems(config, items):
             items[:] = [item for item in items if item not in gone]
         _deselect(config, items, fast_interpreter_turns(items))
         _deselect(config, items, fast_case_spread(items))
+        group_fast_by_module(items)
     _deselect_e2e(config, items)
     group_e2e_by_lab(items)
     wrong = ["%s: %s" % (item.nodeid, lanes_of(item) or "no lane") for item in items
@@ -145,6 +147,15 @@ def fast_case_spread(items):
             keep = {round(k * (len(cases) - 1) / (FAST_CASES - 1)) for k in range(FAST_CASES)}
             gone += [case for k, case in enumerate(cases) if k not in keep]
     return gone
+
+
+def group_fast_by_module(items):
+    """The fast lane sends each module's tests to one worker (--dist loadgroup), unless a
+    test names its own group: a module's fixtures (a MicroPython driver's run, a head-end)
+    then run once, not once per worker that drew one of its tests."""
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def env_param(item):

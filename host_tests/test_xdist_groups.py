@@ -9,6 +9,8 @@ import sys
 import pytest
 from test_lanes import bare_pytest_env
 
+from lab.runner import ROOT
+
 pytestmark = pytest.mark.system
 
 
@@ -24,3 +26,22 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
     ran = [line.split()[0] for line in p.stdout.splitlines() if " PASSED " in line]
     assert len(ran) == 6 and len(set(ran)) == 1, p.stdout[-2000:]
     assert "test_0@g" in p.stdout
+
+
+def test_groups_the_conftest_adds_are_honoured():
+    """The groups host_tests/conftest.py adds while collecting (the fast lane's one worker per
+    module, each e2e lab's scenarios) only count if its hook runs before xdist's, which turns
+    the marks into node-id suffixes: before `tryfirst` none of them grouped anything."""
+    p = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "xdist.plugin", "-n", "2",
+                        "--dist", "loadgroup", "-p", "no:cacheprovider",
+                        "host_tests/test_faults_ledger.py", "host_tests/test_proxy_config.py"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env=dict(bare_pytest_env(), BC_FAST="1"))
+    assert p.returncode == 0, p.stdout[-2000:]
+    workers = {}
+    for line in p.stdout.splitlines():
+        if " PASSED " in line:
+            worker, nodeid = line.split()[0], line.split()[-1]
+            workers.setdefault(nodeid.split("::")[0], set()).add(worker)
+    assert len(workers) == 2 and all(len(w) == 1 for w in workers.values()), p.stdout[-3000:]
+    assert "@test_faults_ledger" in p.stdout

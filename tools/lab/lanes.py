@@ -7,7 +7,8 @@ A lane is a pytest marker (pyproject.toml); every test carries exactly one
 (host_tests/test_lanes.py). Each lane runs on pytest-xdist workers (DIST below); --fast
 (BC_FAST=1) runs property tests with a twentieth of their examples (host_tests/budget.py),
 a slice of the board cases, and each module's first CPython-or-MicroPython run on CPython,
-the others on MicroPython (host_tests/conftest.py): every module still runs on both.
+the others on MicroPython, and each module's tests on one worker, so its fixtures run once
+(host_tests/conftest.py): every module still runs on both.
 
 The `postgresql` lane is a store lane: the unit tests that build a head-end
 (host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
