@@ -136,6 +136,11 @@ class Database:
                 self.sync()
             return cur
 
+    def write(self, sql, *args):
+        """A statement whose result nobody reads (pg_store.PgDatabase defers it to the next
+        round trip); here it runs at once."""
+        self.run(sql, *args)
+
     def announce(self, devices):
         """Work was queued for `devices` (in this transaction): one process per SQLite file,
         so its own wake-ups (Hub) are all there is."""

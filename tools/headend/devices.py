@@ -50,18 +50,18 @@ def set_poll(db, device_id, seconds):
 
 
 def touch(db, device_id, now):
-    db.run("UPDATE devices SET last_contact = ? WHERE id = ?", now, device_id)
+    db.write("UPDATE devices SET last_contact = ? WHERE id = ?", now, device_id)
 
 
 def set_transport(db, device_id, transport):
     """How the meter exchanged last (http, mqtt, email or xmpp): work is pushed to it over
     MQTT, email and XMPP."""
-    db.run("UPDATE devices SET transport = ? WHERE id = ? AND transport IS DISTINCT FROM ?",
+    db.write("UPDATE devices SET transport = ? WHERE id = ? AND transport IS DISTINCT FROM ?",
            transport, device_id, transport)
 
 
 def set_room(db, device_id, room):
-    db.run("UPDATE devices SET room = ? WHERE id = ?", max(0, int(room)), device_id)
+    db.write("UPDATE devices SET room = ? WHERE id = ?", max(0, int(room)), device_id)
 
 
 def next_for(row, settings):

@@ -143,7 +143,7 @@ def store(hub, req, transport):
         ingest.ingest(hub, req.device, req, now)
         devices.set_transport(db, req.device, transport)
         if transport in ("mqtt", "email", "xmpp") and req.conn is not None:   # pushes bind to it
-            db.run("UPDATE devices SET conn = ? WHERE id = ? AND conn IS DISTINCT FROM ?",
+            db.write("UPDATE devices SET conn = ? WHERE id = ? AND conn IS DISTINCT FROM ?",
                    req.conn, req.device, req.conn)
 
 
@@ -257,8 +257,10 @@ async def deliver(hub, req, key, wait, receive=None):
             event = hub.listen(req.device)
             try:
                 now = hub.now()
-                quiet = not woke and _quiet(hub, req.device, now)   # woken: work is likely
                 ending = end - loop.time() <= 0 or hub.closing
+                # woken: work is likely; ending unheld (wait 0): the transaction reads anyway
+                quiet = not woke and not (ending and gone is None) and \
+                    _quiet(hub, req.device, now)
                 if quiet and ending and gone is not None and _room_kept(hub, req):
                     # an idle long-poll ends: nothing to write; last_contact is saved by
                     # the next sweep
@@ -298,7 +300,8 @@ async def deliver(hub, req, key, wait, receive=None):
 
 def _room_kept(hub, req):
     """The meter's room is the one stored: answering it with no work writes nothing."""
-    return devices.get(hub.db, req.device)["room"] == max(0, req.room)
+    return hub.db.one("SELECT room FROM devices WHERE id = ?", req.device)["room"] == \
+        max(0, req.room)
 
 
 def _quiet(hub, device, now):
@@ -333,7 +336,8 @@ def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
         device, binding = req.device, bind(req.device, req.nonce, req.conn)
     else:
         binding = bind(device, conn=conn)
-    dev = devices.get(db, device)
+    dev = db.one("SELECT d.epoch, d.ack, d.transport, d.room, d.poll, r.rid, r.next_key "
+                 "FROM devices d LEFT JOIN rekeys r ON r.device = d.id WHERE d.id = ?", device)
     fetch = req is not None and req.fetch is not None
     sent = _fit(hub, rows[:room], dev["transport"], fetch, now)
     seqs = workq.mark_delivered(db, sent, now)
@@ -344,7 +348,7 @@ def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
                work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
                more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
                time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
-    said = key_rotation.directive(db, device)
+    said = key_rotation.directive(db, device, dev)
     if said is not None:        # a key rotation: the head-end holds the new key too
         out["rekey"] = said
     return out

@@ -32,8 +32,8 @@ def stated(hub, device, body, now):
 
 def contact(hub, device, now):
     """The meter called in: back to its stated presence if we had derived `unavailable`."""
-    row = devices.get(hub.db, device)
-    devices.touch(hub.db, device, now)
+    row = hub.db.all("UPDATE devices SET last_contact = ? WHERE id = ? "
+                     "RETURNING derived, stated, stated_note", now, device)[0]
     if row["derived"]:
         record(hub.db, device, row["stated"], row["stated_note"], now, "contact")
         if row["stated"] in PRESENT:

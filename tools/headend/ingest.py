@@ -14,7 +14,7 @@ def ingest(hub, device, req, now):
     """Store and apply req.items and req.done for device; returns the new ack."""
     db = hub.db
     epoch = req.epoch
-    switch_epoch(db, device, epoch, now)
+    ack = switch_epoch(db, device, epoch, now)
     for item in req.items:
         cur = db.run("INSERT INTO items(device, epoch, seq, kind, body, received) "
                      "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", device, epoch, item.seq,
@@ -23,25 +23,27 @@ def ingest(hub, device, req, now):
             apply(hub, device, item.kind, item.body, now)
     workq.mark_executed(db, device, req.done)
     fleet_presence.contact(hub, device, now)
-    return advance_ack(db, device, epoch, [item.seq for item in req.items])
+    return advance_ack(db, device, epoch, [item.seq for item in req.items], ack)
 
 
 def switch_epoch(db, device, epoch, now):
     """The device's ack follows the epoch of its latest request. An epoch never seen before,
     after another, is a new outbox life (flash wiped, board swapped): recorded as a notice
-    (seq 0 of the new epoch)."""
-    row = db.one("SELECT epoch FROM devices WHERE id = ?", device)
+    (seq 0 of the new epoch). Returns the device's ack before this request (None after a
+    switch)."""
+    row = db.one("SELECT epoch, ack FROM devices WHERE id = ?", device)
     if row["epoch"] == epoch:
-        return
-    db.run("UPDATE devices SET epoch = ?, ack = NULL WHERE id = ?", epoch, device)
+        return row["ack"]
+    db.write("UPDATE devices SET epoch = ?, ack = NULL WHERE id = ?", epoch, device)
     if row["epoch"] is None or db.one("SELECT 1 FROM items WHERE device = ? AND epoch = ? "
                                       "LIMIT 1", device, epoch):
-        return      # its first epoch, or an older request of an epoch already seen
+        return None     # its first epoch, or an older request of an epoch already seen
     note = {"what": "new outbox epoch", "count": 1, "epoch": epoch, "previous": row["epoch"]}
     db.run("INSERT INTO items(device, epoch, seq, kind, body, received) "
            "VALUES (?, ?, 0, 'notice', ?, ?)", device, epoch, dumps(note), now)
     log.warning("%s: new outbox epoch %s (was %s): its flash was wiped or replaced",
                 device, epoch, row["epoch"])
+    return None
 
 
 def apply(hub, device, kind, body, now):
@@ -62,11 +64,12 @@ def apply(hub, device, kind, body, now):
         log.warning("%s: %s item had no effect: %s", device, kind, dumps(body)[:200])
 
 
-def advance_ack(db, device, epoch, seqs):
-    """Highest contiguous seq stored. A request carries the meter's oldest unacked items, so
-    a seq missing below its first item will never come (the meter skipped or dropped it):
-    counting resumes from there. A gap among the items holds the ack back."""
-    ack = db.one("SELECT ack FROM devices WHERE id = ?", device)["ack"]
+def advance_ack(db, device, epoch, seqs, ack):
+    """Highest contiguous seq stored, from the device's stored `ack` (switch_epoch's). A
+    request carries the meter's oldest unacked items, so a seq missing below its first item
+    will never come (the meter skipped or dropped it): counting resumes from there. A gap
+    among the items holds the ack back."""
+    stored = ack
     if seqs:
         ack = max(ack if ack is not None else -1, min(seqs) - 1)
     elif ack is None:
@@ -82,5 +85,6 @@ def advance_ack(db, device, epoch, seqs):
             if len(rows) == 500:
                 continue
         break
-    db.run("UPDATE devices SET ack = ? WHERE id = ?", ack, device)
+    if ack != stored:
+        db.write("UPDATE devices SET ack = ? WHERE id = ?", ack, device)
     return ack

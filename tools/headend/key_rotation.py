@@ -136,9 +136,12 @@ def next_key(db, device):
     return db.sealer.open(device, rk["next_key"]) if rk and rk["next_key"] else None
 
 
-def directive(db, device):
-    """`rekey` for an answer while the head-end holds both keys, else None."""
-    rk = db.one("SELECT rid, next_key FROM rekeys WHERE device = ?", device)
+def directive(db, device, rk=None):
+    """`rekey` for an answer while the head-end holds both keys, else None. `rk`: the
+    device's rekeys row (rid, next_key) if the caller read it already (a LEFT JOIN: both
+    None when there is none)."""
+    if rk is None:
+        rk = db.one("SELECT rid, next_key FROM rekeys WHERE device = ?", device)
     if rk is None or not rk["next_key"]:
         return None
     return {"rid": rk["rid"], "check": check_value(db.sealer.open(device, rk["next_key"]))}

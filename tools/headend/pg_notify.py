@@ -22,7 +22,7 @@ log = logging.getLogger("backchannel.notify")
 def send(db, devices):
     """Inside the transaction that queued the work: one notification per device."""
     if devices:
-        db.run("SELECT pg_notify('%s', d) FROM unnest(?::text[]) AS d" % CHANNEL,
+        db.write("SELECT pg_notify('%s', d) FROM unnest(?::text[]) AS d" % CHANNEL,
                sorted(devices))
 
 

@@ -89,7 +89,7 @@ def mark_executed(db, device, work_ids):
     for work_id in work_ids:
         num = num_of(work_id)
         if num is not None:
-            db.run("UPDATE work SET executed = 1 WHERE num = ? AND device = ?", num, device)
+            db.write("UPDATE work SET executed = 1 WHERE num = ? AND device = ?", num, device)
 
 
 def finish(db, num, status, now, result=None, reason=None):
