@@ -55,13 +55,11 @@ def lane_modules(lane):
 
 
 def collect_only(modules):
-    """pytest's arguments to collect just `modules`: the test folder, less every other module.
-    Not the modules one by one: pytest 8 lists the whole folder once per file argument
-    (about 20,000 nodes made for the unit lane's 107 files, 3 CPU-s per worker)."""
-    wanted = set(modules)
-    return ["host_tests"] + ["--ignore=host_tests/" + p.name
-                             for p in sorted((ROOT / "host_tests").glob("test_*.py"))
-                             if "host_tests/" + p.name not in wanted]
+    """pytest's arguments to collect just `modules`: the test folder, and the modules' names
+    for host_tests/conftest.py's --only-modules. Not the modules one by one: pytest 8 lists
+    the whole folder once per file argument (about 20,000 nodes made for the unit lane's 107
+    files, 3 CPU-s per worker); nor an --ignore per other module (0.6 s per worker)."""
+    return ["host_tests", "--only-modules=" + ",".join(m.split("/")[-1] for m in modules)]
 
 
 def store_modules():
@@ -101,7 +99,9 @@ def memory_scratch():
 
 # How each lane spreads over pytest-xdist workers. unit: two per core, since many unit tests
 # mostly wait on MicroPython subprocesses (loadgroup: tests marked xdist_group share one
-# worker, and so its cached runs). system: one per core, each test module whole on one
+# worker, and so its cached runs; the fast lane groups each module, so its fixtures run once
+# and its waits overlap with other workers' CPU: 60 s on four workers, 67 s on three, 2026-12-07).
+# system: one per core, each test module whole on one
 # worker (its servers are module fixtures), every server on a free port. root: one per core;
 # each e2e transport's scenarios on one worker, which sets its lab up once (conftest
 # group_e2e_by_lab); every lab is a set of namespaces with a prefix of its own.
@@ -111,15 +111,8 @@ def memory_scratch():
 DIST = {"unit": ("loadgroup", 2), "system": ("loadfile", 1.5), "root": ("loadgroup", 1)}
 
 
-# The fast lane's unit tests on 1.5 workers per core: its runs are short, so a fourth worker
-# on 2 cores only contended (85 s and 150 CPU-s on 4 workers; 75-83 s, 113-131 CPU-s on 3).
-FAST_PER_CORE = 1.5
-
-
-def workers(lane, fast=False):
+def workers(lane):
     dist, per_core = DIST.get(lane, (None, 0))
-    if fast and lane == "unit":
-        per_core = FAST_PER_CORE
     n = int(os.environ.get("BC_%s_WORKERS" % lane.upper(),
                            per_core * (os.cpu_count() or 1)))
     if dist is None or n < 2:
@@ -134,7 +127,7 @@ def run_lane(lane, fast, extra):
         return run_postgresql_lane(extra)
     cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane,
            *collect_only(lane_modules(lane)),
-           *workers(lane, fast), *extra]
+           *workers(lane), *extra]
     env = pytest_environment()
     if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
@@ -145,6 +138,7 @@ def run_lane(lane, fast, extra):
     if scratch:
         cmd += ["--basetemp", os.path.join(scratch, "pytest")]
         env["TMPDIR"] = scratch
+        env["BC_QUICK_EXIT"] = "1"     # its workers skip interpreter teardown (conftest)
     start = time.monotonic()
     try:
         rc = subprocess.call(cmd, cwd=ROOT, env=env)
