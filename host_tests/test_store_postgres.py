@@ -161,3 +161,45 @@ def test_database_down_answers_503_and_acknowledges_nothing(cluster, tmp_path):
         assert body["ack"] == 3 and meter.outbox == []
         rows = hub.db.all("SELECT seq FROM items WHERE device = 'meter-a' ORDER BY seq")
         assert [r["seq"] for r in rows] == [1, 2, 3]
+
+
+def test_a_round_trip_in_flight_does_not_hold_the_event_loop(cluster, tmp_path):
+    """The exchange's statements run in worker threads (pg_store.OFF_LOOP): while one waits
+    for the server (here on a row lock another connection holds), the event loop still
+    answers the load balancer's health check; the exchange then completes and stores its
+    item. With the statements on the loop, the health check waits for the lock too."""
+    import psycopg
+    url = fresh(cluster)
+    with TestClient(app_on(url, tmp_path)) as client:
+        hub = client.app.state.hub
+        meter = FakeMeter(client, "meter-a", devices.create(hub.db, "meter-a"))
+        meter.reading()
+        holder = psycopg.connect(url)                   # a transaction holding the row
+        holder.execute("SELECT 1 FROM devices WHERE id = 'meter-a' FOR UPDATE")
+        answers = {}
+        exchange = threading.Thread(target=lambda: answers.update(ex=meter.exchange()))
+        exchange.start()
+        health = None
+        try:
+            with psycopg.connect(url, autocommit=True) as watch:
+                deadline = time.monotonic() + 60
+                while not watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND datname = current_database()").fetchone()[0]:
+                    assert time.monotonic() < deadline, "the exchange never waited on the lock"
+                    time.sleep(0.05)
+            health = threading.Thread(
+                target=lambda: answers.update(health=client.get("/v1/health").status_code))
+            health.start()
+            health.join(60)
+            assert answers.get("health") == 200, "the health check waited for the lock"
+            assert exchange.is_alive() and "ex" not in answers   # still waiting on it
+        finally:
+            holder.rollback()
+            holder.close()
+            exchange.join(60)
+            if health is not None:
+                health.join(60)
+        assert answers["ex"]["ack"] == 1
+        rows = hub.db.all("SELECT seq FROM items WHERE device = 'meter-a'")
+        assert [r["seq"] for r in rows] == [1]

@@ -136,6 +136,11 @@ class Database:
                 self.sync()
             return cur
 
+    def executor(self):
+        """None: the exchange's statements run on the event loop (no round trips to wait
+        for; pg_store.PgDatabase has worker threads)."""
+        return None
+
     def write(self, sql, *args):
         """A statement whose result nobody reads (pg_store.PgDatabase defers it to the next
         round trip); here it runs at once."""

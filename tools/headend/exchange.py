@@ -3,11 +3,10 @@ meter's items; answer with the deliverable work (after a long-poll over HTTP). R
 requests store nothing.
 
 `handle()` is the one core every transport uses: POST /v1/exchange (below), the MQTT bridge
-(mqtt_bridge.py, `bc/<id>/up`) and the mail gateway (mail_meters.py). `push()` builds the
-response the bridge publishes (or the gateway mails) unasked when work is queued for a meter
-on MQTT (or email)."""
+(mqtt_bridge.py, `bc/<id>/up`) and the mail gateway (mail_meters.py). The answer's side (the
+long-poll, the work sent, `push()` for MQTT, XMPP and email) is delivery.py. On PostgreSQL
+the statements run off the event loop (hub.off_loop)."""
 
-import asyncio
 import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -19,12 +18,10 @@ from . import (
     ingest,
     key_rotation,
     metrics,
-    outcomes,
     release_store,
     signing,
-    work_size,
-    workq,
 )
+from .delivery import PROTOCOL, bind, deliver, first_look, push  # noqa: F401 (.push)
 from .models import ErrorOut, ExchangeRequest, ExchangeResponse
 
 router = APIRouter(tags=["exchange"])
@@ -51,7 +48,6 @@ _DOC = {
 DENIED = "unknown device or bad signature"
 MALFORMED = "malformed signature: X-BC-Signature must be 64 hex digits"
 _NO_DEVICE_KEY = signing.new_key()     # verified against when the device is unknown
-PROTOCOL = 2
 
 
 class Refused(Exception):
@@ -65,18 +61,6 @@ class Refused(Exception):
         self.reason = reason
         self.answer = answer
         self.key = key
-
-
-def bind(device, nonce=None, conn=None):
-    """The fields that bind a head-end -> meter message (docs/protocol.md "Bound responses"):
-    the direction, the device, and the request nonce it answers or the meter's connection
-    nonce it is pushed on. The body's signature covers them."""
-    out = {"v": PROTOCOL, "dir": "down", "device": device}
-    if nonce is not None:
-        out["re"] = nonce
-    if conn is not None:
-        out["conn"] = conn
-    return out
 
 
 def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
@@ -147,6 +131,16 @@ def store(hub, req, transport):
                    req.conn, req.device, req.conn)
 
 
+def admit(hub, raw, signature, transport, topic_device=None, encoding="json", hold=False):
+    """authenticate(), store() and delivery.first_look(): (request, key, first), or Refused.
+    One call, so that on PostgreSQL they run in one trip to a worker thread (hub.off_loop).
+    hold: the transport can hold the request (an HTTP long-poll)."""
+    req, key = authenticate(hub, raw, signature, topic_device, encoding)
+    store(hub, req, transport)
+    wait = req.wait if hold and req.fetch is None else 0
+    return req, key, first_look(hub, req, key, wait)
+
+
 async def handle(hub, raw, signature, transport, topic_device=None, receive=None,
                  encoding="json"):
     """The exchange core for both transports: authenticate, store, then answer with the
@@ -156,17 +150,18 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
     long-poll: the answer is immediate. Raises Refused."""
     assert transport in TRANSPORTS
     started = time.perf_counter()
+    since = hub.notifications
     try:
-        req, key = authenticate(hub, raw, signature, topic_device, encoding)
+        req, key, first = await hub.off_loop(admit, hub, raw, signature, transport,
+                                             topic_device, encoding, receive is not None)
     except Refused as e:
         metrics.refused(hub, transport, e.status)
         raise
     hub.active[req.device] += 1
     try:
-        store(hub, req, transport)
         wait = req.wait if receive is not None and req.fetch is None else 0
         held = time.perf_counter()
-        answer = await deliver(hub, req, key, wait, receive)
+        answer = await deliver(hub, req, key, wait, receive, first, since)
         held = time.perf_counter() - held if wait else 0.0     # the long-poll's hold
         if answer is not None:      # the meter follows `time` only as well as its transit allows
             answer["held_ms"] = int((time.perf_counter() - started) * 1000)
@@ -240,133 +235,3 @@ async def respond(hub, raw, signature, receive, content_type=None):
     return Response(body, media_type=media, headers={"X-BC-Signature": sig})
 
 
-async def _hangup(receive):
-    """Returns when the client disconnects (the request body has been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def deliver(hub, req, key, wait, receive=None):
-    """Wait (up to `wait`, capped) until work is deliverable; mark it delivered; answer.
-    None if the meter disconnected while waiting."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + min(wait, hub.settings.max_wait)
-    gone = woke = None
-    try:
-        while True:
-            event = hub.listen(req.device)
-            try:
-                now = hub.now()
-                ending = end - loop.time() <= 0 or hub.closing
-                # woken: work is likely; ending unheld (wait 0): the transaction reads anyway
-                quiet = not woke and not (ending and gone is None) and \
-                    _quiet(hub, req.device, now)
-                if quiet and ending and gone is not None and _room_kept(hub, req):
-                    # an idle long-poll ends: nothing to write; last_contact is saved by
-                    # the next sweep
-                    hub.contact(req.device, now)
-                    return _answer(hub, hub.db, req, key, [], req.room, now)
-                if not quiet or ending:
-                    with hub.tx(sync=False) as db:
-                        db.lock_device(req.device)
-                        now = hub.now()
-                        outcomes.expire_due(hub, now, req.device)
-                        rows = workq.deliverable(db, req.device, now)
-                        left = end - loop.time()
-                        if rows or left <= 0 or hub.closing:
-                            if rows or gone is None:
-                                devices.touch(db, req.device, now)
-                            else:       # an idle long-poll ended: saved by the next sweep
-                                hub.contact(req.device, now)
-                            return _answer(hub, db, req, key, rows, req.room, now)
-                gone = gone or asyncio.ensure_future(_hangup(receive))
-                if not gone.done():         # until woken, timed out or hung up
-                    gone.add_done_callback(event.wake)
-                    timer = loop.call_later(max(0.0, end - loop.time()), event.wake)
-                    try:
-                        await event.fut
-                    finally:
-                        timer.cancel()
-                        gone.remove_done_callback(event.wake)
-                woke = event.woken
-                if gone.done():
-                    return None
-            finally:
-                hub.unlisten(req.device, event)
-    finally:
-        if gone is not None:
-            gone.cancel()
-
-
-def _room_kept(hub, req):
-    """The meter's room is the one stored: answering it with no work writes nothing."""
-    return hub.db.one("SELECT room FROM devices WHERE id = ?", req.device)["room"] == \
-        max(0, req.room)
-
-
-def _quiet(hub, device, now):
-    """No work to deliver or expire: read without a write transaction (the caller listens
-    already, so work queued after this read wakes it)."""
-    return not workq.deliverable(hub.db, device, now) and not workq.due(hub.db, now, device)
-
-
-def push(hub, device):
-    """Work queued for `device` since its last exchange, up to the room it has left: the
-    response to send it unasked (MQTT), with the work marked delivered, or None. Delivered
-    work without a result is not pushed again: the meter's next exchange redelivers it."""
-    with hub.tx() as db:
-        db.lock_device(device)
-        dev = devices.get(db, device)
-        if dev is None or not dev["room"] or not dev["conn"]:
-            return None
-        now = hub.now()
-        outcomes.expire_due(hub, now, device)
-        rows = [r for r in workq.deliverable(db, device, now) if r["status"] == "queued"]
-        if not rows:
-            return None
-        return _answer(hub, db, None, dev["key"], rows, dev["room"], now, device, dev["conn"])
-
-
-def _answer(hub, db, req, key, rows, room, now, device=None, conn=None):
-    """The response dict for up to `room` of `rows`, and as many as fit one message to the
-    meter (work_size), marked delivered; the room the meter has left is kept for pushes.
-    Bound to `req` (its nonce, and its connection nonce over MQTT), or, for a push, to the
-    meter's connection nonce `conn`."""
-    if req is not None:
-        device, binding = req.device, bind(req.device, req.nonce, req.conn)
-    else:
-        binding = bind(device, conn=conn)
-    dev = db.one("SELECT d.epoch, d.ack, d.transport, d.room, d.poll, r.rid, r.next_key "
-                 "FROM devices d LEFT JOIN rekeys r ON r.device = d.id WHERE d.id = ?", device)
-    fetch = req is not None and req.fetch is not None
-    sent = _fit(hub, rows[:room], dev["transport"], fetch, now)
-    seqs = workq.mark_delivered(db, sent, now)
-    if dev["room"] != max(0, room - len(sent)):     # unchanged: no write, no commit
-        devices.set_room(db, device, room - len(sent))
-    now_s = hub.now()
-    out = dict(binding, epoch=dev["epoch"], ack=dev["ack"] or 0,
-               work=[workq.wire(r, key, s) for r, s in zip(sent, seqs)],
-               more=len(rows) > len(sent), next=devices.next_for(dev, hub.settings),
-               time=now_s, time_ms=int(now_s * 1000))  # time_ms: exact on a float32 meter
-    said = key_rotation.directive(db, device, dev)
-    if said is not None:        # a key rotation: the head-end holds the new key too
-        out["rekey"] = said
-    return out
-
-
-def _fit(hub, rows, transport, fetch, now):
-    """The leading `rows` that fit one message. Work that cannot fit even alone (queued
-    before the meter changed transport) ends `rejected`, never sent."""
-    budget, used = work_size.budget(transport, fetch), 0
-    sent = []
-    for row in rows:
-        size = work_size.row_bytes(row)
-        if size > work_size.budget(transport):
-            outcomes.settle(hub, row, "rejected", now, None, work_size.refusal(
-                size, transport, row["device"]))
-            continue
-        if used + size > budget:
-            break
-        used += size
-        sent.append(row)
-    return sent

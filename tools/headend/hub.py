@@ -3,6 +3,7 @@ the per-device wake-ups an enqueue raises once its transaction commits: long-pol
 and wake hooks (the MQTT bridge's push)."""
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -23,14 +24,37 @@ class Hub:
         self.active = Counter()          # device -> exchanges in progress
         self.closing = False             # shutting down: answer long-polls at once
         self.wake_hooks = []             # callables(device) run after a commit that woke it
-        self._wake = set()
+        self._local = threading.local()  # _wake: each thread's transaction its own
         self.contacts = {}               # device -> end of its last held long-poll (unsaved)
+        self.notifications = 0           # wake-ups so far (any device, any thread)
         self.releases = release_store.directory(settings)    # served by `fetch`
         self.group_commit = GroupCommit(db)
         self.leadership = leader.SoleLeader()    # webapp: leader.for_store (PostgreSQL)
 
     def now(self):
         return time.time()
+
+    @property
+    def _wake(self):
+        """Devices to wake after this thread's transaction commits (threads on PostgreSQL
+        run transactions of their own side by side: off_loop)."""
+        woken = getattr(self._local, "wake", None)
+        if woken is None:
+            woken = self._local.wake = set()
+        return woken
+
+    @_wake.setter
+    def _wake(self, value):
+        self._local.wake = value
+
+    async def off_loop(self, fn, *args):
+        """fn(*args) in one of the store's worker threads where its statements are round
+        trips to a server (PostgreSQL): the loop goes on serving (health checks, other
+        meters) meanwhile. On SQLite, here and now."""
+        pool = self.db.executor()
+        if pool is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     @contextmanager
     def tx(self, sync=True):
@@ -108,6 +132,7 @@ class Hub:
             self._notify(device)
 
     def _notify(self, device):
+        self.notifications += 1         # before reading the waiters: delivery.first_look
         events = list(self.waiters.get(device, ()))
         if not events:
             return

@@ -100,6 +100,17 @@ def finish(db, num, status, now, result=None, reason=None):
     return cur.rowcount == 1
 
 
+def waiting(db, device, now):
+    """Work deliverable() or due() would find for `device` (to deliver or to expire), in
+    one read: a long-poll's check while it waits."""
+    return db.one(
+        "SELECT 1 FROM work w INDEXED BY work_dev JOIN devices d ON d.id = w.device "
+        "WHERE w.device = ? AND w.status IN ('queued', 'delivered') AND (w.expires < ? OR "
+        "(w.status = 'queued' AND (w.when_available = 0 OR "
+        "d.presence IN ('available', 'active', 'available_off'))) OR "
+        "(w.status = 'delivered' AND w.executed = 0)) LIMIT 1", device, now) is not None
+
+
 def due(db, now, device=None):
     """Open work past its expiry."""
     sql = "SELECT * FROM work %s WHERE status IN ('queued', 'delivered') AND expires < ?"
