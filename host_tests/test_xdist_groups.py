@@ -29,14 +29,14 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
 
 
 def test_groups_the_conftest_adds_are_honoured():
-    """The groups host_tests/conftest.py adds while collecting (the fast lane's one worker per
+    """The groups host_tests/conftest.py adds while collecting (the unit lane's one worker per
     module, each e2e lab's scenarios) only count if its hook runs before xdist's, which turns
     the marks into node-id suffixes: before `tryfirst` none of them grouped anything."""
     p = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "xdist.plugin", "-n", "2",
-                        "--dist", "loadgroup", "-p", "no:cacheprovider",
+                        "--dist", "loadgroup", "-p", "no:cacheprovider", "--group-modules",
                         "host_tests/test_faults_ledger.py", "host_tests/test_proxy_config.py"],
                        capture_output=True, text=True, timeout=120, cwd=ROOT,
-                       env=dict(bare_pytest_env(), BC_FAST="1"))
+                       env=bare_pytest_env())
     assert p.returncode == 0, p.stdout[-2000:]
     workers = {}
     for line in p.stdout.splitlines():

@@ -17,7 +17,8 @@ def load(base):
             esp32.STATE.update(json.load(f))
         for label in LABELS:
             with open(base + "/flash-%s.bin" % label, "rb") as f:
-                esp32.FLASH[label][:] = f.read()
+                f.readinto(esp32.FLASH[label])   # in place: a 64 KiB read could not find
+                # room on the board build's heap once it was fragmented (a MemoryError)
     except OSError:
         pass
     _bootloader(esp32.STATE)

@@ -7,8 +7,9 @@ A lane is a pytest marker (pyproject.toml); every test carries exactly one
 (host_tests/test_lanes.py). Each lane runs on pytest-xdist workers (DIST below); --fast
 (BC_FAST=1) runs property tests with a twentieth of their examples (host_tests/budget.py),
 a slice of the board cases, and each module's first CPython-or-MicroPython run on CPython,
-the others on MicroPython, and each module's tests on one worker, so its fixtures run once
-(host_tests/conftest.py): every module still runs on both.
+the others on MicroPython (host_tests/conftest.py): every module still runs on both. The
+unit lane, fast or not, runs each module's tests on one worker (--group-modules), so a
+module's fixtures run once.
 
 The `postgresql` lane is a store lane: the unit tests that build a head-end
 (host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
@@ -99,8 +100,9 @@ def memory_scratch():
 
 # How each lane spreads over pytest-xdist workers. unit: two per core, since many unit tests
 # mostly wait on MicroPython subprocesses (loadgroup: tests marked xdist_group share one
-# worker, and so its cached runs; the fast lane groups each module, so its fixtures run once
-# and its waits overlap with other workers' CPU: 60 s on four workers, 67 s on three, 2026-12-07).
+# worker, and so its cached runs; the unit lane groups each module, so its fixtures run once
+# and its waits overlap with other workers' CPU: the fast lane 60 s on four workers, 67 s on
+# three, 2026-12-07).
 # system: one per core, each test module whole on one
 # worker (its servers are module fixtures), every server on a free port. root: one per core;
 # each e2e transport's scenarios on one worker, which sets its lab up once (conftest
@@ -127,7 +129,7 @@ def run_lane(lane, fast, extra):
         return run_postgresql_lane(extra)
     cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane,
            *collect_only(lane_modules(lane)),
-           *workers(lane), *extra]
+           *workers(lane), *(["--group-modules"] if lane == "unit" else []), *extra]
     env = pytest_environment()
     if fast:
         env.setdefault("BC_FAST", "1")                # host_tests/budget.py
