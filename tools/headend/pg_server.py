@@ -153,11 +153,11 @@ class PgServer:
         return " | ".join(lines[-n:]) or "(empty log)"
 
 
-def temporary(fast=True):
-    """A throw-away cluster in a new directory under the system's temp dir (reachable by
-    the `postgres` user when run as root); remove() it when done."""
+def temporary(fast=True, under=None):
+    """A throw-away cluster in a new directory under `under` (default: the system's temp dir;
+    reachable by the `postgres` user when run as root); remove() it when done."""
     import tempfile
-    return PgServer(tempfile.mkdtemp(prefix="bc-pg-"), fast=fast)
+    return PgServer(tempfile.mkdtemp(prefix="bc-pg-", dir=under), fast=fast)
 
 
 def remove(server):
