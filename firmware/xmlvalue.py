@@ -160,10 +160,15 @@ def number(text, name="number"):
     try:
         for c in text:
             if c in ".eE":
-                return float(text)
-        return int(text)
+                value = float(text)
+                break
+        else:
+            return int(text)
     except ValueError:
         raise XmlError("<%s> is not a number" % name)
+    if value - value != 0:      # inf (or nan): past the float's range, which 1e39 is on a board
+        raise XmlError("<%s> is out of range" % name)
+    return value
 
 
 def document(root, body, order=(), tail=""):

@@ -97,6 +97,12 @@ BAD = [
     ("wbxml", bytes((3, 1, 106, 0, 0x46)).hex(), "document ends early"),
     ("wbxml", bytes((3, 1, 106, 0x8F, 0xFF, 0xFF, 0xFF, 0x7F)).hex(), "longer than 4 bytes"),
     ("json", b"[1]".hex(), "not a JSON object"),
+    # past any float's range (the long fuzz run, 2026-12-07: it decoded as inf, which the
+    # meter could not even write back); 1e39 is past a board's float32 too
+    ("xml", _xml('<response xmlns="urn:backchannel:exchange:2"><ack t="num">1e999</ack>'
+                 '</response>'), "<ack> is out of range"),
+    ("wbxml", encodings.encode_response("wbxml", {"poll_s": 1.5e300}).replace(
+        b"1.5e+300", b"1.5e+999").hex(), "<poll_s> is out of range"),
 ]
 
 
