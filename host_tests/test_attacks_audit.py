@@ -155,3 +155,19 @@ def test_a_utility_config_change_is_recorded_as_a_notice_on_the_meter(tmp_path):
                and i["body"].get("what") == "utility config changed"]
     assert notices == [{"what": "utility config changed", "count": 1, "by": "utility",
                         "changes": {"v_cal": [1.0, 1.02]}}]
+
+
+def test_a_nul_in_a_refused_request_is_logged_not_a_server_error(he, client):
+    """The long fuzz run's OpenAPI pass on PostgreSQL (2026-12-07): a refusal whose error
+    echoed a NUL from the path made the audit row unwritable there (PostgreSQL text cannot
+    hold NUL), after the answer had started. The row is written with the NUL spelled out."""
+    he.meter(client, "meter-a")
+    r = client.post("/v1/devices/meter%00a/work", headers=auth(he.op_token),
+                    json={"op": "read"})
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    r = client.post("/v1/groups", headers=auth(he.op_token),
+                    json={"name": "n\x00orth", "members": ["meter-a"]})
+    assert 400 <= r.status_code < 500 and "error" in r.json()
+    rows = [r for r in log(he) if r["who"] == "alice"]
+    assert rows and not any("\x00" in str(v) for r in rows for v in r.values())
+    assert any("meter\\x00a" in (r["target"] or "") for r in rows)

@@ -26,8 +26,14 @@ def record(db, who, role, action, target, outcome, detail=None, now=None):
     if detail is not None and len(detail) > MAX_DETAIL:
         detail = detail[:MAX_DETAIL - 3] + "..."
     db.run("INSERT INTO audit(at, who, role, action, target, outcome, detail) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)", time.time() if now is None else now, who, role,
-           action, target, outcome, detail)
+           "VALUES (?, ?, ?, ?, ?, ?, ?)", time.time() if now is None else now,
+           *(_spelled(v) for v in (who, role, action, target, outcome, detail)))
+
+
+def _spelled(text):
+    """A NUL spelled out as \\x00: a refused request may carry one (a path, an echoed
+    error), PostgreSQL's text cannot hold it, and the row must still be written."""
+    return text.replace("\x00", "\\x00") if isinstance(text, str) else text
 
 
 def cli_record(db, action, target, outcome="ok", detail=None):
