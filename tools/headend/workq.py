@@ -62,10 +62,15 @@ def deliverable(db, device, now):
     device's index: left to itself the planner scanned every device's open work."""
     return db.all(
         "SELECT w.* FROM work w INDEXED BY work_dev JOIN devices d ON d.id = w.device "
-        "WHERE w.device = ? "
-        "AND w.expires >= ? AND ((w.status = 'queued' AND (w.when_available = 0 OR "
-        "d.presence IN ('available', 'active', 'available_off'))) OR "
-        "(w.status = 'delivered' AND w.executed = 0)) ORDER BY w.num", device, now)
+        "WHERE w.device = ? AND w.expires >= ? AND (" + _SENDABLE + ") ORDER BY w.num",
+        device, now)
+
+
+# work `w` that may go to its meter `d`: queued and not held for the meter's presence, or
+# delivered and not yet executed (deliverable() and waiting() read the same rule)
+_SENDABLE = ("(w.status = 'queued' AND (w.when_available = 0 OR "
+             "d.presence IN ('available', 'active', 'available_off'))) OR "
+             "(w.status = 'delivered' AND w.executed = 0)")
 
 
 def mark_delivered(db, rows, now):
@@ -106,9 +111,7 @@ def waiting(db, device, now):
     return db.one(
         "SELECT 1 FROM work w INDEXED BY work_dev JOIN devices d ON d.id = w.device "
         "WHERE w.device = ? AND w.status IN ('queued', 'delivered') AND (w.expires < ? OR "
-        "(w.status = 'queued' AND (w.when_available = 0 OR "
-        "d.presence IN ('available', 'active', 'available_off'))) OR "
-        "(w.status = 'delivered' AND w.executed = 0)) LIMIT 1", device, now) is not None
+        + _SENDABLE + ") LIMIT 1", device, now) is not None
 
 
 def due(db, now, device=None):
