@@ -188,48 +188,6 @@ def test_cli_compile_prints_the_meter_form_and_refuses_bad_input(tmp_path, capsy
     assert "rate 'offpeak' is not one of peak" in err and "Traceback" not in err
 
 
-def test_the_head_end_renews_a_tariff_horizon_before_it_ends(client, headend):
-    from headend import tariff_renew
-
-    headend.meter(client, "m1")
-    util = Api(client, headend.util_token)
-    start = utc(2027, 1, 4)
-    r = util.post("/v1/devices/m1/tariff", json={"tariff": spec(), "start": start, "days": 31})
-    assert r.status_code == 202, r.text
-    hub = headend.hub
-    until = start + 31 * 86400
-    assert hub.db.one("SELECT until FROM tariffs WHERE device = 'm1'")["until"] == until
-
-    def tick(now):
-        with hub.tx():
-            return tariff_renew.tick(hub, now)
-
-    def finish(num, status):
-        with hub.tx() as db:
-            db.run("UPDATE work SET status = ? WHERE num = ?", status, num)
-
-    first = hub.db.one("SELECT work FROM tariffs WHERE device = 'm1'")["work"]
-    assert tick(until - 3600) == []               # the tariff itself is still on its way
-    finish(first, "done")
-    assert tick(until - 8 * 86400) == []          # more than 7 days left: not yet
-    now = until - 6 * 86400
-    (renewal,) = tick(now)
-    row = hub.db.one("SELECT * FROM work WHERE num = ?", renewal)
-    assert row["op"] == "tariff" and row["role"] == "utility" and row["origin"] == "operator:uma"
-    args = json.loads(row["args"])
-    # the same tariff (id and rates: the meter keeps its per-rate registers) from now on
-    assert args == tariff.compile_tariff(spec(), int(now), 31)
-    assert hub.db.one("SELECT until FROM tariffs WHERE device = 'm1'")["until"] == int(now) + \
-        31 * 86400
-    assert tick(now + 60) == []                   # queued: not twice
-    finish(renewal, "expired")                    # never delivered: queued again
-    (again,) = tick(now + 120)
-    finish(again, "done")
-    assert tick(now + 120) == []
-    audit = hub.db.all("SELECT action, outcome FROM audit WHERE action = 'renew:add_work'")
-    assert [a["outcome"] for a in audit] == ["ok", "ok"]
-
-
 @pytest.mark.parametrize("hm", [(10, 0), (23, 57), (23, 58), (23, 59), (0, 0)])
 def test_the_sim_tariff_day_peaks_a_minute_after_start(hm):
     # make sim SCENARIO=tools/sim/scenarios/tariff_day.json: peak for 2 minutes from the

@@ -36,17 +36,29 @@ def due(row, now):
     return row["until"] - now <= margin
 
 
+def needed(hub, row, now):
+    """Is a renewal to be queued for this row: its last work is neither on its way nor done
+    with time to spare (failed, or the horizon is due)?"""
+    work = None
+    if row["work"] is not None:
+        work = hub.db.one("SELECT status FROM work WHERE num = ?", row["work"])
+    if work is not None and work["status"] in OPEN:
+        return False                  # the last one (set or renewal) is still on its way
+    failed = work is not None and work["status"] in FAILED
+    return failed or due(row, now)
+
+
 def tick(hub, now):
     """Renew every horizon that is due; returns the work ids queued."""
     queued = []
     for row in hub.db.all("SELECT * FROM tariffs ORDER BY device"):
-        work = None
-        if row["work"] is not None:
-            work = hub.db.one("SELECT status FROM work WHERE num = ?", row["work"])
-        if work is not None and work["status"] in OPEN:
-            continue                  # the last one (set or renewal) is still on its way
-        failed = work is not None and work["status"] in FAILED
-        if not failed and not due(row, now):
+        if not needed(hub, row, now):
+            continue
+        # locked, then read again: a second tick (a new leader's first, or a test's beside
+        # the sweep) or a tariff set meanwhile waits for this one and then sees its renewal
+        hub.db.lock_device(row["device"])
+        row = hub.db.one("SELECT * FROM tariffs WHERE device = ?", row["device"])
+        if row is None or not needed(hub, row, now):
             continue
         start = int(now)
         try:
