@@ -12,6 +12,7 @@ import click
 from . import broker_cli, render
 from . import poll as poll_rule
 from .client import Client, CliError, parse_args
+from .log_stderr import log_to_stderr
 from .settings import ROLES
 
 FINAL = ("done", "rejected", "unknown_op", "expired", "cancelled")
@@ -124,7 +125,7 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
             from . import workers as workers_mod
             try:
                 return workers_mod.serve(settings, workers, host, port, certfile, keyfile,
-                                         lb_dir, log_level, _log_to_stderr)
+                                         lb_dir, log_level, log_to_stderr)
             except lb_server.LbError as e:
                 raise CliError(str(e)) from None
         from .webapp import create_app
@@ -133,21 +134,10 @@ def serve(db_path, host, port, certfile, keyfile, config_path, log_level, insecu
         raise CliError("cannot open database %s: %s" % (db_path, e)) from None
     except (OSError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
-    _log_to_stderr(log_level)
+    log_to_stderr(log_level)
     from . import metrics, server
     app.state.loopback_only = metrics.loopback_only(host)    # /metrics without a token
     server.run(app, host, port, certfile, keyfile, log_level)
-
-
-def _log_to_stderr(level):
-    """The head-end's own loggers (backchannel.*: the MQTT bridge, refused messages, the
-    background task) next to uvicorn's."""
-    import logging
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-    logger = logging.getLogger("backchannel")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
 
 
 def _db(path):
