@@ -18,18 +18,16 @@ import re
 import selectors
 import shlex
 import signal
-import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
-SELF = os.path.abspath(__file__)
+from lab import proc_sockets
+
+ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo.py")   # run in a namespace
 HEADEND_IP = "10.77.0.1"        # on lo in <p>-out
 SITES = {"a": 1, "b": 2}        # site -> subnet 10.77.<n>.0/24: site .2, out side .1
 UPLINK = "up0"                  # site-side veth; its peer in <p>-out is "<site>0"
@@ -63,7 +61,6 @@ table inet {table} {{
 }}
 """
 
-Sock = namedtuple("Sock", "proto addr port inode")
 
 
 class LabError(RuntimeError):
@@ -175,7 +172,7 @@ class Lab:
 
     def serve(self, ns, proto="tcp", host="0.0.0.0", port=0, lifetime=60):
         """Start an echo server in ns; returns its Popen, with .port, once it listens."""
-        p = self.run(ns, [sys.executable, SELF, "_serve", proto, host, str(port), str(lifetime)],
+        p = self.run(ns, [sys.executable, ECHO, "serve", proto, host, str(port), str(lifetime)],
                      stdout=subprocess.PIPE, text=True)
         with selectors.DefaultSelector() as sel:
             sel.register(p.stdout, selectors.EVENT_READ)
@@ -189,7 +186,7 @@ class Lab:
     def probe(self, ns, host, port, proto="tcp", timeout=2.0):
         """From ns, connect to host:port, send a token and wait for its echo.
         Returns {"connected": bool, "echoed": bool, "error": str|None, "seconds": float}."""
-        cmd = self._exec(ns, [sys.executable, SELF, "_probe", proto, host, str(port), str(timeout)])
+        cmd = self._exec(ns, [sys.executable, ECHO, "probe", proto, host, str(port), str(timeout)])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15)
         try:
             return json.loads(r.stdout.strip().splitlines()[-1])
@@ -205,112 +202,7 @@ class Lab:
             sh(self._exec(ns, ["nft", "-f", "-"]), input=script)
 
     def listening_sockets(self, pid):
-        return listening_sockets(pid)
-
-
-def _descendants(pid):
-    kids = {}
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        with suppress(OSError, IndexError), open(f"/proc/{d}/stat") as f:
-            kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-    found, todo = [], [pid]
-    while todo and len(found) < 10000:
-        found.append(todo.pop())
-        todo.extend(kids.get(found[-1], []))
-    return found
-
-
-def _addr(hexaddr):
-    words = b"".join(struct.pack("=I", int(hexaddr[i:i + 8], 16))
-                     for i in range(0, len(hexaddr), 8))
-    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
-
-
-def listening_sockets(pid):
-    """TCP sockets in LISTEN and unconnected UDP sockets (what `ss -lntu` shows) held by
-    pid or its descendants: fd socket inodes matched against /proc/<pid>/net/{tcp,udp}[6]."""
-    inodes = set()
-    for p in _descendants(pid):
-        with suppress(OSError):
-            links = [os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")]
-            inodes.update(int(link[8:-1]) for link in links if link.startswith("socket:["))
-    socks = []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        rows = []
-        with suppress(OSError), open(f"/proc/{pid}/net/{proto}") as f:
-            rows = [row.split() for row in f.read().splitlines()[1:]]
-        for local, remote, state, inode in ((r[1], r[2], r[3], int(r[9])) for r in rows):
-            listening = state == "0A" if proto.startswith("tcp") else remote.endswith(":0000")
-            if listening and inode in inodes:
-                host, port = local.split(":")
-                socks.append(Sock(proto, _addr(host), int(port, 16), inode))
-    return socks
-
-
-# --- run inside namespaces as `python3 netlab.py _serve|_probe ...`
-
-def _echo(conn, deadline):
-    conn.settimeout(1.0)
-    with conn:
-        while time.monotonic() < deadline:
-            try:
-                data = conn.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            conn.sendall(data)
-
-
-def _serve(proto, host, port, lifetime):
-    deadline, tcp = time.monotonic() + float(lifetime), proto == "tcp"
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, int(port)))
-    if tcp:
-        s.listen(16)
-    s.settimeout(0.2)
-    print("ready", s.getsockname()[1], flush=True)
-    for _ in range(100000):
-        if time.monotonic() >= deadline:
-            break
-        try:
-            if tcp:
-                threading.Thread(target=_echo, args=(s.accept()[0], deadline), daemon=True).start()
-            else:
-                data, peer = s.recvfrom(65536)
-                s.sendto(data, peer)
-        except TimeoutError:
-            pass
-
-
-def _probe(proto, host, port, timeout):
-    res, t0 = {"connected": False, "echoed": False, "error": None}, time.monotonic()
-    try:
-        if proto == "tcp":
-            s = socket.create_connection((host, int(port)), timeout=float(timeout))
-            res["connected"] = True
-        else:  # udp has no handshake: "connected" means the echo came back
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(float(timeout))
-            s.connect((host, int(port)))
-        with s:
-            token, got = b"bc-probe-" + os.urandom(4).hex().encode(), b""
-            s.send(token)
-            for _ in range(100):
-                chunk = s.recv(65536)
-                got += chunk
-                if not chunk or len(got) >= len(token):
-                    break
-            res["echoed"] = got == token
-            res["connected"] = res["connected"] or res["echoed"]
-    except OSError as e:
-        res["error"] = f"{type(e).__name__}: {e}"
-    res["seconds"] = round(time.monotonic() - t0, 3)
-    print(json.dumps(res), flush=True)
-    return 0 if res["echoed"] else 1
+        return proc_sockets.listening_sockets(pid)
 
 
 # --- CLI
@@ -373,8 +265,6 @@ def status(prefix=None):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("_serve", "_probe"):
-        return (_serve if argv[0] == "_serve" else _probe)(*argv[1:]) or 0
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down", "status", "check"])
