@@ -1,9 +1,9 @@
 """Attacks on the exchange protocol (issue 12, items 5 and 7; docs/security.md), written as
 the attacker would try them, against the real firmware (CPython, in-process) and the real
-head-end (in-process through TestClient): replayed and retyped work, replayed responses,
-pushes from another connection, a clock rewound by set_time, a clock that starts in 2000 or
-2040, a v1 meter. The same attacks with real processes over HTTP and MQTT are in
-test_attacks_protocol_system.py."""
+head-end (in-process through TestClient, protocol_site.py): replayed and retyped work,
+replayed responses, pushes from another connection, a v1 meter, a wiped outbox. The attacks
+on the meter's clock are in test_attacks_clock.py; the same attacks with real processes over
+HTTP and MQTT in test_attacks_protocol_system.py."""
 
 import asyncio
 import json
@@ -12,96 +12,17 @@ import time
 import envelope
 import pytest
 from comms import ExchangeError
-from fastapi.testclient import TestClient
-from headend_harness import Api, Headend
+from protocol_site import (
+    delivered,
+    exchange_once,
+    mqtt_link,
+    site,  # noqa: F401 - the fixture
+    skew,
+)
 
-from boards.sim_board import DEFAULT_SCENARIO, SimBoard
 from headend import devices, exchange, workq
-from lab import runner
 
 pytestmark = pytest.mark.unit
-
-Y2000, Y2040 = 946684800, 2208988800
-
-
-class InProcessHttp:
-    """The meter's HttpClient, carried to the head-end in this process. An attacker on the
-    path may replace the answer (`answer_with`) or keep every answer it saw (`seen`)."""
-
-    def __init__(self, client):
-        self.client = client
-        self.seen = []              # (status, headers, body) of every genuine answer
-        self.answer_with = None
-
-    async def connect(self):  # comms connects before building a request (httpc)
-        pass
-
-    async def request(self, method, path, body, headers, timeout=None):
-        body = b"".join(body) if isinstance(body, list) else body   # comms sends pieces
-        r = self.client.request(method, path, content=body, headers=headers)
-        answer = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-        self.seen.append(answer)
-        if self.answer_with is not None:
-            return self.answer_with
-        return answer
-
-    def close(self):
-        pass
-
-
-@pytest.fixture
-def site(tmp_path):
-    he = Headend(tmp_path)
-    with TestClient(he.app) as client:
-        yield Site(he, client, tmp_path)
-
-
-class Site:
-    def __init__(self, he, client, tmp_path):
-        self.he, self.client, self.tmp = he, client, tmp_path
-        self.op = Api(client, he.op_token)
-        self.util = Api(client, he.util_token)
-
-    def meter(self, device="meter-a", clock_offset=0, state=""):
-        from app import App
-
-        key = devices.get(self.he.hub.db, device)
-        if key is None:
-            devices.create(self.he.hub.db, device, poll=self.he.settings.default_poll)
-            key = devices.get(self.he.hub.db, device)
-        cfg = {"device_id": device, "device_key": key["key"], "server_url": "http://testserver",
-               "report_s": 1}
-        import config
-
-        state = self.tmp / ("state-%s%s" % (device, state))
-        state.mkdir(exist_ok=True)
-        app = App(SimBoard(DEFAULT_SCENARIO), config.validate(cfg), str(state), realtime=False)
-        app.comms.http = InProcessHttp(self.client)
-        app.comms.wait_s = 0
-        if clock_offset:
-            skew(app.clock, clock_offset)
-        return app
-
-
-def skew(clock, seconds):
-    """Move the meter's clock (as a board clock that far off would be)."""
-    if hasattr(clock, "offset_ms"):
-        clock.offset_ms += int(seconds * 1000)
-    else:
-        clock.offset += seconds
-
-
-def exchange_once(app):
-    return asyncio.run(app.comms.exchange())
-
-
-def delivered(app):
-    """The work items in the genuine answers the meter's path saw, by op."""
-    out = []
-    for status, _, data in app.comms.http.seen:
-        if status == 200:
-            out += json.loads(data)["work"]
-    return out
 
 
 # --- work: retyped, replayed ---
@@ -192,21 +113,12 @@ def test_signed_answer_to_another_meters_request_is_refused(site):
         exchange_once(b)
 
 
-def _mqtt_link(app):
-    """The firmware's MQTT exchange (mqtt_comms.MqttComms) on the meter's own outbox, inbox,
-    dispatcher and clock; its session never connects."""
-    c = app.comms
-    MqttComms = runner.import_firmware("mqtt_comms").MqttComms  # noqa: N806 - a class
-    return MqttComms(c.device_id, c.key, "127.0.0.1", 1, c.outbox, c.inbox, c.dispatcher,
-                     c.clock)
-
-
 def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
     """A push the head-end made for the meter's previous connection (held by the broker's
     persistent session, or replayed by someone who can publish on down) reaches the meter
     on its new connection: it is not applied."""
     meter = site.meter()
-    link = _mqtt_link(meter)
+    link = mqtt_link(meter)
     first = link.conn
     body = {"v": 2, "device": "meter-a", "epoch": meter.outbox.epoch, "ts": int(time.time()),
             "nonce": "ab" * 8,
@@ -230,67 +142,13 @@ def test_mqtt_push_bound_to_an_earlier_connection_is_refused(site):
 
 def test_mqtt_push_does_not_set_the_clock(site):
     meter = site.meter()
-    link = _mqtt_link(meter)
+    link = mqtt_link(meter)
     push = dict(exchange.bind("meter-a", conn=link.conn), ack=0, work=[], more=False,
                 next=30, time=time.time() - 5000)
     key = devices.get(site.he.hub.db, "meter-a")["key"]
     data, sig = exchange.signed(key, push)
     link.on_message(link.t_down, sig.encode() + b" " + data)
     assert abs(meter.clock.now() - time.time()) < 3, "a push set the clock"
-
-
-# --- time ---
-
-def test_operator_set_time_to_2000_is_refused(site):
-    """An operator token rewinds a meter's clock by years: its next request is outside the
-    replay window (and its readings carry the wrong time). set_time needs a utility token
-    (403), and even a utility's is bounded on the meter."""
-    meter = site.meter()
-    r = site.op.post("/v1/devices/meter-a/work", json={"op": "set_time",
-                                                       "args": {"unix": Y2000}})
-    assert r.status_code == 403 and "utility" in r.json()["error"]
-    wid = site.util.work("meter-a", "set_time", {"unix": Y2000})["id"]
-    exchange_once(meter)
-    exchange_once(meter)
-    assert abs(meter.clock.now() - time.time()) < 3, "set_time moved the clock by years"
-    assert site.op.status(wid) == "rejected"
-
-
-def test_time_refusal_is_signed_bound_and_carries_the_server_time(site):
-    m = site.he.meter(site.client, "meter-t")
-    env = m.envelope(ts=Y2000)
-    r = m.post(env)
-    assert r.status_code == 409
-    assert envelope.same(r.headers.get("x-bc-signature", ""),
-                         envelope.sign(bytes.fromhex(m.key), r.content)), "refusal not signed"
-    body = r.json()
-    assert body["re"] == env["nonce"] and body["device"] == "meter-t" and body["dir"] == "down"
-    assert abs(body["time"] - time.time()) < 5
-    assert site.he.count("nonces", "meter-t") == 0      # nothing stored
-    # a request with a bad signature gets no signed time (and no work, and nothing stored)
-    r = m.post(m.envelope(ts=Y2000), sig="00" * 32)
-    assert r.status_code == 401 and "x-bc-signature" not in r.headers
-
-
-@pytest.mark.parametrize("start", [Y2000, Y2040], ids=["2000", "2040"])
-def test_meter_with_a_wrong_board_clock_joins_within_two_exchanges(site, start):
-    meter = site.meter(clock_offset=start - time.time())
-    meter.outbox.offer("reading", {"t": 1})
-    assert exchange_once(meter) is True             # refused with the time, adopted
-    assert abs(meter.clock.now() - time.time()) < 3
-    exchange_once(meter)
-    assert meter.comms.exchanges == 1 and meter.outbox.depth() == 0
-    assert site.he.count("items", "meter-a") >= 1
-
-
-def test_a_forged_time_refusal_is_ignored(site):
-    """Someone on the path answers the meter's request with a 409 claiming it is 2040."""
-    meter = site.meter()
-    forged = json.dumps(dict(exchange.bind("meter-a", "00" * 8), error="ts", time=Y2040))
-    meter.comms.http.answer_with = (409, {"x-bc-signature": "00" * 32}, forged.encode())
-    with pytest.raises(ExchangeError, match="409"):
-        exchange_once(meter)
-    assert abs(meter.clock.now() - time.time()) < 3
 
 
 # --- version ---
@@ -362,38 +220,3 @@ def test_an_ack_of_the_old_epoch_does_not_delete_the_new_outbox(site):
 
     apply_response(wiped.comms, resp)
     assert wiped.outbox.depth() == 1
-
-
-def test_a_second_time_refusal_in_a_row_backs_off_then_the_next_try_adopts(site):
-    """A path slower than the replay window must not spin: refused again right after
-    adopting, the meter backs off once; its next try adopts the time again."""
-    meter = site.meter(clock_offset=Y2000 - time.time())
-    real_now = site.he.hub.now
-    assert exchange_once(meter) is True                   # adopted
-    site.he.hub.now = lambda: real_now() + 1000           # the head-end's clock jumps
-    with pytest.raises(ExchangeError, match="409"):
-        exchange_once(meter)                              # refused again: a failure
-    assert exchange_once(meter) is True                   # adopted again
-    exchange_once(meter)
-    assert meter.comms.exchanges == 1
-
-
-def test_mqtt_time_refusal_is_adopted_and_the_up_sent_again(site):
-    """Over MQTT the refusal of an up comes on `down`, signed and bound to the up's nonce."""
-    meter = site.meter(clock_offset=Y2040 - time.time())
-    link = _mqtt_link(meter)
-    body = {"v": 2, "device": "meter-a", "epoch": meter.outbox.epoch,
-            "ts": int(meter.clock.now()), "nonce": "cd" * 8, "conn": link.conn, "wait": 0,
-            "room": 4}
-    raw = json.dumps(body).encode()
-    with pytest.raises(exchange.Refused) as refused:
-        asyncio.run(exchange.handle(site.he.hub, raw, envelope.sign(link.key, raw), "mqtt",
-                                    topic_device="meter-a"))
-    data, sig = exchange.signed(refused.value.key, refused.value.answer)
-    link.awaiting, link.sent_nonce = 1, "ab" * 8          # another up is outstanding
-    link.on_message(link.t_down, sig.encode() + b" " + data)
-    assert abs(meter.clock.now() - time.time()) > 3600, "a refusal of another up was adopted"
-    link.sent_nonce = body["nonce"]
-    link.on_message(link.t_down, sig.encode() + b" " + data)
-    assert abs(meter.clock.now() - time.time()) < 3
-    assert link.want_up and link.awaiting is None
