@@ -37,9 +37,13 @@ def test_an_oversized_message_is_refused_acked_and_not_redelivered(site):
     assert he.results("meter-b", big["id"]) == []        # it never reached the dispatcher
     assert "link down" not in m.log(), m.log()
     # a restart resumes the broker session: the refused message is gone from it
+    old = he.latest["meter-b"]["conn"]
     m.kill()
     m = site.start("meter-b")
     wait_until(lambda: m.log().count("session resumed") >= 1, 20, "meter-b to reconnect")
+    # a push is bound to the connection of the meter's latest request (v2): pushed before
+    # the new connection's first request reached the head-end, the meter rightly refuses it
+    wait_until(lambda: he.latest["meter-b"]["conn"] != old, 20, "meter-b's new connection")
     assert run_op(site, "meter-b", "read")["status"] == "done"
     time.sleep(1)
     assert len(_notices(he, "meter-b")) == 1 and "link down" not in m.log(), m.log()
