@@ -309,27 +309,7 @@ def make_env(param, tmp_path_factory):
                     e.server.close()
 
 
-def _sockets(pid):
-    """(proto, state, remote address, remote port) of every inet socket pid holds."""
-    inodes = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    found = []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        with open("/proc/%d/net/%s" % (pid, proto)) as f:
-            for row in (r.split() for r in f.read().splitlines()[1:]):
-                if int(row[9]) in inodes:
-                    host, port = row[2].split(":")
-                    found.append((proto, row[3], netlab._addr(host), int(port, 16)))
-    return found
-
-
-def _drop_counters(lab, site):
+def drop_counters(lab, site):
     """Packets counted by the site firewall's `ct state new counter drop` rule."""
     for line in lab.check_output(site, "nft list table inet bc_fw").splitlines():
         if "ct state new" in line and "drop" in line:
@@ -338,7 +318,7 @@ def _drop_counters(lab, site):
 
 
 
-def _read_result(body):
+def read_result(body):
     """A `read` result: the registers, and the live reading once the meter has one (work
     that waited for a restart runs on the first exchange, before the first reading)."""
     reading = body.get("reading", {"vrms": 230})

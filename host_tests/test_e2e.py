@@ -33,12 +33,11 @@ from e2e_env import (
     PING_TIMEOUT_S,
     REPORT_S,
     XMPP_PROBE_S,
-    _drop_counters,
-    _read_result,
-    _sockets,
+    drop_counters,
+    read_result,
 )
 
-from lab import egress
+from lab import egress, proc_sockets
 
 pytestmark = pytest.mark.root
 
@@ -62,7 +61,7 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
         for s in ("a", "b"):
             for proto in ("tcp", "udp"):
                 servers[s, proto] = lab.serve(s, proto, lifetime=30)
-        before = {s: _drop_counters(lab, s) for s in ("a", "b")}
+        before = {s: drop_counters(lab, s) for s in ("a", "b")}
         inbound, control = [], []
         for s in ("a", "b"):
             ip = lab.site_ip[s]
@@ -86,7 +85,7 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
             assert "timed out" in (r["error"] or ""), ("inbound TCP not silently dropped",
                                                        case, r)
     for s in ("a", "b"):
-        assert _drop_counters(lab, s) >= before[s] + 3, "site %s dropped nothing new" % s
+        assert drop_counters(lab, s) >= before[s] + 3, "site %s dropped nothing new" % s
 
     peer = {"http": "the head-end", "mqtt": "the broker", "xmpp": "Prosody",
             "email": "the mail server"}[env.transport]
@@ -95,7 +94,7 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
         assert lab.listening_sockets(pid) == [], (name, lab.listening_sockets(pid))
         seen = set()
         for _ in range(30):    # an http meter reconnects for each exchange: sample a while
-            socks = _sockets(pid)
+            socks = proc_sockets.peers(pid)
             for proto, state, host, rport in socks:
                 assert proto == "tcp" and (host, rport) in env.endpoints \
                     and state != "0A", (name, "socket not to %s" % peer, env.endpoints, socks)
@@ -114,8 +113,8 @@ def test_1_nothing_outside_can_connect_in(env, record_property):
     waited = max(r["seconds"] for r in results[:len(inbound)])
     record_property("evidence", "%d inbound probes got silence (%.1f s each); drops a +%d, b +%d;"
                     " meters listen on nothing, connect out only, to %s :%s%s"
-                    % (len(inbound), waited, _drop_counters(lab, "a") - before["a"],
-                       _drop_counters(lab, "b") - before["b"], peer,
+                    % (len(inbound), waited, drop_counters(lab, "a") - before["a"],
+                       drop_counters(lab, "b") - before["b"], peer,
                        ",".join(str(p) for _, p in sorted(env.endpoints)), confined))
 
 
@@ -203,10 +202,10 @@ def test_4_work_queued_while_down_is_delivered(env, record_property):
         env.start(device)
     back = time.time()
     w = env.finished(wid)
-    assert w["status"] == "done" and _read_result(w["result"]), w
+    assert w["status"] == "done" and read_result(w["result"]), w
     msg = env.wait(lambda: env.messages(ref), 30, "B's result for A after B came back", 0.3)[0]
     assert msg["from"] == "meter-b" and msg["result"]["status"] == "done", msg
-    assert _read_result(msg["result"]["body"]), msg
+    assert read_result(msg["result"]["body"]), msg
     record_property("evidence", "a read and a routed send, queued while B was down, both "
                     "done within %.1f s of B's restart" % (time.time() - back))
 
@@ -229,7 +228,7 @@ def test_6_group_command_reports_each_outcome(env, record_property):
     for name in METERS:
         out = st["outcomes"][name]
         assert out["work"] == cmd["work"][name] and out["status"] == "done", st
-        assert _read_result(out["result"]), out
+        assert read_result(out["result"]), out
         assert env.work(out["work"])["device"] == name
     record_property("evidence", ", ".join("%s %s" % (n, st["outcomes"][n]["status"])
                                           for n in METERS))

@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from e2e_env import MAIL_PROBE_S, METERS, REPORT_S, _read_result
+from e2e_env import MAIL_PROBE_S, METERS, REPORT_S, read_result
 
 from lab import processes, servers
 
@@ -47,7 +47,7 @@ def test_email_a_presence_polled_by_email(env, bob, record_property):
         done = [w for w in env.get("/v1/devices/%s/work?limit=500" % name)
                 if w["from"] == "probe:email" and w["status"] == "done"]
         assert len(done) >= probes[name]["answered"], (name, probes[name], done)
-        assert all(_read_result(w["result"]) for w in done), done
+        assert all(read_result(w["result"]) for w in done), done
 
     box, secret = bob
     nosecret = box.send(env.server.inner.headend_settings()["mail_address"],

@@ -6,7 +6,7 @@ mid-run. Shares the lab, head-end, server and meters of test_e2e.py (the session
 import time
 
 import pytest
-from e2e_env import METERS, REPORT_S, _read_result
+from e2e_env import METERS, REPORT_S, read_result
 
 from headend.meter_time import record_time
 
@@ -35,7 +35,7 @@ def test_9_server_restart_loses_and_duplicates_nothing(env, record_property):
         env.server.start()
     back = time.time()
     w = env.finished(wid, timeout=120)
-    assert w["status"] == "done" and _read_result(w["result"]), w
+    assert w["status"] == "done" and read_result(w["result"]), w
     took = w["finished_at"] - back
     now = time.time()
     for name in METERS:

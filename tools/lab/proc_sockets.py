@@ -28,22 +28,43 @@ def address(hexaddr):
     return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
 
 
-def listening_sockets(pid):
-    """TCP sockets in LISTEN and unconnected UDP sockets (what `ss -lntu` shows) held by
-    pid or its descendants: fd socket inodes matched against /proc/<pid>/net/{tcp,udp}[6]."""
+def socket_inodes(pids):
+    """The inodes of the sockets these processes hold open (their fds' `socket:[N]` links)."""
     inodes = set()
-    for p in descendants(pid):
+    for p in pids:
         with suppress(OSError):
             links = [os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")]
             inodes.update(int(link[8:-1]) for link in links if link.startswith("socket:["))
-    socks = []
+    return inodes
+
+
+def inet_rows(pid):
+    """(proto, local, remote, state, inode) of every row of /proc/<pid>/net/{tcp,udp}[6]:
+    the sockets of pid's network namespace."""
     for proto in ("tcp", "tcp6", "udp", "udp6"):
         rows = []
         with suppress(OSError), open(f"/proc/{pid}/net/{proto}") as f:
             rows = [row.split() for row in f.read().splitlines()[1:]]
-        for local, remote, state, inode in ((r[1], r[2], r[3], int(r[9])) for r in rows):
-            listening = state == "0A" if proto.startswith("tcp") else remote.endswith(":0000")
-            if listening and inode in inodes:
-                host, port = local.split(":")
-                socks.append(Sock(proto, address(host), int(port, 16), inode))
+        for r in rows:
+            yield proto, r[1], r[2], r[3], int(r[9])
+
+
+def listening_sockets(pid):
+    """TCP sockets in LISTEN and unconnected UDP sockets (what `ss -lntu` shows) held by
+    pid or its descendants."""
+    inodes = socket_inodes(descendants(pid))
+    socks = []
+    for proto, local, remote, state, inode in inet_rows(pid):
+        listening = state == "0A" if proto.startswith("tcp") else remote.endswith(":0000")
+        if listening and inode in inodes:
+            host, port = local.split(":")
+            socks.append(Sock(proto, address(host), int(port, 16), inode))
     return socks
+
+
+def peers(pid):
+    """(proto, state as /proc spells it, remote address, remote port) of every inet socket
+    pid itself holds: where a meter's connections go."""
+    inodes = socket_inodes([pid])
+    return [(proto, state, address(remote.split(":")[0]), int(remote.split(":")[1], 16))
+            for proto, _, remote, state, inode in inet_rows(pid) if inode in inodes]
