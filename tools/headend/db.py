@@ -158,6 +158,13 @@ class Database:
         """The cross-process wake-up listener (pg_notify.py): none for SQLite."""
         return None
 
+    def checkpointer(self):
+        """A serving head-end's WAL checkpoints, off the event loop (wal_checkpoint.py)."""
+        if self.path in (":memory:", ""):
+            return None
+        from .wal_checkpoint import Checkpointer
+        return Checkpointer(self)
+
     def many(self, sql, rows):
         """One statement for each tuple of `rows` (executemany), in the caller's tx."""
         with self.lock:

@@ -230,6 +230,10 @@ class PgDatabase:
         from . import pg_notify
         return pg_notify.Listener(hub, self.url)
 
+    def checkpointer(self):
+        """The server checkpoints its own WAL (db.Database: SQLite's, off the loop)."""
+        return None
+
     def run(self, sql, *args):
         s = self._session()
         with s.lock:

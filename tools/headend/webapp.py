@@ -117,6 +117,9 @@ def create_app(settings=None, transform=None):
     @asynccontextmanager
     async def lifespan(app):
         hub.loop = asyncio.get_running_loop()
+        checkpointer = app.state.checkpointer = hub.db.checkpointer()   # SQLite: off the loop
+        if checkpointer is not None:
+            checkpointer.start()
         task = asyncio.create_task(sweeper(hub))
         listener = hub.db.listener(hub)      # work queued by other processes (PostgreSQL)
         if listener is not None:
@@ -142,6 +145,8 @@ def create_app(settings=None, transform=None):
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             hub.flush_contacts()
+            if checkpointer is not None:
+                checkpointer.stop()
             hub.leadership.close()
             hub.retention.close()
 
