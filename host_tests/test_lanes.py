@@ -332,3 +332,13 @@ def test_a_lane_collects_its_folder_less_the_other_modules():
     kept = {"host_tests/" + p.name for p in every if not pytest_ignore_collect(p, config)}
     assert kept == set(unit) and len(kept) < len(every)
     assert pytest_ignore_collect(ROOT / "host_tests" / "fuzz_common.py", config) is None
+
+
+def test_the_store_lane_takes_modules_that_build_the_head_end_through_a_helper():
+    # test_attacks_protocol and _clock build theirs through protocol_site.py: they left the
+    # postgresql lane unnoticed when the harness import moved there
+    from lab.lanes import store_modules
+    store = set(store_modules())
+    assert {"host_tests/test_attacks_protocol.py", "host_tests/test_attacks_clock.py",
+            "host_tests/test_tariff_renew.py", "host_tests/test_headend_billing.py"} <= store
+    assert "host_tests/test_mpy_lane.py" not in store

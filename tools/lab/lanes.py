@@ -18,6 +18,7 @@ PostgreSQL it is skipped, saying why (with CI set it fails instead).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,9 +65,15 @@ def collect_only(modules):
 
 
 def store_modules():
-    """The test modules that build their head-end with the harness (so on --store)."""
-    return sorted("host_tests/" + p.name for p in (ROOT / "host_tests").glob("test_*.py")
-                  if p.name not in OWN_CLUSTER and "headend_harness" in p.read_text())
+    """The test modules that build their head-end with the harness (so on --store), directly
+    or through a helper module that does (protocol_site.py)."""
+    folder = ROOT / "host_tests"
+    harness = {"headend_harness"} | {p.stem for p in folder.glob("*.py")
+                                     if not p.name.startswith(("test_", "conftest"))
+                                     and "headend_harness" in p.read_text()}
+    uses = re.compile(r"^\s*(?:from|import) (%s)\b" % "|".join(sorted(harness)), re.M)
+    return sorted("host_tests/" + p.name for p in folder.glob("test_*.py")
+                  if p.name not in OWN_CLUSTER and uses.search(p.read_text()))
 
 
 def run_postgresql_lane(extra):
