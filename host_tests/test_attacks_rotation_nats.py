@@ -115,9 +115,9 @@ def test_a_meter_on_the_nats_cluster_rotates_through_a_node_restart(tmp_path):
         users = site.dir / "users.conf"
         processes.wait_until(lambda: _password(old) not in users.read_text(), 120,
                              "the head-end to switch the meter's password")
-        # down at the switch: reads the file when it starts. Healthy once its JetStream
-        # consumers are current again, which took over 60 s on a loaded 2-core machine
-        site.restart("node3", timeout=180)
+        # down at the switch: reads the file when it starts. Serving is enough here: the
+        # killed node's MQTT session consumer stayed "not current" for over 180 s in one run
+        site.restart("node3", timeout=120, server_only=True)
         processes.wait_until(lambda: _key_on_flash(meter) != old, 120,
                              "the meter to commit its new key")
         new = _key_on_flash(meter)

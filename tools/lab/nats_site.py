@@ -60,9 +60,11 @@ class NatsSite:
     def kill(self, name):
         self.cluster.kill(name)
 
-    def restart(self, name, timeout=60):
+    def restart(self, name, timeout=60, server_only=False):
+        """Start a killed node again; wait until the cluster is healthy (server_only: until
+        each node's JetStream runs, not every consumer is current: nats_cluster.healthy)."""
         self.cluster.start_node(name)
-        self.cluster.wait_healthy(timeout)
+        self.cluster.wait_healthy(timeout, server_only=server_only)
 
     def stop(self):
         if self.cluster is not None:
