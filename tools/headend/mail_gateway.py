@@ -114,7 +114,7 @@ class MailGateway:
             self.connected.set()
             log.info("mail: reading %s over IMAP IDLE", self.s.mail_address)
             while not lost.is_set():
-                await self._drain(imap)
+                await self._drain(imap, lost)
                 idle = await imap.idle_start(timeout=IDLE_S)
                 try:
                     await imap.wait_server_push(timeout=IDLE_S)
@@ -128,7 +128,7 @@ class MailGateway:
             except Exception:
                 pass
 
-    async def _drain(self, imap):
+    async def _drain(self, imap, lost):
         """Handle every mail in INBOX, oldest first, and move each to DONE_FOLDER."""
         resp = await imap.uid("fetch", "1:*", "(UID RFC822.SIZE)")
         found = [(int(u), int(n)) for line in resp.lines if isinstance(line, bytes)
@@ -144,7 +144,8 @@ class MailGateway:
                     await self.handle_any(raw or b"")
                 except Exception:   # moved aside all the same: it must not block the rest
                     log.exception("mail uid %d: handling failed", uid)
-            _ok(await imap.uid("move", str(uid), DONE_FOLDER), "move")
+            _ok(await _answer(imap.uid("move", str(uid), DONE_FOLDER), lost, imap.timeout),
+                "move")
 
     # --- one mail ---
     async def handle_any(self, raw):
@@ -297,6 +298,25 @@ def alarm_mail(alarm):
 
 def _re(subject):
     return subject if subject.lower().startswith("re:") else "Re: " + (subject or "commands")
+
+
+async def _answer(command, lost, timeout):
+    """An IMAP command's answer: a TimeoutError after `timeout`, a ConnectionResetError as
+    soon as the connection is lost. aioimaplib sends UID MOVE without a timeout and leaves it
+    waiting for ever on a connection that died (seen: a mail server stopped mid-move, and the
+    head-end read no mail again until restarted)."""
+    task = asyncio.ensure_future(command)
+    gone = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    if lost.is_set():
+        raise ConnectionResetError("the IMAP connection was lost")
+    raise TimeoutError("no answer in %g s" % timeout)
 
 
 def _ok(resp, what):
