@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from headend_fake_meter import work_message
 
 from lab import runner
-from lab.processes import free_port, wait_until  # noqa: F401  (used here and by the tests)
+from lab.processes import free_ports, wait_until  # noqa: F401  (used here and by the tests)
 from sim import METER_MAIN
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -57,8 +57,8 @@ class Broker:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.users = dict(users)
-        self.port = free_port()
-        self.tls_port = free_port() if certs else None
+        self.port, self.tls_port = free_ports(2)
+        self.tls_port = self.tls_port if certs else None
         self.certs = certs
         self.proc = None
 

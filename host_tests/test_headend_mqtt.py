@@ -12,23 +12,17 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from headend_fake_meter import FakeMeter, hmac_hex
-from headend_harness import ALLOW_PEERS, Api, Headend, free_socket
+from headend_harness import ALLOW_PEERS, Api, Headend
 from mqtt_fake_meter import MqttFakeMeter, up_payload
 
 from headend import broker, devices
 from headend.cli import main
+from lab.processes import free_ports
 
 needs_mosquitto = pytest.mark.skipif(
     not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)),
     reason="mosquitto is not installed (Debian: apt-get install mosquitto)")
 pytestmark = [pytest.mark.system, needs_mosquitto]
-
-
-def free_port():
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def wait_for(fn, timeout=5.0, what="condition"):
@@ -47,8 +41,8 @@ class Site:
     def __init__(self, tmp_path, mqtt=("q1",), http=(), tls=None, **settings):
         self.tmp = tmp_path
         self.dir = tmp_path / "broker"
-        self.port = free_port()
-        self.tls_port = free_port() if tls else None
+        self.port, self.tls_port = free_ports(2)
+        self.tls_port = self.tls_port if tls else None
         self.cafile = tls["ca"] if tls else None
         if tls:
             settings.update(mqtt_port=self.tls_port, mqtt_cafile=tls["ca"])

@@ -21,7 +21,7 @@ from test_mail_gateway import DOMAIN, Mailbox
 from headend import lb_server, mail_server, pg_server
 from headend.cli import main
 from lab import pki, processes
-from lab.processes import free_port
+from lab.processes import free_ports
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(mail_server.missing() is not None,
@@ -47,7 +47,8 @@ def test_the_mail_reader_runs_on_one_worker_and_moves_when_it_dies(tmp_path, cap
             pytest.skip(reason)
     pki.init(tmp_path / "pki", hosts=[DOMAIN], ips=["127.0.0.1"])
     p = pki.paths(tmp_path / "pki")
-    ports = {k: free_port() for k in ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")}
+    names = ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")
+    ports = dict(zip(names, free_ports(len(names))))
     d = Path(tempfile.mkdtemp(prefix="backchannel-mail-"))     # reachable by postfix
     d.chmod(0o711)
     capsys.readouterr()

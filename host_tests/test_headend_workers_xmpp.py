@@ -16,7 +16,7 @@ import pytest
 from headend import im_server, lb_server, pg_server
 from headend.cli import main
 from lab import pki, processes
-from lab.processes import free_port
+from lab.processes import free_ports
 from lab.xmpp_client import Operator
 
 pytestmark = [pytest.mark.system,
@@ -39,7 +39,7 @@ def test_the_component_runs_on_one_worker_and_moves_when_it_dies(tmp_path):
             pytest.skip(reason)
     pki.init(tmp_path / "pki", hosts=[DOMAIN, COMPONENT], ips=["127.0.0.1"])
     p = pki.paths(tmp_path / "pki")
-    ports = {"c2s_port": free_port(), "tls_port": free_port(), "component_port": free_port()}
+    ports = dict(zip(("c2s_port", "tls_port", "component_port"), free_ports(3)))
     im = tmp_path / "im"
     _cli("xmpp-config", "--dir", im, "--domain", DOMAIN, "--component", COMPONENT,
          "--certfile", p["server_pem"], "--keyfile", p["server_key"],

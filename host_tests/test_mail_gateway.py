@@ -28,7 +28,7 @@ from headend_harness import Headend, Server
 from headend import devices, escalation, groups, mail_server
 from headend.cli import main
 from lab import pki
-from lab.processes import free_port
+from lab.processes import free_ports
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(mail_server.missing() is not None,
@@ -95,7 +95,8 @@ def cli(*argv):
 def site(tmp_path, capsys):
     pki.init(tmp_path / "pki", hosts=[DOMAIN], ips=["127.0.0.1"])
     p = pki.paths(tmp_path / "pki")
-    ports = {k: free_port() for k in ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")}
+    names = ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")
+    ports = dict(zip(names, free_ports(len(names))))
     # as a user does it: the CLI writes both configs; in a directory the postfix user can
     # reach (pytest's tmp_path is private to root)
     d = Path(tempfile.mkdtemp(prefix="backchannel-mail-"))

@@ -16,7 +16,7 @@ from headend_harness import Headend, Server
 from headend import devices, escalation, groups, im_server
 from headend.cli import main
 from lab import pki
-from lab.processes import free_port
+from lab.processes import free_ports
 from lab.xmpp_client import Operator
 
 pytestmark = [pytest.mark.system,
@@ -37,7 +37,7 @@ def cli(*argv):
 def site(tmp_path):
     pki.init(tmp_path / "pki", hosts=[DOMAIN, COMPONENT], ips=["127.0.0.1"])
     p = pki.paths(tmp_path / "pki")
-    ports = {"c2s_port": free_port(), "tls_port": free_port(), "component_port": free_port()}
+    ports = dict(zip(("c2s_port", "tls_port", "component_port"), free_ports(3)))
     im = tmp_path / "im"            # as a user does it: the CLI writes both configs
     cli("xmpp-config", "--dir", im, "--domain", DOMAIN, "--component", COMPONENT,
         "--certfile", p["server_pem"], "--keyfile", p["server_key"],

@@ -28,10 +28,19 @@ START_S = 120.0          # a worker's first health answer (migrations, a loaded 
 PR_SET_PDEATHSIG = 1
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports on 127.0.0.1 for the workers: each socket is held until all are
+    chosen (one free port after another can be the same port twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _die_with_parent():
@@ -52,7 +61,7 @@ class Supervisor:
         self.own_dir = lb_dir is None
         self.dir = Path(lb_dir or tempfile.mkdtemp(prefix="bc-lb-"))
         self.certfile, self.keyfile = certfile, keyfile
-        self.ports = [free_port() for _ in range(n)]
+        self.ports = free_ports(n)
         self.pids = [None] * n
         self.restarts = 0
         self.stopping = False

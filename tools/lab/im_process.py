@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from lab import pki
-from lab.processes import HEADEND, free_port, spawn, wait_until
+from lab.processes import HEADEND, free_ports, spawn, wait_until
 
 DOMAIN, COMPONENT = "im.test", "fleet.im.test"
 
@@ -21,8 +21,7 @@ class ImServer:
         self.pki = Path(workdir) / "im-pki"
         self.host = host
         self.lab, self.ns = lab, ns
-        self.ports = {"c2s_port": free_port(), "tls_port": free_port(),
-                      "component_port": free_port()}
+        self.ports = dict(zip(("c2s_port", "tls_port", "component_port"), free_ports(3)))
         self.operators = list(operators)    # "jid=token name"
         self.proc = None
         self.keys = {}

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from lab import pki
-from lab.processes import HEADEND, free_port, spawn, wait_until
+from lab.processes import HEADEND, free_ports, spawn, wait_until
 
 DOMAIN = "mail.test"
 PORTS = ("imaps_port", "pop3s_port", "smtps_port", "lmtp_port")
@@ -41,7 +41,7 @@ class MailSite:
         self.domain = domain
         self.host = host
         self.lab, self.ns = lab, ns
-        self.ports = {k: free_port() for k in PORTS}
+        self.ports = dict(zip(PORTS, free_ports(len(PORTS))))
         # postfix's user must reach it: a directory of its own under /tmp (o+x), not the
         # caller's private tmp dir
         self.dir = Path(tempfile.mkdtemp(prefix="backchannel-mail-"))

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from headend import nats_cluster
-from lab.processes import HEADEND, free_port
+from lab.processes import HEADEND, free_ports
 
 NODES = 3
 
@@ -24,8 +24,9 @@ class NatsSite:
         self.dir = Path(workdir) / "nats"
         self.db = str(db)
         self.db_key = db_key
-        self.ports = {kind: [free_port() for _ in range(NODES)]
-                      for kind in ("client", "cluster", "mqtt", "http")}
+        kinds = ("client", "cluster", "mqtt", "http")
+        ports = free_ports(len(kinds) * NODES)
+        self.ports = {kind: ports[i * NODES:(i + 1) * NODES] for i, kind in enumerate(kinds)}
         self.cluster = None
 
     def configure(self):

@@ -22,10 +22,24 @@ ROOT = runner.ROOT
 HEADEND = [sys.executable, "-m", "headend"]   # tools/backchannel, under this interpreter
 
 
+def free_ports(n):
+    """n distinct free ports on 127.0.0.1: every socket is held until all are chosen (one
+    free_port() after another can return the same port twice: a Prosody lab once got one
+    port for its clients and its component, and refused the component)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def spawn(cmd, env, log, lab=None, ns=None):
