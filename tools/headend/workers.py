@@ -29,8 +29,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def free_ports(n):
-    """n distinct free ports on 127.0.0.1 for the workers: each socket is held until all are
-    chosen (one free port after another can be the same port twice)."""
+    """n distinct free ports on 127.0.0.1 (the workers', and the test labs'): each socket is
+    held until all are chosen, since one free port after another can be the same port twice
+    (a Prosody lab once got one port for its clients and its component)."""
     socks = []
     try:
         for _ in range(n):

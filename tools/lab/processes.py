@@ -15,27 +15,12 @@ from pathlib import Path
 
 import httpx
 
+from headend.workers import free_ports  # noqa: F401 - the labs take theirs from here
 from lab import runner
 from sim import METER_MAIN
 
 ROOT = runner.ROOT
 HEADEND = [sys.executable, "-m", "headend"]   # tools/backchannel, under this interpreter
-
-
-def free_ports(n):
-    """n distinct free ports on 127.0.0.1: every socket is held until all are chosen (one
-    free_port() after another can return the same port twice: a Prosody lab once got one
-    port for its clients and its component, and refused the component)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port():
