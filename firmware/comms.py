@@ -149,13 +149,16 @@ def accept_down(link, resp, used=None):
 
 
 def answer_overdue(link, now):
-    """No answer to the request in flight within answer_s: a failure, then a back-off."""
+    """No answer to the request in flight within answer_s: a failure, then a back-off.
+    True when it was overdue."""
     if link.awaiting is not None and ticks_diff(now, link.awaiting) > link.answer_s * 1000:
         link.awaiting = None
         link.failures += 1
         link.last_error = "no answer from the head-end within %g s" % link.answer_s
         link.hold_at = now
         link.hold_ms = int(link.backoff_s() * 1000)
+        return True
+    return False
 
 
 def time_refusal(link, resp, nonce):

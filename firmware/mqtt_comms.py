@@ -21,6 +21,9 @@
 #     PINGRESP within timeout_s is a dead link.
 #     So a broker that stops answering is given up within keepalive/2 + timeout_s at most
 #     (timeout_s = keepalive/4 within 2..10 s), sooner if a publish was waiting for its ack.
+#   - acks and pings that still come while answers do not (SILENT_UPS ups in a row): the
+#     broker may have lost our subscription, so the connection ends and the next one
+#     subscribes afresh.
 #   - a packet in pieces, and TLS: see firmware/mqtt_wire.py.
 #   - `assert` for protocol checks: an AssertionError is a protocol error: reconnect.
 #   - a 16-bit packet id that never wraps: wrapped here before it reaches 65536.
@@ -64,9 +67,10 @@ from httpc import tls_reason
 from memory_guard import Batch
 from mpshim import ticks_diff, ticks_ms
 from mqtt_session import MqttSession
-from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, log, simple, traceback_text
+from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, LinkError, log, simple, traceback_text
 
 WILL_STATE, WILL_NOTE = "unavailable", "connection lost"
+SILENT_UPS = 3      # ups unanswered in a row that end a connection whose acks still come
 
 
 class MqttComms:
@@ -137,6 +141,7 @@ class MqttComms:
         self.session.client.set_last_will(self.t_presence, self.presence_body(
             WILL_STATE, WILL_NOTE), True, 1)
         self.sent_nonce = None
+        self.silent_ups = 0             # ups unanswered in a row on this connection
         self.awaiting = None            # ticks the up in flight was sent (until a down)
         self.up_at = ticks_ms()
         self.hold_at = None             # after an unanswered up: no up for hold_ms
@@ -270,6 +275,7 @@ class MqttComms:
         if not isinstance(resp, dict):
             self.last_error = "response is not a JSON object; ignored"
             return
+        self.silent_ups = 0     # the head-end's messages reach us
         if "error" in resp:     # the signed time refusal of our up (docs/protocol.md)
             if self.awaiting is not None and time_refusal(self, resp, self.sent_nonce):
                 self.awaiting = None
@@ -282,7 +288,13 @@ class MqttComms:
         accept_down(self, resp, used)
 
     def _answer_timer(self, now):
-        answer_overdue(self, now)
+        # Acks and pings still come, answers do not: the broker may have lost our
+        # subscription (nats-server 2.9 lost a node's interest in it after a reload,
+        # docs/scaling.md). A new connection subscribes afresh, on a cluster's next node.
+        if answer_overdue(self, now):
+            self.silent_ups += 1
+            if self.silent_ups >= SILENT_UPS:
+                raise LinkError("no answer to %d requests on this connection" % SILENT_UPS)
 
     # --- what to send ---
     def _outbound(self, now):

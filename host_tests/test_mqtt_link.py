@@ -35,6 +35,9 @@ def test_link_coalesces_packets_and_bounds_every_wait(interpreter, tmp_path):
     assert out["down"] == [1, 1, 42, [0x40, 2, 0, 9]]
     assert out["bad_sig"][0] == 1 and "signature" in out["bad_sig"][1]
     assert out["bad_sig"][2] == [0x40, 2, 0, 10]
+    # answers that stop while acks come: a dead link after SILENT_UPS ups in a row (a broker
+    # that lost the meter's subscription, seen on nats-server 2.9); a down resets the count
+    assert out["silent"] == [2, 0, "LinkError: no answer to 3 requests on this connection"]
     # keepalive: PINGREQ, PINGRESP; silence and lost acks are dead links
     assert out["ping"] == [[0xC0, 0], True] and out["pingresp"] is False
     assert "no PINGRESP" in out["no_pingresp"]
@@ -103,3 +106,46 @@ def test_frozen_broker_never_stalls_metering(tmp_path):
             he.close()
         broker.stop()
         hole.close()
+
+
+# --- a broker that acks every up, while the answers never reach the meter ---
+
+def test_answers_that_stop_coming_end_the_connection(tmp_path):
+    """nats-server 2.9 once lost a node's interest in a meter's resumed subscription after a
+    reload: the meter's ups were acked and reached the head-end, its answers never came back,
+    and the connection stayed up for good. Here the head-end stops answering: after
+    SILENT_UPS unanswered ups on one connection the meter connects again (and subscribes
+    afresh), and is answered once answers flow."""
+    key = os.urandom(16).hex()
+    broker = Broker(tmp_path / "broker", {"meter-s": mqtt_password(key),
+                                          "headend": HEADEND_PASSWORD})
+    he = meter = None
+    try:
+        broker.start()
+        he = FakeHeadend(broker.port, HEADEND_PASSWORD, {"meter-s": key}, next_s=2)
+        meter = MqttMeter(tmp_path, "meter-s", key, broker.port).start()
+        wait_until(lambda: he.answered.get("meter-s"), 30, "the meter's first answer")
+        he.answering = False
+        since = len(he.ups["meter-s"])
+
+        def conns():
+            with he.lock:
+                return [body["conn"] for _, body in he.ups["meter-s"][since:]]
+        # 10 s keepalive: answer_s 5 s, back-off 1..2, 2..4 s between unanswered ups
+        wait_until(lambda: len(set(conns())) >= 2, 90, "a new connection after silent ups")
+        first = conns()[0]
+        assert conns().count(first) == 3, conns()
+        assert "link down: LinkError: no answer to 3 requests on this connection" in meter.log()
+        he.answering = True
+        # answered again: ups every `next` (2 s) on one connection, more of them than
+        # SILENT_UPS, so the meter took the answers
+        since = len(he.ups["meter-s"])
+        wait_until(lambda: conns() and conns().count(conns()[-1]) > 4, 60,
+                   "ups answered on one connection")
+        assert meter.log().count("no answer to 3 requests") == 1
+    finally:
+        if meter is not None:
+            meter.kill()
+        if he is not None:
+            he.close()
+        broker.stop()

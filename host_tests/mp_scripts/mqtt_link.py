@@ -126,6 +126,11 @@ def main(state):
     s.process()
     out["bad_sig"] = [c.exchanges, c.last_error, list(link.take())]
 
+    # acks come, answers do not: SILENT_UPS unanswered ups in a row end the connection;
+    # any signed down from the head-end starts the count again
+    out["silent"] = silent(c, raw)
+    s.link = s.client.sock = link = Link()
+
     # PINGREQ at keepalive/2; a PINGRESP clears it; none within timeout_s is a dead link
     now = ticks_ms()
     s.ping_at = now - 10001
@@ -168,6 +173,32 @@ def main(state):
         out["qos2_reason"] = c.reason(exc)
     out["refused"] = oversized(c)
     print(json.dumps(out))
+
+
+def silent(c, raw):
+    """[silent_ups after SILENT_UPS - 1 overdue ups, after a signed down, the error the
+    SILENT_UPS-th overdue up in a row raises]."""
+    s = c.session
+    s.link = s.client.sock = Link()
+    found = []
+
+    def overdue():
+        c.awaiting = ticks_ms() - int(c.answer_s * 1000) - 10
+        c.hold_at = None
+        c.step(ticks_ms())
+        s.link.take()
+    for _ in range(M.SILENT_UPS - 1):
+        overdue()
+    found.append(c.silent_ups)
+    s.link.feed(publish_packet(c.t_down, envelope.sign(KEY, raw).encode() + b" " + raw, 1, 11))
+    c.step(ticks_ms())
+    s.link.take()
+    found.append(c.silent_ups)
+    for _ in range(M.SILENT_UPS - 1):
+        overdue()
+    found.append(raises(overdue))
+    s.inflight = {}     # what step() published is never acked here
+    return found
 
 
 def oversized(c):
