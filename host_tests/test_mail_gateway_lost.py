@@ -35,19 +35,32 @@ class ScriptedImap:
         self.port = None
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self._run, daemon=True).start()
+        self.server = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
         assert self.ready.wait(10)
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
+        self.server = self.loop.run_until_complete(
             asyncio.start_server(self._client, "127.0.0.1", 0, ssl=self.ctx))
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self.server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
+        self.loop.close()
 
     def stop(self):
+        """Close the listener and end every connection's task, then the loop."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _shutdown(self):
+        self.server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _client(self, reader, writer):
         first = self.logins == 0
