@@ -8,7 +8,7 @@ from binascii import unhexlify
 import config as configuration
 import health
 import links  # the transport and the updater: imported only when used
-import metering
+import live_config
 from clock import Clock, board_ms, stamp
 from energy import RegisterStore, SavePolicy
 from inbox import Inbox
@@ -19,7 +19,7 @@ from mpshim import asleep_ms, cancel_all, ticks_diff, ticks_ms
 from ops import Dispatcher
 from outbox import Outbox
 from presence import Presence
-from protection import LIVE_KEYS, Protection
+from protection import Protection
 from sample_count import SampleCount, rate_ratio
 
 BLOCK = 128
@@ -27,15 +27,6 @@ METER_ALLOW_S = 10  # metering beats every block (40 ms); longer without one is 
 STAMP_STEP_MS = 60000  # records follow clock corrections larger than this (App._wall_ms)
 POLL_MS = 5  # polling a hardware board (mpshim.asleep_ms: an int, no float per call)
 
-
-HOLD_MAX = 16       # readings held in RAM at most (a few KB)
-
-
-def outbox_hold(cfg):
-    """Readings the outbox holds in RAM before one append writes them (outbox.py): persist_s
-    of them, so a power cut loses no more than persist_s of readings the head-end had not
-    stored yet (a clean stop writes them)."""
-    return min(HOLD_MAX, max(1, cfg["persist_s"] // cfg["report_s"]))
 
 
 class App:
@@ -48,7 +39,7 @@ class App:
         self.meter, self.reporter = links.make_meter(cfg, board)
         self.protection = Protection(cfg, self.set_relay)
         self.watchers = [self.protection]   # each checks every reading: records to push
-        self.outbox = Outbox(state_dir + "/outbox", hold=outbox_hold(cfg))
+        self.outbox = Outbox(state_dir + "/outbox", hold=live_config.outbox_hold(cfg))
         self.inbox = Inbox(state_dir + "/inbox")
         self.energy_store = RegisterStore(state_dir + "/energy")
         saved = self.energy_store.load()
@@ -84,7 +75,7 @@ class App:
         self.comms = links.make_comms(self, self.cfg, key)
         self.rekey = links.make_rekey(self, state_dir, key)     # key rotation: both keys
         if self.comms is not None:
-            self._apply_comms_config()
+            self.comms.wait_s = live_config.poll_wait_s(cfg)
             self.comms.after_exchange = self._after_exchange
             self.comms.heartbeat = self.comms_beat.beat
         self.state_dir = state_dir
@@ -278,18 +269,7 @@ class App:
         return configuration.public(self.cfg)
 
     def change_config(self, changes, by="console"):
-        new = configuration.validate(changes, self.cfg)
-        metering.check_sampling(new, self.board)  # e.g. a harmonic order the rate cannot give
-        if self.config_path:
-            configuration.save(self.config_path, new)
-        old, self.cfg = self.cfg, new
-        self._record_billing_change(old, new, changes, by)
-        self.outbox.hold = outbox_hold(new)
-        self._apply_comms_config()
-        self.protection.configure(new, changes)
-        live = ("report_s", "poll_wait_s", "update_key") + LIVE_KEYS
-        restart = [k for k in changes if k not in live]
-        return {"config": configuration.public(new), "restart_needed": restart}
+        return live_config.change(self, changes, by)
 
     def push(self, record):
         # an `alarm` or `shed` record: to the head-end at once
@@ -300,19 +280,6 @@ class App:
         self.outbox.offer(kind, body)
         if self.comms is not None:
             self.comms.kick()
-
-    def _record_billing_change(self, old, new, changes, by):
-        # a change to what the bill depends on is recorded with who (utility, operator,
-        # console) and each key's old and new value
-        moved = configuration.utility_changes(old, new, changes)
-        if moved:
-            self.outbox.offer("notice", {"what": "utility config changed", "count": 1,
-                                         "by": by, "changes": moved})
-
-    def _apply_comms_config(self):
-        # A long-poll never outlasts the reporting interval, so readings go out on time.
-        if self.comms is not None:
-            self.comms.wait_s = min(self.cfg["poll_wait_s"], self.cfg["report_s"])
 
     def set_relay(self, state):
         self.relay = state

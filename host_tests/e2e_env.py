@@ -29,7 +29,7 @@ MARGIN = 3                 # head-end presence margin_min (s) for scenario 7
 REPORT_S = 1               # meter reading interval (s)
 # readings a meter's outbox holds in RAM at its default persist_s (firmware/app.py): a kill
 # takes those the head-end had not stored yet
-HOLD = runner.import_firmware("app").outbox_hold({"persist_s": 60, "report_s": REPORT_S})
+HOLD = runner.import_firmware("live_config").outbox_hold({"persist_s": 60, "report_s": REPORT_S})
 KILLS = 5                  # scenario 5: kill -9 this many times
 SEED = int(os.environ.get("BC_E2E_SEED", "20250105"))
 BLOCKED_TIMEOUT = 2.0      # an inbound probe gives up after this long

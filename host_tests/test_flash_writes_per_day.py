@@ -10,9 +10,9 @@ import re
 
 import pytest
 import store
-from app import outbox_hold
 from config import DEFAULTS
 from energy import Registers, RegisterStore, SavePolicy
+from live_config import outbox_hold
 from outbox import Outbox
 
 from lab import runner

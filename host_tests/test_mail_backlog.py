@@ -28,7 +28,7 @@ from outbox_segments import records
 pytestmark = pytest.mark.unit
 
 SEND_EVERY_S = 5        # the rig's mail_send_s: new readings go at most this often
-HOLD = 5                # the campaign's persist_s / report_s (app.outbox_hold)
+HOLD = 5                # the campaign's persist_s / report_s (live_config.outbox_hold)
 READING = {"t": 1796616311, "t_ms": 304, "pad": "r" * 650}     # ~715 bytes, as measured
 
 

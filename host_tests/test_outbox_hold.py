@@ -69,11 +69,11 @@ def test_held_readings_respect_the_batch_limits(interpreter, tmp_path):
 
 
 def test_the_app_holds_persist_s_of_readings():
-    app = runner.import_firmware("app")
+    live = runner.import_firmware("live_config")
     config = runner.import_firmware("config")
-    assert app.outbox_hold(config.DEFAULTS) == 6                # 60 s / 10 s
-    assert app.outbox_hold(dict(config.DEFAULTS, persist_s=5, report_s=10)) == 1
-    assert app.outbox_hold(dict(config.DEFAULTS, persist_s=3600, report_s=1)) == app.HOLD_MAX
+    assert live.outbox_hold(config.DEFAULTS) == 6               # 60 s / 10 s
+    assert live.outbox_hold(dict(config.DEFAULTS, persist_s=5, report_s=10)) == 1
+    assert live.outbox_hold(dict(config.DEFAULTS, persist_s=3600, report_s=1)) == live.HOLD_MAX
 
 
 def test_held_readings_never_exceed_hold_bytes_in_ram(interpreter, tmp_path):

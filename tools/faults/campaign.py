@@ -20,8 +20,9 @@ ROOT = runner.ROOT
 REPORT_S = 1
 PERSIST_S = 5          # the meters' persist_s (the firmware's minimum): energy on flash lags
                        # true energy by less than this many seconds of metering
-HOLD = PERSIST_S // REPORT_S  # readings the meters' outboxes hold in RAM (app.outbox_hold): a
-                               # power cut loses those the head-end had not stored yet
+# readings the meters' outboxes hold in RAM (live_config.outbox_hold): a power cut loses
+# those the head-end had not stored yet
+HOLD = PERSIST_S // REPORT_S
 MQTT_KEEPALIVE = 10    # the MQTT meters' keepalive (the firmware's minimum)
 TRANSPORTS = ("http", "mqtt", "email", "xmpp")
 
