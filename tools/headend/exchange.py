@@ -7,6 +7,7 @@ requests store nothing.
 long-poll, the work sent, `push()` for MQTT, XMPP and email) is delivery.py. On PostgreSQL
 the statements run off the event loop (hub.off_loop)."""
 
+import asyncio
 import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -50,6 +51,16 @@ MALFORMED = "malformed signature: X-BC-Signature must be 64 hex digits"
 _NO_DEVICE_KEY = signing.new_key()     # verified against when the device is unknown
 
 
+class Promote(Exception):
+    """authenticate() on the event loop met a request under a rotation's new key, and
+    promoting it means writing the broker's logins and waiting for its nodes to reload
+    (seconds when a node is slow): handle() promotes in a thread, then admits again."""
+
+    def __init__(self, device, key, old):
+        super().__init__(device)
+        self.device, self.key, self.old = device, key, old
+
+
 class Refused(Exception):
     """A request refused before anything was stored: `status` is the HTTP status that
     names the reason (400, 401, 409, 413). `answer` and `key`: a refusal the meter may act
@@ -63,10 +74,12 @@ class Refused(Exception):
         self.key = key
 
 
-def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
+def authenticate(hub, raw, signature, topic_device=None, encoding="json", promoted=None):
     """(ExchangeRequest, key) or Refused 400/401/409/413. topic_device: the id the request
     arrived for (the MQTT topic's); the body's `device` must be the same. `encoding`: the
-    request's (encodings.py); a malformed document of any encoding is a 400."""
+    request's (encodings.py); a malformed document of any encoding is a 400. promoted: the
+    key to answer a request under a rotation's new key with, once handle() has promoted it
+    (Promote)."""
     if len(raw) > hub.settings.max_body:
         raise Refused(413, "body larger than %d bytes" % hub.settings.max_body)
     try:
@@ -98,7 +111,12 @@ def authenticate(hub, raw, signature, topic_device=None, encoding="json"):
             raise Refused(401, DENIED)
         # the meter holds the new key: the old one stops (the answer is under the new one),
         # unless the broker's password could not follow (both kept; the answer under the old)
-        key = key_rotation.promote(hub, obj["device"], key, row["key"])
+        if promoted is not None:
+            key = promoted
+        elif hub.db.executor() is None and key_rotation.login_files(hub.settings):
+            raise Promote(obj["device"], key, row["key"])   # on the loop (SQLite)
+        else:
+            key = key_rotation.promote(hub, obj["device"], key, row["key"])
     try:
         req = ExchangeRequest.model_validate(obj)
     except ValidationError as e:
@@ -131,11 +149,12 @@ def store(hub, req, transport):
                    req.conn, req.device, req.conn)
 
 
-def admit(hub, raw, signature, transport, topic_device=None, encoding="json", hold=False):
-    """authenticate(), store() and delivery.first_look(): (request, key, first), or Refused.
-    One call, so that on PostgreSQL they run in one trip to a worker thread (hub.off_loop).
-    hold: the transport can hold the request (an HTTP long-poll)."""
-    req, key = authenticate(hub, raw, signature, topic_device, encoding)
+def admit(hub, raw, signature, transport, topic_device=None, encoding="json", hold=False,
+          promoted=None):
+    """authenticate(), store() and delivery.first_look(): (request, key, first), or Refused
+    (or Promote). One call, so that on PostgreSQL they run in one trip to a worker thread
+    (hub.off_loop). hold: the transport can hold the request (an HTTP long-poll)."""
+    req, key = authenticate(hub, raw, signature, topic_device, encoding, promoted)
     store(hub, req, transport)
     wait = req.wait if hold and req.fetch is None else 0
     return req, key, first_look(hub, req, key, wait)
@@ -151,12 +170,19 @@ async def handle(hub, raw, signature, transport, topic_device=None, receive=None
     assert transport in TRANSPORTS
     started = time.perf_counter()
     since = hub.notifications
-    try:
-        req, key, first = await hub.off_loop(admit, hub, raw, signature, transport,
-                                             topic_device, encoding, receive is not None)
-    except Refused as e:
-        metrics.refused(hub, transport, e.status)
-        raise
+    promoted = None
+    while True:
+        try:
+            req, key, first = await hub.off_loop(admit, hub, raw, signature, transport,
+                                                 topic_device, encoding, receive is not None,
+                                                 promoted)
+            break
+        except Promote as p:
+            promoted = await asyncio.to_thread(key_rotation.promote, hub, p.device, p.key,
+                                               p.old)
+        except Refused as e:
+            metrics.refused(hub, transport, e.status)
+            raise
     hub.active[req.device] += 1
     try:
         wait = req.wait if receive is not None and req.fetch is None else 0
