@@ -12,6 +12,7 @@ that arrives with it. Real HAProxy, our config."""
 import socket
 import struct
 import threading
+import time
 
 import httpx
 import pytest
@@ -118,5 +119,12 @@ def test_failed_requests_are_logged_with_their_termination_state(proxy):
     backend.close()                     # nothing listens: the proxy answers 503 (SC--)
     with httpx.Client(base_url=url, timeout=20) as client:
         assert client.post("/v1/groups", content=b"{}").status_code == 503
-    lines = [line for line in log.read_text().splitlines() if "POST /v1/groups" in line]
+    # HAProxy logs a request when its stream ends, which can be after its client has the
+    # answer (CI read the file before the line was there)
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in log.read_text().splitlines() if "POST /v1/groups" in line]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert lines and " 503 " in lines[-1] and " SC-- " in lines[-1], lines

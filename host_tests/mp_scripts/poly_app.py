@@ -54,7 +54,10 @@ def main(argv):
     again.save_energy()
     out["after"] = again.meter.registers.as_wh()
     out["after_elements"] = elements(again)
-    print(json.dumps(out))
+    # streamed: json.dumps would need the whole text (about 17 KB) in one block of a
+    # fragmented board heap (CI: MemoryError here at 512K)
+    json.dump(out, sys.stdout)
+    print()
 
 
 def elements(app):
