@@ -120,7 +120,7 @@ class App:
             self.comms.updater = self._updater
         return self._updater
 
-    def _latest(self):
+    def latest_reading(self):
         return self.last_reading
 
     # --- metering ---

@@ -68,7 +68,7 @@ def make_comms(app, cfg, key):
         return MqttComms(cfg["device_id"], key, cfg["mqtt_host"], cfg["mqtt_port"],
                          app.outbox, app.inbox, app.dispatcher, app.clock,
                          ssl=ctx, keepalive=cfg["mqtt_keepalive"],
-                         presence=app.presence, reading=app._latest,
+                         presence=app.presence, reading=app.latest_reading,
                          state_s=cfg["report_s"], ha_discovery=cfg["ha_discovery"])
     if cfg["transport"] == "email" and cfg["mail_host"]:
         return _mail_comms(app, cfg, key)

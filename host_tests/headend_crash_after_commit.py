@@ -25,7 +25,7 @@ def remember(db, operator, key, fp, ref, now):
 def tx(self):
     with _tx(self) as db:
         yield db
-    if _armed and not self.db._depth:       # the outermost transaction has committed
+    if _armed and not self.db.tx_depth:       # the outermost transaction has committed
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -196,7 +196,7 @@ class Rig:
         return r.json()["id"]
 
     # the head-end's database, read-only (WAL lets this run beside the server)
-    def _db(self, sql, args=()):
+    def query(self, sql, args=()):
         for _ in range(50):
             try:
                 db = sqlite3.connect("file:%s?mode=ro" % self.headend.db, uri=True, timeout=10)
@@ -211,35 +211,35 @@ class Rig:
     def stored(self, device):
         """{seq: (kind, body)} of everything the head-end stored for device."""
         return {s: (k, json.loads(b)) for s, k, b in
-                self._db("SELECT seq, kind, body FROM items WHERE device = ?", (device,))}
+                self.query("SELECT seq, kind, body FROM items WHERE device = ?", (device,))}
 
     def stored_items(self, device):
         """[(epoch, seq, kind, body)] of everything stored for device, in storage order."""
-        return [(e, s, k, json.loads(b)) for e, s, k, b in self._db(
+        return [(e, s, k, json.loads(b)) for e, s, k, b in self.query(
             "SELECT epoch, seq, kind, body FROM items WHERE device = ? ORDER BY rowid",
             (device,))]
 
     def work_ids(self, device, op):
         """The ids of device's work items of one op."""
         from headend import workq
-        return {workq.wid(n) for (n,) in self._db(
+        return {workq.wid(n) for (n,) in self.query(
             "SELECT num FROM work WHERE device = ? AND op = ?", (device, op))}
 
     def stored_order(self, device):
         """Seqs in the order the head-end inserted them (rowid)."""
-        return [s for (s,) in self._db("SELECT seq FROM items WHERE device = ? ORDER BY rowid",
+        return [s for (s,) in self.query("SELECT seq FROM items WHERE device = ? ORDER BY rowid",
                                        (device,))]
 
     def check_transport(self):
         """Every meter of the rig last exchanged over the rig's transport."""
         for name in self.meters:
-            got = self._db("SELECT transport FROM devices WHERE id = ?", (name,))
+            got = self.query("SELECT transport FROM devices WHERE id = ?", (name,))
             check(got and got[0][0] == self.transport, "%s exchanged over %s, not %s"
                   % (name, got[0][0] if got else None, self.transport))
 
     def work_rows(self, device):
         from headend import workq
-        return {workq.wid(n): (st, ex) for n, st, ex in self._db(
+        return {workq.wid(n): (st, ex) for n, st, ex in self.query(
             "SELECT num, status, executed FROM work WHERE device = ?", (device,))}
 
     def work_status(self, wid):

@@ -114,7 +114,7 @@ def campaign_headend_crash(rig, rng, kills=50, say=print, crash=restart_headend,
     lives = rig.lives(m)
     check(len(lives) == 1, "the meter restarted")
     K = check_readings(rig, device, lives, {0: now}, allow_missing=len(gaps))
-    recv = sorted({r for (r,) in rig._db("SELECT received FROM items WHERE device = ?",
+    recv = sorted({r for (r,) in rig.query("SELECT received FROM items WHERE device = ?",
                                          (device,))})
     silence = max(b - a for a, b in zip(recv, recv[1:]))
     rig.stop(m)

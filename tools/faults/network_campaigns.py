@@ -127,7 +127,7 @@ def netem(lab, on=True, spec=("delay", "150ms", "50ms", "loss", "2%")):
             (["netem", *spec] if on else [])
         if not shutil.which("tc"):
             return "tc not installed (apt-get install iproute2)"
-        r = subprocess.run(lab._exec(ns, cmd), capture_output=True, text=True, timeout=10)
+        r = subprocess.run(lab.ns_argv(ns, cmd), capture_output=True, text=True, timeout=10)
         if r.returncode and on:
             return "tc netem unavailable here (kernel sch_netem?): %s" % r.stderr.strip()
     return None
@@ -142,10 +142,10 @@ LOSS_TABLE = """table inet bc_loss {
 def nft_loss(lab, permille=20, on=True):
     """Random packet loss both ways in site a (nftables numgen), where netem is missing."""
     if on:
-        subprocess.run(lab._exec("a", ["nft", "-f", "-"]), input=LOSS_TABLE % {
+        subprocess.run(lab.ns_argv("a", ["nft", "-f", "-"]), input=LOSS_TABLE % {
             "permille": permille}, text=True, check=True, capture_output=True, timeout=10)
     else:
-        subprocess.run(lab._exec("a", ["nft", "delete", "table", "inet", "bc_loss"]),
+        subprocess.run(lab.ns_argv("a", ["nft", "delete", "table", "inet", "bc_loss"]),
                        capture_output=True, timeout=10)
 
 

@@ -71,6 +71,11 @@ class Database:
                 self.conn.execute("VACUUM")
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    @property
+    def tx_depth(self):
+        """Nesting of the open transaction (0: none)."""
+        return self._depth
+
     @contextmanager
     def tx(self, sync=True):
         """A write transaction (BEGIN IMMEDIATE ... COMMIT); nested calls join the outer one.

@@ -63,13 +63,13 @@ class Hub:
         try:
             with self.db.tx(sync):
                 yield self.db
-                if self.db._depth == 1 and self._wake:
+                if self.db.tx_depth == 1 and self._wake:
                     self.db.announce(self._wake)    # other processes' waiters (PostgreSQL)
         except BaseException:
-            if not self.db._depth:
+            if not self.db.tx_depth:
                 self._wake.clear()
             raise
-        if not self.db._depth:
+        if not self.db.tx_depth:
             woken, self._wake = self._wake, set()
             for device in woken:
                 self._notify(device)

@@ -20,8 +20,7 @@ import hmac
 import re
 
 from . import devices, groups, operator_actions, workq
-from .xmpp_chat import _ack as chat_ack
-from .xmpp_chat import _presence, result_text
+from .xmpp_chat import ack_alarm, presence_line, result_text
 
 MAX_MAIL = 64 * 1024            # bytes of a whole mail; larger ones are not parsed
 MAX_BODY = 4000                 # characters of its text
@@ -142,7 +141,7 @@ def command(hub, who, line):
     if cmd == "help" and not args:
         return HELP, None
     if cmd == "ack" and len(args) == 1 and args[0].isdigit():
-        return chat_ack(hub, who, int(args[0]), "email"), None
+        return ack_alarm(hub, who, int(args[0]), "email"), None
     if cmd == "presence" and len(args) == 1:
         return _presence_of(hub, who, args[0]), None
     if cmd == "read" and len(args) == 1:
@@ -156,10 +155,10 @@ def command(hub, who, line):
 
 def _presence_of(hub, who, name):
     if devices.get(hub.db, name) is not None and who.sees(hub.db, name):
-        return _presence(hub, name)
+        return presence_line(hub, name)
     group = groups.get(hub.db, name)
     if group is not None and who.sees_group(name):
-        return "\n".join(_presence(hub, m) for m in group["members"]) or "%s: no meters" % name
+        return "\n".join(presence_line(hub, m) for m in group["members"]) or "%s: no meters" % name
     return "refused: no meter or group %s" % name
 
 

@@ -91,7 +91,8 @@ class PgDatabase:
         return self._session().conn
 
     @property
-    def _depth(self):
+    def tx_depth(self):
+        """Nesting of the open transaction (0: none), as db.Database.tx_depth."""
         return self._session().depth
 
     def _counted(self, durable_upto=None):

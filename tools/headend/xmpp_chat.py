@@ -22,7 +22,7 @@ def handle(hub, who, meter, text):
         return HELP, None
     cmd, args = words[0], words[1:]
     if cmd == "ack" and len(args) == 1 and args[0].isdigit():
-        return _ack(hub, who, int(args[0])), None
+        return ack_alarm(hub, who, int(args[0])), None
     if devices.get(hub.db, meter) is None or not who.sees(hub.db, meter):
         return "refused: unknown meter %s" % meter, None
     if cmd == "read" and not args:
@@ -30,7 +30,7 @@ def handle(hub, who, meter, text):
     if cmd == "relay" and len(args) == 1 and args[0] in RELAY:
         return _queue(hub, who, meter, "relay", {"state": RELAY[args[0]]})
     if cmd == "presence" and not args:
-        return _presence(hub, meter), None
+        return presence_line(hub, meter), None
     if cmd == "events" and not args:
         return _events(hub, meter), None
     return "unknown command %r; %s" % (text.strip()[:40], HELP), None
@@ -44,7 +44,8 @@ def _queue(hub, who, meter, op, args):
     return "queued %s as %s; the answer follows" % (op, workq.wid(row["num"])), row
 
 
-def _ack(hub, who, alarm_id, channel="xmpp"):
+def ack_alarm(hub, who, alarm_id, channel="xmpp"):
+    """An operator's `ack N` over chat or mail: the answer line (refusals included)."""
     alarm = escalation.get(hub.db, alarm_id)
     if alarm is None or not who.sees_group(alarm["grp"]):
         return "refused: unknown alarm %d" % alarm_id
@@ -55,7 +56,8 @@ def _ack(hub, who, alarm_id, channel="xmpp"):
     return "alarm %d acknowledged" % alarm_id
 
 
-def _presence(hub, meter):
+def presence_line(hub, meter):
+    """One meter's presence, its note and last contact, as chat and mail answer it."""
     d = devices.get(hub.db, meter)
     contact = d["last_contact"]
     return "%s: %s%s; last contact %s" % (

@@ -157,18 +157,19 @@ class Lab:
         if self.exists():
             raise LabError(f"could not remove {self.exists()}")
 
-    def _exec(self, ns, cmd):
+    def ns_argv(self, ns, cmd):
+        """The argv that runs cmd (a list, or a shell-like string) inside a namespace."""
         return ["ip", "netns", "exec", self.nsname(ns),
                 *(shlex.split(cmd) if isinstance(cmd, str) else cmd)]
 
     def run(self, ns, cmd, **popen_kwargs):
         """Start cmd (a list, or a shell-like string) inside a namespace; down() kills it."""
-        p = subprocess.Popen(self._exec(ns, cmd), **popen_kwargs)
+        p = subprocess.Popen(self.ns_argv(ns, cmd), **popen_kwargs)
         self._procs.append(p)
         return p
 
     def check_output(self, ns, cmd, timeout=20, **kwargs):
-        return subprocess.check_output(self._exec(ns, cmd), text=True, timeout=timeout, **kwargs)
+        return subprocess.check_output(self.ns_argv(ns, cmd), text=True, timeout=timeout, **kwargs)
 
     def serve(self, ns, proto="tcp", host="0.0.0.0", port=0, lifetime=60):
         """Start an echo server in ns; returns its Popen, with .port, once it listens."""
@@ -186,7 +187,8 @@ class Lab:
     def probe(self, ns, host, port, proto="tcp", timeout=2.0):
         """From ns, connect to host:port, send a token and wait for its echo.
         Returns {"connected": bool, "echoed": bool, "error": str|None, "seconds": float}."""
-        cmd = self._exec(ns, [sys.executable, ECHO, "probe", proto, host, str(port), str(timeout)])
+        cmd = self.ns_argv(ns, [sys.executable, ECHO, "probe", proto, host, str(port),
+                                str(timeout)])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 15)
         try:
             return json.loads(r.stdout.strip().splitlines()[-1])
@@ -199,7 +201,7 @@ class Lab:
         for ns, dev in (("out", f"{site}0"), (site, UPLINK)):
             script = f"add table inet {table}\ndelete table inet {table}\n"
             script += PARTITION.format(table=table, dev=dev) if on else ""
-            sh(self._exec(ns, ["nft", "-f", "-"]), input=script)
+            sh(self.ns_argv(ns, ["nft", "-f", "-"]), input=script)
 
     def listening_sockets(self, pid):
         return proc_sockets.listening_sockets(pid)
