@@ -32,7 +32,9 @@
 # hex(HMAC-SHA256(key, "mqtt-password")); while a key rotation is in flight (rekey.py) the
 # broker holds the password of one of the meter's two keys (the head-end switches it to the
 # new key's just before it drops the old key): a login refused for its password is tried
-# next time with the other key's (docs/protocol.md "Key rotation"). clean_session=False
+# with the other key's, at once and on the same node the first time (that node has just said
+# which password it holds), after the back-off if that is refused too (docs/protocol.md "Key
+# rotation"). clean_session=False
 # with bc/<id>/down at QoS 1, so work published while the meter is offline waits in the
 # broker. The Last Will sets the
 # retained presence to unavailable; on connect the meter publishes its stated presence.
@@ -71,6 +73,7 @@ from mqtt_wire import EXPECTED_ERRORS, MAX_PACKET, LinkError, log, simple, trace
 
 WILL_STATE, WILL_NOTE = "unavailable", "connection lost"
 SILENT_UPS = 3      # ups unanswered in a row that end a connection whose acks still come
+OTHER_KEY_S = 0.2   # mid-rotation, a refused login's retry with the other key's password
 
 
 class MqttComms:
@@ -107,6 +110,7 @@ class MqttComms:
         self.kicked = False
         self.rekey = None               # a key rotation in flight (rekey.py): both keys
         self.login_other = False        # log in with the rotation's other key (refused)
+        self.refused_in_row = 0         # logins refused for the password since one was taken
         self.t_up = ("bc/%s/up" % device_id).encode()
         self.t_down = ("bc/%s/down" % device_id).encode()
         self.t_presence = hass.presence_topic(device_id).encode()
@@ -129,9 +133,13 @@ class MqttComms:
 
     def login_refused(self, code):
         """The broker's CONNACK refusal (None: none): a bad password mid-rotation means the
-        broker holds the other key's."""
-        if code in (4, 5):
-            self.login_other = not self.login_other
+        broker holds the other key's. True: try that at once, on the same node (the first
+        refusal since a login was taken); a second in a row backs off as any failure does."""
+        if code not in (4, 5):
+            return False
+        self.login_other = not self.login_other
+        self.refused_in_row += 1
+        return self.refused_in_row == 1 and len(down_keys(self)) > 1
 
     def new_connection(self):
         """Forget what was sent on the previous connection."""
@@ -169,10 +177,13 @@ class MqttComms:
         s = self.session
         while True:
             self._alive(0)
+            other_now = False
             try:
                 await self._connected()
             except Exception as exc:  # link down, broker refused, protocol error
                 self.failures += 1
+                if s.connected:         # this login was taken
+                    self.refused_in_row = 0
                 # a link that held for a ping interval was sound: back off from the start.
                 # One that fails soon after CONNACK, every time, backs off further each time.
                 if s.connected and ticks_diff(ticks_ms(), s.connected_at) >= s.ping_ms:
@@ -180,7 +191,7 @@ class MqttComms:
                 self.link_failures += 1
                 self.last_error = self.reason(exc)
                 log("link down: %s" % self.last_error)
-                self.login_refused(s.refused_code)
+                other_now = self.login_refused(s.refused_code)
                 if isinstance(exc, MemoryError):
                     self.batch.shrink()
                 expected = isinstance(exc, EXPECTED_ERRORS)
@@ -189,8 +200,12 @@ class MqttComms:
                     traceback_text(exc)
             finally:
                 s.close()
-            s.next_broker()     # a cluster (mqtt_host "a,b,c"): the next node
-            delay = self.backoff_s(self.link_failures)
+            if other_now:
+                log("login refused mid-rotation: the other key's password, at once")
+                delay = OTHER_KEY_S
+            else:
+                s.next_broker()     # a cluster (mqtt_host "a,b,c"): the next node
+                delay = self.backoff_s(self.link_failures)
             self._alive(delay)
             await asyncio.sleep(delay)
 

@@ -55,6 +55,48 @@ async def refused_connack(s, code):
     return None
 
 
+class Stop(BaseException):
+    """Ends a scripted run() (its `except Exception` lets it through)."""
+
+
+def scripted_run(c, outcomes, keys):
+    """c.run() against a scripted two-node broker: each login attempt takes the next outcome
+    ("refused": CONNACK 5, not authorised; "lost": taken, then the link drops; "stop").
+    Returns [node, key name of the password] per attempt and the wait before each next."""
+    s = c.session
+    s.brokers = [("n1", 1883), ("n2", 1883)]
+    s.broker_i, (s.host, s.port) = 0, s.brokers[0]
+    tried, waits = [], []
+    real_sleep = asyncio.sleep
+
+    async def attempt():
+        login = c.login_password()
+        tried.append([s.host, [name for name, k in keys if password(k) == login][0]])
+        outcome = outcomes[len(tried) - 1]
+        if outcome == "stop":
+            raise Stop()
+        if outcome == "refused":
+            s.refused_code = 5
+            raise LinkError("broker refused the connection: not authorised")
+        s.connected, s.connected_at, s.refused_code = True, M.ticks_ms(), None
+        raise LinkError("the broker closed the connection")
+
+    async def sleep(t):
+        waits.append(t)
+        await real_sleep(0)
+
+    c._connected = attempt
+    asyncio.sleep = sleep
+    try:
+        asyncio.run(c.run())
+    except Stop:
+        pass
+    finally:
+        asyncio.sleep = real_sleep
+        del c._connected
+    return {"tried": tried, "waits": waits}
+
+
 def main(state):
     doc = json.loads(sys.stdin.read())
     out = {}
@@ -92,6 +134,9 @@ def main(state):
     out["login_after_other_failure"] = c.login_password() == password(new)
     c.login_refused(4)
     out["login_after_second_refusal"] = c.login_password() == password(OLD)
+    out["quick"] = M.OTHER_KEY_S
+    out["run"] = scripted_run(c, ["lost", "refused", "refused", "lost", "refused", "stop"],
+                              (("old", OLD), ("new", new)))
 
     # the head-end's answer, under the old key, says it holds the new one
     c.send_up(0)
@@ -117,6 +162,8 @@ def main(state):
     exchanges = c.exchanges
     down(c, OLD, {"v": 2, "dir": "down", "device": "meter-x", "conn": c.conn})
     out["old_taken_after"] = c.exchanges - exchanges
+    # one key again: a refusal is a failure like any other (back-off, the next node)
+    out["run_one_key"] = scripted_run(c, ["lost", "refused", "stop"], (("new", new),))
     print(json.dumps(out))
 
 
