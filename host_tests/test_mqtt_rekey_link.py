@@ -1,9 +1,10 @@
 """A key rotation on the meter's MQTT link (firmware/mqtt_comms.py, rekey.py) under each
 interpreter, without a network (host_tests/mp_scripts/mqtt_rekey_link.py): the broker
 password follows the key the broker last took, a login refused for its password is tried
-with the other key's (at once and on the same node the first time), the refusal is read even when the broker's close came with it, ups
-and presence are signed with the new key once the head-end holds it, and a down under the
-new key commits the rotation, after which the old key's downs are refused."""
+with the other key's (at once and on the same node the first time), the refusal is read
+even when the broker's close came with it, ups and presence are signed with the new key
+once the head-end holds it, and a down under the new key commits the rotation, after which
+the old key's downs are refused."""
 
 import json
 
