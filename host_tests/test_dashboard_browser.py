@@ -65,13 +65,29 @@ def site(tmp_path_factory):
 
 def wait_for(driver, predicate, timeout, what):
     """Poll predicate; pages that refresh themselves (work, group command) make elements go
-    missing or stale between a find and a read: that is "not yet"."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    missing or stale between a find and a read: that is "not yet". Chromedriver reports an
+    element read while its page is replaced as an "unknown error" ("Node with given id does
+    not belong to the document"), not as a stale element: that too."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def attempt(d):
+        try:
+            return predicate(d)
+        except (NoSuchElementException, StaleElementReferenceException):
+            raise
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return False
+            raise
     return WebDriverWait(driver, timeout, poll_frequency=0.1,
                          ignored_exceptions=(NoSuchElementException,
                                              StaleElementReferenceException)).until(
-        lambda d: predicate(d), message="timed out waiting for %s" % what)
+        attempt, message="timed out waiting for %s" % what)
 
 
 def by_id(driver, name):

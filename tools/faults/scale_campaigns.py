@@ -85,7 +85,7 @@ class ScaleRig(Rig):
     def workers_info(self):
         return json.loads((self.lb_dir / "workers.json").read_text())
 
-    def _db(self, sql, args=()):
+    def query(self, sql, args=()):
         import psycopg
         sql = sql.replace("?", "%s")
         deadline = time.monotonic() + 60
