@@ -72,11 +72,27 @@ def _run(app):
     MicroPython raises KeyboardInterrupt inside the asyncio loop, outside the app's tasks,
     so app.run()'s own final save never runs: saved here."""
     try:
-        return asyncio.run(app.run())
-    except KeyboardInterrupt:
+        return asyncio.run(_until_stopped(app))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         app.save_energy()
         sys.stderr.write("sim_meter: stopped (registers saved)\n")
         return "stopped"
+    finally:
+        _term_as_interrupt()        # the loop's close put SIGTERM back to its default
+
+
+async def _until_stopped(app):
+    """app.run(), which CPython's SIGTERM cancels from the loop (add_signal_handler) rather
+    than by an exception raised wherever the signal lands: one raised inside asyncio's own
+    code can leave the loop unable to finish (CI: a meter that never ended). MicroPython's
+    loop has no signal handlers: SIGTERM is _term_as_interrupt's, or the default."""
+    try:
+        import signal
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM,
+                                                      asyncio.current_task().cancel)
+    except (ImportError, AttributeError, NotImplementedError):
+        pass
+    return await app.run()
 
 
 def _print(record):
