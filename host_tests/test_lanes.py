@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import runner
+from lab import runner, second_try
 
 # one xdist worker for the module: the house rules share parsed() syntax trees
 pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("house_rules")]
@@ -342,3 +342,55 @@ def test_the_store_lane_takes_modules_that_build_the_head_end_through_a_helper()
     assert {"host_tests/test_attacks_protocol.py", "host_tests/test_attacks_clock.py",
             "host_tests/test_tariff_renew.py", "host_tests/test_headend_billing.py"} <= store
     assert "host_tests/test_mpy_lane.py" not in store
+
+
+FLAKY_MODULE = '''
+import os
+import pytest
+
+pytestmark = pytest.mark.xdist_group("g")
+
+def test_flaky():
+    seen = os.path.join(os.environ["FLAKY_DIR"], "seen")
+    if not os.path.exists(seen):
+        open(seen, "w").close()
+        assert False, "loses a race the first time"
+
+def test_broken():
+    assert os.environ.get("FIXED") == "1"
+
+def test_fine():
+    pass
+'''
+
+
+def _second_try(tmp_path, *select, workers=()):
+    """lab.second_try.run on a tiny module: what it said, and the lane's exit status."""
+    (tmp_path / "test_races.py").write_text(FLAKY_MODULE)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "--rootdir", str(tmp_path), "-c", "/dev/null"]
+    said = []
+    rc = second_try.run([*pytest_cmd, "-p", "lab.second_try", *workers, *select],
+                        pytest_cmd, dict(bare_pytest_env(), FLAKY_DIR=str(tmp_path)), tmp_path,
+                        say=lambda line, flush: said.append(line))
+    return rc, "\n".join(said)
+
+
+def test_a_test_that_fails_once_passes_on_its_second_try_and_is_named_flaky(tmp_path):
+    # on xdist workers with loadgroup, as the unit lane runs: its ids end in "@group"
+    rc, said = _second_try(tmp_path, "test_races.py::test_flaky", "test_races.py::test_fine",
+                           workers=("-p", "xdist.plugin", "-n", "2", "--dist", "loadgroup"))
+    assert rc == 0, said
+    assert "FLAKY" in said and "test_races.py::test_flaky" in said and "@g" not in said
+
+
+def test_a_test_that_fails_twice_fails_the_lane(tmp_path):
+    rc, said = _second_try(tmp_path, "test_races.py::test_broken", "test_races.py::test_fine")
+    assert rc == 1 and "failed again: test_races.py::test_broken" in said, said
+    assert "FLAKY" not in said
+
+
+def test_a_lane_with_many_failures_gets_no_second_try(tmp_path, monkeypatch):
+    monkeypatch.setattr(second_try, "LIMIT", 1)
+    rc, said = _second_try(tmp_path, "test_races.py")
+    assert rc == 1 and said == ""

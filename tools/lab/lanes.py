@@ -15,6 +15,9 @@ The `postgresql` lane is a store lane: the unit tests that build a head-end
 (host_tests/headend_harness.py) once more with PostgreSQL as its store (--store=postgresql),
 on one private cluster the lane starts for its workers (BC_PG_URL) and removes. Without
 PostgreSQL it is skipped, saying why (with CI set it fails instead).
+
+Every lane gives one to three failed tests a second try, each on its own, and names them
+FLAKY if they pass then (lab.second_try).
 """
 
 import os
@@ -25,12 +28,30 @@ import sys
 import tempfile
 import time
 
-from lab import runner
+from lab import runner, second_try
 from lab.runner import ROOT, VENV
 
 # pytest's own plugins the suite uses, loaded by name: autoloading every installed plugin
 # (schemathesis, anyio, ...) costs each xdist worker a second of imports
 PLUGINS = ("-p", "xdist.plugin", "-p", "_hypothesis_pytestplugin")
+
+
+# records the failed tests for their second try (lab.second_try)
+SECOND_TRY = ("-p", "lab.second_try")
+
+
+def pytest_cmd(marker, *options):
+    return [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", marker, *options]
+
+
+def run_tests(cmd, again, env, extra):
+    """A lane's pytest, with a second try for a few failed tests (lab.second_try), on its
+    own and outside the fast lane's slicing, which could leave a lone test out. Not when the
+    caller gave pytest arguments of its own: those pick what runs."""
+    if extra:
+        return subprocess.call(cmd, cwd=ROOT, env=env)
+    again_env = {k: v for k, v in env.items() if k != "BC_FAST"}
+    return second_try.run(cmd, again, env, ROOT, again_env=again_env)
 
 
 def pytest_environment():
@@ -92,10 +113,10 @@ def run_postgresql_lane(extra):
     server = pg_server.temporary(fast=True, under=scratch).start()
     try:
         env = dict(pytest_environment(), BC_PG_URL=server.url())
-        cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", "unit", "--store=postgresql",
-               "-n", str(2 * (os.cpu_count() or 1)), "-p", "no:cacheprovider",
+        again = pytest_cmd("unit", "--store=postgresql", "-p", "no:cacheprovider")
+        cmd = [*again, *SECOND_TRY, "-n", str(2 * (os.cpu_count() or 1)),
                *collect_only(store_modules()), *extra]
-        rc = subprocess.call(cmd, cwd=ROOT, env=env)
+        rc = run_tests(cmd, again, env, extra)
     finally:
         pg_server.remove(server)
         if scratch:
@@ -142,8 +163,8 @@ def run_lane(lane, fast, extra):
         runner.mpy_tree(runner.UNIX_ARCH)
     if lane == "postgresql":
         return run_postgresql_lane(extra)
-    cmd = [sys.executable, "-m", "pytest", "-q", *PLUGINS, "-m", lane,
-           *collect_only(lane_modules(lane)),
+    again = pytest_cmd(lane, "-p", "no:cacheprovider")
+    cmd = [*pytest_cmd(lane), *SECOND_TRY, *collect_only(lane_modules(lane)),
            *workers(lane), *(["--group-modules"] if lane == "unit" else []), *extra]
     env = pytest_environment()
     if fast:
@@ -154,11 +175,12 @@ def run_lane(lane, fast, extra):
     scratch = memory_scratch() if lane == "unit" else None
     if scratch:
         cmd += ["--basetemp", os.path.join(scratch, "pytest")]
+        again += ["--basetemp", os.path.join(scratch, "again")]
         env["TMPDIR"] = scratch
         env["BC_QUICK_EXIT"] = "1"     # its workers skip interpreter teardown (conftest)
     start = time.monotonic()
     try:
-        rc = subprocess.call(cmd, cwd=ROOT, env=env)
+        rc = run_tests(cmd, again, env, extra)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

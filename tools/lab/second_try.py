@@ -1,0 +1,67 @@
+"""A lane's second try: when a few tests fail, each runs once more on its own, and the lane
+passes only if every one of them passes then. The ones that needed it are printed as FLAKY,
+by name, so they are fixed rather than forgotten.
+
+Why: the lanes start real brokers, databases, browsers and MicroPython boards on two busy
+cores, and a test that waits on one of them can lose a race the code does not (CI lost two
+whole runs to such tests, each fixed once seen). CPython's own test runner does the same
+(`regrtest --rerun`). A test that fails because the code is wrong fails both times; a lane
+where more than LIMIT tests fail is broken, not unlucky, and is not tried again.
+
+Loaded into pytest as a plugin (`-p lab.second_try`), it writes the node id of each failed
+test to the file BC_FAILED_FILE names (xdist's controller only, so once per test). lab.lanes
+calls run() with the lane's pytest command and the command to run given node ids again.
+"""
+
+import os
+import re
+import subprocess
+import tempfile
+
+LIMIT = 3                       # more failures than this: a broken lane, reported as it is
+FILE_ENV = "BC_FAILED_FILE"
+
+
+def pytest_runtest_logreport(report):
+    path = os.environ.get(FILE_ENV)
+    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    with open(path, "a") as f:
+        f.write(node_id(report.nodeid) + "\n")
+
+
+def node_id(reported):
+    """The id to run a test by: xdist's loadgroup reports `path::test@group`."""
+    return re.sub(r"@[^@\[\]/:]*$", "", reported)
+
+
+def failed_ids(path):
+    try:
+        with open(path) as f:
+            return list(dict.fromkeys(line.strip() for line in f if line.strip()))
+    except OSError:
+        return []
+
+
+def run(cmd, again_cmd, env, cwd, again_env=None, say=print):
+    """Runs `cmd`; when 1..LIMIT tests failed, runs `again_cmd + [id]` for each, one by one
+    (in `again_env`, by default `env`). Returns pytest's exit status for the whole: 0 only if
+    every failed test passed again."""
+    fd, path = tempfile.mkstemp(prefix="bc-failed-", suffix=".txt")
+    os.close(fd)
+    try:
+        rc = subprocess.call(cmd, cwd=cwd, env=dict(env, **{FILE_ENV: path}))
+        failed = failed_ids(path)
+    finally:
+        os.unlink(path)
+    if rc != 1 or not failed or len(failed) > LIMIT:
+        return rc
+    say("== %d failed; each once more on its own: %s" % (len(failed), " ".join(failed)),
+        flush=True)
+    still = [test for test in failed
+             if subprocess.call([*again_cmd, test], cwd=cwd, env=again_env or env) != 0]
+    if still:
+        say("== failed again: %s" % " ".join(still), flush=True)
+        return 1
+    say("== FLAKY (failed, then passed on its own; fix it): %s" % " ".join(failed), flush=True)
+    return 0
