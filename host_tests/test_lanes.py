@@ -66,7 +66,8 @@ HOUSE_RULES = pytest.mark.xdist_group("house_rules")
 def bare_pytest_env():
     """The environment for a nested pytest on a tiny test tree: without the installed plugins
     (hypothesis, schemathesis, xdist), whose import costs seconds and is not under test."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "BC_FAST")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CI", "BC_FAST", second_try.FILE_ENV)}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     return env
 
@@ -371,7 +372,9 @@ def _second_try(tmp_path, *select, workers=()):
                   "--rootdir", str(tmp_path), "-c", "/dev/null"]
     said = []
     rc = second_try.run([*pytest_cmd, "-p", "lab.second_try", *workers, *select],
-                        pytest_cmd, dict(bare_pytest_env(), FLAKY_DIR=str(tmp_path)), tmp_path,
+                        pytest_cmd, dict(bare_pytest_env(), FLAKY_DIR=str(tmp_path),
+                                         # as when this test runs on a lane's worker
+                                         PYTEST_XDIST_WORKER="gw9"), tmp_path,
                         say=lambda line, flush: said.append(line))
     return rc, "\n".join(said)
 

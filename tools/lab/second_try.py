@@ -22,12 +22,21 @@ LIMIT = 3                       # more failures than this: a broken lane, report
 FILE_ENV = "BC_FAILED_FILE"
 
 
+_record_to = None
+
+
+def pytest_configure(config):
+    """Records in the process that reports (xdist's controller, or pytest without xdist);
+    a worker passes its reports on to the controller. Not by PYTEST_XDIST_WORKER, which a
+    pytest started by a test on a worker inherits."""
+    global _record_to
+    _record_to = None if hasattr(config, "workerinput") else os.environ.get(FILE_ENV)
+
+
 def pytest_runtest_logreport(report):
-    path = os.environ.get(FILE_ENV)
-    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    with open(path, "a") as f:
-        f.write(node_id(report.nodeid) + "\n")
+    if _record_to and report.failed:
+        with open(_record_to, "a") as f:
+            f.write(node_id(report.nodeid) + "\n")
 
 
 def node_id(reported):
