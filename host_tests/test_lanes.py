@@ -393,7 +393,23 @@ def test_a_test_that_fails_twice_fails_the_lane(tmp_path):
     assert "FLAKY" not in said
 
 
-def test_a_lane_with_many_failures_gets_no_second_try(tmp_path, monkeypatch):
-    monkeypatch.setattr(second_try, "LIMIT", 1)
+def test_a_lane_with_failures_in_too_many_modules_gets_no_second_try(tmp_path, monkeypatch):
+    monkeypatch.setattr(second_try, "MODULES", 1)
+    (tmp_path / "test_more.py").write_text("def test_no():\n    assert False\n")
+    rc, said = _second_try(tmp_path, "test_races.py::test_flaky", "test_more.py")
+    assert rc == 1 and said == ""
+
+
+def test_a_lane_with_too_many_failures_gets_no_second_try(tmp_path, monkeypatch):
+    monkeypatch.setattr(second_try, "TESTS", 1)
     rc, said = _second_try(tmp_path, "test_races.py")
     assert rc == 1 and said == ""
+
+
+def test_each_module_runs_its_failed_tests_again_together(tmp_path):
+    (tmp_path / "test_more.py").write_text(FLAKY_MODULE.replace('"seen"', '"seen-more"'))
+    rc, said = _second_try(tmp_path, "test_races.py::test_flaky", "test_more.py::test_flaky",
+                           "test_races.py::test_fine")
+    assert rc == 0, said
+    assert "test_races.py::test_flaky" in said.split("FLAKY")[1]
+    assert "test_more.py::test_flaky" in said.split("FLAKY")[1]

@@ -16,8 +16,8 @@ The `postgresql` lane is a store lane: the unit tests that build a head-end
 on one private cluster the lane starts for its workers (BC_PG_URL) and removes. Without
 PostgreSQL it is skipped, saying why (with CI set it fails instead).
 
-Every lane gives one to three failed tests a second try, each on its own, and names them
-FLAKY if they pass then (lab.second_try).
+Every lane gives a few failed tests a second try, and names them FLAKY if they pass then
+(lab.second_try).
 """
 
 import os
@@ -45,8 +45,8 @@ def pytest_cmd(marker, *options):
 
 
 def run_tests(cmd, again, env, extra):
-    """A lane's pytest, with a second try for a few failed tests (lab.second_try), on its
-    own and outside the fast lane's slicing, which could leave a lone test out. Not when the
+    """A lane's pytest, with a second try for a few failed tests (lab.second_try), outside
+    the fast lane's slicing, which could leave a lone test out. Not when the
     caller gave pytest arguments of its own: those pick what runs."""
     if extra:
         return subprocess.call(cmd, cwd=ROOT, env=env)
