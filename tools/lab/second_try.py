@@ -3,7 +3,7 @@ in a pytest of their own), and the lane passes only if every one of them passes 
 ones that needed it are printed as FLAKY, by name, so they are fixed rather than forgotten.
 
 Why: the lanes start real brokers, databases, browsers and MicroPython boards on two busy
-cores, and a test that waits on one of them can lose a race the code does not (CI lost two
+cores, and a test that waits on one of them can lose a race the code does not (CI lost three
 whole runs to such tests, each fixed once seen). CPython's own test runner does the same
 (`regrtest --rerun`). A test that fails because the code is wrong fails both times; a lane
 where more than TESTS tests, or tests of more than MODULES modules, fail is broken, not
